@@ -1,0 +1,66 @@
+# gim-logic container image.
+#
+#   docker build -t gim-logic .
+#   docker run -e GIM_TOKEN_SECRET=... -p 127.0.0.1:7400:7400 -v gim-data:/var/lib/gim gim-logic
+#
+# The image ships config/docker.yaml as /etc/gim-logic/gim-logic.yaml; mount
+# your own file there to change it (docker-compose.yml does).
+
+# ---- build stage --------------------------------------------------------------
+FROM debian:bookworm AS build
+
+WORKDIR /src
+# Only what the build needs, so unrelated changes keep the layer cache.
+COPY tools/setup.sh tools/setup.sh
+RUN tools/setup.sh build && rm -rf /var/lib/apt/lists/*
+
+COPY CMakeLists.txt CMakeLists.txt
+COPY cmake/ cmake/
+COPY proto/ proto/
+COPY src/ src/
+COPY migrations/ migrations/
+COPY schema/ schema/
+COPY tools/ tools/
+COPY tests/ tests/
+COPY config/ config/
+
+RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF \
+    && cmake --build build -j"$(nproc)" --target gim-logic gimctl \
+    && mkdir -p /out \
+    && cp build/gim-logic build/tools/gimctl /out/
+
+# ---- runtime stage ------------------------------------------------------------
+FROM debian:bookworm-slim
+
+# Runtime libraries only (the -dev packages of the build stage depend on these).
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        libsqlite3-0 libprotobuf-c1 libnng1 libcyaml1 libjwt0 \
+        sqlite3 ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN groupadd --system gim \
+    && useradd --system --gid gim --home-dir /var/lib/gim --shell /usr/sbin/nologin gim \
+    && mkdir -p /var/lib/gim /etc/gim-logic \
+    && chown gim:gim /var/lib/gim
+
+COPY --from=build /out/gim-logic /usr/local/bin/gim-logic
+COPY --from=build /out/gimctl /usr/local/bin/gimctl
+# Migrations are embedded in the binary; these copies are for admins.
+COPY migrations/ /usr/local/share/gim-logic/migrations/
+COPY schema/ /usr/local/share/gim-logic/schema/
+COPY config/gim-logic.example.yaml /etc/gim-logic/gim-logic.example.yaml
+COPY config/docker.yaml /etc/gim-logic/gim-logic.yaml
+
+VOLUME ["/var/lib/gim"]
+WORKDIR /var/lib/gim
+
+# 7400 requests (nng REQ/REP), 7401 publish (nng PUB), 7480 HTTP (/healthz)
+EXPOSE 7400 7401 7480
+
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+    CMD curl -fsS http://127.0.0.1:7480/healthz || exit 1
+
+USER gim
+ENTRYPOINT ["/usr/local/bin/gim-logic"]
+CMD ["--config", "/etc/gim-logic/gim-logic.yaml"]

@@ -1,0 +1,210 @@
+#include "auth.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jwt.h>
+
+/* libjwt 1.10 hands integer claims back as long: ids and times must not be truncated. */
+_Static_assert(sizeof(long) >= sizeof(int64_t), "auth needs a 64-bit long (libjwt claims)");
+
+static void say(char *why, size_t whylen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void say(char *why, size_t whylen, const char *fmt, ...)
+{
+    if (!why || whylen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, whylen, fmt, ap);
+    va_end(ap);
+}
+
+static const char *alg_name(jwt_alg_t alg)
+{
+    const char *s = jwt_alg_str(alg);
+    return s ? s : "unknown";
+}
+
+/*
+ * jwt_decode() reports every failure as EINVAL. A second decode without a key
+ * (format checks only) tells a bad signature from a malformed token or a
+ * refused alg, so operators get a useful reason. Its claims are never used.
+ */
+static void explain_decode_failure(const char *token, char *why, size_t whylen)
+{
+    jwt_t *jwt = NULL;
+    if (jwt_decode(&jwt, token, NULL, 0) != 0 || !jwt) {
+        say(why, whylen, "malformed token");
+        return;
+    }
+    /* Without a key libjwt reports alg none whatever the header says: read the header. */
+    const char *h = jwt_get_header(jwt, "alg");
+    jwt_alg_t alg = h ? jwt_str_alg(h) : JWT_ALG_INVAL;
+    if (alg == JWT_ALG_HS256)
+        say(why, whylen, "bad signature");
+    else
+        say(why, whylen, "alg %s not accepted (HS256 only)", alg_name(alg));
+    jwt_free(jwt);
+}
+
+enum claim { CLAIM_OK, CLAIM_MISSING, CLAIM_BAD };
+
+/*
+ * A claim that must be a JSON integer > 0. libjwt 1.10 returns 0 for a
+ * string, real or boolean value (newer versions -1 with EINVAL), so "> 0"
+ * also rejects every non-integer.
+ */
+static enum claim positive_int_claim(jwt_t *jwt, const char *name, int64_t *out)
+{
+    errno = 0;
+    long v = jwt_get_grant_int(jwt, name);
+    if (errno == ENOENT)
+        return CLAIM_MISSING;
+    if (errno != 0 || v <= 0)
+        return CLAIM_BAD;
+    *out = v;
+    return CLAIM_OK;
+}
+
+/* A positive decimal without sign, spaces or trailing bytes that fits int64. */
+static bool parse_id(const char *s, int64_t *out)
+{
+    if (!*s)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (*p < '0' || *p > '9')
+            return false;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno == ERANGE || *end || v <= 0)
+        return false;
+    *out = v;
+    return true;
+}
+
+gim_err auth_verify(const char *secret, const char *token, int64_t now_s, int64_t *user_id,
+                    int64_t *device_id, char *why, size_t whylen)
+{
+    gim_err e = GIM_EUNAUTH;
+    jwt_t *jwt = NULL;
+    int64_t exp = 0, nbf = 0, uid = 0, did = 0;
+    size_t klen = secret ? strlen(secret) : 0;
+
+    if (klen == 0 || klen > INT_MAX) {
+        say(why, whylen, "no token secret configured");
+        goto out;
+    }
+    if (!token || !*token) {
+        say(why, whylen, "empty token");
+        goto out;
+    }
+    if (strnlen(token, AUTH_TOKEN_MAX + 1) > AUTH_TOKEN_MAX) {
+        say(why, whylen, "token longer than %d bytes", AUTH_TOKEN_MAX);
+        goto out;
+    }
+    if (jwt_decode(&jwt, token, (const unsigned char *)secret, (int)klen) != 0 || !jwt) {
+        jwt = NULL;
+        explain_decode_failure(token, why, whylen);
+        goto out;
+    }
+    /* A valid signature under another alg (HS384/HS512) is still refused: HS256 is the contract. */
+    if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
+        say(why, whylen, "alg %s not accepted (HS256 only)", alg_name(jwt_get_alg(jwt)));
+        goto out;
+    }
+
+    switch (positive_int_claim(jwt, "exp", &exp)) {
+    case CLAIM_MISSING:
+        say(why, whylen, "token has no exp");
+        goto out;
+    case CLAIM_BAD:
+        say(why, whylen, "exp must be a positive integer");
+        goto out;
+    case CLAIM_OK:
+        break;
+    }
+    if (exp <= now_s) {
+        say(why, whylen, "token expired");
+        goto out;
+    }
+    /* nbf is optional, but RFC 7519 forbids accepting a token before it. */
+    if (positive_int_claim(jwt, "nbf", &nbf) == CLAIM_OK && nbf > now_s) {
+        say(why, whylen, "token not valid yet");
+        goto out;
+    }
+
+    errno = 0;
+    const char *sub = jwt_get_grant(jwt, "sub");
+    if (!sub) {
+        say(why, whylen, errno == ENOENT ? "token has no sub" : "sub must be a string");
+        goto out;
+    }
+    if (!parse_id(sub, &uid)) {
+        say(why, whylen, "sub must be a positive decimal user id");
+        goto out;
+    }
+
+    switch (positive_int_claim(jwt, "did", &did)) {
+    case CLAIM_MISSING:
+        say(why, whylen, "token has no did");
+        goto out;
+    case CLAIM_BAD:
+        say(why, whylen, "did must be a positive integer");
+        goto out;
+    case CLAIM_OK:
+        break;
+    }
+
+    *user_id = uid;
+    *device_id = did;
+    e = GIM_OK;
+out:
+    if (jwt)
+        jwt_free(jwt);
+    return e;
+}
+
+gim_err auth_mint(const char *secret, int64_t user_id, int64_t device_id, int64_t exp_s,
+                  char **token_out)
+{
+    gim_err e = GIM_EINTERNAL;
+    jwt_t *jwt = NULL;
+    char sub[24];
+    size_t klen = secret ? strlen(secret) : 0;
+
+    *token_out = NULL;
+    if (klen == 0 || klen > INT_MAX || user_id <= 0 || device_id <= 0 || exp_s <= 0) {
+        e = GIM_EBADREQ;
+        goto out;
+    }
+    if (jwt_new(&jwt) != 0 || !jwt) {
+        jwt = NULL;
+        e = GIM_ENOMEM;
+        goto out;
+    }
+    snprintf(sub, sizeof sub, "%" PRId64, user_id);
+    if (jwt_add_grant(jwt, "sub", sub) != 0 ||
+        jwt_add_grant_int(jwt, "did", (long)device_id) != 0 ||
+        jwt_add_grant_int(jwt, "exp", (long)exp_s) != 0 ||
+        jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)klen) != 0)
+        goto out;
+    /* libjwt 1.10 allocates the encoded string with malloc(): the caller's free() matches. */
+    *token_out = jwt_encode_str(jwt);
+    if (!*token_out) {
+        e = errno == ENOMEM ? GIM_ENOMEM : GIM_EINTERNAL;
+        goto out;
+    }
+    e = GIM_OK;
+out:
+    if (jwt)
+        jwt_free(jwt);
+    return e;
+}

@@ -1,0 +1,122 @@
+#include "dispatch.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "handlers.h"
+#include "log.h"
+
+/* Indexed by PackageType; NULL = not served. */
+static const struct handler *const table[] = {
+    [PB__PACKAGE_TYPE__PT_SIGN_IN] = &handle_signin,
+    [PB__PACKAGE_TYPE__PT_SYNC] = &handle_sync,
+    [PB__PACKAGE_TYPE__PT_HEARTBEAT] = &handle_heartbeat,
+    [PB__PACKAGE_TYPE__PT_MESSAGE] = &handle_message,
+    [PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM] = &handle_room,
+    [PB__PACKAGE_TYPE__PT_MESSAGE_ACK] = &handle_ack,
+    [PB__PACKAGE_TYPE__PT_RECALL] = &handle_recall,
+    [PB__PACKAGE_TYPE__PT_SIGN_OUT] = &handle_signout,
+};
+
+const struct handler *dispatch_handler(int type)
+{
+    if (type < 0 || (size_t)type >= sizeof table / sizeof table[0])
+        return NULL;
+    return table[type];
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+#define job_request(j) ((struct request *)((char *)(j)-offsetof(struct request, job)))
+
+static gim_err job_exec(struct write_job *job, struct wctx *w)
+{
+    struct request *r = job_request(job);
+    gim_err e = r->h->write(r, w);
+    if (e != GIM_OK && r->code == GIM_OK)
+        request_fail(r, e, "%s", gim_err_name(e));
+    return e;
+}
+
+static void job_done(struct write_job *job, struct wctx *w, gim_err err)
+{
+    struct request *r = job_request(job);
+    if (err == GIM_OK) {
+        if (r->h->committed)
+            r->h->committed(r, w);
+    } else if (r->code == GIM_OK || err != r->code) {
+        /* The batch failed around this request: its own work was rolled back too. */
+        request_fail(r, err, err == GIM_EUNAVAILABLE ? "database unavailable, retry later"
+                                                     : "write failed");
+        free(r->out);
+        r->out = NULL;
+        r->out_len = 0;
+    }
+    r->disp->write_done(r);
+}
+
+/* Decodes the envelope; on failure r->code says why and request_id is echoed if readable. */
+static gim_err decode(struct request *r, const uint8_t *buf, size_t len)
+{
+    r->env = pb__gateway_request__unpack(NULL, len, buf);
+    if (!r->env)
+        return request_fail(r, GIM_EBADREQ, "request is not a valid pb.GatewayRequest");
+    if (!r->env->input)
+        return request_fail(r, GIM_EBADREQ, "request has no input");
+    r->type = r->env->input->type;
+    r->request_id = r->env->input->request_id;
+    r->client_addr = r->env->client_addr;
+    return GIM_OK;
+}
+
+static gim_err authenticate(const struct dispatch *d, struct request *r)
+{
+    const Pb__GatewayRequest *env = r->env;
+    gim_err e = presence_check(d->presence, env->user_id, env->device_id, env->gateway_id,
+                               gim_clock_now(&d->clock), &r->sess);
+    if (e != GIM_OK)
+        return request_fail(r, GIM_EUNAUTH, "no session for device %lld of user %lld at gateway %s",
+                            (long long)env->device_id, (long long)env->user_id,
+                            env->gateway_id);
+    return GIM_OK;
+}
+
+enum dispatch_next dispatch_begin(const struct dispatch *d, struct request *r, const uint8_t *buf,
+                                  size_t len, struct store_conn *ro)
+{
+    r->cfg = d->cfg;
+    r->start_ns = mono_ns();
+    if (decode(r, buf, len) != GIM_OK)
+        return DISPATCH_REPLY;
+    const struct handler *h = dispatch_handler(r->type);
+    /* Authentication comes first: an unknown type from a stranger is unauthenticated. */
+    if ((!h || h->needs_session) && authenticate(d, r) != GIM_OK)
+        return DISPATCH_REPLY;
+    if (!h) {
+        request_fail(r, GIM_EBADREQ, "unknown package type %d", r->type);
+        return DISPATCH_REPLY;
+    }
+    r->h = h;
+    if (h->prepare && h->prepare(r) != GIM_OK) {
+        if (r->code == GIM_OK)
+            r->code = GIM_EINTERNAL;
+        return DISPATCH_REPLY;
+    }
+    if (h->write) {
+        r->disp = d;
+        r->job.exec = job_exec;
+        r->job.done = job_done;
+        return DISPATCH_WRITE;
+    }
+    if (h->read && h->read(r, ro) != GIM_OK && r->code == GIM_OK)
+        r->code = GIM_EINTERNAL;
+    return DISPATCH_REPLY;
+}

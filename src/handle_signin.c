@@ -1,0 +1,136 @@
+/*
+ * PT_SIGN_IN: a device proves who it is with a token and gets a session.
+ *
+ * The only handler without a session: the envelope's user_id/device_id are
+ * ignored (the gateway has not learnt them yet); the ids come from
+ * SignInInput and must match the token's claims. The device row is upserted
+ * in the writer's transaction, and the session enters presence only after
+ * the commit, so no request can be authenticated by a sign-in that was
+ * rolled back.
+ */
+#include <inttypes.h>
+#include <string.h>
+#include <time.h>
+
+#include "auth.h"
+#include "config.h"
+#include "handlers.h"
+#include "log.h"
+#include "presence.h"
+#include "request.h"
+
+#define CLIENT_ADDR_MAX 256 /* bytes; a host:port or a URL, never longer in practice */
+
+static const char SQL_UPSERT_DEVICE[] =
+    "INSERT INTO device (device_id, user_id, gateway_id, client_addr, online, room_id, "
+    "created_at, signed_in_at, updated_at) VALUES (?1, ?2, ?3, ?4, 1, 0, ?5, ?5, ?5) "
+    "ON CONFLICT (device_id) DO UPDATE SET user_id = excluded.user_id, "
+    "gateway_id = excluded.gateway_id, client_addr = excluded.client_addr, online = 1, "
+    "room_id = 0, signed_in_at = excluded.signed_in_at, updated_at = excluded.updated_at";
+
+static const char *client_addr(const struct request *r)
+{
+    if (r->client_addr)
+        return r->client_addr;
+    if (r->env && r->env->client_addr)
+        return r->env->client_addr;
+    return "";
+}
+
+static gim_err signin_prepare(struct request *r)
+{
+    gim_err e = request_decode_input(r, &pb__sign_in_input__descriptor);
+    if (e != GIM_OK)
+        return e;
+    const Pb__SignInInput *in = (const Pb__SignInInput *)r->in;
+    const char *gw = r->env && r->env->gateway_id ? r->env->gateway_id : "";
+    size_t gwlen = strlen(gw);
+
+    if (in->user_id <= 0)
+        return request_fail(r, GIM_EBADREQ, "sign-in: user_id must be > 0");
+    if (in->device_id <= 0)
+        return request_fail(r, GIM_EBADREQ, "sign-in: device_id must be > 0");
+    if (!in->token || !*in->token)
+        return request_fail(r, GIM_EBADREQ, "sign-in: token is empty");
+    if (gwlen == 0)
+        return request_fail(r, GIM_EBADREQ, "sign-in: gateway_id is empty");
+    if (gwlen > PRESENCE_GATEWAY_MAX)
+        return request_fail(r, GIM_EBADREQ, "sign-in: gateway_id longer than %d bytes",
+                            PRESENCE_GATEWAY_MAX);
+    /* The push topic is "<gateway_id>\n": a newline inside would misroute pushes. */
+    if (strchr(gw, '\n'))
+        return request_fail(r, GIM_EBADREQ, "sign-in: gateway_id contains a newline");
+    if (strlen(client_addr(r)) > CLIENT_ADDR_MAX)
+        return request_fail(r, GIM_EBADREQ, "sign-in: client_addr longer than %d bytes",
+                            CLIENT_ADDR_MAX);
+
+    const char *secret = config_secret(r->cfg);
+    if (secret && *secret) {
+        int64_t uid = 0, did = 0;
+        char why[100];
+        if (auth_verify(secret, in->token, (int64_t)time(NULL), &uid, &did, why, sizeof why) !=
+            GIM_OK)
+            return request_fail(r, GIM_EUNAUTH, "sign-in: %s", why);
+        if (uid != in->user_id || did != in->device_id)
+            return request_fail(r, GIM_EUNAUTH, "token is for another user/device");
+    } else if (!r->cfg->auth.insecure_dev) {
+        return request_fail(r, GIM_EUNAUTH, "no token secret configured");
+    }
+
+    memset(&r->sess, 0, sizeof r->sess);
+    r->sess.device_id = in->device_id;
+    r->sess.user_id = in->user_id;
+    r->sess.room_id = 0;
+    memcpy(r->sess.gateway_id, gw, gwlen + 1);
+    return GIM_OK;
+}
+
+static gim_err signin_write(struct request *r, struct wctx *w)
+{
+    const struct session *s = &r->sess;
+    sqlite3_stmt *st = store_stmt(w->db, SQL_UPSERT_DEVICE);
+    if (!st)
+        return request_fail(r, GIM_EINTERNAL, "sign-in: cannot prepare statement");
+    int rc = sqlite3_bind_int64(st, 1, s->device_id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, s->user_id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 3, s->gateway_id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 4, client_addr(r), -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 5, w->now_ms);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    store_done(st);
+    if (rc != SQLITE_DONE) {
+        log_warn("sign-in write failed", "device=%" PRId64 " rc=%d error=\"%s\"", s->device_id, rc,
+                 sqlite3_errmsg(w->db->db));
+        return request_fail(r, store_err(rc), "sign-in: cannot record the device");
+    }
+    return GIM_OK;
+}
+
+static void signin_committed(struct request *r, struct wctx *w)
+{
+    r->sess.last_seen_ms = w->now_ms;
+    gim_err e = presence_put(w->presence, &r->sess);
+    if (e != GIM_OK) {
+        /* The row says online but no request could authenticate: make the client retry. */
+        log_error("sign-in presence failed", "device=%" PRId64 " code=%s", r->sess.device_id,
+                  gim_err_name(e));
+        request_fail(r, GIM_EUNAVAILABLE, "sign-in: cannot register the session, retry");
+        return;
+    }
+    log_debug("signed in", "device=%" PRId64 " user=%" PRId64 " gateway=%s", r->sess.device_id,
+              r->sess.user_id, r->sess.gateway_id);
+}
+
+const struct handler handle_signin = {
+    .type = PB__PACKAGE_TYPE__PT_SIGN_IN,
+    .name = "sign_in",
+    .needs_session = false,
+    .prepare = signin_prepare,
+    .write = signin_write,
+    .committed = signin_committed,
+};

@@ -1,0 +1,81 @@
+/*
+ * PT_SIGN_OUT: the gateway closed a connection; the device goes offline.
+ *
+ * The UPDATE is guarded by the caller's user and gateway: when a device has
+ * already signed in again elsewhere (its sign-in queued ahead of this
+ * sign-out), the late sign-out of the old connection must not take the new
+ * session down. The presence sweeper uses the same statement unguarded.
+ */
+#include <inttypes.h>
+
+#include "handlers.h"
+#include "log.h"
+#include "presence.h"
+#include "request.h"
+#include "signout.h"
+
+/* ?3/?4 NULL = any user/gateway (sweeper). */
+static const char SQL_SIGN_OUT[] =
+    "UPDATE device SET online = 0, room_id = 0, updated_at = ?1 "
+    "WHERE device_id = ?2 AND (?3 IS NULL OR user_id = ?3) AND (?4 IS NULL OR gateway_id = ?4)";
+
+/* user_id 0 / gateway_id NULL: no guard. */
+static gim_err mark_offline(struct wctx *w, int64_t device_id, int64_t user_id,
+                            const char *gateway_id)
+{
+    sqlite3_stmt *st = store_stmt(w->db, SQL_SIGN_OUT);
+    if (!st)
+        return GIM_EINTERNAL;
+    int rc = sqlite3_bind_int64(st, 1, w->now_ms);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, device_id);
+    if (rc == SQLITE_OK && user_id > 0)
+        rc = sqlite3_bind_int64(st, 3, user_id);
+    if (rc == SQLITE_OK && gateway_id)
+        rc = sqlite3_bind_text(st, 4, gateway_id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    store_done(st);
+    if (rc != SQLITE_DONE) {
+        log_warn("sign-out write failed", "device=%" PRId64 " rc=%d error=\"%s\"", device_id, rc,
+                 sqlite3_errmsg(w->db->db));
+        return store_err(rc);
+    }
+    return GIM_OK;
+}
+
+gim_err signout_expired(struct wctx *w, int64_t device_id)
+{
+    return mark_offline(w, device_id, 0, NULL);
+}
+
+static gim_err signout_write(struct request *r, struct wctx *w)
+{
+    gim_err e = mark_offline(w, r->sess.device_id, r->sess.user_id, r->sess.gateway_id);
+    if (e != GIM_OK)
+        return request_fail(r, e, "sign-out: cannot record the device");
+    return GIM_OK;
+}
+
+static void signout_committed(struct request *r, struct wctx *w)
+{
+    /*
+     * Only the writer thread changes presence, so nothing can slip in between
+     * this check and the removal: a session that moved to another gateway
+     * (or user) in the meantime stays.
+     */
+    if (presence_check(w->presence, r->sess.user_id, r->sess.device_id, r->sess.gateway_id,
+                       w->now_ms, NULL) != GIM_OK)
+        return;
+    presence_remove(w->presence, r->sess.device_id, NULL);
+    log_debug("signed out", "device=%" PRId64 " user=%" PRId64 " gateway=%s", r->sess.device_id,
+              r->sess.user_id, r->sess.gateway_id);
+}
+
+const struct handler handle_signout = {
+    .type = PB__PACKAGE_TYPE__PT_SIGN_OUT,
+    .name = "sign_out",
+    .needs_session = true,
+    .write = signout_write,
+    .committed = signout_committed,
+};

@@ -1,0 +1,35 @@
+/*
+ * http: the operator's HTTP endpoint, on nng's built-in HTTP server.
+ *
+ * GET /metrics answers in the Prometheus text format; GET /healthz answers
+ * 200 "ok" when the database is writable and the sockets are bound, 503 with
+ * a one-line reason otherwise. Disabled when cfg->http is "".
+ */
+#ifndef GIM_HTTP_H
+#define GIM_HTTP_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+struct gim_config;
+struct metrics;
+struct presence;
+struct server;
+struct push;
+
+struct http_opts {
+    const struct gim_config *cfg;
+    struct metrics *metrics;
+    struct presence *presence;
+    struct server *server;
+    struct push *push;
+};
+
+struct http;
+
+/* On success *out is owned by the caller (http_stop); *out is NULL when disabled. */
+gim_err http_start(struct http **out, const struct http_opts *o, char *errbuf, size_t errlen);
+void http_stop(struct http *h);
+
+#endif

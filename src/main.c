@@ -1,0 +1,188 @@
+/*
+ * gim-logic: start-up, signal handling and orderly shutdown.
+ *
+ * Order matters both ways: the database and presence come first, then the
+ * writer, then the publisher and the server that feed it; on SIGINT/SIGTERM
+ * the server stops receiving and drains (its writes still reach the writer),
+ * then the writer finishes its queue, and only then is the database closed.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "presence.h"
+#include "push.h"
+#include "seq.h"
+#include "server.h"
+#include "store.h"
+#include "writer.h"
+
+#define VERSION "0.1.0"
+
+struct app {
+    struct gim_config cfg;
+    struct store_conn *db;
+    struct presence *presence;
+    struct seq *seq;
+    struct metrics *metrics;
+    struct push *push;
+    struct wctx w;
+    struct writer *writer;
+    struct server *server;
+    struct http *http;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: gim-logic [--config FILE] [--print-config] [--version]\n"
+               "  --config FILE    read settings from FILE (YAML); defaults otherwise\n"
+               "  --print-config   print the effective configuration and exit\n");
+}
+
+static int parse_args(int argc, char **argv, const char **config, int *print)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            *config = argv[++i];
+        } else if (strcmp(argv[i], "--print-config") == 0) {
+            *print = 1;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("gim-logic %s\n", VERSION);
+            exit(0);
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        } else {
+            fprintf(stderr, "gim-logic: unknown argument %s\n", argv[i]);
+            usage(stderr);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int check_secret(const struct gim_config *cfg)
+{
+    if (config_secret(cfg))
+        return 0;
+    if (!cfg->auth.insecure_dev) {
+        fprintf(stderr,
+                "gim-logic: no token secret: set auth.secret, or the environment variable %s "
+                "(auth.secret_env); auth.insecure_dev: true accepts any token (development only)\n",
+                cfg->auth.secret_env);
+        return -1;
+    }
+    log_warn("INSECURE: no token secret, any token is accepted (auth.insecure_dev)",
+             "%s", "never run this way in production");
+    return 0;
+}
+
+static gim_err app_start(struct app *a, char *err, size_t errlen)
+{
+    gim_err e;
+    if ((e = store_open(&a->cfg, STORE_WRITER, &a->db, err, errlen)) != GIM_OK)
+        return e;
+    log_info("database open", "path=%s schema_version=%d", a->cfg.database.path,
+             store_schema_version());
+    if ((e = presence_open(&a->presence)) != GIM_OK)
+        return e;
+    if ((e = presence_load(a->presence, a->db, gim_clock_real_ms(NULL))) != GIM_OK) {
+        snprintf(err, errlen, "cannot load sessions from the device table");
+        return e;
+    }
+    if ((e = seq_open(&a->seq)) != GIM_OK)
+        return e;
+    if (!(a->metrics = metrics_new()))
+        return GIM_ENOMEM;
+    if ((e = push_open(&a->push, &a->cfg, err, errlen)) != GIM_OK)
+        return e;
+    a->w = (struct wctx){.db = a->db,
+                         .seq = a->seq,
+                         .cfg = &a->cfg,
+                         .presence = a->presence,
+                         .push = a->push,
+                         .metrics = a->metrics,
+                         .clock = {gim_clock_real_ms, NULL}};
+    if ((e = writer_start(&a->writer, &a->w)) != GIM_OK)
+        return e;
+    struct server_opts so = {.cfg = &a->cfg,
+                             .presence = a->presence,
+                             .writer = a->writer,
+                             .metrics = a->metrics,
+                             .clock = {gim_clock_real_ms, NULL}};
+    if ((e = server_start(&a->server, &so, err, errlen)) != GIM_OK)
+        return e;
+    struct http_opts ho = {.cfg = &a->cfg,
+                           .metrics = a->metrics,
+                           .presence = a->presence,
+                           .server = a->server,
+                           .push = a->push};
+    return http_start(&a->http, &ho, err, errlen);
+}
+
+static void app_stop(struct app *a)
+{
+    http_stop(a->http);
+    server_stop(a->server); /* drains: in-flight writes still reach the writer */
+    writer_stop(a->writer); /* finishes its queue */
+    push_close(a->push);
+    presence_close(a->presence);
+    seq_close(a->seq);
+    metrics_free(a->metrics);
+    store_close(a->db);
+    config_free(&a->cfg);
+}
+
+int main(int argc, char **argv)
+{
+    static struct app a;
+    const char *config = NULL;
+    int print = 0;
+    char err[512] = "";
+    if (parse_args(argc, argv, &config, &print) != 0)
+        return 2;
+    if (config_load(config, &a.cfg, err, sizeof err) != GIM_OK) {
+        fprintf(stderr, "gim-logic: config: %s\n", err);
+        config_free(&a.cfg);
+        return 2;
+    }
+    if (print) {
+        config_print(&a.cfg, stdout);
+        config_free(&a.cfg);
+        return 0;
+    }
+    log_set_level((enum log_level)log_level_parse(a.cfg.log.level));
+    if (check_secret(&a.cfg) != 0) {
+        config_free(&a.cfg);
+        return 2;
+    }
+    /* Signals go to sigwait below, never to the worker threads. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    log_info("starting", "version=%s config=%s", VERSION, config ? config : "(defaults)");
+    if (log_enabled(LOG_LEVEL_INFO))
+        config_print(&a.cfg, stderr);
+    if (app_start(&a, err, sizeof err) != GIM_OK) {
+        fprintf(stderr, "gim-logic: %s\n", err[0] ? err : "start-up failed");
+        app_stop(&a);
+        return 1;
+    }
+    log_info("ready", "workers=%u contexts=%u", a.cfg.workers, a.cfg.contexts);
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    log_info("stopping", "signal=%d", sig);
+    app_stop(&a);
+    log_info("stopped", "%s", "clean");
+    return 0;
+}

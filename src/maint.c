@@ -1,0 +1,80 @@
+#include "maint.h"
+
+#include "config.h"
+#include "log.h"
+#include "presence.h"
+#include "signout.h"
+
+#define SWEEP_MAX 256
+#define PRUNE_ROWS 2000
+#define PRUNE_EVERY_MS (10 * 60 * 1000)
+
+/* An idempotency record outlives its window; the table has no time index
+ * (it would cost every send), so pruning scans, rarely and in slices. */
+static const char SQL_PRUNE_IDEM[] =
+    "DELETE FROM idempotency WHERE (device_id, request_id) IN "
+    "(SELECT device_id, request_id FROM idempotency WHERE created_at < ?1 LIMIT ?2)";
+
+static void sweep_presence(struct wctx *w, int64_t now)
+{
+    int64_t ids[SWEEP_MAX];
+    int64_t cutoff = now - (int64_t)w->cfg->presence.timeout_seconds * 1000;
+    size_t n = presence_expired(w->presence, cutoff, ids, SWEEP_MAX);
+    if (n == 0)
+        return;
+    if (store_exec(w->db, "BEGIN IMMEDIATE") != GIM_OK)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (signout_expired(w, ids[i]) != GIM_OK)
+            goto fail;
+    if (store_exec(w->db, "COMMIT") != GIM_OK)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        presence_remove(w->presence, ids[i], NULL);
+        log_info("presence timeout", "device=%lld", (long long)ids[i]);
+    }
+    return;
+fail:
+    store_exec(w->db, "ROLLBACK");
+}
+
+/* Recalled content must leave the WAL file too: truncate it once readers allow. */
+static void scrub_wal(struct wctx *w)
+{
+    int log_frames = -1, ckpt = -1;
+    int rc = sqlite3_wal_checkpoint_v2(w->db->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log_frames,
+                                       &ckpt);
+    if (rc == SQLITE_OK)
+        w->scrub_wal = false;
+    else
+        log_debug("wal truncate postponed", "rc=%d", rc);
+}
+
+static void prune_idempotency(struct wctx *w, int64_t now)
+{
+    int64_t cutoff = now - (int64_t)w->cfg->idempotency.window_seconds * 1000;
+    sqlite3_stmt *st = store_stmt(w->db, SQL_PRUNE_IDEM);
+    if (!st)
+        return;
+    sqlite3_bind_int64(st, 1, cutoff);
+    sqlite3_bind_int(st, 2, PRUNE_ROWS);
+    int rc = sqlite3_step(st);
+    int n = sqlite3_changes(w->db->db);
+    store_done(st);
+    if (rc == SQLITE_DONE && n > 0)
+        log_debug("idempotency pruned", "rows=%d", n);
+}
+
+void maint_run(struct wctx *w)
+{
+    int64_t now = gim_clock_now(&w->clock);
+    w->now_ms = now;
+    if (w->presence)
+        sweep_presence(w, now);
+    if (w->scrub_wal)
+        scrub_wal(w);
+    if (now - w->last_prune_ms >= PRUNE_EVERY_MS) {
+        w->last_prune_ms = now;
+        prune_idempotency(w, now);
+    }
+}

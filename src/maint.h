@@ -1,0 +1,17 @@
+/*
+ * maint: the writer's housekeeping between batches.
+ *
+ * Runs on the writer thread with its connection, outside any batch: signs
+ * out devices whose presence timed out, truncates the WAL after a recall so
+ * erased content leaves the WAL file, prunes expired idempotency records,
+ * trims room logs and applies retention. Each step works in small
+ * transactions so it never holds the write lock for long.
+ */
+#ifndef GIM_MAINT_H
+#define GIM_MAINT_H
+
+#include "writer.h"
+
+void maint_run(struct wctx *w);
+
+#endif

@@ -1,0 +1,162 @@
+#include "message.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char SQL_INSERT[] =
+    "INSERT INTO message (sender_type, sender_id, sender_device_id, receiver_type, receiver_id, "
+    "to_user_ids, message_type, content, send_time, status, sender_seq, receiver_seq) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11)";
+static const char SQL_INBOX_ADD[] = "INSERT INTO inbox (user_id, seq, message_id) VALUES (?1, ?2, ?3)";
+static const char SQL_LOAD[] = "SELECT " MESSAGE_COLUMNS " FROM message m WHERE m.id = ?1";
+
+gim_err arena_init(struct arena *a, size_t cap)
+{
+    a->len = 0;
+    a->cap = cap;
+    a->buf = malloc(cap);
+    return a->buf ? GIM_OK : GIM_ENOMEM;
+}
+
+void *arena_alloc(struct arena *a, size_t n)
+{
+    size_t at = (a->len + 15) & ~(size_t)15; /* keep structs aligned */
+    if (at > a->cap || n > a->cap - at)
+        return NULL;
+    a->len = at + n;
+    return a->buf + at;
+}
+
+void arena_free(struct arena *a)
+{
+    free(a->buf);
+    a->buf = NULL;
+    a->len = a->cap = 0;
+}
+
+void message_pack_ids(const int64_t *ids, size_t n, uint8_t *buf)
+{
+    for (size_t i = 0; i < n; i++)
+        for (int b = 0; b < 8; b++)
+            buf[i * 8 + (size_t)b] = (uint8_t)((uint64_t)ids[i] >> (8 * b));
+}
+
+static int64_t *unpack_ids(const uint8_t *buf, size_t len, size_t *n, struct arena *a)
+{
+    *n = len / 8;
+    if (*n == 0)
+        return NULL;
+    int64_t *ids = arena_alloc(a, *n * sizeof *ids);
+    if (!ids) {
+        *n = 0;
+        return NULL;
+    }
+    for (size_t i = 0; i < *n; i++) {
+        uint64_t v = 0;
+        for (int b = 0; b < 8; b++)
+            v |= (uint64_t)buf[i * 8 + (size_t)b] << (8 * b);
+        ids[i] = (int64_t)v;
+    }
+    return ids;
+}
+
+struct message_view *message_from_row(sqlite3_stmt *st, int col, int64_t seq, struct arena *a)
+{
+    struct message_view *v = arena_alloc(a, sizeof *v);
+    if (!v)
+        return NULL;
+    pb__message__init(&v->msg);
+    pb__sender__init(&v->sender);
+    v->msg.sender = &v->sender;
+    v->sender.sender_type = sqlite3_column_int(st, col + 0);
+    v->sender.sender_id = sqlite3_column_int64(st, col + 1);
+    v->sender.device_id = sqlite3_column_int64(st, col + 2);
+    v->msg.receiver_type = sqlite3_column_int(st, col + 3);
+    v->msg.receiver_id = sqlite3_column_int64(st, col + 4);
+    const uint8_t *ids = sqlite3_column_blob(st, col + 5);
+    size_t ids_len = (size_t)sqlite3_column_bytes(st, col + 5);
+    v->msg.to_user_ids = unpack_ids(ids, ids_len, &v->msg.n_to_user_ids, a);
+    if (ids_len >= 8 && !v->msg.to_user_ids)
+        return NULL;
+    v->msg.message_type = sqlite3_column_int(st, col + 6);
+    const void *content = sqlite3_column_blob(st, col + 7);
+    size_t clen = (size_t)sqlite3_column_bytes(st, col + 7);
+    if (clen) {
+        uint8_t *c = arena_alloc(a, clen);
+        if (!c)
+            return NULL;
+        memcpy(c, content, clen);
+        v->msg.message_content.data = c;
+        v->msg.message_content.len = clen;
+    }
+    v->msg.send_time = sqlite3_column_int64(st, col + 8);
+    v->msg.status = sqlite3_column_int(st, col + 9);
+    v->msg.seq = seq;
+    return v;
+}
+
+gim_err message_insert(struct store_conn *db, const struct message_new *m, int64_t *id)
+{
+    sqlite3_stmt *st = store_stmt(db, SQL_INSERT);
+    uint8_t stackbuf[8 * 16];
+    uint8_t *ids = NULL;
+    if (!st)
+        return GIM_EINTERNAL;
+    if (m->n_to_user_ids) {
+        ids = m->n_to_user_ids <= 16 ? stackbuf : malloc(8 * m->n_to_user_ids);
+        if (!ids)
+            return GIM_ENOMEM;
+        message_pack_ids(m->to_user_ids, m->n_to_user_ids, ids);
+    }
+    sqlite3_bind_int(st, 1, m->sender_type);
+    sqlite3_bind_int64(st, 2, m->sender_id);
+    sqlite3_bind_int64(st, 3, m->sender_device_id);
+    sqlite3_bind_int(st, 4, m->receiver_type);
+    sqlite3_bind_int64(st, 5, m->receiver_id);
+    if (ids)
+        sqlite3_bind_blob(st, 6, ids, (int)(8 * m->n_to_user_ids), SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 7, m->message_type);
+    sqlite3_bind_blob(st, 8, m->content ? (const void *)m->content : "", (int)m->content_len,
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(st, 9, m->send_time);
+    sqlite3_bind_int64(st, 10, m->sender_seq);
+    sqlite3_bind_int64(st, 11, m->receiver_seq);
+    int rc = sqlite3_step(st);
+    store_done(st);
+    if (ids != stackbuf)
+        free(ids);
+    if (rc != SQLITE_DONE)
+        return store_err(rc);
+    *id = sqlite3_last_insert_rowid(db->db);
+    return GIM_OK;
+}
+
+gim_err message_inbox_add(struct store_conn *db, int64_t user_id, int64_t seq, int64_t message_id)
+{
+    sqlite3_stmt *st = store_stmt(db, SQL_INBOX_ADD);
+    if (!st)
+        return GIM_EINTERNAL;
+    sqlite3_bind_int64(st, 1, user_id);
+    sqlite3_bind_int64(st, 2, seq);
+    sqlite3_bind_int64(st, 3, message_id);
+    int rc = sqlite3_step(st);
+    store_done(st);
+    return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
+}
+
+gim_err message_load(struct store_conn *db, int64_t message_id, int64_t seq, struct arena *a,
+                     struct message_view **out)
+{
+    sqlite3_stmt *st = store_stmt(db, SQL_LOAD);
+    gim_err e = GIM_OK;
+    if (!st)
+        return GIM_EINTERNAL;
+    sqlite3_bind_int64(st, 1, message_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        e = (*out = message_from_row(st, 0, seq, a)) ? GIM_OK : GIM_ENOMEM;
+    else
+        e = rc == SQLITE_DONE ? GIM_ENOTFOUND : store_err(rc);
+    store_done(st);
+    return e;
+}

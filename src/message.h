@@ -1,0 +1,84 @@
+/*
+ * message: stored messages, between SQLite rows and pb.Message.
+ *
+ * The message table holds one row per message; inbox rows (user_id, seq)
+ * point at it. Every module that reads a message back (sync, idempotent
+ * replies, recall notices, pushes) selects MESSAGE_COLUMNS and turns the row
+ * into a pb.Message with message_from_row(), so the mapping lives here once.
+ *
+ * to_user_ids is stored as a blob of little-endian int64s (NULL when empty):
+ * compact, and never parsed as text.
+ */
+#ifndef GIM_MESSAGE_H
+#define GIM_MESSAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "proto.h"
+#include "store.h"
+
+/* The columns message_from_row() expects, in order, from table alias m. */
+#define MESSAGE_COLUMNS                                                                            \
+    "m.sender_type, m.sender_id, m.sender_device_id, m.receiver_type, m.receiver_id, "           \
+    "m.to_user_ids, m.message_type, m.content, m.send_time, m.status"
+#define MESSAGE_NCOLUMNS 10
+
+/*
+ * A bounded bump allocator for building replies: everything a reply points
+ * at lives here and is freed at once. Allocation fails (NULL) past `cap`.
+ */
+struct arena {
+    uint8_t *buf;
+    size_t len, cap;
+};
+gim_err arena_init(struct arena *a, size_t cap);
+void *arena_alloc(struct arena *a, size_t n);
+void arena_free(struct arena *a);
+
+/* A pb.Message with the storage its pointers need, in one arena allocation. */
+struct message_view {
+    Pb__Message msg;
+    Pb__Sender sender;
+};
+
+/*
+ * Fills a message_view from the row st is on, reading MESSAGE_COLUMNS from
+ * column col; seq is the copy's seq. Blobs are copied into a (so the view
+ * survives the next step). Returns NULL when a is full.
+ */
+struct message_view *message_from_row(sqlite3_stmt *st, int col, int64_t seq, struct arena *a);
+
+/* What the writer stores for one new message. */
+struct message_new {
+    int sender_type;
+    int64_t sender_id, sender_device_id;
+    int receiver_type;
+    int64_t receiver_id;
+    const int64_t *to_user_ids;
+    size_t n_to_user_ids;
+    int message_type;
+    const uint8_t *content;
+    size_t content_len;
+    int64_t send_time;
+    int64_t sender_seq, receiver_seq;
+};
+
+/* Inserts the message row; *id is its message id. */
+gim_err message_insert(struct store_conn *db, const struct message_new *m, int64_t *id);
+
+/* Adds the inbox entry (user_id, seq) -> message_id. */
+gim_err message_inbox_add(struct store_conn *db, int64_t user_id, int64_t seq, int64_t message_id);
+
+/*
+ * Loads message message_id as the copy with seq `seq` (for replies built after
+ * the fact: idempotent retries, pushes). GIM_ENOTFOUND if it is gone.
+ */
+gim_err message_load(struct store_conn *db, int64_t message_id, int64_t seq, struct arena *a,
+                     struct message_view **out);
+
+/* Encodes ids as the to_user_ids blob into buf (8 * n bytes). */
+void message_pack_ids(const int64_t *ids, size_t n, uint8_t *buf);
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * presence: who is signed in where, in memory, shared by all threads.
+ *
+ * Every request but sign-in is authenticated here (device -> user, gateway),
+ * so lookups must be cheap and concurrent: a reader-writer lock guards the
+ * table, and last_seen is refreshed without taking the write lock. The
+ * device table in SQLite mirrors sign-in/sign-out transitions (not every
+ * heartbeat) and is reloaded at start-up, so a restart signs no one out.
+ *
+ * Only the writer thread adds and removes sessions, after the commit that
+ * records the change; any thread may look up.
+ */
+#ifndef GIM_PRESENCE_H
+#define GIM_PRESENCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "store.h"
+
+#define PRESENCE_GATEWAY_MAX 64 /* longest gateway_id accepted, bytes (without NUL) */
+
+struct session {
+    int64_t device_id;
+    int64_t user_id;
+    int64_t room_id; /* subscribed room, 0 = none */
+    int64_t last_seen_ms;
+    char gateway_id[PRESENCE_GATEWAY_MAX + 1];
+};
+
+struct presence;
+
+/* On success *out is owned by the caller; free with presence_close(). */
+gim_err presence_open(struct presence **out);
+void presence_close(struct presence *p);
+
+/* Loads every device marked online in the device table, last_seen = now_ms. */
+gim_err presence_load(struct presence *p, struct store_conn *db, int64_t now_ms);
+
+/* Adds or replaces the session of s->device_id. */
+gim_err presence_put(struct presence *p, const struct session *s);
+
+/* Removes the session of device_id; if old is not NULL and one existed, copies it there. */
+bool presence_remove(struct presence *p, int64_t device_id, struct session *old);
+
+/*
+ * Authenticates a request: GIM_OK when device_id has a session for exactly
+ * (user_id, gateway_id); then refreshes its last_seen to now_ms and copies the
+ * session to *out (if not NULL). GIM_EUNAUTH otherwise.
+ */
+gim_err presence_check(struct presence *p, int64_t user_id, int64_t device_id,
+                       const char *gateway_id, int64_t now_ms, struct session *out);
+
+/* Sets the room of a signed-in device; false if it has no session. */
+bool presence_set_room(struct presence *p, int64_t device_id, int64_t room_id);
+
+/*
+ * Copies up to max sessions of user_id into out; returns how many the user has
+ * (which may exceed max).
+ */
+size_t presence_user_sessions(struct presence *p, int64_t user_id, struct session *out, size_t max);
+
+/* Like presence_user_sessions, for the devices subscribed to room_id. */
+size_t presence_room_sessions(struct presence *p, int64_t room_id, struct session *out, size_t max);
+
+/* Device ids of up to max sessions whose last_seen is before cutoff_ms; returns the count copied. */
+size_t presence_expired(struct presence *p, int64_t cutoff_ms, int64_t *device_ids, size_t max);
+
+/* Number of sessions, and of those subscribed to a room. */
+void presence_counts(struct presence *p, size_t *sessions, size_t *in_rooms);
+
+#endif

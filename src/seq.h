@@ -1,0 +1,51 @@
+/*
+ * seq: per-user and per-room sequence counters, owned by the writer thread.
+ *
+ * The counter of an inbox (or room log) is loaded from the database on first
+ * use and then lives in memory: assigning a seq costs no query. Changes are
+ * written back by seq_flush() inside the same transaction as the rows that
+ * use them, so a crash can lose only what was never acknowledged and seqs
+ * never gap or repeat.
+ *
+ * Savepoints: seq_mark()/seq_rollback() undo the counters a failed request
+ * took, so its neighbours in the batch keep their numbers. After a failed
+ * commit, seq_reset() forgets everything and counters reload from the
+ * database. Not thread-safe: only the writer thread touches it.
+ */
+#ifndef GIM_SEQ_H
+#define GIM_SEQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "store.h"
+
+enum seq_kind { SEQ_USER = 0, SEQ_ROOM = 1 };
+
+struct seq;
+
+/* On success *out is owned by the caller; free with seq_close(). */
+gim_err seq_open(struct seq **out);
+void seq_close(struct seq *s);
+
+/* Takes the next seq of (kind, id) into *out: last + 1. */
+gim_err seq_next(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id, int64_t *out);
+
+/* The highest seq assigned so far to (kind, id), 0 if none. */
+gim_err seq_last(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id, int64_t *out);
+
+/* A point to roll back to; valid until seq_committed() or seq_reset(). */
+size_t seq_mark(struct seq *s);
+void seq_rollback(struct seq *s, size_t mark);
+
+/* Writes every counter changed since the last commit (call inside the transaction). */
+gim_err seq_flush(struct seq *s, struct store_conn *db);
+
+/* The transaction committed: the flushed values are now the truth. */
+void seq_committed(struct seq *s);
+
+/* The transaction failed: forget all cached counters. */
+void seq_reset(struct seq *s);
+
+#endif

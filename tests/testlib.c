@@ -1,0 +1,188 @@
+#include "testlib.h"
+
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth.h"
+
+static void write_config(struct tl_server *s)
+{
+    FILE *f = fopen(s->config, "w");
+    cr_assert_not_null(f, "cannot write %s", s->config);
+    fprintf(f,
+            "listen: [\"%s\"]\n"
+            "publish: [\"%s\"]\n"
+            "http: \"\"\n"
+            "workers: 4\n"
+            "contexts: 64\n"
+            "database: {path: \"%s\", synchronous: normal}\n"
+            "auth: {secret: \"" TL_SECRET "\"}\n"
+            "%s\n",
+            s->url, s->pub_url, s->db, s->extra);
+    fclose(f);
+}
+
+static void spawn(struct tl_server *s)
+{
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork failed");
+    if (pid == 0) {
+        FILE *log = freopen(s->log, "a", stderr);
+        (void)log;
+        execl(GIM_LOGIC_BIN, GIM_LOGIC_BIN, "--config", s->config, (char *)NULL);
+        _exit(127);
+    }
+    s->pid = pid;
+    /* Ready when it answers anything at all (a heartbeat without session is EC_UNAUTHENTICATED). */
+    struct gim_client *c = NULL;
+    cr_assert_eq(client_open(&c, s->url, 200, 1), GIM_OK);
+    struct client_conn conn = {.gateway_id = "probe"};
+    for (int i = 0; i < 100; i++) {
+        Pb__Output *out = NULL;
+        if (client_request(c, &conn, PB__PACKAGE_TYPE__PT_HEARTBEAT, 1, NULL, &out) == GIM_OK) {
+            pb__output__free_unpacked(out, NULL);
+            client_close(c);
+            return;
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            cr_assert_fail("gim-logic exited during start-up; see %s", s->log);
+        client_close(c);
+        cr_assert_eq(client_open(&c, s->url, 200, 1), GIM_OK);
+    }
+    client_close(c);
+    cr_assert_fail("gim-logic did not answer within 20 s; see %s", s->log);
+}
+
+void tl_start(struct tl_server *s, const char *extra_yaml)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->dir, sizeof s->dir, "/tmp/gimtest-XXXXXX");
+    cr_assert_not_null(mkdtemp(s->dir));
+    snprintf(s->url, sizeof s->url, "ipc://%s/rep.ipc", s->dir);
+    snprintf(s->pub_url, sizeof s->pub_url, "ipc://%s/pub.ipc", s->dir);
+    snprintf(s->db, sizeof s->db, "%s/gim.db", s->dir);
+    snprintf(s->config, sizeof s->config, "%s/gim.yaml", s->dir);
+    snprintf(s->log, sizeof s->log, "%s/gim.log", s->dir);
+    snprintf(s->extra, sizeof s->extra, "%s", extra_yaml ? extra_yaml : "");
+    write_config(s);
+    spawn(s);
+}
+
+void tl_restart(struct tl_server *s)
+{
+    spawn(s);
+}
+
+int tl_stop(struct tl_server *s)
+{
+    int st = 0;
+    if (s->pid <= 0)
+        return -1;
+    kill(s->pid, SIGTERM);
+    waitpid(s->pid, &st, 0);
+    s->pid = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+void tl_kill9(struct tl_server *s)
+{
+    if (s->pid <= 0)
+        return;
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+    s->pid = 0;
+}
+
+void tl_cleanup(struct tl_server *s)
+{
+    char cmd[256];
+    if (s->pid > 0)
+        tl_kill9(s);
+    if (getenv("GIM_TEST_KEEP"))
+        return;
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", s->dir);
+}
+
+struct gim_client *tl_client(const struct tl_server *s)
+{
+    struct gim_client *c = NULL;
+    cr_assert_eq(client_open(&c, s->url, 5000, 3), GIM_OK);
+    return c;
+}
+
+char *tl_token(int64_t user, int64_t device, int64_t ttl)
+{
+    char *t = NULL;
+    cr_assert_eq(auth_mint(TL_SECRET, user, device, (int64_t)time(NULL) + ttl, &t), GIM_OK);
+    return t;
+}
+
+Pb__Output *tl_call(struct gim_client *c, const struct client_conn *conn, int type,
+                    int64_t request_id, const ProtobufCMessage *data)
+{
+    Pb__Output *out = NULL;
+    cr_assert_eq(client_request(c, conn, type, request_id, data, &out), GIM_OK,
+                 "no reply to request type %d", type);
+    return out;
+}
+
+int tl_code(struct gim_client *c, const struct client_conn *conn, int type, int64_t request_id,
+            const ProtobufCMessage *data)
+{
+    Pb__Output *out = tl_call(c, conn, type, request_id, data);
+    int code = out->code;
+    pb__output__free_unpacked(out, NULL);
+    return code;
+}
+
+int tl_signin(struct gim_client *c, struct client_conn *conn, int64_t user, int64_t device,
+              const char *gateway)
+{
+    char *tok = tl_token(user, device, 3600);
+    Pb__SignInInput in = PB__SIGN_IN_INPUT__INIT;
+    in.user_id = user;
+    in.device_id = device;
+    in.token = tok;
+    *conn = (struct client_conn){
+        .user_id = user, .device_id = device, .gateway_id = gateway, .client_addr = "127.0.0.1"};
+    int code = tl_code(c, conn, PB__PACKAGE_TYPE__PT_SIGN_IN, 0, &in.base);
+    free(tok);
+    return code;
+}
+
+int64_t tl_query_int(const char *db, const char *sql)
+{
+    sqlite3 *h = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    cr_assert_eq(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(h, 5000);
+    cr_assert_eq(sqlite3_prepare_v2(h, sql, -1, &st, NULL), SQLITE_OK, "%s: %s", sql,
+                 sqlite3_errmsg(h));
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return v;
+}
+
+Pb__Output *tl_call_raw(struct gim_client *c, const void *buf, size_t len)
+{
+    uint8_t *reply = NULL;
+    size_t rlen = 0;
+    cr_assert_eq(client_call_raw(c, buf, len, &reply, &rlen), GIM_OK, "no reply");
+    Pb__Output *out = pb__output__unpack(NULL, rlen, reply);
+    free(reply);
+    cr_assert_not_null(out, "reply is not a pb.Output");
+    return out;
+}

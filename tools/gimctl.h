@@ -1,0 +1,42 @@
+/*
+ * gimctl: the operator's and developer's command-line tool.
+ *
+ * Each subcommand is a function `int gimctl_<name>(struct gimctl *g, int argc, char **argv)`
+ * returning the process exit status (0 ok, 1 the request failed, 2 bad usage),
+ * with argv[0] being the subcommand name. Subcommands that act as a device
+ * sign in first (gimctl_session) at gateway g->gateway, with a token minted
+ * from GIM_TOKEN_SECRET (or --secret).
+ */
+#ifndef GIM_GIMCTL_H
+#define GIM_GIMCTL_H
+
+#include <stdint.h>
+
+#include "gimclient.h"
+
+struct gimctl {
+    const char *url;     /* --url, default tcp://127.0.0.1:7400 */
+    const char *db;      /* --db, default data/gim.db */
+    const char *gateway; /* --gateway, default "gimctl" */
+    const char *secret;  /* --secret, default $GIM_TOKEN_SECRET */
+    int64_t user_id;     /* --user */
+    int64_t device_id;   /* --device */
+    int timeout_ms;      /* --timeout, default 5000 */
+};
+
+/* Opens a client to g->url; prints the error and returns NULL on failure. */
+struct gim_client *gimctl_client(const struct gimctl *g);
+
+/* Signs g->user_id/g->device_id in at g->gateway; 0 on success (else prints why). */
+int gimctl_session(const struct gimctl *g, struct gim_client *c, struct client_conn *conn);
+
+/* Prints an Output as one line: `code=EC_OK request_id=N [message="..."] [data=N bytes]`. */
+void gimctl_print_output(const Pb__Output *out);
+
+/* Parses a positive 64-bit decimal id; 0 on success. */
+int gimctl_parse_id(const char *s, int64_t *out);
+
+int gimctl_ping(struct gimctl *g, int argc, char **argv);
+int gimctl_token(struct gimctl *g, int argc, char **argv);
+
+#endif

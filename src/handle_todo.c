@@ -6,8 +6,4 @@ static gim_err not_yet(struct request *r)
     return request_fail(r, GIM_EBADREQ, "package type %d is not served yet", r->type);
 }
 
-const struct handler handle_sync = {PB__PACKAGE_TYPE__PT_SYNC, "sync", true, not_yet, NULL, NULL, NULL, NULL};
-const struct handler handle_message = {PB__PACKAGE_TYPE__PT_MESSAGE, "message", true, not_yet, NULL, NULL, NULL, NULL};
 const struct handler handle_room = {PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM, "room", true, not_yet, NULL, NULL, NULL, NULL};
-const struct handler handle_ack = {PB__PACKAGE_TYPE__PT_MESSAGE_ACK, "ack", true, not_yet, NULL, NULL, NULL, NULL};
-const struct handler handle_recall = {PB__PACKAGE_TYPE__PT_RECALL, "recall", true, not_yet, NULL, NULL, NULL, NULL};

@@ -1,0 +1,77 @@
+/*
+ * PT_MESSAGE_ACK: a device reports the highest seq it has received.
+ *
+ * The ack is what a new device's sync with seq = 0 starts after, so it only
+ * ever moves forward: acks arrive out of order (retries, several
+ * connections), and a late low one must not make other devices download
+ * again what was already shown. A lower or equal ack is therefore a success
+ * that changes nothing. An ack above the user's highest seq cannot come from
+ * a real client and would hide messages that do not exist yet from every
+ * new device, so it is refused; the writer's in-memory counter answers that
+ * without a query.
+ */
+#include <inttypes.h>
+
+#include "handlers.h"
+#include "log.h"
+#include "request.h"
+#include "seq.h"
+
+/* The user guard: a device that signed in as someone else since must keep its new row. */
+static const char SQL_ACK[] = "UPDATE device SET ack_seq = ?1, ack_time = ?2, updated_at = ?3 "
+                              "WHERE device_id = ?4 AND user_id = ?5 AND ack_seq < ?1";
+
+static gim_err ack_prepare(struct request *r)
+{
+    gim_err e = request_decode_input(r, &pb__message_ack__descriptor);
+    if (e != GIM_OK)
+        return e;
+    const Pb__MessageACK *in = (const Pb__MessageACK *)r->in;
+    if (in->device_ack < 0)
+        return request_fail(r, GIM_EBADREQ, "ack: device_ack must be >= 0, got %" PRId64,
+                            in->device_ack);
+    return GIM_OK;
+}
+
+static gim_err ack_write(struct request *r, struct wctx *w)
+{
+    const Pb__MessageACK *in = (const Pb__MessageACK *)r->in;
+    int64_t last = 0;
+    gim_err e = seq_last(w->seq, w->db, SEQ_USER, r->sess.user_id, &last);
+    if (e != GIM_OK)
+        return request_fail(r, e, "ack: cannot read the user's seq");
+    if (in->device_ack > last)
+        return request_fail(r, GIM_EBADREQ,
+                            "ack: device_ack %" PRId64 " is above the highest seq %" PRId64,
+                            in->device_ack, last);
+
+    sqlite3_stmt *st = store_stmt(w->db, SQL_ACK);
+    if (!st)
+        return request_fail(r, GIM_EINTERNAL, "ack: cannot prepare statement");
+    int rc = sqlite3_bind_int64(st, 1, in->device_ack);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, in->receive_time);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 3, w->now_ms);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 4, r->sess.device_id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 5, r->sess.user_id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    store_done(st);
+    if (rc != SQLITE_DONE) {
+        log_warn("ack write failed", "device=%" PRId64 " rc=%d error=\"%s\"", r->sess.device_id, rc,
+                 sqlite3_errmsg(w->db->db));
+        return request_fail(r, store_err(rc), "ack: cannot record the ack");
+    }
+    return GIM_OK;
+}
+
+const struct handler handle_ack = {
+    .type = PB__PACKAGE_TYPE__PT_MESSAGE_ACK,
+    .name = "ack",
+    .needs_session = true,
+    .prepare = ack_prepare,
+    .write = ack_write,
+};

@@ -1,0 +1,424 @@
+#include "recall.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "group.h"
+#include "log.h"
+#include "message.h"
+#include "presence.h"
+#include "proto.h"
+#include "push.h"
+#include "seq.h"
+
+static const char SQL_FIND[] =
+    "SELECT m.id, m.sender_type, m.sender_id, m.receiver_type, m.receiver_id, m.message_type, "
+    "m.content, m.send_time, m.status, m.sender_seq, m.receiver_seq "
+    "FROM inbox i JOIN message m ON m.id = i.message_id WHERE i.user_id = ?1 AND i.seq = ?2";
+/* content = NULL, not '': with secure_delete the old bytes are zeroed, not kept. */
+static const char SQL_ERASE[] = "UPDATE message SET status = 2, content = NULL WHERE id = ?1";
+static const char SQL_HAS_COPY[] =
+    "SELECT 1 FROM inbox WHERE user_id = ?1 AND seq = ?2 AND message_id = ?3";
+/* Joined with inbox: copies pruned since (retention) need no notice. */
+static const char SQL_GROUP_COPIES[] =
+    "SELECT g.user_id, g.seq FROM group_copy g JOIN inbox i ON i.user_id = g.user_id "
+    "AND i.seq = g.seq AND i.message_id = g.message_id WHERE g.message_id = ?1 "
+    "ORDER BY g.user_id";
+
+/* The message an inbox entry points at, as far as a recall needs it. */
+struct target {
+    int64_t id;
+    int sender_type;
+    int64_t sender_id;
+    int receiver_type;
+    int64_t receiver_id;
+    int64_t send_time;
+    int status;
+    int64_t sender_seq, receiver_seq;
+    bool notice; /* a recall notice (MT_COMMAND, code RECALL_COMMAND_CODE) */
+};
+
+struct copy {
+    int64_t user_id, seq;
+};
+
+static void say(char *why, size_t whylen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void say(char *why, size_t whylen, const char *fmt, ...)
+{
+    if (!why || whylen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, whylen, fmt, ap);
+    va_end(ap);
+}
+
+static bool is_notice(sqlite3_stmt *st, int col)
+{
+    const uint8_t *data = sqlite3_column_blob(st, col);
+    size_t len = (size_t)sqlite3_column_bytes(st, col);
+    Pb__Command *cmd = pb__command__unpack(NULL, len, data);
+    bool notice = cmd && cmd->code == RECALL_COMMAND_CODE;
+    if (cmd)
+        pb__command__free_unpacked(cmd, NULL);
+    return notice;
+}
+
+static gim_err find(struct store_conn *db, int64_t user_id, int64_t seq, struct target *t)
+{
+    sqlite3_stmt *st = store_stmt(db, SQL_FIND);
+    if (!st)
+        return GIM_EINTERNAL;
+    sqlite3_bind_int64(st, 1, user_id);
+    sqlite3_bind_int64(st, 2, seq);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        t->id = sqlite3_column_int64(st, 0);
+        t->sender_type = sqlite3_column_int(st, 1);
+        t->sender_id = sqlite3_column_int64(st, 2);
+        t->receiver_type = sqlite3_column_int(st, 3);
+        t->receiver_id = sqlite3_column_int64(st, 4);
+        t->notice = sqlite3_column_int(st, 5) == PB__MESSAGE_TYPE__MT_COMMAND && is_notice(st, 6);
+        t->send_time = sqlite3_column_int64(st, 7);
+        t->status = sqlite3_column_int(st, 8);
+        t->sender_seq = sqlite3_column_int64(st, 9);
+        t->receiver_seq = sqlite3_column_int64(st, 10);
+    }
+    store_done(st);
+    if (rc == SQLITE_ROW)
+        return GIM_OK;
+    return rc == SQLITE_DONE ? GIM_ENOTFOUND : store_err(rc);
+}
+
+/* Whether the actor may recall t now; GIM_OK, GIM_EFORBIDDEN or GIM_ERECALLEXPIRED. */
+static gim_err check_allowed(struct wctx *w, const struct target *t, int64_t actor, char *why,
+                             size_t whylen)
+{
+    enum group_role role = GROUP_NONE;
+    if (t->receiver_type == PB__RECEIVER_TYPE__RT_GROUP) {
+        gim_err e = group_role(w->db, t->receiver_id, actor, &role);
+        if (e != GIM_OK) {
+            say(why, whylen, "cannot read the group's members");
+            return e;
+        }
+    }
+    /* Owners and admins moderate their group: no window for them. */
+    if (role == GROUP_OWNER || role == GROUP_ADMIN)
+        return GIM_OK;
+    if (t->sender_type != PB__SENDER_TYPE__ST_USER || t->sender_id != actor) {
+        say(why, whylen, "only the sender or an owner/admin of the group may recall this message");
+        return GIM_EFORBIDDEN;
+    }
+    /* A retry of a recall that succeeded stays a success, however late it comes. */
+    uint32_t window = w->cfg->recall.window_seconds;
+    if (t->status != PB__MESSAGE_STATUS__MS_RECALL && window > 0 &&
+        w->now_ms - t->send_time > (int64_t)window * 1000) {
+        say(why, whylen, "the recall window of %" PRIu32 " s has passed", window);
+        return GIM_ERECALLEXPIRED;
+    }
+    return GIM_OK;
+}
+
+static gim_err erase(struct store_conn *db, int64_t message_id)
+{
+    sqlite3_stmt *st = store_stmt(db, SQL_ERASE);
+    if (!st)
+        return GIM_EINTERNAL;
+    sqlite3_bind_int64(st, 1, message_id);
+    int rc = sqlite3_step(st);
+    store_done(st);
+    return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
+}
+
+static gim_err has_copy(struct store_conn *db, int64_t user_id, int64_t seq, int64_t message_id,
+                        bool *yes)
+{
+    sqlite3_stmt *st = store_stmt(db, SQL_HAS_COPY);
+    if (!st)
+        return GIM_EINTERNAL;
+    sqlite3_bind_int64(st, 1, user_id);
+    sqlite3_bind_int64(st, 2, seq);
+    sqlite3_bind_int64(st, 3, message_id);
+    int rc = sqlite3_step(st);
+    store_done(st);
+    *yes = rc == SQLITE_ROW;
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? GIM_OK : store_err(rc);
+}
+
+/*
+ * The 1:1 copies: (sender, sender_seq) and (receiver, receiver_seq), one copy
+ * when both are the same, each only if the inbox still points at the message
+ * (a system sender has no copy of its own).
+ */
+static gim_err user_copies(struct store_conn *db, const struct target *t, struct copy *out,
+                           size_t *n)
+{
+    struct copy cand[2] = {{t->sender_id, t->sender_seq}, {t->receiver_id, t->receiver_seq}};
+    if (cand[1].user_id < cand[0].user_id) {
+        struct copy tmp = cand[0];
+        cand[0] = cand[1];
+        cand[1] = tmp;
+    }
+    *n = 0;
+    for (int i = 0; i < 2; i++) {
+        bool yes = false;
+        if (i == 1 && cand[1].user_id == cand[0].user_id && cand[1].seq == cand[0].seq)
+            break;
+        gim_err e = has_copy(db, cand[i].user_id, cand[i].seq, t->id, &yes);
+        if (e != GIM_OK)
+            return e;
+        if (yes)
+            out[(*n)++] = cand[i];
+    }
+    return GIM_OK;
+}
+
+/* Every member copy of a group message, into a malloc'ed array the caller frees. */
+static gim_err group_copies(struct store_conn *db, int64_t message_id, struct copy **out, size_t *n)
+{
+    gim_err e = GIM_OK;
+    size_t cap = 0;
+    int rc;
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *st = store_stmt(db, SQL_GROUP_COPIES);
+    if (!st)
+        return GIM_EINTERNAL;
+    sqlite3_bind_int64(st, 1, message_id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            struct copy *grown = realloc(*out, cap * sizeof *grown);
+            if (!grown) {
+                e = GIM_ENOMEM;
+                goto fail;
+            }
+            *out = grown;
+        }
+        (*out)[*n].user_id = sqlite3_column_int64(st, 0);
+        (*out)[*n].seq = sqlite3_column_int64(st, 1);
+        (*n)++;
+    }
+    if (rc != SQLITE_DONE) {
+        e = store_err(rc);
+        goto fail;
+    }
+    store_done(st);
+    return GIM_OK;
+fail:
+    store_done(st);
+    free(*out);
+    *out = NULL;
+    *n = 0;
+    return e;
+}
+
+/* Command{RECALL_COMMAND_CODE, RecallInput{seq}} into a malloc'ed buffer. */
+static gim_err notice_content(int64_t recalled_seq, uint8_t **buf, size_t *len)
+{
+    Pb__RecallInput in = PB__RECALL_INPUT__INIT;
+    uint8_t data[16]; /* a varint tag and an int64: at most 11 bytes */
+    in.seq = recalled_seq;
+    Pb__Command cmd = PB__COMMAND__INIT;
+    cmd.code = RECALL_COMMAND_CODE;
+    cmd.data.data = data;
+    cmd.data.len = pb__recall_input__pack(&in, data);
+    *len = pb__command__get_packed_size(&cmd);
+    *buf = malloc(*len);
+    if (!*buf)
+        return GIM_ENOMEM;
+    pb__command__pack(&cmd, *buf);
+    return GIM_OK;
+}
+
+/* Writes the notice for one copy into that copy's inbox; fills *n. */
+static gim_err write_notice(struct wctx *w, const struct recall_result *res, struct copy c,
+                            struct recall_notice *n)
+{
+    gim_err e;
+    int64_t id = 0;
+    n->user_id = c.user_id;
+    n->recalled = c.seq;
+    if ((e = seq_next(w->seq, w->db, SEQ_USER, c.user_id, &n->seq)) != GIM_OK)
+        return e;
+    if ((e = notice_content(c.seq, &n->content, &n->content_len)) != GIM_OK)
+        return e;
+    struct message_new m = {
+        .sender_type = res->sender_type,
+        .sender_id = res->sender_id,
+        .sender_device_id = res->sender_device_id,
+        .receiver_type = res->receiver_type,
+        .receiver_id = res->receiver_id,
+        .message_type = PB__MESSAGE_TYPE__MT_COMMAND,
+        .content = n->content,
+        .content_len = n->content_len,
+        .send_time = res->send_time,
+        /* A notice is a single-copy message: both seqs name its one inbox entry. */
+        .sender_seq = n->seq,
+        .receiver_seq = n->seq,
+    };
+    if ((e = message_insert(w->db, &m, &id)) != GIM_OK)
+        return e;
+    return message_inbox_add(w->db, c.user_id, n->seq, id);
+}
+
+gim_err recall_apply(struct wctx *w, int64_t actor_user, int64_t actor_device, int64_t user_id,
+                     int64_t seq, bool admin, struct recall_result *res, char *why, size_t whylen)
+{
+    struct target t = {0};
+    struct copy pair[2];
+    struct copy *copies = NULL;
+    size_t n = 0;
+    gim_err e;
+
+    memset(res, 0, sizeof *res);
+    if (seq <= 0) {
+        say(why, whylen, "seq must be > 0");
+        return GIM_EBADREQ;
+    }
+    e = find(w->db, user_id, seq, &t);
+    if (e == GIM_ENOTFOUND) {
+        say(why, whylen, "no message at seq %" PRId64 " in the inbox of user %" PRId64, seq,
+            user_id);
+        return e;
+    }
+    if (e != GIM_OK)
+        goto storage;
+    if (t.notice) {
+        say(why, whylen, "a recall notice cannot be recalled");
+        return GIM_EFORBIDDEN;
+    }
+    if (!admin && (e = check_allowed(w, &t, actor_user, why, whylen)) != GIM_OK)
+        return e;
+    res->message_id = t.id;
+    if (t.status == PB__MESSAGE_STATUS__MS_RECALL) {
+        res->already = true;
+        return GIM_OK;
+    }
+    if (t.receiver_type != PB__RECEIVER_TYPE__RT_USER &&
+        t.receiver_type != PB__RECEIVER_TYPE__RT_GROUP) {
+        say(why, whylen, "messages of receiver type %d cannot be recalled", t.receiver_type);
+        return GIM_EBADREQ;
+    }
+
+    bool system = admin && actor_user <= 0;
+    res->sender_type = system ? PB__SENDER_TYPE__ST_SYSTEM : PB__SENDER_TYPE__ST_USER;
+    res->sender_id = system ? 0 : actor_user;
+    res->sender_device_id = system ? 0 : actor_device;
+    res->receiver_type = t.receiver_type;
+    res->receiver_id = t.receiver_id;
+    res->send_time = w->now_ms;
+
+    if ((e = erase(w->db, t.id)) != GIM_OK)
+        goto storage;
+    if (t.receiver_type == PB__RECEIVER_TYPE__RT_GROUP) {
+        e = group_copies(w->db, t.id, &copies, &n);
+    } else {
+        copies = pair;
+        e = user_copies(w->db, &t, pair, &n);
+    }
+    if (e != GIM_OK)
+        goto storage;
+    if (n > 0 && !(res->notices = calloc(n, sizeof *res->notices))) {
+        e = GIM_ENOMEM;
+        goto storage;
+    }
+    for (size_t i = 0; i < n; i++) {
+        res->n_notices = i + 1; /* so recall_result_free() sees a half-built notice */
+        if ((e = write_notice(w, res, copies[i], &res->notices[i])) != GIM_OK)
+            goto storage;
+    }
+    /* The content is gone from the b-tree; its old frames are still in the WAL. */
+    w->scrub_wal = true;
+    log_info("recalled", "message=%" PRId64 " actor=%" PRId64 " admin=%d notices=%zu", t.id,
+             actor_user, (int)admin, n);
+    if (copies != pair)
+        free(copies);
+    return GIM_OK;
+
+storage:
+    if (copies != pair)
+        free(copies);
+    recall_result_free(res);
+    say(why, whylen, "%s",
+        e == GIM_EUNAVAILABLE ? "database unavailable, retry later" : "storage error");
+    log_warn("recall failed", "user=%" PRId64 " seq=%" PRId64 " code=%s", user_id, seq,
+             gim_err_name(e));
+    return e == GIM_EUNAVAILABLE ? e : GIM_EINTERNAL;
+}
+
+/* Publishes one notice to every online device of its user but exclude_device. */
+static void push_notice(struct wctx *w, const struct recall_result *res,
+                        const struct recall_notice *n, int64_t exclude_device)
+{
+    struct session stackbuf[16];
+    struct session *sessions = stackbuf;
+    size_t count = presence_user_sessions(w->presence, n->user_id, stackbuf, 16);
+    if (count > 16) {
+        sessions = malloc(count * sizeof *sessions);
+        if (!sessions) {
+            log_warn("recall push dropped", "user=%" PRId64 " reason=out of memory", n->user_id);
+            return;
+        }
+        count = presence_user_sessions(w->presence, n->user_id, sessions, count);
+    }
+    if (count == 0)
+        goto out;
+
+    Pb__Sender sender = PB__SENDER__INIT;
+    sender.sender_type = res->sender_type;
+    sender.sender_id = res->sender_id;
+    sender.device_id = res->sender_device_id;
+    Pb__Message msg = PB__MESSAGE__INIT;
+    msg.sender = &sender;
+    msg.receiver_type = res->receiver_type;
+    msg.receiver_id = res->receiver_id;
+    msg.message_type = PB__MESSAGE_TYPE__MT_COMMAND;
+    msg.message_content.data = n->content;
+    msg.message_content.len = n->content_len;
+    msg.seq = n->seq;
+    msg.send_time = res->send_time;
+    msg.status = PB__MESSAGE_STATUS__MS_NORMAL;
+    Pb__MessageSend send = PB__MESSAGE_SEND__INIT;
+    send.message = &msg;
+
+    size_t len = pb__message_send__get_packed_size(&send);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) {
+        log_warn("recall push dropped", "user=%" PRId64 " reason=out of memory", n->user_id);
+        goto out;
+    }
+    pb__message_send__pack(&send, buf);
+    Pb__Output o = PB__OUTPUT__INIT;
+    o.type = PB__PACKAGE_TYPE__PT_MESSAGE;
+    o.data.data = buf;
+    o.data.len = len;
+    push_deliver(w->push, sessions, count, exclude_device, &o);
+    free(buf);
+out:
+    if (sessions != stackbuf)
+        free(sessions);
+}
+
+void recall_push(struct wctx *w, const struct recall_result *res, int64_t exclude_device)
+{
+    if (!w->push || !w->presence || !res)
+        return;
+    for (size_t i = 0; i < res->n_notices; i++)
+        push_notice(w, res, &res->notices[i], exclude_device);
+}
+
+void recall_result_free(struct recall_result *res)
+{
+    if (!res)
+        return;
+    for (size_t i = 0; i < res->n_notices; i++)
+        free(res->notices[i].content);
+    free(res->notices);
+    memset(res, 0, sizeof *res);
+}

@@ -1,0 +1,457 @@
+/*
+ * gimctl send, sync, ack, recall: act as one device of one user, over the
+ * same gateway protocol a real gateway speaks.
+ *
+ * Each command signs --user/--device in first (gimctl_session), at gateway
+ * g->gateway ("gimctl" unless --gateway says otherwise). A device has one
+ * session, so this moves the device's session to that gateway: pushes for
+ * the device go to gimctl's topic from then on, and a real connection of the
+ * same device would have to sign in again.
+ *
+ * Replies are owned by the caller of client_request and freed here; nothing
+ * outlives a command.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "gimctl.h"
+
+#define RECALL_NOTICE_CODE 1 /* Command.code of a recall notice (connect.ext.proto) */
+#define SYNC_MAX_PAGES     1000000
+
+static const char SESSION_NOTE[] =
+    "Signs --user/--device in first, at gateway \"gimctl\" (or --gateway): this moves\n"
+    "the device's session there, so a real connection of that device stops getting\n"
+    "pushes until it signs in again. The token is minted from --secret or\n"
+    "$GIM_TOKEN_SECRET (the service's auth.secret).\n";
+
+/* A signed-in device: the client and the identity every request carries. */
+struct msg_session {
+    struct gim_client *c;
+    struct client_conn conn;
+    int64_t next_request_id;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * A random positive request id. Sends are idempotent by (device, request_id),
+ * so two sends from separate gimctl runs must not share an id by accident.
+ */
+static int64_t random_request_id(void)
+{
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v)
+        v = (uint64_t)now_ms() * 1000003u ^ (uint64_t)getpid() << 20;
+    v &= INT64_MAX;
+    return v ? (int64_t)v : 1;
+}
+
+static int session_open(const struct gimctl *g, struct msg_session *s)
+{
+    *s = (struct msg_session){0};
+    if (!g->user_id || !g->device_id) {
+        fprintf(stderr, "gimctl: this command needs --user U --device D\n");
+        return 2;
+    }
+    if (!(s->c = gimctl_client(g)))
+        return 1;
+    int rc = gimctl_session(g, s->c, &s->conn);
+    if (rc != 0) {
+        client_close(s->c);
+        s->c = NULL;
+        return rc;
+    }
+    /*
+     * Random like a send's: if the server ever keys other requests by
+     * (device, request_id), two gimctl runs must still not collide. Halved so
+     * that counting up from it cannot overflow.
+     */
+    s->next_request_id = random_request_id() / 2 + 1;
+    return 0;
+}
+
+static void session_close(struct msg_session *s)
+{
+    client_close(s->c);
+    s->c = NULL;
+}
+
+/*
+ * Sends one request. 0 with *out set when the reply is EC_OK; otherwise
+ * prints `gimctl CMD: EC_X: message` on stderr and returns 1.
+ */
+static int call(struct msg_session *s, const char *cmd, int type, int64_t request_id,
+                const ProtobufCMessage *in, Pb__Output **out)
+{
+    *out = NULL;
+    if (client_request(s->c, &s->conn, type, request_id, in, out) != GIM_OK) {
+        fprintf(stderr, "gimctl %s: no reply (is gim-logic running at that --url?)\n", cmd);
+        return 1;
+    }
+    if ((*out)->code != 0) {
+        fprintf(stderr, "gimctl %s: %s: %s\n", cmd, gim_err_name((gim_err)(*out)->code),
+                (*out)->message ? (*out)->message : "");
+        pb__output__free_unpacked(*out, NULL);
+        *out = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+/* The proto name of an enum value ("MT_TEXT"), or its number when this build does not know it. */
+static const char *enum_name(const ProtobufCEnumDescriptor *d, int v, char *buf, size_t n)
+{
+    const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(d, v);
+    if (ev)
+        return ev->name;
+    snprintf(buf, n, "%d", v);
+    return buf;
+}
+
+/* Prints bytes as a double-quoted string: ", \ and control bytes escaped, UTF-8 kept. */
+static void print_quoted(const uint8_t *s, size_t n)
+{
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\')
+            printf("\\%c", s[i]);
+        else if (s[i] == '\n')
+            fputs("\\n", stdout);
+        else if (s[i] == '\t')
+            fputs("\\t", stdout);
+        else if (s[i] < 0x20 || s[i] == 0x7f)
+            printf("\\x%02x", s[i]);
+        else
+            putchar(s[i]);
+    }
+    putchar('"');
+}
+
+/* The content part of a sync line, by message type. */
+static void print_content(const Pb__Message *m)
+{
+    const ProtobufCBinaryData *c = &m->message_content;
+    if (m->status == PB__MESSAGE_STATUS__MS_RECALL)
+        return; /* recalled content is erased; there is nothing to show */
+    if (m->message_type == PB__MESSAGE_TYPE__MT_TEXT) {
+        Pb__Text *t = pb__text__unpack(NULL, c->len, c->data);
+        if (!t) {
+            printf(" text=<undecodable %zu bytes>", c->len);
+            return;
+        }
+        fputs(" text=", stdout);
+        print_quoted((const uint8_t *)t->text, strlen(t->text));
+        pb__text__free_unpacked(t, NULL);
+        return;
+    }
+    if (m->message_type == PB__MESSAGE_TYPE__MT_COMMAND) {
+        Pb__Command *cmd = pb__command__unpack(NULL, c->len, c->data);
+        Pb__RecallInput *ri = NULL;
+        if (!cmd)
+            printf(" command=<undecodable %zu bytes>", c->len);
+        else if (cmd->code == RECALL_NOTICE_CODE &&
+                 (ri = pb__recall_input__unpack(NULL, cmd->data.len, cmd->data.data)))
+            printf(" recall-notice seq=%lld", (long long)ri->seq);
+        else
+            printf(" command code=%d data=%zu bytes", cmd->code, cmd->data.len);
+        if (ri)
+            pb__recall_input__free_unpacked(ri, NULL);
+        if (cmd)
+            pb__command__free_unpacked(cmd, NULL);
+        return;
+    }
+    printf(" content=%zu bytes", c->len);
+}
+
+static void print_message(const Pb__Message *m)
+{
+    char b1[16], b2[16], b3[16], b4[16];
+    printf("seq=%lld from=", (long long)m->seq);
+    if (m->sender && m->sender->sender_type != PB__SENDER_TYPE__ST_USER)
+        printf("%s:",
+               enum_name(&pb__sender_type__descriptor, m->sender->sender_type, b1, sizeof b1));
+    printf("%lld type=%s status=%s to=%s:%lld", (long long)(m->sender ? m->sender->sender_id : 0),
+           enum_name(&pb__message_type__descriptor, m->message_type, b2, sizeof b2),
+           enum_name(&pb__message_status__descriptor, m->status, b3, sizeof b3),
+           enum_name(&pb__receiver_type__descriptor, m->receiver_type, b4, sizeof b4),
+           (long long)m->receiver_id);
+    print_content(m);
+    putchar('\n');
+}
+
+static bool wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0)
+            return true;
+    return false;
+}
+
+static void send_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: gimctl --user U --device D send --to ID [--group] [--request-id N] TEXT\n"
+            "  Sends TEXT as an MT_TEXT message to user ID (or to group ID with --group)\n"
+            "  and prints `seq=N send_time=T`: the seq of the sender's own copy and the\n"
+            "  server's time in ms. --request-id (default random) is the idempotency key:\n"
+            "  the same id again returns the first reply instead of sending twice.\n"
+            "  Errors print the code and message on stderr and exit 1.\n%s",
+            SESSION_NOTE);
+}
+
+int gimctl_send(struct gimctl *g, int argc, char **argv)
+{
+    struct msg_session s = {0};
+    Pb__Output *out = NULL;
+    Pb__MessageSend *reply = NULL;
+    uint8_t *content = NULL;
+    int64_t to = 0, request_id = 0;
+    bool group = false;
+    const char *text = NULL;
+    int rc = 2;
+    if (wants_help(argc, argv)) {
+        send_usage(stdout);
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--group") == 0) {
+            group = true;
+        } else if (strcmp(a, "--to") == 0 || strcmp(a, "--request-id") == 0) {
+            int64_t *dst = a[2] == 't' ? &to : &request_id;
+            if (i + 1 >= argc || gimctl_parse_id(argv[++i], dst) != 0) {
+                fprintf(stderr, "gimctl send: %s needs a positive integer\n", a);
+                goto usage;
+            }
+        } else if (strncmp(a, "--", 2) == 0 && strcmp(a, "--") != 0) {
+            fprintf(stderr, "gimctl send: unknown option %s\n", a);
+            goto usage;
+        } else {
+            if (strcmp(a, "--") == 0 && ++i >= argc)
+                break;
+            if (text) {
+                fprintf(stderr, "gimctl send: one TEXT argument only (quote it)\n");
+                goto usage;
+            }
+            text = argv[i];
+        }
+    }
+    if (!to || !text) {
+        fprintf(stderr, "gimctl send: needs --to ID and TEXT\n");
+        goto usage;
+    }
+    if (!request_id)
+        request_id = random_request_id();
+
+    Pb__Text t = PB__TEXT__INIT;
+    t.text = (char *)text;
+    size_t len = pb__text__get_packed_size(&t);
+    if (!(content = malloc(len ? len : 1))) {
+        fprintf(stderr, "gimctl send: out of memory\n");
+        rc = 1;
+        goto out;
+    }
+    pb__text__pack(&t, content);
+    Pb__Message m = PB__MESSAGE__INIT;
+    m.receiver_type = group ? PB__RECEIVER_TYPE__RT_GROUP : PB__RECEIVER_TYPE__RT_USER;
+    m.receiver_id = to;
+    m.message_type = PB__MESSAGE_TYPE__MT_TEXT;
+    m.message_content = (ProtobufCBinaryData){.len = len, .data = content};
+    Pb__MessageSend in = PB__MESSAGE_SEND__INIT;
+    in.message = &m;
+
+    if ((rc = session_open(g, &s)) != 0)
+        goto out;
+    if ((rc = call(&s, "send", PB__PACKAGE_TYPE__PT_MESSAGE, request_id, &in.base, &out)) != 0)
+        goto out;
+    reply = pb__message_send__unpack(NULL, out->data.len, out->data.data);
+    if (!reply || !reply->message) {
+        /* Sent, but the reply is not what this gimctl expects: say what came back. */
+        fprintf(stderr, "gimctl send: the reply carries no message; raw reply follows\n");
+        gimctl_print_output(out);
+        goto out;
+    }
+    printf("seq=%lld send_time=%lld\n", (long long)reply->message->seq,
+           (long long)reply->message->send_time);
+out:
+    if (reply)
+        pb__message_send__free_unpacked(reply, NULL);
+    if (out)
+        pb__output__free_unpacked(out, NULL);
+    session_close(&s);
+    free(content);
+    return rc;
+usage:
+    send_usage(stderr);
+    return 2;
+}
+
+static void sync_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: gimctl --user U --device D sync [--seq N]\n"
+            "  Pulls the user's inbox after seq N, page by page until the server says\n"
+            "  there is no more. N is the highest seq the device holds; the default, 0,\n"
+            "  means none: the server starts after the highest seq any device of the\n"
+            "  user acknowledged (ack). One line per message:\n"
+            "    seq=N from=U type=MT_TEXT status=MS_NORMAL to=RT_USER:ID text=\"...\"\n"
+            "  A recall notice prints `type=MT_COMMAND ... recall-notice seq=S` (S = the\n"
+            "  recalled copy's seq); a recalled message prints status=MS_RECALL, no text.\n%s",
+            SESSION_NOTE);
+}
+
+int gimctl_sync(struct gimctl *g, int argc, char **argv)
+{
+    struct msg_session s = {0};
+    Pb__Output *out = NULL;
+    Pb__SyncOutput *page = NULL;
+    int64_t seq = 0;
+    int rc = 2;
+    if (wants_help(argc, argv)) {
+        sync_usage(stdout);
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--seq") == 0 && i + 1 < argc &&
+            (strcmp(argv[i + 1], "0") == 0 || gimctl_parse_id(argv[i + 1], &seq) == 0)) {
+            i++;
+            continue;
+        }
+        fprintf(stderr, "gimctl sync: bad argument %s\n", argv[i]);
+        sync_usage(stderr);
+        return 2;
+    }
+    if ((rc = session_open(g, &s)) != 0)
+        goto out;
+    for (int pages = 0;; pages++) {
+        Pb__SyncInput in = PB__SYNC_INPUT__INIT;
+        in.seq = seq;
+        if ((rc = call(&s, "sync", PB__PACKAGE_TYPE__PT_SYNC, s.next_request_id++, &in.base,
+                       &out)) != 0)
+            goto out;
+        if (!(page = pb__sync_output__unpack(NULL, out->data.len, out->data.data))) {
+            fprintf(stderr, "gimctl sync: the reply is not a SyncOutput\n");
+            rc = 1;
+            goto out;
+        }
+        int64_t before = seq;
+        for (size_t i = 0; i < page->n_messages; i++) {
+            print_message(page->messages[i]);
+            if (page->messages[i]->seq > seq)
+                seq = page->messages[i]->seq;
+        }
+        bool more = page->has_more;
+        pb__sync_output__free_unpacked(page, NULL);
+        page = NULL;
+        pb__output__free_unpacked(out, NULL);
+        out = NULL;
+        if (!more)
+            break;
+        /* A server bug must not turn into an endless loop of the same page. */
+        if (seq == before || pages >= SYNC_MAX_PAGES) {
+            fprintf(stderr, "gimctl sync: has_more without progress after seq %lld\n",
+                    (long long)seq);
+            rc = 1;
+            goto out;
+        }
+    }
+    fflush(stdout);
+out:
+    if (page)
+        pb__sync_output__free_unpacked(page, NULL);
+    if (out)
+        pb__output__free_unpacked(out, NULL);
+    session_close(&s);
+    return rc;
+}
+
+/* Parses the one SEQ argument of ack and recall; 0 on success, else 2 after printing usage. */
+static int parse_seq_arg(int argc, char **argv, const char *usage, int64_t *seq)
+{
+    if (argc == 2 && gimctl_parse_id(argv[1], seq) == 0)
+        return 0;
+    if (argc == 3 && strcmp(argv[1], "--") == 0 && gimctl_parse_id(argv[2], seq) == 0)
+        return 0;
+    fprintf(stderr, "gimctl %s: needs one SEQ, a positive integer\n%s%s", argv[0], usage,
+            SESSION_NOTE);
+    return 2;
+}
+
+static const char ACK_USAGE[] =
+    "usage: gimctl --user U --device D ack SEQ\n"
+    "  Tells the server the device has received everything up to SEQ (its inbox\n"
+    "  seq); prints `ack=SEQ`.\n";
+
+int gimctl_ack(struct gimctl *g, int argc, char **argv)
+{
+    struct msg_session s = {0};
+    Pb__Output *out = NULL;
+    int64_t seq = 0;
+    int rc;
+    if (wants_help(argc, argv)) {
+        printf("%s%s", ACK_USAGE, SESSION_NOTE);
+        return 0;
+    }
+    if ((rc = parse_seq_arg(argc, argv, ACK_USAGE, &seq)) != 0)
+        return rc;
+    Pb__MessageACK in = PB__MESSAGE_ACK__INIT;
+    in.device_ack = seq;
+    in.receive_time = now_ms();
+    if ((rc = session_open(g, &s)) != 0)
+        goto out;
+    if ((rc = call(&s, "ack", PB__PACKAGE_TYPE__PT_MESSAGE_ACK, s.next_request_id++, &in.base,
+                   &out)) != 0)
+        goto out;
+    printf("ack=%lld\n", (long long)seq);
+out:
+    if (out)
+        pb__output__free_unpacked(out, NULL);
+    session_close(&s);
+    return rc;
+}
+
+static const char RECALL_USAGE[] =
+    "usage: gimctl --user U --device D recall SEQ\n"
+    "  Recalls the message whose copy in the user's own inbox has seq SEQ (the seq\n"
+    "  `send` printed): its content is erased everywhere and every holder gets a\n"
+    "  recall notice. Prints `recalled seq=SEQ`.\n";
+
+int gimctl_recall(struct gimctl *g, int argc, char **argv)
+{
+    struct msg_session s = {0};
+    Pb__Output *out = NULL;
+    int64_t seq = 0;
+    int rc;
+    if (wants_help(argc, argv)) {
+        printf("%s%s", RECALL_USAGE, SESSION_NOTE);
+        return 0;
+    }
+    if ((rc = parse_seq_arg(argc, argv, RECALL_USAGE, &seq)) != 0)
+        return rc;
+    Pb__RecallInput in = PB__RECALL_INPUT__INIT;
+    in.seq = seq;
+    if ((rc = session_open(g, &s)) != 0)
+        goto out;
+    if ((rc = call(&s, "recall", PB__PACKAGE_TYPE__PT_RECALL, s.next_request_id++, &in.base,
+                   &out)) != 0)
+        goto out;
+    printf("recalled seq=%lld\n", (long long)seq);
+out:
+    if (out)
+        pb__output__free_unpacked(out, NULL);
+    session_close(&s);
+    return rc;
+}

@@ -2,6 +2,8 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/supplemental/tls/tls.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -49,6 +51,7 @@ struct server {
     struct worker *workers;
     int nworkers;
     int bound;
+    nng_tls_config *tls; /* for tls+tcp:// listeners; NULL until one needs it */
     _Atomic bool stopping;
 };
 
@@ -185,12 +188,83 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Reads a whole PEM file into a NUL-terminated malloc'ed string. */
+static char *read_pem(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long n;
+    if (!f)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && n < (1 << 20) &&
+        fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1)) != NULL) {
+        if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+            free(buf);
+            buf = NULL;
+        } else {
+            buf[n] = 0;
+        }
+    }
+    fclose(f);
+    return buf;
+}
+
+/*
+ * The server side of tls+tcp://: our certificate and key, and, when a CA is
+ * configured, client certificates are required and must chain to it: that is
+ * what keeps anyone but our gateways off a logic socket that crosses hosts.
+ */
+static gim_err tls_setup(struct server *s, char *errbuf, size_t errlen)
+{
+    const struct config_tls *t = &s->cfg->tls;
+    char *cert = NULL, *key = NULL;
+    gim_err e = GIM_ECONFIG;
+    int rv;
+    if (s->tls)
+        return GIM_OK;
+    if (!t->cert_file || !*t->cert_file || !t->key_file || !*t->key_file) {
+        snprintf(errbuf, errlen, "tls+tcp:// listen URL needs tls.cert_file and tls.key_file");
+        return GIM_ECONFIG;
+    }
+    if (!(cert = read_pem(t->cert_file)) || !(key = read_pem(t->key_file))) {
+        snprintf(errbuf, errlen, "cannot read tls.cert_file %s or tls.key_file %s", t->cert_file,
+                 t->key_file);
+        goto out;
+    }
+    if ((rv = nng_tls_config_alloc(&s->tls, NNG_TLS_MODE_SERVER)) != 0 ||
+        (rv = nng_tls_config_own_cert(s->tls, cert, key, NULL)) != 0) {
+        snprintf(errbuf, errlen, "bad TLS certificate or key: %s", nng_strerror(rv));
+        goto out;
+    }
+    if (t->ca_file && *t->ca_file) {
+        if ((rv = nng_tls_config_ca_file(s->tls, t->ca_file)) != 0 ||
+            (rv = nng_tls_config_auth_mode(s->tls, NNG_TLS_AUTH_MODE_REQUIRED)) != 0) {
+            snprintf(errbuf, errlen, "bad tls.ca_file %s: %s", t->ca_file, nng_strerror(rv));
+            goto out;
+        }
+    } else {
+        log_warn("TLS without client certificates", "%s",
+                 "set tls.ca_file so that only your gateways can connect");
+    }
+    e = GIM_OK;
+out:
+    free(cert);
+    free(key);
+    return e;
+}
+
 static gim_err listen_all(struct server *s, char *errbuf, size_t errlen)
 {
     for (unsigned i = 0; i < s->cfg->listen_count; i++) {
         const char *url = s->cfg->listen[i];
         nng_listener l;
         int rv = nng_listener_create(&l, s->sock, url);
+        if (rv == 0 && strncmp(url, "tls+", 4) == 0) {
+            gim_err e = tls_setup(s, errbuf, errlen);
+            if (e != GIM_OK)
+                return e;
+            rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, s->tls);
+        }
         if (rv == 0)
             rv = nng_listener_start(l, 0);
         if (rv != 0) {
@@ -337,6 +411,8 @@ void server_stop(struct server *s)
         pthread_mutex_destroy(&w->mu);
         pthread_cond_destroy(&w->cv);
     }
+    if (s->tls)
+        nng_tls_config_free(s->tls);
     free(s->ctxs);
     free(s->workers);
     free(s);

@@ -1,7 +1,10 @@
 #include "testlib.h"
 
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +20,7 @@ static void write_config(struct tl_server *s)
     FILE *f = fopen(s->config, "w");
     cr_assert_not_null(f, "cannot write %s", s->config);
     fprintf(f,
-            "listen: [\"%s\"]\n"
+            "listen: [\"%s\"%s%s%s]\n"
             "publish: [\"%s\"]\n"
             "http: \"\"\n"
             "workers: 4\n"
@@ -25,7 +28,8 @@ static void write_config(struct tl_server *s)
             "database: {path: \"%s\", synchronous: normal}\n"
             "auth: {secret: \"" TL_SECRET "\"}\n"
             "%s\n",
-            s->url, s->pub_url, s->db, s->extra);
+            s->url, s->listen_extra[0] ? ", \"" : "", s->listen_extra,
+            s->listen_extra[0] ? "\"" : "", s->pub_url, s->db, s->extra);
     fclose(f);
 }
 
@@ -63,7 +67,25 @@ static void spawn(struct tl_server *s)
 
 void tl_start(struct tl_server *s, const char *extra_yaml)
 {
+    tl_start_listen(s, NULL, extra_yaml);
+}
+
+int tl_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    cr_assert(fd >= 0);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+void tl_start_listen(struct tl_server *s, const char *listen_url, const char *extra_yaml)
+{
     memset(s, 0, sizeof *s);
+    snprintf(s->listen_extra, sizeof s->listen_extra, "%s", listen_url ? listen_url : "");
     snprintf(s->dir, sizeof s->dir, "/tmp/gimtest-XXXXXX");
     cr_assert_not_null(mkdtemp(s->dir));
     snprintf(s->url, sizeof s->url, "ipc://%s/rep.ipc", s->dir);

@@ -27,11 +27,18 @@ struct tl_server {
     char config[192];
     char log[192];
     char extra[2048]; /* extra YAML given to tl_start, kept for restarts */
+    char listen_extra[256]; /* a second listen URL (tl_start_listen) */
 };
 
 /* Writes a config (base + extra_yaml lines) into a new temp dir, starts the
  * binary and waits until it answers. Aborts the test on failure. */
 void tl_start(struct tl_server *s, const char *extra_yaml);
+
+/* Like tl_start, also listening on listen_url (e.g. a tls+tcp:// URL). */
+void tl_start_listen(struct tl_server *s, const char *listen_url, const char *extra_yaml);
+
+/* A free TCP port on 127.0.0.1 (bound and released; fine for tests). */
+int tl_free_port(void);
 
 /* Starts the binary again on the same directory and config. */
 void tl_restart(struct tl_server *s);

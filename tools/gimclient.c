@@ -2,7 +2,9 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +14,7 @@ struct gim_client {
     char *url;
     int timeout_ms;
     int attempts;
+    nng_tls_config *tls;
 };
 
 static int redial(struct gim_client *c)
@@ -28,10 +31,53 @@ static int redial(struct gim_client *c)
     nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 20);
     nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 500);
     /* Non-blocking dial: the server may still be starting; nng keeps trying. */
-    return nng_dial(c->sock, c->url, NULL, NNG_FLAG_NONBLOCK);
+    nng_dialer d;
+    if ((rv = nng_dialer_create(&d, c->sock, c->url)) != 0)
+        return rv;
+    if (c->tls && (rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, c->tls)) != 0)
+        return rv;
+    return nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long n;
+    if (!f)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (buf = calloc(1, (size_t)n + 1)) != NULL && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    return buf;
+}
+
+static int tls_setup(struct gim_client *c, const struct client_tls *t)
+{
+    int rv = nng_tls_config_alloc(&c->tls, NNG_TLS_MODE_CLIENT);
+    if (rv == 0 && t->server_name)
+        rv = nng_tls_config_server_name(c->tls, t->server_name);
+    if (rv == 0 && t->ca_file)
+        rv = nng_tls_config_ca_file(c->tls, t->ca_file);
+    if (rv == 0 && t->cert_file && t->key_file) {
+        char *cert = read_file(t->cert_file), *key = read_file(t->key_file);
+        rv = cert && key ? nng_tls_config_own_cert(c->tls, cert, key, NULL) : NNG_EINVAL;
+        free(cert);
+        free(key);
+    }
+    return rv;
 }
 
 gim_err client_open(struct gim_client **out, const char *url, int timeout_ms, int attempts)
+{
+    return client_open_tls(out, url, timeout_ms, attempts, NULL);
+}
+
+gim_err client_open_tls(struct gim_client **out, const char *url, int timeout_ms, int attempts,
+                        const struct client_tls *tls)
 {
     struct gim_client *c = calloc(1, sizeof *c);
     *out = NULL;
@@ -41,7 +87,7 @@ gim_err client_open(struct gim_client **out, const char *url, int timeout_ms, in
     }
     c->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
     c->attempts = attempts > 0 ? attempts : 1;
-    if (redial(c) != 0) {
+    if ((tls && tls_setup(c, tls) != 0) || redial(c) != 0) {
         client_close(c);
         return GIM_EIO;
     }
@@ -55,6 +101,8 @@ void client_close(struct gim_client *c)
         return;
     if (c->open)
         nng_close(c->sock);
+    if (c->tls)
+        nng_tls_config_free(c->tls);
     free(c->url);
     free(c);
 }

@@ -31,6 +31,19 @@ struct client_conn {
 };
 
 gim_err client_open(struct gim_client **out, const char *url, int timeout_ms, int attempts);
+
+/* TLS for tls+tcp:// URLs: the CA that signed the server's certificate, and
+ * our own certificate and key (PEM files; NULL for none). */
+struct client_tls {
+    const char *ca_file;
+    const char *cert_file;
+    const char *key_file;
+    const char *server_name; /* must match the server certificate, e.g. "localhost" */
+};
+
+/* Like client_open, over TLS. */
+gim_err client_open_tls(struct gim_client **out, const char *url, int timeout_ms, int attempts,
+                        const struct client_tls *tls);
 void client_close(struct gim_client *c);
 
 /* Sends raw request bytes and waits for the raw reply (malloc'ed, caller frees). */

@@ -62,6 +62,27 @@ struct send_state {
     int64_t sender_seq;
 };
 
+/*
+ * Command codes below 1000 are the IM's own (1 = recall notice): a client
+ * that could send them could make other clients hide any message.
+ */
+static gim_err check_command(struct request *r, const Pb__Message *m)
+{
+    if (m->message_type != PB__MESSAGE_TYPE__MT_COMMAND)
+        return GIM_OK;
+    Pb__Command *cmd =
+        pb__command__unpack(NULL, m->message_content.len, m->message_content.data);
+    if (!cmd)
+        return request_fail(r, GIM_EBADREQ, "send: MT_COMMAND content is not a pb.Command");
+    int32_t code = cmd->code;
+    pb__command__free_unpacked(cmd, NULL);
+    if (code < 1000)
+        return request_fail(r, GIM_EFORBIDDEN,
+                            "send: command codes below 1000 are reserved for the IM, got %d",
+                            (int)code);
+    return GIM_OK;
+}
+
 static gim_err send_prepare(struct request *r)
 {
     gim_err e = request_decode_input(r, &pb__message_send__descriptor);
@@ -91,6 +112,8 @@ static gim_err send_prepare(struct request *r)
     for (size_t i = 0; i < m->n_to_user_ids; i++)
         if (m->to_user_ids[i] <= 0)
             return request_fail(r, GIM_EBADREQ, "send: to_user_ids[%zu] must be > 0", i);
+    if ((e = check_command(r, m)) != GIM_OK)
+        return e;
 
     struct send_state *s = calloc(1, sizeof *s);
     if (!s)

@@ -275,8 +275,25 @@ Test(message_it, bad_sends_get_clear_codes_and_write_nothing)
     struct client_conn spoof = {.user_id = 2, .device_id = 11, .gateway_id = "gwA1"};
     expect_code(&spoof, &(struct msg){.receiver_id = 3}, PB__ERROR_CODE__EC_UNAUTHENTICATED,
                 "device 11 claiming user 2");
+    /* Command codes below 1000 are the IM's (1 = recall notice): a client must not forge one. */
+    expect_code(&a1,
+                &(struct msg){.receiver_id = 2,
+                              .message_type = PB__MESSAGE_TYPE__MT_COMMAND,
+                              .content = "\x08\x01"},
+                PB__ERROR_CODE__EC_FORBIDDEN, "forged recall notice");
+    expect_code(&a1,
+                &(struct msg){.receiver_id = 2,
+                              .message_type = PB__MESSAGE_TYPE__MT_COMMAND,
+                              .content = "\xff\xff"},
+                PB__ERROR_CODE__EC_BAD_REQUEST, "MT_COMMAND content that is not a Command");
     /* Request 500 failed every time, so it was never remembered: now it is a fresh send. */
     cr_assert_eq(send_seq(&a1, 500, &(struct msg){.receiver_id = 2}), 2);
+    /* A business command (code >= 1000) goes through. */
+    cr_assert_eq(send_seq(&a1, 501,
+                          &(struct msg){.receiver_id = 2,
+                                        .message_type = PB__MESSAGE_TYPE__MT_COMMAND,
+                                        .content = "\x08\xe8\x07"}),
+                 3);
 }
 
 /* --- pushes ------------------------------------------------------------- */

@@ -26,7 +26,10 @@ static const char SQL_UPSERT_DEVICE[] =
     "created_at, signed_in_at, updated_at) VALUES (?1, ?2, ?3, ?4, 1, 0, ?5, ?5, ?5) "
     "ON CONFLICT (device_id) DO UPDATE SET user_id = excluded.user_id, "
     "gateway_id = excluded.gateway_id, client_addr = excluded.client_addr, online = 1, "
-    "room_id = 0, signed_in_at = excluded.signed_in_at, updated_at = excluded.updated_at";
+    "room_id = 0, signed_in_at = excluded.signed_in_at, updated_at = excluded.updated_at, "
+    /* A device handed to another user must not carry the old user's acks (sync seq 0). */
+    "ack_seq = CASE WHEN device.user_id = excluded.user_id THEN device.ack_seq ELSE 0 END, "
+    "ack_time = CASE WHEN device.user_id = excluded.user_id THEN device.ack_time ELSE 0 END";
 
 static const char *client_addr(const struct request *r)
 {

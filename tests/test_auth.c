@@ -447,6 +447,30 @@ Test(session, signin_again_moves_the_session)
     cr_assert_eq(presence_room_sessions(pres, 5, NULL, 0), 0);
 }
 
+static int64_t device_ack(int64_t device_id)
+{
+    sqlite3_stmt *st;
+    int64_t v = -1;
+    cr_assert_eq(sqlite3_prepare_v2(db->db, "SELECT ack_seq FROM device WHERE device_id = ?1", -1,
+                                    &st, NULL),
+                 SQLITE_OK);
+    sqlite3_bind_int64(st, 1, device_id);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+Test(session, acks_survive_a_new_sign_in_but_not_a_new_user)
+{
+    sign_in(7, 42, "gw-1", "a");
+    cr_assert_eq(store_exec(db, "UPDATE device SET ack_seq = 9, ack_time = 1"), GIM_OK);
+    sign_in(7, 42, "gw-2", "a");
+    cr_assert_eq(device_ack(7), 9, "same user: the device keeps its ack");
+    sign_in(7, 43, "gw-2", "a");
+    cr_assert_eq(device_ack(7), 0, "the old user's ack must not decide the new user's sync");
+}
+
 Test(session, failed_signin_leaves_no_session)
 {
     cr_assert_eq(store_exec(db, "CREATE TEMP TRIGGER no_devices BEFORE INSERT ON device "

@@ -4,6 +4,12 @@
  * GET /metrics answers in the Prometheus text format; GET /healthz answers
  * 200 "ok" when the database is writable and the sockets are bound, 503 with
  * a one-line reason otherwise. Disabled when cfg->http is "".
+ *
+ * Handlers run on nng's threads and only read: the counters (atomics), the
+ * presence counts (its lock), file sizes, and a write-lock probe on a
+ * connection of their own (the writer's is not thread-safe), which waits at
+ * most 100 ms. The structures in http_opts are borrowed: they must outlive
+ * http_stop(), which waits for running handlers.
  */
 #ifndef GIM_HTTP_H
 #define GIM_HTTP_H

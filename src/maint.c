@@ -3,11 +3,17 @@
 #include "config.h"
 #include "log.h"
 #include "presence.h"
+#include "retention.h"
 #include "signout.h"
 
 #define SWEEP_MAX 256
 #define PRUNE_ROWS 2000
 #define PRUNE_EVERY_MS (10 * 60 * 1000)
+#define RETENTION_ROWS 1000
+#define RETENTION_EVERY_MS (60 * 1000)
+
+/* When retention is due next. Only the writer thread runs maintenance, so no lock. */
+static int64_t retention_due_ms;
 
 /* An idempotency record outlives its window; the table has no time index
  * (it would cost every send), so pruning scans, rarely and in slices. */
@@ -76,5 +82,11 @@ void maint_run(struct wctx *w)
     if (now - w->last_prune_ms >= PRUNE_EVERY_MS) {
         w->last_prune_ms = now;
         prune_idempotency(w, now);
+    }
+    if (w->cfg->retention.days > 0 && now >= retention_due_ms) {
+        int n = 0;
+        gim_err e = retention_run(w, now, RETENTION_ROWS, &n);
+        /* A full slice means a backlog: come back on the next pass, not in a minute. */
+        retention_due_ms = e == GIM_OK && n == RETENTION_ROWS ? now : now + RETENTION_EVERY_MS;
     }
 }

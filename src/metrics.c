@@ -1,8 +1,10 @@
 #include "metrics.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
+#include "err.h"
 #include "proto.h"
 
 #define TYPES 16 /* PackageType values we count individually; the rest go to slot 0 */
@@ -83,4 +85,120 @@ void metrics_recall(struct metrics *m)
 {
     if (m)
         INC(m->recalls, 1);
+}
+
+#define LOAD(field) atomic_load_explicit(&(field), memory_order_relaxed)
+
+static void family(FILE *out, const char *name, const char *type, const char *help)
+{
+    fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void counter(FILE *out, const char *name, const char *help, uint64_t v)
+{
+    family(out, name, "counter", help);
+    fprintf(out, "%s %llu\n", name, (unsigned long long)v);
+}
+
+static void gauge(FILE *out, const char *name, const char *help, int64_t v)
+{
+    family(out, name, "gauge", help);
+    fprintf(out, "%s %lld\n", name, (long long)v);
+}
+
+/*
+ * The label of slot t in buf; false when t is not a PackageType. Slot 0 also
+ * collects the types beyond the table, so it is "other", not PT_UNKNOWN.
+ */
+static bool type_label(int t, char *buf, size_t len)
+{
+    const ProtobufCEnumValue *v =
+        t > 0 ? protobuf_c_enum_descriptor_get_value(&pb__package_type__descriptor, t) : NULL;
+    if (v)
+        snprintf(buf, len, "%s", v->name);
+    else if (t > 0)
+        snprintf(buf, len, "PT_%d", t);
+    else
+        snprintf(buf, len, "other");
+    return v != NULL;
+}
+
+static void write_requests(struct metrics *m, FILE *out)
+{
+    char label[64];
+    family(out, "gim_requests_total", "counter",
+           "Requests answered, by PackageType and wire code.");
+    for (int t = 0; t < TYPES; t++) {
+        bool known = type_label(t, label, sizeof label);
+        for (int c = 0; c < CODES; c++) {
+            uint64_t v = m ? LOAD(m->requests[t][c]) : 0;
+            /* Known types always show EC_OK so that rate() has a series from the start. */
+            if (v == 0 && !(known && c == 0))
+                continue;
+            fprintf(out, "gim_requests_total{type=\"%s\",code=\"%s\"} %llu\n", label,
+                    gim_err_name((gim_err)c), (unsigned long long)v);
+        }
+    }
+}
+
+/* The buckets are read once so that the cumulative counts and _count agree. */
+static void write_latency(struct metrics *m, FILE *out)
+{
+    uint64_t cum = 0;
+    family(out, "gim_request_duration_seconds", "histogram",
+           "Time from a request's arrival to its reply, writes included.");
+    for (int b = 0; b <= LAT_BUCKETS; b++) {
+        cum += m ? LOAD(m->lat[b]) : 0;
+        if (b < LAT_BUCKETS)
+            fprintf(out, "gim_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                    (double)lat_bounds_us[b] / 1e6, (unsigned long long)cum);
+        else
+            fprintf(out, "gim_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+                    (unsigned long long)cum);
+    }
+    fprintf(out, "gim_request_duration_seconds_sum %.6f\n",
+            (double)(m ? LOAD(m->lat_sum_us) : 0) / 1e6);
+    fprintf(out, "gim_request_duration_seconds_count %llu\n", (unsigned long long)cum);
+}
+
+static void write_batches(struct metrics *m, FILE *out)
+{
+    uint64_t cum = 0;
+    family(out, "gim_write_batch_size", "histogram", "Requests per write transaction.");
+    for (int b = 0; b <= BATCH_BUCKETS; b++) {
+        cum += m ? LOAD(m->batches[b]) : 0;
+        if (b < BATCH_BUCKETS)
+            fprintf(out, "gim_write_batch_size_bucket{le=\"%d\"} %llu\n", batch_bounds[b],
+                    (unsigned long long)cum);
+        else
+            fprintf(out, "gim_write_batch_size_bucket{le=\"+Inf\"} %llu\n",
+                    (unsigned long long)cum);
+    }
+    fprintf(out, "gim_write_batch_size_sum %llu\n",
+            (unsigned long long)(m ? LOAD(m->batch_jobs) : 0));
+    fprintf(out, "gim_write_batch_size_count %llu\n", (unsigned long long)cum);
+}
+
+void metrics_write(struct metrics *m, const struct metrics_gauges *g, FILE *out)
+{
+    write_requests(m, out);
+    write_latency(m, out);
+    counter(out, "gim_requests_rejected_total",
+            "Requests refused for their size or not decodable as a GatewayRequest.",
+            m ? LOAD(m->rejected) : 0);
+    write_batches(m, out);
+    counter(out, "gim_messages_stored_total", "Messages stored (user and group sends).",
+            m ? LOAD(m->messages) : 0);
+    counter(out, "gim_inbox_entries_total", "Inbox entries written (one per copy of a message).",
+            m ? LOAD(m->inbox_entries) : 0);
+    counter(out, "gim_recalls_total", "Messages recalled.", m ? LOAD(m->recalls) : 0);
+    if (!g)
+        return;
+    counter(out, "gim_pushes_published_total", "Delivery messages published to gateways.",
+            g->pushes_published);
+    gauge(out, "gim_online_devices", "Devices with a session.", (int64_t)g->online_devices);
+    gauge(out, "gim_room_subscriptions", "Sessions subscribed to a room.",
+          (int64_t)g->room_subscriptions);
+    gauge(out, "gim_database_bytes", "Size of the SQLite database file.", g->database_bytes);
+    gauge(out, "gim_wal_bytes", "Size of the SQLite write-ahead log file.", g->wal_bytes);
 }

@@ -28,4 +28,20 @@ void metrics_batch(struct metrics *m, int n);
 void metrics_stored(struct metrics *m, uint64_t messages, uint64_t inbox_entries);
 void metrics_recall(struct metrics *m);
 
+/* Gauges that live in other modules, sampled by the caller at scrape time. */
+struct metrics_gauges {
+    uint64_t online_devices;     /* presence sessions */
+    uint64_t room_subscriptions; /* of those, subscribed to a room */
+    uint64_t pushes_published;   /* push_published() */
+    int64_t database_bytes;      /* size of the database file, -1 = unknown */
+    int64_t wal_bytes;           /* size of its -wal file, 0 when absent */
+};
+
+/*
+ * Writes every counter, histogram and gauge in the Prometheus text format
+ * (version 0.0.4), each family with its HELP and TYPE lines. m may be NULL
+ * (all counters read 0); g may be NULL (gauges are left out).
+ */
+void metrics_write(struct metrics *m, const struct metrics_gauges *g, FILE *out);
+
 #endif

@@ -20,6 +20,14 @@ struct subcommand {
 static const struct subcommand commands[] = {
     {"ping", gimctl_ping, "send a heartbeat (signing in first when --user/--device are given)"},
     {"token", gimctl_token, "token --user U --device D [--ttl S]: mint a sign-in token"},
+    {"group", gimctl_group, "group create|add|remove|list|show: edit groups in the --db file"},
+    {"send", gimctl_send, "send --to ID [--group] TEXT (signs in at gateway gimctl)"},
+    {"sync", gimctl_sync, "sync [--seq N]: print the inbox (signs in at gateway gimctl)"},
+    {"ack", gimctl_ack, "ack SEQ: acknowledge up to SEQ (signs in at gateway gimctl)"},
+    {"recall", gimctl_recall, "recall SEQ: recall one's own message (signs in at gateway gimctl)"},
+    {"stats", gimctl_stats, "stats: counts and file sizes of the --db database"},
+    {"user", gimctl_user, "user U: a user's devices, presence, last seq and acks (--db)"},
+    {"backup", gimctl_backup, "backup FILE: online backup of the --db database to FILE"},
 };
 
 static void usage(FILE *f)

@@ -38,5 +38,13 @@ int gimctl_parse_id(const char *s, int64_t *out);
 
 int gimctl_ping(struct gimctl *g, int argc, char **argv);
 int gimctl_token(struct gimctl *g, int argc, char **argv);
+int gimctl_group(struct gimctl *g, int argc, char **argv);  /* gimctl_group.c */
+int gimctl_send(struct gimctl *g, int argc, char **argv);   /* gimctl_msg.c */
+int gimctl_sync(struct gimctl *g, int argc, char **argv);   /* gimctl_msg.c */
+int gimctl_ack(struct gimctl *g, int argc, char **argv);    /* gimctl_msg.c */
+int gimctl_recall(struct gimctl *g, int argc, char **argv); /* gimctl_msg.c */
+int gimctl_stats(struct gimctl *g, int argc, char **argv);  /* gimctl_admin.c */
+int gimctl_user(struct gimctl *g, int argc, char **argv);   /* gimctl_admin.c */
+int gimctl_backup(struct gimctl *g, int argc, char **argv); /* gimctl_admin.c */
 
 #endif

@@ -1,0 +1,187 @@
+#include "retention.h"
+
+#include <stdlib.h>
+
+#include "config.h"
+#include "log.h"
+#include "proto.h"
+#include "store.h"
+
+#define DAY_MS (24LL * 60 * 60 * 1000)
+/* How far into the head of the message table one call looks, in multiples of max_rows. */
+#define HEAD_WINDOW 4
+
+/* The oldest messages by id, of which those before the cutoff; see retention.h. */
+static const char SQL_OLD_MESSAGES[] =
+    "SELECT id, sender_id, sender_seq, sender_device_id, receiver_type, receiver_id, receiver_seq "
+    "FROM (SELECT id, sender_id, sender_seq, sender_device_id, receiver_type, receiver_id, "
+    "receiver_seq, send_time FROM message ORDER BY id LIMIT ?3) "
+    "WHERE send_time < ?1 LIMIT ?2";
+/* The message_id check keeps a copy that is not this message's (a bad row) untouched. */
+static const char SQL_DEL_INBOX[] =
+    "DELETE FROM inbox WHERE user_id = ?1 AND seq = ?2 AND message_id = ?3";
+static const char SQL_DEL_GROUP_INBOX[] =
+    "DELETE FROM inbox WHERE message_id = ?1 AND (user_id, seq) IN "
+    "(SELECT user_id, seq FROM group_copy WHERE message_id = ?1)";
+static const char SQL_DEL_GROUP_COPY[] = "DELETE FROM group_copy WHERE message_id = ?1";
+/* Records are keyed by device: the sender's device narrows the search to its own records. */
+static const char SQL_DEL_IDEM[] =
+    "DELETE FROM idempotency WHERE device_id = ?1 AND message_id = ?2";
+static const char SQL_DEL_MESSAGE[] = "DELETE FROM message WHERE id = ?1";
+
+/* Room logs are trimmed to rooms.retain_messages each, so this scan stays small. */
+static const char SQL_OLD_ROOM[] =
+    "SELECT room_id, seq, sender_device_id FROM room_message WHERE send_time < ?1 LIMIT ?2";
+static const char SQL_DEL_ROOM[] = "DELETE FROM room_message WHERE room_id = ?1 AND seq = ?2";
+static const char SQL_DEL_ROOM_IDEM[] =
+    "DELETE FROM idempotency WHERE device_id = ?1 AND room_id = ?2 AND room_seq = ?3";
+
+struct old_message {
+    int64_t id, sender_id, sender_seq, device_id;
+    int receiver_type;
+    int64_t receiver_id, receiver_seq;
+};
+
+struct old_room {
+    int64_t room_id, seq, device_id;
+};
+
+/* Runs a write statement with up to three int64 parameters. */
+static gim_err run(struct store_conn *db, const char *sql, int n, int64_t a, int64_t b, int64_t c)
+{
+    sqlite3_stmt *st = store_stmt(db, sql);
+    if (!st)
+        return GIM_EINTERNAL;
+    const int64_t v[3] = {a, b, c};
+    for (int i = 0; i < n; i++)
+        sqlite3_bind_int64(st, i + 1, v[i]);
+    int rc = sqlite3_step(st);
+    store_done(st);
+    return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
+}
+
+/* Collects first, deletes after: no statement walks a table while it shrinks. */
+static gim_err find_messages(struct store_conn *db, int64_t cutoff, int max,
+                             struct old_message *out, int *n)
+{
+    sqlite3_stmt *st = store_stmt(db, SQL_OLD_MESSAGES);
+    int rc = SQLITE_DONE;
+    *n = 0;
+    if (!st)
+        return GIM_EINTERNAL;
+    sqlite3_bind_int64(st, 1, cutoff);
+    sqlite3_bind_int(st, 2, max);
+    sqlite3_bind_int64(st, 3, (int64_t)max * HEAD_WINDOW);
+    while (*n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        out[*n] = (struct old_message){.id = sqlite3_column_int64(st, 0),
+                                       .sender_id = sqlite3_column_int64(st, 1),
+                                       .sender_seq = sqlite3_column_int64(st, 2),
+                                       .device_id = sqlite3_column_int64(st, 3),
+                                       .receiver_type = sqlite3_column_int(st, 4),
+                                       .receiver_id = sqlite3_column_int64(st, 5),
+                                       .receiver_seq = sqlite3_column_int64(st, 6)};
+        (*n)++;
+    }
+    store_done(st);
+    return *n == max || rc == SQLITE_DONE ? GIM_OK : store_err(rc);
+}
+
+static gim_err delete_message(struct store_conn *db, const struct old_message *m)
+{
+    gim_err e;
+    if ((e = run(db, SQL_DEL_INBOX, 3, m->sender_id, m->sender_seq, m->id)) != GIM_OK)
+        return e;
+    /* RT_USER keeps the receiver's copy in the row itself (the same one for a self-send). */
+    if (m->receiver_type == PB__RECEIVER_TYPE__RT_USER && m->receiver_seq > 0 &&
+        (e = run(db, SQL_DEL_INBOX, 3, m->receiver_id, m->receiver_seq, m->id)) != GIM_OK)
+        return e;
+    if ((e = run(db, SQL_DEL_GROUP_INBOX, 1, m->id, 0, 0)) != GIM_OK ||
+        (e = run(db, SQL_DEL_GROUP_COPY, 1, m->id, 0, 0)) != GIM_OK ||
+        (e = run(db, SQL_DEL_IDEM, 2, m->device_id, m->id, 0)) != GIM_OK)
+        return e;
+    return run(db, SQL_DEL_MESSAGE, 1, m->id, 0, 0);
+}
+
+static gim_err prune_messages(struct store_conn *db, int64_t cutoff, int max, int *deleted)
+{
+    struct old_message *old = malloc((size_t)max * sizeof *old);
+    int n = 0;
+    gim_err e = old ? find_messages(db, cutoff, max, old, &n) : GIM_ENOMEM;
+    for (int i = 0; e == GIM_OK && i < n; i++)
+        e = delete_message(db, &old[i]);
+    if (e == GIM_OK)
+        *deleted = n;
+    free(old);
+    return e;
+}
+
+static gim_err prune_rooms(struct store_conn *db, int64_t cutoff, int max, int *deleted)
+{
+    struct old_room *old = malloc((size_t)max * sizeof *old);
+    sqlite3_stmt *st = NULL;
+    gim_err e = GIM_OK;
+    int n = 0, rc = SQLITE_DONE;
+    if (!old) {
+        e = GIM_ENOMEM;
+        goto out;
+    }
+    if (!(st = store_stmt(db, SQL_OLD_ROOM))) {
+        e = GIM_EINTERNAL;
+        goto out;
+    }
+    sqlite3_bind_int64(st, 1, cutoff);
+    sqlite3_bind_int(st, 2, max);
+    while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        old[n++] = (struct old_room){sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+                                     sqlite3_column_int64(st, 2)};
+    store_done(st);
+    if (n < max && rc != SQLITE_DONE) {
+        e = store_err(rc);
+        goto out;
+    }
+    for (int i = 0; e == GIM_OK && i < n; i++) {
+        e = run(db, SQL_DEL_ROOM_IDEM, 3, old[i].device_id, old[i].room_id, old[i].seq);
+        if (e == GIM_OK)
+            e = run(db, SQL_DEL_ROOM, 2, old[i].room_id, old[i].seq, 0);
+    }
+    if (e == GIM_OK)
+        *deleted = n;
+out:
+    free(old);
+    return e;
+}
+
+gim_err retention_run(struct wctx *w, int64_t now_ms, int max_rows, int *deleted)
+{
+    int messages = 0, rooms = 0;
+    gim_err e;
+    *deleted = 0;
+    if (w->cfg->retention.days == 0 || max_rows <= 0)
+        return GIM_OK;
+    if (!sqlite3_get_autocommit(w->db->db)) {
+        log_error("retention called inside a transaction", "%s", "skipped");
+        return GIM_EINTERNAL;
+    }
+    int64_t cutoff = now_ms - (int64_t)w->cfg->retention.days * DAY_MS;
+    if ((e = store_exec(w->db, "BEGIN IMMEDIATE")) != GIM_OK)
+        return e;
+    if ((e = prune_messages(w->db, cutoff, max_rows, &messages)) != GIM_OK)
+        goto fail;
+    if (messages < max_rows &&
+        (e = prune_rooms(w->db, cutoff, max_rows - messages, &rooms)) != GIM_OK)
+        goto fail;
+    if ((e = store_exec(w->db, "COMMIT")) != GIM_OK)
+        goto fail;
+    *deleted = messages + rooms;
+    if (*deleted > 0) {
+        w->scrub_wal = true; /* the deleted content is still in WAL frames */
+        log_info("retention pruned", "messages=%d room_messages=%d cutoff_ms=%lld", messages, rooms,
+                 (long long)cutoff);
+    }
+    return GIM_OK;
+fail:
+    log_warn("retention failed", "code=%s error=\"%s\"", gim_err_name(e),
+             sqlite3_errmsg(w->db->db));
+    sqlite3_exec(w->db->db, "ROLLBACK", NULL, NULL, NULL);
+    return e;
+}

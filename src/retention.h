@@ -1,0 +1,39 @@
+/*
+ * retention: deletes what is older than retention.days, a little at a time.
+ *
+ * A message past the window goes with every inbox entry that points at it,
+ * its group_copy rows and the idempotency records that would answer a retry
+ * from it; room logs lose their old entries the same way. secure_delete is
+ * on for the writer's connection, so the content is overwritten in the file,
+ * not just unlinked, and the WAL is scheduled for truncation (w->scrub_wal).
+ * Remaining entries keep their seqs and user_seq/room_seq are never lowered:
+ * a seq is never reused, so a device that synced before the pruning sees no
+ * duplicate and sync simply starts at the first entry that remains.
+ *
+ * Oldest first by message id: ids grow with the writer's clock, so the head
+ * of the table is the oldest part and finding it costs max_rows, not a scan.
+ * (A message whose send_time is out of step with its id — the clock went
+ * back — is pruned once the head reaches it.)
+ *
+ * Runs on the writer thread with the writer's connection, never inside a
+ * batch: each call is one short transaction of its own.
+ */
+#ifndef GIM_RETENTION_H
+#define GIM_RETENTION_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "writer.h"
+
+/*
+ * Deletes up to max_rows messages whose send_time is before now_ms minus
+ * w->cfg->retention.days (with their inbox entries, group copies and
+ * idempotency records), then, with what is left of max_rows, room messages
+ * older than the same cutoff. *deleted is the number of messages plus room
+ * messages deleted: max_rows means more may remain. With retention.days = 0
+ * it deletes nothing. On error nothing of this call is kept.
+ */
+gim_err retention_run(struct wctx *w, int64_t now_ms, int max_rows, int *deleted);
+
+#endif

@@ -1,0 +1,444 @@
+/*
+ * Retention on a temp database: messages are stored through write jobs run by
+ * writer_run_batch (seqs from the seq module, send_time from a clock the test
+ * moves), then retention_run / maint_run prune them. Checks that exactly the
+ * old ones go (with inbox entries, group copies, idempotency records, room
+ * log entries), that their bytes leave the file, that seqs and counters stay,
+ * and that sync over the pruned range returns what remains.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "handlers.h"
+#include "maint.h"
+#include "message.h"
+#include "retention.h"
+#include "seq.h"
+#include "store.h"
+#include "writer.h"
+
+#define DAY (24LL * 60 * 60 * 1000)
+#define NOW 1700000000000LL
+
+static struct gim_config cfg;
+static char dir[64];
+static struct store_conn *db;
+static struct seq *seqs;
+static struct wctx w;
+static int64_t clock_ms = NOW;
+
+static int64_t test_clock(void *arg)
+{
+    (void)arg;
+    return clock_ms;
+}
+
+static void setup(void)
+{
+    char err[256] = "", path[128];
+    snprintf(dir, sizeof dir, "/tmp/gimret-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/t.db", dir);
+    cr_assert_eq(config_load(NULL, &cfg, err, sizeof err), GIM_OK, "%s", err);
+    free(cfg.database.path);
+    cfg.database.path = strdup(path);
+    cfg.retention.days = 7;
+    cr_assert_eq(store_open(&cfg, STORE_WRITER, &db, err, sizeof err), GIM_OK, "%s", err);
+    cr_assert_eq(seq_open(&seqs), GIM_OK);
+    w = (struct wctx){.db = db, .seq = seqs, .cfg = &cfg, .clock = {test_clock, NULL}};
+    clock_ms = NOW;
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    seq_close(seqs);
+    store_close(db);
+    config_free(&cfg);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(retention, .init = setup, .fini = teardown, .timeout = 60);
+
+/* --- storing messages the way the send handler does --------------------------------------- */
+
+struct send_job {
+    struct write_job job;
+    int receiver_type; /* 1 user, 2 group */
+    int64_t from, device, to, request_id;
+    const int64_t *members; /* group sends */
+    size_t n_members;
+    const char *text;
+    int64_t id; /* out */
+    gim_err err;
+};
+
+static void bind_all(sqlite3_stmt *st, int n, const int64_t *v)
+{
+    for (int i = 0; i < n; i++)
+        sqlite3_bind_int64(st, i + 1, v[i]);
+}
+
+/* Runs one statement with int64 parameters on c; asserts it succeeds. */
+static void sql(sqlite3 *c, const char *q, int n, const int64_t *v)
+{
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_prepare_v2(c, q, -1, &st, NULL), SQLITE_OK, "%s: %s", q,
+                 sqlite3_errmsg(c));
+    bind_all(st, n, v);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    cr_assert(rc == SQLITE_DONE || rc == SQLITE_ROW, "%s: %s", q, sqlite3_errmsg(c));
+}
+
+static int64_t one(const char *q, int n, const int64_t *v)
+{
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_prepare_v2(db->db, q, -1, &st, NULL), SQLITE_OK, "%s", q);
+    bind_all(st, n, v);
+    int64_t r = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    return r;
+}
+
+static gim_err send_exec(struct write_job *job, struct wctx *wc)
+{
+    struct send_job *s = (struct send_job *)job;
+    struct message_new m = {.sender_type = 2,
+                            .sender_id = s->from,
+                            .sender_device_id = s->device,
+                            .receiver_type = s->receiver_type,
+                            .receiver_id = s->to,
+                            .message_type = 1,
+                            .content = (const uint8_t *)s->text,
+                            .content_len = strlen(s->text),
+                            .send_time = wc->now_ms};
+    int64_t member_seq[8];
+    gim_err e;
+    if ((e = seq_next(wc->seq, wc->db, SEQ_USER, s->from, &m.sender_seq)) != GIM_OK)
+        return e;
+    if (s->receiver_type == 1) {
+        m.receiver_seq = m.sender_seq;
+        if (s->to != s->from &&
+            (e = seq_next(wc->seq, wc->db, SEQ_USER, s->to, &m.receiver_seq)) != GIM_OK)
+            return e;
+    }
+    for (size_t i = 0; i < s->n_members; i++) {
+        member_seq[i] = m.sender_seq;
+        if (s->members[i] != s->from &&
+            (e = seq_next(wc->seq, wc->db, SEQ_USER, s->members[i], &member_seq[i])) != GIM_OK)
+            return e;
+    }
+    if ((e = message_insert(wc->db, &m, &s->id)) != GIM_OK)
+        return e;
+    if ((e = message_inbox_add(wc->db, s->from, m.sender_seq, s->id)) != GIM_OK)
+        return e;
+    if (s->receiver_type == 1 && s->to != s->from &&
+        (e = message_inbox_add(wc->db, s->to, m.receiver_seq, s->id)) != GIM_OK)
+        return e;
+    for (size_t i = 0; i < s->n_members; i++) {
+        if (s->members[i] != s->from &&
+            (e = message_inbox_add(wc->db, s->members[i], member_seq[i], s->id)) != GIM_OK)
+            return e;
+        sql(wc->db->db, "INSERT INTO group_copy (message_id, user_id, seq) VALUES (?1, ?2, ?3)", 3,
+            (int64_t[]){s->id, s->members[i], member_seq[i]});
+    }
+    if (s->request_id)
+        sql(wc->db->db,
+            "INSERT INTO idempotency (device_id, request_id, created_at, message_id) "
+            "VALUES (?1, ?2, ?3, ?4)",
+            4, (int64_t[]){s->device, s->request_id, wc->now_ms, s->id});
+    return GIM_OK;
+}
+
+static void send_done(struct write_job *job, struct wctx *wc, gim_err err)
+{
+    (void)wc;
+    ((struct send_job *)job)->err = err;
+}
+
+/* Stores a message at time `at` through writer_run_batch; returns its id. */
+static int64_t store_at(int64_t at, struct send_job s)
+{
+    struct write_job *jobs[1] = {&s.job};
+    s.job.exec = send_exec;
+    s.job.done = send_done;
+    clock_ms = at;
+    writer_run_batch(&w, jobs, 1);
+    clock_ms = NOW;
+    cr_assert_eq(s.err, GIM_OK, "store failed: %s", gim_err_name(s.err));
+    return s.id;
+}
+
+static int64_t user_msg(int64_t at, int64_t from, int64_t to, const char *text, int64_t req)
+{
+    return store_at(at, (struct send_job){.receiver_type = 1,
+                                          .from = from,
+                                          .device = from * 10 + 1,
+                                          .to = to,
+                                          .text = text,
+                                          .request_id = req});
+}
+
+static int64_t count(const char *q)
+{
+    return one(q, 0, NULL);
+}
+
+static int64_t user_seq(int64_t user)
+{
+    return one("SELECT seq FROM user_seq WHERE user_id = ?1", 1, (int64_t[]){user});
+}
+
+/* The user's inbox seqs, ascending, as "1,2,3". */
+static void inbox_seqs(int64_t user, char *out, size_t len)
+{
+    sqlite3_stmt *st;
+    size_t n = 0;
+    out[0] = 0;
+    cr_assert_eq(sqlite3_prepare_v2(db->db, "SELECT seq FROM inbox WHERE user_id = ?1 ORDER BY seq",
+                                    -1, &st, NULL),
+                 SQLITE_OK);
+    sqlite3_bind_int64(st, 1, user);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        n += (size_t)snprintf(out + n, len - n, "%s%lld", n ? "," : "",
+                              (long long)sqlite3_column_int64(st, 0));
+    sqlite3_finalize(st);
+}
+
+/* True when needle occurs anywhere in the database file's bytes. */
+static bool file_contains(const char *needle)
+{
+    FILE *f = fopen(cfg.database.path, "rb");
+    cr_assert_not_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n);
+    cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    bool found = memmem(buf, (size_t)n, needle, strlen(needle)) != NULL;
+    free(buf);
+    return found;
+}
+
+static void checkpoint(void)
+{
+    cr_assert_eq(sqlite3_wal_checkpoint_v2(db->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL),
+                 SQLITE_OK);
+}
+
+/* handle_sync's prepare + read on a read-only connection, as a worker runs them. */
+static Pb__SyncOutput *sync_after(int64_t user, int64_t after)
+{
+    char err[256];
+    struct store_conn *ro = NULL;
+    cr_assert_eq(store_open(&cfg, STORE_READER, &ro, err, sizeof err), GIM_OK, "%s", err);
+    Pb__SyncInput si = PB__SYNC_INPUT__INIT;
+    si.seq = after;
+    uint8_t data[32], env[64];
+    Pb__Input in = PB__INPUT__INIT;
+    in.type = PB__PACKAGE_TYPE__PT_SYNC;
+    in.data.data = data;
+    in.data.len = pb__sync_input__pack(&si, data);
+    Pb__GatewayRequest gr = PB__GATEWAY_REQUEST__INIT;
+    gr.input = &in;
+    gr.user_id = user;
+    size_t len = pb__gateway_request__pack(&gr, env);
+    struct request r = {0};
+    r.env = pb__gateway_request__unpack(NULL, len, env);
+    r.type = PB__PACKAGE_TYPE__PT_SYNC;
+    r.h = &handle_sync;
+    r.cfg = &cfg;
+    r.sess.user_id = user;
+    cr_assert_eq(handle_sync.prepare(&r), GIM_OK, "%s", r.errmsg);
+    cr_assert_eq(handle_sync.read(&r, ro), GIM_OK, "%s", r.errmsg);
+    Pb__SyncOutput *out = pb__sync_output__unpack(NULL, r.out_len, r.out);
+    cr_assert_not_null(out);
+    request_reset(&r);
+    store_close(ro);
+    return out;
+}
+
+/* --- tests --------------------------------------------------------------------------------- */
+
+Test(retention, prunes_exactly_the_old_messages_and_keeps_seqs)
+{
+    static const int64_t members[] = {1, 2, 3};
+    char seqs_buf[128];
+    int deleted = -1;
+
+    int64_t a = user_msg(NOW - 10 * DAY, 1, 2, "OLD-SECRET-A", 501); /* u1:1 u2:1 */
+    int64_t b = store_at(NOW - 9 * DAY, (struct send_job){.receiver_type = 2,
+                                                          .from = 1,
+                                                          .device = 11,
+                                                          .to = 100,
+                                                          .members = members,
+                                                          .n_members = 3,
+                                                          .text = "OLD-SECRET-B",
+                                                          .request_id = 502}); /* u1:2 u2:2 u3:1 */
+    int64_t c = user_msg(NOW - 8 * DAY, 1, 1, "OLD-SECRET-C", 0);              /* u1:3 (self) */
+    int64_t d = user_msg(NOW - 1 * DAY, 2, 1, "NEW-KEEP-D", 504);              /* u2:3 u1:4 */
+    int64_t e = user_msg(NOW - 7 * DAY, 1, 3, "EDGE-KEEP-E", 0); /* exactly at the cutoff */
+    /* Room log: one old and one new entry, and the old one's idempotency record. */
+    sql(db->db,
+        "INSERT INTO room_message (room_id, seq, sender_type, sender_id, sender_device_id, "
+        "message_type, content, send_time) VALUES (500, 1, 2, 1, 11, 1, 'OLD-ROOM-SECRET', ?1), "
+        "(500, 2, 2, 1, 11, 1, 'NEW-ROOM', ?2)",
+        2, (int64_t[]){NOW - 30 * DAY, NOW - DAY});
+    sql(db->db, "INSERT INTO room_seq (room_id, seq) VALUES (500, 2)", 0, NULL);
+    sql(db->db,
+        "INSERT INTO idempotency (device_id, request_id, created_at, room_id, room_seq) "
+        "VALUES (11, 601, ?1, 500, 1), (11, 602, ?2, 500, 2)",
+        2, (int64_t[]){NOW - 30 * DAY, NOW - DAY});
+
+    cr_assert_eq(user_seq(1), 5);
+    cr_assert_eq(user_seq(2), 3);
+    cr_assert_eq(user_seq(3), 2);
+    checkpoint();
+    cr_assert(file_contains("OLD-SECRET-A"), "the check can see content in the file");
+    cr_assert(file_contains("OLD-ROOM-SECRET"));
+
+    cr_assert_eq(retention_run(&w, NOW, 100, &deleted), GIM_OK);
+    cr_assert_eq(deleted, 4, "3 messages and 1 room entry, got %d", deleted);
+
+    /* Exactly the old messages are gone; the one at the cutoff stays. */
+    cr_assert_eq(
+        one("SELECT count(*) FROM message WHERE id IN (?1, ?2, ?3)", 3, (int64_t[]){a, b, c}), 0);
+    cr_assert_eq(one("SELECT count(*) FROM message WHERE id IN (?1, ?2)", 2, (int64_t[]){d, e}), 2);
+    cr_assert_eq(count("SELECT count(*) FROM message"), 2);
+    /* Their inbox entries went with them; the others keep their seqs. */
+    inbox_seqs(1, seqs_buf, sizeof seqs_buf);
+    cr_assert_str_eq(seqs_buf, "4,5");
+    inbox_seqs(2, seqs_buf, sizeof seqs_buf);
+    cr_assert_str_eq(seqs_buf, "3");
+    inbox_seqs(3, seqs_buf, sizeof seqs_buf);
+    cr_assert_str_eq(seqs_buf, "2");
+    cr_assert_eq(count("SELECT count(*) FROM inbox WHERE message_id NOT IN (SELECT id FROM "
+                       "message)"),
+                 0, "no entry points at a pruned message");
+    cr_assert_eq(count("SELECT count(*) FROM group_copy"), 0);
+    /* Idempotency: the pruned messages' records are gone, the kept ones stay. */
+    cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE request_id IN (501, 502, 601)"), 0);
+    cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE request_id IN (504, 602)"), 2);
+    /* Room log: the old entry is gone, the counter is not lowered. */
+    cr_assert_eq(count("SELECT count(*) FROM room_message"), 1);
+    cr_assert_eq(count("SELECT seq FROM room_message WHERE room_id = 500"), 2);
+    cr_assert_eq(count("SELECT seq FROM room_seq WHERE room_id = 500"), 2);
+    /* Counters are never lowered: the next seq is never one a device has seen. */
+    cr_assert_eq(user_seq(1), 5);
+    cr_assert_eq(user_seq(2), 3);
+    cr_assert_eq(user_seq(3), 2);
+    cr_assert_eq(count("PRAGMA integrity_check") == -1, 0);
+
+    /* The erased bytes are overwritten in the file, not just unlinked (secure_delete). */
+    cr_assert(w.scrub_wal, "retention asks for the WAL to be truncated");
+    checkpoint();
+    cr_assert(!file_contains("OLD-SECRET-A"));
+    cr_assert(!file_contains("OLD-SECRET-B"));
+    cr_assert(!file_contains("OLD-SECRET-C"));
+    cr_assert(!file_contains("OLD-ROOM-SECRET"));
+    cr_assert(file_contains("NEW-KEEP-D"));
+
+    /* Nothing more to do: a second pass deletes nothing. */
+    cr_assert_eq(retention_run(&w, NOW, 100, &deleted), GIM_OK);
+    cr_assert_eq(deleted, 0);
+
+    /* A new message after pruning continues the counter. */
+    user_msg(NOW, 1, 2, "AFTER", 0);
+    inbox_seqs(1, seqs_buf, sizeof seqs_buf);
+    cr_assert_str_eq(seqs_buf, "4,5,6");
+    inbox_seqs(2, seqs_buf, sizeof seqs_buf);
+    cr_assert_str_eq(seqs_buf, "3,4");
+}
+
+Test(retention, sync_over_a_pruned_range_returns_what_remains)
+{
+    user_msg(NOW - 20 * DAY, 1, 2, "old-1", 0); /* u1:1 */
+    user_msg(NOW - 19 * DAY, 1, 2, "old-2", 0); /* u1:2 */
+    user_msg(NOW - 2 * DAY, 1, 2, "new-3", 0);  /* u1:3 */
+    user_msg(NOW - 1 * DAY, 2, 1, "new-4", 0);  /* u1:4 */
+    int deleted = 0;
+    cr_assert_eq(retention_run(&w, NOW, 100, &deleted), GIM_OK);
+    cr_assert_eq(deleted, 2);
+
+    /* A device that held seq 1 (inside the pruned range), and one with no local state. */
+    int64_t afters[] = {1, 0};
+    for (size_t k = 0; k < 2; k++) {
+        Pb__SyncOutput *out = sync_after(1, afters[k]);
+        cr_assert_eq(out->n_messages, 2, "after=%lld", (long long)afters[k]);
+        cr_assert_eq(out->messages[0]->seq, 3);
+        cr_assert_eq(out->messages[1]->seq, 4);
+        cr_assert_eq(out->messages[0]->message_content.len, 5);
+        cr_assert_eq(memcmp(out->messages[0]->message_content.data, "new-3", 5), 0);
+        cr_assert(!out->has_more);
+        pb__sync_output__free_unpacked(out, NULL);
+    }
+}
+
+Test(retention, works_in_slices_of_max_rows)
+{
+    char want[256], got[256];
+    size_t n = 0;
+    for (int i = 0; i < 25; i++)
+        user_msg(NOW - 30 * DAY + i, 1, 2, "old", 0);
+    for (int i = 0; i < 3; i++) {
+        user_msg(NOW - DAY + i, 1, 2, "new", 0);
+        n += (size_t)snprintf(want + n, sizeof want - n, "%s%d", i ? "," : "", 26 + i);
+    }
+    int deleted = 0, rounds[4];
+    for (int r = 0; r < 4; r++) {
+        cr_assert_eq(retention_run(&w, NOW, 10, &deleted), GIM_OK);
+        rounds[r] = deleted;
+    }
+    cr_assert_eq(rounds[0], 10);
+    cr_assert_eq(rounds[1], 10);
+    cr_assert_eq(rounds[2], 5);
+    cr_assert_eq(rounds[3], 0);
+    inbox_seqs(1, got, sizeof got);
+    cr_assert_str_eq(got, want);
+    inbox_seqs(2, got, sizeof got);
+    cr_assert_str_eq(got, want);
+    cr_assert_eq(user_seq(1), 28);
+}
+
+Test(retention, zero_days_keeps_everything)
+{
+    int deleted = -1;
+    user_msg(NOW - 3000 * DAY, 1, 2, "ancient", 0);
+    cfg.retention.days = 0;
+    cr_assert_eq(retention_run(&w, NOW, 100, &deleted), GIM_OK);
+    cr_assert_eq(deleted, 0);
+    maint_run(&w);
+    cr_assert_eq(count("SELECT count(*) FROM message"), 1);
+    cr_assert_eq(count("SELECT count(*) FROM inbox"), 2);
+}
+
+Test(retention, refuses_to_run_inside_a_transaction_and_changes_nothing)
+{
+    int deleted = -1;
+    user_msg(NOW - 30 * DAY, 1, 2, "old", 0);
+    cr_assert_eq(store_exec(db, "BEGIN IMMEDIATE"), GIM_OK);
+    cr_assert_neq(retention_run(&w, NOW, 100, &deleted), GIM_OK);
+    cr_assert_eq(deleted, 0);
+    cr_assert_eq(store_exec(db, "ROLLBACK"), GIM_OK);
+    cr_assert_eq(count("SELECT count(*) FROM message"), 1);
+}
+
+Test(retention, the_writers_maintenance_pass_applies_it)
+{
+    user_msg(NOW - 8 * DAY, 1, 2, "old", 0);
+    user_msg(NOW - 6 * DAY, 1, 2, "new", 0);
+    clock_ms = NOW - 2 * DAY; /* neither is past the window yet */
+    maint_run(&w);
+    cr_assert_eq(count("SELECT count(*) FROM message"), 2);
+    clock_ms = NOW + 61 * 1000; /* a minute later by the writer's clock: the old one is due */
+    maint_run(&w);
+    cr_assert_eq(count("SELECT count(*) FROM message"), 1);
+    cr_assert_eq(count("SELECT count(*) FROM inbox WHERE seq = 1"), 0);
+    cr_assert_eq(count("SELECT count(*) FROM inbox WHERE seq = 2"), 2);
+}

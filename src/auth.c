@@ -90,14 +90,20 @@ static bool parse_id(const char *s, int64_t *out)
     return true;
 }
 
-gim_err auth_verify(const char *secret, const char *token, int64_t now_s, int64_t *user_id,
-                    int64_t *device_id, char *why, size_t whylen)
+/*
+ * The checks every token passes, user or admin: size, HS256 signature with
+ * our secret, exp in the future, nbf (if any) in the past. On GIM_OK *out
+ * is the decoded token, which the caller frees with jwt_free().
+ */
+static gim_err open_token(const char *secret, const char *token, int64_t now_s, jwt_t **out,
+                          char *why, size_t whylen)
 {
     gim_err e = GIM_EUNAUTH;
     jwt_t *jwt = NULL;
-    int64_t exp = 0, nbf = 0, uid = 0, did = 0;
+    int64_t exp = 0, nbf = 0;
     size_t klen = secret ? strlen(secret) : 0;
 
+    *out = NULL;
     if (klen == 0 || klen > INT_MAX) {
         say(why, whylen, "no token secret configured");
         goto out;
@@ -138,6 +144,28 @@ gim_err auth_verify(const char *secret, const char *token, int64_t now_s, int64_
     /* nbf is optional, but RFC 7519 forbids accepting a token before it. */
     if (positive_int_claim(jwt, "nbf", &nbf) == CLAIM_OK && nbf > now_s) {
         say(why, whylen, "token not valid yet");
+        goto out;
+    }
+    *out = jwt;
+    jwt = NULL;
+    e = GIM_OK;
+out:
+    if (jwt)
+        jwt_free(jwt);
+    return e;
+}
+
+gim_err auth_verify(const char *secret, const char *token, int64_t now_s, int64_t *user_id,
+                    int64_t *device_id, char *why, size_t whylen)
+{
+    gim_err e = GIM_EUNAUTH;
+    jwt_t *jwt = NULL;
+    int64_t uid = 0, did = 0, adm = 0;
+
+    if (open_token(secret, token, now_s, &jwt, why, whylen) != GIM_OK)
+        goto out;
+    if (positive_int_claim(jwt, "adm", &adm) != CLAIM_MISSING) {
+        say(why, whylen, "an operator token cannot sign a device in");
         goto out;
     }
 
@@ -203,6 +231,57 @@ gim_err auth_mint(const char *secret, int64_t user_id, int64_t device_id, int64_
         goto out;
     }
     e = GIM_OK;
+out:
+    if (jwt)
+        jwt_free(jwt);
+    return e;
+}
+
+gim_err auth_verify_admin(const char *secret, const char *token, int64_t now_s, char *why,
+                          size_t whylen)
+{
+    gim_err e = GIM_EUNAUTH;
+    jwt_t *jwt = NULL;
+    int64_t adm = 0;
+
+    if (open_token(secret, token, now_s, &jwt, why, whylen) != GIM_OK)
+        goto out;
+    errno = 0;
+    const char *sub = jwt_get_grant(jwt, "sub");
+    if (!sub || strcmp(sub, AUTH_ADMIN_SUBJECT) != 0 ||
+        positive_int_claim(jwt, "adm", &adm) != CLAIM_OK || adm != 1) {
+        say(why, whylen, "not an operator token");
+        goto out;
+    }
+    e = GIM_OK;
+out:
+    if (jwt)
+        jwt_free(jwt);
+    return e;
+}
+
+gim_err auth_mint_admin(const char *secret, int64_t exp_s, char **token_out)
+{
+    gim_err e = GIM_EINTERNAL;
+    jwt_t *jwt = NULL;
+    size_t klen = secret ? strlen(secret) : 0;
+
+    *token_out = NULL;
+    if (klen == 0 || klen > INT_MAX || exp_s <= 0) {
+        e = GIM_EBADREQ;
+        goto out;
+    }
+    if (jwt_new(&jwt) != 0 || !jwt) {
+        jwt = NULL;
+        e = GIM_ENOMEM;
+        goto out;
+    }
+    if (jwt_add_grant(jwt, "sub", AUTH_ADMIN_SUBJECT) != 0 || jwt_add_grant_int(jwt, "adm", 1) != 0 ||
+        jwt_add_grant_int(jwt, "exp", (long)exp_s) != 0 ||
+        jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)klen) != 0)
+        goto out;
+    *token_out = jwt_encode_str(jwt);
+    e = *token_out ? GIM_OK : GIM_ENOMEM;
 out:
     if (jwt)
         jwt_free(jwt);

@@ -45,4 +45,18 @@ gim_err auth_verify(const char *secret, const char *token, int64_t now_s, int64_
 gim_err auth_mint(const char *secret, int64_t user_id, int64_t device_id, int64_t exp_s,
                   char **token_out);
 
+/*
+ * Operator tokens, for requests that act for no device (PT_ADMIN_RECALL from
+ * `gimctl recall --admin`): HS256 with the same secret, sub = "gim-admin",
+ * adm = 1, exp required. A user token is never an operator token and an
+ * operator token never signs a device in.
+ */
+#define AUTH_ADMIN_SUBJECT "gim-admin"
+
+gim_err auth_verify_admin(const char *secret, const char *token, int64_t now_s, char *why,
+                          size_t whylen);
+
+/* Mints an operator token valid until exp_s; *token_out is malloc'ed (caller frees). */
+gim_err auth_mint_admin(const char *secret, int64_t exp_s, char **token_out);
+
 #endif

@@ -19,6 +19,7 @@ static const struct handler *const table[] = {
     [PB__PACKAGE_TYPE__PT_MESSAGE_ACK] = &handle_ack,
     [PB__PACKAGE_TYPE__PT_RECALL] = &handle_recall,
     [PB__PACKAGE_TYPE__PT_SIGN_OUT] = &handle_signout,
+    [PB__PACKAGE_TYPE__PT_ADMIN_RECALL] = &handle_admin_recall,
 };
 
 const struct handler *dispatch_handler(int type)

@@ -15,5 +15,6 @@ extern const struct handler handle_room;      /* PT_SUBSCRIBE_ROOM */
 extern const struct handler handle_ack;       /* PT_MESSAGE_ACK */
 extern const struct handler handle_recall;    /* PT_RECALL */
 extern const struct handler handle_signout;   /* PT_SIGN_OUT */
+extern const struct handler handle_admin_recall; /* PT_ADMIN_RECALL */
 
 #endif

@@ -78,6 +78,22 @@ Test(auth, minted_token_verifies)
     free(t);
 }
 
+Test(auth, operator_tokens_are_not_user_tokens)
+{
+    char *adm = NULL, *user = NULL, why[100];
+    int64_t uid = 0, did = 0;
+    cr_assert_eq(auth_mint_admin(SECRET, NOW + 60, &adm), GIM_OK);
+    cr_assert_eq(auth_mint(SECRET, 42, 7, NOW + 60, &user), GIM_OK);
+    cr_assert_eq(auth_verify_admin(SECRET, adm, NOW, why, sizeof why), GIM_OK);
+    cr_assert_eq(auth_verify_admin(SECRET, user, NOW, why, sizeof why), GIM_EUNAUTH);
+    cr_assert_eq(auth_verify(SECRET, adm, NOW, &uid, &did, why, sizeof why), GIM_EUNAUTH);
+    cr_assert_eq(auth_verify_admin("another-secret", adm, NOW, why, sizeof why), GIM_EUNAUTH);
+    cr_assert_eq(auth_verify_admin(SECRET, adm, NOW + 61, why, sizeof why), GIM_EUNAUTH);
+    cr_assert(strstr(why, "expired") != NULL, "why: %s", why);
+    free(adm);
+    free(user);
+}
+
 Test(auth, large_ids_round_trip)
 {
     char *t = NULL;

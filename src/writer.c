@@ -58,8 +58,10 @@ void writer_run_batch(struct wctx *w, struct write_job **jobs, int n)
         if (batch != GIM_OK)
             continue;
         res[i] = run_job(w, jobs[i]);
-        /* Only an unusable transaction fails the neighbours. */
-        if (res[i] == GIM_EINTERNAL && sqlite3_get_autocommit(w->db->db))
+        /* Only a lost transaction fails the neighbours: SQLite rolls the whole
+         * transaction back by itself on some errors (full disk, I/O), and the
+         * jobs after it must not run in autocommit mode. */
+        if (sqlite3_get_autocommit(w->db->db))
             batch = GIM_EUNAVAILABLE;
     }
     if (batch == GIM_OK)
@@ -77,7 +79,7 @@ void writer_run_batch(struct wctx *w, struct write_job **jobs, int n)
     }
     metrics_batch(w->metrics, n);
     for (int i = 0; i < n; i++)
-        jobs[i]->done(jobs[i], w, batch == GIM_OK ? res[i] : gim_err_wire(batch) == 0 ? GIM_EINTERNAL : batch);
+        jobs[i]->done(jobs[i], w, batch == GIM_OK ? res[i] : batch);
 }
 
 static int take_batch(struct writer *wr, struct write_job **jobs, int max)

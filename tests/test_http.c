@@ -80,10 +80,19 @@ static int http_get(const char *method, const char *path, char **body)
                             .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     struct timeval tv = {.tv_sec = 5};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert(fd >= 0);
+    int fd = -1, rc = -1;
+    /* The REP socket answers before the HTTP listener is up: give it a moment. */
+    for (int tries = 0; tries < 50 && rc != 0; tries++) {
+        if (fd >= 0) {
+            close(fd);
+            usleep(100 * 1000);
+        }
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        cr_assert(fd >= 0);
+        rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+    }
+    cr_assert_eq(rc, 0, "connect to port %d", port);
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0, "connect to port %d", port);
     char req[256];
     int n =
         snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",

@@ -1,5 +1,5 @@
 /*
- * PT_MESSAGE: a client sends a message to a user or a group.
+ * PT_MESSAGE: a client sends a message to a user, a group or a room.
  *
  * prepare() validates everything that needs no database and builds the
  * message as it will be stored: the sender comes from the session, never
@@ -11,6 +11,8 @@
  * remembers the request, all under the job's savepoint: all or nothing.
  * committed() pushes each online recipient its own copy after the commit,
  * from what write() kept in the scratch state: no query on the push path.
+ * A room send (sender subscribed to the room) is one entry in the room's
+ * log (room.h) instead, pushed to the room's subscribed devices.
  *
  * Ownership: r->scratch is a struct send_state allocated by prepare() and
  * freed by cleanup(); its message points into r->in, which the request owns
@@ -30,6 +32,7 @@
 #include "presence.h"
 #include "push.h"
 #include "request.h"
+#include "room.h"
 #include "seq.h"
 
 #define PUSH_SESSIONS 32 /* sessions of one user looked up on the stack; more go to the heap */
@@ -60,6 +63,7 @@ struct send_state {
     size_t n_to;
     int64_t message_id;
     int64_t sender_seq;
+    int64_t room_seq; /* RT_ROOM: the new entry's room seq; 0 for a retried send */
 };
 
 /*
@@ -298,6 +302,40 @@ static gim_err idem_remember(struct request *r, struct wctx *w, int64_t message_
 }
 
 /*
+ * A retried room send: the reply is rebuilt from the room log. An entry
+ * pruned since (rooms.retain_messages) answers EC_NOT_FOUND, like a deleted
+ * message; one sent by another user of the same device id does not count.
+ */
+static gim_err idem_replay_room(struct request *r, struct wctx *w, int64_t room_id,
+                                int64_t room_seq, bool *replayed)
+{
+    struct arena a = {0};
+    struct message_view *v = NULL;
+    gim_err e = room_load(w->db, room_id, room_seq, &a, &v);
+    if (e == GIM_ENOTFOUND) {
+        *replayed = true;
+        e = request_fail(r, GIM_ENOTFOUND,
+                         "send: the room message of request %" PRId64 " is no longer kept",
+                         r->request_id);
+        goto out;
+    }
+    if (e != GIM_OK) {
+        *replayed = true;
+        store_failed(r, w, e, "idempotent reply");
+        goto out;
+    }
+    if (v->sender.sender_id != r->sess.user_id)
+        goto out;
+    *replayed = true;
+    Pb__MessageSend reply = PB__MESSAGE_SEND__INIT;
+    reply.message = &v->msg;
+    e = request_set_reply(r, &reply.base);
+out:
+    arena_free(&a);
+    return e;
+}
+
+/*
  * A retry of an answered send: *replayed = true and the reply is the stored
  * message as it is now (a recalled one shows MS_RECALL and no content).
  * Records outside the window, or left by another user of the same device
@@ -328,6 +366,8 @@ static gim_err idem_replay(struct request *r, struct wctx *w, bool *replayed)
     int64_t sender_seq = sqlite3_column_int64(st, 3);
     size_t size = (size_t)sqlite3_column_int64(st, 4) + (size_t)sqlite3_column_int64(st, 5);
     bool has_room = sqlite3_column_type(st, 6) != SQLITE_NULL;
+    int64_t room_id = sqlite3_column_int64(st, 6);
+    int64_t room_seq = sqlite3_column_int64(st, 7);
     store_done(st);
 
     if (created < w->now_ms - (int64_t)w->cfg->idempotency.window_seconds * 1000)
@@ -336,12 +376,9 @@ static gim_err idem_replay(struct request *r, struct wctx *w, bool *replayed)
         return GIM_OK;
     if (!has_message && !has_room)
         return GIM_OK;
+    if (!has_message)
+        return idem_replay_room(r, w, room_id, room_seq, replayed);
     *replayed = true;
-    if (!has_message) {
-        /* ROOMS: a room send's record holds (room_id, room_seq); rebuild its reply from the
-         * room log here. Until rooms are served no such record exists. */
-        return request_fail(r, GIM_EBADREQ, "rooms are not served yet");
-    }
     if (message_gone)
         return request_fail(r, GIM_ENOTFOUND,
                             "send: the message of request %" PRId64 " no longer exists",
@@ -363,6 +400,31 @@ out:
     return e;
 }
 
+/*
+ * One entry in the room's log, under the room's next seq. The sender must be
+ * subscribed to the room as the device row says in this transaction: a
+ * subscribe or sign-out earlier in the same batch has changed the row
+ * already, while presence only follows after the commit.
+ */
+static gim_err send_room(struct request *r, struct wctx *w, struct send_state *s)
+{
+    int64_t room = s->msg.receiver_id, subscribed = 0;
+    struct message_new m = stored_message(s);
+    gim_err e = room_subscribed(w->db, &r->sess, &subscribed);
+    if (e == GIM_EUNAUTH)
+        return request_fail(r, e, "send: the session of device %" PRId64 " has ended",
+                            r->sess.device_id);
+    if (e != GIM_OK)
+        return store_failed(r, w, e, "subscription");
+    if (subscribed != room)
+        return request_fail(r, GIM_EFORBIDDEN,
+                            "send: not subscribed to room %" PRId64 " (PT_SUBSCRIBE_ROOM first)",
+                            room);
+    if ((e = room_append(w, room, &m, &s->room_seq)) != GIM_OK)
+        return store_failed(r, w, e, "room message");
+    return GIM_OK;
+}
+
 static gim_err send_write(struct request *r, struct wctx *w)
 {
     struct send_state *s = r->scratch;
@@ -382,23 +444,20 @@ static gim_err send_write(struct request *r, struct wctx *w)
         e = send_group(r, w, s);
         break;
     case PB__RECEIVER_TYPE__RT_ROOM:
-        /*
-         * ROOMS: call the room module here, e.g. `return room_send(r, w, &s->msg);`: it
-         * appends to the room log under the room's seq, remembers the request with
-         * idem_remember(r, w, 0, room_id, room_seq) when r->request_id != 0, sets the
-         * reply, and keeps in r->scratch what its committed() needs to push to the
-         * room's subscribers (send_committed below pushes inbox copies only).
-         */
-        return request_fail(r, GIM_EBADREQ, "rooms are not served yet");
+        e = send_room(r, w, s);
+        break;
     default: /* prepare() let no other type through */
         return request_fail(r, GIM_EBADREQ, "send: unknown receiver_type %d",
                             (int)s->msg.receiver_type);
     }
     if (e != GIM_OK)
         return e;
-    if (r->request_id != 0 && (e = idem_remember(r, w, s->message_id, 0, 0)) != GIM_OK)
+    /* A room send has no message row: its record names the room log entry instead. */
+    if (r->request_id != 0 &&
+        (e = idem_remember(r, w, s->message_id, s->room_seq ? s->msg.receiver_id : 0,
+                           s->room_seq)) != GIM_OK)
         return e;
-    s->msg.seq = s->sender_seq;
+    s->msg.seq = s->room_seq ? s->room_seq : s->sender_seq;
     Pb__MessageSend reply = PB__MESSAGE_SEND__INIT;
     reply.message = &s->msg;
     return request_set_reply(r, &reply.base);
@@ -412,6 +471,54 @@ static bool has_other_device(const struct session *ss, size_t n, int64_t device_
     return false;
 }
 
+/*
+ * A room message goes to every device subscribed to the room but the
+ * sending one, all with the same copy (the room seq).
+ */
+static void send_room_committed(struct request *r, struct wctx *w, struct send_state *s)
+{
+    struct session stackbuf[PUSH_SESSIONS];
+    struct session *ss = stackbuf;
+    uint8_t *buf = NULL;
+
+    metrics_stored(w->metrics, 1, 0);
+    if (!w->push || !w->presence)
+        return;
+    size_t n = presence_room_sessions(w->presence, s->msg.receiver_id, ss, PUSH_SESSIONS);
+    /* A crowded room: only this (the writer) thread changes presence, so one retry fits. */
+    for (size_t cap = PUSH_SESSIONS; n > cap;) {
+        struct session *grown = malloc(n * sizeof *grown);
+        if (!grown) {
+            n = cap; /* push to those we have rather than to none */
+            break;
+        }
+        if (ss != stackbuf)
+            free(ss);
+        ss = grown;
+        cap = n;
+        n = presence_room_sessions(w->presence, s->msg.receiver_id, ss, cap);
+    }
+    if (!has_other_device(ss, n, r->sess.device_id))
+        goto out;
+    Pb__MessageSend ms = PB__MESSAGE_SEND__INIT;
+    ms.message = &s->msg;
+    size_t len = pb__message_send__get_packed_size(&ms);
+    if (!(buf = malloc(len ? len : 1))) {
+        log_warn("push dropped", "room=%" PRId64 " reason=\"out of memory\"", s->msg.receiver_id);
+        goto out;
+    }
+    pb__message_send__pack(&ms, buf);
+    Pb__Output out = PB__OUTPUT__INIT;
+    out.type = PB__PACKAGE_TYPE__PT_MESSAGE;
+    out.data.data = buf;
+    out.data.len = len;
+    push_deliver(w->push, ss, n, r->sess.device_id, &out);
+out:
+    if (ss != stackbuf)
+        free(ss);
+    free(buf);
+}
+
 /* Each online recipient gets its own copy (its own seq); the sending device gets none. */
 static void send_committed(struct request *r, struct wctx *w)
 {
@@ -422,6 +529,10 @@ static void send_committed(struct request *r, struct wctx *w)
     uint8_t *buf = NULL;
     size_t buf_cap = 0;
 
+    if (s && s->room_seq) {
+        send_room_committed(r, w, s);
+        return;
+    }
     if (!s || s->n_to == 0) /* a retry: it was counted and pushed the first time */
         return;
     metrics_stored(w->metrics, 1, s->n_to);

@@ -160,3 +160,88 @@ gim_err message_load(struct store_conn *db, int64_t message_id, int64_t seq, str
     store_done(st);
     return e;
 }
+
+/* SyncOutput.has_more = true on the wire: tag + one byte. */
+#define HAS_MORE_BYTES 2
+/* Per-message arena overhead besides content and mentions: the view plus alignment. */
+#define VIEW_BYTES (sizeof(struct message_view) + 3 * 16)
+
+static size_t varint_size(size_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/*
+ * The arena (re)started with room for the pointer array and `bytes` of
+ * messages; *ptrs points into it.
+ */
+static gim_err page_arena(struct arena *a, size_t page, size_t bytes, Pb__Message ***ptrs)
+{
+    arena_free(a);
+    if (arena_init(a, page * sizeof **ptrs + 16 + bytes) != GIM_OK)
+        return GIM_ENOMEM;
+    *ptrs = arena_alloc(a, page * sizeof **ptrs);
+    return *ptrs ? GIM_OK : GIM_ENOMEM;
+}
+
+/*
+ * Every message of the page is built into one arena and the page is packed
+ * once: no allocation per message. The arena is sized for the byte budget;
+ * only a single stored message larger than the whole budget (it must still
+ * be delivered, alone) gets an arena of its own size.
+ */
+gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, struct arena *a,
+                     Pb__SyncOutput *out)
+{
+    Pb__Message **msgs = NULL;
+    size_t used = HAS_MORE_BYTES;
+    gim_err e;
+    int rc;
+
+    pb__sync_output__init(out);
+    *a = (struct arena){0};
+    /* A view in memory outweighs its encoding: room for a page of views plus the budget. */
+    if ((e = page_arena(a, page_size, page_size * VIEW_BYTES + max_bytes, &msgs)) != GIM_OK)
+        return e;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (out->n_messages == page_size) {
+            out->has_more = true; /* the extra row: more remain */
+            break;
+        }
+        int64_t seq = sqlite3_column_int64(st, 0);
+        struct message_view *v = message_from_row(st, 1, seq, a);
+        if (!v && out->n_messages == 0) {
+            /* One message bigger than the whole arena: it still goes out, alone. */
+            size_t need = VIEW_BYTES + (size_t)sqlite3_column_bytes(st, 1 + 5) +
+                          (size_t)sqlite3_column_bytes(st, 1 + 7);
+            if ((e = page_arena(a, page_size, need, &msgs)) != GIM_OK)
+                return e;
+            if (!(v = message_from_row(st, 1, seq, a)))
+                return GIM_EINTERNAL;
+        }
+        if (!v) {
+            /* Mentions take more room in memory than on the wire: end the page early. */
+            out->has_more = true;
+            break;
+        }
+        size_t len = pb__message__get_packed_size(&v->msg);
+        size_t framed = 1 + varint_size(len) + len;
+        if (out->n_messages > 0 && used + framed > max_bytes) {
+            out->has_more = true;
+            break;
+        }
+        used += framed;
+        msgs[out->n_messages++] = &v->msg;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        e = store_err(rc);
+        return e != GIM_OK ? e : GIM_EINTERNAL;
+    }
+    out->messages = msgs;
+    return GIM_OK;
+}

@@ -81,4 +81,18 @@ gim_err message_load(struct store_conn *db, int64_t message_id, int64_t seq, str
 /* Encodes ids as the to_user_ids blob into buf (8 * n bytes). */
 void message_pack_ids(const int64_t *ids, size_t n, uint8_t *buf);
 
+/*
+ * One page of a log, shared by PT_SYNC (inboxes) and rooms. st is bound and
+ * not yet stepped; its rows are a seq followed by MESSAGE_COLUMNS, in
+ * ascending seq, and it asks for page_size + 1 rows: the extra row answers
+ * has_more without a second query. Fills out with at most page_size messages
+ * of at most max_bytes encoded (but always one when any row exists: a single
+ * message over the budget goes out alone) and sets has_more exactly when rows
+ * remain. Everything out points at lives in *a, which this initialises: the
+ * caller packs out, then calls arena_free(a), on failure too. A failed step
+ * returns store_err() of it; st is left for the caller to store_done().
+ */
+gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, struct arena *a,
+                     Pb__SyncOutput *out);
+
 #endif

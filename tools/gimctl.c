@@ -28,12 +28,15 @@ static const struct subcommand commands[] = {
     {"stats", gimctl_stats, "stats: counts and file sizes of the --db database"},
     {"user", gimctl_user, "user U: a user's devices, presence, last seq and acks (--db)"},
     {"backup", gimctl_backup, "backup FILE: online backup of the --db database to FILE"},
+    {"watch", gimctl_watch, "watch [--count N]: print pushes to --gateway from --pub"},
+    {"room", gimctl_room, "room subscribe|send|leave ROOM ...: live rooms (signs in)"},
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: gimctl [--url URL] [--db PATH] [--gateway G] [--user U --device D]\n"
-               "              [--secret S] [--timeout MS] COMMAND [ARGS]\n\ncommands:\n");
+               "              [--secret S] [--timeout MS] [--pub URL] COMMAND [ARGS]\n\n"
+               "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
 }
@@ -154,6 +157,8 @@ static int global_opt(struct gimctl *g, int argc, char **argv, int *i)
         g->gateway = v;
     else if (strcmp(o, "--secret") == 0)
         g->secret = v;
+    else if (strcmp(o, "--pub") == 0)
+        g->pub = v;
     else if (strcmp(o, "--user") == 0)
         return gimctl_parse_id(v, &g->user_id);
     else if (strcmp(o, "--device") == 0)
@@ -170,6 +175,7 @@ int main(int argc, char **argv)
     struct gimctl g = {.url = "tcp://127.0.0.1:7400",
                        .db = "data/gim.db",
                        .gateway = "gimctl",
+                       .pub = "tcp://127.0.0.1:7401",
                        .timeout_ms = 5000};
     int i = 1;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {

@@ -18,6 +18,7 @@ struct gimctl {
     const char *url;     /* --url, default tcp://127.0.0.1:7400 */
     const char *db;      /* --db, default data/gim.db */
     const char *gateway; /* --gateway, default "gimctl" */
+    const char *pub;     /* --pub, default tcp://127.0.0.1:7401 (watch) */
     const char *secret;  /* --secret, default $GIM_TOKEN_SECRET */
     int64_t user_id;     /* --user */
     int64_t device_id;   /* --device */
@@ -46,5 +47,7 @@ int gimctl_recall(struct gimctl *g, int argc, char **argv); /* gimctl_msg.c */
 int gimctl_stats(struct gimctl *g, int argc, char **argv);  /* gimctl_admin.c */
 int gimctl_user(struct gimctl *g, int argc, char **argv);   /* gimctl_admin.c */
 int gimctl_backup(struct gimctl *g, int argc, char **argv); /* gimctl_admin.c */
+int gimctl_watch(struct gimctl *g, int argc, char **argv);  /* gimctl_room.c */
+int gimctl_room(struct gimctl *g, int argc, char **argv);   /* gimctl_room.c */
 
 #endif

@@ -1,0 +1,74 @@
+/*
+ * room: the logs of live chat rooms and the devices' subscriptions to them.
+ *
+ * Rooms use read diffusion: a room message is stored once, in room_message
+ * under (room_id, seq), with a per-room seq taken from the seq module
+ * (SEQ_ROOM: gap-free, never reused, rolled back with a failed job). Readers
+ * page through the log after the seq they hold, exactly as PT_SYNC pages an
+ * inbox (message_page). Each log keeps its last rooms.retain_messages
+ * entries: the insert that makes one too many deletes the oldest, in the
+ * same transaction, so the log never holds more and pruning never leaves a
+ * hole.
+ *
+ * A device is subscribed to at most one room; the subscription is the
+ * device row's room_id (written in the writer's transaction) mirrored in
+ * presence (set after the commit by the caller). Sign-in, sign-out and the
+ * presence sweeper reset it to 0.
+ *
+ * Everything that writes runs on the writer connection inside the writer's
+ * transaction. Pages and loaded messages live in an arena the caller passes
+ * and frees (arena_free), on failure too.
+ */
+#ifndef GIM_ROOM_H
+#define GIM_ROOM_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "message.h"
+#include "presence.h"
+#include "proto.h"
+#include "store.h"
+#include "writer.h"
+
+struct gim_config;
+
+/*
+ * Appends m (its sender, mentions, type, content and send_time; receiver and
+ * seq fields are ignored) to room_id's log under the room's next seq, stored
+ * in *seq, and prunes the log to w->cfg->rooms.retain_messages entries.
+ */
+gim_err room_append(struct wctx *w, int64_t room_id, const struct message_new *m, int64_t *seq);
+
+/*
+ * Loads entry seq of room_id's log as a pb.Message (receiver RT_ROOM/room_id,
+ * seq = the room seq), built in *a, which this initialises to fit.
+ * GIM_ENOTFOUND when the entry was pruned or never existed.
+ */
+gim_err room_load(struct store_conn *db, int64_t room_id, int64_t seq, struct arena *a,
+                  struct message_view **out);
+
+/*
+ * One page of room_id's log after room seq `after` (0 = from the oldest
+ * retained entry), paged by cfg->sync.page_size and cfg->sync.max_bytes with
+ * has_more, as message_page() does for inboxes.
+ */
+gim_err room_page(struct store_conn *db, const struct gim_config *cfg, int64_t room_id,
+                  int64_t after, struct arena *a, Pb__SyncOutput *out);
+
+/*
+ * Records that the device of session s is subscribed to room_id (0 = none),
+ * with updated_at = now_ms. GIM_EUNAUTH when the device row no longer holds
+ * that session (signed out, or signed in again elsewhere, earlier in the same
+ * batch): the caller must not subscribe a session that is gone.
+ */
+gim_err room_subscribe(struct store_conn *db, const struct session *s, int64_t room_id,
+                       int64_t now_ms);
+
+/*
+ * The room the device of session s is subscribed to as of this transaction
+ * (0 = none). GIM_EUNAUTH when the device row no longer holds that session.
+ */
+gim_err room_subscribed(struct store_conn *db, const struct session *s, int64_t *room_id);
+
+#endif

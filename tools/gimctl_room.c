@@ -1,0 +1,446 @@
+/*
+ * gimctl watch, gimctl room: see pushes as a gateway sees them, and talk in
+ * live rooms.
+ *
+ * watch subscribes an nng SUB socket to gim-logic's PUB socket (--pub) with
+ * the topic "<--gateway>\n", the one a gateway of that name subscribes to,
+ * and prints each pb.Delivery as it arrives. Device commands sign in at
+ * --gateway too, so a watch with the same --gateway shows what the devices
+ * of those commands would be pushed.
+ *
+ * room signs --user/--device in (which moves the device's session to
+ * --gateway and drops any room it was in), then subscribes it to a room.
+ * The subscription outlives gimctl: the device stays signed in and in the
+ * room until it signs in again, signs out or the presence sweeper times it
+ * out (presence.timeout_seconds), so a watch on its gateway sees the room's
+ * pushes meanwhile.
+ *
+ * Everything received is owned here and freed before the next message;
+ * nothing outlives a command.
+ */
+#include <nng/nng.h>
+#include <nng/protocol/pubsub0/sub.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "gimctl.h"
+
+#define RECALL_NOTICE_CODE 1 /* Command.code of a recall notice (connect.ext.proto) */
+#define ROOM_MAX_PAGES     1000000
+
+static const char WATCH_USAGE[] =
+    "usage: gimctl [--pub URL] [--gateway G] watch [--count N]\n"
+    "  Subscribes to the service's push socket (--pub, default tcp://127.0.0.1:7401)\n"
+    "  as gateway G (default \"gimctl\") and prints each delivery to G as it arrives,\n"
+    "  until interrupted or N deliveries were printed:\n"
+    "    devices=21,22 output=PT_MESSAGE seq=N from=U type=MT_TEXT status=MS_NORMAL "
+    "to=RT_ROOM:5 text=\"...\"\n"
+    "  Device commands sign in at --gateway too: watch with the same --gateway as the\n"
+    "  receiving device's commands to see its pushes. The sending device gets none.\n"
+    "  Pushes are best effort: nothing is queued for a watch that was not running.\n";
+
+static const char ROOM_USAGE[] =
+    "usage: gimctl --user U --device D room subscribe ROOM [--seq N]\n"
+    "       gimctl --user U --device D room send ROOM [--request-id N] TEXT\n"
+    "       gimctl --user U --device D room leave\n"
+    "  subscribe: subscribes the device to ROOM (one room per device) and prints the\n"
+    "    room's log after room seq N (default 0: all it keeps), one line per message\n"
+    "    as sync does; seqs are the room's.\n"
+    "  send: subscribes the device to ROOM (a sender must be), then sends TEXT as an\n"
+    "    MT_TEXT message; prints `seq=N send_time=T` (N = the room seq).\n"
+    "  leave: unsubscribes the device from its room.\n"
+    "  Each run signs --user/--device in at gateway --gateway (default \"gimctl\"),\n"
+    "  which drops any earlier room; the subscription then lasts until the device\n"
+    "  signs in again, signs out, or times out (presence.timeout_seconds) without\n"
+    "  requests. `gimctl --gateway G watch` shows the room's pushes to it meanwhile.\n";
+
+static bool wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0)
+            return true;
+    return false;
+}
+
+/* The proto name of an enum value ("MT_TEXT"), or its number when this build does not know it. */
+static const char *enum_name(const ProtobufCEnumDescriptor *d, int v, char *buf, size_t n)
+{
+    const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(d, v);
+    if (ev)
+        return ev->name;
+    snprintf(buf, n, "%d", v);
+    return buf;
+}
+
+/* Prints bytes as a double-quoted string: ", \ and control bytes escaped, UTF-8 kept. */
+static void print_quoted(const uint8_t *s, size_t n)
+{
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\')
+            printf("\\%c", s[i]);
+        else if (s[i] == '\n')
+            fputs("\\n", stdout);
+        else if (s[i] == '\t')
+            fputs("\\t", stdout);
+        else if (s[i] < 0x20 || s[i] == 0x7f)
+            printf("\\x%02x", s[i]);
+        else
+            putchar(s[i]);
+    }
+    putchar('"');
+}
+
+/* The content part of a line, as gimctl sync prints it (docs/gimctl.md). */
+static void print_content(const Pb__Message *m)
+{
+    const ProtobufCBinaryData *c = &m->message_content;
+    if (m->status == PB__MESSAGE_STATUS__MS_RECALL)
+        return; /* recalled content is erased; there is nothing to show */
+    if (m->message_type == PB__MESSAGE_TYPE__MT_TEXT) {
+        Pb__Text *t = pb__text__unpack(NULL, c->len, c->data);
+        if (!t) {
+            printf(" text=<undecodable %zu bytes>", c->len);
+            return;
+        }
+        fputs(" text=", stdout);
+        print_quoted((const uint8_t *)t->text, strlen(t->text));
+        pb__text__free_unpacked(t, NULL);
+        return;
+    }
+    if (m->message_type == PB__MESSAGE_TYPE__MT_COMMAND) {
+        Pb__Command *cmd = pb__command__unpack(NULL, c->len, c->data);
+        Pb__RecallInput *ri = NULL;
+        if (!cmd)
+            printf(" command=<undecodable %zu bytes>", c->len);
+        else if (cmd->code == RECALL_NOTICE_CODE &&
+                 (ri = pb__recall_input__unpack(NULL, cmd->data.len, cmd->data.data)))
+            printf(" recall-notice seq=%lld", (long long)ri->seq);
+        else
+            printf(" command code=%d data=%zu bytes", cmd->code, cmd->data.len);
+        if (ri)
+            pb__recall_input__free_unpacked(ri, NULL);
+        if (cmd)
+            pb__command__free_unpacked(cmd, NULL);
+        return;
+    }
+    printf(" content=%zu bytes", c->len);
+}
+
+/* `seq=N from=U type=.. status=.. to=RT_X:ID [text=".."]`, without the newline. */
+static void print_message(const Pb__Message *m)
+{
+    char b1[16], b2[16], b3[16], b4[16];
+    printf("seq=%lld from=", (long long)m->seq);
+    if (m->sender && m->sender->sender_type != PB__SENDER_TYPE__ST_USER)
+        printf("%s:",
+               enum_name(&pb__sender_type__descriptor, m->sender->sender_type, b1, sizeof b1));
+    printf("%lld type=%s status=%s to=%s:%lld", (long long)(m->sender ? m->sender->sender_id : 0),
+           enum_name(&pb__message_type__descriptor, m->message_type, b2, sizeof b2),
+           enum_name(&pb__message_status__descriptor, m->status, b3, sizeof b3),
+           enum_name(&pb__receiver_type__descriptor, m->receiver_type, b4, sizeof b4),
+           (long long)m->receiver_id);
+    print_content(m);
+}
+
+/* One published message: "<gateway>\n" + Delivery; the topic was matched by the SUB socket. */
+static void print_delivery(const uint8_t *body, size_t len, size_t topic_len)
+{
+    char b[16];
+    Pb__Delivery *d = pb__delivery__unpack(NULL, len - topic_len, body + topic_len);
+    if (!d || !d->output) {
+        printf("<undecodable delivery of %zu bytes>\n", len - topic_len);
+        goto out;
+    }
+    fputs("devices=", stdout);
+    for (size_t i = 0; i < d->n_device_ids; i++)
+        printf("%s%lld", i ? "," : "", (long long)d->device_ids[i]);
+    const Pb__Output *o = d->output;
+    printf(" output=%s", enum_name(&pb__package_type__descriptor, o->type, b, sizeof b));
+    Pb__MessageSend *ms = NULL;
+    if (o->type == PB__PACKAGE_TYPE__PT_MESSAGE &&
+        (ms = pb__message_send__unpack(NULL, o->data.len, o->data.data)) && ms->message) {
+        putchar(' ');
+        print_message(ms->message);
+    } else {
+        printf(" code=%d data=%zu bytes", o->code, o->data.len);
+    }
+    putchar('\n');
+    if (ms)
+        pb__message_send__free_unpacked(ms, NULL);
+out:
+    /* A pipe is block-buffered: a watcher wants each line as it happens. */
+    fflush(stdout);
+    if (d)
+        pb__delivery__free_unpacked(d, NULL);
+}
+
+int gimctl_watch(struct gimctl *g, int argc, char **argv)
+{
+    nng_socket sock = NNG_SOCKET_INITIALIZER;
+    char topic[256];
+    int64_t count = 0, printed = 0;
+    int rv, rc = 1;
+    if (wants_help(argc, argv)) {
+        fputs(WATCH_USAGE, stdout);
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--count") == 0 && i + 1 < argc &&
+            gimctl_parse_id(argv[i + 1], &count) == 0) {
+            i++;
+            continue;
+        }
+        fprintf(stderr, "gimctl watch: bad argument %s\n%s", argv[i], WATCH_USAGE);
+        return 2;
+    }
+    size_t tlen = strlen(g->gateway);
+    if (tlen == 0 || tlen + 1 >= sizeof topic || strchr(g->gateway, '\n')) {
+        fprintf(stderr, "gimctl watch: --gateway must be 1..%zu bytes without a newline\n",
+                sizeof topic - 2);
+        return 2;
+    }
+    memcpy(topic, g->gateway, tlen);
+    topic[tlen++] = '\n'; /* with the newline: gw1 must not also get gw10's pushes */
+
+    if ((rv = nng_sub0_open(&sock)) != 0 ||
+        (rv = nng_socket_set(sock, NNG_OPT_SUB_SUBSCRIBE, topic, tlen)) != 0) {
+        fprintf(stderr, "gimctl watch: cannot open a SUB socket: %s\n", nng_strerror(rv));
+        goto out;
+    }
+    if ((rv = nng_dial(sock, g->pub, NULL, 0)) != 0) {
+        /* Not up yet (or restarting): keep redialing in the background and wait. */
+        fprintf(stderr, "gimctl watch: %s: %s; waiting for it\n", g->pub, nng_strerror(rv));
+        if ((rv = nng_dial(sock, g->pub, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+            fprintf(stderr, "gimctl watch: cannot dial %s: %s\n", g->pub, nng_strerror(rv));
+            rc = 2;
+            goto out;
+        }
+    }
+    fprintf(stderr, "gimctl watch: gateway=%s pub=%s\n", g->gateway, g->pub);
+    while (count == 0 || printed < count) {
+        nng_msg *m = NULL;
+        if ((rv = nng_recvmsg(sock, &m, 0)) != 0) {
+            fprintf(stderr, "gimctl watch: %s\n", nng_strerror(rv));
+            goto out;
+        }
+        print_delivery(nng_msg_body(m), nng_msg_len(m), tlen);
+        nng_msg_free(m);
+        printed++;
+    }
+    rc = 0;
+out:
+    if (nng_socket_id(sock) > 0)
+        nng_close(sock);
+    return rc;
+}
+
+/* A random positive request id: sends are idempotent by (device, request_id) across runs. */
+static int64_t random_request_id(void)
+{
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v)
+        v = (uint64_t)time(NULL) * 1000003u ^ (uint64_t)getpid() << 20;
+    v &= INT64_MAX;
+    return v ? (int64_t)v : 1;
+}
+
+/* A signed-in device for one room command. */
+struct room_session {
+    struct gim_client *c;
+    struct client_conn conn;
+    int64_t next_request_id;
+};
+
+static int open_session(const struct gimctl *g, struct room_session *s)
+{
+    *s = (struct room_session){.next_request_id = random_request_id() / 2 + 1};
+    if (!(s->c = gimctl_client(g)))
+        return 1;
+    int rc = gimctl_session(g, s->c, &s->conn);
+    if (rc != 0) {
+        client_close(s->c);
+        s->c = NULL;
+    }
+    return rc;
+}
+
+/* One request; 0 with *out set on EC_OK, else prints the code and message and returns 1. */
+static int call(struct room_session *s, int type, int64_t request_id, const ProtobufCMessage *in,
+                Pb__Output **out)
+{
+    *out = NULL;
+    if (client_request(s->c, &s->conn, type, request_id, in, out) != GIM_OK) {
+        fprintf(stderr, "gimctl room: no reply (is gim-logic running at that --url?)\n");
+        return 1;
+    }
+    if ((*out)->code != 0) {
+        fprintf(stderr, "gimctl room: %s: %s\n", gim_err_name((gim_err)(*out)->code),
+                (*out)->message ? (*out)->message : "");
+        pb__output__free_unpacked(*out, NULL);
+        *out = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * Subscribes to room (0 = leave) and, when print is set, prints its log
+ * after seq page by page. Otherwise asks for the log after the highest
+ * possible seq, i.e. for none of it: a sender needs the subscription only.
+ */
+static int subscribe(struct room_session *s, int64_t room, int64_t seq, bool print)
+{
+    Pb__Output *out = NULL;
+    Pb__SyncOutput *page = NULL;
+    int rc = 0;
+    for (int pages = 0;; pages++) {
+        Pb__SubscribeRoomInput in = PB__SUBSCRIBE_ROOM_INPUT__INIT;
+        in.room_id = room;
+        in.seq = print ? seq : INT64_MAX;
+        if ((rc = call(s, PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM, s->next_request_id++, &in.base,
+                       &out)) != 0)
+            goto out;
+        if (!(page = pb__sync_output__unpack(NULL, out->data.len, out->data.data))) {
+            fprintf(stderr, "gimctl room: the reply is not a SyncOutput\n");
+            rc = 1;
+            goto out;
+        }
+        int64_t before = seq;
+        for (size_t i = 0; print && i < page->n_messages; i++) {
+            print_message(page->messages[i]);
+            putchar('\n');
+            if (page->messages[i]->seq > seq)
+                seq = page->messages[i]->seq;
+        }
+        bool more = print && page->has_more;
+        pb__sync_output__free_unpacked(page, NULL);
+        page = NULL;
+        pb__output__free_unpacked(out, NULL);
+        out = NULL;
+        if (!more)
+            break;
+        /* A server bug must not turn into an endless loop of the same page. */
+        if (seq == before || pages >= ROOM_MAX_PAGES) {
+            fprintf(stderr, "gimctl room: has_more without progress after seq %lld\n",
+                    (long long)seq);
+            rc = 1;
+            goto out;
+        }
+    }
+    fflush(stdout);
+out:
+    if (page)
+        pb__sync_output__free_unpacked(page, NULL);
+    if (out)
+        pb__output__free_unpacked(out, NULL);
+    return rc;
+}
+
+static int room_send(struct room_session *s, int64_t room, int64_t request_id, const char *text)
+{
+    Pb__Output *out = NULL;
+    Pb__MessageSend *reply = NULL;
+    Pb__Text t = PB__TEXT__INIT;
+    t.text = (char *)text;
+    size_t len = pb__text__get_packed_size(&t);
+    uint8_t *content = malloc(len ? len : 1);
+    int rc = 1;
+    if (!content) {
+        fprintf(stderr, "gimctl room: out of memory\n");
+        return 1;
+    }
+    pb__text__pack(&t, content);
+    Pb__Message m = PB__MESSAGE__INIT;
+    m.receiver_type = PB__RECEIVER_TYPE__RT_ROOM;
+    m.receiver_id = room;
+    m.message_type = PB__MESSAGE_TYPE__MT_TEXT;
+    m.message_content = (ProtobufCBinaryData){.len = len, .data = content};
+    Pb__MessageSend in = PB__MESSAGE_SEND__INIT;
+    in.message = &m;
+    if ((rc = call(s, PB__PACKAGE_TYPE__PT_MESSAGE, request_id, &in.base, &out)) != 0)
+        goto out;
+    reply = pb__message_send__unpack(NULL, out->data.len, out->data.data);
+    if (!reply || !reply->message) {
+        fprintf(stderr, "gimctl room: the reply carries no message; raw reply follows\n");
+        gimctl_print_output(out);
+        rc = 1;
+        goto out;
+    }
+    printf("seq=%lld send_time=%lld\n", (long long)reply->message->seq,
+           (long long)reply->message->send_time);
+out:
+    if (reply)
+        pb__message_send__free_unpacked(reply, NULL);
+    if (out)
+        pb__output__free_unpacked(out, NULL);
+    free(content);
+    return rc;
+}
+
+int gimctl_room(struct gimctl *g, int argc, char **argv)
+{
+    struct room_session s = {0};
+    const char *verb = argc > 1 ? argv[1] : "";
+    const char *text = NULL;
+    int64_t room = 0, seq = 0, request_id = 0;
+    bool sub = strcmp(verb, "subscribe") == 0, send = strcmp(verb, "send") == 0;
+    bool leave = strcmp(verb, "leave") == 0;
+    int rc;
+    if (wants_help(argc, argv)) {
+        fputs(ROOM_USAGE, stdout);
+        return 0;
+    }
+    if (!sub && !send && !leave)
+        goto usage;
+    int i = 2;
+    if (!leave && (i >= argc || gimctl_parse_id(argv[i++], &room) != 0)) {
+        fprintf(stderr, "gimctl room: ROOM must be a positive integer\n");
+        goto usage;
+    }
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (sub && strcmp(a, "--seq") == 0 && i + 1 < argc &&
+            (strcmp(argv[i + 1], "0") == 0 || gimctl_parse_id(argv[i + 1], &seq) == 0)) {
+            i++;
+        } else if (send && strcmp(a, "--request-id") == 0 && i + 1 < argc &&
+                   gimctl_parse_id(argv[i + 1], &request_id) == 0) {
+            i++;
+        } else if (send && !text && (strncmp(a, "--", 2) != 0 || strcmp(a, "--") == 0)) {
+            if (strcmp(a, "--") == 0 && ++i >= argc)
+                break;
+            text = argv[i];
+        } else {
+            fprintf(stderr, "gimctl room: bad argument %s\n", a);
+            goto usage;
+        }
+    }
+    if (send && !text) {
+        fprintf(stderr, "gimctl room: send needs TEXT\n");
+        goto usage;
+    }
+    if (!g->user_id || !g->device_id) {
+        fprintf(stderr, "gimctl room: needs --user U --device D\n");
+        return 2;
+    }
+    if ((rc = open_session(g, &s)) != 0)
+        return rc;
+    if (sub)
+        rc = subscribe(&s, room, seq, true);
+    else if (leave)
+        rc = subscribe(&s, 0, 0, false);
+    else if ((rc = subscribe(&s, room, 0, false)) == 0)
+        rc = room_send(&s, room, request_id ? request_id : random_request_id(), text);
+    client_close(s.c);
+    return rc;
+usage:
+    fputs(ROOM_USAGE, stderr);
+    return 2;
+}

@@ -1,0 +1,258 @@
+/*
+ * gim-bench smoke test: the benchmark tool runs briefly against the real
+ * binary and prints its machine-readable lines. Correctness only, never
+ * speed: the numbers are not judged, but every checked reply must have been
+ * right, the messages it claims must be in the SQLite file, and a run that
+ * cannot sign in must fail instead of reporting.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testlib.h"
+
+static struct tl_server srv;
+
+static void setup(void)
+{
+    tl_start(&srv, "");
+}
+
+static void teardown(void)
+{
+    tl_cleanup(&srv);
+}
+
+TestSuite(bench, .init = setup, .fini = teardown, .timeout = 120);
+
+/* gim-bench is built next to gimctl (tools/). */
+static void bench_path(char *buf, size_t len)
+{
+    snprintf(buf, len, "%s", GIMCTL_BIN);
+    char *slash = strrchr(buf, '/');
+    cr_assert_not_null(slash);
+    snprintf(slash + 1, len - (size_t)(slash + 1 - buf), "gim-bench");
+    cr_assert(access(buf, X_OK) == 0, "%s is not built (cmake --build builds it)", buf);
+}
+
+/* Runs gim-bench with args (NULL-terminated); returns its exit status and its stdout in *out. */
+static int run_bench(const char *const *args, char **out)
+{
+    char bin[512], outp[256], errp[256];
+    const char *argv[64];
+    int n = 0;
+    bench_path(bin, sizeof bin);
+    snprintf(outp, sizeof outp, "%s/bench.out", srv.dir);
+    snprintf(errp, sizeof errp, "%s/bench.err", srv.dir);
+    argv[n++] = bin;
+    for (; args[n - 1] && n < 63; n++)
+        argv[n] = args[n - 1];
+    argv[n] = NULL;
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        if (!freopen(outp, "w", stdout) || !freopen(errp, "w", stderr))
+            _exit(126);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    FILE *f = fopen(outp, "r");
+    cr_assert_not_null(f);
+    char *buf = calloc(1, 65536);
+    size_t len = fread(buf, 1, 65535, f);
+    buf[len] = '\0';
+    fclose(f);
+    *out = buf;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        /* Show why in the test log. */
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "cat '%s' >&2", errp);
+        if (system(cmd) != 0)
+            fprintf(stderr, "(no stderr)\n");
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* The line of out starting with prefix, copied to line; false if absent. */
+static bool find_line(const char *out, const char *prefix, char *line, size_t len)
+{
+    for (const char *p = out; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t l = nl ? (size_t)(nl - p) : strlen(p);
+        if (strncmp(p, prefix, strlen(prefix)) == 0) {
+            snprintf(line, len, "%.*s", (int)l, p);
+            return true;
+        }
+        p = nl ? nl + 1 : NULL;
+    }
+    return false;
+}
+
+/* The value of " key=" in line, as a number; -1 when absent. */
+static double field(const char *line, const char *key)
+{
+    char k[64];
+    snprintf(k, sizeof k, " %s=", key);
+    const char *p = strstr(line, k);
+    return p ? strtod(p + strlen(k), NULL) : -1;
+}
+
+Test(bench, every_workload_prints_a_checked_result_line)
+{
+    char pid[32], line[1024], *out = NULL;
+    snprintf(pid, sizeof pid, "%d", (int)srv.pid);
+    const char *args[] = {"--url",
+                          srv.url,
+                          "--db",
+                          srv.db,
+                          "--secret",
+                          TL_SECRET,
+                          "-u",
+                          "20",
+                          "-c",
+                          "8",
+                          "-t",
+                          "1",
+                          "--warmup",
+                          "0",
+                          "-w",
+                          "send,sync,group,mixed",
+                          "--group-size",
+                          "5",
+                          "--check-every",
+                          "1",
+                          "--limits",
+                          "--report-storage",
+                          "--server-pid",
+                          pid,
+                          NULL};
+    int rc = run_bench(args, &out);
+    cr_assert_eq(rc, 0, "gim-bench exited %d; stdout:\n%s", rc, out);
+
+    static const char *const wl[] = {"send", "sync", "group", "mixed"};
+    double sent = 0;
+    for (size_t i = 0; i < 4; i++) {
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "RESULT workload=%s c=8 ", wl[i]);
+        cr_assert(find_line(out, prefix, line, sizeof line), "no %s line in:\n%s", prefix, out);
+        cr_assert_gt(field(line, "ops"), 0, "%s", line);
+        cr_assert_gt(field(line, "ops_per_s"), 0, "%s", line);
+        cr_assert_geq(field(line, "p99_ms"), field(line, "p50_ms"), "%s", line);
+        cr_assert_geq(field(line, "p999_ms"), field(line, "p99_ms"), "%s", line);
+        cr_assert_eq(field(line, "errors"), 0, "%s", line);
+        cr_assert_gt(field(line, "checked"), 0, "%s", line);
+        cr_assert_eq(field(line, "check_failed"), 0, "%s", line);
+        cr_assert_gt(field(line, "ratio_vs_nng"), 0, "%s", line);
+        if (i == 0) {
+            sent = field(line, "ops");
+            cr_assert_gt(field(line, "ratio_vs_sqlite"), 0, "%s", line);
+        }
+    }
+    /* Every acknowledged send is a stored message (the file also holds the other workloads'). */
+    cr_assert_geq((double)tl_query_int(srv.db, "SELECT count(*) FROM message"), sent);
+    cr_assert_gt(tl_query_int(srv.db, "SELECT count(*) FROM group_member WHERE group_id = "
+                                      "1000000000"),
+                 0);
+
+    cr_assert(find_line(out, "LIMIT kind=nng ", line, sizeof line), "%s", out);
+    cr_assert_gt(field(line, "ops"), 0, "%s", line);
+    cr_assert_eq(field(line, "check_failed"), 0, "%s", line);
+    cr_assert(find_line(out, "LIMIT kind=sqlite ", line, sizeof line), "%s", out);
+    cr_assert_gt(field(line, "ops"), 0, "%s", line);
+    cr_assert(find_line(out, "STORAGE ", line, sizeof line), "%s", out);
+    cr_assert_gt(field(line, "bytes_per_message"), 0, "%s", line);
+    cr_assert(find_line(out, "SERVER ", line, sizeof line), "%s", out);
+    cr_assert_gt(field(line, "rss_kib"), 0, "%s", line);
+
+    /* The SQLite limit worked on a copy, which it removed: the service's file is untouched. */
+    char copy[256];
+    snprintf(copy, sizeof copy, "%s.bench-copy", srv.db);
+    cr_assert_neq(access(copy, F_OK), 0, "%s was left behind", copy);
+    free(out);
+}
+
+Test(bench, wrong_secret_fails_without_a_result)
+{
+    char *out = NULL;
+    const char *args[] = {"--url", srv.url, "--secret", "not-the-secret", "-u", "4", "-c",
+                          "2",     "-t",    "1",        "--warmup",       "0",  NULL};
+    int rc = run_bench(args, &out);
+    cr_assert_neq(rc, 0, "gim-bench succeeded with a wrong secret:\n%s", out);
+    cr_assert_null(strstr(out, "RESULT"), "a failed run printed a result:\n%s", out);
+    free(out);
+}
+
+Test(bench, direct_preload_is_consistent_and_served_after_restart)
+{
+    char line[1024], *out = NULL;
+    const char *refused[] = {
+        "--url", srv.url, "--db", srv.db, "-u", "4", "--preload", "10", "--preload-direct", NULL};
+    /* The service keeps seq counters in memory: writing under it must be refused. */
+    cr_assert_neq(run_bench(refused, &out), 0, "preload-direct ran under a live service");
+    free(out);
+    cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM message"), 0);
+
+    cr_assert_eq(tl_stop(&srv), 0);
+    const char *pre[] = {"--url",
+                         srv.url,
+                         "--db",
+                         srv.db,
+                         "-u",
+                         "4",
+                         "--preload",
+                         "300",
+                         "--preload-direct",
+                         "--report-storage",
+                         NULL};
+    cr_assert_eq(run_bench(pre, &out), 0, "%s", out);
+    cr_assert(find_line(out, "PRELOAD mode=direct ", line, sizeof line), "%s", out);
+    cr_assert_eq(field(line, "messages"), 300, "%s", line);
+    cr_assert(find_line(out, "STORAGE ", line, sizeof line), "%s", out);
+    cr_assert_eq(field(line, "messages"), 300, "%s", line);
+    free(out);
+
+    /* What a send stores: one row, two inbox copies, seqs 1..N per user in user_seq. */
+    cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM message"), 300);
+    cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM inbox"), 600);
+    cr_assert_eq(tl_query_int(srv.db, "SELECT sum(seq) FROM user_seq"), 600);
+    cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM (SELECT user_id, max(seq) AS m, "
+                                      "count(*) AS n FROM inbox GROUP BY user_id) i JOIN user_seq "
+                                      "u USING (user_id) WHERE u.seq != i.m OR i.m != i.n"),
+                 0);
+
+    /* The restarted service serves those rows: full checked pages of 50, and sends continue. */
+    tl_restart(&srv);
+    const char *run[] = {"--url",
+                         srv.url,
+                         "--db",
+                         srv.db,
+                         "--secret",
+                         TL_SECRET,
+                         "-u",
+                         "4",
+                         "-c",
+                         "4",
+                         "-t",
+                         "1",
+                         "--warmup",
+                         "0",
+                         "-w",
+                         "sync,send",
+                         "--check-every",
+                         "1",
+                         NULL};
+    int rc = run_bench(run, &out);
+    cr_assert_eq(rc, 0, "gim-bench exited %d:\n%s", rc, out);
+    cr_assert(find_line(out, "RESULT workload=sync ", line, sizeof line), "%s", out);
+    cr_assert_eq(field(line, "avg_page"), 50, "%s", line);
+    cr_assert_eq(field(line, "check_failed"), 0, "%s", line);
+    cr_assert(find_line(out, "RESULT workload=send ", line, sizeof line), "%s", out);
+    cr_assert_eq(field(line, "check_failed"), 0, "%s", line);
+    cr_assert_gt(field(line, "ops"), 0, "%s", line);
+    free(out);
+}

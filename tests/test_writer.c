@@ -1,0 +1,198 @@
+/*
+ * The writer's batch semantics, with plain jobs on a real SQLite file:
+ * a failing job fails alone and gives back its seqs; done() runs only after
+ * the commit is visible to other connections; a failed commit fails every
+ * job and the counters reload; the writer thread groups queued jobs.
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "presence.h"
+#include "seq.h"
+#include "store.h"
+#include "writer.h"
+
+static struct gim_config cfg;
+static char dir[64], path[128];
+static struct store_conn *db;
+static struct seq *seqs;
+static struct wctx w;
+
+static void setup(void)
+{
+    char err[256] = "";
+    snprintf(dir, sizeof dir, "/tmp/gimwriter-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/t.db", dir);
+    cr_assert_eq(config_load(NULL, &cfg, err, sizeof err), GIM_OK, "%s", err);
+    free(cfg.database.path);
+    cfg.database.path = strdup(path);
+    cr_assert_eq(store_open(&cfg, STORE_WRITER, &db, err, sizeof err), GIM_OK, "%s", err);
+    cr_assert_eq(seq_open(&seqs), GIM_OK);
+    w = (struct wctx){.db = db, .seq = seqs, .cfg = &cfg, .clock = {gim_clock_real_ms, NULL}};
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    seq_close(seqs);
+    store_close(db);
+    config_free(&cfg);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(writer, .init = setup, .fini = teardown, .timeout = 60);
+
+/* A job that takes the next seq of user 1 and stores an inbox row with it. */
+struct tjob {
+    struct write_job job;
+    bool fail;        /* fail after taking the seq and writing */
+    bool bad_fk;      /* write a row that breaks a deferred foreign key: COMMIT fails */
+    int64_t seq;      /* the seq it took */
+    gim_err result;   /* what done() was told */
+    int64_t visible;  /* rows of this seq another connection saw inside done() */
+};
+
+static const char SQL_ADD[] = "INSERT INTO inbox (user_id, seq, message_id) VALUES (1, ?1, 0)";
+
+static gim_err tjob_exec(struct write_job *job, struct wctx *wc)
+{
+    struct tjob *t = (struct tjob *)job;
+    gim_err e = seq_next(wc->seq, wc->db, SEQ_USER, 1, &t->seq);
+    if (e != GIM_OK)
+        return e;
+    sqlite3_stmt *st = store_stmt(wc->db, SQL_ADD);
+    sqlite3_bind_int64(st, 1, t->seq);
+    int rc = sqlite3_step(st);
+    store_done(st);
+    if (rc != SQLITE_DONE)
+        return store_err(rc);
+    if (t->bad_fk &&
+        (store_exec(wc->db, "PRAGMA defer_foreign_keys = ON") != GIM_OK ||
+         store_exec(wc->db, "INSERT INTO group_member VALUES (999, 1, 'member', 0)") != GIM_OK))
+        return GIM_EINTERNAL;
+    return t->fail ? GIM_EFORBIDDEN : GIM_OK;
+}
+
+/* Looks from another connection: what done() reports must already be committed. */
+static int64_t count_from_outside(int64_t seq)
+{
+    sqlite3 *h;
+    sqlite3_stmt *st;
+    int64_t n = -1;
+    cr_assert_eq(sqlite3_open_v2(path, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_prepare_v2(h, "SELECT count(*) FROM inbox WHERE user_id = 1 AND seq = ?1",
+                                    -1, &st, NULL),
+                 SQLITE_OK);
+    sqlite3_bind_int64(st, 1, seq);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return n;
+}
+
+static atomic_int done_count;
+
+static void tjob_done(struct write_job *job, struct wctx *wc, gim_err err)
+{
+    (void)wc;
+    struct tjob *t = (struct tjob *)job;
+    t->result = err;
+    t->visible = count_from_outside(t->seq);
+    atomic_fetch_add(&done_count, 1);
+}
+
+static void init(struct tjob *t, int n)
+{
+    memset(t, 0, sizeof *t * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        t[i].job.exec = tjob_exec;
+        t[i].job.done = tjob_done;
+    }
+}
+
+static void run(struct tjob *t, int n)
+{
+    struct write_job *jobs[16];
+    for (int i = 0; i < n; i++)
+        jobs[i] = &t[i].job;
+    writer_run_batch(&w, jobs, n);
+}
+
+Test(writer, a_failing_job_fails_alone_and_gives_back_its_seq)
+{
+    struct tjob t[3];
+    init(t, 3);
+    t[1].fail = true;
+    run(t, 3);
+    cr_assert_eq(t[0].result, GIM_OK);
+    cr_assert_eq(t[1].result, GIM_EFORBIDDEN);
+    cr_assert_eq(t[2].result, GIM_OK);
+    cr_assert_eq(t[0].seq, 1);
+    cr_assert_eq(t[2].seq, 2, "the failed job's seq is reused: no gap");
+    struct tjob next;
+    init(&next, 1);
+    run(&next, 1);
+    cr_assert_eq(next.seq, 3);
+    cr_assert_eq(count_from_outside(3), 1);
+}
+
+Test(writer, done_runs_after_the_commit_is_visible)
+{
+    struct tjob t[4];
+    init(t, 4);
+    run(t, 4);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(t[i].result, GIM_OK);
+        cr_assert_eq(t[i].visible, 1, "job %d was answered before its commit was visible", i);
+    }
+}
+
+Test(writer, a_failed_commit_fails_every_job_and_counters_reload)
+{
+    struct tjob t[3];
+    init(t, 3);
+    t[2].bad_fk = true; /* each job succeeds alone; COMMIT itself fails */
+    run(t, 3);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_neq(t[i].result, GIM_OK, "job %d must fail with its batch", i);
+        cr_assert_eq(t[i].visible, 0);
+    }
+    cr_assert_eq(store_exec(db, "PRAGMA defer_foreign_keys = OFF"), GIM_OK);
+    struct tjob again;
+    init(&again, 1);
+    run(&again, 1);
+    cr_assert_eq(again.result, GIM_OK);
+    cr_assert_eq(again.seq, 1, "nothing was committed, so seq 1 is still free");
+}
+
+Test(writer, the_thread_commits_queued_jobs_in_groups)
+{
+    enum { N = 200 };
+    static struct tjob t[N];
+    struct writer *wr = NULL;
+    init(t, N);
+    atomic_store(&done_count, 0);
+    cr_assert_eq(writer_start(&wr, &w), GIM_OK);
+    for (int i = 0; i < N; i++)
+        writer_submit(wr, &t[i].job);
+    writer_stop(wr); /* finishes the queue */
+    cr_assert_eq(atomic_load(&done_count), N);
+    bool seen[N + 1] = {false};
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(t[i].result, GIM_OK);
+        cr_assert(t[i].seq >= 1 && t[i].seq <= N && !seen[t[i].seq], "seq %lld",
+                  (long long)t[i].seq);
+        seen[t[i].seq] = true;
+        cr_assert_eq(t[i].visible, 1);
+    }
+}

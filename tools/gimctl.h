@@ -10,6 +10,8 @@
 #ifndef GIM_GIMCTL_H
 #define GIM_GIMCTL_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "gimclient.h"
@@ -49,5 +51,13 @@ int gimctl_user(struct gimctl *g, int argc, char **argv);   /* gimctl_admin.c */
 int gimctl_backup(struct gimctl *g, int argc, char **argv); /* gimctl_admin.c */
 int gimctl_watch(struct gimctl *g, int argc, char **argv);  /* gimctl_room.c */
 int gimctl_room(struct gimctl *g, int argc, char **argv);   /* gimctl_room.c */
+
+/* Shared printing for the device commands (gimctl_msg.c). */
+/* The proto name of an enum value ("MT_TEXT"), or its number in buf when unknown. */
+const char *gimctl_enum_name(const ProtobufCEnumDescriptor *d, int v, char *buf, size_t n);
+/* `seq=N from=U type=.. status=.. to=RT_X:ID [text=".."]`, without the newline (docs/gimctl.md). */
+void gimctl_print_message(const Pb__Message *m);
+/* True when argv[1..] holds --help. */
+bool gimctl_wants_help(int argc, char **argv);
 
 #endif

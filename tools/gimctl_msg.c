@@ -113,7 +113,7 @@ static int call(struct msg_session *s, const char *cmd, int type, int64_t reques
 }
 
 /* The proto name of an enum value ("MT_TEXT"), or its number when this build does not know it. */
-static const char *enum_name(const ProtobufCEnumDescriptor *d, int v, char *buf, size_t n)
+const char *gimctl_enum_name(const ProtobufCEnumDescriptor *d, int v, char *buf, size_t n)
 {
     const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(d, v);
     if (ev)
@@ -177,23 +177,22 @@ static void print_content(const Pb__Message *m)
     printf(" content=%zu bytes", c->len);
 }
 
-static void print_message(const Pb__Message *m)
+void gimctl_print_message(const Pb__Message *m)
 {
     char b1[16], b2[16], b3[16], b4[16];
     printf("seq=%lld from=", (long long)m->seq);
     if (m->sender && m->sender->sender_type != PB__SENDER_TYPE__ST_USER)
         printf("%s:",
-               enum_name(&pb__sender_type__descriptor, m->sender->sender_type, b1, sizeof b1));
+               gimctl_enum_name(&pb__sender_type__descriptor, m->sender->sender_type, b1, sizeof b1));
     printf("%lld type=%s status=%s to=%s:%lld", (long long)(m->sender ? m->sender->sender_id : 0),
-           enum_name(&pb__message_type__descriptor, m->message_type, b2, sizeof b2),
-           enum_name(&pb__message_status__descriptor, m->status, b3, sizeof b3),
-           enum_name(&pb__receiver_type__descriptor, m->receiver_type, b4, sizeof b4),
+           gimctl_enum_name(&pb__message_type__descriptor, m->message_type, b2, sizeof b2),
+           gimctl_enum_name(&pb__message_status__descriptor, m->status, b3, sizeof b3),
+           gimctl_enum_name(&pb__receiver_type__descriptor, m->receiver_type, b4, sizeof b4),
            (long long)m->receiver_id);
     print_content(m);
-    putchar('\n');
 }
 
-static bool wants_help(int argc, char **argv)
+bool gimctl_wants_help(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0)
@@ -223,7 +222,7 @@ int gimctl_send(struct gimctl *g, int argc, char **argv)
     bool group = false;
     const char *text = NULL;
     int rc = 2;
-    if (wants_help(argc, argv)) {
+    if (gimctl_wants_help(argc, argv)) {
         send_usage(stdout);
         return 0;
     }
@@ -321,7 +320,7 @@ int gimctl_sync(struct gimctl *g, int argc, char **argv)
     Pb__SyncOutput *page = NULL;
     int64_t seq = 0;
     int rc = 2;
-    if (wants_help(argc, argv)) {
+    if (gimctl_wants_help(argc, argv)) {
         sync_usage(stdout);
         return 0;
     }
@@ -350,7 +349,8 @@ int gimctl_sync(struct gimctl *g, int argc, char **argv)
         }
         int64_t before = seq;
         for (size_t i = 0; i < page->n_messages; i++) {
-            print_message(page->messages[i]);
+            gimctl_print_message(page->messages[i]);
+            putchar('\n');
             if (page->messages[i]->seq > seq)
                 seq = page->messages[i]->seq;
         }
@@ -402,7 +402,7 @@ int gimctl_ack(struct gimctl *g, int argc, char **argv)
     Pb__Output *out = NULL;
     int64_t seq = 0;
     int rc;
-    if (wants_help(argc, argv)) {
+    if (gimctl_wants_help(argc, argv)) {
         printf("%s%s", ACK_USAGE, SESSION_NOTE);
         return 0;
     }
@@ -483,7 +483,7 @@ int gimctl_recall(struct gimctl *g, int argc, char **argv)
     Pb__Output *out = NULL;
     int64_t seq = 0;
     int rc;
-    if (wants_help(argc, argv)) {
+    if (gimctl_wants_help(argc, argv)) {
         printf("%s%s", RECALL_USAGE, SESSION_NOTE);
         return 0;
     }

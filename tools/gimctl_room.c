@@ -32,7 +32,6 @@
 #include "err.h"
 #include "gimctl.h"
 
-#define RECALL_NOTICE_CODE 1 /* Command.code of a recall notice (connect.ext.proto) */
 #define ROOM_MAX_PAGES     1000000
 
 static const char WATCH_USAGE[] =
@@ -61,95 +60,6 @@ static const char ROOM_USAGE[] =
     "  signs in again, signs out, or times out (presence.timeout_seconds) without\n"
     "  requests. `gimctl --gateway G watch` shows the room's pushes to it meanwhile.\n";
 
-static bool wants_help(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0)
-            return true;
-    return false;
-}
-
-/* The proto name of an enum value ("MT_TEXT"), or its number when this build does not know it. */
-static const char *enum_name(const ProtobufCEnumDescriptor *d, int v, char *buf, size_t n)
-{
-    const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(d, v);
-    if (ev)
-        return ev->name;
-    snprintf(buf, n, "%d", v);
-    return buf;
-}
-
-/* Prints bytes as a double-quoted string: ", \ and control bytes escaped, UTF-8 kept. */
-static void print_quoted(const uint8_t *s, size_t n)
-{
-    putchar('"');
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '"' || s[i] == '\\')
-            printf("\\%c", s[i]);
-        else if (s[i] == '\n')
-            fputs("\\n", stdout);
-        else if (s[i] == '\t')
-            fputs("\\t", stdout);
-        else if (s[i] < 0x20 || s[i] == 0x7f)
-            printf("\\x%02x", s[i]);
-        else
-            putchar(s[i]);
-    }
-    putchar('"');
-}
-
-/* The content part of a line, as gimctl sync prints it (docs/gimctl.md). */
-static void print_content(const Pb__Message *m)
-{
-    const ProtobufCBinaryData *c = &m->message_content;
-    if (m->status == PB__MESSAGE_STATUS__MS_RECALL)
-        return; /* recalled content is erased; there is nothing to show */
-    if (m->message_type == PB__MESSAGE_TYPE__MT_TEXT) {
-        Pb__Text *t = pb__text__unpack(NULL, c->len, c->data);
-        if (!t) {
-            printf(" text=<undecodable %zu bytes>", c->len);
-            return;
-        }
-        fputs(" text=", stdout);
-        print_quoted((const uint8_t *)t->text, strlen(t->text));
-        pb__text__free_unpacked(t, NULL);
-        return;
-    }
-    if (m->message_type == PB__MESSAGE_TYPE__MT_COMMAND) {
-        Pb__Command *cmd = pb__command__unpack(NULL, c->len, c->data);
-        Pb__RecallInput *ri = NULL;
-        if (!cmd)
-            printf(" command=<undecodable %zu bytes>", c->len);
-        else if (cmd->code == RECALL_NOTICE_CODE &&
-                 (ri = pb__recall_input__unpack(NULL, cmd->data.len, cmd->data.data)))
-            printf(" recall-notice seq=%lld", (long long)ri->seq);
-        else
-            printf(" command code=%d data=%zu bytes", cmd->code, cmd->data.len);
-        if (ri)
-            pb__recall_input__free_unpacked(ri, NULL);
-        if (cmd)
-            pb__command__free_unpacked(cmd, NULL);
-        return;
-    }
-    printf(" content=%zu bytes", c->len);
-}
-
-/* `seq=N from=U type=.. status=.. to=RT_X:ID [text=".."]`, without the newline. */
-static void print_message(const Pb__Message *m)
-{
-    char b1[16], b2[16], b3[16], b4[16];
-    printf("seq=%lld from=", (long long)m->seq);
-    if (m->sender && m->sender->sender_type != PB__SENDER_TYPE__ST_USER)
-        printf("%s:",
-               enum_name(&pb__sender_type__descriptor, m->sender->sender_type, b1, sizeof b1));
-    printf("%lld type=%s status=%s to=%s:%lld", (long long)(m->sender ? m->sender->sender_id : 0),
-           enum_name(&pb__message_type__descriptor, m->message_type, b2, sizeof b2),
-           enum_name(&pb__message_status__descriptor, m->status, b3, sizeof b3),
-           enum_name(&pb__receiver_type__descriptor, m->receiver_type, b4, sizeof b4),
-           (long long)m->receiver_id);
-    print_content(m);
-}
-
 /* One published message: "<gateway>\n" + Delivery; the topic was matched by the SUB socket. */
 static void print_delivery(const uint8_t *body, size_t len, size_t topic_len)
 {
@@ -163,12 +73,12 @@ static void print_delivery(const uint8_t *body, size_t len, size_t topic_len)
     for (size_t i = 0; i < d->n_device_ids; i++)
         printf("%s%lld", i ? "," : "", (long long)d->device_ids[i]);
     const Pb__Output *o = d->output;
-    printf(" output=%s", enum_name(&pb__package_type__descriptor, o->type, b, sizeof b));
+    printf(" output=%s", gimctl_enum_name(&pb__package_type__descriptor, o->type, b, sizeof b));
     Pb__MessageSend *ms = NULL;
     if (o->type == PB__PACKAGE_TYPE__PT_MESSAGE &&
         (ms = pb__message_send__unpack(NULL, o->data.len, o->data.data)) && ms->message) {
         putchar(' ');
-        print_message(ms->message);
+        gimctl_print_message(ms->message);
     } else {
         printf(" code=%d data=%zu bytes", o->code, o->data.len);
     }
@@ -188,7 +98,7 @@ int gimctl_watch(struct gimctl *g, int argc, char **argv)
     char topic[256];
     int64_t count = 0, printed = 0;
     int rv, rc = 1;
-    if (wants_help(argc, argv)) {
+    if (gimctl_wants_help(argc, argv)) {
         fputs(WATCH_USAGE, stdout);
         return 0;
     }
@@ -315,7 +225,7 @@ static int subscribe(struct room_session *s, int64_t room, int64_t seq, bool pri
         }
         int64_t before = seq;
         for (size_t i = 0; print && i < page->n_messages; i++) {
-            print_message(page->messages[i]);
+            gimctl_print_message(page->messages[i]);
             putchar('\n');
             if (page->messages[i]->seq > seq)
                 seq = page->messages[i]->seq;
@@ -394,7 +304,7 @@ int gimctl_room(struct gimctl *g, int argc, char **argv)
     bool sub = strcmp(verb, "subscribe") == 0, send = strcmp(verb, "send") == 0;
     bool leave = strcmp(verb, "leave") == 0;
     int rc;
-    if (wants_help(argc, argv)) {
+    if (gimctl_wants_help(argc, argv)) {
         fputs(ROOM_USAGE, stdout);
         return 0;
     }

@@ -11,7 +11,8 @@
  *
  * Between batches (and at least once a second) the writer runs maintenance:
  * the presence sweeper, WAL truncation after recalls, pruning of idempotency
- * records and retention.
+ * records and retention. WAL checkpoints run on a thread of the writer's
+ * own, with its own connection, so that they stay out of COMMIT (writer.c).
  */
 #ifndef GIM_WRITER_H
 #define GIM_WRITER_H

@@ -276,8 +276,8 @@ gim_err auth_mint_admin(const char *secret, int64_t exp_s, char **token_out)
         e = GIM_ENOMEM;
         goto out;
     }
-    if (jwt_add_grant(jwt, "sub", AUTH_ADMIN_SUBJECT) != 0 || jwt_add_grant_int(jwt, "adm", 1) != 0 ||
-        jwt_add_grant_int(jwt, "exp", (long)exp_s) != 0 ||
+    if (jwt_add_grant(jwt, "sub", AUTH_ADMIN_SUBJECT) != 0 ||
+        jwt_add_grant_int(jwt, "adm", 1) != 0 || jwt_add_grant_int(jwt, "exp", (long)exp_s) != 0 ||
         jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)klen) != 0)
         goto out;
     *token_out = jwt_encode_str(jwt);

@@ -11,14 +11,14 @@
 
 typedef enum gim_err {
     GIM_OK = 0,
-    GIM_EBADREQ = 1,         /* EC_BAD_REQUEST */
-    GIM_EUNAUTH = 2,         /* EC_UNAUTHENTICATED */
-    GIM_EFORBIDDEN = 3,      /* EC_FORBIDDEN */
-    GIM_ENOTFOUND = 4,       /* EC_NOT_FOUND */
-    GIM_ETOOLARGE = 5,       /* EC_TOO_LARGE */
-    GIM_ERECALLEXPIRED = 6,  /* EC_RECALL_EXPIRED */
-    GIM_EUNAVAILABLE = 7,    /* EC_UNAVAILABLE: busy/locked/full database, shutting down */
-    GIM_EINTERNAL = 8,       /* EC_INTERNAL */
+    GIM_EBADREQ = 1,        /* EC_BAD_REQUEST */
+    GIM_EUNAUTH = 2,        /* EC_UNAUTHENTICATED */
+    GIM_EFORBIDDEN = 3,     /* EC_FORBIDDEN */
+    GIM_ENOTFOUND = 4,      /* EC_NOT_FOUND */
+    GIM_ETOOLARGE = 5,      /* EC_TOO_LARGE */
+    GIM_ERECALLEXPIRED = 6, /* EC_RECALL_EXPIRED */
+    GIM_EUNAVAILABLE = 7,   /* EC_UNAVAILABLE: busy/locked/full database, shutting down */
+    GIM_EINTERNAL = 8,      /* EC_INTERNAL */
     GIM_ERR_WIRE_MAX = 8,
     /* Internal codes: never sent; mapped to a wire code by gim_err_wire(). */
     GIM_ENOMEM = 100,

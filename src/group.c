@@ -28,8 +28,8 @@ gim_err group_role(struct store_conn *db, int64_t group_id, int64_t user_id, enu
     sqlite3_bind_int64(st, 1, group_id);
     sqlite3_bind_int64(st, 2, user_id);
     int rc = sqlite3_step(st);
-    *role = rc == SQLITE_ROW ? group_role_parse((const char *)sqlite3_column_text(st, 0))
-                             : GROUP_NONE;
+    *role =
+        rc == SQLITE_ROW ? group_role_parse((const char *)sqlite3_column_text(st, 0)) : GROUP_NONE;
     store_done(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? GIM_OK : store_err(rc);
 }

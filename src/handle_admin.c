@@ -28,8 +28,8 @@ static gim_err admin_prepare(struct request *r)
     char why[100] = "";
     const char *secret = config_secret(r->cfg);
     /* Without a secret there is no operator: insecure_dev does not extend to admin. */
-    if (!secret || auth_verify_admin(secret, in->token, (int64_t)time(NULL), why, sizeof why) !=
-                       GIM_OK)
+    if (!secret ||
+        auth_verify_admin(secret, in->token, (int64_t)time(NULL), why, sizeof why) != GIM_OK)
         return request_fail(r, GIM_EUNAUTH, "admin recall: %s",
                             secret ? why : "no token secret configured");
     if (in->user_id <= 0 || in->seq <= 0)

@@ -74,8 +74,7 @@ static gim_err check_command(struct request *r, const Pb__Message *m)
 {
     if (m->message_type != PB__MESSAGE_TYPE__MT_COMMAND)
         return GIM_OK;
-    Pb__Command *cmd =
-        pb__command__unpack(NULL, m->message_content.len, m->message_content.data);
+    Pb__Command *cmd = pb__command__unpack(NULL, m->message_content.len, m->message_content.data);
     if (!cmd)
         return request_fail(r, GIM_EBADREQ, "send: MT_COMMAND content is not a pb.Command");
     int32_t code = cmd->code;

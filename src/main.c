@@ -78,8 +78,8 @@ static int check_secret(const struct gim_config *cfg)
                 cfg->auth.secret_env);
         return -1;
     }
-    log_warn("INSECURE: no token secret, any token is accepted (auth.insecure_dev)",
-             "%s", "never run this way in production");
+    log_warn("INSECURE: no token secret, any token is accepted (auth.insecure_dev)", "%s",
+             "never run this way in production");
     return 0;
 }
 

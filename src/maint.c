@@ -6,10 +6,10 @@
 #include "retention.h"
 #include "signout.h"
 
-#define SWEEP_MAX 256
-#define PRUNE_ROWS 2000
-#define PRUNE_EVERY_MS (10 * 60 * 1000)
-#define RETENTION_ROWS 1000
+#define SWEEP_MAX          256
+#define PRUNE_ROWS         2000
+#define PRUNE_EVERY_MS     (10 * 60 * 1000)
+#define RETENTION_ROWS     1000
 #define RETENTION_EVERY_MS (60 * 1000)
 
 /* When retention is due next. Only the writer thread runs maintenance, so no lock. */
@@ -48,8 +48,8 @@ fail:
 static void scrub_wal(struct wctx *w)
 {
     int log_frames = -1, ckpt = -1;
-    int rc = sqlite3_wal_checkpoint_v2(w->db->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log_frames,
-                                       &ckpt);
+    int rc =
+        sqlite3_wal_checkpoint_v2(w->db->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log_frames, &ckpt);
     if (rc == SQLITE_OK)
         w->scrub_wal = false;
     else

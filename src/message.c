@@ -7,7 +7,8 @@ static const char SQL_INSERT[] =
     "INSERT INTO message (sender_type, sender_id, sender_device_id, receiver_type, receiver_id, "
     "to_user_ids, message_type, content, send_time, status, sender_seq, receiver_seq) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11)";
-static const char SQL_INBOX_ADD[] = "INSERT INTO inbox (user_id, seq, message_id) VALUES (?1, ?2, ?3)";
+static const char SQL_INBOX_ADD[] =
+    "INSERT INTO inbox (user_id, seq, message_id) VALUES (?1, ?2, ?3)";
 static const char SQL_LOAD[] = "SELECT " MESSAGE_COLUMNS " FROM message m WHERE m.id = ?1";
 
 gim_err arena_init(struct arena *a, size_t cap)

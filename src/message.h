@@ -21,7 +21,7 @@
 
 /* The columns message_from_row() expects, in order, from table alias m. */
 #define MESSAGE_COLUMNS                                                                            \
-    "m.sender_type, m.sender_id, m.sender_device_id, m.receiver_type, m.receiver_id, "           \
+    "m.sender_type, m.sender_id, m.sender_device_id, m.receiver_type, m.receiver_id, "             \
     "m.to_user_ids, m.message_type, m.content, m.send_time, m.status"
 #define MESSAGE_NCOLUMNS 10
 

@@ -7,13 +7,13 @@
 #include "err.h"
 #include "proto.h"
 
-#define TYPES 16 /* PackageType values we count individually; the rest go to slot 0 */
-#define CODES 9  /* wire codes EC_OK..EC_INTERNAL */
-#define LAT_BUCKETS 12
+#define TYPES         16 /* PackageType values we count individually; the rest go to slot 0 */
+#define CODES         9  /* wire codes EC_OK..EC_INTERNAL */
+#define LAT_BUCKETS   12
 #define BATCH_BUCKETS 10
 
 /* Upper bounds of the latency histogram, in microseconds. */
-static const int64_t lat_bounds_us[LAT_BUCKETS] = {100,   250,   500,    1000,   2500,   5000,
+static const int64_t lat_bounds_us[LAT_BUCKETS] = {100,   250,   500,   1000,   2500,   5000,
                                                    10000, 25000, 50000, 100000, 250000, 1000000};
 static const int batch_bounds[BATCH_BUCKETS] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
 

@@ -65,7 +65,8 @@ size_t presence_user_sessions(struct presence *p, int64_t user_id, struct sessio
 /* Like presence_user_sessions, for the devices subscribed to room_id. */
 size_t presence_room_sessions(struct presence *p, int64_t room_id, struct session *out, size_t max);
 
-/* Device ids of up to max sessions whose last_seen is before cutoff_ms; returns the count copied. */
+/* Device ids of up to max sessions whose last_seen is before cutoff_ms; returns the count copied.
+ */
 size_t presence_expired(struct presence *p, int64_t cutoff_ms, int64_t *device_ids, size_t max);
 
 /* Number of sessions, and of those subscribed to a room. */

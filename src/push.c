@@ -29,8 +29,7 @@ gim_err push_open(struct push **out, const struct gim_config *cfg, char *errbuf,
     }
     for (unsigned i = 0; i < cfg->publish_count; i++) {
         if ((rv = nng_listen(p->sock, cfg->publish[i], NULL, 0)) != 0) {
-            snprintf(errbuf, errlen, "cannot publish on %s: %s", cfg->publish[i],
-                     nng_strerror(rv));
+            snprintf(errbuf, errlen, "cannot publish on %s: %s", cfg->publish[i], nng_strerror(rv));
             push_close(p);
             return GIM_EIO;
         }
@@ -72,8 +71,8 @@ static void publish(struct push *p, const char *gateway, int64_t *devices, size_
         atomic_fetch_add_explicit(&p->published, 1, memory_order_relaxed);
 }
 
-void push_deliver(struct push *p, const struct session *sessions, size_t n,
-                  int64_t exclude_device, const Pb__Output *out)
+void push_deliver(struct push *p, const struct session *sessions, size_t n, int64_t exclude_device,
+                  const Pb__Output *out)
 {
     if (!p || n == 0)
         return;

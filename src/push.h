@@ -28,8 +28,8 @@ void push_close(struct push *p);
  * Publishes out to every session in sessions[0..n) except exclude_device,
  * one Delivery per gateway. p may be NULL (nothing is published).
  */
-void push_deliver(struct push *p, const struct session *sessions, size_t n,
-                  int64_t exclude_device, const Pb__Output *out);
+void push_deliver(struct push *p, const struct session *sessions, size_t n, int64_t exclude_device,
+                  const Pb__Output *out);
 
 /* Number of Delivery messages published so far. */
 uint64_t push_published(const struct push *p);

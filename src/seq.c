@@ -36,12 +36,10 @@ struct seq {
 
 static const char SQL_LOAD_USER[] = "SELECT seq FROM user_seq WHERE user_id = ?1";
 static const char SQL_LOAD_ROOM[] = "SELECT seq FROM room_seq WHERE room_id = ?1";
-static const char SQL_SAVE_USER[] =
-    "INSERT INTO user_seq (user_id, seq) VALUES (?1, ?2) "
-    "ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq";
-static const char SQL_SAVE_ROOM[] =
-    "INSERT INTO room_seq (room_id, seq) VALUES (?1, ?2) "
-    "ON CONFLICT (room_id) DO UPDATE SET seq = excluded.seq";
+static const char SQL_SAVE_USER[] = "INSERT INTO user_seq (user_id, seq) VALUES (?1, ?2) "
+                                    "ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq";
+static const char SQL_SAVE_ROOM[] = "INSERT INTO room_seq (room_id, seq) VALUES (?1, ?2) "
+                                    "ON CONFLICT (room_id) DO UPDATE SET seq = excluded.seq";
 
 gim_err seq_open(struct seq **out)
 {

@@ -30,10 +30,12 @@ gim_err seq_open(struct seq **out);
 void seq_close(struct seq *s);
 
 /* Takes the next seq of (kind, id) into *out: last + 1. */
-gim_err seq_next(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id, int64_t *out);
+gim_err seq_next(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id,
+                 int64_t *out);
 
 /* The highest seq assigned so far to (kind, id), 0 if none. */
-gim_err seq_last(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id, int64_t *out);
+gim_err seq_last(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id,
+                 int64_t *out);
 
 /* A point to roll back to; valid until seq_committed() or seq_reset(). */
 size_t seq_mark(struct seq *s);

@@ -36,8 +36,7 @@ struct server;
  * *out is owned by the caller (server_stop). On failure errbuf says which URL
  * or database failed.
  */
-gim_err server_start(struct server **out, const struct server_opts *o, char *errbuf,
-                     size_t errlen);
+gim_err server_start(struct server **out, const struct server_opts *o, char *errbuf, size_t errlen);
 
 /*
  * Stops receiving, lets in-flight requests finish (writes included, so the

@@ -67,7 +67,8 @@ sqlite3_stmt *store_stmt(struct store_conn *c, const char *sql);
 /* Resets st so it releases its locks. NULL is a no-op. */
 void store_done(sqlite3_stmt *st);
 
-/* Maps an SQLite result code to ours: busy/locked/full/io -> GIM_EUNAVAILABLE, else GIM_EINTERNAL. */
+/* Maps an SQLite result code to ours: busy/locked/full/io -> GIM_EUNAVAILABLE, else GIM_EINTERNAL.
+ */
 gim_err store_err(int rc);
 
 /* Runs one statement without results (BEGIN, COMMIT, SAVEPOINT...). */

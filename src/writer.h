@@ -69,7 +69,8 @@ struct writer;
  */
 gim_err writer_start(struct writer **out, struct wctx *w);
 
-/* Queues job; never blocks. After writer_stop() began, done() is called at once with GIM_EUNAVAILABLE. */
+/* Queues job; never blocks. After writer_stop() began, done() is called at once with
+ * GIM_EUNAVAILABLE. */
 void writer_submit(struct writer *wr, struct write_job *job);
 
 /* Finishes every queued job, stops the thread, frees the writer. */

@@ -81,9 +81,8 @@ Test(admin_recall, user_token_or_garbage_is_refused_and_changes_nothing)
 Test(admin_recall, gimctl_recall_admin)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd,
-             "%s --url '%s' --secret " TL_SECRET " --user 2 recall --admin 1 2>&1", GIMCTL_BIN,
-             srv.url);
+    snprintf(cmd, sizeof cmd, "%s --url '%s' --secret " TL_SECRET " --user 2 recall --admin 1 2>&1",
+             GIMCTL_BIN, srv.url);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p);
     char line[256] = "";

@@ -54,11 +54,11 @@ TestSuite(writer, .init = setup, .fini = teardown, .timeout = 60);
 /* A job that takes the next seq of user 1 and stores an inbox row with it. */
 struct tjob {
     struct write_job job;
-    bool fail;        /* fail after taking the seq and writing */
-    bool bad_fk;      /* write a row that breaks a deferred foreign key: COMMIT fails */
-    int64_t seq;      /* the seq it took */
-    gim_err result;   /* what done() was told */
-    int64_t visible;  /* rows of this seq another connection saw inside done() */
+    bool fail;       /* fail after taking the seq and writing */
+    bool bad_fk;     /* write a row that breaks a deferred foreign key: COMMIT fails */
+    int64_t seq;     /* the seq it took */
+    gim_err result;  /* what done() was told */
+    int64_t visible; /* rows of this seq another connection saw inside done() */
 };
 
 static const char SQL_ADD[] = "INSERT INTO inbox (user_id, seq, message_id) VALUES (1, ?1, 0)";

@@ -64,8 +64,7 @@ struct gim_client *gimctl_client(const struct gimctl *g)
 
 void gimctl_print_output(const Pb__Output *out)
 {
-    printf("code=%s request_id=%lld", gim_err_name((gim_err)out->code),
-           (long long)out->request_id);
+    printf("code=%s request_id=%lld", gim_err_name((gim_err)out->code), (long long)out->request_id);
     if (out->message && *out->message)
         printf(" message=\"%s\"", out->message);
     if (out->data.len)
@@ -128,8 +127,8 @@ int gimctl_ping(struct gimctl *g, int argc, char **argv)
         return 1;
     if (g->user_id && (rc = gimctl_session(g, c, &conn)) != 0)
         goto out;
-    if (client_request(c, &conn, PB__PACKAGE_TYPE__PT_HEARTBEAT, (int64_t)time(NULL), NULL,
-                       &out) != GIM_OK) {
+    if (client_request(c, &conn, PB__PACKAGE_TYPE__PT_HEARTBEAT, (int64_t)time(NULL), NULL, &out) !=
+        GIM_OK) {
         fprintf(stderr, "gimctl: no reply from %s\n", g->url);
         rc = 1;
         goto out;

@@ -182,8 +182,8 @@ void gimctl_print_message(const Pb__Message *m)
     char b1[16], b2[16], b3[16], b4[16];
     printf("seq=%lld from=", (long long)m->seq);
     if (m->sender && m->sender->sender_type != PB__SENDER_TYPE__ST_USER)
-        printf("%s:",
-               gimctl_enum_name(&pb__sender_type__descriptor, m->sender->sender_type, b1, sizeof b1));
+        printf("%s:", gimctl_enum_name(&pb__sender_type__descriptor, m->sender->sender_type, b1,
+                                       sizeof b1));
     printf("%lld type=%s status=%s to=%s:%lld", (long long)(m->sender ? m->sender->sender_id : 0),
            gimctl_enum_name(&pb__message_type__descriptor, m->message_type, b2, sizeof b2),
            gimctl_enum_name(&pb__message_status__descriptor, m->status, b3, sizeof b3),

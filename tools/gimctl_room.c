@@ -32,7 +32,7 @@
 #include "err.h"
 #include "gimctl.h"
 
-#define ROOM_MAX_PAGES     1000000
+#define ROOM_MAX_PAGES 1000000
 
 static const char WATCH_USAGE[] =
     "usage: gimctl [--pub URL] [--gateway G] watch [--count N]\n"

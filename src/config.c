@@ -26,6 +26,7 @@ struct raw_database {
     char *cache_mb;
     char *reader_cache_mb;
     char *mmap_mb;
+    char *max_pages;
 };
 
 struct raw_auth {
@@ -125,6 +126,7 @@ static const cyaml_schema_field_t database_fields[] = {
     SCALAR(struct raw_database, cache_mb),
     SCALAR(struct raw_database, reader_cache_mb),
     SCALAR(struct raw_database, mmap_mb),
+    SCALAR(struct raw_database, max_pages),
     CYAML_FIELD_END,
 };
 
@@ -279,6 +281,7 @@ static const struct key keys[] = {
     U32(database.cache_mb, 0, UINT32_MAX, 64),
     U32(database.reader_cache_mb, 0, UINT32_MAX, 8),
     U32(database.mmap_mb, 0, UINT32_MAX, 256),
+    U32(database.max_pages, 0, UINT32_MAX, 0),
     SECRET(auth.secret, ""),
     STR(auth.secret_env, "GIM_TOKEN_SECRET"),
     BOOL(auth.insecure_dev, false),

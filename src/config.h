@@ -27,6 +27,7 @@ struct config_database {
     uint32_t cache_mb;     /* page cache of the writer connection, default 64 */
     uint32_t reader_cache_mb; /* page cache of each reader connection, default 8 */
     uint32_t mmap_mb;      /* mmap_size shared by all connections, default 256 */
+    uint32_t max_pages;    /* largest database, in pages (PRAGMA max_page_count); 0 = no limit */
 };
 
 struct config_auth {

@@ -75,7 +75,8 @@ static gim_err decode(struct request *r, const uint8_t *buf, size_t len)
     r->type = r->env->input->type;
     r->request_id = r->env->input->request_id;
     r->client_addr = r->env->client_addr;
-    return GIM_OK;
+    /* Before authentication: the strings reach the device table, push topics, logs and replies. */
+    return request_check_utf8(r, &r->env->base);
 }
 
 static gim_err authenticate(const struct dispatch *d, struct request *r)

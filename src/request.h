@@ -78,9 +78,18 @@ gim_err request_set_reply(struct request *r, const ProtobufCMessage *m);
 
 /*
  * Decodes Input.data as desc into r->in. Missing data decodes as the empty
- * message (proto3). Undecodable bytes -> GIM_EBADREQ with a message.
+ * message (proto3). Undecodable bytes, or a string that is not UTF-8 ->
+ * GIM_EBADREQ with a message.
  */
 gim_err request_decode_input(struct request *r, const ProtobufCMessageDescriptor *desc);
+
+/*
+ * proto3 string fields must hold UTF-8, but protobuf-c does not check it when
+ * decoding: every decoded request message (request_decode_input, and the
+ * envelope in dispatch) passes through here, m's nested messages included.
+ * A string that is not UTF-8 -> GIM_EBADREQ naming the field.
+ */
+gim_err request_check_utf8(struct request *r, const ProtobufCMessage *m);
 
 /* Packs the reply Output (type, request_id, code, message, data) into a malloc'ed buffer. */
 gim_err request_pack_output(const struct request *r, uint8_t **buf, size_t *len);

@@ -17,6 +17,8 @@
 
 enum ctx_state { CTX_IDLE, CTX_RECV, CTX_WORK, CTX_SEND };
 
+#define REQ_HEADER_BYTES 4 /* the request id nng's REQ puts before each request on the wire */
+
 struct server_ctx {
     struct server *srv;
     struct worker *owner;
@@ -347,8 +349,14 @@ gim_err server_start(struct server **out, const struct server_opts *o, char *err
         goto fail;
     }
     s->sock_open = true;
-    /* Oversized requests are refused by nng before we allocate anything for them. */
-    nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, o->cfg->limits.max_request_bytes);
+    /*
+     * Oversized requests are refused by nng before we allocate anything for
+     * them. nng measures the frame, which carries the REQ header (a 4-byte
+     * request id per hop; gateways dial us directly) ahead of the request
+     * that limits.max_request_bytes measures.
+     */
+    nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ,
+                        (size_t)o->cfg->limits.max_request_bytes + REQ_HEADER_BYTES);
     if ((e = start_workers(s, o, errbuf, errlen)) != GIM_OK)
         goto fail;
     if ((e = start_contexts(s, errbuf, errlen)) != GIM_OK)

@@ -140,8 +140,15 @@ static gim_err check_dir(const char *path, enum store_mode mode, char *errbuf, s
     else
         *slash = 0;
     struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        snprintf(errbuf, errlen, "database directory %s does not exist", dir);
+    if (stat(dir, &st) != 0) {
+        if (errno == ENOENT)
+            snprintf(errbuf, errlen, "database directory %s does not exist", dir);
+        else
+            snprintf(errbuf, errlen, "database directory %s: %s", dir, strerror(errno));
+        return GIM_EIO;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(errbuf, errlen, "database directory %s is not a directory", dir);
         return GIM_EIO;
     }
     /* WAL needs to create -wal and -shm files beside the database. */
@@ -174,6 +181,10 @@ static gim_err configure(struct store_conn *c, const struct gim_config *cfg, enu
         return e;
     if ((e = pragma(c, "PRAGMA synchronous = %s", sync_word(cfg->database.synchronous))) !=
         GIM_OK)
+        return e;
+    /* Per connection, and only the writer grows the file. Full -> SQLITE_FULL -> EC_UNAVAILABLE. */
+    if (cfg->database.max_pages > 0 &&
+        (e = pragma(c, "PRAGMA max_page_count = %u", cfg->database.max_pages)) != GIM_OK)
         return e;
     return store_exec(c, "PRAGMA temp_store = MEMORY");
 }

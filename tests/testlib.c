@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -25,11 +26,12 @@ static void write_config(struct tl_server *s)
             "http: \"\"\n"
             "workers: 4\n"
             "contexts: 64\n"
-            "database: {path: \"%s\", synchronous: normal}\n"
+            "database: {path: \"%s\", synchronous: normal%s%s}\n"
             "auth: {secret: \"" TL_SECRET "\"}\n"
             "%s\n",
             s->url, s->listen_extra[0] ? ", \"" : "", s->listen_extra,
-            s->listen_extra[0] ? "\"" : "", s->pub_url, s->db, s->extra);
+            s->listen_extra[0] ? "\"" : "", s->pub_url, s->db, s->db_extra[0] ? ", " : "",
+            s->db_extra, s->extra);
     fclose(f);
 }
 
@@ -38,6 +40,9 @@ static void spawn(struct tl_server *s)
     pid_t pid = fork();
     cr_assert(pid >= 0, "fork failed");
     if (pid == 0) {
+        /* Dies with the test process (a timeout, a failed assertion in setup): an orphan would
+         * hold the test's stdout open, and ctest waits for that to close. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         FILE *log = freopen(s->log, "a", stderr);
         (void)log;
         execl(GIM_LOGIC_BIN, GIM_LOGIC_BIN, "--config", s->config, (char *)NULL);
@@ -62,6 +67,9 @@ static void spawn(struct tl_server *s)
         cr_assert_eq(client_open(&c, s->url, 200, 1), GIM_OK);
     }
     client_close(c);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    s->pid = 0;
     cr_assert_fail("gim-logic did not answer within 20 s; see %s", s->log);
 }
 
@@ -101,6 +109,13 @@ void tl_start_listen(struct tl_server *s, const char *listen_url, const char *ex
 void tl_restart(struct tl_server *s)
 {
     spawn(s);
+}
+
+void tl_reconfigure(struct tl_server *s, const char *database_keys, const char *extra_yaml)
+{
+    snprintf(s->db_extra, sizeof s->db_extra, "%s", database_keys ? database_keys : "");
+    snprintf(s->extra, sizeof s->extra, "%s", extra_yaml ? extra_yaml : "");
+    write_config(s);
 }
 
 int tl_stop(struct tl_server *s)

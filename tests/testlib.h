@@ -28,6 +28,7 @@ struct tl_server {
     char log[192];
     char extra[2048]; /* extra YAML given to tl_start, kept for restarts */
     char listen_extra[256]; /* a second listen URL (tl_start_listen) */
+    char db_extra[256];     /* more keys of the database mapping (tl_reconfigure) */
 };
 
 /* Writes a config (base + extra_yaml lines) into a new temp dir, starts the
@@ -42,6 +43,11 @@ int tl_free_port(void);
 
 /* Starts the binary again on the same directory and config. */
 void tl_restart(struct tl_server *s);
+
+/* Rewrites the config for the next tl_restart: database_keys go into the
+ * database mapping (e.g. "busy_timeout_ms: 300"), extra_yaml replaces the
+ * extra YAML; NULL means none. */
+void tl_reconfigure(struct tl_server *s, const char *database_keys, const char *extra_yaml);
 
 /* SIGTERM and wait; returns the exit status (or 128+signal). */
 int tl_stop(struct tl_server *s);

@@ -21,18 +21,18 @@
 #define CONFIG_MAX_URLS 8
 
 struct config_database {
-    char *path;            /* default "data/gim.db" */
-    char *synchronous;     /* off|normal|full|extra, default "full" */
+    char *path;               /* default "data/gim.db" */
+    char *synchronous;        /* off|normal|full|extra, default "full" */
     uint32_t busy_timeout_ms; /* default 5000 */
-    uint32_t cache_mb;     /* page cache of the writer connection, default 64 */
+    uint32_t cache_mb;        /* page cache of the writer connection, default 64 */
     uint32_t reader_cache_mb; /* page cache of each reader connection, default 8 */
-    uint32_t mmap_mb;      /* mmap_size shared by all connections, default 256 */
-    uint32_t max_pages;    /* largest database, in pages (PRAGMA max_page_count); 0 = no limit */
+    uint32_t mmap_mb;         /* mmap_size shared by all connections, default 256 */
+    uint32_t max_pages;       /* largest database, in pages (PRAGMA max_page_count); 0 = no limit */
 };
 
 struct config_auth {
-    char *secret;     /* default "" */
-    char *secret_env; /* default "GIM_TOKEN_SECRET" */
+    char *secret;      /* default "" */
+    char *secret_env;  /* default "GIM_TOKEN_SECRET" */
     bool insecure_dev; /* default false */
 };
 

@@ -55,8 +55,8 @@ static void job_done(struct write_job *job, struct wctx *w, gim_err err)
             r->h->committed(r, w);
     } else if (r->code == GIM_OK || err != r->code) {
         /* The batch failed around this request: its own work was rolled back too. */
-        request_fail(r, err, err == GIM_EUNAVAILABLE ? "database unavailable, retry later"
-                                                     : "write failed");
+        request_fail(
+            r, err, err == GIM_EUNAVAILABLE ? "database unavailable, retry later" : "write failed");
         free(r->out);
         r->out = NULL;
         r->out_len = 0;
@@ -86,8 +86,7 @@ static gim_err authenticate(const struct dispatch *d, struct request *r)
                                gim_clock_now(&d->clock), &r->sess);
     if (e != GIM_OK)
         return request_fail(r, GIM_EUNAUTH, "no session for device %lld of user %lld at gateway %s",
-                            (long long)env->device_id, (long long)env->user_id,
-                            env->gateway_id);
+                            (long long)env->device_id, (long long)env->user_id, env->gateway_id);
     return GIM_OK;
 }
 

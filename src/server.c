@@ -127,13 +127,12 @@ static void ctx_reply(struct server_ctx *c)
     int64_t dur = mono_ns() - r->start_ns;
     metrics_request(c->srv->metrics, r->type, gim_err_wire(r->code), dur);
     if (r->code != GIM_OK || log_enabled(LOG_LEVEL_DEBUG))
-        log_write(r->code == GIM_OK || r->code == GIM_EUNAUTH || r->code == GIM_EBADREQ
-                      ? LOG_LEVEL_DEBUG
-                      : LOG_LEVEL_INFO,
-                  "request", "request_id=%lld user=%lld device=%lld type=%d code=%s duration_us=%lld",
-                  (long long)r->request_id, (long long)r->sess.user_id,
-                  (long long)r->sess.device_id, r->type, gim_err_name(r->code),
-                  (long long)(dur / 1000));
+        log_write(
+            r->code == GIM_OK || r->code == GIM_EUNAUTH || r->code == GIM_EBADREQ ? LOG_LEVEL_DEBUG
+                                                                                  : LOG_LEVEL_INFO,
+            "request", "request_id=%lld user=%lld device=%lld type=%d code=%s duration_us=%lld",
+            (long long)r->request_id, (long long)r->sess.user_id, (long long)r->sess.device_id,
+            r->type, gim_err_name(r->code), (long long)(dur / 1000));
     gim_err e = request_pack_output(r, &buf, &len);
     request_reset(r);
     nng_msg_clear(c->msg);
@@ -161,8 +160,8 @@ static void work(struct worker *w, struct server_ctx *c)
 {
     struct request *r = &c->req;
     r->sctx = c;
-    enum dispatch_next next = dispatch_begin(&c->srv->disp, r, nng_msg_body(c->msg),
-                                             nng_msg_len(c->msg), w->ro);
+    enum dispatch_next next =
+        dispatch_begin(&c->srv->disp, r, nng_msg_body(c->msg), nng_msg_len(c->msg), w->ro);
     if (next == DISPATCH_WRITE)
         writer_submit(c->srv->writer, &r->job);
     else
@@ -326,8 +325,7 @@ static gim_err start_contexts(struct server *s, char *errbuf, size_t errlen)
     return GIM_OK;
 }
 
-gim_err server_start(struct server **out, const struct server_opts *o, char *errbuf,
-                     size_t errlen)
+gim_err server_start(struct server **out, const struct server_opts *o, char *errbuf, size_t errlen)
 {
     gim_err e;
     int rv;

@@ -12,12 +12,11 @@
 #include "log.h"
 #include "migration.h"
 
-static const char SQL_MIGRATIONS_TABLE[] =
-    "CREATE TABLE IF NOT EXISTS schema_migrations (\n"
-    "    version    INTEGER PRIMARY KEY,\n"
-    "    name       TEXT    NOT NULL,\n"
-    "    applied_at INTEGER NOT NULL -- ms since the epoch\n"
-    ")";
+static const char SQL_MIGRATIONS_TABLE[] = "CREATE TABLE IF NOT EXISTS schema_migrations (\n"
+                                           "    version    INTEGER PRIMARY KEY,\n"
+                                           "    name       TEXT    NOT NULL,\n"
+                                           "    applied_at INTEGER NOT NULL -- ms since the epoch\n"
+                                           ")";
 static const char SQL_MAX_VERSION[] = "SELECT coalesce(max(version), 0) FROM schema_migrations";
 static const char SQL_RECORD[] =
     "INSERT INTO schema_migrations (version, name, applied_at) "
@@ -153,8 +152,7 @@ static gim_err check_dir(const char *path, enum store_mode mode, char *errbuf, s
     }
     /* WAL needs to create -wal and -shm files beside the database. */
     if (mode == STORE_WRITER && access(dir, W_OK) != 0) {
-        snprintf(errbuf, errlen, "database directory %s is not writable: %s", dir,
-                 strerror(errno));
+        snprintf(errbuf, errlen, "database directory %s is not writable: %s", dir, strerror(errno));
         return GIM_EIO;
     }
     return GIM_OK;
@@ -164,7 +162,8 @@ static gim_err configure(struct store_conn *c, const struct gim_config *cfg, enu
 {
     gim_err e;
     sqlite3_busy_timeout(c->db, (int)cfg->database.busy_timeout_ms);
-    uint32_t cache_mb = mode == STORE_WRITER ? cfg->database.cache_mb : cfg->database.reader_cache_mb;
+    uint32_t cache_mb =
+        mode == STORE_WRITER ? cfg->database.cache_mb : cfg->database.reader_cache_mb;
     if ((e = pragma(c, "PRAGMA cache_size = -%u", cache_mb * 1024u)) != GIM_OK)
         return e;
     if ((e = pragma(c, "PRAGMA mmap_size = %llu",
@@ -179,8 +178,7 @@ static gim_err configure(struct store_conn *c, const struct gim_config *cfg, enu
         return store_exec(c, "PRAGMA query_only = ON");
     if ((e = store_exec(c, "PRAGMA journal_mode = WAL")) != GIM_OK)
         return e;
-    if ((e = pragma(c, "PRAGMA synchronous = %s", sync_word(cfg->database.synchronous))) !=
-        GIM_OK)
+    if ((e = pragma(c, "PRAGMA synchronous = %s", sync_word(cfg->database.synchronous))) != GIM_OK)
         return e;
     /* Per connection, and only the writer grows the file. Full -> SQLITE_FULL -> EC_UNAVAILABLE. */
     if (cfg->database.max_pages > 0 &&
@@ -205,8 +203,8 @@ gim_err store_open(const struct gim_config *cfg, enum store_mode mode, struct st
         goto fail;
     }
     c->readonly = mode == STORE_READER;
-    int flags = mode == STORE_WRITER ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
-                                     : SQLITE_OPEN_READONLY;
+    int flags =
+        mode == STORE_WRITER ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
     flags |= SQLITE_OPEN_NOMUTEX; /* one thread per connection */
     int rc = sqlite3_open_v2(path, &c->db, flags, NULL);
     if (rc != SQLITE_OK) {
@@ -217,8 +215,7 @@ gim_err store_open(const struct gim_config *cfg, enum store_mode mode, struct st
     }
     sqlite3_extended_result_codes(c->db, 1);
     if ((e = configure(c, cfg, mode)) != GIM_OK) {
-        snprintf(errbuf, errlen, "cannot configure database %s: %s", path,
-                 sqlite3_errmsg(c->db));
+        snprintf(errbuf, errlen, "cannot configure database %s: %s", path, sqlite3_errmsg(c->db));
         goto fail;
     }
     if (mode == STORE_WRITER && (e = store_migrate(c, errbuf, errlen)) != GIM_OK)
@@ -267,14 +264,12 @@ static gim_err apply_one(struct store_conn *c, const struct migration *m, char *
     rc = sqlite3_step(st);
     store_done(st);
     if (rc != SQLITE_DONE) {
-        snprintf(errbuf, errlen, "migration %s: cannot record: %s", m->name,
-                 sqlite3_errmsg(c->db));
+        snprintf(errbuf, errlen, "migration %s: cannot record: %s", m->name, sqlite3_errmsg(c->db));
         e = store_err(rc);
         goto fail;
     }
     if ((e = store_exec(c, "COMMIT")) != GIM_OK) {
-        snprintf(errbuf, errlen, "migration %s: commit failed: %s", m->name,
-                 sqlite3_errmsg(c->db));
+        snprintf(errbuf, errlen, "migration %s: commit failed: %s", m->name, sqlite3_errmsg(c->db));
         goto fail;
     }
     log_info("migration applied", "version=%d name=%s", m->version, m->name);

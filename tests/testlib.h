@@ -26,7 +26,7 @@ struct tl_server {
     char db[192];
     char config[192];
     char log[192];
-    char extra[2048]; /* extra YAML given to tl_start, kept for restarts */
+    char extra[2048];       /* extra YAML given to tl_start, kept for restarts */
     char listen_extra[256]; /* a second listen URL (tl_start_listen) */
     char db_extra[256];     /* more keys of the database mapping (tl_reconfigure) */
 };

@@ -8,6 +8,7 @@
 #include "config.h"
 #include "handlers.h"
 #include "log.h"
+#include "metrics.h"
 
 /* Indexed by PackageType; NULL = not served. */
 static const struct handler *const table[] = {
@@ -95,8 +96,10 @@ enum dispatch_next dispatch_begin(const struct dispatch *d, struct request *r, c
 {
     r->cfg = d->cfg;
     r->start_ns = mono_ns();
-    if (decode(r, buf, len) != GIM_OK)
+    if (decode(r, buf, len) != GIM_OK) {
+        metrics_rejected(d->metrics);
         return DISPATCH_REPLY;
+    }
     const struct handler *h = dispatch_handler(r->type);
     /* Authentication comes first: an unknown type from a stranger is unauthenticated. */
     if ((!h || h->needs_session) && authenticate(d, r) != GIM_OK)

@@ -184,7 +184,8 @@ void metrics_write(struct metrics *m, const struct metrics_gauges *g, FILE *out)
     write_requests(m, out);
     write_latency(m, out);
     counter(out, "gim_requests_rejected_total",
-            "Requests refused for their size or not decodable as a GatewayRequest.",
+            "Requests that were not a decodable GatewayRequest (nng 1.5.2 drops oversized ones "
+            "without telling).",
             m ? LOAD(m->rejected) : 0);
     write_batches(m, out);
     counter(out, "gim_messages_stored_total", "Messages stored (user and group sends).",

@@ -20,7 +20,8 @@ void metrics_free(struct metrics *m);
 
 /* One finished request of PackageType type with wire code code, taking dur_ns. */
 void metrics_request(struct metrics *m, int type, int code, int64_t dur_ns);
-/* A request nng refused for its size, or bytes that were not a GatewayRequest. */
+/* Bytes that were not a GatewayRequest. (Oversized requests are dropped by nng,
+ * which in 1.5.2 reports them nowhere: they show only as dropped connections.) */
 void metrics_rejected(struct metrics *m);
 /* A write transaction of n jobs committed or failed. */
 void metrics_batch(struct metrics *m, int n);

@@ -314,3 +314,17 @@ Test(http, start_up_logs_the_url_and_a_taken_port_is_a_clear_error)
     cr_assert_eq(http_get("GET", "/healthz", &body), 200);
     free(body);
 }
+
+Test(http, undecodable_requests_are_counted_as_rejected)
+{
+    struct gim_client *c = tl_client(&srv);
+    static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
+    cr_assert_eq(scrape("gim_requests_rejected_total"), 0);
+    for (int i = 0; i < 2; i++) {
+        Pb__Output *out = tl_call_raw(c, junk, sizeof junk);
+        cr_assert_eq(out->code, PB__ERROR_CODE__EC_BAD_REQUEST);
+        pb__output__free_unpacked(out, NULL);
+    }
+    client_close(c);
+    cr_assert_eq(scrape("gim_requests_rejected_total"), 2);
+}

@@ -449,7 +449,8 @@ Test(dbfaults, database_full_under_concurrent_sends)
         }
     printf("database_full_under_concurrent_sends: %d stored, %d refused\n", ok, refused);
     cr_assert_gt(ok, 0);
-    cr_assert_geq(refused, FILLERS * FILL_REFUSED, "the database never filled up");
+    /* At least one filler ran into the full database (the others may have stopped earlier). */
+    cr_assert_geq(refused, FILL_REFUSED, "the database never filled up");
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM message"), ok);
     /* The replied seqs are the sender's inbox, 1..ok, each once. */
     for (int i = 0; i < ok; i++)

@@ -96,6 +96,7 @@ static gim_err run_job(struct wctx *w, struct write_job *job)
 void writer_run_batch(struct wctx *w, struct write_job **jobs, int n)
 {
     gim_err res[n > 0 ? n : 1];
+    bool scrub_before = w->scrub_wal; /* a recall committed earlier still needs its scrub */
     gim_err batch = store_exec(w->db, "BEGIN IMMEDIATE");
     w->now_ms = gim_clock_now(&w->clock);
     for (int i = 0; i < n; i++) {
@@ -120,7 +121,7 @@ void writer_run_batch(struct wctx *w, struct write_job **jobs, int n)
         if (!sqlite3_get_autocommit(w->db->db))
             sqlite3_exec(w->db->db, "ROLLBACK", NULL, NULL, NULL);
         seq_reset(w->seq);
-        w->scrub_wal = false;
+        w->scrub_wal = scrub_before;
     }
     metrics_batch(w->metrics, n);
     for (int i = 0; i < n; i++)

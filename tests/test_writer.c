@@ -175,6 +175,17 @@ Test(writer, a_failed_commit_fails_every_job_and_counters_reload)
     cr_assert_eq(again.seq, 1, "nothing was committed, so seq 1 is still free");
 }
 
+Test(writer, a_failed_batch_keeps_an_earlier_recall_s_wal_scrub)
+{
+    struct tjob t[1];
+    init(t, 1);
+    t[0].bad_fk = true;
+    w.scrub_wal = true; /* a recall committed before this batch; its scrub is still due */
+    run(t, 1);
+    cr_assert_neq(t[0].result, GIM_OK);
+    cr_assert(w.scrub_wal, "the erased content must still leave the WAL");
+}
+
 Test(writer, the_thread_commits_queued_jobs_in_groups)
 {
     enum { N = 200 };

@@ -57,6 +57,12 @@ int gimctl_room(struct gimctl *g, int argc, char **argv);   /* gimctl_room.c */
 const char *gimctl_enum_name(const ProtobufCEnumDescriptor *d, int v, char *buf, size_t n);
 /* `seq=N from=U type=.. status=.. to=RT_X:ID [text=".."]`, without the newline (docs/gimctl.md). */
 void gimctl_print_message(const Pb__Message *m);
+/*
+ * Prints the messages of the SyncOutput in out (when print), advances *seq to
+ * the highest seq printed and sets *more to has_more (false when not
+ * printing). 0, or 1 after a message when out holds no SyncOutput.
+ */
+int gimctl_print_page(const char *cmd, const Pb__Output *out, bool print, int64_t *seq, bool *more);
 /* True when argv[1..] holds --help. */
 bool gimctl_wants_help(int argc, char **argv);
 

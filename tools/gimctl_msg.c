@@ -299,6 +299,24 @@ usage:
     return 2;
 }
 
+int gimctl_print_page(const char *cmd, const Pb__Output *out, bool print, int64_t *seq, bool *more)
+{
+    Pb__SyncOutput *page = pb__sync_output__unpack(NULL, out->data.len, out->data.data);
+    if (!page) {
+        fprintf(stderr, "gimctl %s: the reply is not a SyncOutput\n", cmd);
+        return 1;
+    }
+    for (size_t i = 0; print && i < page->n_messages; i++) {
+        gimctl_print_message(page->messages[i]);
+        putchar('\n');
+        if (page->messages[i]->seq > *seq)
+            *seq = page->messages[i]->seq;
+    }
+    *more = print && page->has_more;
+    pb__sync_output__free_unpacked(page, NULL);
+    return 0;
+}
+
 static void sync_usage(FILE *f)
 {
     fprintf(f,
@@ -317,7 +335,6 @@ int gimctl_sync(struct gimctl *g, int argc, char **argv)
 {
     struct msg_session s = {0};
     Pb__Output *out = NULL;
-    Pb__SyncOutput *page = NULL;
     int64_t seq = 0;
     int rc = 2;
     if (gimctl_wants_help(argc, argv)) {
@@ -342,23 +359,13 @@ int gimctl_sync(struct gimctl *g, int argc, char **argv)
         if ((rc = call(&s, "sync", PB__PACKAGE_TYPE__PT_SYNC, s.next_request_id++, &in.base,
                        &out)) != 0)
             goto out;
-        if (!(page = pb__sync_output__unpack(NULL, out->data.len, out->data.data))) {
-            fprintf(stderr, "gimctl sync: the reply is not a SyncOutput\n");
-            rc = 1;
-            goto out;
-        }
         int64_t before = seq;
-        for (size_t i = 0; i < page->n_messages; i++) {
-            gimctl_print_message(page->messages[i]);
-            putchar('\n');
-            if (page->messages[i]->seq > seq)
-                seq = page->messages[i]->seq;
-        }
-        bool more = page->has_more;
-        pb__sync_output__free_unpacked(page, NULL);
-        page = NULL;
+        bool more = false;
+        rc = gimctl_print_page("sync", out, true, &seq, &more);
         pb__output__free_unpacked(out, NULL);
         out = NULL;
+        if (rc != 0)
+            goto out;
         if (!more)
             break;
         /* A server bug must not turn into an endless loop of the same page. */
@@ -371,8 +378,6 @@ int gimctl_sync(struct gimctl *g, int argc, char **argv)
     }
     fflush(stdout);
 out:
-    if (page)
-        pb__sync_output__free_unpacked(page, NULL);
     if (out)
         pb__output__free_unpacked(out, NULL);
     session_close(&s);

@@ -209,7 +209,6 @@ static int call(struct room_session *s, int type, int64_t request_id, const Prot
 static int subscribe(struct room_session *s, int64_t room, int64_t seq, bool print)
 {
     Pb__Output *out = NULL;
-    Pb__SyncOutput *page = NULL;
     int rc = 0;
     for (int pages = 0;; pages++) {
         Pb__SubscribeRoomInput in = PB__SUBSCRIBE_ROOM_INPUT__INIT;
@@ -218,23 +217,13 @@ static int subscribe(struct room_session *s, int64_t room, int64_t seq, bool pri
         if ((rc = call(s, PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM, s->next_request_id++, &in.base,
                        &out)) != 0)
             goto out;
-        if (!(page = pb__sync_output__unpack(NULL, out->data.len, out->data.data))) {
-            fprintf(stderr, "gimctl room: the reply is not a SyncOutput\n");
-            rc = 1;
-            goto out;
-        }
         int64_t before = seq;
-        for (size_t i = 0; print && i < page->n_messages; i++) {
-            gimctl_print_message(page->messages[i]);
-            putchar('\n');
-            if (page->messages[i]->seq > seq)
-                seq = page->messages[i]->seq;
-        }
-        bool more = print && page->has_more;
-        pb__sync_output__free_unpacked(page, NULL);
-        page = NULL;
+        bool more = false;
+        rc = gimctl_print_page("room", out, print, &seq, &more);
         pb__output__free_unpacked(out, NULL);
         out = NULL;
+        if (rc != 0)
+            goto out;
         if (!more)
             break;
         /* A server bug must not turn into an endless loop of the same page. */
@@ -247,8 +236,6 @@ static int subscribe(struct room_session *s, int64_t room, int64_t seq, bool pri
     }
     fflush(stdout);
 out:
-    if (page)
-        pb__sync_output__free_unpacked(page, NULL);
     if (out)
         pb__output__free_unpacked(out, NULL);
     return rc;

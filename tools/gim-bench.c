@@ -210,6 +210,37 @@ static int64_t uid_of(const struct bench *b, int64_t idx)
     return b->o.user_base + idx;
 }
 
+/* A 1:1 text between two different random users (their indexes in *si, *ri). */
+static struct message_new random_pair(const struct bench *b, uint64_t *rng, int64_t now,
+                                      int64_t *si, int64_t *ri)
+{
+    *si = rnd_below(rng, b->o.users);
+    *ri = rnd_below(rng, b->o.users - 1);
+    if (*ri >= *si)
+        (*ri)++;
+    return (struct message_new){
+        .sender_type = PB__SENDER_TYPE__ST_USER,
+        .sender_id = uid_of(b, *si),
+        .sender_device_id = uid_of(b, *si),
+        .receiver_type = PB__RECEIVER_TYPE__RT_USER,
+        .receiver_id = uid_of(b, *ri),
+        .message_type = PB__MESSAGE_TYPE__MT_TEXT,
+        .send_time = now,
+    };
+}
+
+/* The rows a 1:1 send stores: the message and its two inbox entries. */
+static gim_err store_pair(struct store_conn *db, const struct message_new *m)
+{
+    int64_t id;
+    gim_err e = message_insert(db, m, &id);
+    if (e == GIM_OK)
+        e = message_inbox_add(db, m->sender_id, m->sender_seq, id);
+    if (e == GIM_OK)
+        e = message_inbox_add(db, m->receiver_id, m->receiver_seq, id);
+    return e;
+}
+
 static bool grow(uint8_t **buf, size_t *cap, size_t need)
 {
     if (need <= *cap)
@@ -1114,28 +1145,15 @@ static gim_err preload_direct(struct bench *b)
         in_tx = true;
         int64_t end = done + DIRECT_BATCH < b->o.preload ? done + DIRECT_BATCH : b->o.preload;
         for (; done < end; done++) {
-            int64_t s = rnd_below(&rng, b->o.users), r = rnd_below(&rng, b->o.users - 1);
-            if (r >= s)
-                r++;
-            struct message_new m = {
-                .sender_type = PB__SENDER_TYPE__ST_USER,
-                .sender_id = uid_of(b, s),
-                .sender_device_id = uid_of(b, s),
-                .receiver_type = PB__RECEIVER_TYPE__RT_USER,
-                .receiver_id = uid_of(b, r),
-                .message_type = PB__MESSAGE_TYPE__MT_TEXT,
-                .send_time = now,
-            };
-            int64_t id;
+            int64_t si, ri;
+            struct message_new m = random_pair(b, &rng, now, &si, &ri);
             if ((e = make_content(b, done + 1, &content, &cap, &clen)) != GIM_OK ||
                 (e = seq_next(seq, db, SEQ_USER, m.sender_id, &m.sender_seq)) != GIM_OK ||
                 (e = seq_next(seq, db, SEQ_USER, m.receiver_id, &m.receiver_seq)) != GIM_OK)
                 goto out;
             m.content = content;
             m.content_len = clen;
-            if ((e = message_insert(db, &m, &id)) != GIM_OK ||
-                (e = message_inbox_add(db, m.sender_id, m.sender_seq, id)) != GIM_OK ||
-                (e = message_inbox_add(db, m.receiver_id, m.receiver_seq, id)) != GIM_OK)
+            if ((e = store_pair(db, &m)) != GIM_OK)
                 goto out;
         }
         if ((e = seq_flush(seq, db)) != GIM_OK || (e = store_exec(db, "COMMIT")) != GIM_OK)
@@ -1393,28 +1411,15 @@ static gim_err sqlite_limit(struct bench *b, struct result *res)
             goto out;
         in_tx = true;
         for (int i = 0; i < b->o.conc; i++) {
-            int64_t s = rnd_below(&rng, b->o.users), r = rnd_below(&rng, b->o.users - 1);
-            if (r >= s)
-                r++;
-            struct message_new m = {
-                .sender_type = PB__SENDER_TYPE__ST_USER,
-                .sender_id = uid_of(b, s),
-                .sender_device_id = uid_of(b, s),
-                .receiver_type = PB__RECEIVER_TYPE__RT_USER,
-                .receiver_id = uid_of(b, r),
-                .message_type = PB__MESSAGE_TYPE__MT_TEXT,
-                .send_time = now,
-                .sender_seq = ++last[s],
-                .receiver_seq = ++last[r],
-            };
-            int64_t id;
+            int64_t si, ri;
+            struct message_new m = random_pair(b, &rng, now, &si, &ri);
+            m.sender_seq = ++last[si];
+            m.receiver_seq = ++last[ri];
             if ((e = make_content(b, rid++, &content, &cap, &clen)) != GIM_OK)
                 goto out;
             m.content = content;
             m.content_len = clen;
-            if ((e = message_insert(db, &m, &id)) != GIM_OK ||
-                (e = message_inbox_add(db, m.sender_id, m.sender_seq, id)) != GIM_OK ||
-                (e = message_inbox_add(db, m.receiver_id, m.receiver_seq, id)) != GIM_OK ||
+            if ((e = store_pair(db, &m)) != GIM_OK ||
                 (e = set_seq(db, m.sender_id, m.sender_seq)) != GIM_OK ||
                 (e = set_seq(db, m.receiver_id, m.receiver_seq)) != GIM_OK)
                 goto out;

@@ -2,10 +2,17 @@
  * gimctl: the operator's and developer's command-line tool.
  *
  * Each subcommand is a function `int gimctl_<name>(struct gimctl *g, int argc, char **argv)`
- * returning the process exit status (0 ok, 1 the request failed, 2 bad usage),
- * with argv[0] being the subcommand name. Subcommands that act as a device
- * sign in first (gimctl_session) at gateway g->gateway, with a token minted
- * from GIM_TOKEN_SECRET (or --secret).
+ * returning the process exit status (0 ok, 1 the request failed or what it
+ * names does not exist, 2 bad usage), with argv[0] being the subcommand name,
+ * and a help text `gimctl_usage_<name>`: its synopsis lines first (the first
+ * starts with "usage: ", the others with spaces and "gimctl"), then what it
+ * does. Both go into the command table in gimctl.c, one line per command;
+ * main() answers `COMMAND --help`, `COMMAND -h` and `help COMMAND` from the
+ * text without running the command, and gimctl_usage_error() prints the
+ * synopsis alone after a usage error. Subcommands that act as a device sign
+ * in first (gimctl_session) at gateway g->gateway, with a token minted from
+ * GIM_TOKEN_SECRET (or --secret). The read-only operator commands
+ * (gimctl_read.c) open --db read-only and never sign in.
  */
 #ifndef GIM_GIMCTL_H
 #define GIM_GIMCTL_H
@@ -39,6 +46,26 @@ void gimctl_print_output(const Pb__Output *out);
 /* Parses a positive 64-bit decimal id; 0 on success. */
 int gimctl_parse_id(const char *s, int64_t *out);
 
+/*
+ * After a usage error in command cmd: prints `gimctl CMD: <fmt...>`, the
+ * command's synopsis lines and where the full help is, on stderr; returns 2
+ * (the exit status of bad usage).
+ */
+int gimctl_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * After a reply of code/message to a token minted by gimctl: when the service
+ * says the signature is bad, prints on stderr where each side's secret comes
+ * from (they probably differ). Prints nothing otherwise.
+ */
+void gimctl_secret_hint(const struct gimctl *g, int code, const char *message);
+
+/* Opens --db read-only (NULL after printing why, when it is not a gim-logic database). */
+struct sqlite3 *gimctl_open_ro(const char *path);
+
+/* ms since the epoch as "2024-01-02T03:04:05.678Z" in buf, or "-" for 0. */
+const char *gimctl_utc(int64_t ms, char *buf, size_t len);
+
 int gimctl_ping(struct gimctl *g, int argc, char **argv);
 int gimctl_token(struct gimctl *g, int argc, char **argv);
 int gimctl_group(struct gimctl *g, int argc, char **argv);  /* gimctl_group.c */
@@ -51,6 +78,31 @@ int gimctl_user(struct gimctl *g, int argc, char **argv);   /* gimctl_admin.c */
 int gimctl_backup(struct gimctl *g, int argc, char **argv); /* gimctl_admin.c */
 int gimctl_watch(struct gimctl *g, int argc, char **argv);  /* gimctl_room.c */
 int gimctl_room(struct gimctl *g, int argc, char **argv);   /* gimctl_room.c */
+/* The read-only operator commands (gimctl_read.c). */
+int gimctl_online(struct gimctl *g, int argc, char **argv);
+int gimctl_devices(struct gimctl *g, int argc, char **argv);
+int gimctl_history(struct gimctl *g, int argc, char **argv);
+int gimctl_export(struct gimctl *g, int argc, char **argv);
+/* `room log R ...`: the room's log read from --db (argv[0] = "log"). */
+int gimctl_room_log(struct gimctl *g, int argc, char **argv);
+
+/* Each command's help text (see above), next to the command's code. */
+extern const char gimctl_usage_ping[];
+extern const char gimctl_usage_token[];
+extern const char gimctl_usage_group[];
+extern const char gimctl_usage_send[];
+extern const char gimctl_usage_sync[];
+extern const char gimctl_usage_ack[];
+extern const char gimctl_usage_recall[];
+extern const char gimctl_usage_stats[];
+extern const char gimctl_usage_user[];
+extern const char gimctl_usage_backup[];
+extern const char gimctl_usage_watch[];
+extern const char gimctl_usage_room[];
+extern const char gimctl_usage_online[];
+extern const char gimctl_usage_devices[];
+extern const char gimctl_usage_history[];
+extern const char gimctl_usage_export[];
 
 /* Shared printing for the device commands (gimctl_msg.c). */
 /* The proto name of an enum value ("MT_TEXT"), or its number in buf when unknown. */

@@ -23,25 +23,23 @@
 
 #define BUSY_MS 5000
 
-static const char USAGE_STATS[] = "usage: gimctl [--db PATH] stats\n"
+const char gimctl_usage_stats[] = "usage: gimctl [--db PATH] stats\n"
                                   "  counts and file sizes of the database (read-only)\n";
-static const char USAGE_USER[] = "usage: gimctl [--db PATH] user USER_ID\n"
+const char gimctl_usage_user[] = "usage: gimctl [--db PATH] user USER_ID\n"
                                  "  a user's devices, presence, last seq and acks (read-only)\n";
-static const char USAGE_BACKUP[] =
+const char gimctl_usage_backup[] =
     "usage: gimctl [--db PATH] backup FILE\n"
     "  online backup to FILE (must not exist), checked before it is renamed into place\n";
 
-/* --help prints usage to stdout (0); bad arguments print it to stderr (2); -1 = go on. */
+/* Bad arguments (!ok) are a usage error (2); -1 = go on. */
 static int help(int argc, char **argv, bool ok, const char *usage)
 {
-    if (argc == 2 && strcmp(argv[1], "--help") == 0) {
-        fputs(usage, stdout);
-        return 0;
-    }
+    (void)usage;
     if (ok)
         return -1;
-    fputs(usage, stderr);
-    return 2;
+    if (argc > 1)
+        return gimctl_usage_error(argv[0], "unexpected or bad argument '%s'", argv[argc - 1]);
+    return gimctl_usage_error(argv[0], "missing argument");
 }
 
 static const char SQL_SCHEMA[] = "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
@@ -138,7 +136,7 @@ int gimctl_stats(struct gimctl *g, int argc, char **argv)
 {
     int64_t version = 0, messages = 0, inbox = 0, users = 0, dev[2] = {0}, grp[2] = {0},
             rooms[2] = {0};
-    int rc = help(argc, argv, argc == 1, USAGE_STATS);
+    int rc = help(argc, argv, argc == 1, gimctl_usage_stats);
     if (rc >= 0)
         return rc;
     rc = 1;
@@ -177,7 +175,7 @@ int gimctl_user(struct gimctl *g, int argc, char **argv)
     sqlite3_stmt *st = NULL;
     char t1[40], t2[40], t3[40];
     int n = 0, step;
-    int rc = help(argc, argv, argc == 2 && gimctl_parse_id(argv[1], &user) == 0, USAGE_USER);
+    int rc = help(argc, argv, argc == 2 && gimctl_parse_id(argv[1], &user) == 0, gimctl_usage_user);
     if (rc >= 0)
         return rc;
     rc = 1;
@@ -187,13 +185,24 @@ int gimctl_user(struct gimctl *g, int argc, char **argv)
     if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
         row(db, SQL_USER_SEQ, user, &last_seq, 1) || row(db, SQL_USER_INBOX, user, inbox, 3))
         goto out;
+    if (sqlite3_prepare_v2(db, SQL_USER_DEVICES, -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, user);
+    /* Which user does not exist is known only after the devices are read: buffer nothing, but
+     * print the header lines only once a device or a seq shows the user exists. */
+    if (last_seq == 0 && inbox[0] == 0 && (step = sqlite3_step(st)) != SQLITE_ROW) {
+        if (step != SQLITE_DONE)
+            fprintf(stderr, "gimctl: query failed: %s\n", sqlite3_errmsg(db));
+        else
+            fprintf(stderr, "gimctl user: no user %lld in %s (no devices, no messages)\n",
+                    (long long)user, g->db);
+        goto out;
+    }
+    sqlite3_reset(st);
     printf("user              %lld\n", (long long)user);
     printf("last_seq          %lld\n", (long long)last_seq);
     printf("inbox_entries     %lld (seq %lld..%lld)\n", (long long)inbox[0], (long long)inbox[1],
            (long long)inbox[2]);
-    if (sqlite3_prepare_v2(db, SQL_USER_DEVICES, -1, &st, NULL) != SQLITE_OK)
-        goto out;
-    sqlite3_bind_int64(st, 1, user);
     printf("%-20s %-8s %-16s %-16s %-8s %-8s %-24s %-24s %s\n", "device", "presence", "gateway",
            "client_addr", "room", "ack_seq", "ack_time", "signed_in", "updated");
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
@@ -212,8 +221,6 @@ int gimctl_user(struct gimctl *g, int argc, char **argv)
         fprintf(stderr, "gimctl: query failed: %s\n", sqlite3_errmsg(db));
         goto out;
     }
-    if (n == 0 && last_seq == 0)
-        fprintf(stderr, "gimctl: user %lld has no devices and no messages\n", (long long)user);
     rc = 0;
 out:
     sqlite3_finalize(st);
@@ -261,7 +268,7 @@ int gimctl_backup(struct gimctl *g, int argc, char **argv)
     struct stat sb;
     sqlite3 *dst = NULL;
     int pages;
-    int rc = help(argc, argv, argc == 2 && *argv[1] && *argv[1] != '-', USAGE_BACKUP);
+    int rc = help(argc, argv, argc == 2 && *argv[1] && *argv[1] != '-', gimctl_usage_backup);
     if (rc >= 0)
         return rc;
     rc = 1;
@@ -307,4 +314,15 @@ out:
         unlink(partial);
     sqlite3_close(src);
     return rc;
+}
+
+/* For the read-only commands of gimctl_read.c. */
+struct sqlite3 *gimctl_open_ro(const char *path)
+{
+    return open_db(path);
+}
+
+const char *gimctl_utc(int64_t ms, char *buf, size_t len)
+{
+    return utc(ms, buf, len);
 }

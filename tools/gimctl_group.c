@@ -73,26 +73,33 @@ struct gopts {
     int64_t max_members;
 };
 
+#define STR_(x) #x
+#define STR(x)  STR_(x)
+
+const char gimctl_usage_group[] =
+    "usage: gimctl [--db PATH] group COMMAND ...\n"
+    "  group create --owner U [--members U1,U2,...] [--name NAME] [--max-members N]\n"
+    "      creates a group owned by U (a member with role owner) and prints its id\n"
+    "  group add GROUP U1[,U2...] [--role admin|member] [--max-members N]\n"
+    "      adds members (default role member); --role also changes the role of\n"
+    "      users who are members already (never the owner's)\n"
+    "  group remove GROUP U1[,U2...]\n"
+    "      removes members; the owner cannot be removed\n"
+    "  group list\n"
+    "      one line per group: id, name, owner, member count\n"
+    "  group show GROUP\n"
+    "      the group, then one line per member with its role\n"
+    "Works on the database file directly (safe while gim-logic runs); the file must\n"
+    "exist (gim-logic creates it). --max-members (default " STR(
+        MAX_MEMBERS_DEFAULT) ") should match the\n"
+                             "service's limits.max_group_members; a change that would pass it is "
+                             "refused.\n"
+                             "Exit status: 0 done, 1 refused or failed (nothing changed), 2 bad "
+                             "usage.\n";
+
 static void group_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: gimctl [--db PATH] group COMMAND ...\n"
-            "  group create --owner U [--members U1,U2,...] [--name NAME] [--max-members N]\n"
-            "      creates a group owned by U (a member with role owner) and prints its id\n"
-            "  group add GROUP U1[,U2...] [--role admin|member] [--max-members N]\n"
-            "      adds members (default role member); --role also changes the role of\n"
-            "      users who are members already (never the owner's)\n"
-            "  group remove GROUP U1[,U2...]\n"
-            "      removes members; the owner cannot be removed\n"
-            "  group list\n"
-            "      one line per group: id, name, owner, member count\n"
-            "  group show GROUP\n"
-            "      the group, then one line per member with its role\n"
-            "Works on the database file directly (safe while gim-logic runs); the file must\n"
-            "exist (gim-logic creates it). --max-members (default %d) should match the\n"
-            "service's limits.max_group_members; a change that would pass it is refused.\n"
-            "Exit status: 0 done, 1 refused or failed (nothing changed), 2 bad usage.\n",
-            MAX_MEMBERS_DEFAULT);
+    fputs(gimctl_usage_group, f);
 }
 
 static gim_err gfail(gim_err e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -27,11 +27,11 @@
 #define RECALL_NOTICE_CODE 1 /* Command.code of a recall notice (connect.ext.proto) */
 #define SYNC_MAX_PAGES     1000000
 
-static const char SESSION_NOTE[] =
-    "Signs --user/--device in first, at gateway \"gimctl\" (or --gateway): this moves\n"
-    "the device's session there, so a real connection of that device stops getting\n"
-    "pushes until it signs in again. The token is minted from --secret or\n"
-    "$GIM_TOKEN_SECRET (the service's auth.secret).\n";
+#define SESSION_NOTE                                                                               \
+    "Signs --user/--device in first, at gateway \"gimctl\" (or --gateway): this moves\n"           \
+    "the device's session there, so a real connection of that device stops getting\n"              \
+    "pushes until it signs in again. The token is minted from --secret or\n"                       \
+    "$GIM_TOKEN_SECRET (the service's auth.secret).\n"
 
 /* A signed-in device: the client and the identity every request carries. */
 struct msg_session {
@@ -200,17 +200,14 @@ bool gimctl_wants_help(int argc, char **argv)
     return false;
 }
 
-static void send_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: gimctl --user U --device D send --to ID [--group] [--request-id N] TEXT\n"
-            "  Sends TEXT as an MT_TEXT message to user ID (or to group ID with --group)\n"
-            "  and prints `seq=N send_time=T`: the seq of the sender's own copy and the\n"
-            "  server's time in ms. --request-id (default random) is the idempotency key:\n"
-            "  the same id again returns the first reply instead of sending twice.\n"
-            "  Errors print the code and message on stderr and exit 1.\n%s",
-            SESSION_NOTE);
-}
+const char gimctl_usage_send[] =
+    "usage: gimctl --user U --device D send --to ID [--group] [--request-id N] TEXT\n"
+    "  Sends TEXT as an MT_TEXT message to user ID (or to group ID with --group)\n"
+    "  and prints `seq=N send_time=T`: the seq of the sender's own copy and the\n"
+    "  server's time in ms. --request-id (default random) is the idempotency key:\n"
+    "  the same id again returns the first reply instead of sending twice.\n"
+    "  `--` ends the options (for a TEXT that starts with -).\n"
+    "  Errors print the code and message on stderr and exit 1.\n" SESSION_NOTE;
 
 int gimctl_send(struct gimctl *g, int argc, char **argv)
 {
@@ -222,37 +219,30 @@ int gimctl_send(struct gimctl *g, int argc, char **argv)
     bool group = false;
     const char *text = NULL;
     int rc = 2;
-    if (gimctl_wants_help(argc, argv)) {
-        send_usage(stdout);
-        return 0;
-    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--group") == 0) {
             group = true;
         } else if (strcmp(a, "--to") == 0 || strcmp(a, "--request-id") == 0) {
             int64_t *dst = a[2] == 't' ? &to : &request_id;
-            if (i + 1 >= argc || gimctl_parse_id(argv[++i], dst) != 0) {
-                fprintf(stderr, "gimctl send: %s needs a positive integer\n", a);
-                goto usage;
-            }
+            if (i + 1 >= argc)
+                return gimctl_usage_error("send", "%s needs a value", a);
+            if (gimctl_parse_id(argv[++i], dst) != 0)
+                return gimctl_usage_error("send", "%s: '%s' is not %s (a positive integer)", a,
+                                          argv[i], dst == &to ? "an id" : "a request id");
         } else if (strncmp(a, "--", 2) == 0 && strcmp(a, "--") != 0) {
-            fprintf(stderr, "gimctl send: unknown option %s\n", a);
-            goto usage;
+            return gimctl_usage_error("send", "unknown option %s", a);
         } else {
             if (strcmp(a, "--") == 0 && ++i >= argc)
                 break;
-            if (text) {
-                fprintf(stderr, "gimctl send: one TEXT argument only (quote it)\n");
-                goto usage;
-            }
+            if (text)
+                return gimctl_usage_error("send", "'%s': one TEXT argument only (quote it)",
+                                          argv[i]);
             text = argv[i];
         }
     }
-    if (!to || !text) {
-        fprintf(stderr, "gimctl send: needs --to ID and TEXT\n");
-        goto usage;
-    }
+    if (!to || !text)
+        return gimctl_usage_error("send", "needs %s", !to ? "--to ID" : "TEXT");
     if (!request_id)
         request_id = random_request_id();
 
@@ -294,9 +284,6 @@ out:
     session_close(&s);
     free(content);
     return rc;
-usage:
-    send_usage(stderr);
-    return 2;
 }
 
 int gimctl_print_page(const char *cmd, const Pb__Output *out, bool print, int64_t *seq, bool *more)
@@ -317,19 +304,17 @@ int gimctl_print_page(const char *cmd, const Pb__Output *out, bool print, int64_
     return 0;
 }
 
-static void sync_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: gimctl --user U --device D sync [--seq N]\n"
-            "  Pulls the user's inbox after seq N, page by page until the server says\n"
-            "  there is no more. N is the highest seq the device holds; the default, 0,\n"
-            "  means none: the server starts after the highest seq any device of the\n"
-            "  user acknowledged (ack). One line per message:\n"
-            "    seq=N from=U type=MT_TEXT status=MS_NORMAL to=RT_USER:ID text=\"...\"\n"
-            "  A recall notice prints `type=MT_COMMAND ... recall-notice seq=S` (S = the\n"
-            "  recalled copy's seq); a recalled message prints status=MS_RECALL, no text.\n%s",
-            SESSION_NOTE);
-}
+const char gimctl_usage_sync[] =
+    "usage: gimctl --user U --device D sync [--seq N]\n"
+    "  Pulls the user's inbox after seq N, page by page until the server says\n"
+    "  there is no more. N is the highest seq the device holds; the default, 0,\n"
+    "  means none: the server starts after the highest seq any device of the\n"
+    "  user acknowledged (ack), so a sync cannot show what came before an ack:\n"
+    "  `gimctl history --user U` reads the whole inbox from the database. One line\n"
+    "  per message:\n"
+    "    seq=N from=U type=MT_TEXT status=MS_NORMAL to=RT_USER:ID text=\"...\"\n"
+    "  A recall notice prints `type=MT_COMMAND ... recall-notice seq=S` (S = the\n"
+    "  recalled copy's seq); a recalled message prints status=MS_RECALL, no text.\n" SESSION_NOTE;
 
 int gimctl_sync(struct gimctl *g, int argc, char **argv)
 {
@@ -337,19 +322,14 @@ int gimctl_sync(struct gimctl *g, int argc, char **argv)
     Pb__Output *out = NULL;
     int64_t seq = 0;
     int rc = 2;
-    if (gimctl_wants_help(argc, argv)) {
-        sync_usage(stdout);
-        return 0;
-    }
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--seq") == 0 && i + 1 < argc &&
-            (strcmp(argv[i + 1], "0") == 0 || gimctl_parse_id(argv[i + 1], &seq) == 0)) {
-            i++;
-            continue;
-        }
-        fprintf(stderr, "gimctl sync: bad argument %s\n", argv[i]);
-        sync_usage(stderr);
-        return 2;
+        if (strcmp(argv[i], "--seq") != 0)
+            return gimctl_usage_error("sync", "unexpected argument '%s'", argv[i]);
+        if (++i >= argc)
+            return gimctl_usage_error("sync", "--seq needs a value");
+        if (strcmp(argv[i], "0") != 0 && gimctl_parse_id(argv[i], &seq) != 0)
+            return gimctl_usage_error("sync", "--seq: '%s' is not a seq (0 or a positive integer)",
+                                      argv[i]);
     }
     if ((rc = session_open(g, &s)) != 0)
         goto out;
@@ -384,22 +364,21 @@ out:
     return rc;
 }
 
-/* Parses the one SEQ argument of ack and recall; 0 on success, else 2 after printing usage. */
-static int parse_seq_arg(int argc, char **argv, const char *usage, int64_t *seq)
+/* Parses the one SEQ argument of ack and recall; 0 on success, else 2 after a usage error. */
+static int parse_seq_arg(int argc, char **argv, int64_t *seq)
 {
-    if (argc == 2 && gimctl_parse_id(argv[1], seq) == 0)
-        return 0;
-    if (argc == 3 && strcmp(argv[1], "--") == 0 && gimctl_parse_id(argv[2], seq) == 0)
-        return 0;
-    fprintf(stderr, "gimctl %s: needs one SEQ, a positive integer\n%s%s", argv[0], usage,
-            SESSION_NOTE);
-    return 2;
+    int at = argc == 3 && strcmp(argv[1], "--") == 0 ? 2 : 1;
+    if (argc != at + 1)
+        return gimctl_usage_error(argv[0], "needs one SEQ, a positive integer");
+    if (gimctl_parse_id(argv[at], seq) != 0)
+        return gimctl_usage_error(argv[0], "'%s' is not a seq (a positive integer)", argv[at]);
+    return 0;
 }
 
-static const char ACK_USAGE[] =
+const char gimctl_usage_ack[] =
     "usage: gimctl --user U --device D ack SEQ\n"
     "  Tells the server the device has received everything up to SEQ (its inbox\n"
-    "  seq); prints `ack=SEQ`.\n";
+    "  seq); prints `ack=SEQ`.\n" SESSION_NOTE;
 
 int gimctl_ack(struct gimctl *g, int argc, char **argv)
 {
@@ -407,11 +386,7 @@ int gimctl_ack(struct gimctl *g, int argc, char **argv)
     Pb__Output *out = NULL;
     int64_t seq = 0;
     int rc;
-    if (gimctl_wants_help(argc, argv)) {
-        printf("%s%s", ACK_USAGE, SESSION_NOTE);
-        return 0;
-    }
-    if ((rc = parse_seq_arg(argc, argv, ACK_USAGE, &seq)) != 0)
+    if ((rc = parse_seq_arg(argc, argv, &seq)) != 0)
         return rc;
     Pb__MessageACK in = PB__MESSAGE_ACK__INIT;
     in.device_ack = seq;
@@ -429,7 +404,7 @@ out:
     return rc;
 }
 
-static const char RECALL_USAGE[] =
+const char gimctl_usage_recall[] =
     "usage: gimctl --user U --device D recall SEQ\n"
     "       gimctl --user U recall --admin SEQ\n"
     "  With --admin, an operator recall of the message at SEQ in user U's inbox,\n"
@@ -437,7 +412,7 @@ static const char RECALL_USAGE[] =
     "  token is minted from the secret).\n"
     "  Recalls the message whose copy in the user's own inbox has seq SEQ (the seq\n"
     "  `send` printed): its content is erased everywhere and every holder gets a\n"
-    "  recall notice. Prints `recalled seq=SEQ`.\n";
+    "  recall notice. Prints `recalled seq=SEQ`.\n" SESSION_NOTE;
 
 /* The operator's recall: PT_ADMIN_RECALL through the service, which owns the seqs. */
 static int admin_recall(struct gimctl *g, int64_t seq)
@@ -470,6 +445,7 @@ static int admin_recall(struct gimctl *g, int64_t seq)
     if (out->code != 0) {
         fprintf(stderr, "gimctl recall --admin: %s: %s\n", gim_err_name((gim_err)out->code),
                 out->message);
+        gimctl_secret_hint(g, out->code, out->message);
         goto out;
     }
     printf("recalled user=%lld seq=%lld\n", (long long)g->user_id, (long long)seq);
@@ -488,18 +464,15 @@ int gimctl_recall(struct gimctl *g, int argc, char **argv)
     Pb__Output *out = NULL;
     int64_t seq = 0;
     int rc;
-    if (gimctl_wants_help(argc, argv)) {
-        printf("%s%s", RECALL_USAGE, SESSION_NOTE);
-        return 0;
-    }
-    if (argc == 3 && strcmp(argv[1], "--admin") == 0) {
-        if (gimctl_parse_id(argv[2], &seq) != 0) {
-            fprintf(stderr, "gimctl recall --admin: needs one SEQ, a positive integer\n");
-            return 2;
-        }
+    if (argc >= 2 && strcmp(argv[1], "--admin") == 0) {
+        if (argc != 3)
+            return gimctl_usage_error("recall", "--admin needs one SEQ, a positive integer");
+        if (gimctl_parse_id(argv[2], &seq) != 0)
+            return gimctl_usage_error("recall", "--admin: '%s' is not a seq (a positive integer)",
+                                      argv[2]);
         return admin_recall(g, seq);
     }
-    if ((rc = parse_seq_arg(argc, argv, RECALL_USAGE, &seq)) != 0)
+    if ((rc = parse_seq_arg(argc, argv, &seq)) != 0)
         return rc;
     Pb__RecallInput in = PB__RECALL_INPUT__INIT;
     in.seq = seq;

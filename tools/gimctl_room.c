@@ -34,7 +34,7 @@
 
 #define ROOM_MAX_PAGES 1000000
 
-static const char WATCH_USAGE[] =
+const char gimctl_usage_watch[] =
     "usage: gimctl [--pub URL] [--gateway G] watch [--count N]\n"
     "  Subscribes to the service's push socket (--pub, default tcp://127.0.0.1:7401)\n"
     "  as gateway G (default \"gimctl\") and prints each delivery to G as it arrives,\n"
@@ -45,16 +45,19 @@ static const char WATCH_USAGE[] =
     "  receiving device's commands to see its pushes. The sending device gets none.\n"
     "  Pushes are best effort: nothing is queued for a watch that was not running.\n";
 
-static const char ROOM_USAGE[] =
+const char gimctl_usage_room[] =
     "usage: gimctl --user U --device D room subscribe ROOM [--seq N]\n"
     "       gimctl --user U --device D room send ROOM [--request-id N] TEXT\n"
     "       gimctl --user U --device D room leave\n"
+    "       gimctl [--db PATH] room log ROOM [--from SEQ] [--limit N]\n"
     "  subscribe: subscribes the device to ROOM (one room per device) and prints the\n"
     "    room's log after room seq N (default 0: all it keeps), one line per message\n"
     "    as sync does; seqs are the room's.\n"
     "  send: subscribes the device to ROOM (a sender must be), then sends TEXT as an\n"
     "    MT_TEXT message; prints `seq=N send_time=T` (N = the room seq).\n"
     "  leave: unsubscribes the device from its room.\n"
+    "  log: prints the room's log from room seq SEQ (default 1) on, read from the\n"
+    "    database (read-only: no sign-in, no subscription), at most N messages.\n"
     "  Each run signs --user/--device in at gateway --gateway (default \"gimctl\"),\n"
     "  which drops any earlier room; the subscription then lasts until the device\n"
     "  signs in again, signs out, or times out (presence.timeout_seconds) without\n"
@@ -98,18 +101,14 @@ int gimctl_watch(struct gimctl *g, int argc, char **argv)
     char topic[256];
     int64_t count = 0, printed = 0;
     int rv, rc = 1;
-    if (gimctl_wants_help(argc, argv)) {
-        fputs(WATCH_USAGE, stdout);
-        return 0;
-    }
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--count") == 0 && i + 1 < argc &&
-            gimctl_parse_id(argv[i + 1], &count) == 0) {
-            i++;
-            continue;
-        }
-        fprintf(stderr, "gimctl watch: bad argument %s\n%s", argv[i], WATCH_USAGE);
-        return 2;
+        if (strcmp(argv[i], "--count") != 0)
+            return gimctl_usage_error("watch", "unexpected argument '%s'", argv[i]);
+        if (++i >= argc)
+            return gimctl_usage_error("watch", "--count needs a value");
+        if (gimctl_parse_id(argv[i], &count) != 0)
+            return gimctl_usage_error("watch", "--count: '%s' is not a count (a positive integer)",
+                                      argv[i]);
     }
     size_t tlen = strlen(g->gateway);
     if (tlen == 0 || tlen + 1 >= sizeof topic || strchr(g->gateway, '\n')) {
@@ -291,17 +290,19 @@ int gimctl_room(struct gimctl *g, int argc, char **argv)
     bool sub = strcmp(verb, "subscribe") == 0, send = strcmp(verb, "send") == 0;
     bool leave = strcmp(verb, "leave") == 0;
     int rc;
-    if (gimctl_wants_help(argc, argv)) {
-        fputs(ROOM_USAGE, stdout);
-        return 0;
-    }
+    if (strcmp(verb, "log") == 0)
+        return gimctl_room_log(g, argc - 1, argv + 1);
     if (!sub && !send && !leave)
-        goto usage;
+        return gimctl_usage_error("room",
+                                  *verb ? "unknown command '%s' (subscribe, send, leave, log)"
+                                        : "needs a command%s (subscribe, send, leave, log)",
+                                  verb);
     int i = 2;
-    if (!leave && (i >= argc || gimctl_parse_id(argv[i++], &room) != 0)) {
-        fprintf(stderr, "gimctl room: ROOM must be a positive integer\n");
-        goto usage;
-    }
+    if (!leave && i >= argc)
+        return gimctl_usage_error("room", "%s needs ROOM", verb);
+    if (!leave && gimctl_parse_id(argv[i++], &room) != 0)
+        return gimctl_usage_error("room", "ROOM: '%s' is not a room id (a positive integer)",
+                                  argv[i - 1]);
     for (; i < argc; i++) {
         const char *a = argv[i];
         if (sub && strcmp(a, "--seq") == 0 && i + 1 < argc &&
@@ -315,14 +316,11 @@ int gimctl_room(struct gimctl *g, int argc, char **argv)
                 break;
             text = argv[i];
         } else {
-            fprintf(stderr, "gimctl room: bad argument %s\n", a);
-            goto usage;
+            return gimctl_usage_error("room", "%s: unexpected or bad argument '%s'", verb, a);
         }
     }
-    if (send && !text) {
-        fprintf(stderr, "gimctl room: send needs TEXT\n");
-        goto usage;
-    }
+    if (send && !text)
+        return gimctl_usage_error("room", "send needs TEXT");
     if (!g->user_id || !g->device_id) {
         fprintf(stderr, "gimctl room: needs --user U --device D\n");
         return 2;
@@ -337,7 +335,4 @@ int gimctl_room(struct gimctl *g, int argc, char **argv)
         rc = room_send(&s, room, request_id ? request_id : random_request_id(), text);
     client_close(s.c);
     return rc;
-usage:
-    fputs(ROOM_USAGE, stderr);
-    return 2;
 }

@@ -15,14 +15,13 @@
 /* Ten years: anything longer is a typo, not a token anyone should hold. */
 #define TTL_MAX (10 * 366 * 86400LL)
 
-static void token_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: gimctl token --user U --device D [--ttl SECONDS] [--secret S]\n"
-            "  Prints an HS256 sign-in token for user U on device D, valid for SECONDS\n"
-            "  (default %d). The secret is --secret, else $GIM_TOKEN_SECRET.\n",
-            TTL_DEFAULT);
-}
+#define STR_(x) #x
+#define STR(x)  STR_(x)
+
+const char gimctl_usage_token[] =
+    "usage: gimctl token --user U --device D [--ttl SECONDS] [--secret S]\n"
+    "  Prints an HS256 sign-in token for user U on device D, valid for SECONDS\n"
+    "  (default " STR(TTL_DEFAULT) "). The secret is --secret, else $GIM_TOKEN_SECRET.\n";
 
 int gimctl_token(struct gimctl *g, int argc, char **argv)
 {
@@ -32,14 +31,8 @@ int gimctl_token(struct gimctl *g, int argc, char **argv)
 
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
-        if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {
-            token_usage(stdout);
-            return 0;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "gimctl token: %s needs a value\n", o);
-            goto usage;
-        }
+        if (i + 1 >= argc)
+            return gimctl_usage_error("token", "%s needs a value", o);
         const char *v = argv[++i];
         int bad = 0;
         if (strcmp(o, "--user") == 0)
@@ -50,20 +43,16 @@ int gimctl_token(struct gimctl *g, int argc, char **argv)
             bad = gimctl_parse_id(v, &ttl) || ttl > TTL_MAX;
         else if (strcmp(o, "--secret") == 0)
             secret = v;
-        else {
-            fprintf(stderr, "gimctl token: unknown option %s\n", o);
-            goto usage;
-        }
-        if (bad) {
-            fprintf(stderr, "gimctl token: %s: bad value \"%s\" (a positive integer%s)\n", o, v,
-                    strcmp(o, "--ttl") == 0 ? " of seconds, at most ten years" : "");
-            goto usage;
-        }
+        else
+            return gimctl_usage_error("token", "unknown option %s", o);
+        if (bad)
+            return gimctl_usage_error("token", "%s: '%s' is not %s", o, v,
+                                      strcmp(o, "--ttl") == 0
+                                          ? "a number of seconds (1 to ten years)"
+                                          : "an id (a positive integer)");
     }
-    if (user_id <= 0 || device_id <= 0) {
-        fprintf(stderr, "gimctl token: --user and --device are required\n");
-        goto usage;
-    }
+    if (user_id <= 0 || device_id <= 0)
+        return gimctl_usage_error("token", "--user and --device are required");
     if (!secret || !*secret)
         secret = getenv("GIM_TOKEN_SECRET");
     if (!secret || !*secret) {
@@ -77,7 +66,4 @@ int gimctl_token(struct gimctl *g, int argc, char **argv)
     printf("%s\n", token);
     free(token);
     return 0;
-usage:
-    token_usage(stderr);
-    return 2;
 }

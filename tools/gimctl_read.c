@@ -228,6 +228,7 @@ static int print_rows(sqlite3 *db, const char *cmd, sqlite3_stmt *st, int64_t li
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (limit && printed == limit) {
+            fflush(stdout); /* the page first, then where the next one starts */
             fprintf(stderr, "gimctl %s: more after seq %lld (--from %lld)\n", cmd, (long long)last,
                     (long long)last + 1);
             break;

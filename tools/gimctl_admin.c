@@ -25,16 +25,17 @@
 
 const char gimctl_usage_stats[] = "usage: gimctl [--db PATH] stats\n"
                                   "  counts and file sizes of the database (read-only)\n";
-const char gimctl_usage_user[] = "usage: gimctl [--db PATH] user USER_ID\n"
-                                 "  a user's devices, presence, last seq and acks (read-only)\n";
+const char gimctl_usage_user[] =
+    "usage: gimctl [--db PATH] user USER_ID\n"
+    "  a user's devices, presence, last seq and acks (read-only); exit status 1\n"
+    "  and `no user U` on stderr when no device, seq or message names the user\n";
 const char gimctl_usage_backup[] =
     "usage: gimctl [--db PATH] backup FILE\n"
     "  online backup to FILE (must not exist), checked before it is renamed into place\n";
 
-/* Bad arguments (!ok) are a usage error (2); -1 = go on. */
-static int help(int argc, char **argv, bool ok, const char *usage)
+/* Bad arguments (!ok) are a usage error (2); -1 = go on. (main() answers --help.) */
+static int check_args(int argc, char **argv, bool ok)
 {
-    (void)usage;
     if (ok)
         return -1;
     if (argc > 1)
@@ -136,7 +137,7 @@ int gimctl_stats(struct gimctl *g, int argc, char **argv)
 {
     int64_t version = 0, messages = 0, inbox = 0, users = 0, dev[2] = {0}, grp[2] = {0},
             rooms[2] = {0};
-    int rc = help(argc, argv, argc == 1, gimctl_usage_stats);
+    int rc = check_args(argc, argv, argc == 1);
     if (rc >= 0)
         return rc;
     rc = 1;
@@ -174,8 +175,8 @@ int gimctl_user(struct gimctl *g, int argc, char **argv)
     int64_t user = 0, last_seq = 0, inbox[3] = {0};
     sqlite3_stmt *st = NULL;
     char t1[40], t2[40], t3[40];
-    int n = 0, step;
-    int rc = help(argc, argv, argc == 2 && gimctl_parse_id(argv[1], &user) == 0, gimctl_usage_user);
+    int step;
+    int rc = check_args(argc, argv, argc == 2 && gimctl_parse_id(argv[1], &user) == 0);
     if (rc >= 0)
         return rc;
     rc = 1;
@@ -188,8 +189,8 @@ int gimctl_user(struct gimctl *g, int argc, char **argv)
     if (sqlite3_prepare_v2(db, SQL_USER_DEVICES, -1, &st, NULL) != SQLITE_OK)
         goto out;
     sqlite3_bind_int64(st, 1, user);
-    /* Which user does not exist is known only after the devices are read: buffer nothing, but
-     * print the header lines only once a device or a seq shows the user exists. */
+    /* A user that no seq, inbox entry or device names does not exist: most likely a typo, so
+     * say so (exit 1) before printing anything, instead of a user with zero of everything. */
     if (last_seq == 0 && inbox[0] == 0 && (step = sqlite3_step(st)) != SQLITE_ROW) {
         if (step != SQLITE_DONE)
             fprintf(stderr, "gimctl: query failed: %s\n", sqlite3_errmsg(db));
@@ -206,7 +207,6 @@ int gimctl_user(struct gimctl *g, int argc, char **argv)
     printf("%-20s %-8s %-16s %-16s %-8s %-8s %-24s %-24s %s\n", "device", "presence", "gateway",
            "client_addr", "room", "ack_seq", "ack_time", "signed_in", "updated");
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        n++;
         printf("%-20lld %-8s %-16s %-16s %-8lld %-8lld %-24s %-24s %s\n",
                (long long)sqlite3_column_int64(st, 0),
                sqlite3_column_int(st, 1) ? "online" : "offline",
@@ -268,7 +268,7 @@ int gimctl_backup(struct gimctl *g, int argc, char **argv)
     struct stat sb;
     sqlite3 *dst = NULL;
     int pages;
-    int rc = help(argc, argv, argc == 2 && *argv[1] && *argv[1] != '-', gimctl_usage_backup);
+    int rc = check_args(argc, argv, argc == 2 && *argv[1] && *argv[1] != '-');
     if (rc >= 0)
         return rc;
     rc = 1;

@@ -76,6 +76,7 @@ struct gopts {
 #define STR_(x) #x
 #define STR(x)  STR_(x)
 
+/* clang-format off */
 const char gimctl_usage_group[] =
     "usage: gimctl [--db PATH] group COMMAND ...\n"
     "  group create --owner U [--members U1,U2,...] [--name NAME] [--max-members N]\n"
@@ -90,12 +91,10 @@ const char gimctl_usage_group[] =
     "  group show GROUP\n"
     "      the group, then one line per member with its role\n"
     "Works on the database file directly (safe while gim-logic runs); the file must\n"
-    "exist (gim-logic creates it). --max-members (default " STR(
-        MAX_MEMBERS_DEFAULT) ") should match the\n"
-                             "service's limits.max_group_members; a change that would pass it is "
-                             "refused.\n"
-                             "Exit status: 0 done, 1 refused or failed (nothing changed), 2 bad "
-                             "usage.\n";
+    "exist (gim-logic creates it). --max-members (default " STR(MAX_MEMBERS_DEFAULT) ") should match the\n"
+    "service's limits.max_group_members; a change that would pass it is refused.\n"
+    "Exit status: 0 done, 1 refused or failed (nothing changed), 2 bad usage.\n";
+/* clang-format on */
 
 static void group_usage(FILE *f)
 {
@@ -626,9 +625,11 @@ int gimctl_group(struct gimctl *g, int argc, char **argv)
     group_fn fn = NULL;
     bool write = true;
     gim_err e;
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
-        group_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (argc < 2)
+        return gimctl_usage_error("group", "needs a command (create, add, remove, list, show)");
+    if (strcmp(argv[1], "help") == 0) {
+        group_usage(stdout);
+        return 0;
     }
     for (int i = 2; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0) {

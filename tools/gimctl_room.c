@@ -292,10 +292,10 @@ int gimctl_room(struct gimctl *g, int argc, char **argv)
     int rc;
     if (strcmp(verb, "log") == 0)
         return gimctl_room_log(g, argc - 1, argv + 1);
+    if (!*verb)
+        return gimctl_usage_error("room", "needs a command (subscribe, send, leave, log)");
     if (!sub && !send && !leave)
-        return gimctl_usage_error("room",
-                                  *verb ? "unknown command '%s' (subscribe, send, leave, log)"
-                                        : "needs a command%s (subscribe, send, leave, log)",
+        return gimctl_usage_error("room", "unknown command '%s' (subscribe, send, leave, log)",
                                   verb);
     int i = 2;
     if (!leave && i >= argc)

@@ -312,6 +312,16 @@ Test(gimctl_read, history_errors)
     cr_assert(strstr(err, "--with and --group exclude each other"), "%s", err);
     cr_assert_eq(ctl("history --user 2 --from 0"), 2);
     cr_assert(strstr(err, "--from: '0' is not a seq (a positive integer)"), "%s", err);
+    /* The largest count is no limit, not an overflow. */
+    cr_assert_eq(ctl("history --user 2 --limit 9223372036854775807"), 0, "%s", err);
+    cr_assert_eq(count_lines(out),
+                 tl_query_int(srv.db, "SELECT count(*) FROM inbox WHERE user_id = 2"));
+    cr_assert_str_eq(err, "");
+    /* A full disk is an error, not a short export that looks complete. */
+    cr_assert_eq(ctl("history --user 2 >/dev/full"), 1);
+    cr_assert(strstr(err, "gimctl history: cannot write the output"), "%s", err);
+    cr_assert_eq(ctl("export --user 2 >/dev/full"), 1);
+    cr_assert(strstr(err, "gimctl export: cannot write the output"), "%s", err);
     cr_assert_eq(ctl("history --user 2 --limit x"), 2);
     cr_assert(strstr(err, "--limit: 'x' is not a count"), "%s", err);
     cr_assert_eq(ctl("history 2"), 2);

@@ -286,7 +286,8 @@ int gimctl_history(struct gimctl *g, int argc, char **argv)
     }
     sqlite3_bind_int64(st, 1, o.user);
     sqlite3_bind_int64(st, 2, o.from);
-    sqlite3_bind_int64(st, 3, o.limit ? o.limit + 1 : -1); /* LIMIT -1: no limit */
+    sqlite3_bind_int64(st, 3,
+                       o.limit && o.limit < INT64_MAX ? o.limit + 1 : -1); /* LIMIT -1: no limit */
     if (o.with || o.group)
         sqlite3_bind_int64(st, 4, o.with ? o.with : o.group);
     rc = print_rows(db, "history", st, o.limit);
@@ -326,7 +327,7 @@ int gimctl_room_log(struct gimctl *g, int argc, char **argv)
     }
     sqlite3_bind_int64(st, 1, room);
     sqlite3_bind_int64(st, 2, o.from);
-    sqlite3_bind_int64(st, 3, o.limit ? o.limit + 1 : -1);
+    sqlite3_bind_int64(st, 3, o.limit && o.limit < INT64_MAX ? o.limit + 1 : -1);
     rc = print_rows(db, "room log", st, o.limit);
 out:
     sqlite3_finalize(st);

@@ -297,3 +297,11 @@ Test(gimctl_cli, user_that_does_not_exist)
     cr_assert_eq(live("user 42"), 0, "%s", err);
     cr_assert(strncmp(out, "user              42\n", 21) == 0, "%s", out);
 }
+
+Test(gimctl_cli, online_with_nobody_online)
+{
+    cr_assert_eq(live("online"), 0, "%s", err);
+    cr_assert_str_eq(out, "online=0 gateways=0\n");
+    cr_assert_eq(live("history --user 1"), 1);
+    cr_assert(strstr(err, "no user 1 in "), "%s", err);
+}

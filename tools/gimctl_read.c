@@ -345,7 +345,7 @@ int gimctl_online(struct gimctl *g, int argc, char **argv)
 {
     sqlite3_stmt *st = NULL;
     char t1[40], t2[40];
-    char gateway[256] = "";
+    char *gateway = NULL; /* the previous row's */
     int64_t devices = 0, gateways = 0;
     int step;
     if (argc > 1)
@@ -362,8 +362,12 @@ int gimctl_online(struct gimctl *g, int argc, char **argv)
         const char *gw = (const char *)sqlite3_column_text(st, 0);
         if (!gw)
             gw = "";
-        if (devices == 0 || strncmp(gw, gateway, sizeof gateway - 1) != 0) {
-            snprintf(gateway, sizeof gateway, "%s", gw);
+        if (!gateway || strcmp(gw, gateway) != 0) {
+            free(gateway);
+            if (!(gateway = strdup(gw))) {
+                fprintf(stderr, "gimctl online: out of memory\n");
+                goto out;
+            }
             printf("gateway=%s devices=%lld\n", *gw ? gw : "-",
                    (long long)sqlite3_column_int64(st, 1));
             gateways++;
@@ -382,6 +386,7 @@ int gimctl_online(struct gimctl *g, int argc, char **argv)
     printf("online=%lld gateways=%lld\n", (long long)devices, (long long)gateways);
     rc = 0;
 out:
+    free(gateway);
     sqlite3_finalize(st);
     sqlite3_close(db);
     return rc;

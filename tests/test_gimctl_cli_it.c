@@ -305,3 +305,16 @@ Test(gimctl_cli, online_with_nobody_online)
     cr_assert_eq(live("history --user 1"), 1);
     cr_assert(strstr(err, "no user 1 in "), "%s", err);
 }
+
+Test(gimctl_cli, no_secret_says_where_to_get_one)
+{
+    static const char *const cmds[] = {"--user 1 --device 101 ping", "--user 1 --device 101 sync",
+                                       "--user 1 recall --admin 1", "token --user 1 --device 101"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        cr_assert_eq(sh(NULL, "--url '%s' %s", srv.url, cmds[i]), 2, "%s: %s", cmds[i], err);
+        cr_assert(strstr(err, "no secret: ") &&
+                      strstr(err, "export GIM_TOKEN_SECRET=$(cat data/dev.secret)"),
+                  "%s: %s", cmds[i], err);
+    }
+    cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM device"), 0);
+}

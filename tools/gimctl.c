@@ -183,7 +183,8 @@ int gimctl_session(const struct gimctl *g, struct gim_client *c, struct client_c
         return 2;
     }
     if (!secret || !*secret) {
-        fprintf(stderr, "gimctl: no secret: set GIM_TOKEN_SECRET or pass --secret\n");
+        fprintf(stderr, "gimctl: no secret: set GIM_TOKEN_SECRET or pass --secret%s",
+                GIMCTL_DEV_SECRET_NOTE);
         return 2;
     }
     if (auth_mint(secret, g->user_id, g->device_id, time(NULL) + 3600, &token) != GIM_OK) {

@@ -53,6 +53,11 @@ int gimctl_parse_id(const char *s, int64_t *out);
  */
 int gimctl_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Ends a "no secret" error: where `tools/dev.sh run` keeps its secret. */
+#define GIMCTL_DEV_SECRET_NOTE                                                                     \
+    " (the service's auth.secret;\n  `tools/dev.sh run` keeps it in data/dev.secret: "             \
+    "export GIM_TOKEN_SECRET=$(cat data/dev.secret))\n"
+
 /*
  * After a reply of code/message to a token minted by gimctl: when the service
  * says the signature is bad, prints on stderr where each side's secret comes

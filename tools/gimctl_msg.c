@@ -427,7 +427,8 @@ static int admin_recall(struct gimctl *g, int64_t seq)
         return 2;
     }
     if (!secret || !*secret) {
-        fprintf(stderr, "gimctl recall --admin: no secret: set GIM_TOKEN_SECRET or --secret\n");
+        fprintf(stderr, "gimctl recall --admin: no secret: set GIM_TOKEN_SECRET or --secret%s",
+                GIMCTL_DEV_SECRET_NOTE);
         return 2;
     }
     if (auth_mint_admin(secret, time(NULL) + 300, &token) != GIM_OK || !(c = gimctl_client(g)))

@@ -56,7 +56,8 @@ int gimctl_token(struct gimctl *g, int argc, char **argv)
     if (!secret || !*secret)
         secret = getenv("GIM_TOKEN_SECRET");
     if (!secret || !*secret) {
-        fprintf(stderr, "gimctl token: no secret: pass --secret S or set GIM_TOKEN_SECRET\n");
+        fprintf(stderr, "gimctl token: no secret: pass --secret S or set GIM_TOKEN_SECRET%s",
+                GIMCTL_DEV_SECRET_NOTE);
         return 2;
     }
     if (auth_mint(secret, user_id, device_id, (int64_t)time(NULL) + ttl, &token) != GIM_OK) {

@@ -7,7 +7,7 @@
  * session: the request carries an operator token (auth_verify_admin), checked
  * in prepare() before anything is written. The effect is a user recall's
  * (recall_apply with admin = true: no permission or window check), signed by
- * the system.
+ * the system, and so is the reply (RecallOutput: already_recalled).
  */
 #include <stdlib.h>
 #include <time.h>
@@ -37,6 +37,14 @@ static gim_err admin_prepare(struct request *r)
     return GIM_OK;
 }
 
+/* RecallOutput: whether the message had been recalled before (then nothing changed). */
+static gim_err recall_reply(struct request *r, const struct recall_result *res)
+{
+    Pb__RecallOutput out = PB__RECALL_OUTPUT__INIT;
+    out.already_recalled = res->already;
+    return request_set_reply(r, &out.base);
+}
+
 static gim_err admin_write(struct request *r, struct wctx *w)
 {
     const Pb__AdminRecallInput *in = (const Pb__AdminRecallInput *)r->in;
@@ -47,7 +55,7 @@ static gim_err admin_write(struct request *r, struct wctx *w)
     gim_err e = recall_apply(w, 0, 0, in->user_id, in->seq, true, res, why, sizeof why);
     if (e != GIM_OK)
         return request_fail(r, e, "admin recall: %s", why);
-    return GIM_OK;
+    return recall_reply(r, res);
 }
 
 static void admin_committed(struct request *r, struct wctx *w)

@@ -4,18 +4,16 @@
  * It goes through the writer like every write, so the recall notices take
  * seqs from the same in-memory counters as everything else; recalling by
  * writing to the database from outside would collide with them. There is no
- * session: the request carries an operator token (auth_verify_admin), checked
+ * session: the request carries an operator token (operator_auth), checked
  * in prepare() before anything is written. The effect is a user recall's
  * (recall_apply with admin = true: no permission or window check), signed by
- * the system, and so is the reply (RecallOutput: already_recalled).
+ * the system; the reply is a RecallOutput as for PT_RECALL.
  */
 #include <stdlib.h>
-#include <time.h>
 
-#include "auth.h"
-#include "config.h"
 #include "handlers.h"
 #include "metrics.h"
+#include "operator.h"
 #include "recall.h"
 #include "request.h"
 
@@ -25,13 +23,8 @@ static gim_err admin_prepare(struct request *r)
     if (e != GIM_OK)
         return e;
     const Pb__AdminRecallInput *in = (const Pb__AdminRecallInput *)r->in;
-    char why[100] = "";
-    const char *secret = config_secret(r->cfg);
-    /* Without a secret there is no operator: insecure_dev does not extend to admin. */
-    if (!secret ||
-        auth_verify_admin(secret, in->token, (int64_t)time(NULL), why, sizeof why) != GIM_OK)
-        return request_fail(r, GIM_EUNAUTH, "admin recall: %s",
-                            secret ? why : "no token secret configured");
+    if (operator_auth(r, in->token, "admin recall") != GIM_OK)
+        return GIM_EUNAUTH;
     if (in->user_id <= 0 || in->seq <= 0)
         return request_fail(r, GIM_EBADREQ, "admin recall: user_id and seq must be > 0");
     return GIM_OK;

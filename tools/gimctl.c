@@ -30,6 +30,9 @@ static const struct subcommand commands[] = {
     {"backup", gimctl_backup, "backup FILE: online backup of the --db database to FILE"},
     {"watch", gimctl_watch, "watch [--count N]: print pushes to --gateway from --pub"},
     {"room", gimctl_room, "room subscribe|send|leave ROOM ...: live rooms (signs in)"},
+    {"kick", gimctl_kick, "kick --device D: sign a device out now (operator, via the service)"},
+    {"erase", gimctl_erase,
+     "erase --user U --yes: erase a user's data (operator, via the service)"},
 };
 
 static void usage(FILE *f)

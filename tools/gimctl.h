@@ -51,6 +51,8 @@ int gimctl_user(struct gimctl *g, int argc, char **argv);   /* gimctl_admin.c */
 int gimctl_backup(struct gimctl *g, int argc, char **argv); /* gimctl_admin.c */
 int gimctl_watch(struct gimctl *g, int argc, char **argv);  /* gimctl_room.c */
 int gimctl_room(struct gimctl *g, int argc, char **argv);   /* gimctl_room.c */
+int gimctl_kick(struct gimctl *g, int argc, char **argv);   /* gimctl_ops.c */
+int gimctl_erase(struct gimctl *g, int argc, char **argv);  /* gimctl_ops.c */
 
 /* Shared printing for the device commands (gimctl_msg.c). */
 /* The proto name of an enum value ("MT_TEXT"), or its number in buf when unknown. */

@@ -30,9 +30,15 @@ static gim_err admin_prepare(struct request *r)
     return GIM_OK;
 }
 
-/* RecallOutput: whether the message had been recalled before (then nothing changed). */
+/*
+ * RecallOutput: whether the message had been recalled before (then nothing
+ * changed). A first recall's RecallOutput is all defaults, which proto3
+ * encodes as no bytes: the reply then has no data at all, as before.
+ */
 static gim_err recall_reply(struct request *r, const struct recall_result *res)
 {
+    if (!res->already)
+        return GIM_OK;
     Pb__RecallOutput out = PB__RECALL_OUTPUT__INIT;
     out.already_recalled = res->already;
     return request_set_reply(r, &out.base);

@@ -215,9 +215,19 @@ Test(admin_kick, a_bad_operator_token_changes_nothing, .fini = teardown, .timeou
     free(expired);
     free(other_secret);
 
+    /* A kick whose write fails (an injected storage error) changes nothing either. */
+    sql("CREATE TRIGGER boom BEFORE UPDATE ON device WHEN NEW.online = 0 "
+        "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+    token = op_token();
+    cr_assert_eq(kick_code(token, 11), PB__ERROR_CODE__EC_INTERNAL);
+
     cr_assert_eq(await_sign_out(gw1, 500), -1, "nobody was told to drop anything");
     cr_assert_eq(qi("SELECT online FROM device WHERE device_id = %lld", 11), 1);
     cr_assert_eq(heartbeat(&a), 0, "the session is intact");
+    sql("DROP TRIGGER boom");
+    cr_assert_eq(kick_code(token, 11), 0);
+    cr_assert_eq(await_sign_out(gw1, 3000), 11);
+    free(token);
     nng_close(gw1);
 }
 
@@ -562,6 +572,31 @@ Test(admin_erase, bad_requests_change_nothing, .fini = teardown, .timeout = 60)
     cr_assert_eq(qi("SELECT count(*) FROM device WHERE user_id = %lld", 1), 2);
     cr_assert_eq(qi("SELECT count(*) FROM erasure WHERE %lld", 1), 0);
     cr_assert_eq(heartbeat(&w.a1), 0);
+
+    /* A step that fails half-way (alice's note to self cannot be deleted) is undone whole:
+     * her devices, sessions and inbox are all still there. */
+    nng_socket gwA = sub_open("gwA");
+    usleep(200 * 1000);
+    sql("CREATE TRIGGER boom BEFORE DELETE ON message "
+        "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+    token = op_token();
+    cr_assert_eq(erase_step(token, 1, 0, NULL), PB__ERROR_CODE__EC_INTERNAL);
+    cr_assert_eq(qi("SELECT count(*) FROM inbox WHERE %lld", 1), inbox);
+    cr_assert_eq(qi("SELECT count(*) FROM device WHERE user_id = %lld", 1), 2);
+    cr_assert_eq(qi("SELECT count(*) FROM group_member WHERE user_id = %lld", 1), 2);
+    cr_assert_eq(qi("SELECT count(*) FROM message WHERE content IS NULL AND %lld", 1), 0);
+    cr_assert_eq(qi("SELECT count(*) FROM erasure WHERE %lld", 1), 0);
+    cr_assert_eq(heartbeat(&w.a1), 0);
+    cr_assert_eq(await_sign_out(gwA, 500), -1, "no gateway was told anything");
+    sql("DROP TRIGGER boom");
+    Pb__AdminEraseOutput *eo = NULL;
+    cr_assert_eq(erase_step(token, 1, 0, &eo), 0);
+    cr_assert(eo->done);
+    pb__admin_erase_output__free_unpacked(eo, NULL);
+    cr_assert_eq(await_sign_out(gwA, 3000), 11);
+    free(token);
+    nng_close(gwA);
+    check_erased(&w);
 }
 
 Test(admin_erase, gimctl_erase, .fini = teardown, .timeout = 90)

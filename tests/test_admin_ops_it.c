@@ -390,11 +390,18 @@ static void build_world(struct world *w)
     send_text(&w->a2, PB__RECEIVER_TYPE__RT_GROUP, 60, w->secret[1], 102);
     send_text(&w->c, PB__RECEIVER_TYPE__RT_GROUP, 60, "carol to the group", 301);
     send_text(&w->a1, PB__RECEIVER_TYPE__RT_USER, 1, w->secret[2], 103);
-    /* Bob's inbox: 1 alice's, 2 his own to alice, 3 alice's group text, 4 carol's. */
+    /* Bob takes one back: a recall notice in each inbox (alice 7, bob 6). */
+    int64_t taken = send_text(&w->b, PB__RECEIVER_TYPE__RT_USER, 1, "bob takes this back", 204);
+    Pb__RecallInput ri = PB__RECALL_INPUT__INIT;
+    ri.seq = taken;
+    cr_assert_eq(tl_code(cli, &w->b, PB__PACKAGE_TYPE__PT_RECALL, 205, &ri.base), 0);
+    /* Bob's inbox: 1 alice's, 2 his own to alice, 3 alice's group text, 4 carol's, 5 his
+     * recalled one, 6 its notice. */
     w->a_to_b_seq_b = 1;
     w->b_to_a_seq_b = 2;
     w->a_group_seq_b = 3;
     w->c_group_seq_b = 4;
+    cr_assert_eq(taken, 5);
 
     Pb__SubscribeRoomInput sub = PB__SUBSCRIBE_ROOM_INPUT__INIT;
     sub.room_id = 30;
@@ -403,7 +410,7 @@ static void build_world(struct world *w)
     w->a_room_seq = send_text(&w->a1, PB__RECEIVER_TYPE__RT_ROOM, 30, w->secret[3], 104);
     send_text(&w->b, PB__RECEIVER_TYPE__RT_ROOM, 30, "bob in the room", 202);
     w->alice_last_seq = qi("SELECT seq FROM user_seq WHERE user_id = %lld", 1);
-    cr_assert_eq(w->alice_last_seq, 5);
+    cr_assert_eq(w->alice_last_seq, 7, "5 messages, bob's recalled one and its notice");
     cr_assert_eq(qi("SELECT count(*) FROM idempotency WHERE device_id IN (11, %lld)", 12), 4);
     for (int i = 0; i < 4; i++)
         cr_assert(on_disk(w->secret[i]),
@@ -432,8 +439,12 @@ static void check_erased(struct world *w)
 
     /* Bob's view: alice's messages erased in place, no notices, his own and carol's intact. */
     Pb__SyncOutput *so = sync_all(&w->b);
-    cr_assert_eq(so->n_messages, 4, "no notices were added to bob's inbox");
-    const Pb__Message *m = at_seq(so, w->a_to_b_seq_b);
+    cr_assert_eq(so->n_messages, 6, "no notices were added to bob's inbox");
+    const Pb__Message *m = at_seq(so, 6);
+    cr_assert_eq(m->message_type, PB__MESSAGE_TYPE__MT_COMMAND, "bob's own recall notice stays");
+    cr_assert_gt(m->message_content.len, 0);
+    cr_assert_eq(at_seq(so, 5)->status, PB__MESSAGE_STATUS__MS_RECALL);
+    m = at_seq(so, w->a_to_b_seq_b);
     cr_assert_eq(m->status, PB__MESSAGE_STATUS__MS_RECALL);
     cr_assert_eq(m->message_content.len, 0);
     cr_assert_eq(m->sender->sender_id, 1);
@@ -492,7 +503,7 @@ Test(admin_erase, in_bounded_steps_resumable_and_idempotent, .fini = teardown, .
     Pb__AdminEraseOutput *eo = NULL;
     int64_t devices = 0, memberships = 0;
     int small_steps = 0;
-    while (qi("SELECT count(*) FROM inbox WHERE user_id = %lld", 1) == 5) {
+    while (qi("SELECT count(*) FROM inbox WHERE user_id = %lld", 1) == 7) {
         cr_assert_lt(small_steps++, 20);
         cr_assert_eq(erase_step(token, 1, 2, &eo), 0);
         cr_assert_not(eo->done);
@@ -505,7 +516,7 @@ Test(admin_erase, in_bounded_steps_resumable_and_idempotent, .fini = teardown, .
     cr_assert_eq(devices, 2);
     cr_assert_eq(memberships, 2);
     cr_assert_eq(qi("SELECT count(*) FROM device WHERE user_id = %lld", 1), 0);
-    cr_assert_eq(qi("SELECT count(*) FROM inbox WHERE user_id = %lld", 1), 3, "half-way");
+    cr_assert_eq(qi("SELECT count(*) FROM inbox WHERE user_id = %lld", 1), 5, "part-way");
     cr_assert_eq(await_sign_out(gwA, 3000), 11);
     cr_assert_eq(await_sign_out(gwB, 3000), 12);
 
@@ -525,7 +536,8 @@ Test(admin_erase, in_bounded_steps_resumable_and_idempotent, .fini = teardown, .
         pb__admin_erase_output__free_unpacked(eo, NULL);
     }
     cr_assert_eq(steps, 1, "the default step finishes this small user at once");
-    cr_assert_eq(totals[2], 3);
+    cr_assert_eq(totals[2], 5);
+    cr_assert_eq(totals[4], 2, "her note to self and her copy of bob's recall notice");
     cr_assert_eq(totals[5], 1, "her one room message");
     check_erased(&w);
 
@@ -558,6 +570,8 @@ Test(admin_erase, bad_requests_change_nothing, .fini = teardown, .timeout = 60)
     struct world w;
     build_world(&w);
     int64_t inbox = qi("SELECT count(*) FROM inbox WHERE %lld", 1);
+    int64_t erased = qi("SELECT count(*) FROM message WHERE content IS NULL AND %lld", 1);
+    cr_assert_eq(erased, 1);
     char *user_token = tl_token(1, 11, 60);
     cr_assert_eq(erase_step(user_token, 1, 0, NULL), PB__ERROR_CODE__EC_UNAUTHENTICATED);
     cr_assert_eq(erase_step("junk", 1, 0, NULL), PB__ERROR_CODE__EC_UNAUTHENTICATED);
@@ -584,7 +598,8 @@ Test(admin_erase, bad_requests_change_nothing, .fini = teardown, .timeout = 60)
     cr_assert_eq(qi("SELECT count(*) FROM inbox WHERE %lld", 1), inbox);
     cr_assert_eq(qi("SELECT count(*) FROM device WHERE user_id = %lld", 1), 2);
     cr_assert_eq(qi("SELECT count(*) FROM group_member WHERE user_id = %lld", 1), 2);
-    cr_assert_eq(qi("SELECT count(*) FROM message WHERE content IS NULL AND %lld", 1), 0);
+    cr_assert_eq(qi("SELECT count(*) FROM message WHERE content IS NULL AND %lld", 1), erased,
+                 "only bob's recall had erased anything");
     cr_assert_eq(qi("SELECT count(*) FROM erasure WHERE %lld", 1), 0);
     cr_assert_eq(heartbeat(&w.a1), 0);
     cr_assert_eq(await_sign_out(gwA, 500), -1, "no gateway was told anything");
@@ -612,13 +627,14 @@ Test(admin_erase, gimctl_erase, .fini = teardown, .timeout = 90)
     cr_assert(strstr(out, "devices (signed out)"), "%s", out);
     cr_assert(strstr(out, "add --yes"), "%s", out);
     const char *l = strstr(out, "inbox entries");
-    cr_assert(l && strtol(l + strlen("inbox entries"), NULL, 10) == 5, "%s", out);
+    cr_assert(l && strtol(l + strlen("inbox entries"), NULL, 10) == 7, "%s", out);
     cr_assert_eq(qi("SELECT count(*) FROM inbox WHERE %lld", 1), inbox);
     cr_assert_eq(heartbeat(&w.a1), 0);
 
     cr_assert_eq(gimctl(out, sizeof out, "erase --user %lld --yes --step 1", 1), 0, "%s", out);
-    cr_assert(strncmp(out, "erased user=1 devices=2 memberships=2 inbox_entries=5 ", 54) == 0, "%s",
-              out);
+    const char *want = "erased user=1 devices=2 memberships=2 inbox_entries=7 messages_erased=2 "
+                       "messages_deleted=2 room_messages_erased=1 steps=";
+    cr_assert(strncmp(out, want, strlen(want)) == 0, "%s", out);
     cr_assert(strstr(out, " room_messages_erased=1 "), "%s", out);
     cr_assert_eq(strtol(strstr(out, "steps=") + 6, NULL, 10) > 5, 1, "one row per step: %s", out);
     check_erased(&w);

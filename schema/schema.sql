@@ -168,3 +168,12 @@ SELECT
         WHERE gm.group_id = g.group_id AND gm.role IN ('owner', 'admin')) AS admins,
     strftime('%Y-%m-%d %H:%M:%f', g.created_at / 1000.0, 'unixepoch') AS created_utc
 FROM chat_group g;
+CREATE TABLE erasure (
+    user_id     INTEGER PRIMARY KEY,
+    upto_seq    INTEGER NOT NULL,           -- inbox entries up to this seq go (the user's last seq at the start)
+    room_id     INTEGER NOT NULL DEFAULT 0, -- room logs are scanned in (room_id, seq) order:
+    room_seq    INTEGER NOT NULL DEFAULT 0, -- everything up to here is done
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER NOT NULL DEFAULT 0  -- 0 while in progress
+);
+CREATE INDEX group_member_user ON group_member (user_id);

@@ -21,6 +21,8 @@ static const struct handler *const table[] = {
     [PB__PACKAGE_TYPE__PT_RECALL] = &handle_recall,
     [PB__PACKAGE_TYPE__PT_SIGN_OUT] = &handle_signout,
     [PB__PACKAGE_TYPE__PT_ADMIN_RECALL] = &handle_admin_recall,
+    [PB__PACKAGE_TYPE__PT_ADMIN_KICK] = &handle_admin_kick,
+    [PB__PACKAGE_TYPE__PT_ADMIN_ERASE] = &handle_admin_erase,
 };
 
 const struct handler *dispatch_handler(int type)

@@ -4,18 +4,16 @@
  * It goes through the writer like every write, so the recall notices take
  * seqs from the same in-memory counters as everything else; recalling by
  * writing to the database from outside would collide with them. There is no
- * session: the request carries an operator token (auth_verify_admin), checked
+ * session: the request carries an operator token (operator_auth), checked
  * in prepare() before anything is written. The effect is a user recall's
  * (recall_apply with admin = true: no permission or window check), signed by
- * the system.
+ * the system; the reply is a RecallOutput as for PT_RECALL.
  */
 #include <stdlib.h>
-#include <time.h>
 
-#include "auth.h"
-#include "config.h"
 #include "handlers.h"
 #include "metrics.h"
+#include "operator.h"
 #include "recall.h"
 #include "request.h"
 
@@ -25,16 +23,25 @@ static gim_err admin_prepare(struct request *r)
     if (e != GIM_OK)
         return e;
     const Pb__AdminRecallInput *in = (const Pb__AdminRecallInput *)r->in;
-    char why[100] = "";
-    const char *secret = config_secret(r->cfg);
-    /* Without a secret there is no operator: insecure_dev does not extend to admin. */
-    if (!secret ||
-        auth_verify_admin(secret, in->token, (int64_t)time(NULL), why, sizeof why) != GIM_OK)
-        return request_fail(r, GIM_EUNAUTH, "admin recall: %s",
-                            secret ? why : "no token secret configured");
+    if (operator_auth(r, in->token, "admin recall") != GIM_OK)
+        return GIM_EUNAUTH;
     if (in->user_id <= 0 || in->seq <= 0)
         return request_fail(r, GIM_EBADREQ, "admin recall: user_id and seq must be > 0");
     return GIM_OK;
+}
+
+/*
+ * RecallOutput: whether the message had been recalled before (then nothing
+ * changed). A first recall's RecallOutput is all defaults, which proto3
+ * encodes as no bytes: the reply then has no data at all, as before.
+ */
+static gim_err recall_reply(struct request *r, const struct recall_result *res)
+{
+    if (!res->already)
+        return GIM_OK;
+    Pb__RecallOutput out = PB__RECALL_OUTPUT__INIT;
+    out.already_recalled = res->already;
+    return request_set_reply(r, &out.base);
 }
 
 static gim_err admin_write(struct request *r, struct wctx *w)
@@ -47,7 +54,7 @@ static gim_err admin_write(struct request *r, struct wctx *w)
     gim_err e = recall_apply(w, 0, 0, in->user_id, in->seq, true, res, why, sizeof why);
     if (e != GIM_OK)
         return request_fail(r, e, "admin recall: %s", why);
-    return GIM_OK;
+    return recall_reply(r, res);
 }
 
 static void admin_committed(struct request *r, struct wctx *w)

@@ -4,7 +4,8 @@
  * recall module, shared with `gimctl recall --admin`; this handler validates
  * the input, runs recall_apply() inside the writer's transaction, keeps the
  * notices in r->scratch, and pushes them after the commit from memory (no
- * database access after the commit). The reply has no data.
+ * database access after the commit). The reply data is a RecallOutput whose
+ * already_recalled tells a repeated recall (nothing changed) from a new one.
  */
 #include <stdlib.h>
 
@@ -25,6 +26,20 @@ static gim_err recall_prepare(struct request *r)
     return GIM_OK;
 }
 
+/*
+ * RecallOutput: whether the message had been recalled before (then nothing
+ * changed). A first recall's RecallOutput is all defaults, which proto3
+ * encodes as no bytes: the reply then has no data at all, as before.
+ */
+static gim_err recall_reply(struct request *r, const struct recall_result *res)
+{
+    if (!res->already)
+        return GIM_OK;
+    Pb__RecallOutput out = PB__RECALL_OUTPUT__INIT;
+    out.already_recalled = res->already;
+    return request_set_reply(r, &out.base);
+}
+
 static gim_err recall_write(struct request *r, struct wctx *w)
 {
     const Pb__RecallInput *in = (const Pb__RecallInput *)r->in;
@@ -36,7 +51,7 @@ static gim_err recall_write(struct request *r, struct wctx *w)
                              res, why, sizeof why);
     if (e != GIM_OK)
         return request_fail(r, e, "recall: %s", why);
-    return GIM_OK;
+    return recall_reply(r, res);
 }
 
 static void recall_committed(struct request *r, struct wctx *w)

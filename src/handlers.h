@@ -16,5 +16,7 @@ extern const struct handler handle_ack;          /* PT_MESSAGE_ACK */
 extern const struct handler handle_recall;       /* PT_RECALL */
 extern const struct handler handle_signout;      /* PT_SIGN_OUT */
 extern const struct handler handle_admin_recall; /* PT_ADMIN_RECALL */
+extern const struct handler handle_admin_kick;   /* PT_ADMIN_KICK */
+extern const struct handler handle_admin_erase;  /* PT_ADMIN_ERASE */
 
 #endif

@@ -2,13 +2,22 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "err.h"
 #include "proto.h"
 
-#define TYPES         16 /* PackageType values we count individually; the rest go to slot 0 */
-#define CODES         9  /* wire codes EC_OK..EC_INTERNAL */
+/*
+ * Slot i counts the i-th value of the PackageType descriptor (sorted by
+ * number), so every type, PT_ADMIN_* included, has its own label however
+ * far apart the numbers are. Slot 0 is PT_UNKNOWN (proto3 puts 0 first); it
+ * also takes values that are not in the enum, hence its label "other". A
+ * value appended beyond TYPES - 1 would fall into "other" too: test_metrics
+ * checks that every one fits.
+ */
+#define TYPES         32
+#define CODES         9 /* wire codes EC_OK..EC_INTERNAL */
 #define LAT_BUCKETS   12
 #define BATCH_BUCKETS 10
 
@@ -39,15 +48,22 @@ void metrics_free(struct metrics *m)
 
 #define INC(field, n) atomic_fetch_add_explicit(&(field), (n), memory_order_relaxed)
 
+int metrics_type_slot(int type)
+{
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&pb__package_type__descriptor, type);
+    ptrdiff_t i = v ? v - pb__package_type__descriptor.values : 0;
+    return i > 0 && i < TYPES ? (int)i : 0;
+}
+
 void metrics_request(struct metrics *m, int type, int code, int64_t dur_ns)
 {
     if (!m)
         return;
-    if (type < 0 || type >= TYPES)
-        type = 0;
+    int slot = metrics_type_slot(type);
     if (code < 0 || code >= CODES)
         code = CODES - 1;
-    INC(m->requests[type][code], 1);
+    INC(m->requests[slot][code], 1);
     int64_t us = dur_ns / 1000;
     int b = 0;
     while (b < LAT_BUCKETS && us > lat_bounds_us[b])
@@ -106,21 +122,14 @@ static void gauge(FILE *out, const char *name, const char *help, int64_t v)
     fprintf(out, "%s %lld\n", name, (long long)v);
 }
 
-/*
- * The label of slot t in buf; false when t is not a PackageType. Slot 0 also
- * collects the types beyond the table, so it is "other", not PT_UNKNOWN.
- */
-static bool type_label(int t, char *buf, size_t len)
+/* The label of slot t in buf: the PackageType's name, or "other" (slot 0). */
+static void type_label(int t, char *buf, size_t len)
 {
-    const ProtobufCEnumValue *v =
-        t > 0 ? protobuf_c_enum_descriptor_get_value(&pb__package_type__descriptor, t) : NULL;
-    if (v)
-        snprintf(buf, len, "%s", v->name);
-    else if (t > 0)
-        snprintf(buf, len, "PT_%d", t);
+    const ProtobufCEnumDescriptor *d = &pb__package_type__descriptor;
+    if (t > 0 && (unsigned)t < d->n_values)
+        snprintf(buf, len, "%s", d->values[t].name);
     else
         snprintf(buf, len, "other");
-    return v != NULL;
 }
 
 static void write_requests(struct metrics *m, FILE *out)
@@ -129,7 +138,11 @@ static void write_requests(struct metrics *m, FILE *out)
     family(out, "gim_requests_total", "counter",
            "Requests answered, by PackageType and wire code.");
     for (int t = 0; t < TYPES; t++) {
-        bool known = type_label(t, label, sizeof label);
+        type_label(t, label, sizeof label);
+        /* Slots past the enum's values are never counted into: no label to show. */
+        bool known = t > 0 && (unsigned)t < pb__package_type__descriptor.n_values;
+        if (t > 0 && !known)
+            continue;
         for (int c = 0; c < CODES; c++) {
             uint64_t v = m ? LOAD(m->requests[t][c]) : 0;
             /* Known types always show EC_OK so that rate() has a series from the start. */

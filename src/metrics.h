@@ -18,6 +18,13 @@ struct metrics;
 struct metrics *metrics_new(void);
 void metrics_free(struct metrics *m);
 
+/*
+ * The counter slot of a PackageType value: one of its own for every value of
+ * the enum but PT_UNKNOWN, which shares slot 0 ("other") with numbers that
+ * are not in the enum. Exposed for the test that every type has a slot.
+ */
+int metrics_type_slot(int type);
+
 /* One finished request of PackageType type with wire code code, taking dur_ns. */
 void metrics_request(struct metrics *m, int type, int code, int64_t dur_ns);
 /* Bytes that were not a GatewayRequest. (Oversized requests are dropped by nng,

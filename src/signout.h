@@ -1,6 +1,7 @@
 /*
  * signout: marking a device offline in the device table, shared by the
- * PT_SIGN_OUT handler (handle_signout.c) and the writer's presence sweeper.
+ * PT_SIGN_OUT handler (handle_signout.c), the writer's presence sweeper and
+ * operator kicks (kick.c).
  *
  * The table and the in-memory presence are changed in two steps, in this
  * order: the row inside a write transaction, the session after its commit.
@@ -15,7 +16,7 @@
 #include "writer.h"
 
 /*
- * For the sweeper: marks device_id offline (online = 0, room_id = 0,
+ * For the sweeper and kicks: marks device_id offline (online = 0, room_id = 0,
  * updated_at = w->now_ms) whatever user or gateway it is on. Runs inside a
  * transaction the caller opened on w->db; after the commit the caller removes
  * the session with presence_remove(). A device without a row is not an error.

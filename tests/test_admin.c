@@ -325,7 +325,9 @@ static void check_backup(const char *file)
     free(out);
     cr_assert_eq(tl_query_int(path, "SELECT count(*) FROM message"), 4);
     cr_assert_eq(tl_query_int(path, "SELECT count(*) FROM inbox"), 8);
-    cr_assert_eq(tl_query_int(path, "SELECT max(version) FROM schema_migrations"), 2);
+    cr_assert_eq(tl_query_int(path, "SELECT max(version) FROM schema_migrations"),
+                 tl_query_int(srv.db, "SELECT max(version) FROM schema_migrations"),
+                 "the backup has every migration the live database has");
 }
 
 Test(admin, backups_of_the_live_database)
@@ -365,7 +367,9 @@ Test(admin, gimctl_stats)
     int status;
     char *out = gimctl("stats", &status);
     cr_assert_eq(status, 0, "%s", out);
-    cr_assert_eq(field(out, "schema_version"), 2, "%s", out);
+    cr_assert_eq(field(out, "schema_version"),
+                 tl_query_int(srv.db, "SELECT max(version) FROM schema_migrations"), "%s", out);
+    cr_assert_geq(field(out, "schema_version"), 2, "%s", out);
     cr_assert_eq(field(out, "messages"), 4, "%s", out);
     cr_assert_eq(field(out, "inbox_entries"), 8, "%s", out);
     cr_assert_eq(field(out, "users"), 3, "%s", out);

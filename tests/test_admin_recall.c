@@ -78,16 +78,64 @@ Test(admin_recall, user_token_or_garbage_is_refused_and_changes_nothing)
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM inbox"), 2);
 }
 
-Test(admin_recall, gimctl_recall_admin)
+/* Runs gimctl with args (after the global --url and --secret); its first line of output. */
+static int gimctl(const char *args, char *line, size_t len)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s --url '%s' --secret " TL_SECRET " --user 2 recall --admin 1 2>&1",
-             GIMCTL_BIN, srv.url);
+    snprintf(cmd, sizeof cmd, "%s --url '%s' --secret " TL_SECRET " %s 2>&1", GIMCTL_BIN, srv.url,
+             args);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p);
-    char line[256] = "";
-    cr_assert_not_null(fgets(line, sizeof line, p));
-    cr_assert_eq(pclose(p), 0, "gimctl said: %s", line);
+    line[0] = '\0';
+    if (!fgets(line, (int)len, p))
+        line[0] = '\0';
+    return pclose(p);
+}
+
+Test(admin_recall, gimctl_recall_admin)
+{
+    char line[256];
+    cr_assert_eq(gimctl("--user 2 recall --admin 1", line, sizeof line), 0, "gimctl: %s", line);
     cr_assert_str_eq(line, "recalled user=2 seq=1\n");
     cr_assert_eq(tl_query_int(srv.db, "SELECT status FROM message WHERE id = 1"), 2);
+    int64_t inbox = tl_query_int(srv.db, "SELECT count(*) FROM inbox");
+
+    /* Again: a success that says so, and no second round of notices. */
+    cr_assert_eq(gimctl("--user 2 recall --admin 1", line, sizeof line), 0, "gimctl: %s", line);
+    cr_assert_str_eq(line, "already recalled user=2 seq=1\n");
+    /* The sender's own recall of it says the same (the user path, alice's seq 1). */
+    cr_assert_eq(gimctl("--user 1 --device 12 recall 1", line, sizeof line), 0, "gimctl: %s", line);
+    cr_assert_str_eq(line, "already recalled seq=1\n");
+    cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM inbox"), inbox);
+}
+
+Test(admin_recall, the_reply_says_whether_it_was_recalled_before)
+{
+    char *token = NULL;
+    cr_assert_eq(auth_mint_admin(TL_SECRET, time(NULL) + 60, &token), GIM_OK);
+    Pb__AdminRecallInput in = PB__ADMIN_RECALL_INPUT__INIT;
+    in.token = token;
+    in.user_id = 2;
+    in.seq = 1;
+    struct client_conn none = {.gateway_id = "ops"};
+    for (int round = 0; round < 2; round++) {
+        Pb__Output *out =
+            tl_call(cli, &none, PB__PACKAGE_TYPE__PT_ADMIN_RECALL, 5 + round, &in.base);
+        cr_assert_eq(out->code, 0, "%s", out->message);
+        Pb__RecallOutput *ro = pb__recall_output__unpack(NULL, out->data.len, out->data.data);
+        cr_assert_not_null(ro);
+        cr_assert_eq(ro->already_recalled, round == 1, "round %d", round);
+        pb__recall_output__free_unpacked(ro, NULL);
+        pb__output__free_unpacked(out, NULL);
+    }
+    free(token);
+    /* The user path answers the same way. */
+    Pb__RecallInput ri = PB__RECALL_INPUT__INIT;
+    ri.seq = 1;
+    Pb__Output *out = tl_call(cli, &alice, PB__PACKAGE_TYPE__PT_RECALL, 9, &ri.base);
+    cr_assert_eq(out->code, 0, "%s", out->message);
+    Pb__RecallOutput *ro = pb__recall_output__unpack(NULL, out->data.len, out->data.data);
+    cr_assert(ro && ro->already_recalled);
+    pb__recall_output__free_unpacked(ro, NULL);
+    pb__output__free_unpacked(out, NULL);
 }

@@ -262,7 +262,12 @@ static gim_err recall_as(int64_t user, int64_t seq, char *msg, size_t msglen)
     }
     gim_err code = r->code;
     cr_assert(code == GIM_OK || r->errmsg[0], "an error carries a message");
-    cr_assert(r->out == NULL, "a recall reply has no data");
+    /* Data only for a repeated recall: RecallOutput{already_recalled = true}. */
+    if (r->out) {
+        Pb__RecallOutput *ro = pb__recall_output__unpack(NULL, r->out_len, r->out);
+        cr_assert(ro && ro->already_recalled, "a recall reply's data is a RecallOutput");
+        pb__recall_output__free_unpacked(ro, NULL);
+    }
     if (msg)
         snprintf(msg, msglen, "%s", r->errmsg);
     request_reset(r);

@@ -74,7 +74,12 @@ static int recall(const struct client_conn *conn, int64_t seq, char *msg, size_t
     int code = out->code;
     cr_assert_eq(out->type, PB__PACKAGE_TYPE__PT_RECALL);
     cr_assert_eq(out->request_id, 9000 + seq);
-    cr_assert_eq(out->data.len, 0, "a recall reply has no data");
+    /* Data only for a repeated recall: RecallOutput{already_recalled = true}. */
+    if (out->data.len) {
+        Pb__RecallOutput *ro = pb__recall_output__unpack(NULL, out->data.len, out->data.data);
+        cr_assert(ro && ro->already_recalled, "a recall reply's data is a RecallOutput");
+        pb__recall_output__free_unpacked(ro, NULL);
+    }
     cr_assert(code == 0 || (out->message && *out->message), "an error carries a message");
     if (msg)
         snprintf(msg, msglen, "%s", out->message ? out->message : "");

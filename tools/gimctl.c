@@ -49,6 +49,8 @@ static const struct subcommand commands[] = {
     {"devices", gimctl_devices, "devices --user U: a user's devices, acks, gateway (--db, read-only)", gimctl_usage_devices},
     {"history", gimctl_history, "history --user U [--with V | --group G]: an inbox from seq 1 (--db, read-only)", gimctl_usage_history},
     {"export", gimctl_export, "export --user U [--format jsonl|csv]: all of a user's messages (--db, read-only)", gimctl_usage_export},
+    {"kick", gimctl_kick, "kick --device D: sign a device out now (operator, via the service)", gimctl_usage_kick},
+    {"erase", gimctl_erase, "erase --user U --yes: erase a user's data (operator, via the service)", gimctl_usage_erase},
 };
 /* clang-format on */
 

@@ -83,6 +83,8 @@ int gimctl_user(struct gimctl *g, int argc, char **argv);   /* gimctl_admin.c */
 int gimctl_backup(struct gimctl *g, int argc, char **argv); /* gimctl_admin.c */
 int gimctl_watch(struct gimctl *g, int argc, char **argv);  /* gimctl_room.c */
 int gimctl_room(struct gimctl *g, int argc, char **argv);   /* gimctl_room.c */
+int gimctl_kick(struct gimctl *g, int argc, char **argv);   /* gimctl_ops.c */
+int gimctl_erase(struct gimctl *g, int argc, char **argv);  /* gimctl_ops.c */
 /* The read-only operator commands (gimctl_read.c). */
 int gimctl_online(struct gimctl *g, int argc, char **argv);
 int gimctl_devices(struct gimctl *g, int argc, char **argv);
@@ -108,6 +110,8 @@ extern const char gimctl_usage_online[];
 extern const char gimctl_usage_devices[];
 extern const char gimctl_usage_history[];
 extern const char gimctl_usage_export[];
+extern const char gimctl_usage_kick[];
+extern const char gimctl_usage_erase[];
 
 /* Shared printing for the device commands (gimctl_msg.c). */
 /* The proto name of an enum value ("MT_TEXT"), or its number in buf when unknown. */

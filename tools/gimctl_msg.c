@@ -412,7 +412,19 @@ const char gimctl_usage_recall[] =
     "  token is minted from the secret).\n"
     "  Recalls the message whose copy in the user's own inbox has seq SEQ (the seq\n"
     "  `send` printed): its content is erased everywhere and every holder gets a\n"
-    "  recall notice. Prints `recalled seq=SEQ`.\n" SESSION_NOTE;
+    "  recall notice. Prints `recalled seq=SEQ` (with --admin `recalled user=U\n"
+    "  seq=SEQ`), or `already recalled ...` when it had been recalled before: then\n"
+    "  nothing changed and no notice went out.\n" SESSION_NOTE;
+
+/* Whether a recall's reply (RecallOutput) says the message had been recalled before. */
+static bool already_recalled(const Pb__Output *out)
+{
+    Pb__RecallOutput *ro = pb__recall_output__unpack(NULL, out->data.len, out->data.data);
+    bool already = ro && ro->already_recalled;
+    if (ro)
+        pb__recall_output__free_unpacked(ro, NULL);
+    return already;
+}
 
 /* The operator's recall: PT_ADMIN_RECALL through the service, which owns the seqs. */
 static int admin_recall(struct gimctl *g, int64_t seq)
@@ -449,7 +461,8 @@ static int admin_recall(struct gimctl *g, int64_t seq)
         gimctl_secret_hint(g, out->code, out->message);
         goto out;
     }
-    printf("recalled user=%lld seq=%lld\n", (long long)g->user_id, (long long)seq);
+    printf("%s user=%lld seq=%lld\n", already_recalled(out) ? "already recalled" : "recalled",
+           (long long)g->user_id, (long long)seq);
     rc = 0;
 out:
     if (out)
@@ -482,7 +495,8 @@ int gimctl_recall(struct gimctl *g, int argc, char **argv)
     if ((rc = call(&s, "recall", PB__PACKAGE_TYPE__PT_RECALL, s.next_request_id++, &in.base,
                    &out)) != 0)
         goto out;
-    printf("recalled seq=%lld\n", (long long)seq);
+    printf("%s seq=%lld\n", already_recalled(out) ? "already recalled" : "recalled",
+           (long long)seq);
 out:
     if (out)
         pb__output__free_unpacked(out, NULL);

@@ -1,0 +1,272 @@
+/*
+ * gimctl kick --device D | erase --user U --yes: operator actions through the
+ * running service (PT_ADMIN_KICK, PT_ADMIN_ERASE), with an operator token
+ * minted from the secret. They go through gim-logic, never the database file:
+ * its writer owns the sessions and seqs, and only it can tell a gateway to
+ * drop a connection.
+ *
+ * erase without --yes changes nothing: it reads the --db file (read-only,
+ * safe while the service runs) and says what would go.
+ */
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "auth.h"
+#include "gimctl.h"
+
+const char gimctl_usage_kick[] =
+    "usage: gimctl kick --device D\n"
+    "  Signs device D out now, through the service: its session ends (device\n"
+    "  offline, room left), its gateway is told to close the connection, and its\n"
+    "  next request is refused until it signs in again. Prints\n"
+    "  `kicked device=D user=U gateway=G online=yes|no` (online=no: it had no\n"
+    "  session; its last gateway is told anyway). A device that never signed in\n"
+    "  is EC_NOT_FOUND (exit 1). Needs the service's secret (--secret or\n"
+    "  $GIM_TOKEN_SECRET) to mint an operator token.\n";
+
+const char gimctl_usage_erase[] =
+    "usage: gimctl erase --user U --yes [--step N]\n"
+    "  Erases user U (a right-to-erasure request), through the service: U's\n"
+    "  devices (signed out, gateways told), group memberships and inbox; the\n"
+    "  content of every message U sent is erased in every inbox and room that\n"
+    "  holds it (status MS_RECALL, no notices); messages only U held are deleted.\n"
+    "  The content leaves the database and WAL files within seconds. U's seq\n"
+    "  counter is kept, so the id can come back without reusing a seq.\n"
+    "  Runs in steps of at most N rows (default 500); interrupted, run it again\n"
+    "  to finish. Prints one line of totals.\n"
+    "  Without --yes nothing changes: it prints what would be erased, counted in\n"
+    "  the --db file (read-only), and exits 2.\n";
+
+/* A random positive request id, so two runs never share one. */
+static int64_t request_id(void)
+{
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v)
+        v = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
+    return (int64_t)(v >> 2) + 1;
+}
+
+/* Mints an operator token valid for ttl_s; NULL after printing why. */
+static char *operator_token(const struct gimctl *g, const char *cmd, int64_t ttl_s)
+{
+    const char *secret = g->secret ? g->secret : getenv("GIM_TOKEN_SECRET");
+    char *token = NULL;
+    if (!secret || !*secret) {
+        fprintf(
+            stderr,
+            "gimctl %s: no secret: set GIM_TOKEN_SECRET or pass --secret" GIMCTL_DEV_SECRET_NOTE,
+            cmd);
+        return NULL;
+    }
+    if (auth_mint_admin(secret, time(NULL) + ttl_s, &token) != GIM_OK) {
+        fprintf(stderr, "gimctl %s: cannot mint an operator token\n", cmd);
+        return NULL;
+    }
+    return token;
+}
+
+/* One operator request; 0 with *out set on EC_OK, else 1 after printing why. */
+static int call(struct gim_client *c, const struct gimctl *g, const char *cmd, int type,
+                const ProtobufCMessage *in, Pb__Output **out)
+{
+    struct client_conn conn = {.gateway_id = g->gateway, .client_addr = "gimctl"};
+    *out = NULL;
+    if (client_request(c, &conn, type, request_id(), in, out) != GIM_OK) {
+        fprintf(stderr, "gimctl %s: no reply (is gim-logic running at %s?)\n", cmd, g->url);
+        return 1;
+    }
+    if ((*out)->code != 0) {
+        fprintf(stderr, "gimctl %s: %s: %s\n", cmd, gim_err_name((gim_err)(*out)->code),
+                (*out)->message ? (*out)->message : "");
+        gimctl_secret_hint(g, (*out)->code, (*out)->message);
+        pb__output__free_unpacked(*out, NULL);
+        *out = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+int gimctl_kick(struct gimctl *g, int argc, char **argv)
+{
+    int64_t device = g->device_id;
+    int rc;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
+            if (gimctl_parse_id(argv[++i], &device) != 0)
+                return gimctl_usage_error(
+                    "kick", "--device: '%s' is not a device id (a positive integer)", argv[i]);
+        } else {
+            return gimctl_usage_error("kick", "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!device)
+        return gimctl_usage_error("kick", "needs --device D");
+
+    Pb__Output *out = NULL;
+    struct gim_client *c = NULL;
+    char *token = operator_token(g, "kick", 300);
+    if (!token)
+        return 2;
+    rc = 1;
+    if (!(c = gimctl_client(g)))
+        goto out;
+    Pb__AdminKickInput in = PB__ADMIN_KICK_INPUT__INIT;
+    in.token = token;
+    in.device_id = device;
+    if (call(c, g, "kick", PB__PACKAGE_TYPE__PT_ADMIN_KICK, &in.base, &out) != 0)
+        goto out;
+    Pb__AdminKickOutput *ko = pb__admin_kick_output__unpack(NULL, out->data.len, out->data.data);
+    if (!ko) {
+        fprintf(stderr, "gimctl kick: the reply is not an AdminKickOutput\n");
+        goto out;
+    }
+    printf("kicked device=%lld user=%lld gateway=%s online=%s\n", (long long)device,
+           (long long)ko->user_id, *ko->gateway_id ? ko->gateway_id : "-",
+           ko->was_online ? "yes" : "no");
+    pb__admin_kick_output__free_unpacked(ko, NULL);
+    rc = 0;
+out:
+    if (out)
+        pb__output__free_unpacked(out, NULL);
+    client_close(c);
+    free(token);
+    return rc;
+}
+
+/* The first row's first column of sql with ?1 = user; -1 on error (printed). */
+static int64_t count(sqlite3 *db, const char *sql, int64_t user)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, user);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            v = sqlite3_column_int64(st, 0);
+    }
+    if (v < 0)
+        fprintf(stderr, "gimctl erase: cannot read %s: %s\n", sqlite3_db_filename(db, "main"),
+                sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    return v;
+}
+
+static const char *const PREVIEW[][2] = {
+    {"devices (signed out)", "SELECT count(*) FROM device WHERE user_id = ?1"},
+    {"group memberships", "SELECT count(*) FROM group_member WHERE user_id = ?1"},
+    {"inbox entries", "SELECT count(*) FROM inbox WHERE user_id = ?1"},
+    {"  of which sent by the user (content erased everywhere)",
+     "SELECT count(*) FROM inbox i JOIN message m ON m.id = i.message_id "
+     "WHERE i.user_id = ?1 AND m.sender_type = 2 AND m.sender_id = ?1"},
+    {"room messages (content erased)",
+     "SELECT count(*) FROM room_message WHERE sender_type = 2 AND sender_id = ?1 "
+     "AND content IS NOT NULL"},
+};
+
+/* What erase would delete, read from the --db file in one snapshot. Always 2. */
+static int preview(const struct gimctl *g, int64_t user)
+{
+    sqlite3 *db = NULL;
+    bool ok = sqlite3_open_v2(g->db, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+              sqlite3_busy_timeout(db, 5000) == SQLITE_OK &&
+              sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+    printf("would erase user %lld:\n", (long long)user);
+    for (size_t i = 0; ok && i < sizeof PREVIEW / sizeof PREVIEW[0]; i++) {
+        int64_t n = count(db, PREVIEW[i][1], user);
+        if (n < 0)
+            ok = false;
+        else
+            printf("  %-56s %lld\n", PREVIEW[i][0], (long long)n);
+    }
+    if (!ok)
+        printf("  (no counts: cannot read the database %s; pass --db PATH)\n", g->db);
+    sqlite3_close(db);
+    fprintf(stderr,
+            "gimctl erase: nothing was erased: add --yes to erase user %lld (it cannot be "
+            "undone)\n",
+            (long long)user);
+    return 2;
+}
+
+int gimctl_erase(struct gimctl *g, int argc, char **argv)
+{
+    int64_t user = g->user_id, step = 0;
+    bool yes = false;
+    int rc;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--yes") == 0) {
+            yes = true;
+        } else if (strcmp(argv[i], "--user") == 0 && i + 1 < argc) {
+            if (gimctl_parse_id(argv[++i], &user) != 0)
+                return gimctl_usage_error(
+                    "erase", "--user: '%s' is not a user id (a positive integer)", argv[i]);
+        } else if (strcmp(argv[i], "--step") == 0 && i + 1 < argc) {
+            if (gimctl_parse_id(argv[++i], &step) != 0 || step > 10000)
+                return gimctl_usage_error(
+                    "erase", "--step: '%s' is not a number of rows from 1 to 10000", argv[i]);
+        } else {
+            return gimctl_usage_error("erase", "unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!user)
+        return gimctl_usage_error("erase", "needs --user U");
+    if (!yes)
+        return preview(g, user);
+
+    Pb__AdminEraseOutput sum = PB__ADMIN_ERASE_OUTPUT__INIT;
+    Pb__Output *out = NULL;
+    struct gim_client *c = NULL;
+    long steps = 0;
+    char *token = operator_token(g, "erase", 3600);
+    if (!token)
+        return 2;
+    rc = 1;
+    if (!(c = gimctl_client(g)))
+        goto out;
+    Pb__AdminEraseInput in = PB__ADMIN_ERASE_INPUT__INIT;
+    in.token = token;
+    in.user_id = user;
+    in.max_rows = (int32_t)step;
+    while (!sum.done) {
+        if (call(c, g, "erase", PB__PACKAGE_TYPE__PT_ADMIN_ERASE, &in.base, &out) != 0)
+            goto stopped;
+        Pb__AdminEraseOutput *eo =
+            pb__admin_erase_output__unpack(NULL, out->data.len, out->data.data);
+        pb__output__free_unpacked(out, NULL);
+        out = NULL;
+        if (!eo) {
+            fprintf(stderr, "gimctl erase: the reply is not an AdminEraseOutput\n");
+            goto stopped;
+        }
+        steps++;
+        sum.done = eo->done;
+        sum.devices += eo->devices;
+        sum.memberships += eo->memberships;
+        sum.inbox_entries += eo->inbox_entries;
+        sum.messages_erased += eo->messages_erased;
+        sum.messages_deleted += eo->messages_deleted;
+        sum.room_messages_erased += eo->room_messages_erased;
+        pb__admin_erase_output__free_unpacked(eo, NULL);
+    }
+    printf("erased user=%lld devices=%lld memberships=%lld inbox_entries=%lld "
+           "messages_erased=%lld messages_deleted=%lld room_messages_erased=%lld steps=%ld\n",
+           (long long)user, (long long)sum.devices, (long long)sum.memberships,
+           (long long)sum.inbox_entries, (long long)sum.messages_erased,
+           (long long)sum.messages_deleted, (long long)sum.room_messages_erased, steps);
+    rc = 0;
+    goto out;
+stopped:
+    fprintf(stderr,
+            "gimctl erase: stopped after %ld step(s); what they did is committed: run the same "
+            "command again to finish\n",
+            steps);
+out:
+    client_close(c);
+    free(token);
+    return rc;
+}

@@ -23,9 +23,10 @@
 #include "auth.h"
 #include "testlib.h"
 
-#define QUIET_MS 400   /* a SUB socket that got nothing for this long has nothing coming */
-#define BE16_MAX 65534 /* the largest Output gim's seed-era TCP client reads (default max_bytes)   \
-                        */
+#define QUIET_MS 400 /* a SUB socket that got nothing for this long has nothing coming */
+#define BE16_MAX                                                                                   \
+    65534 /* the largest Output gim's seed-era TCP client reads (default max_bytes)                \
+           */
 
 static struct tl_server srv;
 static struct gim_client *cli;

@@ -50,14 +50,19 @@ fail:
  * A gateway whose leases stop takes all of its sessions over the timeout at
  * once, so one pass keeps taking slices while they come full, within a time
  * budget: small transactions keep each hold of the write lock short, and the
- * budget bounds how long queued requests wait for the writer.
+ * budget bounds how long queued requests wait for the writer. Returns true
+ * when it stopped at the budget with a full slice: more remain, and the
+ * writer comes back right after its next batch.
  */
-static void sweep_presence(struct wctx *w, int64_t now)
+static bool sweep_presence(struct wctx *w, int64_t now)
 {
     int64_t cutoff = now - (int64_t)w->cfg->presence.timeout_seconds * 1000;
     int64_t until = gim_clock_real_ms(NULL) + SWEEP_BUDGET_MS;
-    while (sweep_slice(w, cutoff) == SWEEP_MAX && gim_clock_real_ms(NULL) < until)
-        ;
+    while (sweep_slice(w, cutoff) == SWEEP_MAX) {
+        if (gim_clock_real_ms(NULL) >= until)
+            return true;
+    }
+    return false;
 }
 
 /* Recalled content must leave the WAL file too: truncate it once readers allow. */
@@ -87,12 +92,13 @@ static void prune_idempotency(struct wctx *w, int64_t now)
         log_debug("idempotency pruned", "rows=%d", n);
 }
 
-void maint_run(struct wctx *w)
+bool maint_run(struct wctx *w)
 {
+    bool backlog = false;
     int64_t now = gim_clock_now(&w->clock);
     w->now_ms = now;
     if (w->presence)
-        sweep_presence(w, now);
+        backlog = sweep_presence(w, now);
     if (w->scrub_wal)
         scrub_wal(w);
     if (now - w->last_prune_ms >= PRUNE_EVERY_MS) {
@@ -105,4 +111,5 @@ void maint_run(struct wctx *w)
         /* A full slice means a backlog: come back on the next pass, not in a minute. */
         retention_due_ms = e == GIM_OK && n == RETENTION_ROWS ? now : now + RETENTION_EVERY_MS;
     }
+    return backlog;
 }

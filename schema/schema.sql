@@ -177,3 +177,9 @@ CREATE TABLE erasure (
     finished_at INTEGER NOT NULL DEFAULT 0  -- 0 while in progress
 );
 CREATE INDEX group_member_user ON group_member (user_id);
+CREATE TABLE gateway (
+    gateway_id TEXT PRIMARY KEY,
+    boot_id    INTEGER NOT NULL,
+    booted_at  INTEGER NOT NULL  -- ms: when gim-logic first saw this boot_id
+) WITHOUT ROWID;
+CREATE INDEX device_gateway_online ON device (gateway_id) WHERE online = 1;

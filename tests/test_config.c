@@ -132,6 +132,7 @@ Test(config, defaults_without_file)
     cr_assert_eq(cfg.rooms.retain_messages, 1000);
     cr_assert_eq(cfg.retention.days, 0);
     cr_assert_eq(cfg.writer.max_batch, 256);
+    cr_assert_eq(cfg.writer.max_queued, 256);
     cr_assert_str_eq(cfg.log.level, "info");
     config_free(&cfg);
 }
@@ -364,6 +365,8 @@ Test(config, range_bounds)
         {"rooms: {retain_messages: 0}\n", "rooms.retain_messages"},
         {"writer: {max_batch: 0}\n", "writer.max_batch"},
         {"writer: {max_batch: 65537}\n", "writer.max_batch"},
+        {"writer: {max_queued: 0}\n", "writer.max_queued"},
+        {"writer: {max_queued: 65537}\n", "writer.max_queued"},
         {"recall: {window_seconds: 4294967295}\n", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -223,6 +223,8 @@ static void sigterm_with_writes_queued_behind_a_lock(const char *busy_key)
     for (int i = 0; i < QUEUED; i++)
         pthread_join(s[i].thread, NULL);
 
+    cr_log_info("%s: exit status %d %lld ms after SIGTERM, the lock still held", busy_key, status,
+                (long long)stopped);
     cr_assert(exited_under_lock, "the stop waited for the lock (still running %d ms after SIGTERM)",
               HOLD_AFTER_TERM_MS);
     cr_assert_eq(status, 0, "exit status %d after SIGTERM; see %s", status, srv.log);

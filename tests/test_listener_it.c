@@ -17,6 +17,7 @@
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -63,6 +64,9 @@ static int log_count(const char *needle)
 
 Test(listener, clients_hanging_up_during_the_handshake_do_not_stop_the_service)
 {
+    /* Under the sanitizer build: nng 1.5.2 leaks the listener the watchdog replaces (see the
+     * file); the service's own allocations stay checked. */
+    setenv("LSAN_OPTIONS", "suppressions=" GIM_SOURCE_DIR "/tests/lsan-nng-listener.supp", 1);
     tl_start(&srv, NULL);
     for (int round = 0; round < 2; round++) {
         hang_up_during_handshakes(300);

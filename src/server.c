@@ -3,7 +3,6 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
-#include <nng/supplemental/util/platform.h>
 #include <nng/supplemental/tls/tls.h>
 #include <stdio.h>
 #include <pthread.h>
@@ -14,6 +13,7 @@
 
 #include "busy.h"
 #include "config.h"
+#include "listener.h"
 #include "log.h"
 #include "metrics.h"
 #include "writer.h"
@@ -64,39 +64,6 @@ struct worker {
     bool started;
 };
 
-/*
- * The listener watchdog (issue 11, scenario 9). Debian 12's nng 1.5.2 has a
- * bug (nng issue #1518, fixed in 1.6.0): when a client hangs up during the
- * SP handshake and our header write fails with EPIPE, the transport reports
- * NNG_ECLOSED to the listener, which takes it for its own close and never
- * accepts again. Later connections are negotiated and then wait, unread,
- * forever (and nng's epoll thread spins on their hang-ups): one gateway or
- * test client that gives up at the wrong moment, or a port scan, and the
- * service stops answering while it looks healthy. Seen as the integration
- * tests' start-up probe failing on a busy machine although the service was
- * "ready".
- *
- * Each WATCHDOG_PERIOD_MS the watchdog reads each listener's "other" error
- * count (nng counts that failure there, with other handshakes cut short);
- * when it moved, it dials the listener from a socket of its own and waits for
- * the REP socket to add a pipe from it (pipe_added). A listener that accepts
- * nothing in two tries is closed (its connections drop; gateways redial and
- * resend, and idempotency makes resends safe) and opened again on its URL.
- * tls+tcp:// listeners are not dialed (we hold no client certificate).
- */
-#define WATCHDOG_PERIOD_MS 1000
-#define WATCHDOG_PROBE_MS  1000
-
-struct listen_slot {
-    const char *url; /* cfg->listen[i] */
-    bool tls;
-    nng_listener l;           /* replaced by the watchdog on a restart */
-    _Atomic int id;           /* l's id, for pipe_added on nng's threads */
-    _Atomic int64_t accepted; /* pipes this listener handed to the socket */
-    int64_t failures;         /* the "other" count last seen (watchdog thread only) */
-    bool down;                /* a restart failed (watchdog thread only) */
-};
-
 struct server {
     const struct gim_config *cfg;
     nng_socket sock;
@@ -108,14 +75,8 @@ struct server {
     int nctx;
     struct worker *workers;
     int nworkers;
-    _Atomic int bound;
-    nng_tls_config *tls; /* for tls+tcp:// listeners; NULL until one needs it */
-    struct listen_slot lst[CONFIG_MAX_URLS];
-    int nlst;
-    pthread_t wd_thread;
-    pthread_mutex_t wd_mu;
-    pthread_cond_t wd_cv; /* on CLOCK_MONOTONIC; signalled to stop */
-    bool wd_started, wd_stop;
+    nng_tls_config *tls;   /* for tls+tcp:// listeners; NULL until one needs it */
+    struct listeners *lst; /* and their watchdog (listener.h: nng 1.5.2's listener bug) */
     /* The readers' lock waits, cut short when the stop begins (busy.h). */
     struct busy_wait rbusy;
     /*
@@ -385,158 +346,16 @@ out:
     return e;
 }
 
-static gim_err listen_one(struct server *s, struct listen_slot *ls, char *errbuf, size_t errlen)
-{
-    nng_listener l;
-    int rv = nng_listener_create(&l, s->sock, ls->url);
-    if (rv == 0 && ls->tls) {
-        gim_err e = tls_setup(s, errbuf, errlen);
-        if (e != GIM_OK) {
-            nng_listener_close(l);
-            return e;
-        }
-        rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, s->tls);
-    }
-    if (rv == 0)
-        rv = nng_listener_start(l, 0);
-    if (rv != 0) {
-        snprintf(errbuf, errlen, "cannot listen on %s: %s", ls->url, nng_strerror(rv));
-        nng_listener_close(l);
-        return GIM_EIO;
-    }
-    ls->l = l;
-    atomic_store(&ls->id, nng_listener_id(l));
-    return GIM_OK;
-}
-
 static gim_err listen_all(struct server *s, char *errbuf, size_t errlen)
 {
     for (unsigned i = 0; i < s->cfg->listen_count; i++) {
-        struct listen_slot *ls = &s->lst[s->nlst];
-        ls->url = s->cfg->listen[i];
-        ls->tls = strncmp(ls->url, "tls+", 4) == 0;
-        gim_err e = listen_one(s, ls, errbuf, errlen);
-        if (e != GIM_OK)
+        gim_err e;
+        if (strncmp(s->cfg->listen[i], "tls+", 4) == 0 &&
+            (e = tls_setup(s, errbuf, errlen)) != GIM_OK)
             return e;
-        s->nlst++;
-        s->bound++;
-        log_info("listening", "url=%s", ls->url);
     }
-    return GIM_OK;
-}
-
-/* ---- the listener watchdog (see struct listen_slot) ------------------------------- */
-
-/* Called by nng on one of its threads after a pipe joined the socket. */
-static void pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
-{
-    struct server *s = arg;
-    int id = nng_listener_id(nng_pipe_listener(p));
-    (void)ev;
-    for (int i = 0; i < s->nlst; i++)
-        if (atomic_load(&s->lst[i].id) == id)
-            atomic_fetch_add(&s->lst[i].accepted, 1);
-}
-
-/* The stats scope named `name` whose "id" is id, under st (depth first), or NULL. */
-static nng_stat *find_scope(nng_stat *st, const char *name, int id)
-{
-    for (nng_stat *c = nng_stat_child(st); c; c = nng_stat_next(c)) {
-        if (nng_stat_type(c) != NNG_STAT_SCOPE)
-            continue;
-        nng_stat *cid = strcmp(nng_stat_name(c), name) == 0 ? nng_stat_find(c, "id") : NULL;
-        if (cid && (int)nng_stat_value(cid) == id)
-            return c;
-        nng_stat *deeper = find_scope(c, name, id);
-        if (deeper)
-            return deeper;
-    }
-    return NULL;
-}
-
-/*
- * The listener's count of handshakes that failed with an "other" error, or
- * -1. (nng 1.5.2's nng_stat_find_listener returns another socket's listener
- * when there are several, hence find_scope.)
- */
-static int64_t listener_failures(nng_stat *all, nng_listener l)
-{
-    nng_stat *ls = find_scope(all, "listener", nng_listener_id(l));
-    nng_stat *other = ls ? nng_stat_find(ls, "other") : NULL;
-    return other ? (int64_t)nng_stat_value(other) : -1;
-}
-
-/* Dials ls's URL from a socket of our own: does the listener still hand pipes to the socket? */
-static bool listener_accepts(struct listen_slot *ls)
-{
-    nng_socket req;
-    bool ok = false;
-    int64_t before = atomic_load(&ls->accepted);
-    if (nng_req0_open(&req) != 0)
-        return true; /* cannot tell: do not touch a listener that may be fine */
-    nng_socket_set_ms(req, NNG_OPT_RECONNMINT, 50);
-    if (nng_dial(req, ls->url, NULL, NNG_FLAG_NONBLOCK) == 0) {
-        for (int i = 0; i < WATCHDOG_PROBE_MS / 10 && !ok; i++) {
-            nng_msleep(10);
-            ok = atomic_load(&ls->accepted) != before;
-        }
-    }
-    nng_close(req);
-    return ok;
-}
-
-static void watchdog_check(struct server *s)
-{
-    nng_stat *all = NULL;
-    if (nng_stats_get(&all) != 0)
-        return;
-    for (int i = 0; i < s->nlst; i++) {
-        struct listen_slot *ls = &s->lst[i];
-        int64_t failures = listener_failures(all, ls->l);
-        if (failures == ls->failures || ls->tls)
-            continue;
-        ls->failures = failures;
-        if (listener_accepts(ls) || listener_accepts(ls))
-            continue;
-        char err[256] = "";
-        nng_listener_close(ls->l);
-        if (listen_one(s, ls, err, sizeof err) == GIM_OK) {
-            ls->failures = 0; /* a new listener counts from 0 */
-            if (ls->down)
-                atomic_fetch_add(&s->bound, 1);
-            ls->down = false;
-            log_warn(
-                "listener restarted", "url=%s reason=\"%s\"", ls->url,
-                "it stopped accepting after a client hung up during the handshake (nng 1.5.2)");
-        } else {
-            /* /healthz says so; the next check tries again. */
-            if (!ls->down)
-                atomic_fetch_sub(&s->bound, 1);
-            ls->down = true;
-            ls->failures = -2;
-            log_error("listener lost", "url=%s error=\"%s\"", ls->url, err);
-        }
-    }
-    nng_stats_free(all);
-}
-
-static void *watchdog_main(void *arg)
-{
-    struct server *s = arg;
-    pthread_mutex_lock(&s->wd_mu);
-    while (!s->wd_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += WATCHDOG_PERIOD_MS / 1000;
-        pthread_cond_timedwait(&s->wd_cv, &s->wd_mu, &ts);
-        if (s->wd_stop)
-            break;
-        pthread_mutex_unlock(&s->wd_mu);
-        watchdog_check(s);
-        pthread_mutex_lock(&s->wd_mu);
-    }
-    pthread_mutex_unlock(&s->wd_mu);
-    return NULL;
+    return listeners_start(&s->lst, s->sock, s->cfg->listen, s->cfg->listen_count, s->tls,
+                           nng_req0_open, errbuf, errlen);
 }
 
 static gim_err start_workers(struct server *s, const struct server_opts *o, char *errbuf,
@@ -620,8 +439,6 @@ gim_err server_start(struct server **out, const struct server_opts *o, char *err
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&s->idle_cv, &ca);
-    pthread_mutex_init(&s->wd_mu, NULL);
-    pthread_cond_init(&s->wd_cv, &ca);
     pthread_condattr_destroy(&ca);
     busy_wait_init(&s->rbusy, o->cfg->database.busy_timeout_ms);
     s->writer = o->writer;
@@ -637,7 +454,6 @@ gim_err server_start(struct server **out, const struct server_opts *o, char *err
         goto fail;
     }
     s->sock_open = true;
-    nng_pipe_notify(s->sock, NNG_PIPE_EV_ADD_POST, pipe_added, s);
     /*
      * Oversized requests are refused by nng before we allocate anything for
      * them. nng measures the frame, which carries the REQ header (a 4-byte
@@ -652,12 +468,6 @@ gim_err server_start(struct server **out, const struct server_opts *o, char *err
         goto fail;
     if ((e = listen_all(s, errbuf, errlen)) != GIM_OK)
         goto fail;
-    if (pthread_create(&s->wd_thread, NULL, watchdog_main, s) != 0) {
-        snprintf(errbuf, errlen, "cannot start the listener watchdog");
-        e = GIM_EINTERNAL;
-        goto fail;
-    }
-    s->wd_started = true;
     *out = s;
     return GIM_OK;
 fail:
@@ -697,13 +507,6 @@ void server_stop(struct server *s)
      * busy_timeout_ms: see docs/reliability.md ("Stopping").
      */
     busy_wait_cancel(&s->rbusy);
-    if (s->wd_started) {
-        pthread_mutex_lock(&s->wd_mu);
-        s->wd_stop = true;
-        pthread_cond_signal(&s->wd_cv);
-        pthread_mutex_unlock(&s->wd_mu);
-        pthread_join(s->wd_thread, NULL);
-    }
     pthread_mutex_lock(&s->mu);
     if (s->ctxs)
         drain(s);
@@ -715,6 +518,7 @@ void server_stop(struct server *s)
     /* CLOSED: every context is idle, so no writer job, worker or callback holds one. */
     if (s->sock_open)
         nng_close(s->sock);
+    listeners_stop(s->lst); /* after the close: until then nng may call its pipe callback */
     for (int i = 0; s->ctxs && i < s->nctx; i++) {
         if (s->ctxs[i].aio) {
             nng_aio_stop(s->ctxs[i].aio);
@@ -741,8 +545,6 @@ void server_stop(struct server *s)
         nng_tls_config_free(s->tls);
     busy_wait_destroy(&s->rbusy);
     pthread_mutex_destroy(&s->mu);
-    pthread_mutex_destroy(&s->wd_mu);
-    pthread_cond_destroy(&s->wd_cv);
     pthread_rwlock_destroy(&s->calls);
     pthread_cond_destroy(&s->idle_cv);
     free(s->ctxs);
@@ -752,5 +554,5 @@ void server_stop(struct server *s)
 
 int server_bound(const struct server *s)
 {
-    return s && atomic_load(&s->bound) == (int)s->cfg->listen_count;
+    return s && listeners_bound(s->lst) == (int)s->cfg->listen_count;
 }

@@ -12,7 +12,7 @@
  * negotiated but never read. Here 300 raw connections to the ipc:// URL are
  * closed at once, which kills the listener of the unfixed service every
  * time on this machine; then a new client must be answered. The service's
- * watchdog (server.c) finds the listener that no longer accepts and opens it
+ * watchdog (src/listener.c) finds the listener that no longer accepts and opens it
  * again within about 2 s.
  */
 #include <criterion/criterion.h>

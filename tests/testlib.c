@@ -59,7 +59,7 @@ static void spawn(struct tl_server *s)
      * nng 1.5.2 then stops accepting on the listener for good (nng issue
      * #1518, fixed in 1.6.0): the service logged "ready" and never read
      * another request (issue 11, scenario 9; the service now restarts such a
-     * listener, see server.c).
+     * listener, see src/listener.c).
      */
     struct gim_client *c = NULL;
     cr_assert_eq(client_open(&c, s->url, 200, 1), GIM_OK);

@@ -74,6 +74,7 @@ struct raw_retention {
 
 struct raw_writer {
     char *max_batch;
+    char *max_queued;
 };
 
 struct raw_log {
@@ -182,6 +183,7 @@ static const cyaml_schema_field_t retention_fields[] = {
 
 static const cyaml_schema_field_t writer_fields[] = {
     SCALAR(struct raw_writer, max_batch),
+    SCALAR(struct raw_writer, max_queued),
     CYAML_FIELD_END,
 };
 
@@ -305,6 +307,7 @@ static const struct key keys[] = {
     U32(rooms.retain_messages, 1, UINT32_MAX, 1000),
     U32(retention.days, 0, UINT32_MAX, 0),
     U32(writer.max_batch, 1, 65536, 256),
+    U32(writer.max_queued, 1, 65536, 256),
     CHOICE(log.level, "info", log_levels),
 };
 
@@ -877,4 +880,42 @@ const char *config_secret(const struct gim_config *cfg)
             return v;
     }
     return NULL;
+}
+
+static bool str_differs(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") != 0;
+}
+
+size_t config_changed(const struct gim_config *a, const struct gim_config *b, const char **paths,
+                      size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        bool differs = false;
+        switch (k->kind) {
+        case K_URLS: {
+            char *const *ua = at(a, k->cfg_off), *const *ub = at(b, k->cfg_off);
+            unsigned na = *(const unsigned *)at(a, k->cfg_count_off);
+            differs = na != *(const unsigned *)at(b, k->cfg_count_off);
+            for (unsigned j = 0; !differs && j < na && j < CONFIG_MAX_URLS; j++)
+                differs = str_differs(ua[j], ub[j]);
+            break;
+        }
+        case K_STR:
+            differs =
+                str_differs(*(char *const *)at(a, k->cfg_off), *(char *const *)at(b, k->cfg_off));
+            break;
+        case K_U32:
+            differs = *(const uint32_t *)at(a, k->cfg_off) != *(const uint32_t *)at(b, k->cfg_off);
+            break;
+        case K_BOOL:
+            differs = *(const bool *)at(a, k->cfg_off) != *(const bool *)at(b, k->cfg_off);
+            break;
+        }
+        if (differs && n < max)
+            paths[n++] = k->path;
+    }
+    return n;
 }

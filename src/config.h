@@ -81,6 +81,9 @@ struct gim_config {
     } retention;
     struct {
         uint32_t max_batch; /* most requests per write transaction, default 256 */
+        /* most write requests admitted at once (each holds an nng context of its
+         * own, on top of `contexts`); beyond it EC_UNAVAILABLE at once. Default 256 */
+        uint32_t max_queued;
     } writer;
     struct {
         char *level; /* debug|info|warn|error, default "info" */
@@ -101,6 +104,15 @@ void config_free(struct gim_config *cfg);
 
 /* Writes the effective config as YAML to out, with the secret masked as "***". */
 void config_print(const struct gim_config *cfg, FILE *out);
+
+/*
+ * Compares two loaded configurations key by key: writes the dotted paths of
+ * the keys whose values differ (e.g. "log.level", "listen") into paths, in
+ * the example file's order, at most max of them, and returns how many it
+ * wrote. The strings are static. For SIGHUP (main.c).
+ */
+size_t config_changed(const struct gim_config *a, const struct gim_config *b, const char **paths,
+                      size_t max);
 
 /*
  * The token secret in effect: auth.secret if set, else the value of the

@@ -1,22 +1,24 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
 
-/* Written once by main before threads start, read-only afterwards. */
-static enum log_level min_level = LOG_LEVEL_INFO;
+/* Set at start-up and again on SIGHUP (main.c) while every thread logs: atomic. Relaxed
+ * is enough: a thread that sees the new level a moment late logs one line more or less. */
+static _Atomic int min_level = LOG_LEVEL_INFO;
 
 void log_set_level(enum log_level lvl)
 {
-    min_level = lvl;
+    atomic_store_explicit(&min_level, (int)lvl, memory_order_relaxed);
 }
 
 int log_enabled(enum log_level lvl)
 {
-    return lvl >= min_level;
+    return (int)lvl >= atomic_load_explicit(&min_level, memory_order_relaxed);
 }
 
 int log_level_parse(const char *s)
@@ -31,7 +33,7 @@ int log_level_parse(const char *s)
 void log_write(enum log_level lvl, const char *msg, const char *fmt, ...)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
-    if (lvl < min_level)
+    if (!log_enabled(lvl))
         return;
     char line[1024];
     struct timeval tv;

@@ -3,8 +3,8 @@
  *
  * A line looks like `ts=2026-11-25T20:00:00.123Z level=info msg="listening" url=tcp://...`.
  * Callers write the key=value tail themselves with the usual printf format.
- * The level is set once at start-up (log_set_level) before any thread starts;
- * after that it is only read.
+ * The level is set at start-up (log_set_level) and may change at any time
+ * after (SIGHUP reloads log.level): every thread may log meanwhile.
  */
 #ifndef GIM_LOG_H
 #define GIM_LOG_H

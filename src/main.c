@@ -5,9 +5,19 @@
  * writer, then the publisher and the server that feed it; on SIGINT/SIGTERM
  * the server stops receiving and drains (its writes still reach the writer),
  * then the writer finishes its queue, and only then is the database closed.
+ *
+ * Signals: every signal below is blocked in all threads and taken by
+ * sigwait() in main, so no handler runs inside a worker. SIGINT, SIGTERM and
+ * SIGQUIT stop (drain, exit 0); SIGHUP reloads what can change safely while
+ * running (log.level) and logs what it applied and what needs a restart;
+ * the others an operator or a tool may send by mistake (SIGUSR1, SIGUSR2,
+ * SIGALRM, SIGVTALRM, SIGIO) are logged and ignored, where their default
+ * would kill the process without draining. SIGPIPE is ignored: a closed
+ * connection is an error return, not a signal.
  */
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,14 +139,91 @@ static gim_err app_start(struct app *a, char *err, size_t errlen)
 static void app_stop(struct app *a)
 {
     http_stop(a->http);
-    server_stop(a->server); /* drains: in-flight writes still reach the writer */
-    writer_stop(a->writer); /* finishes its queue */
+    /* First, so that the drain never waits for a lock (another process's, for up to
+     * busy_timeout_ms): a write that finds the database locked now fails at once. */
+    writer_stop_waiting(a->writer);
+    server_stop(a->server); /* drains: in-flight writes still reach the writer and are answered */
+    writer_stop(a->writer); /* nothing is queued any more; joins its threads */
     push_close(a->push);
     presence_close(a->presence);
     seq_close(a->seq);
     metrics_free(a->metrics);
     store_close(a->db);
     config_free(&a->cfg);
+}
+
+/* Signals that stop the service, in an orderly way. */
+static const int stop_signals[] = {SIGINT, SIGTERM, SIGQUIT};
+/* Signals whose default action would kill the process: logged and ignored. */
+static const int ignored_signals[] = {SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGIO};
+
+static bool is_stop_signal(int sig)
+{
+    for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++)
+        if (stop_signals[i] == sig)
+            return true;
+    return false;
+}
+
+/*
+ * SIGHUP: reads the same file again. Only log.level is applied: every other
+ * key is read by threads without a lock, or shapes sockets, connections and
+ * threads made at start-up, so a change to one is named in the log as needing
+ * a restart. A file that no longer loads changes nothing.
+ */
+static void reload(struct app *a, const char *path)
+{
+    struct gim_config fresh = {0};
+    char err[512] = "", applied[64] = "", restart[512] = "";
+    const char *changed[64];
+    if (!path) {
+        log_info("reload: nothing to do", "reason=\"%s\"", "started without --config");
+        return;
+    }
+    if (config_load(path, &fresh, err, sizeof err) != GIM_OK) {
+        log_error("reload failed, configuration unchanged", "config=%s error=\"%s\"", path, err);
+        config_free(&fresh);
+        return;
+    }
+    size_t n = config_changed(&a->cfg, &fresh, changed, sizeof changed / sizeof changed[0]);
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(changed[i], "log.level") == 0) {
+            snprintf(applied, sizeof applied, "log.level=%s", fresh.log.level);
+            char *old = a->cfg.log.level; /* only main reads it */
+            a->cfg.log.level = fresh.log.level;
+            fresh.log.level = old;
+            log_set_level((enum log_level)log_level_parse(a->cfg.log.level));
+        } else if (len < sizeof restart) {
+            int w =
+                snprintf(restart + len, sizeof restart - len, "%s%s", len ? "," : "", changed[i]);
+            if (w > 0)
+                len += (size_t)w;
+        }
+    }
+    /* At info, or at the level now set if that is higher: the operator always sees it. */
+    enum log_level lvl = log_enabled(LOG_LEVEL_INFO)
+                             ? LOG_LEVEL_INFO
+                             : (enum log_level)log_level_parse(a->cfg.log.level);
+    log_write(lvl, "reloaded", "config=%s applied=\"%s\" needs_restart=\"%s\"", path, applied,
+              restart);
+    config_free(&fresh);
+}
+
+/* Serves until a stop signal; returns it. */
+static int serve(struct app *a, const char *config, const sigset_t *sigs)
+{
+    for (;;) {
+        int sig = 0;
+        if (sigwait(sigs, &sig) != 0)
+            continue;
+        if (is_stop_signal(sig))
+            return sig;
+        if (sig == SIGHUP)
+            reload(a, config);
+        else
+            log_warn("signal ignored", "signal=%d name=%s", sig, strsignal(sig));
+    }
 }
 
 int main(int argc, char **argv)
@@ -162,11 +249,14 @@ int main(int argc, char **argv)
         config_free(&a.cfg);
         return 2;
     }
-    /* Signals go to sigwait below, never to the worker threads. */
+    /* Signals go to sigwait in serve(), never to the worker threads (which inherit the mask). */
     sigset_t sigs;
     sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
+    for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++)
+        sigaddset(&sigs, stop_signals[i]);
+    for (size_t i = 0; i < sizeof ignored_signals / sizeof ignored_signals[0]; i++)
+        sigaddset(&sigs, ignored_signals[i]);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -179,9 +269,8 @@ int main(int argc, char **argv)
         return 1;
     }
     log_info("ready", "workers=%u contexts=%u", a.cfg.workers, a.cfg.contexts);
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    log_info("stopping", "signal=%d", sig);
+    int sig = serve(&a, config, &sigs);
+    log_info("stopping", "signal=%d name=%s", sig, strsignal(sig));
     app_stop(&a);
     log_info("stopped", "%s", "clean");
     return 0;

@@ -2,6 +2,7 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/tls/tls.h>
 #include <stdio.h>
 #include <pthread.h>
@@ -10,14 +11,35 @@
 #include <string.h>
 #include <time.h>
 
+#include "busy.h"
 #include "config.h"
+#include "listener.h"
 #include "log.h"
 #include "metrics.h"
 #include "writer.h"
 
 enum ctx_state { CTX_IDLE, CTX_RECV, CTX_WORK, CTX_SEND };
 
+/*
+ * The server's life (server.h): RUNNING until server_stop(); DRAINING while
+ * the contexts answer what they hold (none starts a new receive); CLOSED
+ * once every context is idle, when nothing can touch a context any more and
+ * the socket, the aios and the memory go.
+ */
+enum srv_state { SRV_RUNNING, SRV_DRAINING, SRV_CLOSED };
+
 #define REQ_HEADER_BYTES 4 /* the request id nng's REQ puts before each request on the wire */
+
+/*
+ * How long a reply may wait for its connection (a gateway that stopped
+ * reading, a full TCP buffer) before it is dropped and the context goes back
+ * to receiving. Without it such a gateway kept the context forever, and a
+ * stop waited for it. The gateway's REQ resends after its own timeout.
+ */
+#define SEND_TIMEOUT_MS 5000
+
+/* A stop that takes longer than this logs how many requests it still waits for, then again. */
+#define DRAIN_LOG_MS 5000
 
 struct server_ctx {
     struct server *srv;
@@ -26,6 +48,7 @@ struct server_ctx {
     nng_aio *aio;
     nng_msg *msg; /* the request being worked on; reused for the reply */
     _Atomic int state;
+    bool refused; /* its write was refused at admission (logged quietly) */
     struct request req;
     struct server_ctx *next; /* in the owner's ready queue */
 };
@@ -52,19 +75,57 @@ struct server {
     int nctx;
     struct worker *workers;
     int nworkers;
-    int bound;
-    nng_tls_config *tls; /* for tls+tcp:// listeners; NULL until one needs it */
-    _Atomic bool stopping;
+    nng_tls_config *tls;   /* for tls+tcp:// listeners; NULL until one needs it */
+    struct listeners *lst; /* and their watchdog (listener.h: nng 1.5.2's listener bug) */
+    /* The readers' lock waits, cut short when the stop begins (busy.h). */
+    struct busy_wait rbusy;
+    /*
+     * mu guards state and active, and makes "check the state, start a
+     * receive" one step, so that the stop's cancel of every receiving
+     * context cannot miss one that was about to start.
+     */
+    pthread_mutex_t mu;
+    pthread_cond_t idle_cv; /* active reached 0 */
+    enum srv_state state;
+    int active;             /* contexts not CTX_IDLE */
+    pthread_rwlock_t calls; /* held for reading around nng_ctx_send (ctx_reply) */
+    /* Write admission (server.h): writes admitted and not yet answered, and the cap. */
+    _Atomic int writes;
+    int max_writes;
+    _Atomic int64_t refused;        /* writes refused since the last warning */
+    _Atomic int64_t refused_log_ms; /* when that warning was last logged */
 };
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* c leaves the state machine for good (the server is stopping); the caller holds s->mu. */
+static void ctx_idle_locked(struct server_ctx *c)
+{
+    struct server *s = c->srv;
+    atomic_store(&c->state, CTX_IDLE);
+    if (--s->active == 0)
+        pthread_cond_broadcast(&s->idle_cv);
+}
 
 static void ctx_recv(struct server_ctx *c)
 {
-    if (atomic_load(&c->srv->stopping)) {
-        atomic_store(&c->state, CTX_IDLE);
-        return;
+    struct server *s = c->srv;
+    /* Under mu: server_stop cancels every CTX_RECV context under mu too. nng never runs
+     * an aio's callback inside nng_ctx_recv, so holding mu here cannot deadlock. */
+    pthread_mutex_lock(&s->mu);
+    if (s->state != SRV_RUNNING) {
+        ctx_idle_locked(c);
+    } else {
+        atomic_store(&c->state, CTX_RECV);
+        nng_aio_set_timeout(c->aio, NNG_DURATION_INFINITE);
+        nng_ctx_recv(c->ctx, c->aio);
     }
-    atomic_store(&c->state, CTX_RECV);
-    nng_ctx_recv(c->ctx, c->aio);
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void worker_push(struct worker *w, struct server_ctx *c)
@@ -80,7 +141,7 @@ static void worker_push(struct worker *w, struct server_ctx *c)
     pthread_mutex_unlock(&w->mu);
 }
 
-/* aio callback, on an nng thread: never blocks. */
+/* aio callback, on an nng thread: never blocks (mu is only ever held briefly). */
 static void ctx_cb(void *arg)
 {
     struct server_ctx *c = arg;
@@ -89,7 +150,10 @@ static void ctx_cb(void *arg)
     case CTX_RECV:
         if (rv != 0) {
             if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
-                atomic_store(&c->state, CTX_IDLE);
+                /* Only server_stop cancels or closes. */
+                pthread_mutex_lock(&c->srv->mu);
+                ctx_idle_locked(c);
+                pthread_mutex_unlock(&c->srv->mu);
                 return;
             }
             ctx_recv(c);
@@ -101,7 +165,7 @@ static void ctx_cb(void *arg)
         return;
     case CTX_SEND:
         if (rv != 0) {
-            /* On failure the message is still ours. */
+            /* On failure (timeout included) the message is still ours. */
             nng_msg_free(nng_aio_get_msg(c->aio));
         }
         ctx_recv(c);
@@ -109,13 +173,6 @@ static void ctx_cb(void *arg)
     default:
         return;
     }
-}
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* Sends c->req's reply, reusing the request's nng message; any thread. */
@@ -126,13 +183,15 @@ static void ctx_reply(struct server_ctx *c)
     size_t len = 0;
     int64_t dur = mono_ns() - r->start_ns;
     metrics_request(c->srv->metrics, r->type, gim_err_wire(r->code), dur);
+    bool quiet = r->code == GIM_OK || r->code == GIM_EUNAUTH || r->code == GIM_EBADREQ ||
+                 c->refused; /* refusals are counted in one warning a second instead */
+    c->refused = false;
     if (r->code != GIM_OK || log_enabled(LOG_LEVEL_DEBUG))
-        log_write(
-            r->code == GIM_OK || r->code == GIM_EUNAUTH || r->code == GIM_EBADREQ ? LOG_LEVEL_DEBUG
-                                                                                  : LOG_LEVEL_INFO,
-            "request", "request_id=%lld user=%lld device=%lld type=%d code=%s duration_us=%lld",
-            (long long)r->request_id, (long long)r->sess.user_id, (long long)r->sess.device_id,
-            r->type, gim_err_name(r->code), (long long)(dur / 1000));
+        log_write(quiet ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO, "request",
+                  "request_id=%lld user=%lld device=%lld type=%d code=%s duration_us=%lld",
+                  (long long)r->request_id, (long long)r->sess.user_id,
+                  (long long)r->sess.device_id, r->type, gim_err_name(r->code),
+                  (long long)(dur / 1000));
     gim_err e = request_pack_output(r, &buf, &len);
     request_reset(r);
     nng_msg_clear(c->msg);
@@ -147,25 +206,58 @@ static void ctx_reply(struct server_ctx *c)
     nng_aio_set_msg(c->aio, c->msg);
     c->msg = NULL;
     atomic_store(&c->state, CTX_SEND);
+    nng_aio_set_timeout(c->aio, SEND_TIMEOUT_MS);
+    /* The send's callback can run (and the context go idle) before nng_ctx_send returns,
+     * and nng still touches the context then: server_stop closes only after every such
+     * call has returned (it takes `calls` for writing). */
+    pthread_rwlock_rdlock(&c->srv->calls);
     nng_ctx_send(c->ctx, c->aio);
+    pthread_rwlock_unlock(&c->srv->calls);
 }
 
-/* The writer's completion: the commit is done, reply now. */
+/* The writer's completion: the commit is done (or failed), reply now. */
 static void write_done(struct request *r)
 {
-    ctx_reply(r->sctx);
+    struct server_ctx *c = r->sctx;
+    atomic_fetch_sub(&c->srv->writes, 1);
+    ctx_reply(c);
+}
+
+/* A write over writer.max_queued: EC_UNAVAILABLE now, and one warning a second at most. */
+static void refuse_write(struct server *s, struct server_ctx *c)
+{
+    request_fail(&c->req, GIM_EUNAVAILABLE,
+                 "too many writes waiting for the database, retry later");
+    c->refused = true;
+    int64_t n = atomic_fetch_add(&s->refused, 1) + 1;
+    int64_t now = mono_ns() / 1000000, last = atomic_load(&s->refused_log_ms);
+    if (now - last >= 1000 && atomic_compare_exchange_strong(&s->refused_log_ms, &last, now)) {
+        atomic_fetch_sub(&s->refused, n);
+        log_warn("writes refused", "count=%lld writer.max_queued=%d reason=\"%s\"", (long long)n,
+                 s->max_writes, "the writer is behind (database locked or slow)");
+    }
 }
 
 static void work(struct worker *w, struct server_ctx *c)
 {
+    struct server *s = c->srv;
     struct request *r = &c->req;
     r->sctx = c;
     enum dispatch_next next =
-        dispatch_begin(&c->srv->disp, r, nng_msg_body(c->msg), nng_msg_len(c->msg), w->ro);
-    if (next == DISPATCH_WRITE)
-        writer_submit(c->srv->writer, &r->job);
-    else
+        dispatch_begin(&s->disp, r, nng_msg_body(c->msg), nng_msg_len(c->msg), w->ro);
+    if (next != DISPATCH_WRITE) {
         ctx_reply(c);
+        return;
+    }
+    if (atomic_fetch_add(&s->writes, 1) >= s->max_writes) {
+        atomic_fetch_sub(&s->writes, 1);
+        refuse_write(s, c);
+        ctx_reply(c);
+        return;
+    }
+    log_debug("write admitted", "request_id=%lld type=%d writes=%d", (long long)r->request_id,
+              r->type, atomic_load(&s->writes));
+    writer_submit(s->writer, &r->job); /* write_done() follows, here or on the writer thread */
 }
 
 static void *worker_main(void *arg)
@@ -257,25 +349,13 @@ out:
 static gim_err listen_all(struct server *s, char *errbuf, size_t errlen)
 {
     for (unsigned i = 0; i < s->cfg->listen_count; i++) {
-        const char *url = s->cfg->listen[i];
-        nng_listener l;
-        int rv = nng_listener_create(&l, s->sock, url);
-        if (rv == 0 && strncmp(url, "tls+", 4) == 0) {
-            gim_err e = tls_setup(s, errbuf, errlen);
-            if (e != GIM_OK)
-                return e;
-            rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, s->tls);
-        }
-        if (rv == 0)
-            rv = nng_listener_start(l, 0);
-        if (rv != 0) {
-            snprintf(errbuf, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
-            return GIM_EIO;
-        }
-        s->bound++;
-        log_info("listening", "url=%s", url);
+        gim_err e;
+        if (strncmp(s->cfg->listen[i], "tls+", 4) == 0 &&
+            (e = tls_setup(s, errbuf, errlen)) != GIM_OK)
+            return e;
     }
-    return GIM_OK;
+    return listeners_start(&s->lst, s->sock, s->cfg->listen, s->cfg->listen_count, s->tls,
+                           nng_req0_open, errbuf, errlen);
 }
 
 static gim_err start_workers(struct server *s, const struct server_opts *o, char *errbuf,
@@ -293,6 +373,7 @@ static gim_err start_workers(struct server *s, const struct server_opts *o, char
         pthread_cond_init(&w->cv, NULL);
         if ((e = store_open(o->cfg, STORE_READER, &w->ro, errbuf, errlen)) != GIM_OK)
             return e;
+        busy_wait_install(&s->rbusy, w->ro->db);
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             snprintf(errbuf, errlen, "cannot start worker thread");
             return GIM_EINTERNAL;
@@ -302,9 +383,24 @@ static gim_err start_workers(struct server *s, const struct server_opts *o, char
     return GIM_OK;
 }
 
+/*
+ * Write admission. A write holds its context until the writer has committed
+ * it and the reply is sent; with the database locked by another process
+ * that is busy_timeout_ms per batch, and when writes held every context,
+ * heartbeats and syncs waited behind them for 10 s (issue 11, scenario 4).
+ * So the contexts are `contexts` + writer.max_queued, and at most
+ * writer.max_queued writes are admitted at once: whatever the writes do,
+ * `contexts` contexts are left to receive reads (and to refuse further
+ * writes at once with EC_UNAVAILABLE). A cap alone (within `contexts`) would
+ * also refuse writes of a healthy server under a burst; extra contexts for
+ * the parked writes keep today's concurrency for writes and make room for
+ * reads. The alternative, a raw REP socket that could park requests without
+ * holding a context, would mean carrying nng's backtrace by hand.
+ */
 static gim_err start_contexts(struct server *s, char *errbuf, size_t errlen)
 {
-    s->nctx = (int)s->cfg->contexts;
+    s->max_writes = (int)s->cfg->writer.max_queued;
+    s->nctx = (int)s->cfg->contexts + s->max_writes;
     s->ctxs = calloc((size_t)s->nctx, sizeof *s->ctxs);
     if (!s->ctxs)
         return GIM_ENOMEM;
@@ -320,6 +416,9 @@ static gim_err start_contexts(struct server *s, char *errbuf, size_t errlen)
             return GIM_EIO;
         }
     }
+    pthread_mutex_lock(&s->mu);
+    s->active += s->nctx;
+    pthread_mutex_unlock(&s->mu);
     for (int i = 0; i < s->nctx; i++)
         ctx_recv(&s->ctxs[i]);
     return GIM_OK;
@@ -334,6 +433,14 @@ gim_err server_start(struct server **out, const struct server_opts *o, char *err
     if (!s)
         return GIM_ENOMEM;
     s->cfg = o->cfg;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_rwlock_init(&s->calls, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->idle_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    busy_wait_init(&s->rbusy, o->cfg->database.busy_timeout_ms);
     s->writer = o->writer;
     s->metrics = o->metrics;
     s->disp = (struct dispatch){.cfg = o->cfg,
@@ -368,33 +475,50 @@ fail:
     return e;
 }
 
-static bool all_idle(struct server *s)
+/* DRAINING: waits until every context has answered what it holds; s->mu is held. */
+static void drain(struct server *s)
 {
-    for (int i = 0; i < s->nctx; i++) {
-        int st = atomic_load(&s->ctxs[i].state);
-        if (st == CTX_RECV)
-            nng_aio_cancel(s->ctxs[i].aio);
-        else if (st != CTX_IDLE)
-            return false;
-    }
+    int64_t t0 = mono_ns();
+    s->state = SRV_DRAINING;
+    /* A receive that is waiting ends now; one that just got a request works it first. */
     for (int i = 0; i < s->nctx; i++)
-        if (atomic_load(&s->ctxs[i].state) != CTX_IDLE)
-            return false;
-    return true;
+        if (atomic_load(&s->ctxs[i].state) == CTX_RECV)
+            nng_aio_cancel(s->ctxs[i].aio);
+    while (s->active > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += DRAIN_LOG_MS / 1000;
+        if (pthread_cond_timedwait(&s->idle_cv, &s->mu, &ts) != 0 && s->active > 0)
+            log_info("stopping: waiting for requests in flight", "requests=%d writes=%d", s->active,
+                     atomic_load(&s->writes));
+    }
+    log_info("drained", "duration_ms=%lld", (long long)((mono_ns() - t0) / 1000000));
 }
 
 void server_stop(struct server *s)
 {
     if (!s)
         return;
-    atomic_store(&s->stopping, true);
-    /* Contexts finish what they hold; a cancelled receive leaves them idle. */
-    for (int tries = 0; s->ctxs && tries < 3000 && !all_idle(s); tries++) {
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    /*
+     * Readers stop waiting for locks, then RUNNING -> DRAINING -> CLOSED. The
+     * writer must still be running (writes in flight reach it and are
+     * answered), and app_stop told it to wait for no lock either, so the
+     * drain takes what the admitted requests themselves need, never
+     * busy_timeout_ms: see docs/reliability.md ("Stopping").
+     */
+    busy_wait_cancel(&s->rbusy);
+    pthread_mutex_lock(&s->mu);
+    if (s->ctxs)
+        drain(s);
+    s->state = SRV_CLOSED;
+    pthread_mutex_unlock(&s->mu);
+    /* Every context is idle; a thread may still be returning from its last nng_ctx_send. */
+    pthread_rwlock_wrlock(&s->calls);
+    pthread_rwlock_unlock(&s->calls);
+    /* CLOSED: every context is idle, so no writer job, worker or callback holds one. */
     if (s->sock_open)
         nng_close(s->sock);
+    listeners_stop(s->lst); /* after the close: until then nng may call its pipe callback */
     for (int i = 0; s->ctxs && i < s->nctx; i++) {
         if (s->ctxs[i].aio) {
             nng_aio_stop(s->ctxs[i].aio);
@@ -419,6 +543,10 @@ void server_stop(struct server *s)
     }
     if (s->tls)
         nng_tls_config_free(s->tls);
+    busy_wait_destroy(&s->rbusy);
+    pthread_mutex_destroy(&s->mu);
+    pthread_rwlock_destroy(&s->calls);
+    pthread_cond_destroy(&s->idle_cv);
     free(s->ctxs);
     free(s->workers);
     free(s);
@@ -426,5 +554,5 @@ void server_stop(struct server *s)
 
 int server_bound(const struct server *s)
 {
-    return s && s->bound == (int)s->cfg->listen_count;
+    return s && listeners_bound(s->lst) == (int)s->cfg->listen_count;
 }

@@ -7,8 +7,18 @@
  * the worker decodes, authenticates and either answers a read on its own
  * read-only SQLite connection or queues a write to the writer, whose
  * completion sends the reply after the commit. So nng's own threads never
- * block on SQLite, and up to cfg->contexts requests are in flight, which is
- * what lets the writer commit them in groups.
+ * block on SQLite, and many requests are in flight, which is what lets the
+ * writer commit them in groups.
+ *
+ * Admission: there are cfg->contexts + cfg->writer.max_queued contexts, and
+ * at most writer.max_queued writes are admitted at once (a write beyond it is
+ * answered EC_UNAVAILABLE at once). A write holds its context until its
+ * commit, which can take busy_timeout_ms per batch when another process
+ * holds the database; so whatever the writes do, cfg->contexts contexts stay
+ * free to receive reads (sync, heartbeat) and to refuse further writes. A cap
+ * within cfg->contexts would have refused writes of a healthy server under a
+ * burst; extra contexts for the parked writes keep the writes' concurrency.
+ * (server.c explains the alternatives.)
  */
 #ifndef GIM_SERVER_H
 #define GIM_SERVER_H
@@ -39,9 +49,15 @@ struct server;
 gim_err server_start(struct server **out, const struct server_opts *o, char *errbuf, size_t errlen);
 
 /*
- * Stops receiving, lets in-flight requests finish (writes included, so the
- * writer must still be running), then closes the socket and the workers'
- * connections and frees the server.
+ * Stops receiving, lets every request already received be answered (writes
+ * included, so the writer must still be running; call writer_stop_waiting()
+ * first so that none waits for a lock), then closes the socket and the
+ * workers' connections and frees the server. Nothing is freed while a
+ * context, a worker, the writer or an nng callback can still touch it: the
+ * server moves RUNNING -> DRAINING -> CLOSED on a condition variable that the
+ * last busy context signals. Worst case: the work of the requests already
+ * admitted, none of them waiting for a lock, plus 5 s for a reply that its
+ * gateway does not read (docs/reliability.md, "Stopping").
  */
 void server_stop(struct server *s);
 

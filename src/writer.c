@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "busy.h"
 #include "config.h"
 #include "log.h"
 #include "maint.h"
@@ -17,6 +18,8 @@ struct writer {
     pthread_cond_t cv;
     struct write_job *head, *tail; /* FIFO of queued jobs */
     bool stopping;
+    /* How the writer's connection waits for a lock; cut short by writer_stop_waiting(). */
+    struct busy_wait busy;
     /* The checkpointer (see ckpt_main); ckpt_due and ckpt_stop are under ckpt_mu. */
     struct store_conn *ckpt_db;
     pthread_t ckpt_thread;
@@ -265,6 +268,13 @@ bool writer_maintain(struct wctx *w)
     return maint_run(w);
 }
 
+/* Gives the connection back its plain busy_timeout: wr->busy is about to go. */
+static void busy_release(struct writer *wr)
+{
+    sqlite3_busy_timeout(wr->w->db->db, (int)wr->w->cfg->database.busy_timeout_ms);
+    busy_wait_destroy(&wr->busy);
+}
+
 gim_err writer_start(struct writer **out, struct wctx *w)
 {
     struct writer *wr = calloc(1, sizeof *wr);
@@ -273,9 +283,12 @@ gim_err writer_start(struct writer **out, struct wctx *w)
     wr->w = w;
     pthread_mutex_init(&wr->mu, NULL);
     pthread_cond_init(&wr->cv, NULL);
+    busy_wait_init(&wr->busy, w->cfg->database.busy_timeout_ms);
+    busy_wait_install(&wr->busy, w->db->db);
     ckpt_start(wr);
     if (pthread_create(&wr->thread, NULL, writer_main, wr) != 0) {
         ckpt_stop(wr);
+        busy_release(wr);
         pthread_mutex_destroy(&wr->mu);
         pthread_cond_destroy(&wr->cv);
         free(wr);
@@ -303,6 +316,12 @@ void writer_submit(struct writer *wr, struct write_job *job)
     pthread_mutex_unlock(&wr->mu);
 }
 
+void writer_stop_waiting(struct writer *wr)
+{
+    if (wr)
+        busy_wait_cancel(&wr->busy);
+}
+
 void writer_stop(struct writer *wr)
 {
     if (!wr)
@@ -313,6 +332,7 @@ void writer_stop(struct writer *wr)
     pthread_mutex_unlock(&wr->mu);
     pthread_join(wr->thread, NULL);
     ckpt_stop(wr);
+    busy_release(wr);
     pthread_mutex_destroy(&wr->mu);
     pthread_cond_destroy(&wr->cv);
     free(wr);

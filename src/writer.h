@@ -73,6 +73,16 @@ gim_err writer_start(struct writer **out, struct wctx *w);
  * GIM_EUNAVAILABLE. */
 void writer_submit(struct writer *wr, struct write_job *job);
 
+/*
+ * The first step of a stop: from now on the writer waits for no lock. A
+ * batch that finds the database locked by another process fails at once with
+ * GIM_EUNAVAILABLE (a wait in progress ends now), instead of after
+ * database.busy_timeout_ms (up to 10 minutes); queued jobs still run, so
+ * with the database free they get their real result. This is what bounds a
+ * stop (docs/reliability.md, scenario 1). Safe from any thread.
+ */
+void writer_stop_waiting(struct writer *wr);
+
 /* Finishes every queued job, stops the thread, frees the writer. */
 void writer_stop(struct writer *wr);
 

@@ -132,6 +132,7 @@ Test(config, defaults_without_file)
     cr_assert_eq(cfg.rooms.retain_messages, 1000);
     cr_assert_eq(cfg.retention.days, 0);
     cr_assert_eq(cfg.writer.max_batch, 256);
+    cr_assert_eq(cfg.writer.max_queued, 256);
     cr_assert_str_eq(cfg.log.level, "info");
     config_free(&cfg);
 }
@@ -371,6 +372,8 @@ Test(config, range_bounds)
         {"rooms: {retain_messages: 0}\n", "rooms.retain_messages"},
         {"writer: {max_batch: 0}\n", "writer.max_batch"},
         {"writer: {max_batch: 65537}\n", "writer.max_batch"},
+        {"writer: {max_queued: 0}\n", "writer.max_queued"},
+        {"writer: {max_queued: 65537}\n", "writer.max_queued"},
         {"recall: {window_seconds: 4294967295}\n", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -555,4 +558,32 @@ Test(config, null_errbuf_is_allowed)
     struct gim_config cfg;
     cr_assert_eq(load_yaml("bogus: 1\n", &cfg, NULL, 0), GIM_ECONFIG);
     config_free(&cfg);
+}
+
+/* SIGHUP's comparison (main.c reload): the changed keys by path, in the example file's order. */
+Test(config, changed_keys_are_named_in_file_order)
+{
+    struct gim_config a = {0}, b = {0};
+    char err[256] = "";
+    const char *paths[8];
+    cr_assert_eq(config_load(NULL, &a, err, sizeof err), GIM_OK, "%s", err);
+    cr_assert_eq(config_load(NULL, &b, err, sizeof err), GIM_OK, "%s", err);
+    cr_assert_eq(config_changed(&a, &b, paths, 8), 0, "defaults equal defaults");
+    config_free(&b);
+    memset(&b, 0, sizeof b);
+    cr_assert_eq(load_yaml("log: {level: debug}\n"
+                           "listen: [\"tcp://127.0.0.1:7400\"]\n"
+                           "auth: {insecure_dev: true}\n"
+                           "writer: {max_queued: 9}\n",
+                           &b, err, sizeof err),
+                 GIM_OK, "%s", err);
+    size_t n = config_changed(&a, &b, paths, 8);
+    cr_assert_eq(n, 4);
+    cr_assert_str_eq(paths[0], "listen");
+    cr_assert_str_eq(paths[1], "auth.insecure_dev");
+    cr_assert_str_eq(paths[2], "writer.max_queued");
+    cr_assert_str_eq(paths[3], "log.level");
+    cr_assert_eq(config_changed(&a, &b, paths, 2), 2, "at most max paths");
+    config_free(&a);
+    config_free(&b);
 }

@@ -277,16 +277,24 @@ Test(http, metrics_format_is_prometheus_text)
 Test(http, start_up_logs_the_url_and_a_taken_port_is_a_clear_error)
 {
     char *log = NULL, want[128];
-    size_t len = 0;
-    FILE *f = fopen(srv.log, "r");
-    cr_assert_not_null(f);
-    FILE *m = open_memstream(&log, &len);
-    int ch;
-    while ((ch = fgetc(f)) != EOF)
-        fputc(ch, m);
-    fclose(m);
-    fclose(f);
     snprintf(want, sizeof want, "msg=\"http listening\" url=http://127.0.0.1:%d", port);
+    /* The REP socket answers (setup's probe) before the HTTP listener is up: up to 5 s. */
+    for (int tries = 0; tries < 50; tries++) {
+        size_t len = 0;
+        FILE *f = fopen(srv.log, "r");
+        cr_assert_not_null(f);
+        free(log);
+        log = NULL;
+        FILE *m = open_memstream(&log, &len);
+        int ch;
+        while ((ch = fgetc(f)) != EOF)
+            fputc(ch, m);
+        fclose(m);
+        fclose(f);
+        if (strstr(log, want))
+            break;
+        usleep(100 * 1000);
+    }
     cr_assert_not_null(strstr(log, want), "%s", log);
     free(log);
 
@@ -298,7 +306,9 @@ Test(http, start_up_logs_the_url_and_a_taken_port_is_a_clear_error)
     snprintf(cmd, sizeof cmd, "'%s' --config '%s' 2>&1", GIM_LOGIC_BIN, cfg);
     FILE *p = popen(cmd, "r");
     char *out = NULL;
-    m = open_memstream(&out, &len);
+    size_t len = 0;
+    int ch;
+    FILE *m = open_memstream(&out, &len);
     while ((ch = fgetc(p)) != EOF)
         fputc(ch, m);
     fclose(m);

@@ -180,8 +180,10 @@ Test(scrub_it, a_reader_never_stalls_sends_and_the_scrub_completes_after_it, .fi
         worst = ms > worst ? ms : worst;
         n++;
     }
-    /* Coarse on purpose (a loaded CI machine): the stall was the 5 s busy timeout. */
-    cr_assert_lt(worst, 1000, "a send took %lld ms with a reader open (%lld sends)",
+    /* Coarse on purpose (a loaded CI machine): the stall was the whole 5 s busy timeout. */
+    fprintf(stderr, "test_scrub_it: %lld sends with the reader open, the slowest %lld ms\n",
+            (long long)n, (long long)worst);
+    cr_assert_lt(worst, 2500, "a send took %lld ms with a reader open (%lld sends)",
                  (long long)worst, (long long)n);
 
     /*

@@ -73,10 +73,13 @@ static enum claim positive_int_claim(jwt_t *jwt, const char *name, int64_t *out)
     return CLAIM_OK;
 }
 
-/* A positive decimal without sign, spaces or trailing bytes that fits int64. */
+/*
+ * A positive decimal in canonical form (no sign, spaces, leading zeros or
+ * trailing bytes) that fits int64: "05" and "5" must not both name user 5.
+ */
 static bool parse_id(const char *s, int64_t *out)
 {
-    if (!*s)
+    if (!*s || *s == '0')
         return false;
     for (const char *p = s; *p; p++)
         if (*p < '0' || *p > '9')
@@ -126,6 +129,12 @@ static gim_err open_token(const char *secret, const char *token, int64_t now_s, 
         say(why, whylen, "alg %s not accepted (HS256 only)", alg_name(jwt_get_alg(jwt)));
         goto out;
     }
+    /* libjwt reads the header's alg case-insensitively; RFC 7515 makes it case-sensitive. */
+    const char *alg = jwt_get_header(jwt, "alg");
+    if (!alg || strcmp(alg, "HS256") != 0) {
+        say(why, whylen, "alg \"%.16s\" not accepted (exactly \"HS256\" only)", alg ? alg : "");
+        goto out;
+    }
 
     switch (positive_int_claim(jwt, "exp", &exp)) {
     case CLAIM_MISSING:
@@ -141,10 +150,20 @@ static gim_err open_token(const char *secret, const char *token, int64_t now_s, 
         say(why, whylen, "token expired");
         goto out;
     }
-    /* nbf is optional, but RFC 7519 forbids accepting a token before it. */
-    if (positive_int_claim(jwt, "nbf", &nbf) == CLAIM_OK && nbf > now_s) {
-        say(why, whylen, "token not valid yet");
+    /* nbf is optional, but RFC 7519 forbids accepting a token before it: one we cannot
+     * read (a string, a real, 0) is refused rather than ignored. */
+    switch (positive_int_claim(jwt, "nbf", &nbf)) {
+    case CLAIM_MISSING:
+        break;
+    case CLAIM_BAD:
+        say(why, whylen, "nbf must be a positive integer");
         goto out;
+    case CLAIM_OK:
+        if (nbf > now_s) {
+            say(why, whylen, "token not valid yet");
+            goto out;
+        }
+        break;
     }
     *out = jwt;
     jwt = NULL;

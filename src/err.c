@@ -29,6 +29,8 @@ const char *gim_err_name(gim_err e)
         return "EIO";
     case GIM_ESCHEMA:
         return "ESCHEMA";
+    case GIM_ELOCKED:
+        return "ELOCKED";
     }
     return "EUNKNOWN";
 }

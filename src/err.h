@@ -25,6 +25,7 @@ typedef enum gim_err {
     GIM_ECONFIG = 101, /* bad configuration */
     GIM_EIO = 102,     /* file or socket error */
     GIM_ESCHEMA = 103, /* database newer than the binary, or a migration failed */
+    GIM_ELOCKED = 104, /* the database is another process's (dblock.h) */
 } gim_err;
 
 /* Short stable name, e.g. "EC_NOT_FOUND". Never NULL. */

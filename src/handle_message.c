@@ -338,7 +338,9 @@ out:
  * A retry of an answered send: *replayed = true and the reply is the stored
  * message as it is now (a recalled one shows MS_RECALL and no content).
  * Records outside the window, or left by another user of the same device
- * id, do not count.
+ * id, do not count: the sender checks below catch those whose message is
+ * still there, and a sign-in as another user drops the device's records
+ * (handle_signin.c), since a pruned one no longer says whose it was.
  */
 static gim_err idem_replay(struct request *r, struct wctx *w, bool *replayed)
 {

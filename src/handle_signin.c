@@ -33,6 +33,17 @@ static const char SQL_UPSERT_DEVICE[] =
     "ack_seq = CASE WHEN device.user_id = excluded.user_id THEN device.ack_seq ELSE 0 END, "
     "ack_time = CASE WHEN device.user_id = excluded.user_id THEN device.ack_time ELSE 0 END";
 
+/*
+ * A device handed to another user must not carry the old user's idempotency
+ * records either: a record whose message or room entry has been pruned no
+ * longer says whose it was, and would answer the new user's send with the
+ * same request_id (EC_NOT_FOUND, nothing stored). Runs before the upsert,
+ * while the row still names the previous user; a range of the primary key.
+ */
+static const char SQL_DROP_OTHER_IDEM[] =
+    "DELETE FROM idempotency WHERE device_id = ?1 AND EXISTS "
+    "(SELECT 1 FROM device WHERE device_id = ?1 AND user_id <> ?2)";
+
 static const char *client_addr(const struct request *r)
 {
     if (r->client_addr)
@@ -90,9 +101,34 @@ static gim_err signin_prepare(struct request *r)
     return GIM_OK;
 }
 
+static gim_err drop_other_users_records(struct request *r, struct wctx *w)
+{
+    const struct session *s = &r->sess;
+    sqlite3_stmt *st = store_stmt(w->db, SQL_DROP_OTHER_IDEM);
+    if (!st)
+        return request_fail(r, GIM_EINTERNAL, "sign-in: cannot prepare statement");
+    sqlite3_bind_int64(st, 1, s->device_id);
+    sqlite3_bind_int64(st, 2, s->user_id);
+    int rc = sqlite3_step(st);
+    int n = sqlite3_changes(w->db->db);
+    store_done(st);
+    if (rc != SQLITE_DONE) {
+        log_warn("sign-in write failed", "device=%" PRId64 " rc=%d error=\"%s\"", s->device_id, rc,
+                 sqlite3_errmsg(w->db->db));
+        return request_fail(r, store_err(rc), "sign-in: cannot drop the previous user's records");
+    }
+    if (n > 0)
+        log_info("device changed user", "device=%" PRId64 " user=%" PRId64 " records_dropped=%d",
+                 s->device_id, s->user_id, n);
+    return GIM_OK;
+}
+
 static gim_err signin_write(struct request *r, struct wctx *w)
 {
     const struct session *s = &r->sess;
+    gim_err e = drop_other_users_records(r, w);
+    if (e != GIM_OK)
+        return e;
     sqlite3_stmt *st = store_stmt(w->db, SQL_UPSERT_DEVICE);
     if (!st)
         return request_fail(r, GIM_EINTERNAL, "sign-in: cannot prepare statement");

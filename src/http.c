@@ -122,6 +122,7 @@ static void on_metrics(nng_aio *aio)
         return;
     }
     struct metrics_gauges g = {.pushes_published = push_published(h->o.push),
+                               .pushes_dropped = push_dropped(h->o.push),
                                .database_bytes = file_size(h->db_path, -1),
                                .wal_bytes = file_size(h->wal_path, 0)};
     if (h->o.presence) {

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "dblock.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -37,6 +38,7 @@
 
 struct app {
     struct gim_config cfg;
+    struct dblock *lock; /* held for the process's life: one gim-logic per database */
     struct store_conn *db;
     struct presence *presence;
     struct seq *seq;
@@ -149,6 +151,7 @@ static void app_stop(struct app *a)
     seq_close(a->seq);
     metrics_free(a->metrics);
     store_close(a->db);
+    dblock_release(a->lock);
     config_free(&a->cfg);
 }
 
@@ -263,6 +266,15 @@ int main(int argc, char **argv)
     log_info("starting", "version=%s config=%s", VERSION, config ? config : "(defaults)");
     if (log_enabled(LOG_LEVEL_INFO))
         config_print(&a.cfg, stderr);
+    /* Before anything is opened or bound: a second process on the file must not touch it. */
+    gim_err le = store_check_dir(a.cfg.database.path, STORE_WRITER, err, sizeof err);
+    if (le == GIM_OK)
+        le = dblock_acquire(a.cfg.database.path, &a.lock, err, sizeof err);
+    if (le != GIM_OK) {
+        fprintf(stderr, "gim-logic: %s\n", err);
+        config_free(&a.cfg);
+        return le == GIM_ELOCKED ? 2 : 1;
+    }
     if (app_start(&a, err, sizeof err) != GIM_OK) {
         fprintf(stderr, "gim-logic: %s\n", err[0] ? err : "start-up failed");
         app_stop(&a);

@@ -3,7 +3,9 @@
  *
  * Runs on the writer thread with its connection, outside any batch: signs
  * out devices whose presence timed out, truncates the WAL after a recall so
- * erased content leaves the WAL file, prunes expired idempotency records,
+ * erased content leaves the WAL file (only when the writer has no
+ * checkpointer thread, which otherwise takes the scrub over: writer.c),
+ * prunes expired idempotency records,
  * trims room logs and applies retention. Each step works in small
  * transactions so it never holds the write lock for long.
  */

@@ -210,6 +210,9 @@ void metrics_write(struct metrics *m, const struct metrics_gauges *g, FILE *out)
         return;
     counter(out, "gim_pushes_published_total", "Delivery messages published to gateways.",
             g->pushes_published);
+    counter(out, "gim_pushes_dropped_total",
+            "Pushes dropped because the push queue was full (sync still has them).",
+            g->pushes_dropped);
     gauge(out, "gim_online_devices", "Devices with a session.", (int64_t)g->online_devices);
     gauge(out, "gim_room_subscriptions", "Sessions subscribed to a room.",
           (int64_t)g->room_subscriptions);

@@ -41,6 +41,7 @@ struct metrics_gauges {
     uint64_t online_devices;     /* presence sessions */
     uint64_t room_subscriptions; /* of those, subscribed to a room */
     uint64_t pushes_published;   /* push_published() */
+    uint64_t pushes_dropped;     /* push_dropped() */
     int64_t database_bytes;      /* size of the database file, -1 = unknown */
     int64_t wal_bytes;           /* size of its -wal file, 0 when absent */
 };

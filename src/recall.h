@@ -3,8 +3,9 @@
  * (`gimctl recall --admin`).
  *
  * A recall erases the message's content in the database (content = NULL,
- * status = MS_RECALL; secure_delete zeroes the freed bytes and the writer
- * truncates the WAL soon after, so the text leaves both files) and drops a
+ * status = MS_RECALL; secure_delete zeroes the freed bytes and the writer's
+ * checkpointer truncates the WAL soon after, so the text leaves both files:
+ * see writer.c for readers that hold an older snapshot, and crashes) and drops a
  * recall notice into every inbox that held a copy. A notice is a message of
  * its own, one per copy because each carries that inbox's seq of the recalled
  * copy: MT_COMMAND with content Command{code: RECALL_COMMAND_CODE, data:

@@ -127,7 +127,7 @@ static const char *sync_word(const char *s)
     return "full";
 }
 
-static gim_err check_dir(const char *path, enum store_mode mode, char *errbuf, size_t errlen)
+gim_err store_check_dir(const char *path, enum store_mode mode, char *errbuf, size_t errlen)
 {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", path);
@@ -194,7 +194,7 @@ gim_err store_open(const struct gim_config *cfg, enum store_mode mode, struct st
     struct store_conn *c = NULL;
     const char *path = cfg->database.path;
     *out = NULL;
-    if ((e = check_dir(path, mode, errbuf, errlen)) != GIM_OK)
+    if ((e = store_check_dir(path, mode, errbuf, errlen)) != GIM_OK)
         goto fail;
     c = calloc(1, sizeof *c);
     if (!c) {

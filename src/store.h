@@ -48,6 +48,13 @@ enum store_mode {
 gim_err store_open(const struct gim_config *cfg, enum store_mode mode, struct store_conn **out,
                    char *errbuf, size_t errlen);
 
+/*
+ * The checks store_open() starts with: the database's directory exists, is
+ * a directory, and (STORE_WRITER) is writable; else errbuf says which. For
+ * callers that create files beside the database first (dblock.h).
+ */
+gim_err store_check_dir(const char *path, enum store_mode mode, char *errbuf, size_t errlen);
+
 /* Finalizes cached statements and closes. NULL is a no-op. */
 void store_close(struct store_conn *c);
 

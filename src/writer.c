@@ -1,8 +1,10 @@
 #include "writer.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "busy.h"
 #include "config.h"
@@ -20,12 +22,13 @@ struct writer {
     bool stopping;
     /* How the writer's connection waits for a lock; cut short by writer_stop_waiting(). */
     struct busy_wait busy;
-    /* The checkpointer (see ckpt_main); ckpt_due and ckpt_stop are under ckpt_mu. */
+    /* The checkpointer (see ckpt_main); ckpt_due, scrub_due and ckpt_stop are under ckpt_mu. */
     struct store_conn *ckpt_db;
     pthread_t ckpt_thread;
     pthread_mutex_t ckpt_mu;
     pthread_cond_t ckpt_cv;
-    bool ckpt_started, ckpt_due, ckpt_stop;
+    bool ckpt_started, ckpt_due, scrub_due, ckpt_stop;
+    int64_t pinned_until_ms; /* writer thread only: see wal_hook */
 };
 
 /*
@@ -41,8 +44,33 @@ struct writer {
  * Bought (same 1M database copy, C=64, shared 2-core VM): 7,008-7,388 ->
  * 8,312-8,590 sends/s and p99 22 -> 15 ms; see docs/benchmarks.md.
  */
-#define CKPT_FRAMES        1000 /* SQLite's own wal_autocheckpoint default: 4 MiB */
-#define CKPT_WRITER_FRAMES 8000 /* 32 MiB: the WAL's bound in practice */
+#define CKPT_FRAMES          1000 /* SQLite's own wal_autocheckpoint default: 4 MiB */
+#define CKPT_WRITER_FRAMES   8000 /* 32 MiB: the WAL's bound in practice */
+#define CKPT_PINNED_RETRY_MS 100  /* a reader pins the WAL: see wal_hook */
+
+/*
+ * The WAL scrub: erased content (recall, retention) is gone from the b-tree
+ * but its old versions sit in WAL frames until a TRUNCATE checkpoint copies
+ * every frame back and cuts the WAL file to 0 bytes. That needs the write
+ * lock and every reader off the WAL, so it cannot finish while a reader
+ * holds an older snapshot (an sqlite3 shell in a transaction, `.backup`,
+ * `VACUUM INTO`): the reader may still read those very frames, and the
+ * erased version cannot even be copied into the database file before it
+ * lets go. The writer once ran it on its own connection and so waited the
+ * whole busy timeout after every batch while such a reader lived (issue
+ * 11, scenario 2). The checkpointer thread runs it now, retrying with
+ * backoff until it succeeds; its connection never waits for the writer's
+ * lock longer than SCRUB_BUSY_TRIES x 1 ms, and it only tries TRUNCATE once
+ * a PASSIVE pass has copied every frame (no reader holds an older snapshot),
+ * so a long-lived reader costs the writer nothing at all.
+ *
+ * The pending scrub is in memory only, so every start-up scrubs once
+ * (scenario 3): a kill -9 between a recall's commit and its scrub left the
+ * bytes in the WAL, and SQLite's recovery at open does not rewrite frames.
+ */
+#define SCRUB_BUSY_TRIES     10  /* 1 ms sleeps: the longest the writer can wait for a scrub */
+#define SCRUB_FIRST_RETRY_MS 20  /* then doubling ... */
+#define SCRUB_MAX_RETRY_MS   500 /* ... to this: done within 0.5 s of the last reader leaving */
 
 int64_t gim_clock_real_ms(void *arg)
 {
@@ -143,6 +171,8 @@ static int take_batch(struct writer *wr, struct write_job **jobs, int max)
     return n;
 }
 
+static void scrub_handoff(struct writer *wr);
+
 static void *writer_main(void *arg)
 {
     struct writer *wr = arg;
@@ -173,9 +203,13 @@ static void *writer_main(void *arg)
             break;
         if (n > 0)
             writer_run_batch(wr->w, jobs, n);
+        scrub_handoff(wr);
         int64_t now = gim_clock_real_ms(NULL);
+        /* Without a checkpointer, a pending scrub runs here (maint.c) as soon as the queue is
+         * empty. */
         if (now >= next_maint || (n == 0 && wr->w->scrub_wal)) {
             backlog = writer_maintain(wr->w);
+            scrub_handoff(wr);
             next_maint = backlog ? now : now + 1000;
         }
         pthread_mutex_lock(&wr->mu);
@@ -184,12 +218,25 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-/* After each commit, on the writer thread, with the WAL's size in pages. */
+/*
+ * After each commit, on the writer thread, with the WAL's size in pages.
+ * A reader on an older snapshot pins the WAL: no checkpoint can copy past
+ * its snapshot, the WAL only grows, and a PASSIVE pass after every commit
+ * then bought nothing and cost a third of the send rate (its walk of the
+ * pinned WAL; 300 senders, one sqlite3 shell in a transaction: ~6,000 ->
+ * ~10,000 sends/s once skipped). So after a pass that left frames behind,
+ * the writer tries again only after CKPT_PINNED_RETRY_MS.
+ */
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 {
     struct writer *wr = arg;
     if (frames >= CKPT_WRITER_FRAMES) {
-        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        int64_t now = gim_clock_real_ms(NULL);
+        if (now < wr->pinned_until_ms)
+            return SQLITE_OK;
+        int log_frames = 0, copied = 0;
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
+        wr->pinned_until_ms = copied < log_frames ? now + CKPT_PINNED_RETRY_MS : 0;
         return SQLITE_OK;
     }
     if (frames >= CKPT_FRAMES) {
@@ -201,26 +248,109 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
     return SQLITE_OK;
 }
 
+/* The checkpoint connection's busy handler: a few 1 ms naps, never the configured timeout. */
+static int ckpt_busy(void *arg, int count)
+{
+    (void)arg;
+    if (count >= SCRUB_BUSY_TRIES)
+        return 0;
+    usleep(1000);
+    return 1;
+}
+
+/* One attempt at the scrub; true when the WAL was copied back and truncated. */
+static bool scrub_once(struct store_conn *db)
+{
+    int log_frames = -1, copied = -1;
+    int rc =
+        sqlite3_wal_checkpoint_v2(db->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
+    /* Frames left behind: a reader holds an older snapshot. TRUNCATE would fail too, after
+     * holding the write lock while it waited: do not even try. */
+    if (rc != SQLITE_OK || copied < log_frames)
+        return false;
+    rc = sqlite3_wal_checkpoint_v2(db->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log_frames, &copied);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+        log_warn("wal scrub failed", "rc=%d error=\"%s\"", rc, sqlite3_errmsg(db->db));
+    return rc == SQLITE_OK;
+}
+
+static void deadline_in(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
 static void *ckpt_main(void *arg)
 {
     struct writer *wr = arg;
+    struct timespec retry_at;
+    bool backing_off = false; /* a scrub failed: the next try waits for retry_at */
+    int64_t retry_ms = 0, attempts = 0, since_ms = 0;
     pthread_mutex_lock(&wr->ckpt_mu);
     for (;;) {
-        while (!wr->ckpt_due && !wr->ckpt_stop)
-            pthread_cond_wait(&wr->ckpt_cv, &wr->ckpt_mu);
+        while (!wr->ckpt_due && !wr->ckpt_stop && !(wr->scrub_due && !backing_off)) {
+            if (!wr->scrub_due)
+                pthread_cond_wait(&wr->ckpt_cv, &wr->ckpt_mu);
+            else if (pthread_cond_timedwait(&wr->ckpt_cv, &wr->ckpt_mu, &retry_at) == ETIMEDOUT)
+                backing_off = false;
+        }
         if (wr->ckpt_stop)
             break;
+        bool scrub = wr->scrub_due && !backing_off;
         wr->ckpt_due = false;
+        if (scrub)
+            wr->scrub_due =
+                false; /* before the try: an erasure committed during it sets it again */
         pthread_mutex_unlock(&wr->ckpt_mu);
-        int rc =
-            sqlite3_wal_checkpoint_v2(wr->ckpt_db->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-            log_warn("checkpoint failed", "rc=%d error=\"%s\"", rc,
-                     sqlite3_errmsg(wr->ckpt_db->db));
+        bool failed = false;
+        if (scrub) {
+            int64_t now = gim_clock_real_ms(NULL);
+            if (attempts++ == 0)
+                since_ms = now;
+            if (scrub_once(wr->ckpt_db)) {
+                if (attempts > 1)
+                    log_info("wal scrubbed", "attempts=%lld waited_ms=%lld", (long long)attempts,
+                             (long long)(now - since_ms));
+                attempts = retry_ms = 0;
+            } else {
+                if (attempts == 1)
+                    log_info("wal scrub postponed", "reason=\"%s\"",
+                             "a reader holds an older snapshot, or the WAL is busy; retrying");
+                retry_ms = retry_ms == 0 ? SCRUB_FIRST_RETRY_MS : retry_ms * 2;
+                retry_ms = retry_ms > SCRUB_MAX_RETRY_MS ? SCRUB_MAX_RETRY_MS : retry_ms;
+                deadline_in(&retry_at, retry_ms);
+                failed = true;
+            }
+        } else {
+            int rc = sqlite3_wal_checkpoint_v2(wr->ckpt_db->db, NULL, SQLITE_CHECKPOINT_PASSIVE,
+                                               NULL, NULL);
+            if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+                log_warn("checkpoint failed", "rc=%d error=\"%s\"", rc,
+                         sqlite3_errmsg(wr->ckpt_db->db));
+        }
         pthread_mutex_lock(&wr->ckpt_mu);
+        if (failed)
+            wr->scrub_due = backing_off = true; /* still pending */
     }
     pthread_mutex_unlock(&wr->ckpt_mu);
     return NULL;
+}
+
+/* Hands a pending scrub (w->scrub_wal, set by a committed erasure) to the checkpointer. */
+static void scrub_handoff(struct writer *wr)
+{
+    if (!wr->ckpt_started || !wr->w->scrub_wal)
+        return;
+    pthread_mutex_lock(&wr->ckpt_mu);
+    wr->scrub_due = true;
+    pthread_cond_signal(&wr->ckpt_cv);
+    pthread_mutex_unlock(&wr->ckpt_mu);
+    wr->w->scrub_wal = false;
 }
 
 /*
@@ -239,6 +369,9 @@ static void ckpt_start(struct writer *wr)
         log_warn("checkpoints stay in the writer", "reason=\"%s\"", err);
         return;
     }
+    sqlite3_busy_handler(wr->ckpt_db->db, ckpt_busy, NULL);
+    /* A crash may have left erased content in the WAL (see SCRUB_BUSY_TRIES): scrub once. */
+    wr->scrub_due = true;
     if (pthread_create(&wr->ckpt_thread, NULL, ckpt_main, wr) != 0) {
         store_close(wr->ckpt_db);
         wr->ckpt_db = NULL;

@@ -10,9 +10,13 @@
  * fails, every job in the batch gets the error and the counters reload.
  *
  * Between batches (and at least once a second) the writer runs maintenance:
- * the presence sweeper, WAL truncation after recalls, pruning of idempotency
- * records and retention. WAL checkpoints run on a thread of the writer's
- * own, with its own connection, so that they stay out of COMMIT (writer.c).
+ * the presence sweeper, pruning of idempotency records and retention. WAL
+ * checkpoints run on a thread of the writer's own, with its own connection,
+ * so that they stay out of COMMIT; so does the WAL scrub that takes erased
+ * content (recall, retention) out of the WAL file, retried with backoff
+ * while a reader holds an older snapshot, and run once at every start-up
+ * (writer.c). Without that thread (an in-memory database; gimctl and tests
+ * calling writer_maintain) maintenance scrubs on the writer's connection.
  */
 #ifndef GIM_WRITER_H
 #define GIM_WRITER_H
@@ -47,7 +51,7 @@ struct wctx {
     struct metrics *metrics; /* may be NULL */
     struct gim_clock clock;
     int64_t now_ms;        /* the clock read once per batch: one commit, one time */
-    bool scrub_wal;        /* set by a job that erased content: truncate the WAL soon */
+    bool scrub_wal;        /* set by a job that erased content: scrub the WAL after the commit */
     int64_t last_prune_ms; /* maintenance bookkeeping */
 };
 

@@ -9,6 +9,8 @@
  */
 #include <criterion/criterion.h>
 #include <jwt.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +56,42 @@ static gim_err verify(const char *token, char *why, size_t whylen)
         cr_assert(why[0], "a failure says why");
     }
     return e;
+}
+
+/* base64url without padding of data[0..len) into out (NUL-terminated). */
+static void b64url(const unsigned char *data, size_t len, char *out, size_t outlen)
+{
+    unsigned char tmp[1024];
+    cr_assert(4 * ((len + 2) / 3) + 1 <= sizeof tmp);
+    int n = EVP_EncodeBlock(tmp, data, (int)len);
+    cr_assert((size_t)n < outlen);
+    size_t k = 0;
+    for (int i = 0; i < n && tmp[i] != '='; i++)
+        out[k++] = tmp[i] == '+' ? '-' : tmp[i] == '/' ? '_' : (char)tmp[i];
+    out[k] = 0;
+}
+
+/*
+ * A token with exactly this header and these claims, HMAC-SHA256-signed with
+ * key: libjwt always writes its own "alg" header, so a header it would not
+ * write ("hs256") is built here, with OpenSSL's HMAC.
+ */
+static char *craft_raw(const char *header, const char *claims, const char *key)
+{
+    char h[512], c[512], sig[128];
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned maclen = 0;
+    b64url((const unsigned char *)header, strlen(header), h, sizeof h);
+    b64url((const unsigned char *)claims, strlen(claims), c, sizeof c);
+    char *t = malloc(strlen(h) + strlen(c) + sizeof sig + 2);
+    cr_assert_not_null(t);
+    sprintf(t, "%s.%s", h, c);
+    cr_assert_not_null(HMAC(EVP_sha256(), key, (int)strlen(key), (const unsigned char *)t,
+                            strlen(t), mac, &maclen));
+    b64url(mac, maclen, sig, sizeof sig);
+    strcat(t, ".");
+    strcat(t, sig);
+    return t;
 }
 
 static void assert_rejected_claims(const char *claims, const char *reason)
@@ -201,6 +239,45 @@ Test(auth, nbf_in_the_future)
     free(t);
 }
 
+/*
+ * Issue 11 (JWT tightening): a non-numeric nbf used to be ignored, so a
+ * token carrying a garbled nbf was accepted as if it had none.
+ */
+Test(auth, nbf_not_a_positive_integer)
+{
+    static const char *bad[] = {"\"1700000000\"", "\"soon\"", "1.5", "true", "0", "-1", "null"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char claims[160];
+        snprintf(claims, sizeof claims, "{\"sub\":\"42\",\"did\":7,\"exp\":%lld,\"nbf\":%s}",
+                 NOW + 600, bad[i]);
+        assert_rejected_claims(claims, "nbf");
+    }
+}
+
+/*
+ * Issue 11 (JWT tightening): the alg header was compared case-insensitively
+ * (libjwt's jwt_str_alg), so {"alg":"hs256"} with a valid HS256 signature
+ * was accepted. RFC 7515 makes alg case-sensitive: only "HS256" is ours.
+ */
+Test(auth, alg_header_exactly_HS256)
+{
+    char why[128], claims[128];
+    snprintf(claims, sizeof claims, "{\"sub\":\"42\",\"did\":7,\"exp\":%lld}", NOW + 60);
+    /* The control: the same hand-made token with the right header verifies. */
+    char *t = craft_raw("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", claims, SECRET);
+    cr_assert_eq(verify(t, why, sizeof why), GIM_OK, "%s", why);
+    free(t);
+    static const char *bad[] = {"hs256", "Hs256", "hS256"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char header[64];
+        snprintf(header, sizeof header, "{\"alg\":\"%s\",\"typ\":\"JWT\"}", bad[i]);
+        t = craft_raw(header, claims, SECRET);
+        cr_assert_eq(verify(t, why, sizeof why), GIM_EUNAUTH, "alg \"%s\" accepted", bad[i]);
+        cr_assert(strstr(why, "alg"), "alg \"%s\": reason \"%s\"", bad[i], why);
+        free(t);
+    }
+}
+
 Test(auth, sub_missing)
 {
     assert_rejected_claims("{\"did\":7,\"exp\":99999999999}", "token has no sub");
@@ -208,17 +285,10 @@ Test(auth, sub_missing)
 
 Test(auth, sub_not_a_positive_decimal)
 {
-    static const char *bad[] = {"abc",
-                                "-5",
-                                "0",
-                                "12a",
-                                " 12",
-                                "+12",
-                                "",
-                                "1.0",
-                                "0x10",
-                                "9223372036854775808",
-                                "99999999999999999999"};
+    static const char *bad[] = {"abc", "-5", "0",
+                                /* Issue 11: non-canonical decimals were read as 5, 7, 0. */
+                                "05", "007", "00", "12a", " 12", "+12", "", "1.0", "0x10",
+                                "9223372036854775808", "99999999999999999999"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char claims[160];
         snprintf(claims, sizeof claims, "{\"sub\":\"%s\",\"did\":7,\"exp\":99999999999}", bad[i]);

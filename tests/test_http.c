@@ -248,9 +248,16 @@ Test(http, metrics_format_is_prometheus_text)
     check_histogram(body, "gim_request_duration_seconds", 21);
     check_histogram(body, "gim_write_batch_size", 1);
     static const char *const families[] = {
-        "gim_requests_total",      "gim_requests_rejected_total", "gim_messages_stored_total",
-        "gim_inbox_entries_total", "gim_recalls_total",           "gim_pushes_published_total",
-        "gim_online_devices",      "gim_room_subscriptions",      "gim_database_bytes",
+        "gim_requests_total",
+        "gim_requests_rejected_total",
+        "gim_messages_stored_total",
+        "gim_inbox_entries_total",
+        "gim_recalls_total",
+        "gim_pushes_published_total",
+        "gim_pushes_dropped_total",
+        "gim_online_devices",
+        "gim_room_subscriptions",
+        "gim_database_bytes",
         "gim_wal_bytes",
     };
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {

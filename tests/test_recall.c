@@ -692,10 +692,12 @@ Test(recall, committed_pushes_each_notice_to_its_users_other_devices)
         pb__delivery__free_unpacked(d, NULL);
     }
     cr_assert(seen1 && seen2);
+    push_flush(pu); /* the push thread counts after it sent */
     cr_assert_eq(push_published(pu), 2);
 
     /* A repeated recall pushes nothing. */
     cr_assert_eq(recall_as(1, s.seq_of[1], NULL, 0), GIM_OK);
+    push_flush(pu);
     cr_assert_eq(push_published(pu), 2);
 
     w.presence = NULL;

@@ -453,6 +453,55 @@ Test(room, retries_replay_the_room_seq_and_store_nothing)
     cr_assert_eq(q("SELECT seq FROM room_seq WHERE room_id = 5"), 3);
 }
 
+/*
+ * Issue 11, scenario 7: a stale idempotency record of another user blocks a
+ * send. Device 11 sends a room message as user 1 with request_id R; the
+ * room log prunes it; device 11 signs in as user 2 and sends a 1:1 message
+ * with the same R. The record is user 1's: it must not answer user 2's
+ * send (it did, with EC_NOT_FOUND, and nothing was stored).
+ */
+Test(room, a_pruned_record_of_another_user_of_the_device_does_not_count)
+{
+    const struct dev A2 = {2, 11, "gwA"}; /* device 11 again, signed in as user 2 */
+    cfg.rooms.retain_messages = 1;
+    sign_in(&A);
+    pb__sync_output__free_unpacked(subscribe(&A, 5, 0), NULL);
+    cr_assert_eq(send1(&A, 5, 4242, "user 1 in the room"), 1);
+    cr_assert_eq(send1(&A, 5, 4243, "pushes the first out"), 2);
+    cr_assert_eq(q("SELECT count(*) FROM room_message WHERE seq = 1"), 0, "pruned");
+    cr_assert_eq(q("SELECT count(*) FROM idempotency WHERE device_id = 11 AND request_id = 4242"),
+                 1, "the record outlives the room entry");
+
+    sign_in(&A2);
+    Pb__Message m = PB__MESSAGE__INIT;
+    m.receiver_type = PB__RECEIVER_TYPE__RT_USER;
+    m.receiver_id = 3;
+    m.message_type = PB__MESSAGE_TYPE__MT_TEXT;
+    m.message_content.data = (uint8_t *)"user 2 to user 3";
+    m.message_content.len = strlen("user 2 to user 3");
+    Pb__MessageSend ms = PB__MESSAGE_SEND__INIT;
+    ms.message = &m;
+    struct request r;
+    cr_assert_eq(begin(&r, &A2, PB__PACKAGE_TYPE__PT_MESSAGE, 4242, &ms.base), DISPATCH_WRITE, "%s",
+                 r.errmsg);
+    batch(&r, 1);
+    cr_assert_eq(r.code, GIM_OK, "user 2's send answered by user 1's record: %s", r.errmsg);
+    request_reset(&r);
+    cr_assert_eq(q("SELECT count(*) FROM message WHERE sender_id = 2 AND receiver_id = 3"), 1);
+    cr_assert_eq(q("SELECT count(*) FROM inbox WHERE user_id = 3"), 1);
+    cr_assert_eq(q("SELECT message_id IS NOT NULL FROM idempotency "
+                   "WHERE device_id = 11 AND request_id = 4242"),
+                 1, "the new send's record replaced the stale one");
+
+    /* And the new record answers user 2's retry, storing nothing more. */
+    cr_assert_eq(begin(&r, &A2, PB__PACKAGE_TYPE__PT_MESSAGE, 4242, &ms.base), DISPATCH_WRITE, "%s",
+                 r.errmsg);
+    batch(&r, 1);
+    cr_assert_eq(r.code, GIM_OK, "%s", r.errmsg);
+    request_reset(&r);
+    cr_assert_eq(q("SELECT count(*) FROM message WHERE sender_id = 2"), 1);
+}
+
 Test(room, a_failed_send_gives_its_room_seq_back)
 {
     sign_in(&A);

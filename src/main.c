@@ -41,15 +41,22 @@ struct app {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: gim-logic [--config FILE] [--print-config] [--version]\n"
-               "  --config FILE    read settings from FILE (YAML); defaults otherwise\n"
+               "  --config FILE    read settings from FILE (YAML; also --config=FILE); defaults "
+               "otherwise\n"
                "  --print-config   print the effective configuration and exit\n");
 }
 
 static int parse_args(int argc, char **argv, const char **config, int *print)
 {
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-            *config = argv[++i];
+        if (strcmp(argv[i], "--config") == 0 || strncmp(argv[i], "--config=", 9) == 0) {
+            const char *file = argv[i][8] == '=' ? argv[i] + 9 : i + 1 < argc ? argv[++i] : "";
+            if (!file[0]) {
+                fprintf(stderr, "gim-logic: --config needs a FILE\n");
+                usage(stderr);
+                return -1;
+            }
+            *config = file;
         } else if (strcmp(argv[i], "--print-config") == 0) {
             *print = 1;
         } else if (strcmp(argv[i], "--version") == 0) {

@@ -178,7 +178,9 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     log_info("starting", "version=%s config=%s", VERSION, config ? config : "(defaults)");
-    if (log_enabled(LOG_LEVEL_INFO))
+    /* 48 lines: only at debug, so that the bound URLs and "ready" stay readable at info;
+     * --print-config shows the same without starting. */
+    if (log_enabled(LOG_LEVEL_DEBUG))
         config_print(&a.cfg, stderr);
     if (app_start(&a, err, sizeof err) != GIM_OK) {
         fprintf(stderr, "gim-logic: %s\n", err[0] ? err : "start-up failed");

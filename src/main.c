@@ -50,7 +50,12 @@ static int parse_args(int argc, char **argv, const char **config, int *print)
 {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--config") == 0 || strncmp(argv[i], "--config=", 9) == 0) {
-            const char *file = argv[i][8] == '=' ? argv[i] + 9 : i + 1 < argc ? argv[++i] : "";
+            /* "--config --print-config" forgot the FILE rather than naming one "--print-config". */
+            const char *file = "";
+            if (argv[i][8] == '=')
+                file = argv[i] + 9;
+            else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0)
+                file = argv[++i];
             if (!file[0]) {
                 fprintf(stderr, "gim-logic: --config needs a FILE\n");
                 usage(stderr);

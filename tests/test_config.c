@@ -560,6 +560,10 @@ Test(config, binary_config_needs_a_file)
     cr_expect_eq(st, 2, "exit %d: %s", st, out);
     cr_expect_not_null(strstr(out, "gim-logic: --config needs a FILE"), "%s", out);
     free(out);
+    st = run_gim_logic("--config --print-config", &out);
+    cr_expect_eq(st, 2, "exit %d: %s", st, out);
+    cr_expect_not_null(strstr(out, "gim-logic: --config needs a FILE"), "%s", out);
+    free(out);
 }
 
 /* --config=FILE is the same as --config FILE (tools/dev.sh passes both forms through). */

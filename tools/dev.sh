@@ -125,7 +125,7 @@ cmd_run() {
         --config)
             have_config=1
             args+=("$1")
-            if (($# > 1)); then
+            if (($# > 1)) && [[ $2 != --* ]]; then
                 args+=("$(abspath "$2")")
                 shift
             fi

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "message.h"
+#include "url.h"
 
 /* A config file is a few kilobytes; the cap keeps a wrong path such as /dev/zero from hanging. */
 #define CONFIG_MAX_FILE_BYTES (1024 * 1024)
@@ -596,6 +597,38 @@ static gim_err check_choice(const struct key *k, const char *v, char *errbuf, si
     return GIM_ECONFIG;
 }
 
+/*
+ * The URLs the service binds, for scheme and form (see url.h), so that a bad
+ * one stops start-up here, naming its key, before the database is created.
+ */
+static gim_err check_urls(const struct gim_config *cfg, char *errbuf, size_t errlen)
+{
+    char why[384];
+    bool have_tls = cfg->tls.cert_file && cfg->tls.cert_file[0];
+    for (unsigned i = 0; i < cfg->listen_count; i++) {
+        if (url_check(cfg->listen[i], URL_LISTEN, why, sizeof why) != GIM_OK) {
+            set_err(errbuf, errlen, "listen[%u]: %s", i, why);
+            return GIM_ECONFIG;
+        }
+        if (url_is_tls(cfg->listen[i]) && !have_tls) {
+            set_err(errbuf, errlen, "listen[%u]: '%s' needs tls.cert_file and tls.key_file", i,
+                    cfg->listen[i]);
+            return GIM_ECONFIG;
+        }
+    }
+    for (unsigned i = 0; i < cfg->publish_count; i++) {
+        if (url_check(cfg->publish[i], URL_PUBLISH, why, sizeof why) != GIM_OK) {
+            set_err(errbuf, errlen, "publish[%u]: %s", i, why);
+            return GIM_ECONFIG;
+        }
+    }
+    if (cfg->http && cfg->http[0] && url_check(cfg->http, URL_HTTP, why, sizeof why) != GIM_OK) {
+        set_err(errbuf, errlen, "http: %s", why);
+        return GIM_ECONFIG;
+    }
+    return GIM_OK;
+}
+
 /* Checks the merged result, so a default that a changed key invalidates is caught too. */
 static gim_err validate(const struct gim_config *cfg, char *errbuf, size_t errlen)
 {
@@ -676,6 +709,7 @@ static gim_err validate(const struct gim_config *cfg, char *errbuf, size_t errle
         rc = GIM_ECONFIG;
         goto out;
     }
+    rc = check_urls(cfg, errbuf, errlen);
 out:
     return rc;
 }

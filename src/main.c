@@ -53,15 +53,27 @@ struct app {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: gim-logic [--config FILE] [--print-config] [--version]\n"
-               "  --config FILE    read settings from FILE (YAML); defaults otherwise\n"
+               "  --config FILE    read settings from FILE (YAML; also --config=FILE); defaults "
+               "otherwise\n"
                "  --print-config   print the effective configuration and exit\n");
 }
 
 static int parse_args(int argc, char **argv, const char **config, int *print)
 {
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-            *config = argv[++i];
+        if (strcmp(argv[i], "--config") == 0 || strncmp(argv[i], "--config=", 9) == 0) {
+            /* "--config --print-config" forgot the FILE rather than naming one "--print-config". */
+            const char *file = "";
+            if (argv[i][8] == '=')
+                file = argv[i] + 9;
+            else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0)
+                file = argv[++i];
+            if (!file[0]) {
+                fprintf(stderr, "gim-logic: --config needs a FILE\n");
+                usage(stderr);
+                return -1;
+            }
+            *config = file;
         } else if (strcmp(argv[i], "--print-config") == 0) {
             *print = 1;
         } else if (strcmp(argv[i], "--version") == 0) {
@@ -264,7 +276,9 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     log_info("starting", "version=%s config=%s", VERSION, config ? config : "(defaults)");
-    if (log_enabled(LOG_LEVEL_INFO))
+    /* 48 lines: only at debug, so that the bound URLs and "ready" stay readable at info;
+     * --print-config shows the same without starting. */
+    if (log_enabled(LOG_LEVEL_DEBUG))
         config_print(&a.cfg, stderr);
     /* Before anything is opened or bound: a second process on the file must not touch it. */
     gim_err le = store_check_dir(a.cfg.database.path, STORE_WRITER, err, sizeof err);

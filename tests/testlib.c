@@ -45,6 +45,8 @@ static void spawn(struct tl_server *s)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         FILE *log = freopen(s->log, "a", stderr);
         (void)log;
+        /* A known nng 1.5.2 leak only (see the file); a test may set its own. */
+        setenv("LSAN_OPTIONS", "suppressions=" GIM_SOURCE_DIR "/tests/lsan-nng.supp", 0);
         execl(GIM_LOGIC_BIN, GIM_LOGIC_BIN, "--config", s->config, (char *)NULL);
         _exit(127);
     }

@@ -26,7 +26,7 @@ static void teardown(void)
     tl_cleanup(&logic);
 }
 
-TestSuite(gateway_it, .init = setup, .fini = teardown, .timeout = 90);
+TestSuite(gateway_client_it, .init = setup, .fini = teardown, .timeout = 90);
 
 static void sql(const char *stmt)
 {
@@ -45,7 +45,7 @@ static int64_t device_int(const char *col, int64_t device)
     return tl_query_int(logic.db, q);
 }
 
-Test(gateway_it, sign_in_on_every_framing)
+Test(gateway_client_it, sign_in_on_every_framing)
 {
     enum gwc_kind kinds[] = {GWC_BE16, GWC_UVARINT, GWC_WS};
     for (int i = 0; i < 3; i++) {
@@ -64,7 +64,7 @@ Test(gateway_it, sign_in_on_every_framing)
     }
 }
 
-Test(gateway_it, a_bad_token_is_refused_and_the_connection_stays_unauthenticated)
+Test(gateway_client_it, a_bad_token_is_refused_and_the_connection_stays_unauthenticated)
 {
     struct gwc c;
     gwc_connect(&c, &gw, GWC_BE16, 0);
@@ -132,22 +132,22 @@ static void pipelined(enum gwc_kind kind, int64_t device)
     gwc_close(&c);
 }
 
-Test(gateway_it, pipelined_frames_are_answered_in_order_be16)
+Test(gateway_client_it, pipelined_frames_are_answered_in_order_be16)
 {
     pipelined(GWC_BE16, 201);
 }
 
-Test(gateway_it, pipelined_frames_are_answered_in_order_uvarint)
+Test(gateway_client_it, pipelined_frames_are_answered_in_order_uvarint)
 {
     pipelined(GWC_UVARINT, 202);
 }
 
-Test(gateway_it, pipelined_frames_are_answered_in_order_ws)
+Test(gateway_client_it, pipelined_frames_are_answered_in_order_ws)
 {
     pipelined(GWC_WS, 203);
 }
 
-Test(gateway_it, before_sign_in_only_sign_in_and_heartbeat)
+Test(gateway_client_it, before_sign_in_only_sign_in_and_heartbeat)
 {
     struct gwc c;
     gwc_connect(&c, &gw, GWC_BE16, 0);
@@ -167,7 +167,7 @@ Test(gateway_it, before_sign_in_only_sign_in_and_heartbeat)
     gwc_close(&c);
 }
 
-Test(gateway_it, clients_may_not_send_gateway_or_operator_types)
+Test(gateway_client_it, clients_may_not_send_gateway_or_operator_types)
 {
     struct gwc c;
     gwc_connect(&c, &gw, GWC_BE16, 0);
@@ -195,7 +195,7 @@ Test(gateway_it, clients_may_not_send_gateway_or_operator_types)
     gwc_close(&c);
 }
 
-Test(gateway_it, one_to_one_send_reaches_the_other_device_as_a_push)
+Test(gateway_client_it, one_to_one_send_reaches_the_other_device_as_a_push)
 {
     struct gwc a, b;
     gwc_connect(&a, &gw, GWC_BE16, 0);
@@ -224,7 +224,7 @@ Test(gateway_it, one_to_one_send_reaches_the_other_device_as_a_push)
     gwc_close(&b);
 }
 
-Test(gateway_it, group_send_pushes_to_every_connected_member)
+Test(gateway_client_it, group_send_pushes_to_every_connected_member)
 {
     sql("INSERT INTO chat_group (group_id, name, owner_id, created_at) VALUES (500, 'g', 20, 0)");
     sql("INSERT INTO group_member (group_id, user_id, role, joined_at) VALUES (500, 20, 'owner', "
@@ -251,7 +251,7 @@ Test(gateway_it, group_send_pushes_to_every_connected_member)
         gwc_close(&c[i]);
 }
 
-Test(gateway_it, healthz_and_metrics)
+Test(gateway_client_it, healthz_and_metrics)
 {
     int status = 0;
     char *body = gwt_http_get(gw.http_port, "/healthz", &status);

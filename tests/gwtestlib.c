@@ -171,6 +171,15 @@ long gwt_metric(struct gw_server *g, const char *name)
     return v;
 }
 
+static void ws_on_recv(void *arg)
+{
+    struct gwc *c = arg;
+    pthread_mutex_lock(&c->mu);
+    c->rdone = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
 void gwc_connect(struct gwc *c, const struct gw_server *g, enum gwc_kind kind, int rcvbuf)
 {
     memset(c, 0, sizeof *c);
@@ -191,6 +200,10 @@ void gwc_connect(struct gwc *c, const struct gw_server *g, enum gwc_kind kind, i
     nng_aio_wait(c->aio);
     cr_assert_eq(nng_aio_result(c->aio), 0, "ws dial: %s", nng_strerror(nng_aio_result(c->aio)));
     c->ws = nng_aio_get_output(c->aio, 0);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    cr_assert_eq(nng_aio_alloc(&c->raio, ws_on_recv, c), 0);
+    nng_stream_recv(c->ws, c->raio);
 }
 
 void gwc_close(struct gwc *c)
@@ -200,6 +213,12 @@ void gwc_close(struct gwc *c)
     c->fd = -1;
     if (c->ws) {
         nng_stream_close(c->ws);
+        nng_aio_free(c->raio);
+        nng_msg *m = c->rdone && nng_aio_result(c->raio) == 0 ? nng_aio_get_msg(c->raio) : NULL;
+        if (m)
+            nng_msg_free(m);
+        pthread_mutex_destroy(&c->mu);
+        pthread_cond_destroy(&c->cv);
         nng_stream_free(c->ws);
         c->ws = NULL;
     }
@@ -307,16 +326,32 @@ Pb__Output *gwc_recv(struct gwc *c, int timeout_ms)
 {
     int64_t deadline = now_ms() + timeout_ms;
     if (c->kind == GWC_WS) {
-        nng_aio_set_timeout(c->aio, timeout_ms);
-        nng_stream_recv(c->ws, c->aio);
-        nng_aio_wait(c->aio);
-        int rv = nng_aio_result(c->aio);
+        if (c->eof)
+            return NULL;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += timeout_ms / 1000;
+        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&c->mu);
+        while (!c->rdone && pthread_cond_timedwait(&c->cv, &c->mu, &ts) == 0)
+            ;
+        bool done = c->rdone;
+        c->rdone = false;
+        pthread_mutex_unlock(&c->mu);
+        if (!done)
+            return NULL;
+        int rv = nng_aio_result(c->raio);
         if (rv != 0) {
-            if (rv != NNG_ETIMEDOUT)
-                c->eof = true;
+            c->eof = true;
             return NULL;
         }
-        nng_msg *m = nng_aio_get_msg(c->aio);
+        nng_msg *m = nng_aio_get_msg(c->raio);
+        nng_aio_set_msg(c->raio, NULL);
+        nng_stream_recv(c->ws, c->raio);
         Pb__Output *o = pb__output__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
         nng_msg_free(m);
         cr_assert_not_null(o, "gateway sent a ws message that is not a pb.Output");
@@ -396,7 +431,7 @@ Pb__Output *gwc_send_text(struct gwc *c, int receiver_type, int64_t to, const ch
     Pb__Text t = PB__TEXT__INIT;
     Pb__Message m = PB__MESSAGE__INIT;
     Pb__MessageSend ms = PB__MESSAGE_SEND__INIT;
-    uint8_t tbuf[1024];
+    static uint8_t tbuf[70000];
     t.text = (char *)text;
     m.receiver_type = (Pb__ReceiverType)receiver_type;
     m.receiver_id = to;

@@ -11,6 +11,7 @@
 #define GIM_GWTESTLIB_H
 
 #include <nng/nng.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -47,7 +48,11 @@ struct gwc {
     int fd; /* tcp */
     nng_stream_dialer *dialer;
     nng_stream *ws;
-    nng_aio *aio;
+    nng_aio *aio;  /* dial and send */
+    nng_aio *raio; /* ws: a receive is always pending, so a close is always seen */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool rdone;
     uint8_t *buf; /* tcp receive buffer */
     size_t len, cap;
     bool eof;

@@ -42,6 +42,13 @@ static int tcp_connect(int port, int rcvbuf)
 void gwt_start(struct gw_server *g, const struct tl_server *logic, const char *id,
                const char *logic_keys, const char *extra_yaml)
 {
+    gwt_start_ex(g, logic, id, logic_keys, extra_yaml, NULL, NULL, NULL);
+}
+
+void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char *id,
+                  const char *logic_keys, const char *extra_yaml, const char *more_listeners,
+                  const char *web_root, const char *proto_dir)
+{
     memset(g, 0, sizeof *g);
     snprintf(g->id, sizeof g->id, "%s", id);
     snprintf(g->dir, sizeof g->dir, "/tmp/gimgw-XXXXXX");
@@ -60,12 +67,15 @@ void gwt_start(struct gw_server *g, const struct tl_server *logic, const char *i
             "  - {url: \"tcp://127.0.0.1:%d\", framing: be16}\n"
             "  - {url: \"tcp://127.0.0.1:%d\", framing: uvarint}\n"
             "  - {url: \"ws://:%d/ws\"}\n"
+            "%s"
             "http: \"http://127.0.0.1:%d\"\n"
             "logic: {requests: [\"%s\"], publish: [\"%s\"], timeout_ms: 3000%s%s}\n"
-            "web: {root: \"\", proto_dir: \"\"}\n"
+            "web: {root: \"%s\", proto_dir: \"%s\"}\n"
             "%s\n",
-            id, g->be16_port, g->uvarint_port, g->ws_port, g->http_port, logic->url, logic->pub_url,
-            logic_keys ? ", " : "", logic_keys ? logic_keys : "", extra_yaml ? extra_yaml : "");
+            id, g->be16_port, g->uvarint_port, g->ws_port, more_listeners ? more_listeners : "",
+            g->http_port, logic->url, logic->pub_url, logic_keys ? ", " : "",
+            logic_keys ? logic_keys : "", web_root ? web_root : "", proto_dir ? proto_dir : "",
+            extra_yaml ? extra_yaml : "");
     fclose(f);
     pid_t pid = fork();
     cr_assert(pid >= 0);

@@ -33,6 +33,11 @@ struct gw_server {
  * NULL for none. Returns once its TCP listener accepts (i.e. gim-logic answered the lease). */
 void gwt_start(struct gw_server *g, const struct tl_server *logic, const char *id,
                const char *logic_keys, const char *extra_yaml);
+/* Like gwt_start, with more YAML listener entries (e.g. "  - {url: \"wss://...\"}\n") and
+ * web.root/web.proto_dir (NULL: disabled). */
+void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char *id,
+                  const char *logic_keys, const char *extra_yaml, const char *more_listeners,
+                  const char *web_root, const char *proto_dir);
 /* SIGTERM and wait; the exit status (or 128+signal). */
 int gwt_stop(struct gw_server *g);
 void gwt_cleanup(struct gw_server *g);

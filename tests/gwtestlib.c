@@ -39,6 +39,27 @@ static int tcp_connect(int port, int rcvbuf)
     return fd;
 }
 
+/* n distinct free ports: all bound at once, so the kernel cannot hand one out twice. */
+static void free_ports(int *out, int n)
+{
+    int fds[8];
+    cr_assert(n <= 8);
+    for (int i = 0; i < n; i++) {
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        socklen_t len = sizeof a;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        cr_assert(fds[i] >= 0);
+        cr_assert_eq(bind(fds[i], (struct sockaddr *)&a, sizeof a), 0);
+        cr_assert_eq(getsockname(fds[i], (struct sockaddr *)&a, &len), 0);
+        out[i] = ntohs(a.sin_port);
+    }
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+static bool spawn(struct gw_server *g);
+
 void gwt_start(struct gw_server *g, const struct tl_server *logic, const char *id,
                const char *logic_keys, const char *extra_yaml)
 {
@@ -55,10 +76,12 @@ void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char
     cr_assert_not_null(mkdtemp(g->dir));
     snprintf(g->config, sizeof g->config, "%s/gw.yaml", g->dir);
     snprintf(g->log, sizeof g->log, "%s/gw.log", g->dir);
-    g->be16_port = tl_free_port();
-    g->uvarint_port = tl_free_port();
-    g->ws_port = tl_free_port();
-    g->http_port = tl_free_port();
+    int ports[4];
+    free_ports(ports, 4);
+    g->be16_port = ports[0];
+    g->uvarint_port = ports[1];
+    g->ws_port = ports[2];
+    g->http_port = ports[3];
     FILE *f = fopen(g->config, "w");
     cr_assert_not_null(f);
     fprintf(f,
@@ -77,6 +100,32 @@ void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char
             logic_keys ? logic_keys : "", web_root ? web_root : "", proto_dir ? proto_dir : "",
             extra_yaml ? extra_yaml : "");
     fclose(f);
+    /* A port picked free may be taken by someone else before the gateway binds it: then
+     * it exits during start-up (address in use), and we try again on new ports. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if (spawn(g))
+            return;
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "grep -q 'in use' %s", g->log);
+        cr_assert_eq(system(cmd), 0, "gim-gateway exited during start-up; see %s", g->log);
+        free_ports(ports, 4);
+        char sed[768];
+        snprintf(sed, sizeof sed,
+                 "sed -i 's/:%d\\b/:%d/; s/:%d\\b/:%d/; s/:%d\\b/:%d/; s/:%d\\b/:%d/' %s",
+                 g->be16_port, ports[0], g->uvarint_port, ports[1], g->ws_port, ports[2],
+                 g->http_port, ports[3], g->config);
+        cr_assert_eq(system(sed), 0);
+        g->be16_port = ports[0];
+        g->uvarint_port = ports[1];
+        g->ws_port = ports[2];
+        g->http_port = ports[3];
+    }
+    cr_assert_fail("gim-gateway could not bind its ports; see %s", g->log);
+}
+
+/* Starts the binary; false when it exited during start-up. */
+static bool spawn(struct gw_server *g)
+{
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
@@ -92,16 +141,17 @@ void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char
         int fd = tcp_connect(g->be16_port, 0);
         if (fd >= 0) {
             close(fd);
-            return;
+            return true;
         }
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
             g->pid = 0;
-            cr_assert_fail("gim-gateway exited during start-up; see %s", g->log);
+            return false;
         }
         nng_msleep(50);
     }
     cr_assert_fail("gim-gateway did not listen within 20 s; see %s", g->log);
+    return false;
 }
 
 int gwt_stop(struct gw_server *g)

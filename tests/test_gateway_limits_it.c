@@ -21,6 +21,12 @@
 static struct tl_server logic;
 static struct gw_server gw;
 
+static void start_with(const char *logic_yaml, const char *extra)
+{
+    tl_start(&logic, logic_yaml);
+    gwt_start(&gw, &logic, "gwL", NULL, extra);
+}
+
 static void start(const char *extra)
 {
     tl_start(&logic, NULL);
@@ -283,4 +289,51 @@ Test(gateway_limits_it, sigterm_drains_in_flight_requests_and_signs_devices_out)
     cr_assert_eq(online(9701), 0);
     gwc_close(&a);
     gwc_close(&b);
+}
+
+Test(gateway_limits_it, a_reply_too_large_for_be16_is_never_sent_truncated)
+{
+    /* gim-logic configured for sync pages far over 64 KiB. */
+    start_with("sync: {max_bytes: 400000}", NULL);
+    struct gwc s, b, u, w;
+    gwc_connect(&s, &gw, GWC_UVARINT, 0);
+    cr_assert_eq(gwc_signin(&s, 98, 9801), PB__ERROR_CODE__EC_OK);
+    static char big[16000];
+    memset(big, 'y', sizeof big - 1);
+    for (int i = 1; i <= 6; i++) {
+        Pb__Output *o = gwc_send_text(&s, PB__RECEIVER_TYPE__RT_USER, 99, big, i);
+        cr_assert_eq(o->code, PB__ERROR_CODE__EC_OK, "%s", o->message);
+        pb__output__free_unpacked(o, NULL);
+    }
+    Pb__SyncInput sy = PB__SYNC_INPUT__INIT;
+    /* be16: an error for that request, and the connection goes on. */
+    gwc_connect(&b, &gw, GWC_BE16, 0);
+    cr_assert_eq(gwc_signin(&b, 99, 9901), PB__ERROR_CODE__EC_OK);
+    gwc_send(&b, PB__PACKAGE_TYPE__PT_SYNC, 7, &sy.base);
+    Pb__Output *o = gwc_reply(&b, 7, 5000);
+    cr_assert_not_null(o);
+    cr_assert_eq(o->code, PB__ERROR_CODE__EC_TOO_LARGE);
+    pb__output__free_unpacked(o, NULL);
+    gwc_send(&b, PB__PACKAGE_TYPE__PT_HEARTBEAT, 8, NULL);
+    o = gwc_reply(&b, 8, 5000);
+    cr_assert_not_null(o);
+    pb__output__free_unpacked(o, NULL);
+    /* uvarint and ws carry it whole. */
+    gwc_connect(&u, &gw, GWC_UVARINT, 0);
+    gwc_connect(&w, &gw, GWC_WS, 0);
+    struct gwc *whole[] = {&u, &w};
+    for (int k = 0; k < 2; k++) {
+        cr_assert_eq(gwc_signin(whole[k], 99, 9902 + k), PB__ERROR_CODE__EC_OK);
+        gwc_send(whole[k], PB__PACKAGE_TYPE__PT_SYNC, 9, &sy.base);
+        o = gwc_reply(whole[k], 9, 5000);
+        cr_assert_not_null(o);
+        cr_assert_eq(o->code, PB__ERROR_CODE__EC_OK, "%s", o->message);
+        cr_assert_gt(o->data.len, 65535);
+        pb__output__free_unpacked(o, NULL);
+    }
+    cr_assert_geq(gwt_metric(&gw, "gim_gateway_frames_too_large_total"), 1);
+    gwc_close(&s);
+    gwc_close(&b);
+    gwc_close(&u);
+    gwc_close(&w);
 }

@@ -451,7 +451,7 @@ static void conn_close(struct conn *c, enum gwm_close why, bool sign_out)
     if (signed_in)
         atomic_fetch_sub(&gwm_global.signed_in, 1);
     log_debug("connection closed", "conn=%llu addr=%s reason=%d device_id=%lld",
-             (unsigned long long)c->id, c->addr, (int)why, (long long)dev);
+              (unsigned long long)c->id, c->addr, (int)why, (long long)dev);
     nng_stream_close(c->s); /* pending reads and writes end with NNG_ECLOSED */
     if (signed_in)
         queue_signout(c, user, dev, send);

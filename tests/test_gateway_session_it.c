@@ -5,6 +5,7 @@
  * and the lease keeping silent devices online.
  */
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,4 +205,49 @@ Test(gateway_session_it, the_lease_keeps_a_silent_device_online)
     pb__output__free_unpacked(o, NULL);
     cr_assert_eq(gwt_metric(&gwa, "gim_gateway_lease_ok"), 1);
     gwc_close(&c);
+}
+
+/*
+ * The old connection closes by itself while the device's new sign-in is in flight:
+ * its sign-out waits for the sign-in (one device, one operation at a time) and is then
+ * skipped, because the old connection is no longer the device's current one.
+ */
+Test(gateway_session_it, an_old_connection_closing_during_a_new_sign_in_signs_nobody_out)
+{
+    struct gwc old, fresh;
+    gwc_connect(&old, &gwa, GWC_BE16, 0);
+    cr_assert_eq(gwc_signin(&old, 53, 5301), PB__ERROR_CODE__EC_OK);
+    gwc_connect(&fresh, &gwa, GWC_UVARINT, 0);
+    long before = gwt_metric(&gwa, "gim_gateway_upstream_requests_total");
+    kill(logic.pid, SIGSTOP);
+    char *tok = tl_token(53, 5301, 3600);
+    Pb__SignInInput in = PB__SIGN_IN_INPUT__INIT;
+    in.user_id = 53;
+    in.device_id = 5301;
+    in.token = tok;
+    gwc_send(&fresh, PB__PACKAGE_TYPE__PT_SIGN_IN, 1, &in.base);
+    free(tok);
+    for (int i = 0; i < 100 && gwt_metric(&gwa, "gim_gateway_upstream_requests_total") == before;
+         i++)
+        nng_msleep(20);
+    gwc_close(&old); /* the gateway sees the old connection close now */
+    long closed = 0;
+    for (int i = 0; i < 100 && closed < 1; i++) {
+        closed = gwt_metric(&gwa, "gim_gateway_closes_total{reason=\"peer\"}");
+        nng_msleep(20);
+    }
+    cr_assert_geq(closed, 1);
+    kill(logic.pid, SIGCONT);
+    Pb__Output *o = gwc_reply(&fresh, 1, 10000);
+    cr_assert_not_null(o);
+    cr_assert_eq(o->code, PB__ERROR_CODE__EC_OK);
+    pb__output__free_unpacked(o, NULL);
+    nng_msleep(500);
+    cr_assert_eq(device_q("online", 5301), 1, "the new session was signed out");
+    Pb__SyncInput sy = PB__SYNC_INPUT__INIT;
+    gwc_send(&fresh, PB__PACKAGE_TYPE__PT_SYNC, 2, &sy.base);
+    o = gwc_reply(&fresh, 2, 5000);
+    cr_assert_eq(o->code, PB__ERROR_CODE__EC_OK, "%s", o->message);
+    pb__output__free_unpacked(o, NULL);
+    gwc_close(&fresh);
 }

@@ -164,6 +164,10 @@ Test(gateway_client_it, before_sign_in_only_sign_in_and_heartbeat)
     cr_assert_eq(o->code, PB__ERROR_CODE__EC_UNAUTHENTICATED);
     cr_assert_str_not_empty(o->message);
     pb__output__free_unpacked(o, NULL);
+    /* Answered by the gateway: nothing went to gim-logic (only the lease did). */
+    cr_assert_eq(gwt_metric(&gw, "gim_gateway_refused_total"), 1);
+    cr_assert_eq(gwt_metric(&gw, "gim_gateway_upstream_requests_total"),
+                 gwt_metric(&gw, "gim_gateway_leases_total"));
     gwc_close(&c);
 }
 

@@ -21,7 +21,7 @@ static struct gw_server gwa, gwb;
 static void setup(void)
 {
     /* A short presence timeout: only the lease keeps a silent device online. */
-    tl_start(&logic, "presence: {timeout_seconds: 3}");
+    tl_start(&logic, "presence: {timeout_seconds: 5}");
     gwt_start(&gwa, &logic, "gwA", "lease_seconds: 1", NULL);
     gwt_start(&gwb, &logic, "gwB", "lease_seconds: 1", NULL);
 }
@@ -196,7 +196,7 @@ Test(gateway_session_it, the_lease_keeps_a_silent_device_online)
     gwc_connect(&c, &gwa, GWC_BE16, 0);
     cr_assert_eq(gwc_signin(&c, 70, 7001), PB__ERROR_CODE__EC_OK);
     /* Twice the presence timeout without a single frame from the client. */
-    nng_msleep(6500);
+    nng_msleep(10500);
     cr_assert_eq(device_q("online", 7001), 1);
     Pb__SyncInput sy = PB__SYNC_INPUT__INIT;
     gwc_send(&c, PB__PACKAGE_TYPE__PT_SYNC, 4, &sy.base);

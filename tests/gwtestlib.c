@@ -60,6 +60,13 @@ static void free_ports(int *out, int n)
 
 static bool spawn(struct gw_server *g);
 
+void gwt_start_logic(struct tl_server *logic, const char *extra_yaml)
+{
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", tl_free_port());
+    tl_start_listen(logic, url, extra_yaml);
+}
+
 void gwt_start(struct gw_server *g, const struct tl_server *logic, const char *id,
                const char *logic_keys, const char *extra_yaml)
 {
@@ -96,9 +103,9 @@ void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char
             "web: {root: \"%s\", proto_dir: \"%s\"}\n"
             "%s\n",
             id, g->be16_port, g->uvarint_port, g->ws_port, more_listeners ? more_listeners : "",
-            g->http_port, logic->url, logic->pub_url, logic_keys ? ", " : "",
-            logic_keys ? logic_keys : "", web_root ? web_root : "", proto_dir ? proto_dir : "",
-            extra_yaml ? extra_yaml : "");
+            g->http_port, logic->listen_extra[0] ? logic->listen_extra : logic->url, logic->pub_url,
+            logic_keys ? ", " : "", logic_keys ? logic_keys : "", web_root ? web_root : "",
+            proto_dir ? proto_dir : "", extra_yaml ? extra_yaml : "");
     fclose(f);
     /* A port picked free may be taken by someone else before the gateway binds it: then
      * it exits during start-up (address in use), and we try again on new ports. */

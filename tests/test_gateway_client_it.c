@@ -19,7 +19,7 @@ static struct gw_server gw;
 
 static void setup(void)
 {
-    tl_start(&logic, NULL);
+    gwt_start_logic(&logic, NULL);
     gwt_start(&gw, &logic, "gwA", NULL, NULL);
 }
 

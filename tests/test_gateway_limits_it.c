@@ -23,13 +23,13 @@ static struct gw_server gw;
 
 static void start_with(const char *logic_yaml, const char *extra)
 {
-    tl_start(&logic, logic_yaml);
+    gwt_start_logic(&logic, logic_yaml);
     gwt_start(&gw, &logic, "gwL", NULL, extra);
 }
 
 static void start(const char *extra)
 {
-    tl_start(&logic, NULL);
+    gwt_start_logic(&logic, NULL);
     gwt_start(&gw, &logic, "gwL", NULL, extra);
 }
 

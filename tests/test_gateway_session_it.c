@@ -21,7 +21,7 @@ static struct gw_server gwa, gwb;
 static void setup(void)
 {
     /* A short presence timeout: only the lease keeps a silent device online. */
-    tl_start(&logic, "presence: {timeout_seconds: 5}");
+    gwt_start_logic(&logic, "presence: {timeout_seconds: 5}");
     gwt_start(&gwa, &logic, "gwA", "lease_seconds: 1", NULL);
     gwt_start(&gwb, &logic, "gwB", "lease_seconds: 1", NULL);
 }

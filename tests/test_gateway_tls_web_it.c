@@ -46,7 +46,7 @@ static void setup(void)
              wss_port);
     snprintf(extra, sizeof extra, "tls: {cert_file: \"%s/gw.crt\", key_file: \"%s/gw.key\"}", dir,
              dir);
-    tl_start(&logic, NULL);
+    gwt_start_logic(&logic, NULL);
     gwt_start_ex(&gw, &logic, "gwT", NULL, extra, listeners, web, GIM_SOURCE_DIR "/proto");
 }
 

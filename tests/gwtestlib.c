@@ -89,6 +89,11 @@ void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char
     g->uvarint_port = ports[1];
     g->ws_port = ports[2];
     g->http_port = ports[3];
+    /* Tests wait for replies, so a shorter request timeout than the default unless set. */
+    char lkeys[512];
+    snprintf(lkeys, sizeof lkeys, "%s%s%s",
+             logic_keys && strstr(logic_keys, "timeout_ms") ? "" : ", timeout_ms: 3000",
+             logic_keys ? ", " : "", logic_keys ? logic_keys : "");
     FILE *f = fopen(g->config, "w");
     cr_assert_not_null(f);
     fprintf(f,
@@ -99,13 +104,13 @@ void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char
             "  - {url: \"ws://:%d/ws\"}\n"
             "%s"
             "http: \"http://127.0.0.1:%d\"\n"
-            "logic: {requests: [\"%s\"], publish: [\"%s\"], timeout_ms: 3000%s%s}\n"
+            "logic: {requests: [\"%s\"], publish: [\"%s\"]%s%s}\n"
             "web: {root: \"%s\", proto_dir: \"%s\"}\n"
             "%s\n",
             id, g->be16_port, g->uvarint_port, g->ws_port, more_listeners ? more_listeners : "",
             g->http_port, logic->listen_extra[0] ? logic->listen_extra : logic->url, logic->pub_url,
-            logic_keys ? ", " : "", logic_keys ? logic_keys : "", web_root ? web_root : "",
-            proto_dir ? proto_dir : "", extra_yaml ? extra_yaml : "");
+            lkeys, "", web_root ? web_root : "", proto_dir ? proto_dir : "",
+            extra_yaml ? extra_yaml : "");
     fclose(f);
     /* A port picked free may be taken by someone else before the gateway binds it: then
      * it exits during start-up (address in use), and we try again on new ports. */

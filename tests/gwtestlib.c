@@ -1,6 +1,7 @@
 #include "gwtestlib.h"
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -164,6 +165,37 @@ static bool spawn(struct gw_server *g)
     }
     cr_assert_fail("gim-gateway did not listen within 20 s; see %s", g->log);
     return false;
+}
+
+void gwt_freeze(pid_t pid)
+{
+    char path[64];
+    kill(pid, SIGSTOP);
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    for (int i = 0; i < 500; i++) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        bool all = d != NULL;
+        while (d && all && (e = readdir(d)) != NULL) {
+            char stat[600], buf[512];
+            if (e->d_name[0] == '.')
+                continue;
+            snprintf(stat, sizeof stat, "%s/%s/stat", path, e->d_name);
+            FILE *f = fopen(stat, "r");
+            size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+            if (f)
+                fclose(f);
+            buf[n] = '\0';
+            char *rp = strrchr(buf, ')');
+            all = rp && rp[1] == ' ' && (rp[2] == 'T' || rp[2] == 't');
+        }
+        if (d)
+            closedir(d);
+        if (all)
+            return;
+        nng_msleep(2);
+    }
+    cr_assert_fail("process %d did not stop", (int)pid);
 }
 
 int gwt_stop(struct gw_server *g)

@@ -43,6 +43,10 @@ void gwt_start(struct gw_server *g, const struct tl_server *logic, const char *i
 void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char *id,
                   const char *logic_keys, const char *extra_yaml, const char *more_listeners,
                   const char *web_root, const char *proto_dir);
+/* SIGSTOP pid and wait until every thread of it is stopped: the signal is delivered
+ * asynchronously, and on a loaded VM a running thread can go on for milliseconds. */
+void gwt_freeze(pid_t pid);
+
 /* SIGTERM and wait; the exit status (or 128+signal). */
 int gwt_stop(struct gw_server *g);
 void gwt_cleanup(struct gw_server *g);

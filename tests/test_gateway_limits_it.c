@@ -261,7 +261,7 @@ Test(gateway_limits_it, sigterm_drains_in_flight_requests_and_signs_devices_out)
     cr_assert_eq(gwc_signin(&b, 97, 9701), PB__ERROR_CODE__EC_OK);
     long before = gwt_metric(&gw, "gim_gateway_upstream_requests_total");
     /* gim-logic stops answering: a's sync is in flight in the gateway when SIGTERM comes. */
-    kill(logic.pid, SIGSTOP);
+    gwt_freeze(logic.pid);
     Pb__SyncInput sy = PB__SYNC_INPUT__INIT;
     gwc_send(&a, PB__PACKAGE_TYPE__PT_SYNC, 42, &sy.base);
     for (int i = 0; i < 100 && gwt_metric(&gw, "gim_gateway_upstream_requests_total") == before;
@@ -349,12 +349,13 @@ Test(gateway_limits_it, when_gim_logic_stops_answering_clients_get_unavailable_t
     char *body = gwt_http_get(gw.http_port, "/healthz", &status);
     cr_assert_eq(status, 200, "%s", body);
     free(body);
-    kill(logic.pid, SIGSTOP);
+    gwt_freeze(logic.pid);
     Pb__SyncInput sy = PB__SYNC_INPUT__INIT;
     gwc_send(&c, PB__PACKAGE_TYPE__PT_SYNC, 5, &sy.base);
     Pb__Output *o = gwc_reply(&c, 5, 10000);
     cr_assert_not_null(o, "no answer while gim-logic is stopped");
-    cr_assert_eq(o->code, PB__ERROR_CODE__EC_UNAVAILABLE);
+    cr_assert_eq(o->code, PB__ERROR_CODE__EC_UNAVAILABLE, "code %d type %d %s", o->code, o->type,
+                 o->message);
     pb__output__free_unpacked(o, NULL);
     /* No answer for three lease intervals: unhealthy. */
     for (int i = 0; i < 100 && status != 503; i++) {

@@ -227,14 +227,15 @@ void gwt_cleanup(struct gw_server *g)
 char *gwt_http_get(int port, const char *path, int *status)
 {
     int fd = tcp_connect(port, 0);
-    char req[256], *resp = NULL;
+    char *req = NULL, *resp = NULL;
     size_t len = 0, cap = 0;
     *status = 0;
     if (fd < 0)
         return NULL;
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+    int n = asprintf(&req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+    cr_assert(n > 0);
     cr_assert_eq(write(fd, req, (size_t)n), n);
+    free(req);
     for (;;) {
         if (len + 4096 + 1 > cap) {
             cap = cap ? cap * 2 : 8192;

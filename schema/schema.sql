@@ -168,3 +168,9 @@ SELECT
         WHERE gm.group_id = g.group_id AND gm.role IN ('owner', 'admin')) AS admins,
     strftime('%Y-%m-%d %H:%M:%f', g.created_at / 1000.0, 'unixepoch') AS created_utc
 FROM chat_group g;
+CREATE TABLE gateway (
+    gateway_id TEXT PRIMARY KEY,
+    boot_id    INTEGER NOT NULL,
+    booted_at  INTEGER NOT NULL  -- ms: when gim-logic first saw this boot_id
+) WITHOUT ROWID;
+CREATE INDEX device_gateway_online ON device (gateway_id) WHERE online = 1;

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "message.h"
+
 /* A config file is a few kilobytes; the cap keeps a wrong path such as /dev/zero from hanging. */
 #define CONFIG_MAX_FILE_BYTES (1024 * 1024)
 
@@ -289,7 +291,9 @@ static const struct key keys[] = {
     STR(tls.key_file, ""),
     STR(tls.ca_file, ""),
     U32(sync.page_size, 1, 10000, 50),
-    U32(sync.max_bytes, 1024, UINT32_MAX, 65536),
+    /* gim's seed-era TCP clients read into a 65,536-byte buffer that also holds the 2-byte
+     * length: a reply Output of 65,535 bytes or more never completes there. */
+    U32(sync.max_bytes, 1024, UINT32_MAX, 65534),
     U32(recall.window_seconds, 0, UINT32_MAX, 120),
     U32(idempotency.window_seconds, 0, UINT32_MAX, 86400),
     U32(limits.max_request_bytes, 1024, UINT32_MAX, 1048576),
@@ -646,6 +650,16 @@ static gim_err validate(const struct gim_config *cfg, char *errbuf, size_t errle
         set_err(errbuf, errlen,
                 "limits.max_content_bytes: must be at most limits.max_request_bytes (%u), got %u",
                 cfg->limits.max_request_bytes, cfg->limits.max_content_bytes);
+        rc = GIM_ECONFIG;
+        goto out;
+    }
+    /* Every message the limits accept must fit a sync or room page on its own. */
+    size_t one = message_page_worst_single(cfg->limits.max_content_bytes, cfg->limits.max_mentions);
+    if (cfg->sync.max_bytes < one) {
+        set_err(errbuf, errlen,
+                "sync.max_bytes: must be at least %zu to hold one message of "
+                "limits.max_content_bytes (%u) and limits.max_mentions (%u), got %u",
+                one, cfg->limits.max_content_bytes, cfg->limits.max_mentions, cfg->sync.max_bytes);
         rc = GIM_ECONFIG;
         goto out;
     }

@@ -55,7 +55,8 @@ struct gim_config {
     struct config_tls tls;
     struct {
         uint32_t page_size; /* default 50, 1..10000 */
-        uint32_t max_bytes; /* default 65536, >= 1024 */
+        uint32_t
+            max_bytes; /* default 65534, >= 1024 and >= one message (message_page_worst_single) */
     } sync;
     struct {
         uint32_t window_seconds; /* default 120, 0 = no limit */

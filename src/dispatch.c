@@ -1,5 +1,6 @@
 #include "dispatch.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@ static const struct handler *const table[] = {
     [PB__PACKAGE_TYPE__PT_RECALL] = &handle_recall,
     [PB__PACKAGE_TYPE__PT_SIGN_OUT] = &handle_signout,
     [PB__PACKAGE_TYPE__PT_ADMIN_RECALL] = &handle_admin_recall,
+    [PB__PACKAGE_TYPE__PT_GATEWAY_LEASE] = &handle_lease,
 };
 
 const struct handler *dispatch_handler(int type)
@@ -65,6 +67,32 @@ static void job_done(struct write_job *job, struct wctx *w, gim_err err)
     r->disp->write_done(r);
 }
 
+/*
+ * gim's seed-era clients ack with PT_MESSAGE and a pb.MessageACK as data (its
+ * connect layer forwarded that to logic as an ack, with no reply). The two
+ * forms cannot be confused: a send's MessageSend has only field 1 (message),
+ * while MessageACK has only fields 2 (device_ack) and 3 (receive_time). So a
+ * PT_MESSAGE whose data has no field 1 but has field 2 or 3 is an ack, served
+ * by the PT_MESSAGE_ACK handler. Field 3 counts too: proto3 omits a zero
+ * device_ack, and a seed client whose first sync was empty acks seq 0.
+ * Anything else (field 1 present, empty data, only unknown fields) stays a
+ * send, and the send handler answers it as before.
+ */
+static bool seed_ack_form(const ProtobufCBinaryData *data)
+{
+    bool ack = false;
+    if (data->len == 0)
+        return false;
+    Pb__MessageSend *ms = pb__message_send__unpack(NULL, data->len, data->data);
+    if (!ms)
+        return false; /* undecodable: the send handler says why */
+    for (unsigned i = 0; !ms->message && i < ms->base.n_unknown_fields; i++)
+        if (ms->base.unknown_fields[i].tag == 2 || ms->base.unknown_fields[i].tag == 3)
+            ack = true;
+    pb__message_send__free_unpacked(ms, NULL);
+    return ack;
+}
+
 /* Decodes the envelope; on failure r->code says why and request_id is echoed if readable. */
 static gim_err decode(struct request *r, const uint8_t *buf, size_t len)
 {
@@ -101,6 +129,8 @@ enum dispatch_next dispatch_begin(const struct dispatch *d, struct request *r, c
         return DISPATCH_REPLY;
     }
     const struct handler *h = dispatch_handler(r->type);
+    if (r->type == PB__PACKAGE_TYPE__PT_MESSAGE && seed_ack_form(&r->env->input->data))
+        h = &handle_ack;
     /* Authentication comes first: an unknown type from a stranger is unauthenticated. */
     if ((!h || h->needs_session) && authenticate(d, r) != GIM_OK)
         return DISPATCH_REPLY;
@@ -109,13 +139,15 @@ enum dispatch_next dispatch_begin(const struct dispatch *d, struct request *r, c
         return DISPATCH_REPLY;
     }
     r->h = h;
+    r->disp = d;
     if (h->prepare && h->prepare(r) != GIM_OK) {
         if (r->code == GIM_OK)
             r->code = GIM_EINTERNAL;
         return DISPATCH_REPLY;
     }
+    if (r->answered)
+        return DISPATCH_REPLY;
     if (h->write) {
-        r->disp = d;
         r->job.exec = job_exec;
         r->job.done = job_done;
         return DISPATCH_WRITE;

@@ -61,7 +61,8 @@ static gim_err room_write(struct request *r, struct wctx *w)
     }
     if (in->room_id == 0)
         return GIM_OK;
-    if ((e = room_page(w->db, r->cfg, in->room_id, in->seq, &a, &out)) != GIM_OK) {
+    size_t budget = message_page_budget(r->cfg->sync.max_bytes, r->type, r->request_id);
+    if ((e = room_page(w->db, r->cfg, in->room_id, in->seq, budget, &a, &out)) != GIM_OK) {
         log_warn("room page failed", "room=%" PRId64 " code=%s error=\"%s\"", in->room_id,
                  gim_err_name(e), sqlite3_errmsg(w->db->db));
         request_fail(r, e, "room: cannot read room %" PRId64, in->room_id);

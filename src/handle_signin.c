@@ -6,7 +6,8 @@
  * SignInInput and must match the token's claims. The device row is upserted
  * in the writer's transaction, and the session enters presence only after
  * the commit, so no request can be authenticated by a sign-in that was
- * rolled back.
+ * rolled back. A device that was signed in at another gateway is told there
+ * to drop its old connection.
  */
 #include <inttypes.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "handlers.h"
 #include "log.h"
 #include "presence.h"
+#include "push.h"
 #include "request.h"
 
 #define CLIENT_ADDR_MAX 256 /* bytes; a host:port or a URL, never longer in practice */
@@ -114,8 +116,28 @@ static gim_err signin_write(struct request *r, struct wctx *w)
     return GIM_OK;
 }
 
+/*
+ * The device's old connection lives at another gateway, which must drop it
+ * (docs/protocol.md, "Signed in elsewhere"): a Delivery to that gateway only,
+ * listing the device, whose Output the gateway forwards before closing the
+ * connection, without sending PT_SIGN_OUT for it.
+ */
+static void tell_old_gateway(struct wctx *w, const struct session *old)
+{
+    static const char why[] = "signed in elsewhere";
+    Pb__Output out = PB__OUTPUT__INIT;
+    out.type = PB__PACKAGE_TYPE__PT_SIGN_OUT;
+    out.code = PB__ERROR_CODE__EC_UNAUTHENTICATED;
+    out.message = (char *)why;
+    push_deliver(w->push, old, 1, 0, &out);
+}
+
 static void signin_committed(struct request *r, struct wctx *w)
 {
+    struct session old;
+    /* Only this (the writer) thread changes presence: old is still current at the put. */
+    bool moved = presence_get(w->presence, r->sess.device_id, &old) &&
+                 strcmp(old.gateway_id, r->sess.gateway_id) != 0;
     r->sess.last_seen_ms = w->now_ms;
     gim_err e = presence_put(w->presence, &r->sess);
     if (e != GIM_OK) {
@@ -125,6 +147,8 @@ static void signin_committed(struct request *r, struct wctx *w)
         request_fail(r, GIM_EUNAVAILABLE, "sign-in: cannot register the session, retry");
         return;
     }
+    if (moved)
+        tell_old_gateway(w, &old);
     log_debug("signed in", "device=%" PRId64 " user=%" PRId64 " gateway=%s", r->sess.device_id,
               r->sess.user_id, r->sess.gateway_id);
 }

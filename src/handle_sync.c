@@ -71,7 +71,8 @@ static gim_err sync_read(struct request *r, struct store_conn *ro)
     sqlite3_bind_int64(st, 1, r->sess.user_id);
     sqlite3_bind_int64(st, 2, after);
     sqlite3_bind_int64(st, 3, (int64_t)page + 1);
-    if ((e = message_page(st, page, r->cfg->sync.max_bytes, &a, &out)) != GIM_OK) {
+    size_t budget = message_page_budget(r->cfg->sync.max_bytes, r->type, r->request_id);
+    if ((e = message_page(st, page, budget, &a, &out)) != GIM_OK) {
         if (e == GIM_ENOMEM) {
             request_fail(r, e, "sync: out of memory");
             goto out;

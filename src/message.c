@@ -167,7 +167,7 @@ gim_err message_load(struct store_conn *db, int64_t message_id, int64_t seq, str
 /* Per-message arena overhead besides content and mentions: the view plus alignment. */
 #define VIEW_BYTES (sizeof(struct message_view) + 3 * 16)
 
-static size_t varint_size(size_t v)
+static size_t varint_size(uint64_t v)
 {
     size_t n = 1;
     while (v >= 0x80) {
@@ -175,6 +175,63 @@ static size_t varint_size(size_t v)
         n++;
     }
     return n;
+}
+
+/* Output fields 1..5 all have one-byte tags; a negative int64 is a 10-byte varint. */
+#define TAG_BYTES     1
+#define INT64_MAX_LEN 10
+
+size_t message_page_budget(size_t max_bytes, int type, int64_t request_id)
+{
+    /* A successful reply has code 0 and no message: proto3 writes neither. */
+    size_t over = 0;
+    if (type != 0)
+        over += TAG_BYTES + varint_size((uint64_t)(int64_t)type);
+    if (request_id != 0)
+        over += TAG_BYTES + varint_size((uint64_t)request_id);
+    /* data: tag, length (no longer than the length of max_bytes), the SyncOutput. */
+    over += TAG_BYTES + varint_size(max_bytes);
+    return max_bytes > over ? max_bytes - over : 0;
+}
+
+/*
+ * The arithmetic, field by field, with every integer at its longest varint
+ * (10 bytes: ids and times are int64; enums take 1 byte, all values < 128):
+ *
+ *   Sender   sender_type 1+1, sender_id 1+10, device_id 1+10 (the strings
+ *            are never stored)                                     = 24
+ *   Message  sender 1+1+24, receiver_type 1+1, receiver_id 1+10,
+ *            to_user_ids (packed) 1+len(10m)+10m, message_type 1+1,
+ *            message_content 1+len(C)+C, seq 1+10, send_time 1+10,
+ *            status 1+1                                            = M
+ *   SyncOutput  messages 1+len(M)+M, has_more 1+1                  = S
+ *   Output   budget overhead as in message_page_budget, with type and
+ *            request_id at their longest: S fits when
+ *            message_page_budget(max_bytes, 127, -1) >= S.
+ *
+ * With the defaults (C = 16384, m = 100): M = 17456, S = 17462 and the
+ * whole Output 17479 bytes, far below a be16 frame. tests/test_sync.c
+ * encodes such a worst-case message and checks it against this bound.
+ */
+size_t message_page_worst_single(uint32_t max_content_bytes, uint32_t max_mentions)
+{
+    const size_t sender = 2 + 2 * (TAG_BYTES + INT64_MAX_LEN);
+    size_t ids = (size_t)max_mentions * INT64_MAX_LEN;
+    size_t m = TAG_BYTES + varint_size(sender) + sender;                 /* sender */
+    m += 2;                                                              /* receiver_type */
+    m += TAG_BYTES + INT64_MAX_LEN;                                      /* receiver_id */
+    m += ids ? TAG_BYTES + varint_size(ids) + ids : 0;                   /* to_user_ids */
+    m += 2;                                                              /* message_type */
+    m += TAG_BYTES + varint_size(max_content_bytes) + max_content_bytes; /* content */
+    m += 2 * (TAG_BYTES + INT64_MAX_LEN);                                /* seq, send_time */
+    m += 2;                                                              /* status */
+    size_t sync = TAG_BYTES + varint_size(m) + m + HAS_MORE_BYTES;
+    /* The inverse of message_page_budget at its worst: type 127 (2 bytes), request_id -1. */
+    size_t over = (TAG_BYTES + 1) + (TAG_BYTES + INT64_MAX_LEN) + TAG_BYTES;
+    size_t total = over + varint_size(sync) + sync;
+    /* message_page_budget reserves the length of max_bytes, not of the data: one more
+     * byte whenever the total crosses a varint boundary. */
+    return total + (varint_size(total) > varint_size(sync) ? 1 : 0);
 }
 
 /*

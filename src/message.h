@@ -86,13 +86,33 @@ void message_pack_ids(const int64_t *ids, size_t n, uint8_t *buf);
  * not yet stepped; its rows are a seq followed by MESSAGE_COLUMNS, in
  * ascending seq, and it asks for page_size + 1 rows: the extra row answers
  * has_more without a second query. Fills out with at most page_size messages
- * of at most max_bytes encoded (but always one when any row exists: a single
- * message over the budget goes out alone) and sets has_more exactly when rows
+ * whose encoded SyncOutput is at most max_bytes (see message_page_budget),
+ * but always one when any row exists: a single message over the budget goes
+ * out alone. Config makes that impossible for messages accepted under the
+ * current limits (message_page_worst_single); only one stored under larger
+ * limits can do it. Sets has_more exactly when rows
  * remain. Everything out points at lives in *a, which this initialises: the
  * caller packs out, then calls arena_free(a), on failure too. A failed step
  * returns store_err() of it; st is left for the caller to store_done().
  */
 gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, struct arena *a,
                      Pb__SyncOutput *out);
+
+/*
+ * The byte budget to give message_page() so that the whole reply, the encoded
+ * pb.Output{type, request_id, data = the page's SyncOutput}, is at most
+ * max_bytes (sync.max_bytes): what a gateway writes to the client's framing
+ * (a be16 frame holds at most 65,535 bytes). 0 when max_bytes cannot even
+ * hold the Output's own fields.
+ */
+size_t message_page_budget(size_t max_bytes, int type, int64_t request_id);
+
+/*
+ * The smallest sync.max_bytes with which a page holding any one message
+ * accepted under these limits (content bytes, mentions) fits, whatever the
+ * reply's type and request_id. Config refuses a smaller sync.max_bytes, so
+ * every such message fits a page on its own.
+ */
+size_t message_page_worst_single(uint32_t max_content_bytes, uint32_t max_mentions);
 
 #endif

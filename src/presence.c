@@ -25,6 +25,25 @@
 
 enum { BY_USER, BY_ROOM, NGROUPS };
 
+/*
+ * A gateway that sessions are signed in at, and its lease (PT_GATEWAY_LEASE).
+ * Entries point at their gateway's record, so the sweeper reads a session's
+ * lease in O(1) and a lease refreshes every session of its gateway by one
+ * store. Records are few (one per gateway) and live in a small chained hash.
+ * A record is freed when no session refers to it and it holds no live lease
+ * (never leased, or its lease expired: presence_expired).
+ */
+#define GW_BUCKETS 64 /* a power of two */
+
+struct gw {
+    struct gw *next;
+    size_t refs;              /* sessions at this gateway */
+    bool leased;              /* boot_id holds the boot of the current lease */
+    int64_t boot_id;          /* changed by the writer thread under the write lock */
+    _Atomic int64_t lease_ms; /* last lease, 0 = none; refreshed under the read lock */
+    char id[PRESENCE_GATEWAY_MAX + 1];
+};
+
 #define TABLE_MIN 64 /* slots; a power of two */
 
 struct entry {
@@ -32,6 +51,7 @@ struct entry {
     int64_t key[NGROUPS]; /* user_id, room_id (0 = in no room) */
     /* Refreshed by presence_check under the read lock, hence atomic. */
     _Atomic int64_t last_seen_ms;
+    struct gw *gw; /* the record of gateway_id */
     struct {
         struct entry *prev, *next;
     } link[NGROUPS];
@@ -61,6 +81,7 @@ struct presence {
     struct table groups[NGROUPS];
     size_t count;    /* sessions */
     size_t in_rooms; /* sessions with a room */
+    struct gw *gws[GW_BUCKETS];
 };
 
 static size_t home(int64_t id, size_t cap)
@@ -116,6 +137,62 @@ static void table_del(struct table *t, struct slot *s)
         hole = j;
     }
     t->tab[hole] = (struct slot){0};
+}
+
+static size_t gw_bucket(const char *id)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (const unsigned char *c = (const unsigned char *)id; *c; c++)
+        h = (h ^ *c) * 0x100000001b3ull;
+    return (size_t)h & (GW_BUCKETS - 1);
+}
+
+static struct gw *gw_find(const struct presence *p, const char *id)
+{
+    for (struct gw *g = p->gws[gw_bucket(id)]; g; g = g->next)
+        if (strcmp(g->id, id) == 0)
+            return g;
+    return NULL;
+}
+
+/* Finds or creates (refs 0, no lease) the record of id, which fits PRESENCE_GATEWAY_MAX. NULL:
+ * out of memory. Write lock. */
+static struct gw *gw_get(struct presence *p, const char *id)
+{
+    struct gw *g = gw_find(p, id);
+    if (g)
+        return g;
+    if (!(g = calloc(1, sizeof *g)))
+        return NULL;
+    strcpy(g->id, id);
+    size_t b = gw_bucket(id);
+    g->next = p->gws[b];
+    p->gws[b] = g;
+    return g;
+}
+
+static void gw_free(struct presence *p, struct gw *g)
+{
+    struct gw **pp = &p->gws[gw_bucket(g->id)];
+    while (*pp != g)
+        pp = &(*pp)->next;
+    *pp = g->next;
+    free(g);
+}
+
+/* Frees g if nothing keeps it: no session, no lease. Write lock. */
+static void gw_drop_unused(struct presence *p, struct gw *g)
+{
+    if (g && g->refs == 0 && !g->leased)
+        gw_free(p, g);
+}
+
+static void gw_release(struct presence *p, struct gw *g)
+{
+    if (!g)
+        return;
+    g->refs--;
+    gw_drop_unused(p, g);
 }
 
 static gim_err table_resize(struct table *t, size_t cap)
@@ -279,6 +356,12 @@ void presence_close(struct presence *p)
     free(p->dev.tab);
     for (int g = 0; g < NGROUPS; g++)
         free(p->groups[g].tab);
+    for (size_t b = 0; b < GW_BUCKETS; b++) {
+        for (struct gw *g = p->gws[b], *next; g; g = next) {
+            next = g->next;
+            free(g);
+        }
+    }
     pthread_rwlock_destroy(&p->lock);
     free(p);
 }
@@ -328,14 +411,24 @@ out:
 gim_err presence_put(struct presence *p, const struct session *s)
 {
     gim_err e = GIM_OK;
+    char gw_id[PRESENCE_GATEWAY_MAX + 1];
+    copy_gateway(gw_id, s->gateway_id, strnlen(s->gateway_id, PRESENCE_GATEWAY_MAX));
     pthread_rwlock_wrlock(&p->lock);
     struct slot *d = table_find(&p->dev, s->device_id);
     struct entry *en = d ? d->e : NULL;
+    /* Allocate everything before touching the indexes so a failure leaves them intact. */
+    struct gw *g = gw_get(p, gw_id);
+    if (!g) {
+        e = GIM_ENOMEM;
+        goto out;
+    }
     if (!en) {
-        /* Allocate everything before touching the indexes so a failure leaves them intact. */
-        if ((e = reserve_all(p, p->count + 1)) != GIM_OK)
+        if ((e = reserve_all(p, p->count + 1)) != GIM_OK) {
+            gw_drop_unused(p, g);
             goto out;
+        }
         if (!(en = calloc(1, sizeof *en))) {
+            gw_drop_unused(p, g);
             e = GIM_ENOMEM;
             goto out;
         }
@@ -349,7 +442,12 @@ gim_err presence_put(struct presence *p, const struct session *s)
     }
     if (en->key[BY_ROOM] != s->room_id)
         set_room(p, en, s->room_id);
-    copy_gateway(en->gateway_id, s->gateway_id, strnlen(s->gateway_id, PRESENCE_GATEWAY_MAX));
+    if (en->gw != g) {
+        g->refs++;
+        gw_release(p, en->gw);
+        en->gw = g;
+    }
+    memcpy(en->gateway_id, gw_id, sizeof gw_id);
     atomic_store_explicit(&en->last_seen_ms, s->last_seen_ms, memory_order_relaxed);
 out:
     pthread_rwlock_unlock(&p->lock);
@@ -366,6 +464,7 @@ bool presence_remove(struct presence *p, int64_t device_id, struct session *old)
             copy_out(en, old);
         set_room(p, en, 0);
         group_unlink(p, BY_USER, en);
+        gw_release(p, en->gw);
         table_del(&p->dev, d);
         free(en);
         p->count--;
@@ -393,6 +492,16 @@ gim_err presence_check(struct presence *p, int64_t user_id, int64_t device_id,
     }
     pthread_rwlock_unlock(&p->lock);
     return e;
+}
+
+bool presence_get(struct presence *p, int64_t device_id, struct session *out)
+{
+    pthread_rwlock_rdlock(&p->lock);
+    struct slot *d = table_find(&p->dev, device_id);
+    if (d)
+        copy_out(d->e, out);
+    pthread_rwlock_unlock(&p->lock);
+    return d != NULL;
 }
 
 bool presence_set_room(struct presence *p, int64_t device_id, int64_t room_id)
@@ -432,17 +541,123 @@ size_t presence_room_sessions(struct presence *p, int64_t room_id, struct sessio
     return room_id ? group_sessions(p, BY_ROOM, room_id, out, max) : 0;
 }
 
+/* A session counts as seen at its last request or its gateway's last lease, whichever is later. */
+static int64_t seen_ms(const struct entry *en)
+{
+    int64_t seen = atomic_load_explicit(&en->last_seen_ms, memory_order_relaxed);
+    int64_t lease = en->gw ? atomic_load_explicit(&en->gw->lease_ms, memory_order_relaxed) : 0;
+    return lease > seen ? lease : seen;
+}
+
+static bool gw_lease_expired(const struct gw *g, int64_t cutoff_ms)
+{
+    return g->refs == 0 && g->leased &&
+           atomic_load_explicit(&g->lease_ms, memory_order_relaxed) < cutoff_ms;
+}
+
+/* Forgets the leases of gateways that stopped leasing and hold no session. */
+static void forget_dead_gateways(struct presence *p, int64_t cutoff_ms)
+{
+    bool any = false;
+    pthread_rwlock_rdlock(&p->lock);
+    for (size_t b = 0; b < GW_BUCKETS && !any; b++)
+        for (const struct gw *g = p->gws[b]; g && !any; g = g->next)
+            any = gw_lease_expired(g, cutoff_ms);
+    pthread_rwlock_unlock(&p->lock);
+    if (!any)
+        return;
+    pthread_rwlock_wrlock(&p->lock);
+    for (size_t b = 0; b < GW_BUCKETS; b++) {
+        for (struct gw *g = p->gws[b], *next; g; g = next) {
+            next = g->next;
+            if (gw_lease_expired(g, cutoff_ms))
+                gw_free(p, g);
+        }
+    }
+    pthread_rwlock_unlock(&p->lock);
+}
+
 size_t presence_expired(struct presence *p, int64_t cutoff_ms, int64_t *device_ids, size_t max)
 {
     size_t n = 0;
     pthread_rwlock_rdlock(&p->lock);
     for (size_t i = 0; i < p->dev.cap && n < max; i++) {
         const struct entry *en = p->dev.tab[i].e;
-        if (en && atomic_load_explicit(&en->last_seen_ms, memory_order_relaxed) < cutoff_ms)
+        if (en && seen_ms(en) < cutoff_ms)
             device_ids[n++] = en->device_id;
     }
     pthread_rwlock_unlock(&p->lock);
+    forget_dead_gateways(p, cutoff_ms);
     return n;
+}
+
+bool presence_lease_refresh(struct presence *p, const char *gateway_id, int64_t boot_id,
+                            int64_t now_ms)
+{
+    bool ok = false;
+    pthread_rwlock_rdlock(&p->lock);
+    struct gw *g = gw_find(p, gateway_id);
+    if (g && g->leased && g->boot_id == boot_id) {
+        atomic_store_explicit(&g->lease_ms, now_ms, memory_order_relaxed);
+        ok = true;
+    }
+    pthread_rwlock_unlock(&p->lock);
+    return ok;
+}
+
+gim_err presence_lease_set(struct presence *p, const char *gateway_id, int64_t boot_id,
+                           int64_t now_ms)
+{
+    gim_err e = GIM_OK;
+    pthread_rwlock_wrlock(&p->lock);
+    struct gw *g = gw_get(p, gateway_id);
+    if (g) {
+        g->leased = true;
+        g->boot_id = boot_id;
+        atomic_store_explicit(&g->lease_ms, now_ms, memory_order_relaxed);
+    } else {
+        e = GIM_ENOMEM;
+    }
+    pthread_rwlock_unlock(&p->lock);
+    return e;
+}
+
+size_t presence_gateway_remove(struct presence *p, const char *gateway_id)
+{
+    int64_t stackbuf[256];
+    int64_t *ids = stackbuf;
+    size_t cap = sizeof stackbuf / sizeof stackbuf[0], total = 0, n;
+    pthread_rwlock_rdlock(&p->lock);
+    const struct gw *g = gw_find(p, gateway_id);
+    size_t refs = g ? g->refs : 0;
+    pthread_rwlock_unlock(&p->lock);
+    if (refs > cap && (ids = malloc(refs * sizeof *ids)) != NULL)
+        cap = refs;
+    else
+        ids = stackbuf; /* out of memory: in slices, one walk each */
+    /*
+     * Collect, then remove: removal shifts table slots under a walk. Only the
+     * writer thread changes presence, so nothing joins the gateway meanwhile;
+     * the record stays alive while it has sessions or a lease, and a record
+     * freed at the last removal ends the loop (no session refers to it).
+     */
+    do {
+        n = 0;
+        pthread_rwlock_rdlock(&p->lock);
+        g = gw_find(p, gateway_id);
+        for (size_t i = 0; g && i < p->dev.cap && n < cap; i++) {
+            const struct entry *en = p->dev.tab[i].e;
+            if (en && en->gw == g)
+                ids[n++] = en->device_id;
+        }
+        pthread_rwlock_unlock(&p->lock);
+        for (size_t i = 0; i < n; i++)
+            presence_remove(p, ids[i], NULL);
+        total += n;
+    } while (n == cap);
+    if (ids != stackbuf)
+        free(ids);
+    return total;
 }
 
 void presence_counts(struct presence *p, size_t *sessions, size_t *in_rooms)

@@ -9,6 +9,12 @@
  *
  * Only the writer thread adds and removes sessions, after the commit that
  * records the change; any thread may look up.
+ *
+ * Gateway leases (PT_GATEWAY_LEASE): a gateway that leases keeps every
+ * session signed in at it alive. Each session points at its gateway's
+ * record, so a lease is one store into that record, and the sweeper counts
+ * a session as seen at the later of its last request and its gateway's last
+ * lease. Sessions of gateways that never lease live by their own requests.
  */
 #ifndef GIM_PRESENCE_H
 #define GIM_PRESENCE_H
@@ -65,9 +71,31 @@ size_t presence_user_sessions(struct presence *p, int64_t user_id, struct sessio
 /* Like presence_user_sessions, for the devices subscribed to room_id. */
 size_t presence_room_sessions(struct presence *p, int64_t room_id, struct session *out, size_t max);
 
-/* Device ids of up to max sessions whose last_seen is before cutoff_ms; returns the count copied.
+/*
+ * Device ids of up to max sessions seen (own request or gateway lease) before
+ * cutoff_ms; returns the count copied. Also forgets the leases older than
+ * cutoff_ms of gateways that hold no session.
  */
 size_t presence_expired(struct presence *p, int64_t cutoff_ms, int64_t *device_ids, size_t max);
+
+/*
+ * A lease from gateway_id: when presence already holds its lease for exactly
+ * boot_id, refreshes it to now_ms and returns true (any thread). false: the
+ * gateway is unknown here or its boot_id differs; the writer must compare
+ * with the stored boot and then call presence_lease_set().
+ */
+bool presence_lease_refresh(struct presence *p, const char *gateway_id, int64_t boot_id,
+                            int64_t now_ms);
+
+/* Records gateway_id's lease (boot_id, at now_ms). Writer thread, after the commit. */
+gim_err presence_lease_set(struct presence *p, const char *gateway_id, int64_t boot_id,
+                           int64_t now_ms);
+
+/* Removes every session at gateway_id (its process restarted); returns how many. Writer thread. */
+size_t presence_gateway_remove(struct presence *p, const char *gateway_id);
+
+/* Copies the session of device_id into *out; false if it has none. */
+bool presence_get(struct presence *p, int64_t device_id, struct session *out);
 
 /* Number of sessions, and of those subscribed to a room. */
 void presence_counts(struct presence *p, size_t *sessions, size_t *in_rooms);

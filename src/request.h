@@ -5,6 +5,8 @@
  * Path: server (nng context) -> dispatch (decode envelope, authenticate,
  * pick handler) -> handler -> store. A handler has up to three parts:
  *   prepare()   on the worker thread: decode and validate Input.data; no DB.
+ *               It may answer alone (r->answered), e.g. a lease that only
+ *               refreshes memory.
  *   read()      on the worker thread, with its read-only connection (sync).
  *   write()     inside the writer's transaction (send, ack, recall...).
  *   committed() on the writer thread after the commit: in-memory effects
@@ -58,6 +60,7 @@ struct request {
 
     /* --- output --- */
     gim_err code;
+    bool answered; /* prepare() answered the request itself: no read() or write() follows */
     char errmsg[200];
     uint8_t *out; /* Output.data (owned, malloc) */
     size_t out_len;

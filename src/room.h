@@ -50,11 +50,12 @@ gim_err room_load(struct store_conn *db, int64_t room_id, int64_t seq, struct ar
 
 /*
  * One page of room_id's log after room seq `after` (0 = from the oldest
- * retained entry), paged by cfg->sync.page_size and cfg->sync.max_bytes with
- * has_more, as message_page() does for inboxes.
+ * retained entry), paged by cfg->sync.page_size and the SyncOutput byte
+ * budget max_bytes (message_page_budget) with has_more, as message_page()
+ * does for inboxes.
  */
 gim_err room_page(struct store_conn *db, const struct gim_config *cfg, int64_t room_id,
-                  int64_t after, struct arena *a, Pb__SyncOutput *out);
+                  int64_t after, size_t max_bytes, struct arena *a, Pb__SyncOutput *out);
 
 /*
  * Records that the device of session s is subscribed to room_id (0 = none),

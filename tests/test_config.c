@@ -121,7 +121,7 @@ Test(config, defaults_without_file)
     cr_assert_str_eq(cfg.tls.key_file, "");
     cr_assert_str_eq(cfg.tls.ca_file, "");
     cr_assert_eq(cfg.sync.page_size, 50);
-    cr_assert_eq(cfg.sync.max_bytes, 65536);
+    cr_assert_eq(cfg.sync.max_bytes, 65534);
     cr_assert_eq(cfg.recall.window_seconds, 120);
     cr_assert_eq(cfg.idempotency.window_seconds, 86400);
     cr_assert_eq(cfg.limits.max_request_bytes, 1048576);
@@ -175,7 +175,7 @@ static const char full_yaml[] =
     "  max_pages: 100000\n"
     "auth: {secret: \"s3cret: with colon\", secret_env: MY_SECRET, insecure_dev: true}\n"
     "tls: {cert_file: /etc/gim/cert.pem, key_file: /etc/gim/key.pem, ca_file: /etc/gim/ca.pem}\n"
-    "sync: {page_size: 10000, max_bytes: 1024}\n"
+    "sync: {page_size: 10000, max_bytes: 4096}\n"
     "recall: {window_seconds: 0}\n"
     "idempotency: {window_seconds: 3600}\n"
     "limits: {max_request_bytes: 2048, max_content_bytes: 2048, max_mentions: 0, "
@@ -212,7 +212,7 @@ static void check_full(const struct gim_config *cfg, const char *secret)
     cr_assert_str_eq(cfg->tls.key_file, "/etc/gim/key.pem");
     cr_assert_str_eq(cfg->tls.ca_file, "/etc/gim/ca.pem");
     cr_assert_eq(cfg->sync.page_size, 10000);
-    cr_assert_eq(cfg->sync.max_bytes, 1024);
+    cr_assert_eq(cfg->sync.max_bytes, 4096);
     cr_assert_eq(cfg->recall.window_seconds, 0);
     cr_assert_eq(cfg->idempotency.window_seconds, 3600);
     cr_assert_eq(cfg->limits.max_request_bytes, 2048);
@@ -261,7 +261,7 @@ Test(config, partial_section_keeps_sibling_defaults)
         load_yaml("sync:\n  page_size: 7\nlisten: [ipc:///tmp/x.ipc]\n", &cfg, err, sizeof err),
         GIM_OK, "%s", err);
     cr_assert_eq(cfg.sync.page_size, 7);
-    cr_assert_eq(cfg.sync.max_bytes, 65536);
+    cr_assert_eq(cfg.sync.max_bytes, 65534);
     cr_assert_eq(cfg.listen_count, 1);
     cr_assert_str_eq(cfg.listen[0], "ipc:///tmp/x.ipc");
     cr_assert_null(cfg.listen[1]);
@@ -352,6 +352,13 @@ Test(config, range_bounds)
         {"contexts: 65537\n", "contexts"},
         {"sync: {page_size: 10001}\n", "sync.page_size"},
         {"sync: {max_bytes: 1023}\n", "sync.max_bytes"},
+        /* One message of the default limits (16384 bytes, 100 mentions) needs a 17479-byte
+         * page at worst (message_page_worst_single): one byte less cannot hold it. */
+        {"sync: {max_bytes: 17479}\n", NULL},
+        {"sync: {max_bytes: 17478}\n", "sync.max_bytes"},
+        {"sync: {max_bytes: 4096}\nlimits: {max_content_bytes: 3000, max_mentions: 0}\n", NULL},
+        {"sync: {max_bytes: 4096}\nlimits: {max_content_bytes: 5000, max_mentions: 0}\n",
+         "sync.max_bytes"},
         {"database: {busy_timeout_ms: 600000}\n", NULL},
         {"database: {busy_timeout_ms: 600001}\n", "database.busy_timeout_ms"},
         {"limits: {max_request_bytes: 1023}\n", "limits.max_request_bytes"},

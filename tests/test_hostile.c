@@ -571,9 +571,10 @@ Test(hostile, wrong_message_type)
             envelope_of(&me, PB__PACKAGE_TYPE__PT_SIGN_IN, 5, &send.base),
             "MessageSend as SignInInput");
     /* Decodes (unknown fields skipped) but is caught by validation. */
-    row_add(&rs, EC_BAD, "message is missing",
+    /* gim's ack form (PT_MESSAGE + MessageACK) is an ack: this one is above the user's seqs. */
+    row_add(&rs, EC_BAD, "above the highest seq",
             envelope_of(&me, PB__PACKAGE_TYPE__PT_MESSAGE, 6, &ack.base),
-            "MessageACK as MessageSend: no message");
+            "MessageACK as MessageSend: gim's ack form");
     row_add(&rs, EC_BAD, "user_id must be > 0",
             envelope_of(&me, PB__PACKAGE_TYPE__PT_SIGN_IN, 7, &recall.base),
             "RecallInput as SignInInput: no user_id");

@@ -1,0 +1,198 @@
+#include "listener.h"
+
+#include <nng/nng.h>
+#include <nng/supplemental/http/http.h>
+#include <nng/supplemental/tls/tls.h>
+#include <nng/supplemental/util/platform.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "conn.h"
+#include "log.h"
+
+struct listener {
+    nng_stream_listener *l;
+    nng_aio *aio;
+    enum framing f;
+    enum gwm_transport t;
+    char *url;
+    nng_tls_config *tls;
+    nng_http_server *web; /* held for the web client handlers; NULL when none */
+};
+
+static void on_accept(void *arg)
+{
+    struct listener *l = arg;
+    int rv = nng_aio_result(l->aio);
+    if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+        return;
+    if (rv == 0) {
+        conn_accept(nng_aio_get_output(l->aio, 0), l->f, l->t);
+    } else {
+        /* E.g. out of file descriptors: pause a little rather than spin. */
+        log_warn("accept failed", "url=%s err=\"%s\"", l->url, nng_strerror(rv));
+        nng_msleep(20);
+    }
+    nng_stream_listener_accept(l->l, l->aio);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long n;
+    if (!f)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (buf = calloc(1, (size_t)n + 1)) != NULL && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    return buf;
+}
+
+static int tls_setup(struct listener *l, const struct gw_config *cfg)
+{
+    char *cert = slurp(cfg->tls.cert_file), *key = slurp(cfg->tls.key_file);
+    int rv = cert && key ? nng_tls_config_alloc(&l->tls, NNG_TLS_MODE_SERVER) : NNG_ENOENT;
+    if (rv == 0)
+        rv = nng_tls_config_own_cert(l->tls, cert, key, NULL);
+    if (rv == 0)
+        rv = nng_stream_listener_set_ptr(l->l, NNG_OPT_TLS_CONFIG, l->tls);
+    free(cert);
+    free(key);
+    return rv;
+}
+
+static int add_handler(nng_http_server *srv, nng_http_handler *h, int rv)
+{
+    if (rv == 0 && (rv = nng_http_server_add_handler(srv, h)) != 0)
+        nng_http_handler_free(h);
+    return rv;
+}
+
+static void warn_missing(const char *key, const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        log_warn("web directory missing; its URLs answer 404", "key=%s path=%s", key, dir);
+}
+
+/* The web client and its .proto files, on the ws listener's own HTTP server. */
+static int web_setup(struct listener *l, const struct gw_config *cfg)
+{
+    nng_http_handler *h = NULL;
+    nng_url *url = NULL;
+    int rv;
+    if (!cfg->web.root[0] && !cfg->web.proto_dir[0])
+        return 0;
+    if ((rv = nng_url_parse(&url, l->url)) != 0)
+        return rv;
+    rv = nng_http_server_hold(&l->web, url);
+    nng_url_free(url);
+    if (rv != 0)
+        return rv;
+    if (cfg->web.root[0]) {
+        warn_missing("web.root", cfg->web.root);
+        rv = add_handler(l->web, h, nng_http_handler_alloc_directory(&h, "/demo", cfg->web.root));
+        if (rv == 0)
+            rv = add_handler(
+                l->web, h,
+                nng_http_handler_alloc_redirect(&h, "/", NNG_HTTP_STATUS_FOUND, "/demo/"));
+    }
+    if (rv == 0 && cfg->web.proto_dir[0]) {
+        warn_missing("web.proto_dir", cfg->web.proto_dir);
+        rv = add_handler(l->web, h,
+                         nng_http_handler_alloc_directory(&h, "/proto", cfg->web.proto_dir));
+    }
+    return rv;
+}
+
+static enum gwm_transport transport_of(const char *url)
+{
+    if (strncmp(url, "tls+tcp://", 10) == 0)
+        return GWM_TLS;
+    if (strncmp(url, "wss://", 6) == 0)
+        return GWM_WSS;
+    if (strncmp(url, "ws://", 5) == 0)
+        return GWM_WS;
+    return GWM_TCP;
+}
+
+gim_err listener_open(struct listener **out, const struct gw_config *cfg, unsigned index,
+                      char *errbuf, size_t errlen)
+{
+    const struct gw_listener *gl = &cfg->listeners[index];
+    struct listener *l = calloc(1, sizeof *l);
+    const char *step = "allocate";
+    int rv = NNG_ENOMEM;
+    *out = NULL;
+    if (!l || !(l->url = strdup(gl->url)))
+        goto fail;
+    l->f = gl->framing;
+    l->t = transport_of(gl->url);
+    if ((rv = nng_stream_listener_alloc(&l->l, gl->url)) != 0)
+        goto fail;
+    step = "set options on";
+    if (l->f == FRAMING_WS) {
+        /* One receive = one whole WebSocket message (what nng's SP-over-ws transport sets). */
+        if ((rv = nng_stream_listener_set_bool(l->l, "ws:msgmode", true)) != 0 ||
+            (rv = nng_stream_listener_set_size(l->l, NNG_OPT_RECVMAXSZ,
+                                               cfg->conn.max_frame_bytes)) != 0 ||
+            (rv = nng_stream_listener_set_size(l->l, NNG_OPT_WS_RECVMAXFRAME,
+                                               cfg->conn.max_frame_bytes)) != 0)
+            goto fail;
+    } else {
+        nng_stream_listener_set_bool(l->l, NNG_OPT_TCP_NODELAY, true);
+        nng_stream_listener_set_bool(l->l, NNG_OPT_TCP_KEEPALIVE, true);
+    }
+    if (l->t == GWM_TLS || l->t == GWM_WSS) {
+        step = "set up TLS (tls.cert_file, tls.key_file) for";
+        if ((rv = tls_setup(l, cfg)) != 0)
+            goto fail;
+    }
+    step = "listen on";
+    if ((rv = nng_stream_listener_listen(l->l)) != 0)
+        goto fail;
+    if (l->f == FRAMING_WS) {
+        step = "serve the web client (web.root, web.proto_dir) on";
+        if ((rv = web_setup(l, cfg)) != 0)
+            goto fail;
+    }
+    step = "accept on";
+    if ((rv = nng_aio_alloc(&l->aio, on_accept, l)) != 0)
+        goto fail;
+    int port = 0;
+    if (l->f != FRAMING_WS)
+        nng_stream_listener_get_int(l->l, NNG_OPT_TCP_BOUND_PORT, &port);
+    log_info("listening", "url=%s framing=%s port=%d", gl->url, gwcfg_framing_name(l->f), port);
+    nng_stream_listener_accept(l->l, l->aio);
+    *out = l;
+    return GIM_OK;
+fail:
+    snprintf(errbuf, errlen, "listeners[%u]: cannot %s %s: %s", index, step, gl->url,
+             nng_strerror(rv));
+    listener_close(l);
+    return rv == NNG_ENOMEM ? GIM_ENOMEM : GIM_EIO;
+}
+
+void listener_close(struct listener *l)
+{
+    if (!l)
+        return;
+    if (l->l)
+        nng_stream_listener_close(l->l);
+    if (l->aio)
+        nng_aio_free(l->aio); /* waits for a running accept callback */
+    if (l->web)
+        nng_http_server_release(l->web);
+    if (l->l)
+        nng_stream_listener_free(l->l);
+    if (l->tls)
+        nng_tls_config_free(l->tls);
+    free(l->url);
+    free(l);
+}

@@ -612,8 +612,30 @@ async function main() {
   window.gim = { conn, inbox: () => inbox, room: () => room, pending }; // for the console and tests
   conn.onState = (state, detail) => {
     setConnState(state, detail);
-    if (state === 'stopped' && detail.startsWith('sign-in refused')) showSignIn(detail);
+    const refused = state === 'stopped' && detail.startsWith('sign-in refused');
+    if (refused) showSignIn(detail);
+    $('reconnect').hidden = state !== 'stopped' || refused;
   };
+  $('reconnect').onclick = () => conn.start();
+  // One page per device: two tabs signed in as the same device would take the
+  // session from each other on every reconnect. Web Locks exist in secure
+  // contexts (https, localhost); elsewhere the check is skipped.
+  if (navigator.locks) {
+    const got = await new Promise((resolve) => {
+      navigator.locks.request(`gim-device:${user}:${device}`, { ifAvailable: true }, (lock) => {
+        resolve(!!lock);
+        return lock ? new Promise(() => {}) : undefined; // held for the page's life
+      });
+    });
+    if (!got) {
+      setConnState('stopped', '');
+      showError(
+        new Error(`device ${device} is already open in another tab of this browser: use that tab, or another device id`),
+        'sign-in',
+      );
+      return;
+    }
+  }
   conn.start();
 }
 

@@ -251,6 +251,7 @@ before(async () => {
   browser = await puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,
+    protocolTimeout: 30000, // a stuck browser call fails the test in 30 s, not puppeteer's 180 s
     userDataDir: fs.mkdtempSync(path.join(tmp, 'chromium-')),
     args: [
       '--no-sandbox',
@@ -268,7 +269,9 @@ before(async () => {
 after(async () => {
   if (browser) {
     for (const [name, rec] of Object.entries(pages)) {
-      if (!rec.page.isClosed()) await rec.page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) }).catch(() => {});
+      if (rec.page.isClosed()) continue;
+      await front(rec); // a background page would never paint its screenshot
+      await rec.page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) });
     }
     await browser.close();
   }
@@ -402,9 +405,42 @@ test('server errors are shown: a send to a group that does not exist, a bad toke
   await rec.page.waitForSelector('#errors li[data-code="EC_UNAUTHENTICATED"]', { timeout: 10000 });
   await rec.page.waitForSelector('#signin:not([hidden])');
   assert.equal(await rec.page.$eval('#conn-state', (e) => e.dataset.state), 'stopped');
+  await front(rec);
   await rec.page.screenshot({ path: path.join(ARTIFACTS, 'bad-token.png') });
   await rec.page.close();
   delete pages['bad-token'];
+});
+
+test('one page per device: a second tab of device 11 does not sign in', async () => {
+  const rec = await openPage('second-tab', link(1, 11, 'alice'), { width: 800, height: 600 });
+  await rec.page.waitForFunction(
+    () => [...document.querySelectorAll('#errors li')].some((li) => li.textContent.includes('already open in another tab')),
+    { ...POLL, timeout: 10000 },
+  );
+  await sleep(500);
+  assert.equal(rec.sent.length, 0, 'the second tab sent nothing');
+  await rec.page.close();
+  delete pages['second-tab'];
+  // The first tab kept its session.
+  await openConversation(alice, 'u:2');
+  await send(alice, 'still here');
+  await waitBubble(bob, 'still here');
+});
+
+test('signed in elsewhere: the page stops instead of taking the session back, and can connect again', async () => {
+  // gimctl signs device 11 in at its own gateway: gim-logic tells ours.
+  gimctl('--url', `tcp://127.0.0.1:${ports.req}`, '--user', '1', '--device', '11', 'ping');
+  await alice.page.waitForSelector('#errors li[data-code="EC_UNAUTHENTICATED"]', { timeout: 10000 });
+  const err = await alice.page.$eval('#errors li[data-code="EC_UNAUTHENTICATED"]', (e) => e.textContent);
+  assert.match(err, /signed in elsewhere/);
+  await alice.page.waitForSelector('#conn-state[data-state="stopped"]', { timeout: 10000 });
+  await sleep(1500); // longer than the first reconnect delay: none happens
+  assert.equal(await alice.page.$eval('#conn-state', (e) => e.dataset.state), 'stopped');
+  await front(alice);
+  await alice.page.click('#reconnect');
+  await online(alice);
+  await send(bob, 'you are back');
+  await waitBubble(alice, 'you are back');
 });
 
 test('history after a reload: resumes after the acked seq and pages until has_more is false', async () => {
@@ -423,6 +459,7 @@ test('history after a reload: resumes after the acked seq and pages until has_mo
   await waitBubble(bob, `while you were away ${N}`);
   const texts = (await bubbles(bob)).map((b) => b.text);
   const expected = ['hello bob', 'hi alice', 'lost on the way', 'after the gap', 'message recalled'];
+  expected.push('still here', 'you are back');
   for (let i = 1; i <= N; i++) expected.push(`while you were away ${i}`);
   assert.deepEqual(texts, expected);
   const syncs = bob.sent.filter((i) => i.type === PT.PT_SYNC).map((i) => SyncInput.decode(i.data).seq.toString());

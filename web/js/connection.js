@@ -49,6 +49,7 @@ export class Connection {
 
   start() {
     this.stopped = false;
+    this.attempt = 0;
     this.open();
   }
 
@@ -174,8 +175,11 @@ export class Connection {
       return;
     }
     if (out.code !== 0) {
-      // An error that answers nothing we asked (e.g. the gateway's own refusal).
+      // An error that answers nothing we asked. PT_SIGN_OUT with an error is
+      // gim-logic's "signed in elsewhere": the device's session moved to
+      // another connection, and reconnecting would only take it back.
       this.onError && this.onError(new ServerError(this.proto, out), 'server');
+      if (out.type === this.proto.PT.PT_SIGN_OUT) this.stop(`signed out by the server: ${out.message}`);
       return;
     }
     this.onPush && this.onPush(out);

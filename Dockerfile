@@ -1,7 +1,9 @@
-# gim-logic container image.
+# gim-logic container image (it also holds gim-gateway).
 #
 #   docker build -t gim-logic .
 #   docker run -e GIM_TOKEN_SECRET=... -p 127.0.0.1:7400:7400 -v gim-data:/var/lib/gim gim-logic
+#   docker run --entrypoint gim-gateway -p 8080:8080 -p 8081:8081 gim-logic \
+#       --config /etc/gim-logic/gim-gateway.yaml     (docker-compose.yml runs both)
 #
 # The image ships config/docker.yaml as /etc/gim-logic/gim-logic.yaml; mount
 # your own file there to change it (docker-compose.yml does).
@@ -25,9 +27,9 @@ COPY tests/ tests/
 COPY config/ config/
 
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF \
-    && cmake --build build -j"$(nproc)" --target gim-logic gimctl \
+    && cmake --build build -j"$(nproc)" --target gim-logic gim-gateway gimctl \
     && mkdir -p /out \
-    && cp build/gim-logic build/tools/gimctl /out/
+    && cp build/gim-logic build/gim-gateway build/tools/gimctl /out/
 
 # ---- runtime stage ------------------------------------------------------------
 FROM debian:bookworm-slim
@@ -46,6 +48,11 @@ RUN groupadd --system gim \
 
 COPY --from=build /out/gim-logic /usr/local/bin/gim-logic
 COPY --from=build /out/gimctl /usr/local/bin/gimctl
+COPY --from=build /out/gim-gateway /usr/local/bin/gim-gateway
+# The gateway serves these next to its WebSocket (/proto/, and the web client at /demo/ once web/ exists).
+COPY proto/ /usr/local/share/gim/proto/
+COPY config/gim-gateway.example.yaml /etc/gim-logic/gim-gateway.example.yaml
+COPY config/gateway-docker.yaml /etc/gim-logic/gim-gateway.yaml
 # Migrations are embedded in the binary; these copies are for admins.
 COPY migrations/ /usr/local/share/gim-logic/migrations/
 COPY schema/ /usr/local/share/gim-logic/schema/
@@ -55,8 +62,9 @@ COPY config/docker.yaml /etc/gim-logic/gim-logic.yaml
 VOLUME ["/var/lib/gim"]
 WORKDIR /var/lib/gim
 
-# 7400 requests (nng REQ/REP), 7401 publish (nng PUB), 7480 HTTP (/healthz)
-EXPOSE 7400 7401 7480
+# gim-logic: 7400 requests (nng REQ/REP), 7401 publish (nng PUB), 7480 HTTP (/healthz)
+# gim-gateway: 8080 TCP clients (be16), 8081 WebSocket clients (/ws), 8480 HTTP (/healthz)
+EXPOSE 7400 7401 7480 8080 8081 8480
 
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD curl -fsS http://127.0.0.1:7480/healthz || exit 1

@@ -129,8 +129,6 @@ enum dispatch_next dispatch_begin(const struct dispatch *d, struct request *r, c
         return DISPATCH_REPLY;
     }
     const struct handler *h = dispatch_handler(r->type);
-    if (r->type == PB__PACKAGE_TYPE__PT_MESSAGE && seed_ack_form(&r->env->input->data))
-        h = &handle_ack;
     /* Authentication comes first: an unknown type from a stranger is unauthenticated. */
     if ((!h || h->needs_session) && authenticate(d, r) != GIM_OK)
         return DISPATCH_REPLY;
@@ -138,6 +136,9 @@ enum dispatch_next dispatch_begin(const struct dispatch *d, struct request *r, c
         request_fail(r, GIM_EBADREQ, "unknown package type %d", r->type);
         return DISPATCH_REPLY;
     }
+    /* Both need a session, so authenticating as a send authenticated the ack. */
+    if (h == &handle_message && seed_ack_form(&r->env->input->data))
+        h = &handle_ack;
     r->h = h;
     r->disp = d;
     if (h->prepare && h->prepare(r) != GIM_OK) {

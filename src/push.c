@@ -27,6 +27,9 @@ gim_err push_open(struct push **out, const struct gim_config *cfg, char *errbuf,
         free(p);
         return GIM_EIO;
     }
+    /* nng's PUB queues 16 messages per subscriber by default and drops beyond: a
+     * gateway's scheduling hiccup at thousands of pushes/s would lose pushes. */
+    nng_socket_set_int(p->sock, NNG_OPT_SENDBUF, 1024);
     for (unsigned i = 0; i < cfg->publish_count; i++) {
         if ((rv = nng_listen(p->sock, cfg->publish[i], NULL, 0)) != 0) {
             snprintf(errbuf, errlen, "cannot publish on %s: %s", cfg->publish[i], nng_strerror(rv));

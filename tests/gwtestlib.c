@@ -39,8 +39,36 @@ static int tcp_connect(int port, int rcvbuf)
     return fd;
 }
 
+/* n distinct free ports: all bound at once, so the kernel cannot hand one out twice. */
+static void free_ports(int *out, int n)
+{
+    int fds[8];
+    cr_assert(n <= 8);
+    for (int i = 0; i < n; i++) {
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        socklen_t len = sizeof a;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        cr_assert(fds[i] >= 0);
+        cr_assert_eq(bind(fds[i], (struct sockaddr *)&a, sizeof a), 0);
+        cr_assert_eq(getsockname(fds[i], (struct sockaddr *)&a, &len), 0);
+        out[i] = ntohs(a.sin_port);
+    }
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+static bool spawn(struct gw_server *g);
+
 void gwt_start(struct gw_server *g, const struct tl_server *logic, const char *id,
                const char *logic_keys, const char *extra_yaml)
+{
+    gwt_start_ex(g, logic, id, logic_keys, extra_yaml, NULL, NULL, NULL);
+}
+
+void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char *id,
+                  const char *logic_keys, const char *extra_yaml, const char *more_listeners,
+                  const char *web_root, const char *proto_dir)
 {
     memset(g, 0, sizeof *g);
     snprintf(g->id, sizeof g->id, "%s", id);
@@ -48,10 +76,12 @@ void gwt_start(struct gw_server *g, const struct tl_server *logic, const char *i
     cr_assert_not_null(mkdtemp(g->dir));
     snprintf(g->config, sizeof g->config, "%s/gw.yaml", g->dir);
     snprintf(g->log, sizeof g->log, "%s/gw.log", g->dir);
-    g->be16_port = tl_free_port();
-    g->uvarint_port = tl_free_port();
-    g->ws_port = tl_free_port();
-    g->http_port = tl_free_port();
+    int ports[4];
+    free_ports(ports, 4);
+    g->be16_port = ports[0];
+    g->uvarint_port = ports[1];
+    g->ws_port = ports[2];
+    g->http_port = ports[3];
     FILE *f = fopen(g->config, "w");
     cr_assert_not_null(f);
     fprintf(f,
@@ -60,13 +90,42 @@ void gwt_start(struct gw_server *g, const struct tl_server *logic, const char *i
             "  - {url: \"tcp://127.0.0.1:%d\", framing: be16}\n"
             "  - {url: \"tcp://127.0.0.1:%d\", framing: uvarint}\n"
             "  - {url: \"ws://:%d/ws\"}\n"
+            "%s"
             "http: \"http://127.0.0.1:%d\"\n"
             "logic: {requests: [\"%s\"], publish: [\"%s\"], timeout_ms: 3000%s%s}\n"
-            "web: {root: \"\", proto_dir: \"\"}\n"
+            "web: {root: \"%s\", proto_dir: \"%s\"}\n"
             "%s\n",
-            id, g->be16_port, g->uvarint_port, g->ws_port, g->http_port, logic->url, logic->pub_url,
-            logic_keys ? ", " : "", logic_keys ? logic_keys : "", extra_yaml ? extra_yaml : "");
+            id, g->be16_port, g->uvarint_port, g->ws_port, more_listeners ? more_listeners : "",
+            g->http_port, logic->url, logic->pub_url, logic_keys ? ", " : "",
+            logic_keys ? logic_keys : "", web_root ? web_root : "", proto_dir ? proto_dir : "",
+            extra_yaml ? extra_yaml : "");
     fclose(f);
+    /* A port picked free may be taken by someone else before the gateway binds it: then
+     * it exits during start-up (address in use), and we try again on new ports. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if (spawn(g))
+            return;
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "grep -q 'in use' %s", g->log);
+        cr_assert_eq(system(cmd), 0, "gim-gateway exited during start-up; see %s", g->log);
+        free_ports(ports, 4);
+        char sed[768];
+        snprintf(sed, sizeof sed,
+                 "sed -i 's/:%d\\b/:%d/; s/:%d\\b/:%d/; s/:%d\\b/:%d/; s/:%d\\b/:%d/' %s",
+                 g->be16_port, ports[0], g->uvarint_port, ports[1], g->ws_port, ports[2],
+                 g->http_port, ports[3], g->config);
+        cr_assert_eq(system(sed), 0);
+        g->be16_port = ports[0];
+        g->uvarint_port = ports[1];
+        g->ws_port = ports[2];
+        g->http_port = ports[3];
+    }
+    cr_assert_fail("gim-gateway could not bind its ports; see %s", g->log);
+}
+
+/* Starts the binary; false when it exited during start-up. */
+static bool spawn(struct gw_server *g)
+{
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
@@ -82,16 +141,17 @@ void gwt_start(struct gw_server *g, const struct tl_server *logic, const char *i
         int fd = tcp_connect(g->be16_port, 0);
         if (fd >= 0) {
             close(fd);
-            return;
+            return true;
         }
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
             g->pid = 0;
-            cr_assert_fail("gim-gateway exited during start-up; see %s", g->log);
+            return false;
         }
         nng_msleep(50);
     }
     cr_assert_fail("gim-gateway did not listen within 20 s; see %s", g->log);
+    return false;
 }
 
 int gwt_stop(struct gw_server *g)
@@ -171,6 +231,15 @@ long gwt_metric(struct gw_server *g, const char *name)
     return v;
 }
 
+static void ws_on_recv(void *arg)
+{
+    struct gwc *c = arg;
+    pthread_mutex_lock(&c->mu);
+    c->rdone = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
 void gwc_connect(struct gwc *c, const struct gw_server *g, enum gwc_kind kind, int rcvbuf)
 {
     memset(c, 0, sizeof *c);
@@ -191,6 +260,10 @@ void gwc_connect(struct gwc *c, const struct gw_server *g, enum gwc_kind kind, i
     nng_aio_wait(c->aio);
     cr_assert_eq(nng_aio_result(c->aio), 0, "ws dial: %s", nng_strerror(nng_aio_result(c->aio)));
     c->ws = nng_aio_get_output(c->aio, 0);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    cr_assert_eq(nng_aio_alloc(&c->raio, ws_on_recv, c), 0);
+    nng_stream_recv(c->ws, c->raio);
 }
 
 void gwc_close(struct gwc *c)
@@ -200,6 +273,12 @@ void gwc_close(struct gwc *c)
     c->fd = -1;
     if (c->ws) {
         nng_stream_close(c->ws);
+        nng_aio_free(c->raio);
+        nng_msg *m = c->rdone && nng_aio_result(c->raio) == 0 ? nng_aio_get_msg(c->raio) : NULL;
+        if (m)
+            nng_msg_free(m);
+        pthread_mutex_destroy(&c->mu);
+        pthread_cond_destroy(&c->cv);
         nng_stream_free(c->ws);
         c->ws = NULL;
     }
@@ -307,16 +386,32 @@ Pb__Output *gwc_recv(struct gwc *c, int timeout_ms)
 {
     int64_t deadline = now_ms() + timeout_ms;
     if (c->kind == GWC_WS) {
-        nng_aio_set_timeout(c->aio, timeout_ms);
-        nng_stream_recv(c->ws, c->aio);
-        nng_aio_wait(c->aio);
-        int rv = nng_aio_result(c->aio);
+        if (c->eof)
+            return NULL;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += timeout_ms / 1000;
+        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&c->mu);
+        while (!c->rdone && pthread_cond_timedwait(&c->cv, &c->mu, &ts) == 0)
+            ;
+        bool done = c->rdone;
+        c->rdone = false;
+        pthread_mutex_unlock(&c->mu);
+        if (!done)
+            return NULL;
+        int rv = nng_aio_result(c->raio);
         if (rv != 0) {
-            if (rv != NNG_ETIMEDOUT)
-                c->eof = true;
+            c->eof = true;
             return NULL;
         }
-        nng_msg *m = nng_aio_get_msg(c->aio);
+        nng_msg *m = nng_aio_get_msg(c->raio);
+        nng_aio_set_msg(c->raio, NULL);
+        nng_stream_recv(c->ws, c->raio);
         Pb__Output *o = pb__output__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
         nng_msg_free(m);
         cr_assert_not_null(o, "gateway sent a ws message that is not a pb.Output");
@@ -396,7 +491,7 @@ Pb__Output *gwc_send_text(struct gwc *c, int receiver_type, int64_t to, const ch
     Pb__Text t = PB__TEXT__INIT;
     Pb__Message m = PB__MESSAGE__INIT;
     Pb__MessageSend ms = PB__MESSAGE_SEND__INIT;
-    uint8_t tbuf[1024];
+    static uint8_t tbuf[70000];
     t.text = (char *)text;
     m.receiver_type = (Pb__ReceiverType)receiver_type;
     m.receiver_id = to;

@@ -11,6 +11,7 @@
 #define GIM_GWTESTLIB_H
 
 #include <nng/nng.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -32,6 +33,11 @@ struct gw_server {
  * NULL for none. Returns once its TCP listener accepts (i.e. gim-logic answered the lease). */
 void gwt_start(struct gw_server *g, const struct tl_server *logic, const char *id,
                const char *logic_keys, const char *extra_yaml);
+/* Like gwt_start, with more YAML listener entries (e.g. "  - {url: \"wss://...\"}\n") and
+ * web.root/web.proto_dir (NULL: disabled). */
+void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char *id,
+                  const char *logic_keys, const char *extra_yaml, const char *more_listeners,
+                  const char *web_root, const char *proto_dir);
 /* SIGTERM and wait; the exit status (or 128+signal). */
 int gwt_stop(struct gw_server *g);
 void gwt_cleanup(struct gw_server *g);
@@ -47,7 +53,11 @@ struct gwc {
     int fd; /* tcp */
     nng_stream_dialer *dialer;
     nng_stream *ws;
-    nng_aio *aio;
+    nng_aio *aio;  /* dial and send */
+    nng_aio *raio; /* ws: a receive is always pending, so a close is always seen */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool rdone;
     uint8_t *buf; /* tcp receive buffer */
     size_t len, cap;
     bool eof;

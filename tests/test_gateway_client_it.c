@@ -4,6 +4,9 @@
  * itself, 1:1 and group sends with their pushes, and the web/ops HTTP.
  */
 #include <criterion/criterion.h>
+#include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,6 +167,10 @@ Test(gateway_client_it, before_sign_in_only_sign_in_and_heartbeat)
     cr_assert_eq(o->code, PB__ERROR_CODE__EC_UNAUTHENTICATED);
     cr_assert_str_not_empty(o->message);
     pb__output__free_unpacked(o, NULL);
+    /* Answered by the gateway: nothing went to gim-logic (only the lease did). */
+    cr_assert_eq(gwt_metric(&gw, "gim_gateway_refused_total"), 1);
+    cr_assert_eq(gwt_metric(&gw, "gim_gateway_upstream_requests_total"),
+                 gwt_metric(&gw, "gim_gateway_leases_total"));
     gwc_close(&c);
 }
 
@@ -264,4 +271,40 @@ Test(gateway_client_it, healthz_and_metrics)
     cr_assert_eq(gwt_metric(&gw, "gim_gateway_signed_in"), 1);
     cr_assert_geq(gwt_metric(&gw, "gim_gateway_upstream_latency_seconds_count"), 1);
     gwc_close(&c);
+}
+
+/* Frames that arrive while the first one is still at gim-logic wait for its reply. */
+Test(gateway_client_it, frames_arriving_while_one_is_in_flight_wait_their_turn)
+{
+    enum gwc_kind kinds[] = {GWC_BE16, GWC_WS};
+    for (int k = 0; k < 2; k++) {
+        struct gwc c;
+        gwc_connect(&c, &gw, kinds[k], 0);
+        long before = gwt_metric(&gw, "gim_gateway_upstream_requests_total");
+        kill(logic.pid, SIGSTOP);
+        char *tok = tl_token(5, 51 + k, 3600);
+        Pb__SignInInput si = PB__SIGN_IN_INPUT__INIT;
+        si.user_id = 5;
+        si.device_id = 51 + k;
+        si.token = tok;
+        gwc_send(&c, PB__PACKAGE_TYPE__PT_SIGN_IN, 1, &si.base);
+        free(tok);
+        for (int i = 0; i < 100 && gwt_metric(&gw, "gim_gateway_upstream_requests_total") == before;
+             i++)
+            nng_msleep(20);
+        Pb__SyncInput sy = PB__SYNC_INPUT__INIT;
+        gwc_send(&c, PB__PACKAGE_TYPE__PT_SYNC, 2, &sy.base);
+        gwc_send(&c, PB__PACKAGE_TYPE__PT_HEARTBEAT, 3, NULL);
+        nng_msleep(200);
+        kill(logic.pid, SIGCONT);
+        for (int i = 1; i <= 3; i++) {
+            Pb__Output *o = gwc_recv(&c, 10000);
+            cr_assert_not_null(o);
+            cr_assert_eq(o->request_id, i, "kind %d: reply %d is for request %lld", k, i,
+                         (long long)o->request_id);
+            cr_assert_eq(o->code, PB__ERROR_CODE__EC_OK, "kind %d reply %d: %s", k, i, o->message);
+            pb__output__free_unpacked(o, NULL);
+        }
+        gwc_close(&c);
+    }
 }

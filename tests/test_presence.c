@@ -481,3 +481,80 @@ Test(presence, load_without_table_fails)
     store_close(c);
     unlink(path);
 }
+
+/* --- gateway leases --------------------------------------------------------- */
+
+static size_t expired_count(int64_t cutoff)
+{
+    int64_t ids[64];
+    return presence_expired(p, cutoff, ids, 64);
+}
+
+Test(presence, a_lease_keeps_its_gateways_sessions)
+{
+    put(10, 1, "gwL", 0, 100);
+    put(11, 2, "gwL", 0, 100);
+    put(20, 3, "gwN", 0, 100);
+    cr_assert_not(presence_lease_refresh(p, "gwL", 5, 500), "unknown to presence: the writer");
+    cr_assert_eq(presence_lease_set(p, "gwL", 5, 500), GIM_OK);
+    cr_assert_eq(expired_count(400), 1, "only gwN's session: gwL leased at 500");
+    cr_assert(presence_lease_refresh(p, "gwL", 5, 900));
+    cr_assert_not(presence_lease_refresh(p, "gwL", 6, 950), "another boot: the writer decides");
+    cr_assert_not(presence_lease_refresh(p, "gwN", 0, 950), "gwN never leased");
+    int64_t ids[4];
+    cr_assert_eq(presence_expired(p, 901, ids, 4), 3, "the lease stopped at 900");
+    /* A session's own request still counts, whichever is later. */
+    cr_assert_eq(presence_check(p, 1, 10, "gwL", 2000, NULL), GIM_OK);
+    cr_assert_eq(presence_expired(p, 1500, ids, 4), 2);
+    cr_assert(ids[0] != 10 && ids[1] != 10);
+    /* A session that moves to a gateway that does not lease loses the lease. */
+    put(11, 2, "gwN", 0, 100);
+    cr_assert(presence_lease_refresh(p, "gwL", 5, 3000));
+    cr_assert_eq(presence_expired(p, 2500, ids, 4), 2, "11 and 20 on gwN");
+}
+
+Test(presence, a_restarted_gateway_loses_only_its_sessions)
+{
+    put(10, 1, "gwB", 3, 100);
+    put(11, 1, "gwB", 0, 100);
+    put(12, 1, "gwC", 3, 100);
+    cr_assert_eq(presence_lease_set(p, "gwB", 1, 100), GIM_OK);
+    cr_assert_eq(presence_gateway_remove(p, "gwB"), 2);
+    cr_assert_eq(user_count(1), 1);
+    cr_assert_eq(room_count(3), 1);
+    cr_assert_eq(presence_check(p, 1, 12, "gwC", 200, NULL), GIM_OK);
+    cr_assert_eq(presence_gateway_remove(p, "gwB"), 0);
+    cr_assert_eq(presence_gateway_remove(p, "nobody"), 0);
+    cr_assert(presence_lease_refresh(p, "gwB", 1, 300), "the lease outlives the sessions");
+}
+
+Test(presence, many_sessions_of_one_restarted_gateway)
+{
+    /* More than one removal slice (256) when memory is short; here the whole set at once. */
+    for (int64_t d = 1; d <= 1000; d++)
+        put(d, d, d % 2 ? "gwOdd" : "gwEven", 0, 100);
+    cr_assert_eq(presence_gateway_remove(p, "gwOdd"), 500);
+    size_t n = 0;
+    presence_counts(p, &n, NULL);
+    cr_assert_eq(n, 500);
+    cr_assert_eq(presence_check(p, 2, 2, "gwEven", 200, NULL), GIM_OK);
+    cr_assert_eq(presence_check(p, 1, 1, "gwOdd", 200, NULL), GIM_EUNAUTH);
+}
+
+Test(presence, dead_gateways_are_forgotten)
+{
+    cr_assert_eq(presence_lease_set(p, "gwD", 1, 100), GIM_OK);
+    put(10, 1, "gwD", 0, 100);
+    cr_assert_eq(expired_count(50), 0);
+    cr_assert(presence_lease_refresh(p, "gwD", 1, 200), "kept while it has a session");
+    presence_remove(p, 10, NULL);
+    cr_assert_eq(expired_count(150), 0);
+    cr_assert(presence_lease_refresh(p, "gwD", 1, 300), "and while its lease is live");
+    cr_assert_eq(expired_count(301), 0);
+    cr_assert_not(presence_lease_refresh(p, "gwD", 1, 400),
+                  "no session and a lease older than the cutoff: forgotten");
+    /* A gateway record made by a sign-in alone goes with its last session. */
+    put(11, 1, "gwS", 0, 100);
+    presence_remove(p, 11, NULL);
+    cr_assert_not(presence_lease_refresh(p, "gwS", 0, 500));
+}

@@ -222,9 +222,15 @@ static int sync_req(int64_t user, int64_t device, int64_t seq, Pb__SyncOutput **
     if (code == GIM_OK) {
         *out = pb__sync_output__unpack(NULL, r.out_len, r.out);
         cr_assert_not_null(*out, "reply data is a SyncOutput");
-        if ((*out)->n_messages > 1)
-            cr_assert_leq(r.out_len, cfg.sync.max_bytes,
-                          "only a lone message may exceed max_bytes");
+        if ((*out)->n_messages > 1) {
+            /* The budget bounds the whole reply a gateway forwards, not only its data. */
+            uint8_t *whole = NULL;
+            size_t whole_len = 0;
+            cr_assert_eq(request_pack_output(&r, &whole, &whole_len), GIM_OK);
+            free(whole);
+            cr_assert_leq(whole_len, cfg.sync.max_bytes,
+                          "only a lone message may exceed max_bytes: an Output of %zu", whole_len);
+        }
     }
     request_reset(&r);
     return code;
@@ -579,4 +585,68 @@ Test(sync, ack_does_not_touch_a_device_that_moved_to_another_user)
     cr_assert_eq(device_int("ack_seq", 11), 0, "user 1's ack is not user 2's");
     request_reset(&ack);
     request_reset(&sign);
+}
+
+/*
+ * message_page_worst_single's arithmetic (message.c), checked by encoding the
+ * worst message it describes: every int64 negative (10-byte varints), the
+ * content and mentions at the default limits, the reply's type at 127 and
+ * request_id -1. The bound is exact for it, and one message that size fits
+ * the budget the bound gives.
+ */
+Test(sync, worst_single_message_matches_its_bound)
+{
+    enum { CONTENT = 16384, MENTIONS = 100 };
+    size_t bound = message_page_worst_single(CONTENT, MENTIONS);
+    cr_assert_eq(bound, 17479, "the figure in message.c's comment and in docs");
+    cr_assert_leq(bound, 65534, "the default limits fit gim's seed-era TCP clients");
+
+    static uint8_t content[CONTENT];
+    int64_t mentions[MENTIONS];
+    for (int i = 0; i < MENTIONS; i++)
+        mentions[i] = -1;
+    Pb__Sender sender = PB__SENDER__INIT;
+    sender.sender_type = PB__SENDER_TYPE__ST_BUSINESS;
+    sender.sender_id = -1;
+    sender.device_id = -1;
+    Pb__Message m = PB__MESSAGE__INIT;
+    m.sender = &sender;
+    m.receiver_type = PB__RECEIVER_TYPE__RT_ROOM;
+    m.receiver_id = -1;
+    m.to_user_ids = mentions;
+    m.n_to_user_ids = MENTIONS;
+    m.message_type = PB__MESSAGE_TYPE__MT_CUSTOM;
+    m.message_content.data = content;
+    m.message_content.len = CONTENT;
+    m.seq = -1;
+    m.send_time = -1;
+    m.status = PB__MESSAGE_STATUS__MS_RECALL;
+    Pb__Message *msgs[] = {&m};
+    Pb__SyncOutput so = PB__SYNC_OUTPUT__INIT;
+    so.messages = msgs;
+    so.n_messages = 1;
+    so.has_more = true;
+    size_t sync_len = pb__sync_output__get_packed_size(&so);
+    uint8_t *sync_buf = malloc(sync_len);
+    pb__sync_output__pack(&so, sync_buf);
+    Pb__Output out = PB__OUTPUT__INIT;
+    out.type = (Pb__PackageType)127;
+    out.request_id = -1;
+    out.data.data = sync_buf;
+    out.data.len = sync_len;
+    size_t out_len = pb__output__get_packed_size(&out);
+    free(sync_buf);
+    cr_assert_eq(out_len, bound, "encoded %zu bytes, bound %zu", out_len, bound);
+    cr_assert_geq(message_page_budget(bound, 127, -1), sync_len);
+    cr_assert_lt(message_page_budget(bound - 1, 127, -1), sync_len, "the bound is the least");
+}
+
+Test(sync, page_budget_leaves_room_for_the_output_fields)
+{
+    /* type 2 (2 bytes), request_id 5 (2 bytes), data tag + 3-byte length */
+    cr_assert_eq(message_page_budget(65534, PB__PACKAGE_TYPE__PT_SYNC, 5), 65534 - 8);
+    /* request_id 0 is not on the wire; a negative one takes 11 bytes */
+    cr_assert_eq(message_page_budget(65534, PB__PACKAGE_TYPE__PT_SYNC, 0), 65534 - 6);
+    cr_assert_eq(message_page_budget(65534, PB__PACKAGE_TYPE__PT_SYNC, -1), 65534 - 17);
+    cr_assert_eq(message_page_budget(10, PB__PACKAGE_TYPE__PT_SYNC, -1), 0);
 }

@@ -465,11 +465,6 @@ static gim_err validate(const struct gw_config *cfg, char *errbuf, size_t errlen
         set_err(errbuf, errlen, "conn.queue_soft_frames/bytes: must not exceed the hard limits");
         return GIM_ECONFIG;
     }
-    /* Logic signs a gateway's sessions out after presence.timeout_seconds (90) without a lease. */
-    if (cfg->logic.lease_seconds * 1000ull < cfg->logic.timeout_ms) {
-        set_err(errbuf, errlen, "logic.lease_seconds: must be longer than logic.timeout_ms");
-        return GIM_ECONFIG;
-    }
     return GIM_OK;
 }
 

@@ -12,9 +12,20 @@
 #include "conn.h"
 #include "log.h"
 
+/* Accepts kept pending at once: nng accepts one connection per pending accept on each
+ * readiness event, so more of them drain a burst of connects faster. */
+#define ACCEPTS 8
+
+struct listener;
+
+struct acceptor {
+    struct listener *l;
+    nng_aio *aio;
+};
+
 struct listener {
     nng_stream_listener *l;
-    nng_aio *aio;
+    struct acceptor acc[ACCEPTS];
     enum framing f;
     enum gwm_transport t;
     char *url;
@@ -24,18 +35,19 @@ struct listener {
 
 static void on_accept(void *arg)
 {
-    struct listener *l = arg;
-    int rv = nng_aio_result(l->aio);
+    struct acceptor *a = arg;
+    struct listener *l = a->l;
+    int rv = nng_aio_result(a->aio);
     if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
         return;
     if (rv == 0) {
-        conn_accept(nng_aio_get_output(l->aio, 0), l->f, l->t);
+        conn_accept(nng_aio_get_output(a->aio, 0), l->f, l->t);
     } else {
         /* E.g. out of file descriptors: pause a little rather than spin. */
         log_warn("accept failed", "url=%s err=\"%s\"", l->url, nng_strerror(rv));
         nng_msleep(20);
     }
-    nng_stream_listener_accept(l->l, l->aio);
+    nng_stream_listener_accept(l->l, a->aio);
 }
 
 static char *slurp(const char *path)
@@ -163,13 +175,17 @@ gim_err listener_open(struct listener **out, const struct gw_config *cfg, unsign
             goto fail;
     }
     step = "accept on";
-    if ((rv = nng_aio_alloc(&l->aio, on_accept, l)) != 0)
-        goto fail;
+    for (int i = 0; i < ACCEPTS; i++) {
+        l->acc[i].l = l;
+        if ((rv = nng_aio_alloc(&l->acc[i].aio, on_accept, &l->acc[i])) != 0)
+            goto fail;
+    }
     int port = 0;
     if (l->f != FRAMING_WS)
         nng_stream_listener_get_int(l->l, NNG_OPT_TCP_BOUND_PORT, &port);
     log_info("listening", "url=%s framing=%s port=%d", gl->url, gwcfg_framing_name(l->f), port);
-    nng_stream_listener_accept(l->l, l->aio);
+    for (int i = 0; i < ACCEPTS; i++)
+        nng_stream_listener_accept(l->l, l->acc[i].aio);
     *out = l;
     return GIM_OK;
 fail:
@@ -185,8 +201,9 @@ void listener_close(struct listener *l)
         return;
     if (l->l)
         nng_stream_listener_close(l->l);
-    if (l->aio)
-        nng_aio_free(l->aio); /* waits for a running accept callback */
+    for (int i = 0; i < ACCEPTS; i++)
+        if (l->acc[i].aio)
+            nng_aio_free(l->acc[i].aio); /* waits for a running accept callback */
     if (l->web)
         nng_http_server_release(l->web);
     if (l->l)

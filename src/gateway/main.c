@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "conn.h"
@@ -120,8 +121,15 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     pthread_create(&sigthr, NULL, signal_thread, NULL);
 
-    log_info("starting", "version=%s config=%s gateway_id=%s", VERSION,
-             config ? config : "(defaults)", gateway_id);
+    /* One descriptor per client: take every one the hard limit allows. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    log_info("starting", "version=%s config=%s gateway_id=%s max_fds=%llu", VERSION,
+             config ? config : "(defaults)", gateway_id,
+             getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (unsigned long long)rl.rlim_cur : 0ull);
     if (log_enabled(LOG_LEVEL_INFO))
         gwcfg_print(&cfg, stderr);
     static const struct registry_hooks hooks = {

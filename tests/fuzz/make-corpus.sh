@@ -67,6 +67,11 @@ seed ack PT_MESSAGE_ACK 8 MessageACK 'device_ack: 2 receive_time: 1700000000000'
 seed recall PT_RECALL 9 RecallInput 'seq: 1'
 seed sign_out PT_SIGN_OUT 10
 seed unknown_type 99 11
+# gim's ack form: PT_MESSAGE carrying a MessageACK (docs/protocol.md).
+seed ack_seed_form PT_MESSAGE 12 MessageACK 'device_ack: 2 receive_time: 1700000000000'
+# A gateway's lease: no user, no device.
+enc GatewayRequest "gateway_id: \"g\" input { type: PT_GATEWAY_LEASE request_id: 13
+data: \"$(enc GatewayLeaseInput 'boot_id: 42' | esc)\" }" >"$OUT/gateway_lease"
 
 msg text_user RT_USER 2 MT_TEXT Text 'text: "hello"'
 msg text_self RT_USER 1 MT_TEXT Text 'text: "note to self"'

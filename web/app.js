@@ -101,16 +101,21 @@ function load() {
   }
 }
 
+function saveNow() {
+  clearTimeout(saveTimer);
+  const state = { inbox: inbox.toJSON(), room: room?.id ?? null, opened: [...opened], current };
+  try {
+    localStorage.setItem(storageKey, JSON.stringify(state));
+  } catch (e) {
+    showError(e, 'saving history locally');
+  }
+}
+
+// Batched: a burst of pushes is written once. Acks are written at once
+// (saveNow), so a reload always resumes from the last ack the server has.
 function save() {
   clearTimeout(saveTimer);
-  saveTimer = setTimeout(() => {
-    const state = { inbox: inbox.toJSON(), room: room?.id ?? null, opened: [...opened], current };
-    try {
-      localStorage.setItem(storageKey, JSON.stringify(state));
-    } catch (e) {
-      showError(e, 'saving history locally');
-    }
-  }, 100);
+  saveTimer = setTimeout(saveNow, 100);
 }
 
 // ---- inbox: sync, pushes, acks ---------------------------------------------
@@ -178,7 +183,7 @@ function scheduleAck() {
       );
       inbox.acknowledged(seq);
       document.body.dataset.acked = inbox.acked.toString();
-      save();
+      saveNow();
     } catch (e) {
       if (!(e instanceof Disconnected)) showError(e, 'ack');
     }
@@ -196,13 +201,14 @@ function noteNew(msgs) {
 
 // ---- rooms -----------------------------------------------------------------
 
-async function joinRoom(id) {
+// show: open the room's conversation (a join by hand, not the rejoin after a reload).
+async function joinRoom(id, show = true) {
   if (room && room.id !== id) {
     unread.delete(`r:${room.id}`);
     if (current === `r:${room.id}`) current = null;
   }
   if (!room || room.id !== id) room = { id, inbox: new Inbox(), ready: false, syncing: false, held: [] };
-  current = `r:${id}`;
+  if (show || !current) current = `r:${id}`;
   render();
   save();
   await roomSync();
@@ -354,10 +360,17 @@ function conversations() {
   return [...convs.entries()].sort((a, b) => b[1] - a[1]).map(([k]) => k);
 }
 
+let shownConversations = '';
 function renderConversations() {
   const ul = $('conversations');
+  const keys = conversations();
+  // Rebuilt only when something in it changed, so focus and clicks survive pushes.
+  const signature = JSON.stringify([keys, current, [...unread]]);
+  if (signature === shownConversations) return;
+  shownConversations = signature;
+  const focused = document.activeElement?.dataset?.conv;
   ul.replaceChildren();
-  for (const key of conversations()) {
+  for (const key of keys) {
     const li = document.createElement('li');
     const b = document.createElement('button');
     b.type = 'button';
@@ -381,6 +394,7 @@ function renderConversations() {
     };
     li.append(b);
     ul.append(li);
+    if (key === focused) b.focus();
   }
 }
 
@@ -578,7 +592,7 @@ async function main() {
     opened.add(current);
   }
   const savedRoom = saved?.room;
-  if (current?.startsWith('r:') && !savedRoom) current = null;
+  if (current?.startsWith('r:') && current !== `r:${savedRoom}`) current = null;
   document.body.dataset.acked = inbox.acked.toString();
   render();
 
@@ -606,7 +620,7 @@ async function main() {
       held = [];
       sync().then(() => resendPending(false));
       if (room) roomSync();
-      else if (savedRoom && !room) joinRoom(String(savedRoom));
+      else if (savedRoom) joinRoom(String(savedRoom), current === `r:${savedRoom}`);
     },
   });
   window.gim = { conn, inbox: () => inbox, room: () => room, pending }; // for the console and tests
@@ -617,6 +631,7 @@ async function main() {
     $('reconnect').hidden = state !== 'stopped' || refused;
   };
   $('reconnect').onclick = () => conn.start();
+  addEventListener('pagehide', () => saveTimer && saveNow());
   // One page per device: two tabs signed in as the same device would take the
   // session from each other on every reconnect. Web Locks exist in secure
   // contexts (https, localhost); elsewhere the check is skipped.

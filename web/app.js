@@ -4,7 +4,7 @@
 // it has shown, sends 1:1, group and room text, recalls its own messages, and
 // shows every server error. Parameters come from the URL fragment, so links
 // can be printed: #user=1&device=11&token=JWT[&name=alice][&to=2]
-// [&names=1:alice,2:bob][&ws=ws://host:port/ws][&proto=/proto/].
+// [&names=1:alice,2:bob][&ws=ws://host:port/ws][&proto=/proto/][&recall=120].
 // The page only ever holds a device token, never the secret that signs them.
 
 import { loadProtocol, big, toLong } from './js/proto.js';
@@ -23,6 +23,11 @@ const names = new Map(
     .filter(Boolean)
     .map((kv) => kv.split(':')),
 );
+
+// The Recall button shows while the sender's recall window (gim-logic's
+// recall.window_seconds, 120 by default; #recall=SECONDS if yours differs) may
+// still be open; the server decides, and says EC_RECALL_EXPIRED if not.
+const recallWindowMs = Number(params.get('recall') || 120) * 1000;
 
 let proto;
 let conn;
@@ -228,7 +233,7 @@ async function roomSync() {
       );
       const page = proto.SyncOutput.decode(data);
       const msgs = page.messages.map((m) => proto.plainMessage(m));
-      noteNew(r.inbox.applyPage(msgs));
+      r.inbox.applyPage(msgs); // the room's log so far: history, not unread
       if (!page.hasMore || msgs.length === 0) break;
     }
     r.ready = true;
@@ -440,7 +445,7 @@ function bubble(m, { mine, pendingSend } = {}) {
     body.textContent = m.text ?? m.summary ?? '';
   }
   li.append(meta, body);
-  if (mine && m.status !== MS_RECALL && m.rtype !== RT_ROOM) {
+  if (mine && m.status !== MS_RECALL && m.rtype !== RT_ROOM && Date.now() - m.time < recallWindowMs) {
     const b = document.createElement('button');
     b.type = 'button';
     b.className = 'recall';

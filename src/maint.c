@@ -6,7 +6,8 @@
 #include "retention.h"
 #include "signout.h"
 
-#define SWEEP_MAX          256
+#define SWEEP_MAX          1024 /* sessions signed out per transaction */
+#define SWEEP_BUDGET_MS    200  /* most time one pass spends on slices */
 #define PRUNE_ROWS         2000
 #define PRUNE_EVERY_MS     (10 * 60 * 1000)
 #define RETENTION_ROWS     1000
@@ -21,15 +22,15 @@ static const char SQL_PRUNE_IDEM[] =
     "DELETE FROM idempotency WHERE (device_id, request_id) IN "
     "(SELECT device_id, request_id FROM idempotency WHERE created_at < ?1 LIMIT ?2)";
 
-static void sweep_presence(struct wctx *w, int64_t now)
+/* Signs out one slice of expired sessions in one transaction; returns how many, 0 on failure. */
+static size_t sweep_slice(struct wctx *w, int64_t cutoff)
 {
     int64_t ids[SWEEP_MAX];
-    int64_t cutoff = now - (int64_t)w->cfg->presence.timeout_seconds * 1000;
     size_t n = presence_expired(w->presence, cutoff, ids, SWEEP_MAX);
     if (n == 0)
-        return;
+        return 0;
     if (store_exec(w->db, "BEGIN IMMEDIATE") != GIM_OK)
-        return;
+        return 0;
     for (size_t i = 0; i < n; i++)
         if (signout_expired(w, ids[i]) != GIM_OK)
             goto fail;
@@ -39,9 +40,29 @@ static void sweep_presence(struct wctx *w, int64_t now)
         presence_remove(w->presence, ids[i], NULL);
         log_info("presence timeout", "device=%lld", (long long)ids[i]);
     }
-    return;
+    return n;
 fail:
     store_exec(w->db, "ROLLBACK");
+    return 0;
+}
+
+/*
+ * A gateway whose leases stop takes all of its sessions over the timeout at
+ * once, so one pass keeps taking slices while they come full, within a time
+ * budget: small transactions keep each hold of the write lock short, and the
+ * budget bounds how long queued requests wait for the writer. Returns true
+ * when it stopped at the budget with a full slice: more remain, and the
+ * writer comes back right after its next batch.
+ */
+static bool sweep_presence(struct wctx *w, int64_t now)
+{
+    int64_t cutoff = now - (int64_t)w->cfg->presence.timeout_seconds * 1000;
+    int64_t until = gim_clock_real_ms(NULL) + SWEEP_BUDGET_MS;
+    while (sweep_slice(w, cutoff) == SWEEP_MAX) {
+        if (gim_clock_real_ms(NULL) >= until)
+            return true;
+    }
+    return false;
 }
 
 /* Recalled content must leave the WAL file too: truncate it once readers allow. */
@@ -71,12 +92,13 @@ static void prune_idempotency(struct wctx *w, int64_t now)
         log_debug("idempotency pruned", "rows=%d", n);
 }
 
-void maint_run(struct wctx *w)
+bool maint_run(struct wctx *w)
 {
+    bool backlog = false;
     int64_t now = gim_clock_now(&w->clock);
     w->now_ms = now;
     if (w->presence)
-        sweep_presence(w, now);
+        backlog = sweep_presence(w, now);
     if (w->scrub_wal)
         scrub_wal(w);
     if (now - w->last_prune_ms >= PRUNE_EVERY_MS) {
@@ -89,4 +111,5 @@ void maint_run(struct wctx *w)
         /* A full slice means a backlog: come back on the next pass, not in a minute. */
         retention_due_ms = e == GIM_OK && n == RETENTION_ROWS ? now : now + RETENTION_EVERY_MS;
     }
+    return backlog;
 }

@@ -10,8 +10,11 @@
 #ifndef GIM_MAINT_H
 #define GIM_MAINT_H
 
+#include <stdbool.h>
+
 #include "writer.h"
 
-void maint_run(struct wctx *w);
+/* True when the sweeper left expired sessions for the next pass (see writer_maintain). */
+bool maint_run(struct wctx *w);
 
 #endif

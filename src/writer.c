@@ -146,13 +146,14 @@ static void *writer_main(void *arg)
     int max = (int)wr->w->cfg->writer.max_batch;
     struct write_job **jobs = calloc((size_t)max, sizeof *jobs);
     int64_t next_maint = 0;
+    bool backlog = false; /* maintenance has more to do now: run it again without waiting */
     if (!jobs) {
         log_error("writer cannot allocate its batch", "%s", "");
         abort();
     }
     pthread_mutex_lock(&wr->mu);
     for (;;) {
-        if (!wr->head && !wr->stopping) {
+        if (!wr->head && !wr->stopping && !backlog) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += 200 * 1000000L;
@@ -171,8 +172,8 @@ static void *writer_main(void *arg)
             writer_run_batch(wr->w, jobs, n);
         int64_t now = gim_clock_real_ms(NULL);
         if (now >= next_maint || (n == 0 && wr->w->scrub_wal)) {
-            writer_maintain(wr->w);
-            next_maint = now + 1000;
+            backlog = writer_maintain(wr->w);
+            next_maint = backlog ? now : now + 1000;
         }
         pthread_mutex_lock(&wr->mu);
     }
@@ -259,9 +260,9 @@ static void ckpt_stop(struct writer *wr)
     pthread_cond_destroy(&wr->ckpt_cv);
 }
 
-void writer_maintain(struct wctx *w)
+bool writer_maintain(struct wctx *w)
 {
-    maint_run(w);
+    return maint_run(w);
 }
 
 gim_err writer_start(struct writer **out, struct wctx *w)

@@ -83,7 +83,12 @@ void writer_stop(struct writer *wr);
  */
 void writer_run_batch(struct wctx *w, struct write_job **jobs, int n);
 
-/* One maintenance pass (sweeper, WAL scrub, pruning); the writer calls it itself. */
-void writer_maintain(struct wctx *w);
+/*
+ * One maintenance pass (sweeper, WAL scrub, pruning); the writer calls it
+ * itself. True when a step stopped at its time budget with work left (a mass
+ * presence timeout): the writer then runs the next pass right after the next
+ * batch instead of a second later.
+ */
+bool writer_maintain(struct wctx *w);
 
 #endif

@@ -390,6 +390,40 @@ Test(gw_lease, leased_sessions_stay_online_and_go_offline_when_it_stops)
     cr_assert_eq(heartbeat(&leased), 0);
 }
 
+/*
+ * A gateway's death is a mass expiry: all of its sessions cross the timeout
+ * at once. They must all be signed out within the timeout (and a sweep or
+ * two), not a slice per second.
+ */
+Test(gw_lease, a_big_gateway_that_dies_goes_offline_at_once)
+{
+    enum { N = 3000 };
+    cr_assert_eq(lease("gwM", 1), 0);
+    for (int64_t d = 1; d <= N; d++) {
+        struct client_conn c;
+        cr_assert_eq(tl_signin(cli, &c, 1000 + d, 1000 + d, "gwM"), 0);
+        if (d % 200 == 0)
+            cr_assert_eq(lease("gwM", 1), 0);
+    }
+    int64_t last_lease = now_ms();
+    cr_assert_eq(lease("gwM", 1), 0);
+    cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM device WHERE online = 1"), N);
+    int64_t all_offline = 0;
+    while (now_ms() - last_lease < 30000) {
+        if (tl_query_int(srv.db, "SELECT count(*) FROM device WHERE online = 1") == 0) {
+            all_offline = now_ms();
+            break;
+        }
+        usleep(100 * 1000);
+    }
+    cr_assert_neq(all_offline, 0, "still online after 30 s");
+    cr_log_info("%d sessions offline %lld ms after the last lease", N,
+                (long long)(all_offline - last_lease));
+    /* timeout 2 s, then the first sweep (at most a second later) takes them all. */
+    cr_assert_lt(all_offline - last_lease, 6500, "%d sessions took %lld ms to go offline", N,
+                 (long long)(all_offline - last_lease));
+}
+
 Test(gw_lease, a_new_boot_id_signs_the_old_sessions_out)
 {
     struct client_conn x1, x2, y, z;

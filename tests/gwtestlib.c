@@ -1,6 +1,7 @@
 #include "gwtestlib.h"
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -60,6 +61,13 @@ static void free_ports(int *out, int n)
 
 static bool spawn(struct gw_server *g);
 
+void gwt_start_logic(struct tl_server *logic, const char *extra_yaml)
+{
+    char url[64];
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%d", tl_free_port());
+    tl_start_listen(logic, url, extra_yaml);
+}
+
 void gwt_start(struct gw_server *g, const struct tl_server *logic, const char *id,
                const char *logic_keys, const char *extra_yaml)
 {
@@ -82,6 +90,11 @@ void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char
     g->uvarint_port = ports[1];
     g->ws_port = ports[2];
     g->http_port = ports[3];
+    /* Tests wait for replies, so a shorter request timeout than the default unless set. */
+    char lkeys[512];
+    snprintf(lkeys, sizeof lkeys, "%s%s%s",
+             logic_keys && strstr(logic_keys, "timeout_ms") ? "" : ", timeout_ms: 3000",
+             logic_keys ? ", " : "", logic_keys ? logic_keys : "");
     FILE *f = fopen(g->config, "w");
     cr_assert_not_null(f);
     fprintf(f,
@@ -92,12 +105,12 @@ void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char
             "  - {url: \"ws://:%d/ws\"}\n"
             "%s"
             "http: \"http://127.0.0.1:%d\"\n"
-            "logic: {requests: [\"%s\"], publish: [\"%s\"], timeout_ms: 3000%s%s}\n"
+            "logic: {requests: [\"%s\"], publish: [\"%s\"]%s%s}\n"
             "web: {root: \"%s\", proto_dir: \"%s\"}\n"
             "%s\n",
             id, g->be16_port, g->uvarint_port, g->ws_port, more_listeners ? more_listeners : "",
-            g->http_port, logic->url, logic->pub_url, logic_keys ? ", " : "",
-            logic_keys ? logic_keys : "", web_root ? web_root : "", proto_dir ? proto_dir : "",
+            g->http_port, logic->listen_extra[0] ? logic->listen_extra : logic->url, logic->pub_url,
+            lkeys, "", web_root ? web_root : "", proto_dir ? proto_dir : "",
             extra_yaml ? extra_yaml : "");
     fclose(f);
     /* A port picked free may be taken by someone else before the gateway binds it: then
@@ -152,6 +165,37 @@ static bool spawn(struct gw_server *g)
     }
     cr_assert_fail("gim-gateway did not listen within 20 s; see %s", g->log);
     return false;
+}
+
+void gwt_freeze(pid_t pid)
+{
+    char path[64];
+    kill(pid, SIGSTOP);
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    for (int i = 0; i < 500; i++) {
+        DIR *d = opendir(path);
+        struct dirent *e;
+        bool all = d != NULL;
+        while (d && all && (e = readdir(d)) != NULL) {
+            char stat[600], buf[512];
+            if (e->d_name[0] == '.')
+                continue;
+            snprintf(stat, sizeof stat, "%s/%s/stat", path, e->d_name);
+            FILE *f = fopen(stat, "r");
+            size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+            if (f)
+                fclose(f);
+            buf[n] = '\0';
+            char *rp = strrchr(buf, ')');
+            all = rp && rp[1] == ' ' && (rp[2] == 'T' || rp[2] == 't');
+        }
+        if (d)
+            closedir(d);
+        if (all)
+            return;
+        nng_msleep(2);
+    }
+    cr_assert_fail("process %d did not stop", (int)pid);
 }
 
 int gwt_stop(struct gw_server *g)

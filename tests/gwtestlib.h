@@ -28,6 +28,11 @@ struct gw_server {
     int be16_port, uvarint_port, ws_port, http_port;
 };
 
+/* A gim-logic for gateways: tl_start plus a tcp:// listen URL, which the gateways use.
+ * (Not ipc://: the gateway re-dials on timeouts, and an ipc dial aborted during its
+ * handshake can make nng 1.5.2's ipc listener stop accepting; docs/gateway.md.) */
+void gwt_start_logic(struct tl_server *logic, const char *extra_yaml);
+
 /* Starts gim-gateway `id` in front of logic. logic_keys: extra keys of the logic mapping
  * (e.g. "lease_seconds: 1"), extra_yaml: extra top-level sections (e.g. "conn: {...}");
  * NULL for none. Returns once its TCP listener accepts (i.e. gim-logic answered the lease). */
@@ -38,6 +43,10 @@ void gwt_start(struct gw_server *g, const struct tl_server *logic, const char *i
 void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char *id,
                   const char *logic_keys, const char *extra_yaml, const char *more_listeners,
                   const char *web_root, const char *proto_dir);
+/* SIGSTOP pid and wait until every thread of it is stopped: the signal is delivered
+ * asynchronously, and on a loaded VM a running thread can go on for milliseconds. */
+void gwt_freeze(pid_t pid);
+
 /* SIGTERM and wait; the exit status (or 128+signal). */
 int gwt_stop(struct gw_server *g);
 void gwt_cleanup(struct gw_server *g);

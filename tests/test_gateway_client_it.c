@@ -19,7 +19,7 @@ static struct gw_server gw;
 
 static void setup(void)
 {
-    tl_start(&logic, NULL);
+    gwt_start_logic(&logic, NULL);
     gwt_start(&gw, &logic, "gwA", NULL, NULL);
 }
 
@@ -281,7 +281,7 @@ Test(gateway_client_it, frames_arriving_while_one_is_in_flight_wait_their_turn)
         struct gwc c;
         gwc_connect(&c, &gw, kinds[k], 0);
         long before = gwt_metric(&gw, "gim_gateway_upstream_requests_total");
-        kill(logic.pid, SIGSTOP);
+        gwt_freeze(logic.pid);
         char *tok = tl_token(5, 51 + k, 3600);
         Pb__SignInInput si = PB__SIGN_IN_INPUT__INIT;
         si.user_id = 5;

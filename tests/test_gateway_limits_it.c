@@ -23,13 +23,13 @@ static struct gw_server gw;
 
 static void start_with(const char *logic_yaml, const char *extra)
 {
-    tl_start(&logic, logic_yaml);
+    gwt_start_logic(&logic, logic_yaml);
     gwt_start(&gw, &logic, "gwL", NULL, extra);
 }
 
 static void start(const char *extra)
 {
-    tl_start(&logic, NULL);
+    gwt_start_logic(&logic, NULL);
     gwt_start(&gw, &logic, "gwL", NULL, extra);
 }
 
@@ -261,7 +261,7 @@ Test(gateway_limits_it, sigterm_drains_in_flight_requests_and_signs_devices_out)
     cr_assert_eq(gwc_signin(&b, 97, 9701), PB__ERROR_CODE__EC_OK);
     long before = gwt_metric(&gw, "gim_gateway_upstream_requests_total");
     /* gim-logic stops answering: a's sync is in flight in the gateway when SIGTERM comes. */
-    kill(logic.pid, SIGSTOP);
+    gwt_freeze(logic.pid);
     Pb__SyncInput sy = PB__SYNC_INPUT__INIT;
     gwc_send(&a, PB__PACKAGE_TYPE__PT_SYNC, 42, &sy.base);
     for (int i = 0; i < 100 && gwt_metric(&gw, "gim_gateway_upstream_requests_total") == before;
@@ -336,4 +336,51 @@ Test(gateway_limits_it, a_reply_too_large_for_be16_is_never_sent_truncated)
     gwc_close(&b);
     gwc_close(&u);
     gwc_close(&w);
+}
+
+Test(gateway_limits_it, when_gim_logic_stops_answering_clients_get_unavailable_then_recover)
+{
+    gwt_start_logic(&logic, NULL);
+    gwt_start(&gw, &logic, "gwL", "timeout_ms: 300, attempts: 2, lease_seconds: 1", NULL);
+    struct gwc c;
+    gwc_connect(&c, &gw, GWC_BE16, 0);
+    cr_assert_eq(gwc_signin(&c, 110, 11001), PB__ERROR_CODE__EC_OK);
+    int status = 0;
+    char *body = gwt_http_get(gw.http_port, "/healthz", &status);
+    cr_assert_eq(status, 200, "%s", body);
+    free(body);
+    gwt_freeze(logic.pid);
+    Pb__SyncInput sy = PB__SYNC_INPUT__INIT;
+    gwc_send(&c, PB__PACKAGE_TYPE__PT_SYNC, 5, &sy.base);
+    Pb__Output *o = gwc_reply(&c, 5, 10000);
+    cr_assert_not_null(o, "no answer while gim-logic is stopped");
+    cr_assert_eq(o->code, PB__ERROR_CODE__EC_UNAVAILABLE, "code %d type %d %s", o->code, o->type,
+                 o->message);
+    pb__output__free_unpacked(o, NULL);
+    /* No answer for three lease intervals: unhealthy. */
+    for (int i = 0; i < 100 && status != 503; i++) {
+        nng_msleep(100);
+        free(gwt_http_get(gw.http_port, "/healthz", &status));
+    }
+    cr_assert_eq(status, 503);
+    cr_assert_geq(gwt_metric(&gw, "gim_gateway_upstream_timeouts_total"), 2);
+    kill(logic.pid, SIGCONT);
+    /* The links were re-dialed while it was stopped; requests work again. */
+    int code = -1;
+    for (int i = 0; i < 50 && code != PB__ERROR_CODE__EC_OK; i++) {
+        gwc_send(&c, PB__PACKAGE_TYPE__PT_SYNC, 100 + i, &sy.base);
+        o = gwc_reply(&c, 100 + i, 5000);
+        cr_assert_not_null(o);
+        code = o->code;
+        pb__output__free_unpacked(o, NULL);
+        if (code != PB__ERROR_CODE__EC_OK)
+            nng_msleep(100);
+    }
+    cr_assert_eq(code, PB__ERROR_CODE__EC_OK);
+    for (int i = 0; i < 100 && status != 200; i++) {
+        nng_msleep(100);
+        free(gwt_http_get(gw.http_port, "/healthz", &status));
+    }
+    cr_assert_eq(status, 200);
+    gwc_close(&c);
 }

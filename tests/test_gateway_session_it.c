@@ -21,7 +21,7 @@ static struct gw_server gwa, gwb;
 static void setup(void)
 {
     /* A short presence timeout: only the lease keeps a silent device online. */
-    tl_start(&logic, "presence: {timeout_seconds: 5}");
+    gwt_start_logic(&logic, "presence: {timeout_seconds: 5}");
     gwt_start(&gwa, &logic, "gwA", "lease_seconds: 1", NULL);
     gwt_start(&gwb, &logic, "gwB", "lease_seconds: 1", NULL);
 }
@@ -219,7 +219,7 @@ Test(gateway_session_it, an_old_connection_closing_during_a_new_sign_in_signs_no
     cr_assert_eq(gwc_signin(&old, 53, 5301), PB__ERROR_CODE__EC_OK);
     gwc_connect(&fresh, &gwa, GWC_UVARINT, 0);
     long before = gwt_metric(&gwa, "gim_gateway_upstream_requests_total");
-    kill(logic.pid, SIGSTOP);
+    gwt_freeze(logic.pid);
     char *tok = tl_token(53, 5301, 3600);
     Pb__SignInInput in = PB__SIGN_IN_INPUT__INIT;
     in.user_id = 53;
@@ -250,4 +250,24 @@ Test(gateway_session_it, an_old_connection_closing_during_a_new_sign_in_signs_no
     cr_assert_eq(o->code, PB__ERROR_CODE__EC_OK, "%s", o->message);
     pb__output__free_unpacked(o, NULL);
     gwc_close(&fresh);
+}
+
+/* A WebSocket client that closes while its frame (here a seed-form ack, which gets no
+ * reply) is at gim-logic: the gateway notices the close at once and signs it out. */
+Test(gateway_session_it, a_websocket_closed_during_a_request_is_signed_out_promptly)
+{
+    struct gwc c;
+    gwc_connect(&c, &gwa, GWC_WS, 0);
+    cr_assert_eq(gwc_signin(&c, 54, 5401), PB__ERROR_CODE__EC_OK);
+    gwt_freeze(logic.pid);
+    long before = gwt_metric(&gwa, "gim_gateway_upstream_requests_total");
+    Pb__MessageACK ack = PB__MESSAGE_ACK__INIT;
+    gwc_send(&c, PB__PACKAGE_TYPE__PT_MESSAGE, 7, &ack.base);
+    for (int i = 0; i < 100 && gwt_metric(&gwa, "gim_gateway_upstream_requests_total") == before;
+         i++)
+        nng_msleep(20);
+    gwc_close(&c);
+    nng_msleep(300);
+    kill(logic.pid, SIGCONT);
+    cr_assert(device_becomes("online", 5401, 0, 5000), "the closed connection was not signed out");
 }

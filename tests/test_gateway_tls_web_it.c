@@ -46,7 +46,7 @@ static void setup(void)
              wss_port);
     snprintf(extra, sizeof extra, "tls: {cert_file: \"%s/gw.crt\", key_file: \"%s/gw.key\"}", dir,
              dir);
-    tl_start(&logic, NULL);
+    gwt_start_logic(&logic, NULL);
     gwt_start_ex(&gw, &logic, "gwT", NULL, extra, listeners, web, GIM_SOURCE_DIR "/proto");
 }
 
@@ -193,5 +193,30 @@ Test(gateway_tls_web_it, the_web_client_and_protos_are_served_next_to_ws)
     struct gwc c;
     gwc_connect(&c, &gw, GWC_WS, 0);
     cr_assert_eq(gwc_signin(&c, 3, 31), PB__ERROR_CODE__EC_OK);
+    gwc_close(&c);
+}
+
+Test(gateway_tls_web_it, malformed_http_requests_leave_the_gateway_up)
+{
+    static const char *paths[] = {"/demo/%",
+                                  "/demo/%4",
+                                  "/%zz",
+                                  "/proto/%",
+                                  "/demo/a%00b",
+                                  "//..//..",
+                                  "/demo/index.html?v=1"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        int status = 0;
+        free(gwt_http_get(gw.ws_port, paths[i], &status));
+        cr_assert_neq(status, 200, "%s", paths[i]);
+    }
+    char longpath[9000] = "/demo/";
+    memset(longpath + 6, 'a', sizeof longpath - 7);
+    int status = 0;
+    free(gwt_http_get(gw.ws_port, longpath, &status));
+    cr_assert_neq(status, 200);
+    struct gwc c;
+    gwc_connect(&c, &gw, GWC_WS, 0);
+    cr_assert_eq(gwc_signin(&c, 4, 41), PB__ERROR_CODE__EC_OK);
     gwc_close(&c);
 }

@@ -653,7 +653,8 @@ static uint8_t *next_frame_locked(struct conn *c, size_t *len)
     if ((copy = malloc(blen + 1)) != NULL)
         memcpy(copy, c->rbuf + c->roff + hdr, blen);
     c->roff += hdr + blen;
-    if (c->roff == c->rlen)
+    /* Never move the window under a pending read: it writes at the rlen it started with. */
+    if (c->roff == c->rlen && !c->reading)
         c->roff = c->rlen = 0;
     *len = blen;
     return copy;
@@ -674,8 +675,10 @@ static void process(struct conn *c)
         uint8_t *f = next_frame_locked(c, &len);
         if (f)
             c->busy = true;
-        else
-            maybe_read_locked(c);
+        /* Reading goes on while a frame is handled (bounded by the buffer or the ring): a
+         * later frame waits for `busy`, and a client that closes meanwhile is noticed then,
+         * not after the reply. */
+        maybe_read_locked(c);
         pthread_mutex_unlock(&c->mu);
         if (!f)
             return;
@@ -703,6 +706,8 @@ static void maybe_read_locked(struct conn *c)
             return;
     } else {
         size_t hdr, blen;
+        if (c->roff == c->rlen)
+            c->roff = c->rlen = 0;
         enum framing_result fr = framing_parse(c->fr, c->rbuf + c->roff, c->rlen - c->roff,
                                                G->cfg->conn.max_frame_bytes, &hdr, &blen);
         if (fr == FRAMING_FRAME && c->rlen == c->rcap)
@@ -776,6 +781,9 @@ static void on_read(void *arg)
         conn_close(c, GWM_CLOSE_BAD_FRAME, true);
     } else {
         process(c);
+        pthread_mutex_lock(&c->mu);
+        maybe_read_locked(c);
+        pthread_mutex_unlock(&c->mu);
     }
     conn_unref(c);
 }

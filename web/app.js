@@ -628,7 +628,7 @@ async function main() {
       else if (savedRoom) joinRoom(String(savedRoom), current === `r:${savedRoom}`);
     },
   });
-  window.gim = { conn, inbox: () => inbox, room: () => room, pending }; // for the console and tests
+  window.gim = { conn, proto, inbox: () => inbox, room: () => room, pending }; // for the console and tests
   conn.onState = (state, detail) => {
     setConnState(state, detail);
     const refused = state === 'stopped' && detail.startsWith('sign-in refused');

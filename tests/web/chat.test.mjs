@@ -296,6 +296,16 @@ test('alice (laptop) and bob (phone) sign in with tokens from the link', async (
   assert.equal(await alice.page.$eval('#whoami', (e) => e.textContent), 'alice · device 11');
   assert.equal(await bob.page.$eval('#whoami', (e) => e.textContent), 'bob · device 21');
   assert.equal(alice.sent[0].type, PT.PT_SIGN_IN);
+  // int64 keeps its precision in the page (long is loaded before protobufjs):
+  // a request id and a seq above 2^53 survive an encode and a decode.
+  const big = await alice.page.evaluate(() => {
+    const p = window.gim.proto;
+    const seq = window.Long.fromString('9007199254740995');
+    const bytes = p.encodeInput(p.PT.PT_SYNC, 9007199254740993n, p.encode('SyncInput', { seq }));
+    const back = p.Input.decode(bytes);
+    return [back.requestId.toString(), p.SyncInput.decode(back.data).seq.toString()];
+  });
+  assert.deepEqual(big, ['9007199254740993', '9007199254740995']);
   // The redirect at / brought the page to /demo/.
   assert.match(alice.page.url(), /\/demo\/#user=1/);
 });

@@ -296,9 +296,10 @@ Test(gw_ack, a_send_stays_a_send_and_empty_data_stays_an_error)
     cr_assert_eq(out->code, PB__ERROR_CODE__EC_BAD_REQUEST);
     cr_assert_not_null(strstr(out->message, "message is missing"), "%s", out->message);
     pb__output__free_unpacked(out, NULL);
-    /* Only unknown fields (a SyncInput's field 1 is a varint: not a MessageSend). */
+    /* Field 2 (like device_ack) next to a field 1 that is a varint, not a message: not a
+     * MessageSend at all, so not an ack either; the send handler refuses it. */
     Pb__SubscribeRoomInput other = PB__SUBSCRIBE_ROOM_INPUT__INIT;
-    other.seq = 3; /* field 2, varint: like device_ack, but it is an ack only without field 1 */
+    other.seq = 3;
     other.room_id = 4;
     out = tl_call(cli, &a1, PB__PACKAGE_TYPE__PT_MESSAGE, 2, &other.base);
     cr_assert_eq(out->code, PB__ERROR_CODE__EC_BAD_REQUEST);

@@ -44,7 +44,6 @@ struct push {
     bool stopping, started;
 };
 
-
 /*
  * The queue's bound. Publishing never blocks the writer: past this, a push
  * is dropped (counted, logged), as PUB itself drops for a slow subscriber;

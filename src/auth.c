@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,18 +12,6 @@
 
 /* libjwt 1.10 hands integer claims back as long: ids and times must not be truncated. */
 _Static_assert(sizeof(long) >= sizeof(int64_t), "auth needs a 64-bit long (libjwt claims)");
-
-static void say(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void say(char *why, size_t whylen, const char *fmt, ...)
-{
-    if (!why || whylen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, whylen, fmt, ap);
-    va_end(ap);
-}
 
 static const char *alg_name(jwt_alg_t alg)
 {
@@ -41,16 +28,16 @@ static void explain_decode_failure(const char *token, char *why, size_t whylen)
 {
     jwt_t *jwt = NULL;
     if (jwt_decode(&jwt, token, NULL, 0) != 0 || !jwt) {
-        say(why, whylen, "malformed token");
+        gim_err_why(why, whylen, "malformed token");
         return;
     }
     /* Without a key libjwt reports alg none whatever the header says: read the header. */
     const char *h = jwt_get_header(jwt, "alg");
     jwt_alg_t alg = h ? jwt_str_alg(h) : JWT_ALG_INVAL;
     if (alg == JWT_ALG_HS256)
-        say(why, whylen, "bad signature");
+        gim_err_why(why, whylen, "bad signature");
     else
-        say(why, whylen, "alg %s not accepted (HS256 only)", alg_name(alg));
+        gim_err_why(why, whylen, "alg %s not accepted (HS256 only)", alg_name(alg));
     jwt_free(jwt);
 }
 
@@ -108,15 +95,15 @@ static gim_err open_token(const char *secret, const char *token, int64_t now_s, 
 
     *out = NULL;
     if (klen == 0 || klen > INT_MAX) {
-        say(why, whylen, "no token secret configured");
+        gim_err_why(why, whylen, "no token secret configured");
         goto out;
     }
     if (!token || !*token) {
-        say(why, whylen, "empty token");
+        gim_err_why(why, whylen, "empty token");
         goto out;
     }
     if (strnlen(token, AUTH_TOKEN_MAX + 1) > AUTH_TOKEN_MAX) {
-        say(why, whylen, "token longer than %d bytes", AUTH_TOKEN_MAX);
+        gim_err_why(why, whylen, "token longer than %d bytes", AUTH_TOKEN_MAX);
         goto out;
     }
     if (jwt_decode(&jwt, token, (const unsigned char *)secret, (int)klen) != 0 || !jwt) {
@@ -126,28 +113,29 @@ static gim_err open_token(const char *secret, const char *token, int64_t now_s, 
     }
     /* A valid signature under another alg (HS384/HS512) is still refused: HS256 is the contract. */
     if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
-        say(why, whylen, "alg %s not accepted (HS256 only)", alg_name(jwt_get_alg(jwt)));
+        gim_err_why(why, whylen, "alg %s not accepted (HS256 only)", alg_name(jwt_get_alg(jwt)));
         goto out;
     }
     /* libjwt reads the header's alg case-insensitively; RFC 7515 makes it case-sensitive. */
     const char *alg = jwt_get_header(jwt, "alg");
     if (!alg || strcmp(alg, "HS256") != 0) {
-        say(why, whylen, "alg \"%.16s\" not accepted (exactly \"HS256\" only)", alg ? alg : "");
+        gim_err_why(why, whylen, "alg \"%.16s\" not accepted (exactly \"HS256\" only)",
+                    alg ? alg : "");
         goto out;
     }
 
     switch (positive_int_claim(jwt, "exp", &exp)) {
     case CLAIM_MISSING:
-        say(why, whylen, "token has no exp");
+        gim_err_why(why, whylen, "token has no exp");
         goto out;
     case CLAIM_BAD:
-        say(why, whylen, "exp must be a positive integer");
+        gim_err_why(why, whylen, "exp must be a positive integer");
         goto out;
     case CLAIM_OK:
         break;
     }
     if (exp <= now_s) {
-        say(why, whylen, "token expired");
+        gim_err_why(why, whylen, "token expired");
         goto out;
     }
     /* nbf is optional, but RFC 7519 forbids accepting a token before it: one we cannot
@@ -156,11 +144,11 @@ static gim_err open_token(const char *secret, const char *token, int64_t now_s, 
     case CLAIM_MISSING:
         break;
     case CLAIM_BAD:
-        say(why, whylen, "nbf must be a positive integer");
+        gim_err_why(why, whylen, "nbf must be a positive integer");
         goto out;
     case CLAIM_OK:
         if (nbf > now_s) {
-            say(why, whylen, "token not valid yet");
+            gim_err_why(why, whylen, "token not valid yet");
             goto out;
         }
         break;
@@ -184,27 +172,27 @@ gim_err auth_verify(const char *secret, const char *token, int64_t now_s, int64_
     if (open_token(secret, token, now_s, &jwt, why, whylen) != GIM_OK)
         goto out;
     if (positive_int_claim(jwt, "adm", &adm) != CLAIM_MISSING) {
-        say(why, whylen, "an operator token cannot sign a device in");
+        gim_err_why(why, whylen, "an operator token cannot sign a device in");
         goto out;
     }
 
     errno = 0;
     const char *sub = jwt_get_grant(jwt, "sub");
     if (!sub) {
-        say(why, whylen, errno == ENOENT ? "token has no sub" : "sub must be a string");
+        gim_err_why(why, whylen, errno == ENOENT ? "token has no sub" : "sub must be a string");
         goto out;
     }
     if (!parse_id(sub, &uid)) {
-        say(why, whylen, "sub must be a positive decimal user id");
+        gim_err_why(why, whylen, "sub must be a positive decimal user id");
         goto out;
     }
 
     switch (positive_int_claim(jwt, "did", &did)) {
     case CLAIM_MISSING:
-        say(why, whylen, "token has no did");
+        gim_err_why(why, whylen, "token has no did");
         goto out;
     case CLAIM_BAD:
-        say(why, whylen, "did must be a positive integer");
+        gim_err_why(why, whylen, "did must be a positive integer");
         goto out;
     case CLAIM_OK:
         break;
@@ -269,7 +257,7 @@ gim_err auth_verify_admin(const char *secret, const char *token, int64_t now_s, 
     const char *sub = jwt_get_grant(jwt, "sub");
     if (!sub || strcmp(sub, AUTH_ADMIN_SUBJECT) != 0 ||
         positive_int_claim(jwt, "adm", &adm) != CLAIM_OK || adm != 1) {
-        say(why, whylen, "not an operator token");
+        gim_err_why(why, whylen, "not an operator token");
         goto out;
     }
     e = GIM_OK;

@@ -1,5 +1,8 @@
 #include "err.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *gim_err_name(gim_err e)
 {
     switch (e) {
@@ -42,4 +45,14 @@ int gim_err_wire(gim_err e)
     if (e == GIM_EIO)
         return GIM_EUNAVAILABLE;
     return GIM_EINTERNAL;
+}
+
+void gim_err_why(char *why, size_t whylen, const char *fmt, ...)
+{
+    if (!why || whylen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, whylen, fmt, ap);
+    va_end(ap);
 }

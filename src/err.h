@@ -9,6 +9,8 @@
 #ifndef GIM_ERR_H
 #define GIM_ERR_H
 
+#include <stddef.h>
+
 typedef enum gim_err {
     GIM_OK = 0,
     GIM_EBADREQ = 1,        /* EC_BAD_REQUEST */
@@ -33,5 +35,12 @@ const char *gim_err_name(gim_err e);
 
 /* The pb.ErrorCode to put on the wire for e. */
 int gim_err_wire(gim_err e);
+
+/*
+ * printf into a caller's "why" buffer (the reason that goes with a gim_err);
+ * why may be NULL or whylen 0, then nothing is written. Truncates to fit.
+ */
+void gim_err_why(char *why, size_t whylen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "httpreply.h"
 #include "log.h"
 #include "metrics.h"
 #include "presence.h"
@@ -74,33 +75,6 @@ static void leave(struct http *h)
     pthread_mutex_unlock(&h->mu);
 }
 
-static void reply(nng_aio *aio, uint16_t status, const char *type, const char *body, size_t len)
-{
-    nng_http_res *res = NULL;
-    int rv = nng_http_res_alloc(&res);
-    if (rv == 0)
-        rv = nng_http_res_set_status(res, status);
-    if (rv == 0)
-        rv = nng_http_res_set_header(res, "Content-Type", type);
-    if (rv == 0)
-        rv = nng_http_res_set_header(res, "Cache-Control", "no-store");
-    if (rv == 0)
-        rv = nng_http_res_copy_data(res, body, len);
-    if (rv != 0) {
-        if (res)
-            nng_http_res_free(res);
-        nng_aio_finish(aio, rv);
-        return;
-    }
-    nng_aio_set_output(aio, 0, res);
-    nng_aio_finish(aio, 0);
-}
-
-static void reply_text(nng_aio *aio, uint16_t status, const char *text)
-{
-    reply(aio, status, "text/plain; charset=utf-8", text, strlen(text));
-}
-
 static struct http *handler_http(nng_aio *aio)
 {
     return nng_http_handler_get_data(nng_aio_get_input(aio, 1));
@@ -118,7 +92,7 @@ static void on_metrics(nng_aio *aio)
     char *buf = NULL;
     size_t len = 0;
     if (!enter(h)) {
-        reply_text(aio, NNG_HTTP_STATUS_SERVICE_UNAVAILABLE, "shutting down\n");
+        httpreply_text(aio, NNG_HTTP_STATUS_SERVICE_UNAVAILABLE, "shutting down\n");
         return;
     }
     struct metrics_gauges g = {.pushes_published = push_published(h->o.push),
@@ -138,9 +112,10 @@ static void on_metrics(nng_aio *aio)
     }
     leave(h);
     if (f && buf)
-        reply(aio, NNG_HTTP_STATUS_OK, "text/plain; version=0.0.4; charset=utf-8", buf, len);
+        httpreply_send(aio, NNG_HTTP_STATUS_OK, "text/plain; version=0.0.4; charset=utf-8", buf,
+                       len);
     else
-        reply_text(aio, NNG_HTTP_STATUS_INTERNAL_SERVER_ERROR, "out of memory\n");
+        httpreply_text(aio, NNG_HTTP_STATUS_INTERNAL_SERVER_ERROR, "out of memory\n");
     free(buf);
 }
 
@@ -167,7 +142,7 @@ static void on_healthz(nng_aio *aio)
     struct http *h = handler_http(aio);
     char reason[300];
     if (!enter(h)) {
-        reply_text(aio, NNG_HTTP_STATUS_SERVICE_UNAVAILABLE, "shutting down\n");
+        httpreply_text(aio, NNG_HTTP_STATUS_SERVICE_UNAVAILABLE, "shutting down\n");
         return;
     }
     bool ok = false;
@@ -177,12 +152,12 @@ static void on_healthz(nng_aio *aio)
         ok = db_writable(h, reason, sizeof reason);
     leave(h);
     if (ok) {
-        reply_text(aio, NNG_HTTP_STATUS_OK, "ok\n");
+        httpreply_text(aio, NNG_HTTP_STATUS_OK, "ok\n");
         return;
     }
     log_warn("unhealthy", "reason=\"%s\"", reason);
     strncat(reason, "\n", sizeof reason - strlen(reason) - 1);
-    reply_text(aio, NNG_HTTP_STATUS_SERVICE_UNAVAILABLE, reason);
+    httpreply_text(aio, NNG_HTTP_STATUS_SERVICE_UNAVAILABLE, reason);
 }
 
 static int add_route(struct http *h, const char *path, void (*cb)(nng_aio *))

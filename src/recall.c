@@ -1,7 +1,6 @@
 #include "recall.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,18 +44,6 @@ struct target {
 struct copy {
     int64_t user_id, seq;
 };
-
-static void say(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void say(char *why, size_t whylen, const char *fmt, ...)
-{
-    if (!why || whylen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, whylen, fmt, ap);
-    va_end(ap);
-}
 
 static bool is_notice(sqlite3_stmt *st, int col)
 {
@@ -103,7 +90,7 @@ static gim_err check_allowed(struct wctx *w, const struct target *t, int64_t act
     if (t->receiver_type == PB__RECEIVER_TYPE__RT_GROUP) {
         gim_err e = group_role(w->db, t->receiver_id, actor, &role);
         if (e != GIM_OK) {
-            say(why, whylen, "cannot read the group's members");
+            gim_err_why(why, whylen, "cannot read the group's members");
             return e;
         }
     }
@@ -111,14 +98,15 @@ static gim_err check_allowed(struct wctx *w, const struct target *t, int64_t act
     if (role == GROUP_OWNER || role == GROUP_ADMIN)
         return GIM_OK;
     if (t->sender_type != PB__SENDER_TYPE__ST_USER || t->sender_id != actor) {
-        say(why, whylen, "only the sender or an owner/admin of the group may recall this message");
+        gim_err_why(why, whylen,
+                    "only the sender or an owner/admin of the group may recall this message");
         return GIM_EFORBIDDEN;
     }
     /* A retry of a recall that succeeded stays a success, however late it comes. */
     uint32_t window = w->cfg->recall.window_seconds;
     if (t->status != PB__MESSAGE_STATUS__MS_RECALL && window > 0 &&
         w->now_ms - t->send_time > (int64_t)window * 1000) {
-        say(why, whylen, "the recall window of %" PRIu32 " s has passed", window);
+        gim_err_why(why, whylen, "the recall window of %" PRIu32 " s has passed", window);
         return GIM_ERECALLEXPIRED;
     }
     return GIM_OK;
@@ -278,19 +266,19 @@ gim_err recall_apply(struct wctx *w, int64_t actor_user, int64_t actor_device, i
 
     memset(res, 0, sizeof *res);
     if (seq <= 0) {
-        say(why, whylen, "seq must be > 0");
+        gim_err_why(why, whylen, "seq must be > 0");
         return GIM_EBADREQ;
     }
     e = find(w->db, user_id, seq, &t);
     if (e == GIM_ENOTFOUND) {
-        say(why, whylen, "no message at seq %" PRId64 " in the inbox of user %" PRId64, seq,
-            user_id);
+        gim_err_why(why, whylen, "no message at seq %" PRId64 " in the inbox of user %" PRId64, seq,
+                    user_id);
         return e;
     }
     if (e != GIM_OK)
         goto storage;
     if (t.notice) {
-        say(why, whylen, "a recall notice cannot be recalled");
+        gim_err_why(why, whylen, "a recall notice cannot be recalled");
         return GIM_EFORBIDDEN;
     }
     if (!admin && (e = check_allowed(w, &t, actor_user, why, whylen)) != GIM_OK)
@@ -302,7 +290,8 @@ gim_err recall_apply(struct wctx *w, int64_t actor_user, int64_t actor_device, i
     }
     if (t.receiver_type != PB__RECEIVER_TYPE__RT_USER &&
         t.receiver_type != PB__RECEIVER_TYPE__RT_GROUP) {
-        say(why, whylen, "messages of receiver type %d cannot be recalled", t.receiver_type);
+        gim_err_why(why, whylen, "messages of receiver type %d cannot be recalled",
+                    t.receiver_type);
         return GIM_EBADREQ;
     }
 
@@ -345,8 +334,8 @@ storage:
     if (copies != pair)
         free(copies);
     recall_result_free(res);
-    say(why, whylen, "%s",
-        e == GIM_EUNAVAILABLE ? "database unavailable, retry later" : "storage error");
+    gim_err_why(why, whylen, "%s",
+                e == GIM_EUNAVAILABLE ? "database unavailable, retry later" : "storage error");
     log_warn("recall failed", "user=%" PRId64 " seq=%" PRId64 " code=%s", user_id, seq,
              gim_err_name(e));
     return e == GIM_EUNAVAILABLE ? e : GIM_EINTERNAL;

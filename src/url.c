@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <nng/nng.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,18 +55,6 @@ static const char *unsupported_why(const char *scheme, enum url_use use)
     return NULL;
 }
 
-static void say(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void say(char *why, size_t whylen, const char *fmt, ...)
-{
-    if (!why || whylen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, whylen, fmt, ap);
-    va_end(ap);
-}
-
 /* The example forms accepted for use, for the "use one of" hint. */
 static const char *forms_for(enum url_use use)
 {
@@ -110,19 +97,19 @@ static gim_err check_host_port(const char *url, const nng_url *u, bool port_requ
     if (host[0] == '[') {
         struct in6_addr a6;
         if (!close || inet_pton(AF_INET6, u->u_hostname, &a6) != 1) {
-            say(why, whylen, "'%s' has a bad host: [%s] is not an IPv6 address", url,
-                u->u_hostname);
+            gim_err_why(why, whylen, "'%s' has a bad host: [%s] is not an IPv6 address", url,
+                        u->u_hostname);
             return GIM_ECONFIG;
         }
     } else if (u->u_hostname[0] && !valid_name(u->u_hostname)) {
-        say(why, whylen, "'%s' has a bad host '%s': want a name, an IPv4 address or [IPv6]", url,
-            u->u_hostname);
+        gim_err_why(why, whylen, "'%s' has a bad host '%s': want a name, an IPv4 address or [IPv6]",
+                    url, u->u_hostname);
         return GIM_ECONFIG;
     }
     if (!colon) {
         if (!port_required)
             return GIM_OK;
-        say(why, whylen, "'%s' needs an explicit port (HOST:PORT)", url);
+        gim_err_why(why, whylen, "'%s' needs an explicit port (HOST:PORT)", url);
         return GIM_ECONFIG;
     }
     const char *port = colon + 1;
@@ -131,7 +118,7 @@ static gim_err check_host_port(const char *url, const nng_url *u, bool port_requ
     for (size_t i = 0; digits && i < n; i++)
         digits = isdigit((unsigned char)port[i]);
     if (!digits || strtol(port, NULL, 10) > 65535) {
-        say(why, whylen, "'%s' has a bad port '%s': want 0 to 65535", url, port);
+        gim_err_why(why, whylen, "'%s' has a bad port '%s': want 0 to 65535", url, port);
         return GIM_ECONFIG;
     }
     return GIM_OK;
@@ -143,29 +130,33 @@ static gim_err check_form(const char *url, const struct scheme *s, const nng_url
     if (s->form == F_PATH) {
         /* nng puts everything after "scheme://" in u_path for these. */
         if (!u->u_path[0]) {
-            say(why, whylen, "'%s' needs a path (%s:///PATH or %s://NAME)", url, s->name, s->name);
+            gim_err_why(why, whylen, "'%s' needs a path (%s:///PATH or %s://NAME)", url, s->name,
+                        s->name);
             return GIM_ECONFIG;
         }
         if (strcmp(s->name, "ipc") == 0 &&
             strlen(u->u_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-            say(why, whylen, "'%s' has a path longer than %zu bytes, the Unix socket limit", url,
-                sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+            gim_err_why(why, whylen, "'%s' has a path longer than %zu bytes, the Unix socket limit",
+                        url, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
             return GIM_ECONFIG;
         }
         return GIM_OK;
     }
     if (u->u_userinfo) {
-        say(why, whylen, "'%s' has user info (USER@), which %s does not take", url, s->name);
+        gim_err_why(why, whylen, "'%s' has user info (USER@), which %s does not take", url,
+                    s->name);
         return GIM_ECONFIG;
     }
     if (u->u_query || u->u_fragment) {
-        say(why, whylen, "'%s' has a query or fragment, which %s does not take", url, s->name);
+        gim_err_why(why, whylen, "'%s' has a query or fragment, which %s does not take", url,
+                    s->name);
         return GIM_ECONFIG;
     }
     if ((s->form == F_HOSTPORT && u->u_path[0]) ||
         (s->form == F_HTTP && u->u_path[0] && strcmp(u->u_path, "/") != 0)) {
-        say(why, whylen, "'%s' has a path '%s', which %s does not take", url, u->u_path,
-            s->form == F_HTTP ? "the http listener (it serves /metrics and /healthz)" : s->name);
+        gim_err_why(why, whylen, "'%s' has a path '%s', which %s does not take", url, u->u_path,
+                    s->form == F_HTTP ? "the http listener (it serves /metrics and /healthz)"
+                                      : s->name);
         return GIM_ECONFIG;
     }
     return check_host_port(url, u, s->form != F_HTTP, why, whylen);
@@ -177,7 +168,7 @@ gim_err url_check(const char *url, enum url_use use, char *why, size_t whylen)
     size_t slen = sep ? (size_t)(sep - url) : 0;
     char scheme[16] = "";
     if (!sep || slen == 0 || slen >= sizeof scheme) {
-        say(why, whylen, "'%s' is not a URL; use %s", url, forms_for(use));
+        gim_err_why(why, whylen, "'%s' is not a URL; use %s", url, forms_for(use));
         return GIM_ECONFIG;
     }
     memcpy(scheme, url, slen);
@@ -189,16 +180,16 @@ gim_err url_check(const char *url, enum url_use use, char *why, size_t whylen)
     if (!s) {
         const char *reason = unsupported_why(scheme, use);
         if (reason)
-            say(why, whylen, "'%s': %s", url, reason);
+            gim_err_why(why, whylen, "'%s': %s", url, reason);
         else
-            say(why, whylen, "'%s': scheme '%s' is not supported here; use %s", url, scheme,
-                forms_for(use));
+            gim_err_why(why, whylen, "'%s': scheme '%s' is not supported here; use %s", url, scheme,
+                        forms_for(use));
         return GIM_ECONFIG;
     }
     nng_url *u = NULL;
     int rv = nng_url_parse(&u, url);
     if (rv != 0) {
-        say(why, whylen, "'%s' is not a valid URL: %s", url, nng_strerror(rv));
+        gim_err_why(why, whylen, "'%s' is not a valid URL: %s", url, nng_strerror(rv));
         return GIM_ECONFIG;
     }
     gim_err e = check_form(url, s, u, why, whylen);

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "textfile.h"
+
 struct gim_client {
     nng_socket sock;
     bool open;
@@ -39,22 +41,6 @@ static int redial(struct gim_client *c)
     return nng_dialer_start(d, NNG_FLAG_NONBLOCK);
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long n;
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-        (buf = calloc(1, (size_t)n + 1)) != NULL && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    return buf;
-}
-
 static int tls_setup(struct gim_client *c, const struct client_tls *t)
 {
     int rv = nng_tls_config_alloc(&c->tls, NNG_TLS_MODE_CLIENT);
@@ -63,7 +49,8 @@ static int tls_setup(struct gim_client *c, const struct client_tls *t)
     if (rv == 0 && t->ca_file)
         rv = nng_tls_config_ca_file(c->tls, t->ca_file);
     if (rv == 0 && t->cert_file && t->key_file) {
-        char *cert = read_file(t->cert_file), *key = read_file(t->key_file);
+        char *cert = textfile_slurp(t->cert_file, TEXTFILE_MAX_PEM_BYTES);
+        char *key = textfile_slurp(t->key_file, TEXTFILE_MAX_PEM_BYTES);
         rv = cert && key ? nng_tls_config_own_cert(c->tls, cert, key, NULL) : NNG_EINVAL;
         free(cert);
         free(key);

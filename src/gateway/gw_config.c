@@ -1,18 +1,14 @@
 #include "gw_config.h"
 
-#include <cyaml/cyaml.h>
-#include <errno.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_FILE_BYTES (1024 * 1024)
+#include "cfgtable.h"
 
 /*
  * What libcyaml loads: every scalar a string and every field optional (NULL
- * = keep the default), for the reason src/config.c gives: libcyaml 1.3.1
- * reads "12abc" as 12. parse_u32 below is strict.
+ * = keep the default), parsed strictly by cfgtable (cfgtable.h says why).
  */
 struct raw_listener {
     char *url;
@@ -149,32 +145,23 @@ static const cyaml_schema_value_t top_schema = {
 
 /* ---- the key table -------------------------------------------------------- */
 
-enum kind { K_URLS, K_STR, K_U32 };
-
-struct key {
-    const char *path;
-    enum kind kind;
-    size_t cfg_off, raw_off, cfg_count_off, raw_count_off;
-    uint32_t min, max, def_u32;
-    const char *def_str;
-    const char *const *def_list;
-    const char *const *choices;
-};
+_Static_assert(GWCFG_MAX_URLS == CFGTABLE_MAX_URLS, "the key table's URL arrays");
 
 #define OFFS(m) .cfg_off = offsetof(struct gw_config, m), .raw_off = offsetof(struct raw_config, m)
 #define URLS(m, defs)                                                                              \
     {                                                                                              \
-        .path = #m, .kind = K_URLS, OFFS(m),                                                       \
+        .path = #m, .kind = CFGTABLE_URLS, OFFS(m),                                                \
         .cfg_count_off = offsetof(struct gw_config, m##_count),                                    \
-        .raw_count_off = offsetof(struct raw_config, m##_count), .def_list = defs                  \
+        .raw_count_off = offsetof(struct raw_config, m##_count), .min = 1, .max = GWCFG_MAX_URLS,  \
+        .def_list = defs                                                                           \
     }
 #define STR(m, def, ch)                                                                            \
     {                                                                                              \
-        .path = #m, .kind = K_STR, OFFS(m), .def_str = def, .choices = ch                          \
+        .path = #m, .kind = CFGTABLE_STR, OFFS(m), .def_str = def, .choices = ch                   \
     }
 #define U32(m, lo, hi, def)                                                                        \
     {                                                                                              \
-        .path = #m, .kind = K_U32, OFFS(m), .min = lo, .max = hi, .def_u32 = def                   \
+        .path = #m, .kind = CFGTABLE_U32, OFFS(m), .min = lo, .max = hi, .def_u32 = def            \
     }
 
 static const char *const default_requests[] = {"tcp://127.0.0.1:7400", NULL};
@@ -182,7 +169,7 @@ static const char *const default_publish[] = {"tcp://127.0.0.1:7401", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
 /* In print order (the example file's order); listeners are printed after gateway_id. */
-static const struct key keys[] = {
+static const struct cfgtable_key keys[] = {
     STR(gateway_id, "", NULL),
     STR(http, "http://127.0.0.1:8480", NULL),
     URLS(logic.requests, default_requests),
@@ -207,110 +194,10 @@ static const struct key keys[] = {
 
 #define NKEYS (sizeof keys / sizeof keys[0])
 
-static void *at(const void *base, size_t off)
-{
-    return (char *)base + off;
-}
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    if (!errbuf || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-    for (char *p = errbuf; *p; p++)
-        if (*p == '\n' || *p == '\r')
-            *p = ' ';
-}
-
-/* libcyaml's first error line and the innermost mapping key it names (see src/config.c). */
-struct capture {
-    char problem[512];
-    char field[64];
-};
-
-static void capture_log(cyaml_log_t level, void *ctx, const char *fmt, va_list args)
-{
-    struct capture *cap = ctx;
-    char line[512], name[64];
-    size_t lineno;
-    if (level < CYAML_LOG_ERROR)
-        return;
-    vsnprintf(line, sizeof line, fmt, args);
-    line[strcspn(line, "\n")] = '\0';
-    if (sscanf(line, "  in mapping field '%63[^']' (line: %zu", name, &lineno) == 2) {
-        if (!cap->field[0])
-            snprintf(cap->field, sizeof cap->field, "%s", name);
-        return;
-    }
-    if (line[0] == ' ' || cap->problem[0] || strcmp(line, "Backtrace:") == 0)
-        return;
-    snprintf(cap->problem, sizeof cap->problem, "%s",
-             strncmp(line, "Load: ", 6) == 0 ? line + 6 : line);
-}
-
-static bool parse_u32(const char *s, uint32_t *out)
-{
-    uint64_t v = 0;
-    if (!*s)
-        return false;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return false;
-        v = v * 10 + (uint64_t)(*s - '0');
-        if (v > UINT32_MAX)
-            return false;
-    }
-    *out = (uint32_t)v;
-    return true;
-}
-
-static gim_err replace_str(char **dst, const char *src)
-{
-    char *copy = strdup(src);
-    if (!copy)
-        return GIM_ENOMEM;
-    free(*dst);
-    *dst = copy;
-    return GIM_OK;
-}
-
-static gim_err replace_urls(char **dst, unsigned *count, const char *const *src, unsigned n)
-{
-    for (unsigned i = 0; i < GWCFG_MAX_URLS; i++) {
-        free(dst[i]);
-        dst[i] = NULL;
-    }
-    *count = 0;
-    for (unsigned i = 0; i < n && i < GWCFG_MAX_URLS; i++) {
-        if (!(dst[i] = strdup(src[i])))
-            return GIM_ENOMEM;
-        *count = i + 1;
-    }
-    return GIM_OK;
-}
-
+/* Called on a zeroed cfg (gwcfg_load). */
 static gim_err set_defaults(struct gw_config *cfg)
 {
-    gim_err rc = GIM_OK;
-    for (size_t i = 0; i < NKEYS && rc == GIM_OK; i++) {
-        const struct key *k = &keys[i];
-        if (k->kind == K_URLS) {
-            unsigned n = 0;
-            while (k->def_list[n])
-                n++;
-            rc = replace_urls(at(cfg, k->cfg_off), at(cfg, k->cfg_count_off), k->def_list, n);
-        } else if (k->kind == K_STR) {
-            rc = replace_str(at(cfg, k->cfg_off), k->def_str);
-        } else {
-            *(uint32_t *)at(cfg, k->cfg_off) = k->def_u32;
-        }
-    }
+    gim_err rc = cfgtable_defaults(cfg, keys, NKEYS);
     /* gim's seed-era test clients connect here with no flags. */
     static const struct {
         const char *url;
@@ -318,7 +205,8 @@ static gim_err set_defaults(struct gw_config *cfg)
     } def[] = {{"tcp://:8080", FRAMING_BE16}, {"ws://:8081/ws", FRAMING_WS}};
     for (unsigned i = 0; i < 2 && rc == GIM_OK; i++) {
         cfg->listeners[i].framing = def[i].f;
-        rc = replace_str(&cfg->listeners[i].url, def[i].url);
+        if (!(cfg->listeners[i].url = strdup(def[i].url)))
+            rc = GIM_ENOMEM;
         cfg->listeners_count = i + 1;
     }
     return rc;
@@ -346,15 +234,16 @@ static gim_err overlay_listeners(struct gw_config *cfg, const struct raw_config 
         const struct raw_listener *l = &r->listeners[i];
         struct gw_listener *d = &cfg->listeners[i];
         if (!l->url || !l->url[0]) {
-            set_err(errbuf, errlen, "listeners[%u].url: required", i);
+            cfgtable_err(errbuf, errlen, "listeners[%u].url: required", i);
             return GIM_ECONFIG;
         }
         if (is_ws_url(l->url)) {
             if (l->framing) {
-                set_err(errbuf, errlen,
-                        "listeners[%u].framing: not allowed on a ws/wss listener (one WebSocket "
-                        "message is one frame)",
-                        i);
+                cfgtable_err(
+                    errbuf, errlen,
+                    "listeners[%u].framing: not allowed on a ws/wss listener (one WebSocket "
+                    "message is one frame)",
+                    i);
                 return GIM_ECONFIG;
             }
             d->framing = FRAMING_WS;
@@ -364,16 +253,17 @@ static gim_err overlay_listeners(struct gw_config *cfg, const struct raw_config 
             } else if (strcmp(l->framing, "uvarint") == 0) {
                 d->framing = FRAMING_UVARINT;
             } else {
-                set_err(errbuf, errlen,
-                        "listeners[%u].framing: must be one of be16|uvarint, got '%s'", i,
-                        l->framing);
+                cfgtable_err(errbuf, errlen,
+                             "listeners[%u].framing: must be one of be16|uvarint, got '%s'", i,
+                             l->framing);
                 return GIM_ECONFIG;
             }
         } else {
-            set_err(errbuf, errlen,
-                    "listeners[%u].url: must start with tcp://, tls+tcp://, ws:// or wss://, got "
-                    "'%s'",
-                    i, l->url);
+            cfgtable_err(
+                errbuf, errlen,
+                "listeners[%u].url: must start with tcp://, tls+tcp://, ws:// or wss://, got "
+                "'%s'",
+                i, l->url);
             return GIM_ECONFIG;
         }
         if (!(d->url = strdup(l->url)))
@@ -386,68 +276,22 @@ static gim_err overlay_listeners(struct gw_config *cfg, const struct raw_config 
 static gim_err overlay(struct gw_config *cfg, const struct raw_config *r, char *errbuf,
                        size_t errlen)
 {
-    gim_err rc = GIM_OK;
-    for (size_t i = 0; i < NKEYS && rc == GIM_OK; i++) {
-        const struct key *k = &keys[i];
-        if (k->kind == K_URLS) {
-            char *const *src = *(char **const *)at(r, k->raw_off);
-            if (src)
-                rc = replace_urls(at(cfg, k->cfg_off), at(cfg, k->cfg_count_off),
-                                  (const char *const *)src,
-                                  *(const unsigned *)at(r, k->raw_count_off));
-            continue;
-        }
-        const char *s = *(char *const *)at(r, k->raw_off);
-        if (!s)
-            continue;
-        if (k->kind == K_STR) {
-            rc = replace_str(at(cfg, k->cfg_off), s);
-        } else if (!parse_u32(s, at(cfg, k->cfg_off))) {
-            set_err(errbuf, errlen, "%s: expected an unsigned 32-bit integer, got '%s'", k->path,
-                    s);
-            return GIM_ECONFIG;
-        }
-    }
-    if (rc == GIM_OK && r->listeners)
+    gim_err rc = cfgtable_overlay(cfg, r, keys, NKEYS, errbuf, errlen);
+    if (rc == GIM_OK && r->listeners) {
         rc = overlay_listeners(cfg, r, errbuf, errlen);
-    if (rc == GIM_ENOMEM)
-        set_err(errbuf, errlen, "out of memory");
+        if (rc == GIM_ENOMEM)
+            cfgtable_err(errbuf, errlen, "out of memory");
+    }
     return rc;
 }
 
 static gim_err validate(const struct gw_config *cfg, char *errbuf, size_t errlen)
 {
-    for (size_t i = 0; i < NKEYS; i++) {
-        const struct key *k = &keys[i];
-        if (k->kind == K_U32) {
-            uint32_t v = *(const uint32_t *)at(cfg, k->cfg_off);
-            if (v < k->min || v > k->max) {
-                set_err(errbuf, errlen, "%s: must be between %u and %u, got %u", k->path, k->min,
-                        k->max, v);
-                return GIM_ECONFIG;
-            }
-        } else if (k->kind == K_STR && k->choices) {
-            const char *v = *(char *const *)at(cfg, k->cfg_off);
-            bool ok = false;
-            for (const char *const *c = k->choices; *c && !ok; c++)
-                ok = strcmp(v, *c) == 0;
-            if (!ok) {
-                set_err(errbuf, errlen, "%s: not a valid value: '%s'", k->path, v);
-                return GIM_ECONFIG;
-            }
-        } else if (k->kind == K_URLS) {
-            char *const *urls = at(cfg, k->cfg_off);
-            unsigned n = *(const unsigned *)at(cfg, k->cfg_count_off);
-            for (unsigned j = 0; j < n; j++) {
-                if (!urls[j][0]) {
-                    set_err(errbuf, errlen, "%s[%u]: must not be empty", k->path, j);
-                    return GIM_ECONFIG;
-                }
-            }
-        }
-    }
+    gim_err rc = cfgtable_validate(cfg, keys, NKEYS, errbuf, errlen);
+    if (rc != GIM_OK)
+        return rc;
     if (strlen(cfg->gateway_id) > 64 || strchr(cfg->gateway_id, '\n')) {
-        set_err(errbuf, errlen, "gateway_id: at most 64 bytes and no newline");
+        cfgtable_err(errbuf, errlen, "gateway_id: at most 64 bytes and no newline");
         return GIM_ECONFIG;
     }
     bool tls_needed = false;
@@ -455,88 +299,40 @@ static gim_err validate(const struct gw_config *cfg, char *errbuf, size_t errlen
         tls_needed |= strncmp(cfg->listeners[i].url, "tls+tcp://", 10) == 0 ||
                       strncmp(cfg->listeners[i].url, "wss://", 6) == 0;
     if (tls_needed && (!cfg->tls.cert_file[0] || !cfg->tls.key_file[0])) {
-        set_err(errbuf, errlen,
-                "tls.cert_file: tls+tcp:// and wss:// listeners need "
-                "tls.cert_file and tls.key_file");
+        cfgtable_err(errbuf, errlen,
+                     "tls.cert_file: tls+tcp:// and wss:// listeners need "
+                     "tls.cert_file and tls.key_file");
         return GIM_ECONFIG;
     }
     if (cfg->conn.queue_soft_frames > cfg->conn.queue_hard_frames ||
         cfg->conn.queue_soft_bytes > cfg->conn.queue_hard_bytes) {
-        set_err(errbuf, errlen, "conn.queue_soft_frames/bytes: must not exceed the hard limits");
+        cfgtable_err(errbuf, errlen,
+                     "conn.queue_soft_frames/bytes: must not exceed the hard limits");
         return GIM_ECONFIG;
     }
     return GIM_OK;
 }
 
-static gim_err read_file(const char *path, char **text, size_t *len, char *errbuf, size_t errlen)
-{
-    gim_err rc = GIM_ECONFIG;
-    FILE *f = fopen(path, "rb");
-    char *buf = malloc(MAX_FILE_BYTES + 1);
-    size_t n = 0;
-    if (!f || !buf) {
-        set_err(errbuf, errlen, "cannot read %s: %s", path, f ? "out of memory" : strerror(errno));
-        goto out;
-    }
-    n = fread(buf, 1, MAX_FILE_BYTES + 1, f);
-    if (ferror(f) || n > MAX_FILE_BYTES) {
-        set_err(errbuf, errlen, "cannot read %s: %s", path,
-                ferror(f) ? strerror(errno) : "larger than 1 MiB");
-        goto out;
-    }
-    *text = buf;
-    *len = n;
-    buf = NULL;
-    rc = GIM_OK;
-out:
-    if (f)
-        fclose(f);
-    free(buf);
-    return rc;
-}
-
 gim_err gwcfg_load(const char *path, struct gw_config *cfg, char *errbuf, size_t errlen)
 {
     gim_err rc;
-    char *text = NULL;
-    size_t len = 0;
     struct raw_config *r = NULL;
-    struct capture cap = {0};
-    const cyaml_config_t cc = {.log_fn = capture_log,
-                               .log_ctx = &cap,
-                               .mem_fn = cyaml_mem,
-                               .log_level = CYAML_LOG_ERROR,
-                               .flags = CYAML_CFG_DEFAULT};
     if (errbuf && errlen)
         errbuf[0] = '\0';
     memset(cfg, 0, sizeof *cfg);
     if ((rc = set_defaults(cfg)) != GIM_OK) {
-        set_err(errbuf, errlen, "out of memory");
+        cfgtable_err(errbuf, errlen, "out of memory");
         goto out;
     }
     if (path) {
-        if ((rc = read_file(path, &text, &len, errbuf, errlen)) != GIM_OK)
+        if ((rc = cfgtable_load_yaml(path, &top_schema, (void **)&r, errbuf, errlen)) != GIM_OK)
             goto out;
-        cyaml_err_t ce = cyaml_load_data((const uint8_t *)text, len, &cc, &top_schema,
-                                         (cyaml_data_t **)&r, NULL);
-        if (ce != CYAML_OK) {
-            const char *msg = cap.problem[0] ? cap.problem : cyaml_strerror(ce);
-            if (strncmp(msg, "Unexpected key: ", 16) == 0)
-                set_err(errbuf, errlen, "%s%s%s: unknown key", cap.field, cap.field[0] ? "." : "",
-                        msg + 16);
-            else
-                set_err(errbuf, errlen, "%s: %s", cap.field[0] ? cap.field : path, msg);
-            rc = GIM_ECONFIG;
-            goto out;
-        }
         if (r && (rc = overlay(cfg, r, errbuf, errlen)) != GIM_OK)
             goto out;
     }
     rc = validate(cfg, errbuf, errlen);
 out:
-    if (r)
-        cyaml_free(&cc, &top_schema, r, 0);
-    free(text);
+    cfgtable_free_yaml(&top_schema, r);
     return rc;
 }
 
@@ -544,16 +340,7 @@ void gwcfg_free(struct gw_config *cfg)
 {
     if (!cfg)
         return;
-    for (size_t i = 0; i < NKEYS; i++) {
-        const struct key *k = &keys[i];
-        if (k->kind == K_URLS) {
-            char **urls = at(cfg, k->cfg_off);
-            for (unsigned j = 0; j < GWCFG_MAX_URLS; j++)
-                free(urls[j]);
-        } else if (k->kind == K_STR) {
-            free(*(char **)at(cfg, k->cfg_off));
-        }
-    }
+    cfgtable_free(cfg, keys, NKEYS);
     for (unsigned i = 0; i < GWCFG_MAX_LISTENERS; i++)
         free(cfg->listeners[i].url);
     memset(cfg, 0, sizeof *cfg);
@@ -564,64 +351,17 @@ const char *gwcfg_framing_name(enum framing f)
     return f == FRAMING_BE16 ? "be16" : f == FRAMING_UVARINT ? "uvarint" : "ws";
 }
 
-static void print_quoted(FILE *out, const char *s)
-{
-    fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(out, "\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f)
-            fprintf(out, "\\x%02x", *p);
-        else
-            fputc(*p, out);
-    }
-    fputc('"', out);
-}
-
+/* The key table's order, but the listeners (not in the table) right after gateway_id (keys[0]). */
 void gwcfg_print(const struct gw_config *cfg, FILE *out)
 {
-    const char *section = NULL;
-    size_t section_len = 0;
-    for (size_t i = 0; i < NKEYS; i++) {
-        const struct key *k = &keys[i];
-        const char *name = k->path, *indent = "";
-        const char *dot = strchr(k->path, '.');
-        if (dot) {
-            size_t n = (size_t)(dot - k->path);
-            if (!section || n != section_len || strncmp(section, k->path, n) != 0)
-                fprintf(out, "%.*s:\n", (int)n, k->path);
-            section = k->path;
-            section_len = n;
-            name = dot + 1;
-            indent = "  ";
-        } else {
-            section = NULL;
-        }
-        fprintf(out, "%s%s:", indent, name);
-        if (k->kind == K_URLS) {
-            char *const *urls = at(cfg, k->cfg_off);
-            unsigned n = *(const unsigned *)at(cfg, k->cfg_count_off);
-            for (unsigned j = 0; j < n; j++) {
-                fprintf(out, "\n%s  - ", indent);
-                print_quoted(out, urls[j]);
-            }
-        } else if (k->kind == K_STR) {
-            fputc(' ', out);
-            print_quoted(out, *(char *const *)at(cfg, k->cfg_off));
-        } else {
-            fprintf(out, " %u", *(const uint32_t *)at(cfg, k->cfg_off));
-        }
+    cfgtable_print(cfg, keys, 1, out);
+    fputs("listeners:\n", out);
+    for (unsigned j = 0; j < cfg->listeners_count; j++) {
+        fputs("  - url: ", out);
+        cfgtable_print_quoted(out, cfg->listeners[j].url);
+        if (cfg->listeners[j].framing != FRAMING_WS)
+            fprintf(out, "\n    framing: %s", gwcfg_framing_name(cfg->listeners[j].framing));
         fputc('\n', out);
-        if (i == 0) {
-            fputs("listeners:\n", out);
-            for (unsigned j = 0; j < cfg->listeners_count; j++) {
-                fputs("  - url: ", out);
-                print_quoted(out, cfg->listeners[j].url);
-                if (cfg->listeners[j].framing != FRAMING_WS)
-                    fprintf(out, "\n    framing: %s",
-                            gwcfg_framing_name(cfg->listeners[j].framing));
-                fputc('\n', out);
-            }
-        }
     }
+    cfgtable_print(cfg, keys + 1, NKEYS - 1, out);
 }

@@ -11,34 +11,13 @@
 #include "conn.h"
 #include "gw_config.h"
 #include "gw_metrics.h"
+#include "httpreply.h"
 #include "log.h"
 #include "upstream.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct upstream *UP; /* NULL once stopped */
 static nng_http_server *srv;
-
-static void reply(nng_aio *aio, uint16_t status, const char *type, const char *body, size_t len)
-{
-    nng_http_res *res = NULL;
-    int rv = nng_http_res_alloc(&res);
-    if (rv == 0)
-        rv = nng_http_res_set_status(res, status);
-    if (rv == 0)
-        rv = nng_http_res_set_header(res, "Content-Type", type);
-    if (rv == 0)
-        rv = nng_http_res_set_header(res, "Cache-Control", "no-store");
-    if (rv == 0)
-        rv = nng_http_res_copy_data(res, body, len);
-    if (rv != 0) {
-        if (res)
-            nng_http_res_free(res);
-        nng_aio_finish(aio, rv);
-        return;
-    }
-    nng_aio_set_output(aio, 0, res);
-    nng_aio_finish(aio, 0);
-}
 
 static void on_metrics(nng_aio *aio)
 {
@@ -54,9 +33,11 @@ static void on_metrics(nng_aio *aio)
         fclose(f);
     }
     if (f && buf)
-        reply(aio, NNG_HTTP_STATUS_OK, "text/plain; version=0.0.4; charset=utf-8", buf, len);
+        httpreply_send(aio, NNG_HTTP_STATUS_OK, "text/plain; version=0.0.4; charset=utf-8", buf,
+                       len);
     else
-        reply(aio, NNG_HTTP_STATUS_INTERNAL_SERVER_ERROR, "text/plain", "out of memory\n", 14);
+        httpreply_send(aio, NNG_HTTP_STATUS_INTERNAL_SERVER_ERROR, "text/plain", "out of memory\n",
+                       14);
     free(buf);
 }
 
@@ -69,11 +50,8 @@ static void on_healthz(nng_aio *aio)
     else if (!upstream_healthy(UP))
         why = "gim-logic has not answered within three lease intervals\n";
     pthread_mutex_unlock(&mu);
-    if (why)
-        reply(aio, NNG_HTTP_STATUS_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", why,
-              strlen(why));
-    else
-        reply(aio, NNG_HTTP_STATUS_OK, "text/plain; charset=utf-8", "ok\n", 3);
+    httpreply_text(aio, why ? NNG_HTTP_STATUS_SERVICE_UNAVAILABLE : NNG_HTTP_STATUS_OK,
+                   why ? why : "ok\n");
 }
 
 static int add(const char *path, void (*cb)(nng_aio *))

@@ -11,6 +11,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "textfile.h"
 
 /* Accepts kept pending at once: nng accepts one connection per pending accept on each
  * readiness event, so more of them drain a burst of connects faster. */
@@ -50,25 +51,10 @@ static void on_accept(void *arg)
     nng_stream_listener_accept(l->l, a->aio);
 }
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long n;
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-        (buf = calloc(1, (size_t)n + 1)) != NULL && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    return buf;
-}
-
 static int tls_setup(struct listener *l, const struct gw_config *cfg)
 {
-    char *cert = slurp(cfg->tls.cert_file), *key = slurp(cfg->tls.key_file);
+    char *cert = textfile_slurp(cfg->tls.cert_file, TEXTFILE_MAX_PEM_BYTES);
+    char *key = textfile_slurp(cfg->tls.key_file, TEXTFILE_MAX_PEM_BYTES);
     int rv = cert && key ? nng_tls_config_alloc(&l->tls, NNG_TLS_MODE_SERVER) : NNG_ENOENT;
     if (rv == 0)
         rv = nng_tls_config_own_cert(l->tls, cert, key, NULL);

@@ -215,17 +215,23 @@ fail:
     return e;
 }
 
+void listeners_halt(struct listeners *ls)
+{
+    if (!ls || !ls->started)
+        return;
+    pthread_mutex_lock(&ls->mu);
+    atomic_store(&ls->stop, true);
+    pthread_cond_signal(&ls->cv);
+    pthread_mutex_unlock(&ls->mu);
+    pthread_join(ls->thread, NULL);
+    ls->started = false;
+}
+
 void listeners_stop(struct listeners *ls)
 {
     if (!ls)
         return;
-    if (ls->started) {
-        pthread_mutex_lock(&ls->mu);
-        atomic_store(&ls->stop, true);
-        pthread_cond_signal(&ls->cv);
-        pthread_mutex_unlock(&ls->mu);
-        pthread_join(ls->thread, NULL);
-    }
+    listeners_halt(ls);
     pthread_mutex_destroy(&ls->mu);
     pthread_cond_destroy(&ls->cv);
     free(ls);

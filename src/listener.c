@@ -98,17 +98,35 @@ static int64_t failures_of(nng_stat *all, nng_listener l)
     return other ? (int64_t)nng_stat_value(other) : -1;
 }
 
-/* Dials sl's URL from a socket of our own: does the listener still hand pipes to the socket? */
+/* The probe socket's own pipe is up: its handshake is over on the dialing side too. */
+static void probe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    (void)p;
+    (void)ev;
+    atomic_store((_Atomic bool *)arg, true);
+}
+
+/*
+ * Dials sl's URL from a socket of our own: does the listener still hand pipes to the socket?
+ * The probe is closed only once its own pipe is up as well: the listener adds its end as soon
+ * as it has both headers, possibly before the dialer has read the listener's, and nng 1.5.2
+ * leaks a dialer closed while its pipe is still in the handshake (ipc_ep_close closes the
+ * negotiating pipe, whose next read is refused without a callback, so it is never reaped:
+ * src/sp/transport/ipc/ipc.c at v1.5.2). Seen as LeakSanitizer failures of the service's exit
+ * after test_hostile's truncated requests had made the watchdog probe.
+ */
 static bool accepts(struct listeners *ls, struct slot *sl)
 {
     nng_socket peer;
     bool ok = false;
+    _Atomic bool mine = false; /* nng_close() below returns only after the last callback */
     int64_t before = atomic_load(&sl->accepted);
     if (ls->peer_open(&peer) != 0)
         return true; /* cannot tell: leave alone a listener that may be fine */
     nng_socket_set_ms(peer, NNG_OPT_RECONNMINT, 50);
-    if (nng_dial(peer, sl->url, NULL, NNG_FLAG_NONBLOCK) == 0) {
-        for (int i = 0; i < WATCHDOG_PROBE_MS / 10 && !ok && !atomic_load(&ls->stop); i++) {
+    if (nng_pipe_notify(peer, NNG_PIPE_EV_ADD_POST, probe_added, &mine) == 0 &&
+        nng_dial(peer, sl->url, NULL, NNG_FLAG_NONBLOCK) == 0) {
+        for (int i = 0; i < WATCHDOG_PROBE_MS / 10 && !(ok && atomic_load(&mine)); i++) {
             nng_msleep(10);
             ok = atomic_load(&sl->accepted) != before;
         }
@@ -215,17 +233,23 @@ fail:
     return e;
 }
 
+void listeners_halt(struct listeners *ls)
+{
+    if (!ls || !ls->started)
+        return;
+    pthread_mutex_lock(&ls->mu);
+    atomic_store(&ls->stop, true);
+    pthread_cond_signal(&ls->cv);
+    pthread_mutex_unlock(&ls->mu);
+    pthread_join(ls->thread, NULL);
+    ls->started = false;
+}
+
 void listeners_stop(struct listeners *ls)
 {
     if (!ls)
         return;
-    if (ls->started) {
-        pthread_mutex_lock(&ls->mu);
-        atomic_store(&ls->stop, true);
-        pthread_cond_signal(&ls->cv);
-        pthread_mutex_unlock(&ls->mu);
-        pthread_join(ls->thread, NULL);
-    }
+    listeners_halt(ls);
     pthread_mutex_destroy(&ls->mu);
     pthread_cond_destroy(&ls->cv);
     free(ls);

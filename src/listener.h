@@ -49,7 +49,17 @@ gim_err listeners_start(struct listeners **out, nng_socket sock, char *const *ur
                         nng_tls_config *tls, int (*peer_open)(nng_socket *), char *errbuf,
                         size_t errlen);
 
-/* Stops the watchdog and frees ls, after the socket's close; NULL is fine. */
+/*
+ * Stops the watchdog (waits for a check in progress); before the socket's
+ * close. A watchdog still running while the socket closed saw its listeners
+ * vanish from the statistics, took that for failed handshakes and dialed
+ * the closing listener; the shutdown then closed that probe mid-handshake,
+ * which leaks the probe's dialer and pipe in nng 1.5.2 (an ASan exit
+ * failure of tests that stop the service). Idempotent; NULL is fine.
+ */
+void listeners_halt(struct listeners *ls);
+
+/* Stops the watchdog if still running and frees ls, after the socket's close; NULL is fine. */
 void listeners_stop(struct listeners *ls);
 
 /* How many of the URLs are listening now (a restart that failed does not count). */

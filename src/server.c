@@ -516,6 +516,7 @@ void server_stop(struct server *s)
     pthread_rwlock_wrlock(&s->calls);
     pthread_rwlock_unlock(&s->calls);
     /* CLOSED: every context is idle, so no writer job, worker or callback holds one. */
+    listeners_halt(s->lst); /* before the close: see listener.h */
     if (s->sock_open)
         nng_close(s->sock);
     listeners_stop(s->lst); /* after the close: until then nng may call its pipe callback */

@@ -231,7 +231,6 @@ Test(recall_it, recall_erases_the_content_from_database_and_wal, .fini = teardow
     cr_assert_eq(await_notice(sub, &pushed_seq, &device), 1);
     cr_assert_eq(pushed_seq, 2);
     cr_assert_eq(device, 201);
-    nng_close(sub);
 
     Pb__SyncOutput *sb = sync_all(&b);
     cr_assert_eq(sb->n_messages, 2);
@@ -277,6 +276,10 @@ Test(recall_it, recall_erases_the_content_from_database_and_wal, .fini = teardow
     cr_assert_eq(recall(&stranger, 1, NULL, 0), PB__ERROR_CODE__EC_UNAUTHENTICATED);
     /* Exit 0 also means no leak on the recall path under the sanitizer build. */
     cr_assert_eq(tl_stop(&srv), 0, "see %s", srv.log);
+    /* Only now: the notice to a's gwA crosses this "gwB" socket's pipe too (SUB filters on
+     * the receiving side), and nng 1.5.2's nng_close() can hang for good when it comes while
+     * that message is half read (see sub_close in test_admin_ops_it.c). */
+    nng_close(sub);
 }
 
 Test(recall_it, window_expires_but_group_admins_may_still_recall, .fini = teardown, .timeout = 60)

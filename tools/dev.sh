@@ -158,8 +158,16 @@ cmd_run() {
     # SIGINT ignored, hence env --default-signal. Ctrl-C reaches gim-logic from the terminal
     # (dev.sh only waits); a SIGTERM or SIGHUP sent to dev.sh is passed on. Either way
     # gim-logic drains and exits 0, and so does dev.sh.
-    env --default-signal=INT,QUIT build/gim-logic "${args[@]}" 2> >(announce "$secret") &
+    # announce is opened on its own first, to know its pid: a bare `wait` waits for a process
+    # substitution only when it is $!, and with `gim-logic 2> >(announce) &` $! is gim-logic,
+    # so dev.sh could exit before announce had printed gim-logic's last lines (test_devsh_it's
+    # bad-URL check found the error line missing, once in 5 loaded repeats).
+    local log_fd apid
+    exec {log_fd}> >(announce "$secret")
+    apid=$!
+    env --default-signal=INT,QUIT build/gim-logic "${args[@]}" 2>&"$log_fd" &
     local pid=$! rc rc2
+    exec {log_fd}>&- # gim-logic holds the only writer now: announce ends when it exits
     trap 'kill -TERM "$pid" 2>/dev/null || true' TERM HUP
     trap ':' INT
     while :; do
@@ -172,7 +180,7 @@ cmd_run() {
         ((rc2 == 127)) || rc=$rc2
         break
     done
-    wait # for announce, so that gim-logic's last lines come before the prompt
+    wait "$apid" || true # for announce, so that gim-logic's last lines come before the prompt
     exit "$rc"
 }
 

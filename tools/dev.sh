@@ -166,6 +166,7 @@ announce() {
                 echo "Chat in the browser (two tabs; the tokens are valid for 24 hours):"
                 local who t
                 for who in "1 11 alice 2" "2 21 bob 1"; do
+                    # shellcheck disable=SC2086 # "1 11 alice 2": four words
                     set -- $who
                     t=$(build/tools/gimctl token --user "$1" --device "$2" --ttl 86400) || t=FAILED
                     echo "  $3: ${web}#user=$1&device=$2&name=$3&names=1:alice,2:bob&to=$4${web_ws:-}&token=$t"

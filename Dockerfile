@@ -34,6 +34,18 @@ RUN tools/setup.sh build --check \
     && mkdir -p /out \
     && cp build/gim-logic build/gim-gateway build/tools/gimctl /out/
 
+# ---- web stage: the web client's npm packages ----------------------------------
+# protobufjs and long, without the dev dependencies (the browser tests' puppeteer-core). Node
+# runs only here: the gateway serves web/ as static files.
+FROM debian:bookworm AS web
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        nodejs npm ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /web
+COPY web/package.json web/package-lock.json web/.npmrc ./
+RUN npm ci --omit=dev --no-audit --no-fund --loglevel=error
+
 # ---- runtime stage ------------------------------------------------------------
 FROM debian:bookworm-slim
 
@@ -52,8 +64,12 @@ RUN groupadd --system gim \
 COPY --from=build /out/gim-logic /usr/local/bin/gim-logic
 COPY --from=build /out/gimctl /usr/local/bin/gimctl
 COPY --from=build /out/gim-gateway /usr/local/bin/gim-gateway
-# The gateway serves these next to its WebSocket (/proto/, and the web client at /demo/ once web/ exists).
+# The gateway serves these next to its WebSocket: /proto/ and the web client at /demo/
+# (config/gateway-docker.yaml's web.root and web.proto_dir). A local web/node_modules is
+# left out (.dockerignore); the web stage's is copied instead.
 COPY proto/ /usr/local/share/gim/proto/
+COPY web/ /usr/local/share/gim/web/
+COPY --from=web /web/node_modules/ /usr/local/share/gim/web/node_modules/
 COPY config/gim-gateway.example.yaml /etc/gim-logic/gim-gateway.example.yaml
 COPY config/gateway-docker.yaml /etc/gim-logic/gim-gateway.yaml
 # Migrations are embedded in the binary; these copies are for admins.

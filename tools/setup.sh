@@ -2,10 +2,13 @@
 # Installs the Debian 12 (bookworm) packages gim-logic needs, only those missing, then checks
 # that every library the build asks for is really there and comes from those packages.
 #
-#   tools/setup.sh build    what the service needs to build and run
-#   tools/setup.sh [all]    the above plus the test, lint, CI and web-client extras; then, when
-#                           web/package-lock.json exists, `npm ci` in web/ (only when
-#                           web/node_modules is missing or older than the lock file)
+#   tools/setup.sh build    what the services need to build and run (the Dockerfile's group)
+#   tools/setup.sh run      build, plus nodejs and npm, then `npm ci --omit=dev` in web/ (the
+#                           web client's protobufjs and long, no browser): `tools/dev.sh run`
+#   tools/setup.sh [all]    build plus the test, lint, CI and web-client extras (chromium); then
+#                           `npm ci` in web/ with the dev dependencies (the browser tests')
+#                           npm ci runs only when web/node_modules is missing, older than the
+#                           lock file, or installed without the dev dependencies `all` needs.
 #   options: --no-check     install only (the Dockerfile's first layer, before the sources)
 #            --check        check only, and always (no apt, no root needed)
 #            --drop PKG     check as if PKG were not in the lists (to test the check itself)
@@ -47,6 +50,13 @@ BUILD_PKGS=(
     ca-certificates
 )
 
+# What `run` adds to `build`: Node's npm, to install the web client's packages (the files are
+# served statically; node itself does not run).
+RUN_PKGS=(
+    nodejs
+    npm
+)
+
 TEST_PKGS=(
     libcriterion-dev
     libssl-dev # test_auth signs tokens with OpenSSL's HMAC that libjwt would not write
@@ -65,14 +75,14 @@ TEST_PKGS=(
 )
 
 usage() {
-    echo "usage: $0 [build|all] [--no-check | --check] [--drop PKG]..." >&2
+    echo "usage: $0 [build|run|all] [--no-check | --check] [--drop PKG]..." >&2
     exit 2
 }
 
 group=build group_set=0 install=1 check=1 drop=()
 while (($# > 0)); do
     case "$1" in
-    build | all)
+    build | run | all)
         ((group_set == 0)) || usage
         group=$1 group_set=1
         ;;
@@ -97,6 +107,7 @@ done
 
 case "$group" in
 build) wanted=("${BUILD_PKGS[@]}") ;;
+run) wanted=("${BUILD_PKGS[@]}" "${RUN_PKGS[@]}") ;;
 all) wanted=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") ;;
 esac
 if ((${#drop[@]} > 0)); then
@@ -149,16 +160,23 @@ install_missing() {
         apt-get install -y --no-install-recommends "${missing[@]}"
 }
 
-# npm ci only when the lock file is newer than what is installed: it deletes node_modules first.
+# npm ci only when needed: it deletes node_modules first. web/node_modules/.gim-setup says
+# what the last npm ci installed ("full", or "omit-dev" for `run`); `all` needs "full".
 web_deps() {
-    [[ $group == all && -f "$ROOT/web/package-lock.json" ]] || return 0
-    if [[ -d "$ROOT/web/node_modules" && ! "$ROOT/web/package-lock.json" -nt "$ROOT/web/node_modules" ]]; then
+    [[ $group != build && -f "$ROOT/web/package-lock.json" ]] || return 0
+    local stamp=$ROOT/web/node_modules/.gim-setup have="" want=full opts=()
+    [[ -f $stamp ]] && have=$(cat "$stamp")
+    if [[ $group == run ]]; then
+        want=omit-dev opts=(--omit=dev)
+    fi
+    if [[ -n $have && ! "$ROOT/web/package-lock.json" -nt "$stamp" ]] &&
+        [[ $have == full || $have == "$want" ]]; then
         return 0
     fi
-    echo "setup.sh: npm ci in web/"
-    (cd "$ROOT/web" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "setup.sh: npm ci${opts[*]:+ ${opts[*]}} in web/"
+    (cd "$ROOT/web" && npm ci "${opts[@]}" --no-audit --no-fund --loglevel=error >/dev/null)
     # Newer than the lock file even when there was nothing to install.
-    mkdir -p "$ROOT/web/node_modules" && touch "$ROOT/web/node_modules"
+    mkdir -p "$ROOT/web/node_modules" && echo "$want" >"$stamp"
 }
 
 # ---- check --------------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "textfile.h"
 #include "writer.h"
 
 enum ctx_state { CTX_IDLE, CTX_RECV, CTX_WORK, CTX_SEND };
@@ -281,27 +282,6 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Reads a whole PEM file into a NUL-terminated malloc'ed string. */
-static char *read_pem(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long n;
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && n < (1 << 20) &&
-        fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1)) != NULL) {
-        if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-            free(buf);
-            buf = NULL;
-        } else {
-            buf[n] = 0;
-        }
-    }
-    fclose(f);
-    return buf;
-}
-
 /*
  * The server side of tls+tcp://: our certificate and key, and, when a CA is
  * configured, client certificates are required and must chain to it: that is
@@ -319,7 +299,8 @@ static gim_err tls_setup(struct server *s, char *errbuf, size_t errlen)
         snprintf(errbuf, errlen, "tls+tcp:// listen URL needs tls.cert_file and tls.key_file");
         return GIM_ECONFIG;
     }
-    if (!(cert = read_pem(t->cert_file)) || !(key = read_pem(t->key_file))) {
+    if (!(cert = textfile_slurp(t->cert_file, TEXTFILE_MAX_PEM_BYTES)) ||
+        !(key = textfile_slurp(t->key_file, TEXTFILE_MAX_PEM_BYTES))) {
         snprintf(errbuf, errlen, "cannot read tls.cert_file %s or tls.key_file %s", t->cert_file,
                  t->key_file);
         goto out;

@@ -306,34 +306,11 @@ static int64_t send_text(const struct client_conn *conn, int receiver_type, int6
     return seq;
 }
 
-/* Whether the file at path holds needle anywhere; a missing file holds nothing. */
-static bool file_has(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return false;
-    size_t cap = 1 << 20, len = 0, n;
-    char *buf = malloc(cap);
-    cr_assert_not_null(buf);
-    while ((n = fread(buf + len, 1, cap - len, f)) > 0) {
-        len += n;
-        if (len == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            cr_assert_not_null(buf);
-        }
-    }
-    fclose(f);
-    bool found = memmem(buf, len, needle, strlen(needle)) != NULL;
-    free(buf);
-    return found;
-}
-
 static bool on_disk(const char *needle)
 {
     char wal[256];
     snprintf(wal, sizeof wal, "%s-wal", srv.db);
-    return file_has(srv.db, needle) || file_has(wal, needle);
+    return tl_file_has(srv.db, needle) || tl_file_has(wal, needle);
 }
 
 /* One erase step; returns the reply code and fills *eo on success (caller frees). */

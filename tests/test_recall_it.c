@@ -140,29 +140,6 @@ static void assert_intact(const Pb__Message *m, const char *text)
               "content still there");
 }
 
-/* Whether the file at path holds needle anywhere; a missing file holds nothing. */
-static bool file_has(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return false;
-    size_t cap = 1 << 20, len = 0, n;
-    char *buf = malloc(cap);
-    cr_assert_not_null(buf);
-    while ((n = fread(buf + len, 1, cap - len, f)) > 0) {
-        len += n;
-        if (len == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            cr_assert_not_null(buf);
-        }
-    }
-    fclose(f);
-    bool found = memmem(buf, len, needle, strlen(needle)) != NULL;
-    free(buf);
-    return found;
-}
-
 static nng_socket subscribe(const char *topic)
 {
     nng_socket sub;
@@ -220,7 +197,7 @@ Test(recall_it, recall_erases_the_content_from_database_and_wal, .fini = teardow
     cr_assert_eq(send_text(&a, PB__RECEIVER_TYPE__RT_USER, 1, "note to self", 1), 1);
     int64_t a_seq = send_text(&a, PB__RECEIVER_TYPE__RT_USER, 2, secret, 2);
     cr_assert_eq(a_seq, 2);
-    cr_assert(file_has(srv.db, secret) || file_has(wal, secret),
+    cr_assert(tl_file_has(srv.db, secret) || tl_file_has(wal, secret),
               "the sent text must be on disk before the recall (else this test proves nothing)");
 
     char msg[200];
@@ -254,12 +231,12 @@ Test(recall_it, recall_erases_the_content_from_database_and_wal, .fini = teardow
     /* Erased, not hidden: gone from both files within a few seconds. */
     bool gone = false;
     for (int i = 0; i < 50 && !gone; i++) {
-        gone = !file_has(srv.db, secret) && !file_has(wal, secret);
+        gone = !tl_file_has(srv.db, secret) && !tl_file_has(wal, secret);
         if (!gone)
             usleep(100 * 1000);
     }
-    cr_assert(gone, "recalled text still on disk: db=%d wal=%d", file_has(srv.db, secret),
-              file_has(wal, secret));
+    cr_assert(gone, "recalled text still on disk: db=%d wal=%d", tl_file_has(srv.db, secret),
+              tl_file_has(wal, secret));
 
     /* A second recall changes nothing and is still a success. */
     int64_t inbox = tl_query_int(srv.db, "SELECT count(*) FROM inbox");

@@ -43,31 +43,9 @@ static void start(void)
     snprintf(wal, sizeof wal, "%s-wal", srv.db);
 }
 
-static bool file_has(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return false;
-    size_t cap = 1 << 20, len = 0, n;
-    char *buf = malloc(cap);
-    cr_assert_not_null(buf);
-    while ((n = fread(buf + len, 1, cap - len, f)) > 0) {
-        len += n;
-        if (len == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            cr_assert_not_null(buf);
-        }
-    }
-    fclose(f);
-    bool found = memmem(buf, len, needle, strlen(needle)) != NULL;
-    free(buf);
-    return found;
-}
-
 static bool on_disk(const char *secret)
 {
-    return file_has(srv.db, secret) || file_has(wal, secret);
+    return tl_file_has(srv.db, secret) || tl_file_has(wal, secret);
 }
 
 /* Polls for up to ms: true once secret is in neither file. */
@@ -196,7 +174,7 @@ Test(scrub_it, a_reader_never_stalls_sends_and_the_scrub_completes_after_it, .fi
     cr_assert(gone_within(secret, 5000),
               "recalled text still on disk 5 s after the reader "
               "closed: db=%d wal=%d (on disk with the reader: %d)",
-              file_has(srv.db, secret), file_has(wal, secret), still);
+              tl_file_has(srv.db, secret), tl_file_has(wal, secret), still);
     cr_assert_eq(tl_stop(&srv), 0);
 }
 
@@ -225,12 +203,12 @@ Test(scrub_it, a_recall_cut_short_by_kill9_is_scrubbed_after_the_restart, .fini 
     tl_kill9(&srv);
     close_reader(reader); /* no checkpoint on close: the files stay as the crash left them */
     cr_assert(on_disk(secret), "the crash must leave the text on disk (else this proves nothing)");
-    cr_assert(file_has(wal, secret), "... in the WAL");
+    cr_assert(tl_file_has(wal, secret), "... in the WAL");
 
     tl_restart(&srv);
     cr_assert(gone_within(secret, 5000),
               "recalled text still on disk 5 s after the restart: db=%d wal=%d",
-              file_has(srv.db, secret), file_has(wal, secret));
+              tl_file_has(srv.db, secret), tl_file_has(wal, secret));
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM message WHERE status = 2 AND "
                                       "content IS NULL"),
                  1, "the recall itself was durable");
@@ -259,6 +237,6 @@ Test(scrub_it, a_recall_then_kill9_at_once_leaves_nothing_after_the_restart, .fi
     tl_restart(&srv);
     cr_assert(gone_within(secret, 5000),
               "recalled text still on disk 5 s after the restart: db=%d wal=%d",
-              file_has(srv.db, secret), file_has(wal, secret));
+              tl_file_has(srv.db, secret), tl_file_has(wal, secret));
     cr_assert_eq(tl_stop(&srv), 0);
 }

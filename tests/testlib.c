@@ -244,3 +244,25 @@ Pb__Output *tl_call_raw(struct gim_client *c, const void *buf, size_t len)
     cr_assert_not_null(out, "reply is not a pb.Output");
     return out;
 }
+
+bool tl_file_has(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return false;
+    size_t cap = 1 << 20, len = 0, n;
+    char *buf = malloc(cap);
+    cr_assert_not_null(buf);
+    while ((n = fread(buf + len, 1, cap - len, f)) > 0) {
+        len += n;
+        if (len == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            cr_assert_not_null(buf);
+        }
+    }
+    fclose(f);
+    bool found = memmem(buf, len, needle, strlen(needle)) != NULL;
+    free(buf);
+    return found;
+}

@@ -41,6 +41,10 @@ void tl_start_listen(struct tl_server *s, const char *listen_url, const char *ex
 /* A free TCP port on 127.0.0.1 (bound and released; fine for tests). */
 int tl_free_port(void);
 
+/* Whether the file at path holds needle anywhere (a raw byte search: erased content must be
+ * gone from gim.db and gim.db-wal); a missing file holds nothing. */
+bool tl_file_has(const char *path, const char *needle);
+
 /* Starts the binary again on the same directory and config. */
 void tl_restart(struct tl_server *s);
 

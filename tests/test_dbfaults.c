@@ -49,12 +49,6 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* The first column of the first row as text ("" when none). */
 static void query_text(const char *sql, char *out, size_t len)
 {
@@ -166,39 +160,6 @@ static void start_with_database(const char *database_keys, const char *extra_yam
 
 /* ---- another process holds the write lock ------------------------------------ */
 
-/* True when no one can take the write lock right now. */
-static bool write_locked(void)
-{
-    sqlite3 *h = NULL;
-    cr_assert_eq(sqlite3_open_v2(srv.db, &h, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    sqlite3_busy_timeout(h, 0);
-    int rc = sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
-    sqlite3_close(h);
-    return rc == SQLITE_BUSY;
-}
-
-/* The sqlite3 CLI in a write transaction that stays open until we say so. */
-static FILE *hold_write_lock(void)
-{
-    if (system("command -v sqlite3 >/dev/null 2>&1") != 0)
-        cr_skip_test("the sqlite3 command-line tool is not installed");
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "sqlite3 '%s'", srv.db);
-    FILE *p = popen(cmd, "w");
-    cr_assert_not_null(p);
-    fprintf(p, ".timeout 5000\n"
-               "BEGIN IMMEDIATE;\n"
-               "INSERT INTO chat_group (group_id, name, owner_id, created_at) "
-               "VALUES (900, 'external', 1, 0);\n");
-    fflush(p);
-    for (int i = 0; i < 500 && !write_locked(); i++)
-        sleep_ms(10);
-    cr_assert(write_locked(), "the sqlite3 CLI did not take the write lock");
-    return p;
-}
-
 Test(dbfaults, another_process_holds_the_write_lock)
 {
     start_with_database("busy_timeout_ms: 300", NULL);
@@ -213,7 +174,7 @@ Test(dbfaults, another_process_holds_the_write_lock)
     int64_t seqs = tl_query_int(srv.db, "SELECT sum(seq) FROM user_seq");
     int64_t devices = tl_query_int(srv.db, "SELECT count(*) FROM device");
 
-    FILE *ext = hold_write_lock();
+    FILE *ext = tl_hold_write_lock(srv.db, "IMMEDIATE");
     /* Writes wait busy_timeout_ms, then give up whole. */
     for (int64_t rid = 10; rid < 15; rid++) {
         int64_t t = now_ms();
@@ -244,7 +205,7 @@ Test(dbfaults, another_process_holds_the_write_lock)
 
     fprintf(ext, "COMMIT;\n");
     cr_assert_eq(pclose(ext), 0, "the sqlite3 CLI failed");
-    cr_assert_not(write_locked());
+    cr_assert_not(tl_write_locked(srv.db));
 
     /* The same requests again: each succeeds, and the seqs continue without a gap. */
     int64_t seq[15];

@@ -87,39 +87,6 @@ static int log_count(const char *needle)
     return n;
 }
 
-/* True when no one can take the write lock right now. */
-static bool write_locked(void)
-{
-    sqlite3 *h = NULL;
-    cr_assert_eq(sqlite3_open_v2(srv.db, &h, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    sqlite3_busy_timeout(h, 0);
-    int rc = sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
-    sqlite3_close(h);
-    return rc == SQLITE_BUSY;
-}
-
-/* The recipe: the sqlite3 CLI in BEGIN EXCLUSIVE with one write, open until we say. */
-static FILE *hold_write_lock(void)
-{
-    if (system("command -v sqlite3 >/dev/null 2>&1") != 0)
-        cr_skip_test("the sqlite3 command-line tool is not installed");
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "sqlite3 '%s'", srv.db);
-    FILE *p = popen(cmd, "w");
-    cr_assert_not_null(p);
-    fprintf(p, ".timeout 5000\n"
-               "BEGIN EXCLUSIVE;\n"
-               "INSERT INTO chat_group (group_id, name, owner_id, created_at) "
-               "VALUES (900, 'external', 1, 0);\n");
-    fflush(p);
-    for (int i = 0; i < 500 && !write_locked(); i++)
-        sleep_ms(10);
-    cr_assert(write_locked(), "the sqlite3 CLI did not take the write lock");
-    return p;
-}
-
 /* One queued send, on its own connection, as one gateway request. */
 struct sender {
     pthread_t thread;
@@ -196,7 +163,7 @@ static void sigterm_with_writes_queued_behind_a_lock(const char *busy_key)
     client_close(c);
     int64_t messages = tl_query_int(srv.db, "SELECT count(*) FROM message");
 
-    cli_lock = hold_write_lock();
+    cli_lock = tl_hold_write_lock(srv.db, "EXCLUSIVE");
     struct sender s[QUEUED];
     for (int i = 0; i < QUEUED; i++) {
         s[i] = (struct sender){.rid = 100 + i};

@@ -266,3 +266,36 @@ bool tl_file_has(const char *path, const char *needle)
     free(buf);
     return found;
 }
+
+bool tl_write_locked(const char *db)
+{
+    sqlite3 *h = NULL;
+    cr_assert_eq(sqlite3_open_v2(db, &h, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(h, 0);
+    int rc = sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(h);
+    return rc == SQLITE_BUSY;
+}
+
+FILE *tl_hold_write_lock(const char *db, const char *mode)
+{
+    if (system("command -v sqlite3 >/dev/null 2>&1") != 0)
+        cr_skip_test("the sqlite3 command-line tool is not installed");
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "sqlite3 '%s'", db);
+    FILE *p = popen(cmd, "w");
+    cr_assert_not_null(p);
+    fprintf(p,
+            ".timeout 5000\n"
+            "BEGIN %s;\n"
+            "INSERT INTO chat_group (group_id, name, owner_id, created_at) "
+            "VALUES (900, 'external', 1, 0);\n",
+            mode);
+    fflush(p);
+    for (int i = 0; i < 500 && !tl_write_locked(db); i++)
+        usleep(10 * 1000);
+    cr_assert(tl_write_locked(db), "the sqlite3 CLI did not take the write lock");
+    return p;
+}

@@ -11,6 +11,7 @@
 #define GIM_TESTLIB_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -44,6 +45,17 @@ int tl_free_port(void);
 /* Whether the file at path holds needle anywhere (a raw byte search: erased content must be
  * gone from gim.db and gim.db-wal); a missing file holds nothing. */
 bool tl_file_has(const char *path, const char *needle);
+
+/* True when no one can take db's write lock right now. */
+bool tl_write_locked(const char *db);
+
+/*
+ * Another process holding db's write lock, as an operator would: the sqlite3 CLI in
+ * BEGIN <mode> (IMMEDIATE or EXCLUSIVE) with one write, open until the caller writes
+ * ROLLBACK/COMMIT and pcloses the returned pipe (the caller owns it). Skips the test when
+ * the sqlite3 CLI is missing.
+ */
+FILE *tl_hold_write_lock(const char *db, const char *mode);
 
 /* Starts the binary again on the same directory and config. */
 void tl_restart(struct tl_server *s);

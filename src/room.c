@@ -127,16 +127,16 @@ out:
 }
 
 gim_err room_page(struct store_conn *db, const struct gim_config *cfg, int64_t room_id,
-                  int64_t after, size_t max_bytes, struct arena *a, Pb__SyncOutput *out)
+                  int64_t after, size_t max_bytes, uint8_t **buf, size_t *len)
 {
-    *a = (struct arena){0};
+    *buf = NULL;
     sqlite3_stmt *st = store_stmt(db, SQL_PAGE);
     if (!st)
         return GIM_EINTERNAL;
     sqlite3_bind_int64(st, 1, room_id);
     sqlite3_bind_int64(st, 2, after);
     sqlite3_bind_int64(st, 3, (int64_t)cfg->sync.page_size + 1);
-    gim_err e = message_page(st, cfg->sync.page_size, max_bytes, a, out);
+    gim_err e = message_page(st, cfg->sync.page_size, max_bytes, buf, len);
     store_done(st);
     return e;
 }

@@ -180,8 +180,6 @@ static void ctx_cb(void *arg)
 static void ctx_reply(struct server_ctx *c)
 {
     struct request *r = &c->req;
-    uint8_t *buf = NULL;
-    size_t len = 0;
     int64_t dur = mono_ns() - r->start_ns;
     metrics_request(c->srv->metrics, r->type, gim_err_wire(r->code), dur);
     bool quiet = r->code == GIM_OK || r->code == GIM_EUNAUTH || r->code == GIM_EBADREQ ||
@@ -193,17 +191,19 @@ static void ctx_reply(struct server_ctx *c)
                   (long long)r->request_id, (long long)r->sess.user_id,
                   (long long)r->sess.device_id, r->type, gim_err_name(r->code),
                   (long long)(dur / 1000));
-    gim_err e = request_pack_output(r, &buf, &len);
-    request_reset(r);
-    nng_msg_clear(c->msg);
-    if (e != GIM_OK || nng_msg_append(c->msg, buf, len) != 0) {
-        free(buf);
+    /* Packed straight into the request's message: no buffer of its own, no copy. */
+    Pb__Output out;
+    request_output(r, &out);
+    size_t len = pb__output__get_packed_size(&out);
+    if (nng_msg_realloc(c->msg, len) != 0) {
+        request_reset(r);
         nng_msg_free(c->msg);
         c->msg = NULL;
         ctx_recv(c); /* the client's REQ resends after its timeout */
         return;
     }
-    free(buf);
+    pb__output__pack(&out, nng_msg_body(c->msg));
+    request_reset(r);
     nng_aio_set_msg(c->aio, c->msg);
     c->msg = NULL;
     atomic_store(&c->state, CTX_SEND);

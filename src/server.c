@@ -391,6 +391,7 @@ static gim_err start_workers(struct server *s, const struct server_opts *o, char
             snprintf(errbuf, errlen, "cannot start worker thread");
             return GIM_EINTERNAL;
         }
+        pthread_setname_np(w->thread, "gim-worker"); /* top -H, perf: CPU by thread */
         w->started = true;
     }
     return GIM_OK;

@@ -257,8 +257,8 @@ static size_t varint_put(uint8_t *p, uint64_t v)
  * and packed once, straight into the reply's bytes, in the order and form
  * protobuf-c's own SyncOutput packing produces. Before, every message was
  * sized three times (the budget here, then the size pass and the nested pack
- * of the whole SyncOutput) and the page went through a second buffer; the
- * profile put that at a fifth of a sync's CPU (docs/benchmarks.md).
+ * of the whole SyncOutput) and the page went through a second buffer: this
+ * saved 8-10 % of a sync's instructions (callgrind, docs/benchmarks.md).
  */
 gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, uint8_t **bufp,
                      size_t *lenp)

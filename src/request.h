@@ -15,7 +15,8 @@
  * (request_fail) and the reply carries it; a failed write() is rolled back.
  *
  * Ownership: the request owns env, in, out and scratch; request_reset()
- * frees them. Handlers put reply bytes in r->out with request_set_reply().
+ * frees them. Handlers put reply bytes in r->out with request_set_reply(),
+ * or request_take_reply() for bytes they encoded themselves.
  */
 #ifndef GIM_REQUEST_H
 #define GIM_REQUEST_H

@@ -743,6 +743,10 @@ Test(business_api, operator_token_is_required, .fini = teardown, .timeout = 60)
                  "send with a bad token");
     }
     cr_assert_eq(qi("SELECT count(*) FROM chat_group"), 0);
+    /* The control: the same request with the operator's token is served. */
+    Pb__GroupInfo *g = create_group("ok", 1, ids, 1, NULL);
+    cr_assert_eq(g->member_count, 2);
+    pb__group_info__free_unpacked(g, NULL);
     free(foreign);
     free(user);
 }

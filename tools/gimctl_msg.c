@@ -226,7 +226,7 @@ bool gimctl_wants_help(int argc, char **argv)
 
 const char gimctl_usage_send[] =
     "usage: gimctl --user U --device D send --to ID [--group] [--request-id N] TEXT\n"
-    "       gimctl send --system|--business B (--to U | --users U1,U2,... | --group G | --room R) "
+    "       gimctl send --system|--business B (--to ID [--group|--room] | --users U1,U2,...) "
     "[--key K] TEXT\n"
     "  Sends TEXT as an MT_TEXT message to user ID (or to group ID with --group)\n"
     "  and prints `seq=N send_time=T`: the seq of the sender's own copy and the\n"
@@ -239,9 +239,9 @@ const char gimctl_usage_send[] =
     "  from the system or from business B to user ID, to every member of group\n"
     "  ID (--group; no membership needed), to room ID's log (--room; no\n"
     "  subscription needed) or to each of a list of users (--users, one copy\n"
-    "  each). Prints `user=U seq=N` per\n"
-    "  user copy, then `recipients=N send_time=T` (a room: `room_seq=N\n"
-    "  send_time=T`). --key K is its idempotency key.\n";
+    "  each). Prints `user=U seq=N` per user copy, then `recipients=N\n"
+    "  send_time=T` (a room: `room_seq=N send_time=T`). --key K is its\n"
+    "  idempotency key.\n";
 
 int gimctl_send(struct gimctl *g, int argc, char **argv)
 {

@@ -160,8 +160,8 @@ static void send_json(nng_aio *haio, uint16_t status, json_t *body, bool close, 
 
 static void send_error(nng_aio *haio, gim_err code, const char *msg, bool close, const char *allow)
 {
-    json_t *j = json_pack("{s:s, s:s}", "code", gim_err_name((gim_err)gim_err_wire(code)),
-                          "message", msg);
+    json_t *j =
+        json_pack("{s:s, s:s}", "code", gim_err_name((gim_err)gim_err_wire(code)), "message", msg);
     send_json(haio, http_status(code), j, close, allow);
 }
 

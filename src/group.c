@@ -260,8 +260,7 @@ gim_err group_member_add(struct store_conn *db, int64_t group_id, int64_t user_i
     return e;
 }
 
-gim_err group_member_remove(struct store_conn *db, int64_t group_id, int64_t user_id,
-                            bool *removed)
+gim_err group_member_remove(struct store_conn *db, int64_t group_id, int64_t user_id, bool *removed)
 {
     int changes = 0;
     sqlite3_stmt *st = store_stmt(db, SQL_MEMBER_REMOVE);

@@ -140,10 +140,9 @@ static gim_err storage(struct request *r, struct wctx *w, gim_err e, const char 
         return request_fail(r, e, "out of memory");
     log_warn("operator request failed", "request=%s step=%s code=%s error=\"%s\"", what, step,
              gim_err_name(e), sqlite3_errmsg(w->db->db));
-    return request_fail(r, e == GIM_EUNAVAILABLE ? e : GIM_EINTERNAL, "%s: %s (%s)", what,
-                        e == GIM_EUNAVAILABLE ? "database unavailable, retry later"
-                                              : "storage error",
-                        step);
+    return request_fail(
+        r, e == GIM_EUNAVAILABLE ? e : GIM_EINTERNAL, "%s: %s (%s)", what,
+        e == GIM_EUNAVAILABLE ? "database unavailable, retry later" : "storage error", step);
 }
 
 /* GIM_OK when group_id exists; GIM_ENOTFOUND (r failed) when not. */
@@ -241,16 +240,15 @@ static gim_err create_prepare(struct request *r)
     uint32_t max = r->cfg->limits.max_group_members;
     if (in->n_member_ids > max)
         return request_fail(r, GIM_ETOOLARGE,
-                            "%s: %zu member_ids, over limits.max_group_members (%" PRIu32 ")",
-                            what, in->n_member_ids, max);
+                            "%s: %zu member_ids, over limits.max_group_members (%" PRIu32 ")", what,
+                            in->n_member_ids, max);
     struct group_job *j = job_new(r);
     if (!j)
         return GIM_ENOMEM;
     if ((e = take_ids(r, j, in->member_ids, in->n_member_ids, what, "member_ids")) != GIM_OK)
         return e;
-    size_t total = j->n_ids + (bsearch(&in->owner_id, j->ids, j->n_ids, sizeof *j->ids, cmp_id)
-                                   ? 0
-                                   : 1);
+    size_t total =
+        j->n_ids + (bsearch(&in->owner_id, j->ids, j->n_ids, sizeof *j->ids, cmp_id) ? 0 : 1);
     if (total > max)
         return request_fail(r, GIM_ETOOLARGE,
                             "%s: the group would have %zu members, over limits.max_group_members "
@@ -406,8 +404,8 @@ static gim_err dissolve_write(struct request *r, struct wctx *w)
         e = storage(r, w, e, what, "group");
         goto out;
     }
-    if ((e = notify(r, w, j, what, GROUP_NOTICE_DISSOLVED, in->group_id, NULL, 0, NULL,
-                    GROUP_NONE, members, n)) == GIM_OK &&
+    if ((e = notify(r, w, j, what, GROUP_NOTICE_DISSOLVED, in->group_id, NULL, 0, NULL, GROUP_NONE,
+                    members, n)) == GIM_OK &&
         (e = operator_idem_remember(r, w, &j->idem, what)) == GIM_OK)
         log_info("group dissolved", "group=%" PRId64 " members=%zu", in->group_id, n);
 out:
@@ -520,7 +518,8 @@ static gim_err members_write(struct request *r, struct wctx *w, bool add)
                 goto out;
             }
             if (now == GROUP_OWNER) {
-                e = request_fail(r, GIM_EFORBIDDEN, "%s: user %" PRId64
+                e = request_fail(r, GIM_EFORBIDDEN,
+                                 "%s: user %" PRId64
                                  " is the owner and cannot be removed (give GR_OWNER to another "
                                  "member first, or dissolve the group); nothing changed",
                                  what, j->ids[i]);
@@ -738,8 +737,7 @@ static gim_err list_read(struct request *r, struct store_conn *ro)
     while ((rc = sqlite3_step(st)) == SQLITE_ROW && n <= limit) {
         pb__group_member__init(&rows[n]);
         rows[n].user_id = sqlite3_column_int64(st, 0);
-        rows[n].role =
-            (Pb__GroupRole)group_role_parse((const char *)sqlite3_column_text(st, 1));
+        rows[n].role = (Pb__GroupRole)group_role_parse((const char *)sqlite3_column_text(st, 1));
         rows[n].joined_at = sqlite3_column_int64(st, 2);
         ptrs[n] = &rows[n];
         n++;

@@ -61,8 +61,7 @@ struct gim_config;
  * notices, which no sender may fake). The receiver is the caller's to check.
  * GIM_EBADREQ, GIM_ETOOLARGE or GIM_EFORBIDDEN with why set; else GIM_OK.
  */
-gim_err message_check(const Pb__Message *m, const struct gim_config *cfg, char *why,
-                      size_t whylen);
+gim_err message_check(const Pb__Message *m, const struct gim_config *cfg, char *why, size_t whylen);
 
 /* What the writer stores for one new message. */
 struct message_new {

@@ -79,7 +79,8 @@ gim_err operator_idem_replay(struct request *r, struct wctx *w, struct operator_
         e = request_fail(r, store_err(rc), "%s: cannot read the idempotency records", what);
         goto out;
     }
-    if (sqlite3_column_int64(st, 3) < w->now_ms - (int64_t)w->cfg->idempotency.window_seconds * 1000)
+    if (sqlite3_column_int64(st, 3) <
+        w->now_ms - (int64_t)w->cfg->idempotency.window_seconds * 1000)
         goto out; /* expired: the request runs again, and its record replaces this one */
     const void *body = sqlite3_column_blob(st, 1);
     size_t body_len = (size_t)sqlite3_column_bytes(st, 1);

@@ -71,7 +71,8 @@ static gim_err find(struct store_conn *db, int64_t user_id, int64_t seq, struct 
         t->sender_id = sqlite3_column_int64(st, 2);
         t->receiver_type = sqlite3_column_int(st, 3);
         t->receiver_id = sqlite3_column_int64(st, 4);
-        t->notice = sqlite3_column_int(st, 5) == PB__MESSAGE_TYPE__MT_COMMAND ? is_notice(st, 6) : 0;
+        t->notice =
+            sqlite3_column_int(st, 5) == PB__MESSAGE_TYPE__MT_COMMAND ? is_notice(st, 6) : 0;
         t->send_time = sqlite3_column_int64(st, 7);
         t->status = sqlite3_column_int(st, 8);
         t->sender_seq = sqlite3_column_int64(st, 9);
@@ -280,9 +281,8 @@ gim_err recall_apply(struct wctx *w, int64_t actor_user, int64_t actor_device, i
         goto storage;
     if (t.notice) {
         gim_err_why(why, whylen, "%s",
-                    t.notice == RECALL_COMMAND_CODE
-                        ? "a recall notice cannot be recalled"
-                        : "a group notice cannot be recalled");
+                    t.notice == RECALL_COMMAND_CODE ? "a recall notice cannot be recalled"
+                                                    : "a group notice cannot be recalled");
         return GIM_EFORBIDDEN;
     }
     if (!admin && (e = check_allowed(w, &t, actor_user, why, whylen)) != GIM_OK)

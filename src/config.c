@@ -341,6 +341,12 @@ static gim_err check_api(const struct gim_config *cfg, char *errbuf, size_t errl
         cfgtable_err(errbuf, errlen, "api.listen: %s", why);
         return GIM_ECONFIG;
     }
+    /* nng would hand both the same server, and stopping one would stop the other. */
+    if (cfg->http && strcmp(u, cfg->http) == 0) {
+        cfgtable_err(errbuf, errlen,
+                     "api.listen: '%s' is also `http`; give the API its own address", u);
+        return GIM_ECONFIG;
+    }
     if (strncmp(u, "https://", 8) == 0 && !have_cert) {
         cfgtable_err(errbuf, errlen, "api.listen: '%s' needs api.cert_file and api.key_file", u);
         return GIM_ECONFIG;

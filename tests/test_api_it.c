@@ -4,18 +4,22 @@
  * real SQLite file read back with SQL. Covers the OpenAPI file against the
  * route table and the running server, hostile input, recall/kick/erase over
  * HTTP (success, bad input that writes nothing, wrong or missing token,
- * retries), and requests in flight while the writer waits.
+ * retries), requests in flight while the writer waits, the api.* config
+ * keys, and https:// with api.cert_file/api.key_file (curl as the client).
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "apiroute.h"
 #include "auth.h"
+#include "config.h"
 #include "httptestlib.h"
 #include "testlib.h"
 
@@ -571,4 +575,111 @@ Test(api_async, requests_wait_for_the_writer_without_blocking_nng, .init = start
     }
     cr_expect_eq(ok, INFLIGHT);
     cr_expect_eq(tl_query_int(srv.db, "SELECT count(*) FROM device WHERE online = 1"), 0);
+}
+
+/* ---- config and TLS ------------------------------------------------------- */
+
+/* Loads yaml from a temp file; returns the result and the message. */
+static gim_err load(const char *yaml, char *err, size_t errlen)
+{
+    char path[] = "/tmp/gim-api-config.XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, yaml, strlen(yaml)), (ssize_t)strlen(yaml));
+    close(fd);
+    struct gim_config cfg;
+    gim_err e = config_load(path, &cfg, err, errlen);
+    config_free(&cfg);
+    unlink(path);
+    return e;
+}
+
+Test(api_config, off_by_default_and_checked)
+{
+    char err[512];
+    struct gim_config cfg;
+    cr_assert_eq(config_load(NULL, &cfg, err, sizeof err), GIM_OK);
+    cr_expect_str_eq(cfg.api.listen, "", "the API is off by default");
+    cr_expect_eq(cfg.api.max_body_bytes, 1048576);
+    config_free(&cfg);
+    static const struct {
+        const char *yaml, *says;
+    } bad[] = {
+        {"api: {listen: \"ftp://127.0.0.1:1\"}", "api.listen: 'ftp://127.0.0.1:1': scheme"},
+        {"api: {listen: \"http://127.0.0.1:1/v1\"}",
+         "api.listen: 'http://127.0.0.1:1/v1' has a path"},
+        {"api: {listen: \"https://127.0.0.1:1\"}", "needs api.cert_file and api.key_file"},
+        {"api: {cert_file: \"/x.pem\"}", "api.key_file: required when api.cert_file is set"},
+        {"http: \"http://127.0.0.1:7480\"\napi: {listen: \"http://127.0.0.1:7480\"}",
+         "its own address"},
+        {"api: {max_body_bytes: 10}", "api.max_body_bytes"},
+        {"api: {workers: 0}", "api.workers"},
+        {"api: {listn: \"http://127.0.0.1:1\"}", "listn"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_expect_eq(load(bad[i].yaml, err, sizeof err), GIM_ECONFIG, "%s", bad[i].yaml);
+        cr_expect(strstr(err, bad[i].says), "%s: want '%s' in: %s", bad[i].yaml, bad[i].says, err);
+    }
+    cr_expect_eq(load("api: {listen: \"http://127.0.0.1:7490\"}", err, sizeof err), GIM_OK, "%s",
+                 err);
+}
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* https:// with api.cert_file and api.key_file: curl, trusting only that certificate, is served. */
+Test(api_tls, https_serves_the_api)
+{
+    char dir[] = "/tmp/gim-api-tls.XXXXXX", extra[1024], out[300];
+    cr_assert_not_null(mkdtemp(dir));
+    cr_assert_eq(
+        sh("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
+           "-addext subjectAltName=IP:127.0.0.1 -keyout api.key -out api.crt "
+           ">/dev/null 2>&1",
+           dir),
+        0, "openssl could not make a certificate");
+    port = tl_free_port();
+    snprintf(extra, sizeof extra,
+             "api: {listen: \"https://127.0.0.1:%d\", cert_file: \"%s/api.crt\", key_file: "
+             "\"%s/api.key\"}",
+             port, dir, dir);
+    tl_start(&srv, extra);
+    cr_assert_eq(auth_mint_admin(TL_SECRET, time(NULL) + 600, &op), GIM_OK);
+    snprintf(out, sizeof out, "%s/out", dir);
+    cr_expect_eq(sh("curl -sS --cacert %s/api.crt -H 'Authorization: Bearer %s' "
+                    "https://127.0.0.1:%d/v1/groups/1 -o %s -w '%%{http_code}' > %s.code",
+                    dir, op, port, out, out),
+                 0, "curl over TLS failed");
+    char code[16] = "", body[256] = "";
+    FILE *f = fopen(out, "r");
+    cr_assert_not_null(f);
+    size_t n = fread(body, 1, sizeof body - 1, f);
+    body[n] = '\0';
+    fclose(f);
+    snprintf(out + strlen(out), sizeof out - strlen(out), ".code");
+    f = fopen(out, "r");
+    cr_assert_not_null(f);
+    n = fread(code, 1, sizeof code - 1, f);
+    code[n] = '\0';
+    fclose(f);
+    cr_expect_str_eq(code, "404");
+    cr_expect_str_eq(body, "{\"code\":\"EC_NOT_FOUND\",\"message\":\"group get: no group 1\"}");
+    /* Plain HTTP on the TLS port gets no API answer. */
+    struct ht_resp r;
+    ht_call(port, "GET", "/v1/groups/1", op, NULL, NULL, &r);
+    cr_expect_neq(r.status, 404);
+    ht_resp_free(&r);
+    cr_expect_eq(tl_stop(&srv), 0);
+    tl_cleanup(&srv);
+    free(op);
+    sh("rm -rf %s", dir);
 }

@@ -74,6 +74,15 @@ struct raw_log {
     char *level;
 };
 
+struct raw_api {
+    char *listen;
+    char *cert_file;
+    char *key_file;
+    char *ca_file;
+    char *max_body_bytes;
+    char *workers;
+};
+
 struct raw_config {
     char **listen;
     unsigned listen_count;
@@ -94,6 +103,7 @@ struct raw_config {
     struct raw_retention retention;
     struct raw_writer writer;
     struct raw_log log;
+    struct raw_api api;
 };
 
 /* ---- libcyaml schema: the YAML shape ------------------------------------- */
@@ -185,6 +195,16 @@ static const cyaml_schema_field_t log_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t api_fields[] = {
+    SCALAR(struct raw_api, listen),
+    SCALAR(struct raw_api, cert_file),
+    SCALAR(struct raw_api, key_file),
+    SCALAR(struct raw_api, ca_file),
+    SCALAR(struct raw_api, max_body_bytes),
+    SCALAR(struct raw_api, workers),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t top_fields[] = {
     URL_LIST(listen),
     URL_LIST(publish),
@@ -203,6 +223,7 @@ static const cyaml_schema_field_t top_fields[] = {
     SECTION(retention, retention_fields),
     SECTION(writer, writer_fields),
     SECTION(log, log_fields),
+    SECTION(api, api_fields),
     CYAML_FIELD_END,
 };
 
@@ -289,11 +310,49 @@ static const struct cfgtable_key keys[] = {
     U32(writer.max_batch, 1, 65536, 256),
     U32(writer.max_queued, 1, 65536, 256),
     CHOICE(log.level, "info", log_levels),
+    STR(api.listen, ""),
+    STR(api.cert_file, ""),
+    STR(api.key_file, ""),
+    STR(api.ca_file, ""),
+    U32(api.max_body_bytes, 1024, 64 * 1024 * 1024, 1048576),
+    U32(api.workers, 1, 256, 4),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
 
 /* ---- checks across keys ---------------------------------------------------- */
+
+/* The business API's listener: its URL, and https:// only with a certificate and key. */
+static gim_err check_api(const struct gim_config *cfg, char *errbuf, size_t errlen)
+{
+    char why[384];
+    const char *u = cfg->api.listen;
+    bool have_cert = cfg->api.cert_file && cfg->api.cert_file[0];
+    bool have_key = cfg->api.key_file && cfg->api.key_file[0];
+    if (have_cert != have_key) {
+        cfgtable_err(errbuf, errlen, "%s: required when %s is set",
+                     have_cert ? "api.key_file" : "api.cert_file",
+                     have_cert ? "api.cert_file" : "api.key_file");
+        return GIM_ECONFIG;
+    }
+    if (!u || !u[0])
+        return GIM_OK;
+    if (url_check(u, URL_API, why, sizeof why) != GIM_OK) {
+        cfgtable_err(errbuf, errlen, "api.listen: %s", why);
+        return GIM_ECONFIG;
+    }
+    /* nng would hand both the same server, and stopping one would stop the other. */
+    if (cfg->http && strcmp(u, cfg->http) == 0) {
+        cfgtable_err(errbuf, errlen,
+                     "api.listen: '%s' is also `http`; give the API its own address", u);
+        return GIM_ECONFIG;
+    }
+    if (strncmp(u, "https://", 8) == 0 && !have_cert) {
+        cfgtable_err(errbuf, errlen, "api.listen: '%s' needs api.cert_file and api.key_file", u);
+        return GIM_ECONFIG;
+    }
+    return GIM_OK;
+}
 
 /*
  * The URLs the service binds, for scheme and form (see url.h), so that a bad
@@ -324,7 +383,7 @@ static gim_err check_urls(const struct gim_config *cfg, char *errbuf, size_t err
         cfgtable_err(errbuf, errlen, "http: %s", why);
         return GIM_ECONFIG;
     }
-    return GIM_OK;
+    return check_api(cfg, errbuf, errlen);
 }
 
 /* Checks the merged result, so a default that a changed key invalidates is caught too. */

@@ -168,6 +168,12 @@ web_deps() {
     [[ $group != build && -f "$ROOT/web/package-lock.json" ]] || return 0
     local stamp=$ROOT/web/node_modules/.gim-setup have="" want=full opts=()
     [[ -f $stamp ]] && have=$(cat "$stamp")
+    # A full install made by hand (npm ci without this script) has the dev packages: `run` must
+    # not take them away (the browser tests would lose puppeteer-core under ctest -j).
+    if [[ -z $have && -d $ROOT/web/node_modules/puppeteer-core ]] &&
+        [[ ! "$ROOT/web/package-lock.json" -nt "$ROOT/web/node_modules/.package-lock.json" ]]; then
+        echo full >"$stamp" && have=full
+    fi
     if [[ $group == run ]]; then
         want=omit-dev opts=(--omit=dev)
     fi

@@ -61,10 +61,12 @@
 #define DIRECT_BATCH    10000               /* messages per transaction of --preload-direct */
 #define MAX_REPORTED    5                   /* check failures described on stderr */
 
-enum op { OP_SIGNIN, OP_SEND, OP_GROUP, OP_SYNC, OP_ACK, OP_ECHO, OP_COUNT };
+enum op { OP_SIGNIN, OP_SEND, OP_GROUP, OP_SYNC, OP_ACK, OP_ECHO, OP_HEARTBEAT, OP_COUNT };
+static const char *const op_names[] = {"signin", "send", "group",    "sync",
+                                       "ack",    "echo", "heartbeat"};
 
-enum workload { WL_SIGNIN, WL_SEND, WL_GROUP, WL_SYNC, WL_MIXED, WL_ECHO };
-static const char *const wl_names[] = {"signin", "send", "group", "sync", "mixed", "echo"};
+enum workload { WL_SIGNIN, WL_SEND, WL_GROUP, WL_SYNC, WL_MIXED, WL_RW, WL_ECHO };
+static const char *const wl_names[] = {"signin", "send", "group", "sync", "mixed", "rw", "echo"};
 
 struct opts {
     const char *url, *db, *secret, *gateway, *echo_url;
@@ -76,6 +78,9 @@ struct opts {
     int payload;
     int64_t group_size, groups, group_base;
     int mix_sync, mix_send, mix_ack;
+    int readers;            /* rw: contexts that read; 0 = C / 4 */
+    int read_sync, read_hb; /* rw: --read-mix, syncs : heartbeats */
+    bool sync_random;       /* --sync-from random: a random seq inside the history */
     int page_size;
     int64_t preload;
     bool preload_direct;
@@ -87,14 +92,20 @@ struct opts {
     uint64_t seed;
 };
 
+/* Latencies in ns of EC_OK replies completed inside the window. */
+struct lats {
+    uint64_t *v;
+    size_t n, cap;
+};
+
 struct stats {
-    uint64_t *lat; /* ns of EC_OK replies completed inside the window */
-    size_t nlat, cap;
+    struct lats lat[OP_COUNT]; /* by operation */
     uint64_t ok, ok_op[OP_COUNT];
     uint64_t code[CODE_SLOTS]; /* non-OK replies inside the window, by wire code */
     uint64_t timeouts, nng_err;
     uint64_t checked, check_failed;
     uint64_t page_msgs, pages; /* checked sync replies: messages returned */
+    uint64_t from_sum;         /* checked sync replies: sum of the seqs they started from */
 };
 
 /* One REQ socket and its (re-creatable) dialer. */
@@ -168,7 +179,8 @@ struct run {
 struct result {
     enum workload wl;
     double secs;
-    struct stats st; /* merged; lat sorted */
+    struct stats st; /* merged, lat[] sorted */
+    struct lats all; /* every operation's latencies, sorted */
     double p50, p99, p999;
     uint64_t errors;
 };
@@ -230,10 +242,11 @@ static struct message_new random_pair(const struct bench *b, uint64_t *rng, int6
 }
 
 /* The rows a 1:1 send stores: the message and its two inbox entries. */
-static gim_err store_pair(struct store_conn *db, const struct message_new *m)
+static gim_err store_pair(struct store_conn *db, const struct message_new *m, int64_t *out_id)
 {
-    int64_t id;
+    int64_t id = 0;
     gim_err e = message_insert(db, m, &id);
+    *out_id = id;
     if (e == GIM_OK)
         e = message_inbox_add(db, m->sender_id, m->sender_seq, id);
     if (e == GIM_OK)
@@ -365,15 +378,25 @@ static void report_failure(struct bench *b, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Sender of the next 1:1 send of context c: its own slice of users when partitioned. */
+/* rw: the first readers contexts read, the others send. */
+static int readers_of(const struct run *r)
+{
+    return r->wl == WL_RW ? r->b->o.readers : 0;
+}
+
+/*
+ * Sender of the next 1:1 send of context c: its own slice of users when
+ * partitioned (among the sending contexts only, in rw).
+ */
 static int64_t pick_sender(struct bctx *c)
 {
     struct bench *b = c->run->b;
     if (!b->partition)
         return rnd_below(&c->rng, b->o.users);
-    int64_t n = c->run->n;
-    int64_t slots = (b->o.users - c->id + n - 1) / n;
-    return c->id + n * rnd_below(&c->rng, slots);
+    int64_t first = readers_of(c->run);
+    int64_t n = c->run->n - first, id = c->id - first;
+    int64_t slots = (b->o.users - id + n - 1) / n;
+    return id + n * rnd_below(&c->rng, slots);
 }
 
 static int64_t member_of(const struct bench *b, int64_t g, int64_t j)
@@ -399,6 +422,11 @@ static enum op pick_op(struct bctx *c)
         int64_t x = rnd_below(&c->rng, o->mix_sync + o->mix_send + o->mix_ack);
         return x < o->mix_sync ? OP_SYNC : x < o->mix_sync + o->mix_send ? OP_SEND : OP_ACK;
     }
+    case WL_RW:
+        if (c->id >= o->readers)
+            return OP_SEND;
+        return rnd_below(&c->rng, o->read_sync + o->read_hb) < o->read_sync ? OP_SYNC
+                                                                            : OP_HEARTBEAT;
     }
     return OP_SEND;
 }
@@ -408,6 +436,22 @@ static int64_t sync_from(const struct bench *b, int64_t idx)
 {
     int64_t s = b->last_seq[idx] - (b->o.page_size + 10);
     return s > 0 ? s : 0;
+}
+
+/*
+ * The seq a sync of user idx starts from. --sync-from random: uniform in
+ * 1..last - page, so the page (the seqs after it) is full and lies anywhere
+ * in the history, not only in its newest, cached end. Never 0, which would
+ * mean "after the device's ack". A history shorter than two pages falls back
+ * to the newest page.
+ */
+static int64_t sync_start(struct bctx *c, int64_t idx)
+{
+    const struct bench *b = c->run->b;
+    int64_t span = b->last_seq[idx] - b->o.page_size;
+    if (!b->o.sync_random || span < 1)
+        return sync_from(b, idx);
+    return 1 + rnd_below(&c->rng, span);
 }
 
 /* Builds the next request of c into c->buf. 1 = built, 0 = nothing left to do, -1 = error. */
@@ -466,7 +510,7 @@ static int build(struct bctx *c)
         break;
     case OP_SYNC:
         c->uidx = rnd_below(&c->rng, b->o.users);
-        c->arg = si.seq = sync_from(b, c->uidx);
+        c->arg = si.seq = sync_start(c, c->uidx);
         in.type = PB__PACKAGE_TYPE__PT_SYNC;
         data = &si.base;
         break;
@@ -477,15 +521,21 @@ static int build(struct bctx *c)
         in.type = PB__PACKAGE_TYPE__PT_MESSAGE_ACK;
         data = &ack.base;
         break;
+    case OP_HEARTBEAT:
+        c->uidx = rnd_below(&c->rng, b->o.users);
+        in.type = PB__PACKAGE_TYPE__PT_HEARTBEAT;
+        break;
     case OP_COUNT:
         return -1;
     }
     in.request_id = rid;
-    size_t dl = protobuf_c_message_get_packed_size(data);
-    if (!grow(&c->inner, &c->inner_cap, dl + 1))
-        return -1;
-    in.data.len = protobuf_c_message_pack(data, c->inner);
-    in.data.data = c->inner;
+    if (data) { /* a heartbeat has no data */
+        size_t dl = protobuf_c_message_get_packed_size(data);
+        if (!grow(&c->inner, &c->inner_cap, dl + 1))
+            return -1;
+        in.data.len = protobuf_c_message_pack(data, c->inner);
+        in.data.data = c->inner;
+    }
     req.user_id = uid_of(b, c->uidx);
     req.device_id = uid_of(b, c->uidx);
     req.gateway_id = (char *)b->o.gateway;
@@ -564,6 +614,7 @@ static bool check_sync(struct bctx *c, const Pb__Output *out)
     }
     c->st.page_msgs += so->n_messages;
     c->st.pages++;
+    c->st.from_sum += (uint64_t)c->arg;
 out:
     if (why)
         report_failure(b, "sync of user %" PRId64 " from seq %" PRId64 ": %s", uid_of(b, c->uidx),
@@ -589,17 +640,17 @@ static void note_error(struct run *r, int code, const char *text)
     pthread_mutex_unlock(&r->mu);
 }
 
-static void push_latency(struct stats *s, uint64_t ns)
+static void push_latency(struct lats *s, uint64_t ns)
 {
-    if (s->nlat == s->cap) {
+    if (s->n == s->cap) {
         size_t n = s->cap ? s->cap * 2 : 4096;
-        uint64_t *p = realloc(s->lat, n * sizeof *p);
+        uint64_t *p = realloc(s->v, n * sizeof *p);
         if (!p)
             return; /* keep running; this sample is lost, the count is not */
-        s->lat = p;
+        s->v = p;
         s->cap = n;
     }
-    s->lat[s->nlat++] = ns;
+    s->v[s->n++] = ns;
 }
 
 static void on_reply(struct bctx *c, const uint8_t *body, size_t len, int64_t t1)
@@ -643,7 +694,7 @@ static void on_reply(struct bctx *c, const uint8_t *body, size_t len, int64_t t1
         if (win) {
             c->st.ok++;
             c->st.ok_op[c->op]++;
-            push_latency(&c->st, (uint64_t)(t1 - c->t0));
+            push_latency(&c->st.lat[c->op], (uint64_t)(t1 - c->t0));
         }
     } else if (code > 0) {
         if (win)
@@ -742,7 +793,8 @@ static void run_free(struct run *r)
         free(c->buf);
         free(c->inner);
         free(c->content);
-        free(c->st.lat);
+        for (int k = 0; k < OP_COUNT; k++)
+            free(c->st.lat[k].v);
     }
     free(r->ctx);
     r->ctx = NULL;
@@ -750,19 +802,39 @@ static void run_free(struct run *r)
     pthread_cond_destroy(&r->cv);
 }
 
+/* Appends the n samples of from to *to. A failed allocation loses them (and says so). */
+static void lats_append(struct lats *to, const uint64_t *from, size_t n)
+{
+    if (!n)
+        return;
+    if (to->n + n > to->cap) {
+        uint64_t *p = realloc(to->v, (to->n + n) * sizeof *p);
+        if (!p) {
+            fprintf(stderr, "gim-bench: out of memory: %zu latencies left out\n", n);
+            return;
+        }
+        to->v = p;
+        to->cap = to->n + n;
+    }
+    memcpy(to->v + to->n, from, n * sizeof *from);
+    to->n += n;
+}
+
+static void result_free(struct result *res)
+{
+    free(res->all.v);
+    for (int k = 0; k < OP_COUNT; k++)
+        free(res->st.lat[k].v);
+    memset(res, 0, sizeof *res);
+}
+
 static void merge(struct result *res, struct run *r)
 {
     struct stats *t = &res->st;
-    size_t n = 0;
-    for (int i = 0; i < r->n; i++)
-        n += r->ctx[i].st.nlat;
-    t->lat = malloc((n ? n : 1) * sizeof *t->lat);
     for (int i = 0; i < r->n; i++) {
         const struct stats *s = &r->ctx[i].st;
-        if (t->lat && s->nlat)
-            memcpy(t->lat + t->nlat, s->lat, s->nlat * sizeof *s->lat);
-        if (t->lat)
-            t->nlat += s->nlat;
+        for (int k = 0; k < OP_COUNT; k++)
+            lats_append(&t->lat[k], s->lat[k].v, s->lat[k].n);
         t->ok += s->ok;
         for (int k = 0; k < OP_COUNT; k++)
             t->ok_op[k] += s->ok_op[k];
@@ -774,6 +846,7 @@ static void merge(struct result *res, struct run *r)
         t->check_failed += s->check_failed;
         t->page_msgs += s->page_msgs;
         t->pages += s->pages;
+        t->from_sum += s->from_sum;
     }
 }
 
@@ -783,25 +856,31 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static double pct_ms(const struct stats *s, double q)
+static double pct_ms(const struct lats *s, double q)
 {
-    if (!s->nlat)
+    if (!s->n)
         return 0;
-    size_t i = (size_t)(q * (double)s->nlat + 0.999999);
+    size_t i = (size_t)(q * (double)s->n + 0.999999);
     i = i ? i - 1 : 0;
-    if (i >= s->nlat)
-        i = s->nlat - 1;
-    return (double)s->lat[i] / 1e6;
+    if (i >= s->n)
+        i = s->n - 1;
+    return (double)s->v[i] / 1e6;
 }
 
+/* Sorts the latencies of each operation and of all together; the percentiles, the errors. */
 static void finish_result(struct result *res)
 {
     struct stats *s = &res->st;
-    if (s->nlat)
-        qsort(s->lat, s->nlat, sizeof *s->lat, cmp_u64);
-    res->p50 = pct_ms(s, 0.50);
-    res->p99 = pct_ms(s, 0.99);
-    res->p999 = pct_ms(s, 0.999);
+    for (int k = 0; k < OP_COUNT; k++) {
+        if (s->lat[k].n)
+            qsort(s->lat[k].v, s->lat[k].n, sizeof *s->lat[k].v, cmp_u64);
+        lats_append(&res->all, s->lat[k].v, s->lat[k].n);
+    }
+    if (res->all.n)
+        qsort(res->all.v, res->all.n, sizeof *res->all.v, cmp_u64);
+    res->p50 = pct_ms(&res->all, 0.50);
+    res->p99 = pct_ms(&res->all, 0.99);
+    res->p999 = pct_ms(&res->all, 0.999);
     res->errors = s->timeouts + s->nng_err;
     for (int k = 1; k < CODE_SLOTS; k++)
         res->errors += s->code[k];
@@ -967,6 +1046,9 @@ static const char SQL_MEMBER_ADD[] =
     "INSERT INTO group_member (group_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4)";
 static const char SQL_SEQ_SET[] = "INSERT INTO user_seq (user_id, seq) VALUES (?1, ?2) "
                                   "ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq";
+/* What a 1:1 send with a request id records (handle_message.c, SQL_IDEM_PUT). */
+static const char SQL_IDEM_ADD[] = "INSERT INTO idempotency (device_id, request_id, created_at, "
+                                   "message_id) VALUES (?1, ?2, ?3, ?4)";
 static const char SQL_PAGE_SIZE[] = "PRAGMA page_size";
 static const char SQL_PAGE_COUNT[] = "PRAGMA page_count";
 static const char SQL_FREELIST[] = "PRAGMA freelist_count";
@@ -1110,12 +1192,33 @@ static bool service_answers(const char *url, int timeout_ms, int attempts)
     return up;
 }
 
+/* The idempotency record of a send by device (= user) sender with request id rid. */
+static gim_err remember_request(struct store_conn *db, int64_t sender, int64_t rid, int64_t now,
+                                int64_t message_id)
+{
+    sqlite3_stmt *st = store_stmt(db, SQL_IDEM_ADD);
+    if (!st)
+        return GIM_EINTERNAL;
+    sqlite3_bind_int64(st, 1, sender);
+    sqlite3_bind_int64(st, 2, rid);
+    sqlite3_bind_int64(st, 3, now);
+    sqlite3_bind_int64(st, 4, message_id);
+    int rc = sqlite3_step(st);
+    store_done(st);
+    return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
+}
+
 /*
  * --preload N --preload-direct: stores N 1:1 messages straight into the
  * SQLite file with the service's own code (message_insert, message_inbox_add,
- * seq counters flushed to user_seq in the same transaction), exactly the rows
- * a send writes minus its idempotency record (which expires after a day
- * anyway). The service must be stopped: it caches seq counters in memory.
+ * seq counters flushed to user_seq in the same transaction) plus the
+ * idempotency record a send with a request id leaves: exactly the rows the
+ * protocol preload writes, with the same content (an encoded Text starting
+ * with the request id) and request ids from the same clock. The pairs come
+ * from --seed alone, so the same command builds the same rows (times and
+ * request ids aside). At the end the WAL is checkpointed and truncated, so
+ * the database is the one file and can be copied as it is. The service must
+ * be stopped: it caches seq counters in memory.
  */
 static gim_err preload_direct(struct bench *b)
 {
@@ -1143,17 +1246,20 @@ static gim_err preload_direct(struct bench *b)
         if ((e = store_exec(db, "BEGIN IMMEDIATE")) != GIM_OK)
             goto out;
         in_tx = true;
+        now = wall_ms(); /* the writer's clock: one time per transaction */
         int64_t end = done + DIRECT_BATCH < b->o.preload ? done + DIRECT_BATCH : b->o.preload;
         for (; done < end; done++) {
             int64_t si, ri;
             struct message_new m = random_pair(b, &rng, now, &si, &ri);
-            if ((e = make_content(b, done + 1, &content, &cap, &clen)) != GIM_OK ||
+            int64_t rid = atomic_fetch_add(&b->next_rid, 1), id = 0;
+            if ((e = make_content(b, rid, &content, &cap, &clen)) != GIM_OK ||
                 (e = seq_next(seq, db, SEQ_USER, m.sender_id, &m.sender_seq)) != GIM_OK ||
                 (e = seq_next(seq, db, SEQ_USER, m.receiver_id, &m.receiver_seq)) != GIM_OK)
                 goto out;
             m.content = content;
             m.content_len = clen;
-            if ((e = store_pair(db, &m)) != GIM_OK)
+            if ((e = store_pair(db, &m, &id)) != GIM_OK ||
+                (e = remember_request(db, m.sender_id, rid, now, id)) != GIM_OK)
                 goto out;
         }
         if ((e = seq_flush(seq, db)) != GIM_OK || (e = store_exec(db, "COMMIT")) != GIM_OK)
@@ -1164,6 +1270,8 @@ static gim_err preload_direct(struct bench *b)
             fprintf(stderr, "gim-bench: preload: %lld of %lld\n", (long long)done,
                     (long long)b->o.preload);
     }
+    if ((e = store_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)")) != GIM_OK)
+        goto out;
     double secs = (double)(now_ns() - t0) / 1e9;
     printf("PRELOAD mode=direct messages=%lld seconds=%.2f messages_per_s=%.0f\n", (long long)done,
            secs, (double)done / (secs > 0 ? secs : 1));
@@ -1419,7 +1527,8 @@ static gim_err sqlite_limit(struct bench *b, struct result *res)
                 goto out;
             m.content = content;
             m.content_len = clen;
-            if ((e = store_pair(db, &m)) != GIM_OK ||
+            int64_t id;
+            if ((e = store_pair(db, &m, &id)) != GIM_OK ||
                 (e = set_seq(db, m.sender_id, m.sender_seq)) != GIM_OK ||
                 (e = set_seq(db, m.receiver_id, m.receiver_seq)) != GIM_OK)
                 goto out;
@@ -1431,7 +1540,7 @@ static gim_err sqlite_limit(struct bench *b, struct result *res)
         if (t1 >= t_measure && t1 <= t_end) {
             res->st.ok += (uint64_t)b->o.conc;
             res->st.ok_op[OP_SEND] += (uint64_t)b->o.conc;
-            push_latency(&res->st, (uint64_t)(t1 - t0));
+            push_latency(&res->st.lat[OP_SEND], (uint64_t)(t1 - t0));
         }
     }
     res->secs = (double)(t_end - t_measure) / 1e9;
@@ -1471,11 +1580,25 @@ static void print_result(const struct bench *b, const struct result *r, const st
     if (s->nng_err)
         printf(" err_nng=%" PRIu64, s->nng_err);
     printf(" checked=%" PRIu64 " check_failed=%" PRIu64, s->checked, s->check_failed);
-    if (r->wl == WL_MIXED)
-        printf(" sync_ops=%" PRIu64 " send_ops=%" PRIu64 " ack_ops=%" PRIu64, s->ok_op[OP_SYNC],
-               s->ok_op[OP_SEND], s->ok_op[OP_ACK]);
+    /* Mixed loads: each operation's own rate and latency (reads behind saturating sends). */
+    static const enum op mixed_ops[] = {OP_SYNC, OP_SEND, OP_ACK};
+    static const enum op rw_ops[] = {OP_SEND, OP_SYNC, OP_HEARTBEAT};
+    const enum op *ops = r->wl == WL_MIXED ? mixed_ops : r->wl == WL_RW ? rw_ops : NULL;
+    for (int i = 0; ops && i < 3; i++) {
+        const struct lats *l = &s->lat[ops[i]];
+        const char *n = op_names[ops[i]];
+        printf(" %s_ops=%" PRIu64 " %s_ops_per_s=%.1f %s_p50_ms=%.3f %s_p99_ms=%.3f "
+               "%s_p999_ms=%.3f",
+               n, s->ok_op[ops[i]], n, r->secs > 0 ? (double)s->ok_op[ops[i]] / r->secs : 0, n,
+               pct_ms(l, 0.50), n, pct_ms(l, 0.99), n, pct_ms(l, 0.999));
+    }
+    if (r->wl == WL_RW)
+        printf(" readers=%d", b->o.readers);
+    if (r->wl == WL_SYNC || r->wl == WL_MIXED || r->wl == WL_RW)
+        printf(" sync_from=%s", b->o.sync_random ? "random" : "newest");
     if (s->pages)
-        printf(" avg_page=%.1f", (double)s->page_msgs / (double)s->pages);
+        printf(" avg_page=%.1f avg_from=%.1f", (double)s->page_msgs / (double)s->pages,
+               (double)s->from_sum / (double)s->pages);
     if (r->wl == WL_GROUP)
         printf(" group_size=%lld", (long long)b->o.group_size);
     printf(" users=%lld payload=%d secs=%.1f", (long long)b->o.users, b->o.payload, r->secs);
@@ -1525,7 +1648,7 @@ static void usage(FILE *f)
            "  --db PATH            the service's SQLite file: groups, sync seqs, preload, limits\n"
            "  --secret S           token secret (else $GIM_TOKEN_SECRET)\n"
            "  --gateway ID         gateway id the bench signs in at (gim-bench)\n"
-           "  -w, --workload LIST  comma list of send,group,sync,mixed, or none (send)\n"
+           "  -w, --workload LIST  comma list of send,group,sync,mixed,rw, or none (send)\n"
            "  -c, --concurrency C  nng contexts = requests in flight (64)\n"
            "  -u, --users U        users, one device each, ids BASE..BASE+U-1 (1000)\n"
            "  --user-base ID       first user id (1)\n"
@@ -1536,6 +1659,10 @@ static void usage(FILE *f)
            "  --groups N           groups for -w group (max(1, U/G))\n"
            "  --group-base ID      first group id (1000000000)\n"
            "  --mix S,M,A          percent sync,send,ack of -w mixed (70,25,5)\n"
+           "  --readers R          contexts of -w rw that read; the other C-R send (C/4)\n"
+           "  --read-mix S,H       percent sync,heartbeat of the readers of -w rw (50,50)\n"
+           "  --sync-from WHERE    newest: the newest page; random: a page at a random seq\n"
+           "                       inside each user's history (newest)\n"
            "  --page-size N        the service's sync.page_size, for seqs and checks (50)\n"
            "  --preload N          first store N 1:1 messages through the protocol\n"
            "  --preload-direct     ... or write them into --db instead (service stopped;\n"
@@ -1581,7 +1708,7 @@ static bool parse_workloads(struct opts *o, const char *list)
         return true;
     for (char *save = NULL, *w = strtok_r(buf, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
         int k = -1;
-        for (int i = WL_SEND; i <= WL_MIXED; i++)
+        for (int i = WL_SEND; i <= WL_RW; i++)
             if (strcmp(w, wl_names[i]) == 0)
                 k = i;
         if (k < 0 || o->nwl == MAX_WORKLOADS)
@@ -1603,6 +1730,9 @@ enum {
     O_GROUPS,
     O_GROUP_BASE,
     O_MIX,
+    O_READERS,
+    O_READ_MIX,
+    O_SYNC_FROM,
     O_PAGE_SIZE,
     O_PRELOAD,
     O_PRELOAD_DIRECT,
@@ -1635,6 +1765,9 @@ static int parse_args(struct opts *o, int argc, char **argv)
         {"groups", required_argument, NULL, O_GROUPS},
         {"group-base", required_argument, NULL, O_GROUP_BASE},
         {"mix", required_argument, NULL, O_MIX},
+        {"readers", required_argument, NULL, O_READERS},
+        {"read-mix", required_argument, NULL, O_READ_MIX},
+        {"sync-from", required_argument, NULL, O_SYNC_FROM},
         {"page-size", required_argument, NULL, O_PAGE_SIZE},
         {"preload", required_argument, NULL, O_PRELOAD},
         {"preload-direct", no_argument, NULL, O_PRELOAD_DIRECT},
@@ -1668,6 +1801,8 @@ static int parse_args(struct opts *o, int argc, char **argv)
         .mix_sync = 70,
         .mix_send = 25,
         .mix_ack = 5,
+        .read_sync = 50,
+        .read_hb = 50,
         .page_size = 50,
         .preload_max = 3600,
         .timeout_ms = 5000,
@@ -1729,6 +1864,18 @@ static int parse_args(struct opts *o, int argc, char **argv)
             ok = sscanf(a, "%d,%d,%d", &o->mix_sync, &o->mix_send, &o->mix_ack) == 3 &&
                  o->mix_sync >= 0 && o->mix_send >= 0 && o->mix_ack >= 0 &&
                  o->mix_sync + o->mix_send + o->mix_ack > 0;
+            break;
+        case O_READERS:
+            ok = parse_i64(a, 1, 4095, &v);
+            o->readers = (int)v;
+            break;
+        case O_READ_MIX:
+            ok = sscanf(a, "%d,%d", &o->read_sync, &o->read_hb) == 2 && o->read_sync >= 0 &&
+                 o->read_hb >= 0 && o->read_sync + o->read_hb > 0;
+            break;
+        case O_SYNC_FROM:
+            ok = strcmp(a, "newest") == 0 || strcmp(a, "random") == 0;
+            o->sync_random = strcmp(a, "random") == 0;
             break;
         case O_PAGE_SIZE:
             ok = parse_i64(a, 1, 10000, &v);
@@ -1810,6 +1957,16 @@ static int parse_args(struct opts *o, int argc, char **argv)
                         "gim-logic afterwards, then run the workloads in a second invocation\n");
         return 2;
     }
+    if (!o->readers)
+        o->readers = o->conc / 4 > 0 ? o->conc / 4 : 1;
+    for (int i = 0; i < o->nwl; i++)
+        if (o->wl[i] == WL_RW && o->readers >= o->conc) {
+            fprintf(stderr,
+                    "gim-bench: -w rw needs --readers R below -c C (%d), so that some "
+                    "contexts send\n",
+                    o->conc);
+            return 2;
+        }
     for (int i = 0; i < o->nwl; i++)
         if (o->wl[i] == WL_GROUP && o->group_size > o->users) {
             fprintf(stderr, "gim-bench: --group-size %lld is larger than --users %lld\n",
@@ -1839,7 +1996,7 @@ static gim_err bench_phase(struct bench *b, struct link *l, enum workload wl, st
     gim_err e;
     if (wl == WL_GROUP && (e = setup_groups(b)) != GIM_OK)
         return e;
-    if (wl == WL_SYNC || wl == WL_MIXED) {
+    if (wl == WL_SYNC || wl == WL_MIXED || wl == WL_RW) {
         if (b->o.db) {
             if ((e = load_seqs(b, b->o.db, b->last_seq)) != GIM_OK)
                 return e;
@@ -1871,7 +2028,7 @@ static gim_err preload_protocol(struct bench *b, struct link *l)
            res.st.ok, res.secs, per_s(&res), res.errors, res.st.check_failed);
     fflush(stdout);
     bool short_of = res.st.ok < (uint64_t)b->o.preload || res.st.check_failed;
-    free(res.st.lat);
+    result_free(&res);
     if (short_of) {
         fprintf(stderr, "gim-bench: preload stored fewer than %lld messages or failed checks\n",
                 (long long)b->o.preload);
@@ -1970,9 +2127,9 @@ out:
     fflush(stdout);
     link_close(&l);
     for (int i = 0; i < MAX_WORKLOADS; i++)
-        free(res[i].st.lat);
-    free(lim_nng.st.lat);
-    free(lim_sql.st.lat);
+        result_free(&res[i]);
+    result_free(&lim_nng);
+    result_free(&lim_sql);
     for (int64_t i = 0; b.tokens && i < b.o.users; i++)
         free(b.tokens[i]);
     free(b.tokens);

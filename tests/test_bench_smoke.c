@@ -149,6 +149,8 @@ Test(bench, every_workload_prints_a_checked_result_line)
         cr_assert_gt(field(line, "checked"), 0, "%s", line);
         cr_assert_eq(field(line, "check_failed"), 0, "%s", line);
         cr_assert_gt(field(line, "ratio_vs_nng"), 0, "%s", line);
+        /* --server-pid: the service's CPU per reply, read from /proc (a 1 s run uses some). */
+        cr_assert_gt(field(line, "server_cpu_us_per_op"), 0, "%s", line);
         if (i == 0) {
             sent = field(line, "ops");
             cr_assert_gt(field(line, "ratio_vs_sqlite"), 0, "%s", line);

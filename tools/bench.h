@@ -125,6 +125,8 @@ struct result {
     struct lats all; /* every operation's latencies, sorted */
     double p50, p99, p999;
     uint64_t errors;
+    uint64_t ok_all;     /* EC_OK replies of the whole run, warmup included */
+    double server_cpu_s; /* CPU time (user + system) the service used during the run; 0 = unknown */
 };
 
 /* ---------------------------------------------- bench_run.c: requests and runs */
@@ -200,5 +202,8 @@ void bench_print_result(const struct bench *b, const struct result *r, const str
 void bench_print_limit(const char *kind, const struct bench *b, const struct result *r);
 /* The SERVER line: the memory of process pid from /proc/PID/status. */
 void bench_print_server(long pid);
+/* CPU seconds (user + system, all threads) process pid has used, from /proc/PID/stat; -1 if
+ * unknown. */
+double bench_server_cpu_s(long pid);
 
 #endif

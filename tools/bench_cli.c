@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bench.h"
 
@@ -54,6 +55,9 @@ void bench_print_result(const struct bench *b, const struct result *r, const str
     if (r->wl == WL_GROUP)
         printf(" group_size=%lld", (long long)b->o.group_size);
     printf(" users=%lld payload=%d secs=%.1f", (long long)b->o.users, b->o.payload, r->secs);
+    if (r->server_cpu_s > 0 && r->ok_all)
+        printf(" server_cpu_us_per_op=%.1f server_cpu_s=%.2f",
+               r->server_cpu_s * 1e6 / (double)r->ok_all, r->server_cpu_s);
     if (nng && bench_per_s(nng) > 0)
         printf(" ratio_vs_nng=%.2f", bench_per_s(r) / bench_per_s(nng));
     if (sql && bench_per_s(sql) > 0 && r->wl == WL_SEND)
@@ -89,6 +93,26 @@ void bench_print_server(long pid)
     fclose(f);
     printf("SERVER pid=%ld rss_kib=%ld peak_rss_kib=%ld rss_anon_kib=%ld rss_file_kib=%ld\n", pid,
            v[0], v[1], v[2], v[3]);
+}
+
+double bench_server_cpu_s(long pid)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* Fields after the command (which may hold spaces): state is field 3, utime 14, stime 15. */
+    const char *p = strrchr(buf, ')');
+    unsigned long long ut, st;
+    if (!p ||
+        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    long hz = sysconf(_SC_CLK_TCK);
+    return hz > 0 ? (double)(ut + st) / (double)hz : -1;
 }
 
 /* --------------------------------------------------------------- arguments */

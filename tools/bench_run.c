@@ -824,6 +824,7 @@ gim_err bench_run_workload(struct bench *b, struct link *l, enum workload wl, do
         int64_t end = ok_target > 0 ? atomic_load(&r.last_reply_ns) : r.t_end;
         res->secs = (double)(end - (ok_target > 0 ? r.t_begin : r.t_measure)) / 1e9;
         merge(res, &r);
+        res->ok_all = (uint64_t)atomic_load(&r.ok_total);
         bench_finish_result(res);
     }
     if (r.have_error)

@@ -47,7 +47,12 @@ static gim_err run_phase(struct bench *b, struct link *l, enum workload wl, stru
     if (!b->signed_in_ns || bench_now_ns() - b->signed_in_ns > RESIGN_AFTER_NS)
         if ((e = bench_sign_in_all(b, l)) != GIM_OK)
             return e;
+    /* The service's CPU over the whole run (warmup too), per EC_OK reply of the whole run. */
+    double cpu0 = b->o.server_pid ? bench_server_cpu_s((long)b->o.server_pid) : -1;
     e = bench_run_workload(b, l, wl, b->o.warmup, b->o.duration, 0, NULL, 0, NULL, res);
+    double cpu1 = cpu0 >= 0 ? bench_server_cpu_s((long)b->o.server_pid) : -1;
+    if (e == GIM_OK && cpu0 >= 0 && cpu1 >= cpu0)
+        res->server_cpu_s = cpu1 - cpu0;
     if (e == GIM_OK)
         fprintf(stderr, "gim-bench: %s: %.1f ok/s p50 %.3f ms p99 %.3f ms, %" PRIu64 " errors\n",
                 bench_wl_names[wl], bench_per_s(res), res->p50, res->p99, res->errors);

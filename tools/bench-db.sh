@@ -37,13 +37,14 @@ build)
     # Nothing listens there: gim-bench refuses to write under a live service.
     url="ipc://$dir/none.ipc"
     start=$(date +%s)
+    rev=$(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo unknown)
     "$bench" --url "$url" --db "$dir/gim.db" -u "$users" --preload "$msgs" --preload-direct \
         --seed 1 --report-storage | tee "$dir/preload.out"
     end=$(date +%s)
     rm -f "$dir/gim.db-wal" "$dir/gim.db-shm" "$dir/gim.db.lock"
     {
         echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) in $((end - start)) s by: bench-db.sh build $dir $msgs $users"
-        echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+        echo "binary: $bench (source tree at commit $rev when the build started)"
         cat "$dir/preload.out"
         for t in message inbox idempotency user_seq device; do
             echo "rows $t: $(sqlite3 "$dir/gim.db" "SELECT count(*) FROM $t")"

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -148,6 +149,8 @@ Test(bench, every_workload_prints_a_checked_result_line)
         cr_assert_gt(field(line, "checked"), 0, "%s", line);
         cr_assert_eq(field(line, "check_failed"), 0, "%s", line);
         cr_assert_gt(field(line, "ratio_vs_nng"), 0, "%s", line);
+        /* --server-pid: the service's CPU per reply, read from /proc (a 1 s run uses some). */
+        cr_assert_gt(field(line, "server_cpu_us_per_op"), 0, "%s", line);
         if (i == 0) {
             sent = field(line, "ops");
             cr_assert_gt(field(line, "ratio_vs_sqlite"), 0, "%s", line);
@@ -173,6 +176,115 @@ Test(bench, every_workload_prints_a_checked_result_line)
     char copy[256];
     snprintf(copy, sizeof copy, "%s.bench-copy", srv.db);
     cr_assert_neq(access(copy, F_OK), 0, "%s was left behind", copy);
+    free(out);
+}
+
+/* The mean seq the checked pages of a sync run started from. */
+static double sync_avg_from(const char *sync_from)
+{
+    char line[1024], *out = NULL;
+    const char *args[] = {"--url",
+                          srv.url,
+                          "--db",
+                          srv.db,
+                          "--secret",
+                          TL_SECRET,
+                          "-u",
+                          "20",
+                          "-c",
+                          "8",
+                          "-t",
+                          "1",
+                          "--warmup",
+                          "0",
+                          "-w",
+                          "sync",
+                          "--check-every",
+                          "1",
+                          "--sync-from",
+                          sync_from,
+                          NULL};
+    int rc = run_bench(args, &out);
+    cr_assert_eq(rc, 0, "gim-bench exited %d; stdout:\n%s", rc, out);
+    cr_assert(find_line(out, "RESULT workload=sync ", line, sizeof line), "%s", out);
+    cr_assert_gt(field(line, "checked"), 0, "%s", line);
+    cr_assert_eq(field(line, "check_failed"), 0, "%s", line);
+    cr_assert_eq(field(line, "avg_page"), 50, "%s", line);
+    char want[64];
+    snprintf(want, sizeof want, " sync_from=%s ", sync_from);
+    cr_assert_not_null(strstr(line, want), "%s", line);
+    free(out);
+    return field(line, "avg_from");
+}
+
+Test(bench, sync_from_random_reads_pages_inside_the_history)
+{
+    char line[1024], *out = NULL;
+    /* 20 users, about 200 messages each (every send is in two inboxes). */
+    const char *pre[] = {"--url", srv.url, "--db",      srv.db, "--secret", TL_SECRET, "-u", "20",
+                         "-c",    "8",     "--preload", "2000", "-w",       "none",    NULL};
+    cr_assert_eq(run_bench(pre, &out), 0, "%s", out);
+    cr_assert(find_line(out, "PRELOAD mode=protocol ", line, sizeof line), "%s", out);
+    free(out);
+    /* newest: a little more than a page back from ~200; random: anywhere in 1..~150. */
+    double newest = sync_avg_from("newest"), random = sync_avg_from("random");
+    cr_assert_gt(newest, 100, "newest pages started at %.1f on average", newest);
+    cr_assert_lt(random, newest - 30, "random pages started at %.1f, newest at %.1f", random,
+                 newest);
+    cr_assert_gt(random, 1, "random pages started at %.1f", random);
+}
+
+/* rw: sends on C-R contexts while R contexts read, each operation with its own figures. */
+Test(bench, rw_reports_reads_and_sends_apart)
+{
+    char line[2048], *out = NULL;
+    const char *args[] = {"--url",
+                          srv.url,
+                          "--db",
+                          srv.db,
+                          "--secret",
+                          TL_SECRET,
+                          "-u",
+                          "20",
+                          "-c",
+                          "8",
+                          "-t",
+                          "1",
+                          "--warmup",
+                          "0",
+                          "-w",
+                          "rw",
+                          "--readers",
+                          "3",
+                          "--check-every",
+                          "1",
+                          NULL};
+    int rc = run_bench(args, &out);
+    cr_assert_eq(rc, 0, "gim-bench exited %d; stdout:\n%s", rc, out);
+    cr_assert(find_line(out, "RESULT workload=rw c=8 ", line, sizeof line), "%s", out);
+    cr_assert_eq(field(line, "errors"), 0, "%s", line);
+    cr_assert_eq(field(line, "check_failed"), 0, "%s", line);
+    cr_assert_eq(field(line, "readers"), 3, "%s", line);
+    double sum = 0;
+    static const char *const ops[] = {"send", "sync", "heartbeat"};
+    for (size_t i = 0; i < 3; i++) {
+        char k[64];
+        snprintf(k, sizeof k, "%s_ops", ops[i]);
+        double n = field(line, k);
+        cr_assert_gt(n, 0, "%s: %s", k, line);
+        sum += n;
+        char p50[64], p99[64];
+        snprintf(p50, sizeof p50, "%s_p50_ms", ops[i]);
+        snprintf(p99, sizeof p99, "%s_p99_ms", ops[i]);
+        cr_assert_gt(field(line, p50), 0, "%s", line);
+        cr_assert_geq(field(line, p99), field(line, p50), "%s", line);
+    }
+    cr_assert_eq(sum, field(line, "ops"), "%s", line);
+    free(out);
+
+    const char *bad[] = {"--url", srv.url, "--secret",  TL_SECRET, "-c", "4",
+                         "-w",    "rw",    "--readers", "4",       NULL};
+    cr_assert_eq(run_bench(bad, &out), 2, "rw without senders was accepted:\n%s", out);
     free(out);
 }
 
@@ -224,6 +336,17 @@ Test(bench, direct_preload_is_consistent_and_served_after_restart)
                                       "count(*) AS n FROM inbox GROUP BY user_id) i JOIN user_seq "
                                       "u USING (user_id) WHERE u.seq != i.m OR i.m != i.n"),
                  0);
+    /* ... and the idempotency record of each send, by its sender's device. */
+    cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM idempotency i JOIN message m ON "
+                                      "m.id = i.message_id AND m.sender_device_id = i.device_id"),
+                 300);
+    cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM idempotency"), 300);
+    /* The WAL was checkpointed into the file: the file alone is the database, to copy. */
+    char wal[300];
+    struct stat sb;
+    snprintf(wal, sizeof wal, "%s-wal", srv.db);
+    cr_assert(stat(wal, &sb) != 0 || sb.st_size == 0, "%s holds %lld bytes", wal,
+              (long long)sb.st_size);
 
     /* The restarted service serves those rows: full checked pages of 50, and sends continue. */
     tl_restart(&srv);
@@ -243,6 +366,8 @@ Test(bench, direct_preload_is_consistent_and_served_after_restart)
                          "0",
                          "-w",
                          "sync,send",
+                         "--sync-from",
+                         "random",
                          "--check-every",
                          "1",
                          NULL};

@@ -80,8 +80,8 @@ static const char SQL_MEMBER_ADD[] =
 static const char SQL_SEQ_SET[] = "INSERT INTO user_seq (user_id, seq) VALUES (?1, ?2) "
                                   "ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq";
 /* What a 1:1 send with a request id records (handle_message.c, SQL_IDEM_PUT). */
-static const char SQL_IDEM_ADD[] = "INSERT INTO idempotency (device_id, request_id, created_at, "
-                                   "message_id) VALUES (?1, ?2, ?3, ?4)";
+static const char SQL_IDEM_ADD[] =
+    "INSERT INTO idempotency (device_id, request_id, message_id) VALUES (?1, ?2, ?3)";
 static const char SQL_PAGE_SIZE[] = "PRAGMA page_size";
 static const char SQL_PAGE_COUNT[] = "PRAGMA page_count";
 static const char SQL_FREELIST[] = "PRAGMA freelist_count";
@@ -226,7 +226,7 @@ bool bench_service_answers(const char *url, int timeout_ms, int attempts)
 }
 
 /* The idempotency record of a send by device (= user) sender with request id rid. */
-static gim_err remember_request(struct store_conn *db, int64_t sender, int64_t rid, int64_t now,
+static gim_err remember_request(struct store_conn *db, int64_t sender, int64_t rid,
                                 int64_t message_id)
 {
     sqlite3_stmt *st = store_stmt(db, SQL_IDEM_ADD);
@@ -234,8 +234,7 @@ static gim_err remember_request(struct store_conn *db, int64_t sender, int64_t r
         return GIM_EINTERNAL;
     sqlite3_bind_int64(st, 1, sender);
     sqlite3_bind_int64(st, 2, rid);
-    sqlite3_bind_int64(st, 3, now);
-    sqlite3_bind_int64(st, 4, message_id);
+    sqlite3_bind_int64(st, 3, message_id);
     int rc = sqlite3_step(st);
     store_done(st);
     return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
@@ -292,7 +291,7 @@ gim_err bench_preload_direct(struct bench *b)
             m.content = content;
             m.content_len = clen;
             if ((e = store_pair(db, &m, &id)) != GIM_OK ||
-                (e = remember_request(db, m.sender_id, rid, now, id)) != GIM_OK)
+                (e = remember_request(db, m.sender_id, rid, id)) != GIM_OK)
                 goto out;
         }
         if ((e = seq_flush(seq, db)) != GIM_OK || (e = store_exec(db, "COMMIT")) != GIM_OK)

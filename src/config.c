@@ -62,11 +62,49 @@ static const struct cfgtable_key keys[] = {
     CFGTABLE_U32(C, writer.max_batch, 1, 65536, 256),
     CFGTABLE_U32(C, writer.max_queued, 1, 65536, 256),
     CFGTABLE_CHOICE(C, log.level, "info", log_levels),
+    CFGTABLE_STR(C, api.listen, ""),
+    CFGTABLE_STR(C, api.cert_file, ""),
+    CFGTABLE_STR(C, api.key_file, ""),
+    CFGTABLE_STR(C, api.ca_file, ""),
+    CFGTABLE_U32(C, api.max_body_bytes, 1024, 64 * 1024 * 1024, 1048576),
+    CFGTABLE_U32(C, api.workers, 1, 256, 4),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
 
 /* ---- checks across keys ---------------------------------------------------- */
+
+/* The business API's listener: its URL, and https:// only with a certificate and key. */
+static gim_err check_api(const struct gim_config *cfg, char *errbuf, size_t errlen)
+{
+    char why[384];
+    const char *u = cfg->api.listen;
+    bool have_cert = cfg->api.cert_file && cfg->api.cert_file[0];
+    bool have_key = cfg->api.key_file && cfg->api.key_file[0];
+    if (have_cert != have_key) {
+        cfgtable_err(errbuf, errlen, "%s: required when %s is set",
+                     have_cert ? "api.key_file" : "api.cert_file",
+                     have_cert ? "api.cert_file" : "api.key_file");
+        return GIM_ECONFIG;
+    }
+    if (!u || !u[0])
+        return GIM_OK;
+    if (url_check(u, URL_API, why, sizeof why) != GIM_OK) {
+        cfgtable_err(errbuf, errlen, "api.listen: %s", why);
+        return GIM_ECONFIG;
+    }
+    /* nng would hand both the same server, and stopping one would stop the other. */
+    if (cfg->http && strcmp(u, cfg->http) == 0) {
+        cfgtable_err(errbuf, errlen,
+                     "api.listen: '%s' is also `http`; give the API its own address", u);
+        return GIM_ECONFIG;
+    }
+    if (strncmp(u, "https://", 8) == 0 && !have_cert) {
+        cfgtable_err(errbuf, errlen, "api.listen: '%s' needs api.cert_file and api.key_file", u);
+        return GIM_ECONFIG;
+    }
+    return GIM_OK;
+}
 
 /*
  * The URLs the service binds, for scheme and form (see url.h), so that a bad
@@ -97,7 +135,7 @@ static gim_err check_urls(const struct gim_config *cfg, char *errbuf, size_t err
         cfgtable_err(errbuf, errlen, "http: %s", why);
         return GIM_ECONFIG;
     }
-    return GIM_OK;
+    return check_api(cfg, errbuf, errlen);
 }
 
 /* The checks across keys, on the merged result (a default that a changed key invalidates too). */

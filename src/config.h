@@ -89,6 +89,15 @@ struct gim_config {
     struct {
         char *level; /* debug|info|warn|error, default "info" */
     } log;
+    /* The business API (api.h): HTTP/JSON for a company's own backend. */
+    struct {
+        char *listen;            /* http://HOST:PORT or https://HOST:PORT; default "" = off */
+        char *cert_file;         /* PEM certificate for https://, default "" */
+        char *key_file;          /* PEM private key for https://, default "" */
+        char *ca_file;           /* CA that client certificates must chain to; "" = none asked */
+        uint32_t max_body_bytes; /* largest request body, default 1048576 */
+        uint32_t workers;        /* threads that translate and dispatch, default 4, 1..256 */
+    } api;
 };
 
 /*

@@ -24,6 +24,7 @@
 
 #include "config.h"
 #include "dblock.h"
+#include "api.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -48,6 +49,7 @@ struct app {
     struct writer *writer;
     struct server *server;
     struct http *http;
+    struct api *api;
 };
 
 static void usage(FILE *f)
@@ -147,7 +149,14 @@ static gim_err app_start(struct app *a, char *err, size_t errlen)
                            .presence = a->presence,
                            .server = a->server,
                            .push = a->push};
-    return http_start(&a->http, &ho, err, errlen);
+    if ((e = http_start(&a->http, &ho, err, errlen)) != GIM_OK)
+        return e;
+    struct api_opts ao = {.cfg = &a->cfg,
+                          .presence = a->presence,
+                          .writer = a->writer,
+                          .metrics = a->metrics,
+                          .clock = {gim_clock_real_ms, NULL}};
+    return api_start(&a->api, &ao, err, errlen);
 }
 
 static void app_stop(struct app *a)
@@ -156,6 +165,7 @@ static void app_stop(struct app *a)
     /* First, so that the drain never waits for a lock (another process's, for up to
      * busy_timeout_ms): a write that finds the database locked now fails at once. */
     writer_stop_waiting(a->writer);
+    api_stop(a->api);       /* answers its requests in flight: the writer still runs */
     server_stop(a->server); /* drains: in-flight writes still reach the writer and are answered */
     writer_stop(a->writer); /* nothing is queued any more; joins its threads */
     push_close(a->push);

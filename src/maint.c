@@ -22,6 +22,11 @@ static const char SQL_PRUNE_IDEM[] =
     "DELETE FROM idempotency WHERE (device_id, request_id) IN "
     "(SELECT device_id, request_id FROM idempotency WHERE created_at < ?1 LIMIT ?2)";
 
+/* The business API's records (operator.h) keep the same window; they have a time index. */
+static const char SQL_PRUNE_OP_IDEM[] =
+    "DELETE FROM operator_idempotency WHERE idem_key IN "
+    "(SELECT idem_key FROM operator_idempotency WHERE created_at < ?1 LIMIT ?2)";
+
 /* Signs out one slice of expired sessions in one transaction; returns how many, 0 on failure. */
 static size_t sweep_slice(struct wctx *w, int64_t cutoff)
 {
@@ -80,16 +85,20 @@ static void scrub_wal(struct wctx *w)
 static void prune_idempotency(struct wctx *w, int64_t now)
 {
     int64_t cutoff = now - (int64_t)w->cfg->idempotency.window_seconds * 1000;
-    sqlite3_stmt *st = store_stmt(w->db, SQL_PRUNE_IDEM);
-    if (!st)
-        return;
-    sqlite3_bind_int64(st, 1, cutoff);
-    sqlite3_bind_int(st, 2, PRUNE_ROWS);
-    int rc = sqlite3_step(st);
-    int n = sqlite3_changes(w->db->db);
-    store_done(st);
-    if (rc == SQLITE_DONE && n > 0)
-        log_debug("idempotency pruned", "rows=%d", n);
+    const char *const sql[] = {SQL_PRUNE_IDEM, SQL_PRUNE_OP_IDEM};
+    for (int i = 0; i < 2; i++) {
+        sqlite3_stmt *st = store_stmt(w->db, sql[i]);
+        if (!st)
+            return;
+        sqlite3_bind_int64(st, 1, cutoff);
+        sqlite3_bind_int(st, 2, PRUNE_ROWS);
+        int rc = sqlite3_step(st);
+        int n = sqlite3_changes(w->db->db);
+        store_done(st);
+        if (rc == SQLITE_DONE && n > 0)
+            log_debug("idempotency pruned", "table=%s rows=%d",
+                      i ? "operator_idempotency" : "idempotency", n);
+    }
 }
 
 bool maint_run(struct wctx *w)

@@ -33,7 +33,8 @@ static const struct scheme {
     {"ws", F_HOSTPORT_PATH, USE(URL_LISTEN) | USE(URL_PUBLISH)},
     {"ws4", F_HOSTPORT_PATH, USE(URL_LISTEN) | USE(URL_PUBLISH)},
     {"ws6", F_HOSTPORT_PATH, USE(URL_LISTEN) | USE(URL_PUBLISH)},
-    {"http", F_HTTP, USE(URL_HTTP)},
+    {"http", F_HTTP, USE(URL_HTTP) | USE(URL_API)},
+    {"https", F_HTTP, USE(URL_API)},
 };
 
 #define NSCHEMES (sizeof schemes / sizeof schemes[0])
@@ -47,7 +48,7 @@ static const char *unsupported_why(const char *scheme, enum url_use use)
         return "wss is not set up with a certificate here; use tls+tcp:// for TLS";
     if (strncmp(scheme, "tls+", 4) == 0 && use == URL_PUBLISH)
         return "the publish socket has no TLS configuration; use tcp, ipc or ws";
-    if (strcmp(scheme, "https") == 0)
+    if (strcmp(scheme, "https") == 0 && use != URL_API)
         return "https is not supported; serve http on a private address or put a TLS proxy "
                "in front";
     if (strcmp(scheme, "zt") == 0)
@@ -67,6 +68,8 @@ static const char *forms_for(enum url_use use)
                "(tcp4/tcp6/ws4/ws6 too)";
     case URL_HTTP:
         return "http://HOST:PORT";
+    case URL_API:
+        return "http://HOST:PORT or https://HOST:PORT";
     }
     return "";
 }
@@ -155,7 +158,7 @@ static gim_err check_form(const char *url, const struct scheme *s, const nng_url
     if ((s->form == F_HOSTPORT && u->u_path[0]) ||
         (s->form == F_HTTP && u->u_path[0] && strcmp(u->u_path, "/") != 0)) {
         gim_err_why(why, whylen, "'%s' has a path '%s', which %s does not take", url, u->u_path,
-                    s->form == F_HTTP ? "the http listener (it serves /metrics and /healthz)"
+                    s->form == F_HTTP ? "an http listener (it serves its own fixed paths)"
                                       : s->name);
         return GIM_ECONFIG;
     }

@@ -6,8 +6,9 @@
  * Parsing is nng's own (nng_url_parse), the parser the listeners use later.
  * The accepted schemes are those Debian's nng 1.5.2 listens on and that our
  * sockets are set up for: the REP listener (server.c) configures TLS for
- * tls+tcp URLs, the PUB socket (push.c) has no TLS at all, and the HTTP
- * server (http.c) serves plain http. Nothing is resolved or bound here, so a
+ * tls+tcp URLs, the PUB socket (push.c) has no TLS at all, the HTTP
+ * server (http.c) serves plain http, and the business API (api.c) serves
+ * http or, with api.cert_file and api.key_file, https. Nothing is resolved or bound here, so a
  * check never depends on the network; a host name that does not resolve
  * still fails at start-up, naming the URL.
  */
@@ -23,6 +24,7 @@ enum url_use {
     URL_LISTEN,  /* nng REP listener: tcp[46], tls+tcp[46], ipc, abstract, ws[46] */
     URL_PUBLISH, /* nng PUB listener: tcp[46], ipc, abstract, ws[46] */
     URL_HTTP,    /* nng HTTP server: http */
+    URL_API,     /* the business API's nng HTTP server (api.c): http, https */
 };
 
 /*

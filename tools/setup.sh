@@ -47,6 +47,7 @@ BUILD_PKGS=(
     libcyaml-dev
     libyaml-dev # libcyaml.pc links -lyaml, but libcyaml-dev does not depend on libyaml-dev
     libjwt-dev
+    libjansson-dev # the business API's JSON (src/api*.c)
     ca-certificates
 )
 
@@ -68,6 +69,7 @@ TEST_PKGS=(
     valgrind
     docker-compose
     curl
+    wrk # tools/bench-api.sh: POST /v1/messages throughput (docs/benchmarks.md)
     # the web client (web/): Debian 12's Node 18, npm, and a browser for its tests
     nodejs
     npm

@@ -233,7 +233,7 @@ Test(push, the_output_is_copied_before_push_deliver_returns)
 /* The sender's own device is the only one at its gateway: that gateway gets no empty Delivery. */
 Test(push, a_gateway_with_only_the_excluded_device_gets_nothing)
 {
-    nng_socket sub = subscribe(300);
+    nng_socket sub = subscribe(5000);
     struct session ss[] = {sess(11, "gw-a"), sess(21, "gw-b")};
     Pb__Output o = output("m");
     push_deliver(pu, ss, 2, 11, &o);
@@ -244,6 +244,8 @@ Test(push, a_gateway_with_only_the_excluded_device_gets_nothing)
     cr_assert_not_null(d);
     cr_assert_str_eq(topic, "gw-b");
     pb__delivery__free_unpacked(d, NULL);
+    /* Published in order: had gw-a got one, it would have come first. */
+    cr_assert_eq(nng_socket_set_ms(sub, NNG_OPT_RECVTIMEO, 300), 0);
     cr_assert_null(receive(sub, topic, sizeof topic), "nothing for gw-a");
 
     push_deliver(pu, ss, 1, 11, &o);

@@ -69,6 +69,7 @@ static const struct cfgtable_key keys[] = {
     CFGTABLE_U32(C, api.max_body_bytes, 1024, 64 * 1024 * 1024, 1048576),
     CFGTABLE_U32(C, api.workers, 1, 256, 4),
 };
+#undef C
 
 #define NKEYS (sizeof keys / sizeof keys[0])
 

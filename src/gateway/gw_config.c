@@ -70,6 +70,7 @@ static const struct cfgtable_key keys[] = {
     CFGTABLE_U32(C, shutdown.drain_ms, 0, 600000, 10000),
     CFGTABLE_CHOICE(C, log.level, "info", log_levels),
 };
+#undef C
 
 #define NKEYS (sizeof keys / sizeof keys[0])
 

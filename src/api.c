@@ -32,7 +32,10 @@
 struct api_call {
     struct api *api;
     nng_aio *haio; /* nng's handler aio: finished with the answer, never before */
-    nng_aio *rx;   /* reads the body */
+    nng_aio *rx;   /* writes "100 Continue" (continuing), then reads the body */
+    nng_http_conn *conn;
+    bool continuing;
+    struct api_call *rprev, *rnext; /* in api.reading while rx is busy */
     const struct apiroute *route;
     struct apiroute_in in;
     char *uri;     /* a copy of the request URI, cut at '?' (in.query points after it) */
@@ -58,6 +61,7 @@ struct api {
     bool closed;
     bool stop; /* workers: exit */
     struct api_call *head, *tail;
+    struct api_call *reading; /* calls waiting for their body: api_stop() aborts them */
     pthread_t *threads;
     struct store_conn **ro;
     int nworkers, created, started;
@@ -160,8 +164,18 @@ static void send_json(nng_aio *haio, uint16_t status, json_t *body, bool close, 
 
 static void send_error(nng_aio *haio, gim_err code, const char *msg, bool close, const char *allow)
 {
-    json_t *j =
-        json_pack("{s:s, s:s}", "code", gim_err_name((gim_err)gim_err_wire(code)), "message", msg);
+    const char *name = gim_err_name((gim_err)gim_err_wire(code));
+    json_t *j = json_pack("{s:s, s:s}", "code", name, "message", msg);
+    if (!j) {
+        /* The message quotes the request (a query, a path), which need not be UTF-8: JSON
+         * strings must be, so every byte outside ASCII becomes '?'. */
+        char safe[300];
+        size_t i = 0;
+        for (; msg[i] && i < sizeof safe - 1; i++)
+            safe[i] = (unsigned char)msg[i] < 0x80 ? msg[i] : '?';
+        safe[i] = '\0';
+        j = json_pack("{s:s, s:s}", "code", name, "message", safe);
+    }
     send_json(haio, http_status(code), j, close, allow);
 }
 
@@ -350,11 +364,63 @@ static void queue(struct api_call *c)
     pthread_mutex_unlock(&a->mu);
 }
 
+static void reading_unlink(struct api_call *c)
+{
+    struct api *a = c->api;
+    pthread_mutex_lock(&a->mu);
+    if (c->rprev)
+        c->rprev->rnext = c->rnext;
+    else
+        a->reading = c->rnext;
+    if (c->rnext)
+        c->rnext->rprev = c->rprev;
+    c->rprev = c->rnext = NULL;
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* Reads the body (or first writes the interim answer a client that sent
+ * "Expect: 100-continue" waits for), within BODY_TIMEOUT_MS. */
+static void read_body(struct api_call *c)
+{
+    static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    struct api *a = c->api;
+    nng_iov iov = {.iov_buf = c->continuing ? cont : (char *)c->body,
+                   .iov_len = c->continuing ? sizeof cont - 1 : c->body_len};
+    pthread_mutex_lock(&a->mu);
+    bool closed = a->closed;
+    if (!closed) {
+        c->rnext = a->reading;
+        if (a->reading)
+            a->reading->rprev = c;
+        a->reading = c;
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (closed) { /* api_stop() began between the interim answer and the body */
+        nng_aio *haio = c->haio;
+        c->haio = NULL;
+        nng_aio_finish(haio, NNG_ECLOSED);
+        queue(c); /* a worker frees it */
+        return;
+    }
+    nng_aio_set_iov(c->rx, 1, &iov);
+    nng_aio_set_timeout(c->rx, BODY_TIMEOUT_MS);
+    if (c->continuing)
+        nng_http_conn_write_all(c->conn, c->rx);
+    else
+        nng_http_conn_read_all(c->conn, c->rx);
+}
+
 /* The body arrived (or the read failed: the connection goes, nothing was run). */
 static void rx_done(void *arg)
 {
     struct api_call *c = arg;
     int rv = nng_aio_result(c->rx);
+    reading_unlink(c);
+    if (rv == 0 && c->continuing) {
+        c->continuing = false;
+        read_body(c);
+        return;
+    }
     if (rv != 0) {
         /* Not call_free() here: an aio cannot be freed from its own callback. */
         nng_aio *haio = c->haio;
@@ -460,24 +526,21 @@ static void on_request(nng_aio *haio)
         leave(a);
         return;
     }
-    c->req.start_ns = mono_ns();
     if (len == 0) {
         queue(c);
         return;
     }
-    nng_iov iov;
     if (!(c->body = malloc(len)) || nng_aio_alloc(&c->rx, rx_done, c) != 0) {
         call_free(c);
         leave(a);
         nng_aio_finish(haio, NNG_ENOMEM);
         return;
     }
+    const char *expect = nng_http_req_get_header(req, "Expect");
     c->body_len = len;
-    iov.iov_buf = c->body;
-    iov.iov_len = len;
-    nng_aio_set_iov(c->rx, 1, &iov);
-    nng_aio_set_timeout(c->rx, BODY_TIMEOUT_MS);
-    nng_http_conn_read_all(conn, c->rx);
+    c->conn = conn;
+    c->continuing = expect && strcasecmp(expect, "100-continue") == 0;
+    read_body(c);
 }
 
 /* ---- start and stop ------------------------------------------------------- */
@@ -645,6 +708,10 @@ void api_stop(struct api *a)
         return;
     pthread_mutex_lock(&a->mu);
     a->closed = true;
+    /* A body that is still on its way is not waited for (its call changed nothing yet). The
+     * callbacks run on nng's threads, not inside the abort, so mu may be held here. */
+    for (struct api_call *c = a->reading; c; c = c->rnext)
+        nng_aio_abort(c->rx, NNG_ECLOSED);
     while (a->active > 0)
         pthread_cond_wait(&a->idle, &a->mu);
     a->stop = true;

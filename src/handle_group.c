@@ -247,8 +247,9 @@ static gim_err create_prepare(struct request *r)
         return GIM_ENOMEM;
     if ((e = take_ids(r, j, in->member_ids, in->n_member_ids, what, "member_ids")) != GIM_OK)
         return e;
-    size_t total =
-        j->n_ids + (bsearch(&in->owner_id, j->ids, j->n_ids, sizeof *j->ids, cmp_id) ? 0 : 1);
+    bool owner_listed =
+        j->n_ids > 0 && bsearch(&in->owner_id, j->ids, j->n_ids, sizeof *j->ids, cmp_id);
+    size_t total = j->n_ids + (owner_listed ? 0 : 1);
     if (total > max)
         return request_fail(r, GIM_ETOOLARGE,
                             "%s: the group would have %zu members, over limits.max_group_members "

@@ -137,6 +137,14 @@ static gim_err app_start(struct app *a, char *err, size_t errlen)
                          .clock = {gim_clock_real_ms, NULL}};
     if ((e = writer_start(&a->writer, &a->w)) != GIM_OK)
         return e;
+    /* Before the REP socket: whoever waits for gim-logic to answer there finds the API up too. */
+    struct api_opts ao = {.cfg = &a->cfg,
+                          .presence = a->presence,
+                          .writer = a->writer,
+                          .metrics = a->metrics,
+                          .clock = {gim_clock_real_ms, NULL}};
+    if ((e = api_start(&a->api, &ao, err, errlen)) != GIM_OK)
+        return e;
     struct server_opts so = {.cfg = &a->cfg,
                              .presence = a->presence,
                              .writer = a->writer,
@@ -149,14 +157,7 @@ static gim_err app_start(struct app *a, char *err, size_t errlen)
                            .presence = a->presence,
                            .server = a->server,
                            .push = a->push};
-    if ((e = http_start(&a->http, &ho, err, errlen)) != GIM_OK)
-        return e;
-    struct api_opts ao = {.cfg = &a->cfg,
-                          .presence = a->presence,
-                          .writer = a->writer,
-                          .metrics = a->metrics,
-                          .clock = {gim_clock_real_ms, NULL}};
-    return api_start(&a->api, &ao, err, errlen);
+    return http_start(&a->http, &ho, err, errlen);
 }
 
 static void app_stop(struct app *a)

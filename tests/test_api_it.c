@@ -390,6 +390,78 @@ Test(api_hostile, missing_wrong_and_user_tokens, .init = start, .fini = teardown
     free(other);
 }
 
+/*
+ * Bytes outside ASCII in the request line or a header: nng's parser drops the connection
+ * before the API sees the request (so nothing can be run or quoted back), and the service
+ * goes on serving.
+ */
+Test(api_hostile, non_ascii_request_is_dropped, .init = start, .fini = teardown)
+{
+    static const char *const reqs[] = {
+        "GET /v1/groups/1/members?\xff\xfe=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /v1/groups/1\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /v1/groups HTTP/1.1\r\nHost: x\r\nIdempotency-Key: \xff\xfe\r\n"
+        "Content-Length: 2\r\n\r\n{}",
+    };
+    int64_t before = fingerprint();
+    for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+        int fd = ht_connect(port);
+        ht_send(fd, reqs[i], strlen(reqs[i]));
+        struct ht_resp r;
+        ht_read(fd, &r, 5000);
+        cr_expect(r.status == 0 || r.status == 400, "request %zu: %d %s", i, r.status, r.body);
+        ht_resp_free(&r);
+        close(fd);
+    }
+    cr_expect_eq(fingerprint(), before);
+    struct ht_resp r;
+    ht_call(port, "POST", "/v1/users/1/erase", op, NULL, "{}", &r);
+    cr_expect_eq(r.status, 200, "still serving: %d %s", r.status, r.body);
+    ht_resp_free(&r);
+}
+
+/* A client that sends "Expect: 100-continue" (curl does above 1 KiB) gets the interim answer
+ * and then its real one, instead of waiting out its own timer. */
+Test(api_hostile, expect_100_continue, .init = start, .fini = teardown)
+{
+    int fd = ht_connect(port);
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "POST /v1/users/1/erase HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                     "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n",
+                     op);
+    ht_send(fd, req, (size_t)n);
+    struct ht_resp r;
+    ht_read(fd, &r, 5000);
+    cr_expect_eq(r.status, 100, "want the interim answer before the body is sent: %d", r.status);
+    ht_resp_free(&r);
+    ht_send(fd, "{}", 2);
+    ht_read(fd, &r, 5000);
+    cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
+    ht_resp_free(&r);
+    close(fd);
+}
+
+/* A stop does not wait for a body that is still on its way. */
+Test(api_hostile, stop_does_not_wait_for_a_body, .init = start)
+{
+    int fd = ht_connect(port);
+    const char *req = "POST /v1/users/1/erase HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{";
+    ht_send(fd, req, strlen(req));
+    usleep(200 * 1000); /* the service has read the header and waits for the body */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_expect_eq(tl_stop(&srv), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    /* The body's own timeout is 10 s (api.c, BODY_TIMEOUT_MS): well under it, it was not waited
+     * for. */
+    cr_expect_lt(s, 8.0, "the stop took %.1f s", s);
+    close(fd);
+    tl_cleanup(&srv);
+    free(op);
+}
+
 /* ---- the operations ------------------------------------------------------- */
 
 Test(api_ops, kick, .init = start, .fini = teardown)

@@ -35,8 +35,8 @@ struct subcommand {
 static const struct subcommand commands[] = {
     {"ping", gimctl_ping, "send a heartbeat (signing in first when --user/--device are given)", gimctl_usage_ping},
     {"token", gimctl_token, "token --user U --device D [--ttl S]: mint a sign-in token", gimctl_usage_token},
-    {"group", gimctl_group, "group create|add|remove|list|show: edit groups in the --db file", gimctl_usage_group},
-    {"send", gimctl_send, "send --to ID [--group] TEXT (signs in at gateway gimctl)", gimctl_usage_send},
+    {"group", gimctl_group, "group create|update|dissolve|add|remove|role|show|members (operator, via the service) | list (--db)", gimctl_usage_group},
+    {"send", gimctl_send, "send --to ID [--group] TEXT (signs in at gateway gimctl); --system/--business B: operator send", gimctl_usage_send},
     {"sync", gimctl_sync, "sync [--seq N]: print the inbox (signs in at gateway gimctl)", gimctl_usage_sync},
     {"ack", gimctl_ack, "ack SEQ: acknowledge up to SEQ (signs in at gateway gimctl)", gimctl_usage_ack},
     {"recall", gimctl_recall, "recall SEQ: recall one's own message (signs in at gateway gimctl)", gimctl_usage_recall},

@@ -65,6 +65,21 @@ int gimctl_usage_error(const char *cmd, const char *fmt, ...) __attribute__((for
  */
 void gimctl_secret_hint(const struct gimctl *g, int code, const char *message);
 
+/* A random positive request id, so two runs never share one (gimctl_ops.c). */
+int64_t gimctl_request_id(void);
+
+/* Mints an operator token valid for ttl_s from --secret or $GIM_TOKEN_SECRET; NULL after
+ * printing why. The caller frees it. */
+char *gimctl_operator_token(const struct gimctl *g, const char *cmd, int64_t ttl_s);
+
+/*
+ * One operator request (a fresh random request_id) at gateway g->gateway; 0
+ * with *out set (the caller frees it) on EC_OK, else 1 after printing
+ * `gimctl CMD: EC_...: message` on stderr.
+ */
+int gimctl_operator_call(struct gim_client *c, const struct gimctl *g, const char *cmd, int type,
+                         const ProtobufCMessage *in, Pb__Output **out);
+
 /* Opens --db read-only (NULL after printing why, when it is not a gim-logic database). */
 struct sqlite3 *gimctl_open_ro(const char *path);
 
@@ -85,6 +100,8 @@ int gimctl_watch(struct gimctl *g, int argc, char **argv);  /* gimctl_room.c */
 int gimctl_room(struct gimctl *g, int argc, char **argv);   /* gimctl_room.c */
 int gimctl_kick(struct gimctl *g, int argc, char **argv);   /* gimctl_ops.c */
 int gimctl_erase(struct gimctl *g, int argc, char **argv);  /* gimctl_ops.c */
+/* `send --system|--business B ...` (gimctl_send hands over): PT_ADMIN_SEND (gimctl_ops.c). */
+int gimctl_send_operator(struct gimctl *g, int argc, char **argv);
 /* The read-only operator commands (gimctl_read.c). */
 int gimctl_online(struct gimctl *g, int argc, char **argv);
 int gimctl_devices(struct gimctl *g, int argc, char **argv);

@@ -27,7 +27,7 @@ cd "$ROOT"
 usage() {
     cat >&2 <<'EOF'
 usage: tools/dev.sh run [--gateway-config FILE] [gim-logic args...]
-       tools/dev.sh test [--sanitize] [ctest args, e.g. -L unit | -L it | -LE slow]
+       tools/dev.sh test [--sanitize] [ctest args, e.g. -L unit | -L '^it$' | -LE slow]
        tools/dev.sh format-check
 EOF
     exit 2

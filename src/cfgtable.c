@@ -430,6 +430,17 @@ gim_err cfgtable_load(const char *path, const struct cfgtable_key *keys, size_t 
 
     if (errbuf && errlen > 0)
         errbuf[0] = '\0';
+    /* One mapping per section in the schema and in config_print: a section split in two
+     * would make its second part unknown keys. A programming error, caught by any load. */
+    for (size_t i = 1; i < nkeys; i++) {
+        for (size_t j = 0; j + 1 < i && !same_section(keys[i - 1].path, keys[i].path); j++) {
+            if (same_section(keys[j].path, keys[i].path)) {
+                cfgtable_err(errbuf, errlen, "%s: its section's keys are not adjacent in the table",
+                             keys[i].path);
+                return GIM_EINTERNAL;
+            }
+        }
+    }
     if ((rc = set_defaults(cfg, keys, nkeys)) != GIM_OK || !path)
         goto check;
     if ((rc = read_file(path, &text, &len, errbuf, errlen)) != GIM_OK ||

@@ -47,7 +47,8 @@ enum cfgtable_kind {
     CFGTABLE_LIST, /* a sequence of entries of the owner's own schema, stored by apply() */
 };
 
-/* A table's keys of one section must be adjacent (the schema has one mapping per section). */
+/* A table's keys of one section must be adjacent (one mapping per section in the schema and
+ * in the printed YAML); cfgtable_load() refuses a table where they are not. */
 struct cfgtable_key {
     const char *path; /* "key" or "section.key": YAML path and member designator */
     enum cfgtable_kind kind;

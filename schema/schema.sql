@@ -50,15 +50,6 @@ CREATE TABLE device (
     updated_at   INTEGER NOT NULL
 );
 CREATE INDEX device_user ON device (user_id);
-CREATE TABLE idempotency (
-    device_id  INTEGER NOT NULL,
-    request_id INTEGER NOT NULL,
-    created_at INTEGER NOT NULL,
-    message_id INTEGER,          -- user/group send
-    room_id    INTEGER,          -- room send: (room_id, room_seq)
-    room_seq   INTEGER,
-    PRIMARY KEY (device_id, request_id)
-) WITHOUT ROWID;
 CREATE TABLE chat_group (
     group_id   INTEGER PRIMARY KEY,
     name       TEXT    NOT NULL DEFAULT '',
@@ -195,3 +186,17 @@ CREATE TABLE operator_idempotency (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX operator_idempotency_created ON operator_idempotency (created_at);
+CREATE TABLE room_idempotency (
+    device_id  INTEGER NOT NULL,
+    request_id INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, -- ms since the epoch
+    room_id    INTEGER NOT NULL,
+    room_seq   INTEGER NOT NULL,
+    PRIMARY KEY (device_id, request_id)
+) WITHOUT ROWID;
+CREATE TABLE idempotency (
+    device_id  INTEGER NOT NULL,
+    request_id INTEGER NOT NULL,
+    message_id INTEGER, -- the user/group send's message; NULL: a room send (room_idempotency)
+    PRIMARY KEY (device_id, request_id)
+) WITHOUT ROWID;

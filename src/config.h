@@ -25,9 +25,9 @@ struct config_database {
     char *path;               /* default "data/gim.db" */
     char *synchronous;        /* off|normal|full|extra, default "full" */
     uint32_t busy_timeout_ms; /* default 5000 */
-    uint32_t cache_mb;        /* page cache of the writer connection, default 64 */
-    uint32_t reader_cache_mb; /* page cache of each reader connection, default 8 */
-    uint32_t mmap_mb;         /* mmap_size shared by all connections, default 256 */
+    uint32_t cache_mb;        /* page cache of the writer connection, default 32 */
+    uint32_t reader_cache_mb; /* page cache of each reader connection, default 4 */
+    uint32_t mmap_mb;         /* mmap_size of each connection, default 0 (off) */
     uint32_t max_pages;       /* largest database, in pages (PRAGMA max_page_count); 0 = no limit */
 };
 

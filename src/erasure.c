@@ -32,6 +32,15 @@ static const char SQL_DEVICES[] =
 static const char SQL_DEL_DEVICE_IDEM[] =
     "DELETE FROM idempotency WHERE device_id = ?1 AND request_id IN "
     "(SELECT request_id FROM idempotency WHERE device_id = ?1 LIMIT ?2)";
+/* A room send's record is two rows, deleted together: first the details of
+ * the key rows SQL_DEL_DEVICE_IDEM takes next (the same first rows of the key). */
+static const char SQL_DEL_DEVICE_ROOM_DETAILS[] =
+    "DELETE FROM room_idempotency WHERE device_id = ?1 AND request_id IN "
+    "(SELECT request_id FROM idempotency WHERE device_id = ?1 LIMIT ?2)";
+/* Then details left without a key row (replaced by a later send's record): they name the device. */
+static const char SQL_DEL_DEVICE_ROOM_IDEM[] =
+    "DELETE FROM room_idempotency WHERE device_id = ?1 AND request_id IN "
+    "(SELECT request_id FROM room_idempotency WHERE device_id = ?1 LIMIT ?2)";
 static const char SQL_DEL_DEVICE[] = "DELETE FROM device WHERE device_id = ?1 AND user_id = ?2";
 
 static const char SQL_DEL_MEMBERS[] =
@@ -163,12 +172,21 @@ static gim_err erase_devices(struct wctx *w, int64_t user_id, int *budget, bool 
         return store_err(rc);
     for (size_t i = 0; i<n && * budget> 0; i++) {
         int changed = 0;
+        e = RUN(w->db, SQL_DEL_DEVICE_ROOM_DETAILS, NULL, NULL, res->kicked[i].device_id, *budget);
+        if (e != GIM_OK)
+            return e;
         e = RUN(w->db, SQL_DEL_DEVICE_IDEM, &changed, NULL, res->kicked[i].device_id, *budget);
         if (e != GIM_OK)
             return e;
         *budget -= changed;
         if (*budget <= 0)
             break; /* its records may go on: the device stays for the next step */
+        e = RUN(w->db, SQL_DEL_DEVICE_ROOM_IDEM, &changed, NULL, res->kicked[i].device_id, *budget);
+        if (e != GIM_OK)
+            return e;
+        *budget -= changed;
+        if (*budget <= 0)
+            break;
         if ((e = RUN(w->db, SQL_DEL_DEVICE, NULL, NULL, res->kicked[i].device_id, user_id)) !=
             GIM_OK)
             return e;

@@ -37,16 +37,26 @@
 
 #define PUSH_SESSIONS 32 /* sessions of one user looked up on the stack; more go to the heap */
 
+/*
+ * A user/group send's record names its message, whose send_time is when the
+ * window started; a room send's (message_id NULL) has its details and time
+ * in room_idempotency (migrations/0007_idempotency_small.sql).
+ */
 static const char SQL_IDEM_GET[] =
-    "SELECT i.created_at, i.message_id, m.sender_id, m.sender_seq, length(m.content), "
-    "length(m.to_user_ids), i.room_id, i.room_seq FROM idempotency i "
-    "LEFT JOIN message m ON m.id = i.message_id WHERE i.device_id = ?1 AND i.request_id = ?2";
+    "SELECT i.message_id, m.send_time, m.sender_id, m.sender_seq, length(m.content), "
+    "length(m.to_user_ids), r.created_at, r.room_id, r.room_seq FROM idempotency i "
+    "LEFT JOIN message m ON m.id = i.message_id "
+    "LEFT JOIN room_idempotency r ON i.message_id IS NULL AND r.device_id = i.device_id "
+    "AND r.request_id = i.request_id WHERE i.device_id = ?1 AND i.request_id = ?2";
 /* A stale record (outside the window) is replaced by the new send's. */
 static const char SQL_IDEM_PUT[] =
-    "INSERT INTO idempotency (device_id, request_id, created_at, message_id, room_id, room_seq) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (device_id, request_id) DO UPDATE SET "
-    "created_at = excluded.created_at, message_id = excluded.message_id, "
-    "room_id = excluded.room_id, room_seq = excluded.room_seq";
+    "INSERT INTO idempotency (device_id, request_id, message_id) VALUES (?1, ?2, ?3) "
+    "ON CONFLICT (device_id, request_id) DO UPDATE SET message_id = excluded.message_id";
+/* A stale room record that a user/group send replaced is never read again: pruned by its time. */
+static const char SQL_IDEM_PUT_ROOM[] =
+    "INSERT INTO room_idempotency (device_id, request_id, created_at, room_id, room_seq) "
+    "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (device_id, request_id) DO UPDATE SET "
+    "created_at = excluded.created_at, room_id = excluded.room_id, room_seq = excluded.room_seq";
 static const char SQL_GROUP_EXISTS[] = "SELECT 1 FROM chat_group WHERE group_id = ?1";
 static const char SQL_GROUP_COPY[] =
     "INSERT INTO group_copy (message_id, user_id, seq) VALUES (?1, ?2, ?3)";
@@ -260,14 +270,22 @@ static gim_err idem_remember(struct request *r, struct wctx *w, int64_t message_
         return store_failed(r, w, GIM_EINTERNAL, "idempotency");
     sqlite3_bind_int64(st, 1, r->sess.device_id);
     sqlite3_bind_int64(st, 2, r->request_id);
-    sqlite3_bind_int64(st, 3, w->now_ms);
     if (message_id)
-        sqlite3_bind_int64(st, 4, message_id);
-    if (room_id) {
-        sqlite3_bind_int64(st, 5, room_id);
-        sqlite3_bind_int64(st, 6, room_seq);
-    }
+        sqlite3_bind_int64(st, 3, message_id);
     int rc = sqlite3_step(st);
+    store_done(st);
+    if (rc != SQLITE_DONE)
+        return store_failed(r, w, store_err(rc), "idempotency");
+    if (!room_id)
+        return GIM_OK;
+    if (!(st = store_stmt(w->db, SQL_IDEM_PUT_ROOM)))
+        return store_failed(r, w, GIM_EINTERNAL, "idempotency");
+    sqlite3_bind_int64(st, 1, r->sess.device_id);
+    sqlite3_bind_int64(st, 2, r->request_id);
+    sqlite3_bind_int64(st, 3, w->now_ms);
+    sqlite3_bind_int64(st, 4, room_id);
+    sqlite3_bind_int64(st, 5, room_seq);
+    rc = sqlite3_step(st);
     store_done(st);
     return rc == SQLITE_DONE ? GIM_OK : store_failed(r, w, store_err(rc), "idempotency");
 }
@@ -331,19 +349,20 @@ static gim_err idem_replay(struct request *r, struct wctx *w, bool *replayed)
         store_done(st);
         return rc == SQLITE_DONE ? GIM_OK : store_failed(r, w, store_err(rc), "idempotency");
     }
-    int64_t created = sqlite3_column_int64(st, 0);
-    bool has_message = sqlite3_column_type(st, 1) != SQLITE_NULL;
-    int64_t message_id = sqlite3_column_int64(st, 1);
+    bool has_message = sqlite3_column_type(st, 0) != SQLITE_NULL;
+    int64_t message_id = sqlite3_column_int64(st, 0);
     bool message_gone = has_message && sqlite3_column_type(st, 2) == SQLITE_NULL;
     int64_t sender_id = sqlite3_column_int64(st, 2);
     int64_t sender_seq = sqlite3_column_int64(st, 3);
     size_t size = (size_t)sqlite3_column_int64(st, 4) + (size_t)sqlite3_column_int64(st, 5);
-    bool has_room = sqlite3_column_type(st, 6) != SQLITE_NULL;
-    int64_t room_id = sqlite3_column_int64(st, 6);
-    int64_t room_seq = sqlite3_column_int64(st, 7);
+    bool has_room = !has_message && sqlite3_column_type(st, 7) != SQLITE_NULL;
+    int64_t created = has_message ? sqlite3_column_int64(st, 1) : sqlite3_column_int64(st, 6);
+    int64_t room_id = sqlite3_column_int64(st, 7);
+    int64_t room_seq = sqlite3_column_int64(st, 8);
     store_done(st);
 
-    if (created < w->now_ms - (int64_t)w->cfg->idempotency.window_seconds * 1000)
+    /* A record whose message is gone has no time left; it answers EC_NOT_FOUND until pruned. */
+    if (!message_gone && created < w->now_ms - (int64_t)w->cfg->idempotency.window_seconds * 1000)
         return GIM_OK;
     if (has_message && !message_gone && sender_id != r->sess.user_id)
         return GIM_OK;

@@ -43,6 +43,9 @@ static const char SQL_UPSERT_DEVICE[] =
 static const char SQL_DROP_OTHER_IDEM[] =
     "DELETE FROM idempotency WHERE device_id = ?1 AND EXISTS "
     "(SELECT 1 FROM device WHERE device_id = ?1 AND user_id <> ?2)";
+static const char SQL_DROP_OTHER_ROOM_IDEM[] =
+    "DELETE FROM room_idempotency WHERE device_id = ?1 AND EXISTS "
+    "(SELECT 1 FROM device WHERE device_id = ?1 AND user_id <> ?2)";
 
 static const char *client_addr(const struct request *r)
 {
@@ -103,19 +106,24 @@ static gim_err signin_prepare(struct request *r)
 
 static gim_err drop_other_users_records(struct request *r, struct wctx *w)
 {
+    static const char *const sql[] = {SQL_DROP_OTHER_IDEM, SQL_DROP_OTHER_ROOM_IDEM};
     const struct session *s = &r->sess;
-    sqlite3_stmt *st = store_stmt(w->db, SQL_DROP_OTHER_IDEM);
-    if (!st)
-        return request_fail(r, GIM_EINTERNAL, "sign-in: cannot prepare statement");
-    sqlite3_bind_int64(st, 1, s->device_id);
-    sqlite3_bind_int64(st, 2, s->user_id);
-    int rc = sqlite3_step(st);
-    int n = sqlite3_changes(w->db->db);
-    store_done(st);
-    if (rc != SQLITE_DONE) {
-        log_warn("sign-in write failed", "device=%" PRId64 " rc=%d error=\"%s\"", s->device_id, rc,
-                 sqlite3_errmsg(w->db->db));
-        return request_fail(r, store_err(rc), "sign-in: cannot drop the previous user's records");
+    int n = 0;
+    for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
+        sqlite3_stmt *st = store_stmt(w->db, sql[i]);
+        if (!st)
+            return request_fail(r, GIM_EINTERNAL, "sign-in: cannot prepare statement");
+        sqlite3_bind_int64(st, 1, s->device_id);
+        sqlite3_bind_int64(st, 2, s->user_id);
+        int rc = sqlite3_step(st);
+        n += sqlite3_changes(w->db->db);
+        store_done(st);
+        if (rc != SQLITE_DONE) {
+            log_warn("sign-in write failed", "device=%" PRId64 " rc=%d error=\"%s\"", s->device_id,
+                     rc, sqlite3_errmsg(w->db->db));
+            return request_fail(r, store_err(rc),
+                                "sign-in: cannot drop the previous user's records");
+        }
     }
     if (n > 0)
         log_info("device changed user", "device=%" PRId64 " user=%" PRId64 " records_dropped=%d",

@@ -1,5 +1,7 @@
 #include "maint.h"
 
+#include <stdint.h>
+
 #include "config.h"
 #include "log.h"
 #include "presence.h"
@@ -16,11 +18,30 @@
 /* When retention is due next. Only the writer thread runs maintenance, so no lock. */
 static int64_t retention_due_ms;
 
-/* An idempotency record outlives its window; the table has no time index
- * (it would cost every send), so pruning scans, rarely and in slices. */
+/*
+ * An idempotency record outlives its window; the tables have no time index
+ * (it would cost every send), so pruning scans, rarely and in slices. A
+ * user/group send's record is as old as its message; a key row whose
+ * message or room details are gone has no time left and goes too. ?3 is a
+ * message id below which messages are old (idem_old_ids): the scan compares
+ * it with each record's message_id, as it compared created_at before
+ * migration 0007, and looks up only the messages that may be old.
+ */
 static const char SQL_PRUNE_IDEM[] =
     "DELETE FROM idempotency WHERE (device_id, request_id) IN "
-    "(SELECT device_id, request_id FROM idempotency WHERE created_at < ?1 LIMIT ?2)";
+    "(SELECT i.device_id, i.request_id FROM idempotency i "
+    "LEFT JOIN message m ON m.id = i.message_id "
+    "LEFT JOIN room_idempotency r ON i.message_id IS NULL AND r.device_id = i.device_id "
+    "AND r.request_id = i.request_id "
+    "WHERE (i.message_id IS NULL OR i.message_id < ?3) "
+    "AND coalesce(m.send_time, r.created_at, 0) < ?1 LIMIT ?2)";
+static const char SQL_MESSAGE_IDS[] = "SELECT min(id), max(id) FROM message";
+static const char SQL_MESSAGE_AT[] =
+    "SELECT id, send_time FROM message WHERE id >= ?1 ORDER BY id LIMIT 1";
+/* Room details go with their window; a key row left without them is pruned above. */
+static const char SQL_PRUNE_ROOM_IDEM[] =
+    "DELETE FROM room_idempotency WHERE (device_id, request_id) IN "
+    "(SELECT device_id, request_id FROM room_idempotency WHERE created_at < ?1 LIMIT ?2)";
 
 /* The business API's records (operator.h) keep the same window; they have a time index. */
 static const char SQL_PRUNE_OP_IDEM[] =
@@ -82,23 +103,73 @@ static void scrub_wal(struct wctx *w)
         log_debug("wal truncate postponed", "rc=%d", rc);
 }
 
+static int prune(struct wctx *w, const char *sql, int64_t cutoff, int64_t below_id)
+{
+    sqlite3_stmt *st = store_stmt(w->db, sql);
+    if (!st)
+        return 0;
+    sqlite3_bind_int64(st, 1, cutoff);
+    sqlite3_bind_int(st, 2, PRUNE_ROWS);
+    if (below_id)
+        sqlite3_bind_int64(st, 3, below_id);
+    int rc = sqlite3_step(st);
+    int n = sqlite3_changes(w->db->db);
+    store_done(st);
+    return rc == SQLITE_DONE ? n : 0;
+}
+
+/*
+ * The first message id whose send_time is not before cutoff, found by
+ * bisecting the ids (send_time grows with the id: the writer stamps both in
+ * order). If the clock ever stepped back the bound is only less complete;
+ * the prune still checks each message's own send_time. 0 on failure (then
+ * nothing is pruned by message).
+ */
+static int64_t idem_old_ids(struct wctx *w, int64_t cutoff)
+{
+    int64_t lo = INT64_MAX, hi = INT64_MAX; /* no messages: every record's is gone */
+    sqlite3_stmt *st = store_stmt(w->db, SQL_MESSAGE_IDS);
+    if (!st)
+        return 0;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+        lo = sqlite3_column_int64(st, 0);
+        hi = sqlite3_column_int64(st, 1) + 1;
+    }
+    store_done(st);
+    if (rc != SQLITE_ROW)
+        return 0;
+    if (!(st = store_stmt(w->db, SQL_MESSAGE_AT)))
+        return 0;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        sqlite3_bind_int64(st, 1, mid);
+        if (sqlite3_step(st) != SQLITE_ROW) {
+            hi = mid;
+        } else if (sqlite3_column_int64(st, 1) < cutoff) {
+            lo = sqlite3_column_int64(st, 0) + 1;
+        } else {
+            hi = mid;
+        }
+        store_done(st);
+    }
+    /* Ids between lo and the next message's are deleted messages': as old as their neighbours. */
+    sqlite3_bind_int64(st, 1, lo);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        lo = sqlite3_column_int64(st, 0);
+    store_done(st);
+    return lo;
+}
+
 static void prune_idempotency(struct wctx *w, int64_t now)
 {
     int64_t cutoff = now - (int64_t)w->cfg->idempotency.window_seconds * 1000;
-    const char *const sql[] = {SQL_PRUNE_IDEM, SQL_PRUNE_OP_IDEM};
-    for (int i = 0; i < 2; i++) {
-        sqlite3_stmt *st = store_stmt(w->db, sql[i]);
-        if (!st)
-            return;
-        sqlite3_bind_int64(st, 1, cutoff);
-        sqlite3_bind_int(st, 2, PRUNE_ROWS);
-        int rc = sqlite3_step(st);
-        int n = sqlite3_changes(w->db->db);
-        store_done(st);
-        if (rc == SQLITE_DONE && n > 0)
-            log_debug("idempotency pruned", "table=%s rows=%d",
-                      i ? "operator_idempotency" : "idempotency", n);
-    }
+    int64_t below = idem_old_ids(w, cutoff);
+    int n = below ? prune(w, SQL_PRUNE_IDEM, cutoff, below) : 0;
+    int rooms = prune(w, SQL_PRUNE_ROOM_IDEM, cutoff, 0);
+    int ops = prune(w, SQL_PRUNE_OP_IDEM, cutoff, 0);
+    if (n > 0 || rooms > 0 || ops > 0)
+        log_debug("idempotency pruned", "rows=%d room_rows=%d operator_rows=%d", n, rooms, ops);
 }
 
 bool maint_run(struct wctx *w)

@@ -33,8 +33,13 @@ static const char SQL_DEL_MESSAGE[] = "DELETE FROM message WHERE id = ?1";
 static const char SQL_OLD_ROOM[] =
     "SELECT room_id, seq, sender_device_id FROM room_message WHERE send_time < ?1 LIMIT ?2";
 static const char SQL_DEL_ROOM[] = "DELETE FROM room_message WHERE room_id = ?1 AND seq = ?2";
+/* A room send's record is a key row (message_id NULL) and its details. */
 static const char SQL_DEL_ROOM_IDEM[] =
-    "DELETE FROM idempotency WHERE device_id = ?1 AND room_id = ?2 AND room_seq = ?3";
+    "DELETE FROM idempotency WHERE device_id = ?1 AND message_id IS NULL AND request_id IN "
+    "(SELECT request_id FROM room_idempotency WHERE device_id = ?1 AND room_id = ?2 "
+    "AND room_seq = ?3)";
+static const char SQL_DEL_ROOM_IDEM_DETAILS[] =
+    "DELETE FROM room_idempotency WHERE device_id = ?1 AND room_id = ?2 AND room_seq = ?3";
 
 struct old_message {
     int64_t id, sender_id, sender_seq, device_id;
@@ -141,6 +146,8 @@ static gim_err prune_rooms(struct store_conn *db, int64_t cutoff, int max, int *
     }
     for (int i = 0; e == GIM_OK && i < n; i++) {
         e = run(db, SQL_DEL_ROOM_IDEM, 3, old[i].device_id, old[i].room_id, old[i].seq);
+        if (e == GIM_OK)
+            e = run(db, SQL_DEL_ROOM_IDEM_DETAILS, 3, old[i].device_id, old[i].room_id, old[i].seq);
         if (e == GIM_OK)
             e = run(db, SQL_DEL_ROOM, 2, old[i].room_id, old[i].seq, 0);
     }

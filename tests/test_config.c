@@ -110,9 +110,9 @@ Test(config, defaults_without_file)
     cr_assert_str_eq(cfg.database.path, "data/gim.db");
     cr_assert_str_eq(cfg.database.synchronous, "full");
     cr_assert_eq(cfg.database.busy_timeout_ms, 5000);
-    cr_assert_eq(cfg.database.cache_mb, 64);
-    cr_assert_eq(cfg.database.reader_cache_mb, 8);
-    cr_assert_eq(cfg.database.mmap_mb, 256);
+    cr_assert_eq(cfg.database.cache_mb, 32);
+    cr_assert_eq(cfg.database.reader_cache_mb, 4);
+    cr_assert_eq(cfg.database.mmap_mb, 0);
     cr_assert_eq(cfg.database.max_pages, 0);
     cr_assert_str_eq(cfg.auth.secret, "");
     cr_assert_str_eq(cfg.auth.secret_env, "GIM_TOKEN_SECRET");
@@ -172,7 +172,7 @@ static const char full_yaml[] =
     "  busy_timeout_ms: 250\n"
     "  cache_mb: 128\n"
     "  reader_cache_mb: 16\n"
-    "  mmap_mb: 0\n"
+    "  mmap_mb: 64\n"
     "  max_pages: 100000\n"
     "auth: {secret: \"s3cret: with colon\", secret_env: MY_SECRET, insecure_dev: true}\n"
     "tls: {cert_file: /etc/gim/cert.pem, key_file: /etc/gim/key.pem, ca_file: /etc/gim/ca.pem}\n"
@@ -204,7 +204,7 @@ static void check_full(const struct gim_config *cfg, const char *secret)
     cr_assert_eq(cfg->database.busy_timeout_ms, 250);
     cr_assert_eq(cfg->database.cache_mb, 128);
     cr_assert_eq(cfg->database.reader_cache_mb, 16);
-    cr_assert_eq(cfg->database.mmap_mb, 0);
+    cr_assert_eq(cfg->database.mmap_mb, 64);
     cr_assert_eq(cfg->database.max_pages, 100000);
     cr_assert_str_eq(cfg->auth.secret, secret);
     cr_assert_str_eq(cfg->auth.secret_env, "MY_SECRET");

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "dispatch.h"
 #include "handlers.h"
+#include "migration.h"
 #include "presence.h"
 #include "seq.h"
 #include "store.h"
@@ -519,4 +520,111 @@ Test(message, bad_requests_are_refused_before_the_writer)
                                       .n_mentions = 3,
                                       .message_type = PB__MESSAGE_TYPE__MT_CUSTOM}),
                  1);
+}
+
+/*
+ * Migration 0007 (the smaller idempotency record) carries a database written
+ * under the old layout over: its messages, seqs and every kind of record go
+ * on working. The database is made by the migrations before 0007 and filled
+ * with the rows the old code wrote; then the service's store_open migrates it.
+ */
+static void old_database(const char *path)
+{
+    sqlite3 *c;
+    char *msg = NULL;
+    cr_assert_eq(sqlite3_open(path, &c), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(c,
+                              "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                              "name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+                              NULL, NULL, &msg),
+                 SQLITE_OK, "%s", msg);
+    for (int i = 0; i < migrations_count && migrations[i].version < 7; i++) {
+        cr_assert_eq(sqlite3_exec(c, migrations[i].sql, NULL, NULL, &msg), SQLITE_OK, "%s: %s",
+                     migrations[i].name, msg);
+        char ins[160];
+        snprintf(ins, sizeof ins, "INSERT INTO schema_migrations VALUES (%d, '%s', 0)",
+                 migrations[i].version, migrations[i].name);
+        cr_assert_eq(sqlite3_exec(c, ins, NULL, NULL, &msg), SQLITE_OK, "%s", msg);
+    }
+    char sql[2048];
+    int64_t t = clock_ms - 1000, stale = clock_ms - 61 * 1000;
+    /* Message 1: user 1 (device 101) to user 2, request 7, inside the 60 s window.
+     * Message 2: user 1 to user 3, request 9, outside it. A room send (request 8,
+     * room 5, seq 1) and a record that names nothing (request 6). */
+    snprintf(sql, sizeof sql,
+             "INSERT INTO message (id, sender_type, sender_id, sender_device_id, receiver_type, "
+             "receiver_id, message_type, content, send_time, sender_seq, receiver_seq) VALUES "
+             "(1, 2, 1, 101, 1, 2, 1, 'hello', %lld, 1, 1), "
+             "(2, 2, 1, 101, 1, 3, 1, 'older', %lld, 2, 1);"
+             "INSERT INTO inbox VALUES (1, 1, 1), (2, 1, 1), (1, 2, 2), (3, 1, 2);"
+             "INSERT INTO user_seq VALUES (1, 2), (2, 1), (3, 1);"
+             "INSERT INTO device (device_id, user_id, gateway_id, online, room_id, created_at, "
+             "updated_at) VALUES (101, 1, 'gw', 1, 5, 0, 0);"
+             "INSERT INTO room_message (room_id, seq, sender_type, sender_id, sender_device_id, "
+             "message_type, content, send_time) VALUES (5, 1, 2, 1, 101, 1, 'room hi', %lld);"
+             "INSERT INTO room_seq VALUES (5, 1);"
+             "INSERT INTO idempotency (device_id, request_id, created_at, message_id, room_id, "
+             "room_seq) VALUES (101, 7, %lld, 1, NULL, NULL), (101, 9, %lld, 2, NULL, NULL), "
+             "(101, 8, %lld, NULL, 5, 1), (101, 6, %lld, NULL, NULL, NULL)",
+             (long long)t, (long long)stale, (long long)t, (long long)t, (long long)stale,
+             (long long)t, (long long)t);
+    cr_assert_eq(sqlite3_exec(c, sql, NULL, NULL, &msg), SQLITE_OK, "%s", msg);
+    sqlite3_close(c);
+}
+
+Test(message, migration_0007_carries_old_records_seqs_and_messages_over)
+{
+    char err[256] = "", path[128];
+    snprintf(path, sizeof path, "%s/old.db", dir);
+    old_database(path);
+    store_close(db);
+    free(cfg.database.path);
+    cfg.database.path = strdup(path);
+    cr_assert_eq(store_open(&cfg, STORE_WRITER, &db, err, sizeof err), GIM_OK, "%s", err);
+    w.db = db;
+
+    cr_assert_eq(q("SELECT max(version) FROM schema_migrations"), store_schema_version());
+    cr_assert_eq(q("SELECT count(*) FROM pragma_table_info('idempotency')"), 3,
+                 "device_id, request_id, message_id");
+    cr_assert_eq(q("SELECT count(*) FROM idempotency"), 3, "the record naming nothing is gone");
+    cr_assert_eq(q("SELECT message_id FROM idempotency WHERE request_id = 7"), 1);
+    cr_assert_eq(q("SELECT message_id FROM idempotency WHERE request_id = 9"), 2);
+    cr_assert_eq(q("SELECT message_id IS NULL FROM idempotency WHERE request_id = 8"), 1);
+    cr_assert_eq(q("SELECT room_seq FROM room_idempotency WHERE device_id = 101 AND "
+                   "request_id = 8 AND room_id = 5"),
+                 1);
+    cr_assert_eq(q("SELECT created_at FROM room_idempotency WHERE request_id = 8"),
+                 clock_ms - 1000);
+    cr_assert_eq(q("SELECT count(*) FROM message"), 2);
+    cr_assert_eq(q("SELECT count(*) FROM inbox"), 4);
+
+    /* The retry of request 7 gets the first reply: seq 1, the old message, nothing stored. */
+    int64_t before = rows();
+    struct request r;
+    run_batch(&r, &(struct send){.user = 1, .receiver_id = 2, .request_id = 7, .content = "x"}, 1);
+    Pb__MessageSend *ms = reply(&r);
+    cr_assert_eq(ms->message->seq, 1);
+    cr_assert_eq(ms->message->message_content.len, 5);
+    cr_assert_eq(memcmp(ms->message->message_content.data, "hello", 5), 0);
+    cr_assert_eq(ms->message->send_time, clock_ms - 1000);
+    pb__message_send__free_unpacked(ms, NULL);
+    request_reset(&r);
+    cr_assert_eq(rows(), before);
+    /* The room send's retry gets its room seq back, nothing stored. */
+    cr_assert_eq(send1(&(struct send){.user = 1,
+                                      .receiver_type = PB__RECEIVER_TYPE__RT_ROOM,
+                                      .receiver_id = 5,
+                                      .request_id = 8}),
+                 1);
+    cr_assert_eq(q("SELECT count(*) FROM room_message"), 1);
+    cr_assert_eq(rows(), before);
+    /* Request 9's window had ended (its message's send_time): a new send, seqs go on. */
+    cr_assert_eq(send1(&(struct send){.user = 1, .receiver_id = 3, .request_id = 9}), 3);
+    cr_assert_eq(q("SELECT seq FROM user_seq WHERE user_id = 3"), 2);
+    cr_assert_eq(q("SELECT count(*) FROM message"), 3);
+    cr_assert_eq(q("SELECT message_id FROM idempotency WHERE request_id = 9"), 3);
+    /* The old record naming nothing no longer blocks its request id; a new id is new. */
+    cr_assert_eq(send1(&(struct send){.user = 1, .receiver_id = 2, .request_id = 6}), 4);
+    cr_assert_eq(send1(&(struct send){.user = 1, .receiver_id = 2, .request_id = 10}), 5);
+    cr_assert_eq(q("SELECT seq FROM user_seq WHERE user_id = 2"), 3);
 }

@@ -149,9 +149,8 @@ static gim_err send_exec(struct write_job *job, struct wctx *wc)
     }
     if (s->request_id)
         sql(wc->db->db,
-            "INSERT INTO idempotency (device_id, request_id, created_at, message_id) "
-            "VALUES (?1, ?2, ?3, ?4)",
-            4, (int64_t[]){s->device, s->request_id, wc->now_ms, s->id});
+            "INSERT INTO idempotency (device_id, request_id, message_id) VALUES (?1, ?2, ?3)", 3,
+            (int64_t[]){s->device, s->request_id, s->id});
     return GIM_OK;
 }
 
@@ -292,7 +291,11 @@ Test(retention, prunes_exactly_the_old_messages_and_keeps_seqs)
         2, (int64_t[]){NOW - 30 * DAY, NOW - DAY});
     sql(db->db, "INSERT INTO room_seq (room_id, seq) VALUES (500, 2)", 0, NULL);
     sql(db->db,
-        "INSERT INTO idempotency (device_id, request_id, created_at, room_id, room_seq) "
+        "INSERT INTO idempotency (device_id, request_id, message_id) "
+        "VALUES (11, 601, NULL), (11, 602, NULL)",
+        0, NULL);
+    sql(db->db,
+        "INSERT INTO room_idempotency (device_id, request_id, created_at, room_id, room_seq) "
         "VALUES (11, 601, ?1, 500, 1), (11, 602, ?2, 500, 2)",
         2, (int64_t[]){NOW - 30 * DAY, NOW - DAY});
 
@@ -325,6 +328,8 @@ Test(retention, prunes_exactly_the_old_messages_and_keeps_seqs)
     /* Idempotency: the pruned messages' records are gone, the kept ones stay. */
     cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE request_id IN (501, 502, 601)"), 0);
     cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE request_id IN (504, 602)"), 2);
+    cr_assert_eq(count("SELECT count(*) FROM room_idempotency WHERE request_id = 601"), 0);
+    cr_assert_eq(count("SELECT count(*) FROM room_idempotency WHERE request_id = 602"), 1);
     /* Room log: the old entry is gone, the counter is not lowered. */
     cr_assert_eq(count("SELECT count(*) FROM room_message"), 1);
     cr_assert_eq(count("SELECT seq FROM room_message WHERE room_id = 500"), 2);
@@ -441,4 +446,39 @@ Test(retention, the_writers_maintenance_pass_applies_it)
     cr_assert_eq(count("SELECT count(*) FROM message"), 1);
     cr_assert_eq(count("SELECT count(*) FROM inbox WHERE seq = 1"), 0);
     cr_assert_eq(count("SELECT count(*) FROM inbox WHERE seq = 2"), 2);
+}
+
+/*
+ * Idempotency records after migration 0007: a user send's record is as old
+ * as its message (there is no created_at), a room send's as its details say;
+ * the writer's maintenance pass prunes exactly the expired ones, and key rows
+ * left without a message or details.
+ */
+Test(retention, the_maintenance_pass_prunes_expired_idempotency_records)
+{
+    cfg.retention.days = 0; /* the messages stay: only the records are due */
+    cfg.idempotency.window_seconds = 3600;
+    int64_t hour = 3600 * 1000;
+    user_msg(NOW - 2 * hour, 1, 2, "old", 701);
+    int64_t gone = user_msg(NOW - 2 * hour + 1, 1, 2, "deleted (a damaged row)", 705);
+    user_msg(NOW - hour + 1000, 1, 2, "new", 702);
+    /* Written after a clock step back: the id order is not the time order. */
+    user_msg(NOW - 3 * hour, 2, 1, "older, no request id", 0);
+    sql(db->db, "DELETE FROM message WHERE id = ?1", 1, (int64_t[]){gone});
+    sql(db->db,
+        "INSERT INTO idempotency (device_id, request_id, message_id) VALUES (11, 703, NULL), "
+        "(11, 704, NULL), (11, 706, NULL)",
+        0, NULL);
+    sql(db->db,
+        "INSERT INTO room_idempotency (device_id, request_id, created_at, room_id, room_seq) "
+        "VALUES (11, 703, ?1, 500, 1), (11, 704, ?2, 500, 2), (11, 707, ?1, 500, 3)",
+        2, (int64_t[]){NOW - 2 * hour, NOW - hour + 1000});
+    clock_ms = NOW;
+    maint_run(&w);
+    cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE request_id IN (702, 704)"), 2,
+                 "inside the window");
+    cr_assert_eq(count("SELECT count(*) FROM idempotency"), 2,
+                 "701 expired, 703 expired, 705 names no message, 706 has no details");
+    cr_assert_eq(count("SELECT group_concat(request_id) FROM room_idempotency"), 704);
+    cr_assert_eq(count("SELECT count(*) FROM message"), 3, "records go, messages stay");
 }

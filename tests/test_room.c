@@ -439,7 +439,7 @@ Test(room, retries_replay_the_room_seq_and_store_nothing)
     cr_assert_eq(send1(&A, 5, 77, "first"), 1, "the same request: the same seq");
     cr_assert_eq(q("SELECT count(*) FROM room_message"), rows);
     cr_assert_eq(q("SELECT seq FROM room_seq WHERE room_id = 5"), 2);
-    cr_assert_eq(q("SELECT room_seq FROM idempotency WHERE request_id = 77"), 1);
+    cr_assert_eq(q("SELECT room_seq FROM room_idempotency WHERE request_id = 77"), 1);
     cr_assert_eq(q("SELECT message_id IS NULL FROM idempotency WHERE request_id = 77"), 1);
 
     /* A replay is answered even after the sender left the room. */

@@ -6,15 +6,19 @@
  * exact code and nothing written, a wrong or missing token, and a retry
  * with the same Idempotency-Key (same answer, nothing new) or with the same
  * key and another request (refused). Every content type's JSON is checked
- * against the protobuf stored in the database.
+ * against the protobuf stored in the database, and a notice caused over HTTP
+ * is pushed on the member's gateway topic (nng SUB on the PUB socket).
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <nng/nng.h>
+#include <nng/protocol/pubsub0/sub.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "httptestlib.h"
@@ -498,4 +502,80 @@ Test(api_groups, ten_thousand_members, .init = start, .fini = teardown)
     json_decref(a);
     cr_expect_eq(q("SELECT count(*) FROM inbox WHERE user_id = 777"), inbox,
                  "a removed member gets no more group messages");
+}
+
+/* The next PT_MESSAGE delivery on s; NULL when none comes in time (the caller frees it). */
+static Pb__Delivery *next_message(nng_socket s)
+{
+    for (;;) {
+        nng_msg *m = NULL;
+        if (nng_recvmsg(s, &m, 0) != 0)
+            return NULL;
+        const uint8_t *body = nng_msg_body(m);
+        size_t len = nng_msg_len(m);
+        const uint8_t *nl = memchr(body, '\n', len);
+        cr_assert_not_null(nl);
+        Pb__Delivery *d = pb__delivery__unpack(NULL, len - (size_t)(nl + 1 - body), nl + 1);
+        nng_msg_free(m);
+        cr_assert(d && d->output);
+        if (d->output->type == PB__PACKAGE_TYPE__PT_MESSAGE)
+            return d;
+        pb__delivery__free_unpacked(d, NULL);
+    }
+}
+
+/*
+ * The notices of an HTTP request are pushed to the members' online devices, as over nng:
+ * a member added with POST .../members gets the code 2 notice on its gateway's topic at once,
+ * with the GroupNotice naming it; a retry with the same key pushes nothing more.
+ */
+Test(api_groups, notices_are_pushed, .init = start)
+{
+    struct gim_client *cli = tl_client(&srv);
+    struct client_conn c4 = {.gateway_id = "gwP", .client_addr = "t"};
+    cr_assert_eq(tl_signin(cli, &c4, 4, 41, "gwP"), 0);
+    nng_socket sub;
+    cr_assert_eq(nng_sub0_open(&sub), 0);
+    cr_assert_eq(nng_socket_set(sub, NNG_OPT_SUB_SUBSCRIBE, "gwP\n", 4), 0);
+    cr_assert_eq(nng_socket_set_ms(sub, NNG_OPT_RECVTIMEO, 5000), 0);
+    cr_assert_eq(nng_dial(sub, srv.pub_url, NULL, 0), 0);
+    usleep(200 * 1000); /* SUB joins before anything is published */
+    json_t *g = ok(201, "POST", "/v1/groups", NULL, "{\"name\": \"p\", \"owner_id\": 1}");
+    char path[128];
+    snprintf(path, sizeof path, "/v1/groups/%lld/members", (long long)jint(g, "group_id"));
+    json_decref(ok(200, "POST", path, "add-4", "{\"user_ids\": [4]}"));
+    Pb__Delivery *d = next_message(sub);
+    cr_assert_not_null(d, "no push for the added member");
+    cr_expect_eq(d->n_device_ids, 1);
+    cr_expect_eq(d->device_ids[0], 41);
+    Pb__MessageSend *ms = pb__message_send__unpack(NULL, d->output->data.len, d->output->data.data);
+    cr_assert(ms && ms->message);
+    cr_expect_eq(ms->message->message_type, PB__MESSAGE_TYPE__MT_COMMAND);
+    cr_expect_eq(ms->message->receiver_type, PB__RECEIVER_TYPE__RT_GROUP);
+    cr_expect_eq(ms->message->receiver_id, jint(g, "group_id"));
+    Pb__Command *cmd = pb__command__unpack(NULL, ms->message->message_content.len,
+                                           ms->message->message_content.data);
+    cr_assert_not_null(cmd);
+    cr_expect_eq(cmd->code, 2, "members added");
+    Pb__GroupNotice *n = pb__group_notice__unpack(NULL, cmd->data.len, cmd->data.data);
+    cr_assert_not_null(n);
+    cr_expect_eq(n->n_user_ids, 1);
+    cr_expect_eq(n->user_ids[0], 4);
+    cr_expect_eq(n->group->member_count, 2);
+    pb__group_notice__free_unpacked(n, NULL);
+    pb__command__free_unpacked(cmd, NULL);
+    pb__message_send__free_unpacked(ms, NULL);
+    pb__delivery__free_unpacked(d, NULL);
+    /* A retry is answered from the record: no second notice. */
+    json_decref(ok(200, "POST", path, "add-4", "{\"user_ids\": [4]}"));
+    cr_assert_eq(nng_socket_set_ms(sub, NNG_OPT_RECVTIMEO, 500), 0);
+    d = next_message(sub);
+    cr_expect_null(d, "a retried add pushed again");
+    if (d)
+        pb__delivery__free_unpacked(d, NULL);
+    json_decref(g);
+    client_close(cli);
+    /* The SUB socket closes after the service (test_admin_ops_it.c, sub_close, says why). */
+    teardown();
+    nng_close(sub);
 }

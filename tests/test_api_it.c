@@ -755,3 +755,52 @@ Test(api_tls, https_serves_the_api)
     free(op);
     sh("rm -rf %s", dir);
 }
+
+/*
+ * A stop while writes wait behind another process's lock (reliability.md, scenario 1, over
+ * HTTP), with database.busy_timeout_ms at its maximum (10 minutes): the service exits 0
+ * while the lock is still held (a stop that waited for the lock would outlast the test's
+ * timeout), every request in flight is answered 503 EC_UNAVAILABLE, and nothing was written.
+ */
+Test(api_async, stop_with_writes_behind_a_lock_answers_each, .init = start)
+{
+    struct client_conn a = {.gateway_id = "gwA", .client_addr = "t"};
+    enum { N = 10 };
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(tl_signin(cli, &a, 2000 + i, 6000 + i, "gwA"), 0);
+    client_close(cli);
+    cr_assert_eq(tl_stop(&srv), 0);
+    char extra[sizeof srv.extra];
+    snprintf(extra, sizeof extra, "%s", srv.extra);
+    tl_reconfigure(&srv, "busy_timeout_ms: 600000", extra);
+    tl_restart(&srv);
+    FILE *lock = tl_hold_write_lock(srv.db, "IMMEDIATE");
+    int fds[N];
+    for (int i = 0; i < N; i++) {
+        char req[512];
+        fds[i] = ht_connect(port);
+        int n = snprintf(req, sizeof req,
+                         "DELETE /v1/devices/%d/session HTTP/1.1\r\nHost: x\r\n"
+                         "Authorization: Bearer %s\r\n\r\n",
+                         6000 + i, op);
+        ht_send(fds[i], req, (size_t)n);
+    }
+    struct ht_resp r;
+    ht_read(fds[0], &r, 300); /* they are waiting for the writer */
+    cr_expect_eq(r.status, 0, "answered while the database was locked: %d %s", r.status, r.body);
+    ht_resp_free(&r);
+    cr_expect_eq(tl_stop(&srv), 0, "gim-logic exits 0 while the lock is held");
+    for (int i = 0; i < N; i++) {
+        ht_read(fds[i], &r, 5000);
+        cr_expect_eq(r.status, 503, "request %d: %d %s", i, r.status, r.body);
+        cr_expect_str_eq(ht_code(&r), "EC_UNAVAILABLE");
+        ht_resp_free(&r);
+        close(fds[i]);
+    }
+    fputs("ROLLBACK;\n", lock);
+    pclose(lock);
+    cr_expect_eq(tl_query_int(srv.db, "SELECT count(*) FROM device WHERE online = 1"), N,
+                 "no kick was written");
+    tl_cleanup(&srv);
+    free(op);
+}

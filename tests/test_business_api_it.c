@@ -1159,3 +1159,49 @@ Test(business_group, ten_thousand_members_and_a_removed_member_is_out, .fini = t
     cr_assert_eq(last_seq(7000), seq7000);
     cr_assert_eq(tl_code(cli, &in, PB__PACKAGE_TYPE__PT_MESSAGE, next_rid++, &send.base), 0);
 }
+
+/* A group notice is the IM's own: neither an operator nor the group's owner can recall it. */
+Test(business_group, notices_cannot_be_recalled, .fini = teardown, .timeout = 60)
+{
+    struct client_conn a;
+    start("");
+    cr_assert_eq(tl_signin(cli, &a, 1, 11, "gwA"), 0);
+    int64_t two[] = {2};
+    Pb__GroupInfo *g = create_group("g", 1, two, 1, NULL);
+    pb__group_info__free_unpacked(g, NULL);
+    cr_assert_eq(last_seq(1), 1, "the owner's inbox: the notice");
+
+    Pb__RecallInput ri = PB__RECALL_INPUT__INIT;
+    ri.seq = 1;
+    Pb__Output *out = tl_call(cli, &a, PB__PACKAGE_TYPE__PT_RECALL, next_rid++, &ri.base);
+    cr_assert_eq(out->code, PB__ERROR_CODE__EC_FORBIDDEN, "%d %s", out->code, out->message);
+    cr_assert(strstr(out->message, "group notice"), "%s", out->message);
+    pb__output__free_unpacked(out, NULL);
+
+    Pb__AdminRecallInput ar = PB__ADMIN_RECALL_INPUT__INIT;
+    ar.token = token;
+    ar.user_id = 2;
+    ar.seq = 1;
+    op_fails(PB__PACKAGE_TYPE__PT_ADMIN_RECALL, &ar.base, PB__ERROR_CODE__EC_FORBIDDEN,
+             "an operator's recall of a group notice");
+    cr_assert_eq(qi("SELECT count(*) FROM message WHERE status = 2"), 0);
+}
+
+/* The record is durable with the change: after a restart the retry still gets the first reply. */
+Test(business_api, idempotency_survives_a_restart, .fini = teardown, .timeout = 60)
+{
+    start("");
+    int64_t two[] = {2};
+    Pb__GroupInfo *g = create_group("durable", 1, two, 1, "create-durable");
+    int64_t gid = g->group_id;
+    pb__group_info__free_unpacked(g, NULL);
+    client_close(cli);
+    cr_assert_eq(tl_stop(&srv), 0);
+    tl_restart(&srv);
+    cli = tl_client(&srv);
+    g = create_group("durable", 1, two, 1, "create-durable");
+    cr_assert_eq(g->group_id, gid);
+    pb__group_info__free_unpacked(g, NULL);
+    cr_assert_eq(qi("SELECT count(*) FROM chat_group"), 1);
+    cr_assert_eq(qi("SELECT count(*) FROM message"), 1, "one notice");
+}

@@ -1,6 +1,6 @@
 -- gim-logic initial schema.
 -- Times are milliseconds since the Unix epoch (UTC). Enum columns hold the
--- numbers of connect.ext.proto (the *_name views of a later migration show names).
+-- numbers of connect.ext.proto (the v_* views of 0002_admin_views.sql show names).
 
 -- One row per message: its content is stored once, however many inboxes hold it.
 CREATE TABLE message (

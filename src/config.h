@@ -1,9 +1,10 @@
 /*
  * config: the operator's settings, read from YAML with libcyaml.
  *
- * Every key has a default so the service runs with no file at all. The
- * YAML shape is declared once as a libcyaml schema in config.c; values are
- * then range-checked in one place. See config/gim-logic.example.yaml for
+ * Every key has a default so the service runs with no file at all. Each key
+ * is declared once, as a row of the key table in config.c (path, range,
+ * default), from which cfgtable.c generates the libcyaml schema: adding a key
+ * is that row and its member below. See config/gim-logic.example.yaml for
  * every key with its meaning.
  *
  * Ownership: config_load() fills a struct gim_config that the caller owns and

@@ -113,7 +113,7 @@ static void probe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
  * leaks a dialer closed while its pipe is still in the handshake (ipc_ep_close closes the
  * negotiating pipe, whose next read is refused without a callback, so it is never reaped:
  * src/sp/transport/ipc/ipc.c at v1.5.2). Seen as LeakSanitizer failures of the service's exit
- * after test_hostile's truncated requests had made the watchdog probe.
+ * after test_hostile_it's truncated requests had made the watchdog probe.
  */
 static bool accepts(struct listeners *ls, struct slot *sl)
 {

@@ -81,8 +81,9 @@ static size_t probe(const struct seq *s, int kind, int64_t id)
     return i;
 }
 
-/* Grows only between transactions' bookkeeping would be simpler, but undo and
- * dirty hold slot numbers, so growing rehashes them too. */
+/* Doubles the table and rehashes every counter. It may run in the middle of a
+ * transaction (load() calls it), and the undo log and the dirty list hold slot
+ * numbers, so they are remapped to the new slots as well. */
 static gim_err grow(struct seq *s)
 {
     size_t old_cap = s->cap;

@@ -173,3 +173,109 @@ Test(push, a_20000_gateway_fanout_does_not_hold_the_caller)
     cr_assert_eq(push_published(pu), N - 1);
     free(ss);
 }
+
+/* A SUB on the test's PUB that receives everything, waiting at most ms for each message. */
+static nng_socket subscribe(int ms)
+{
+    nng_socket sub;
+    cr_assert_eq(nng_sub0_open(&sub), 0);
+    cr_assert_eq(nng_socket_set(sub, NNG_OPT_SUB_SUBSCRIBE, "", 0), 0);
+    cr_assert_eq(nng_socket_set_ms(sub, NNG_OPT_RECVTIMEO, ms), 0);
+    cr_assert_eq(nng_dial(sub, url, NULL, 0), 0);
+    usleep(200 * 1000); /* let PUB attach the pipe */
+    return sub;
+}
+
+/*
+ * push_deliver() returns before the push is published, so it copies the
+ * Output: the caller may reuse or free its buffers at once (the writer does).
+ */
+Test(push, the_output_is_copied_before_push_deliver_returns)
+{
+    nng_socket sub = subscribe(5000);
+    cr_assert_eq(nng_socket_set(sub, NNG_OPT_SUB_UNSUBSCRIBE, "", 0), 0);
+    cr_assert_eq(nng_socket_set(sub, NNG_OPT_SUB_SUBSCRIBE, "gw-a\n", 5), 0);
+    /* A fan-out to 20,000 other gateways first keeps push's thread busy, so the caller
+     * below surely changes its buffers before its own push is published. */
+    enum { N = 20000 };
+    struct session *others = calloc(N, sizeof *others);
+    cr_assert_not_null(others);
+    for (int i = 0; i < N; i++) {
+        char gw[32];
+        snprintf(gw, sizeof gw, "other-%05d", i);
+        others[i] = sess(1000000 + i, gw);
+    }
+    Pb__Output busy = output("busy");
+    push_deliver(pu, others, N, 0, &busy);
+    free(others);
+
+    struct session s = sess(11, "gw-a");
+    char data[] = "hello", message[] = "all good";
+    Pb__Output o = output(data);
+    o.message = message;
+    push_deliver(pu, &s, 1, 0, &o);
+    memset(data, 'x', sizeof data - 1);
+    memset(message, 'x', sizeof message - 1);
+
+    char topic[32];
+    Pb__Delivery *d = receive(sub, topic, sizeof topic);
+    cr_assert_not_null(d);
+    cr_assert_str_eq(topic, "gw-a");
+    cr_assert_eq(d->output->data.len, 5);
+    cr_assert_eq(memcmp(d->output->data.data, "hello", 5), 0, "the caller's later bytes leaked");
+    cr_assert_str_eq(d->output->message, "all good");
+    cr_assert_eq(d->n_device_ids, 1);
+    cr_assert_eq(d->device_ids[0], 11);
+    pb__delivery__free_unpacked(d, NULL);
+    nng_close(sub);
+}
+
+/* The sender's own device is the only one at its gateway: that gateway gets no empty Delivery. */
+Test(push, a_gateway_with_only_the_excluded_device_gets_nothing)
+{
+    nng_socket sub = subscribe(5000);
+    struct session ss[] = {sess(11, "gw-a"), sess(21, "gw-b")};
+    Pb__Output o = output("m");
+    push_deliver(pu, ss, 2, 11, &o);
+    push_flush(pu);
+    cr_assert_eq(push_published(pu), 1);
+    char topic[32];
+    Pb__Delivery *d = receive(sub, topic, sizeof topic);
+    cr_assert_not_null(d);
+    cr_assert_str_eq(topic, "gw-b");
+    pb__delivery__free_unpacked(d, NULL);
+    /* Published in order: had gw-a got one, it would have come first. */
+    cr_assert_eq(nng_socket_set_ms(sub, NNG_OPT_RECVTIMEO, 300), 0);
+    cr_assert_null(receive(sub, topic, sizeof topic), "nothing for gw-a");
+
+    push_deliver(pu, ss, 1, 11, &o);
+    push_flush(pu);
+    cr_assert_eq(push_published(pu), 1, "no Delivery when every device is excluded");
+    cr_assert_null(receive(sub, topic, sizeof topic));
+    nng_close(sub);
+}
+
+/*
+ * The queue is bounded (64 MiB): a push that does not fit is dropped and
+ * counted, never published, and the pushes after it go out as usual. One
+ * push larger than the whole bound makes that deterministic.
+ */
+Test(push, a_push_larger_than_the_queue_is_dropped_and_counted)
+{
+    size_t big = (64u << 20) + 1;
+    uint8_t *data = calloc(1, big);
+    cr_assert_not_null(data);
+    struct session s = sess(11, "gw-a");
+    Pb__Output o = output("x");
+    o.data.data = data;
+    o.data.len = big;
+    push_deliver(pu, &s, 1, 0, &o);
+    free(data);
+    cr_assert_eq(push_dropped(pu), 1);
+
+    Pb__Output small = output("after");
+    push_deliver(pu, &s, 1, 0, &small);
+    push_flush(pu);
+    cr_assert_eq(push_published(pu), 1, "only the small push is published");
+    cr_assert_eq(push_dropped(pu), 1);
+}

@@ -4,7 +4,9 @@
 #   tools/dev.sh run [--gateway-config FILE] [gim-logic args...]
 #                                          install what running needs (setup.sh run), build,
 #                                          run gim-logic, then gim-gateway in front of it
-#   tools/dev.sh test [--sanitize]         install all deps, build with tests, run ctest
+#   tools/dev.sh test [--sanitize] [ctest args...]
+#                                          install all deps, build with tests, run ctest (all of
+#                                          it, or e.g. `-L unit`: tests/CMakeLists.txt has the labels)
 #   tools/dev.sh format-check              clang-format --dry-run --Werror on all C sources
 #
 # run and test are quiet: tools/setup.sh writes to build/setup.log and the build to
@@ -25,7 +27,7 @@ cd "$ROOT"
 usage() {
     cat >&2 <<'EOF'
 usage: tools/dev.sh run [--gateway-config FILE] [gim-logic args...]
-       tools/dev.sh test [--sanitize]
+       tools/dev.sh test [--sanitize] [ctest args, e.g. -L unit | -L '^it$' | -LE slow]
        tools/dev.sh format-check
 EOF
     exit 2
@@ -339,11 +341,11 @@ build_tests() {
 }
 
 cmd_test() {
-    local sanitize=0
+    local sanitize=0 ctest_args=()
     while (($# > 0)); do
         case "$1" in
         --sanitize) sanitize=1 ;;
-        *) usage ;;
+        *) ctest_args+=("$1") ;;
         esac
         shift
     done
@@ -361,7 +363,7 @@ cmd_test() {
         step "building with tests" "$dir/build.log" build_tests "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo
     fi
     local rc=0
-    ctest --test-dir "$dir" --output-on-failure -j2 || rc=$?
+    ctest --test-dir "$dir" --output-on-failure -j2 "${ctest_args[@]}" || rc=$?
     exit "$rc"
 }
 

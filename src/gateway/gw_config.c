@@ -6,83 +6,17 @@
 
 #include "cfgtable.h"
 
-/*
- * What libcyaml loads: every scalar a string and every field optional (NULL
- * = keep the default), parsed strictly by cfgtable (cfgtable.h says why).
- */
+/* One entry of "listeners" as libcyaml loads it (framing NULL = absent). */
 struct raw_listener {
     char *url;
     char *framing;
 };
 
-struct raw_logic {
-    char **requests;
-    unsigned requests_count;
-    char **publish;
-    unsigned publish_count;
-    char *timeout_ms;
-    char *attempts;
-    char *lease_seconds;
-};
-
-struct raw_tls {
-    char *cert_file;
-    char *key_file;
-};
-
-struct raw_conn {
-    char *max_frame_bytes;
-    char *idle_seconds;
-    char *write_timeout_ms;
-    char *queue_soft_frames;
-    char *queue_soft_bytes;
-    char *queue_hard_frames;
-    char *queue_hard_bytes;
-};
-
-struct raw_web {
-    char *root;
-    char *proto_dir;
-};
-
-struct raw_shutdown {
-    char *drain_ms;
-};
-
-struct raw_log {
-    char *level;
-};
-
-struct raw_config {
-    char *gateway_id;
-    struct raw_listener *listeners;
-    unsigned listeners_count;
-    char *http;
-    struct raw_logic logic;
-    struct raw_tls tls;
-    struct raw_conn conn;
-    struct raw_web web;
-    struct raw_shutdown shutdown;
-    struct raw_log log;
-};
-
-/* ---- libcyaml schema ------------------------------------------------------ */
-
-#define SCALAR(type, member)                                                                       \
-    CYAML_FIELD_STRING_PTR(#member, CYAML_FLAG_OPTIONAL, type, member, 0, CYAML_UNLIMITED)
-#define SECTION(member, fields)                                                                    \
-    CYAML_FIELD_MAPPING(#member, CYAML_FLAG_OPTIONAL, struct raw_config, member, fields)
-#define URL_LIST(type, member)                                                                     \
-    CYAML_FIELD_SEQUENCE(#member, CYAML_FLAG_OPTIONAL | CYAML_FLAG_POINTER, type, member,          \
-                         &url_schema, 1, GWCFG_MAX_URLS)
-
-static const cyaml_schema_value_t url_schema = {
-    CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 0, CYAML_UNLIMITED),
-};
-
 static const cyaml_schema_field_t listener_fields[] = {
-    SCALAR(struct raw_listener, url),
-    SCALAR(struct raw_listener, framing),
+    CYAML_FIELD_STRING_PTR("url", CYAML_FLAG_OPTIONAL, struct raw_listener, url, 0,
+                           CYAML_UNLIMITED),
+    CYAML_FIELD_STRING_PTR("framing", CYAML_FLAG_OPTIONAL, struct raw_listener, framing, 0,
+                           CYAML_UNLIMITED),
     CYAML_FIELD_END,
 };
 
@@ -90,127 +24,55 @@ static const cyaml_schema_value_t listener_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct raw_listener, listener_fields),
 };
 
-static const cyaml_schema_field_t logic_fields[] = {
-    URL_LIST(struct raw_logic, requests),    URL_LIST(struct raw_logic, publish),
-    SCALAR(struct raw_logic, timeout_ms),    SCALAR(struct raw_logic, attempts),
-    SCALAR(struct raw_logic, lease_seconds), CYAML_FIELD_END,
-};
+/* gim's seed-era test clients connect here with no flags. */
+static const struct raw_listener default_listeners[] = {{"tcp://:8080", NULL},
+                                                        {"ws://:8081/ws", NULL}};
 
-static const cyaml_schema_field_t tls_fields[] = {
-    SCALAR(struct raw_tls, cert_file),
-    SCALAR(struct raw_tls, key_file),
-    CYAML_FIELD_END,
-};
+static gim_err apply_listeners(void *cfg, const void *entries, unsigned n, char *errbuf,
+                               size_t errlen);
 
-static const cyaml_schema_field_t conn_fields[] = {
-    SCALAR(struct raw_conn, max_frame_bytes),  SCALAR(struct raw_conn, idle_seconds),
-    SCALAR(struct raw_conn, write_timeout_ms), SCALAR(struct raw_conn, queue_soft_frames),
-    SCALAR(struct raw_conn, queue_soft_bytes), SCALAR(struct raw_conn, queue_hard_frames),
-    SCALAR(struct raw_conn, queue_hard_bytes), CYAML_FIELD_END,
-};
-
-static const cyaml_schema_field_t web_fields[] = {
-    SCALAR(struct raw_web, root),
-    SCALAR(struct raw_web, proto_dir),
-    CYAML_FIELD_END,
-};
-
-static const cyaml_schema_field_t shutdown_fields[] = {
-    SCALAR(struct raw_shutdown, drain_ms),
-    CYAML_FIELD_END,
-};
-
-static const cyaml_schema_field_t log_fields[] = {
-    SCALAR(struct raw_log, level),
-    CYAML_FIELD_END,
-};
-
-static const cyaml_schema_field_t top_fields[] = {
-    SCALAR(struct raw_config, gateway_id),
-    CYAML_FIELD_SEQUENCE("listeners", CYAML_FLAG_OPTIONAL | CYAML_FLAG_POINTER, struct raw_config,
-                         listeners, &listener_schema, 1, GWCFG_MAX_LISTENERS),
-    SCALAR(struct raw_config, http),
-    SECTION(logic, logic_fields),
-    SECTION(tls, tls_fields),
-    SECTION(conn, conn_fields),
-    SECTION(web, web_fields),
-    SECTION(shutdown, shutdown_fields),
-    SECTION(log, log_fields),
-    CYAML_FIELD_END,
-};
-
-static const cyaml_schema_value_t top_schema = {
-    CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER_NULL_STR, struct raw_config, top_fields),
-};
-
-/* ---- the key table -------------------------------------------------------- */
-
-_Static_assert(GWCFG_MAX_URLS == CFGTABLE_MAX_URLS, "the key table's URL arrays");
-
-#define OFFS(m) .cfg_off = offsetof(struct gw_config, m), .raw_off = offsetof(struct raw_config, m)
-#define URLS(m, defs)                                                                              \
-    {                                                                                              \
-        .path = #m, .kind = CFGTABLE_URLS, OFFS(m),                                                \
-        .cfg_count_off = offsetof(struct gw_config, m##_count),                                    \
-        .raw_count_off = offsetof(struct raw_config, m##_count), .min = 1, .max = GWCFG_MAX_URLS,  \
-        .def_list = defs                                                                           \
-    }
-#define STR(m, def, ch)                                                                            \
-    {                                                                                              \
-        .path = #m, .kind = CFGTABLE_STR, OFFS(m), .def_str = def, .choices = ch                   \
-    }
-#define U32(m, lo, hi, def)                                                                        \
-    {                                                                                              \
-        .path = #m, .kind = CFGTABLE_U32, OFFS(m), .min = lo, .max = hi, .def_u32 = def            \
-    }
+#define C struct gw_config
 
 static const char *const default_requests[] = {"tcp://127.0.0.1:7400", NULL};
 static const char *const default_publish[] = {"tcp://127.0.0.1:7401", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
-/* In print order (the example file's order); listeners are printed after gateway_id. */
+_Static_assert(GWCFG_MAX_URLS == CFGTABLE_MAX_URLS, "the key table's URL arrays");
+
+/* Every key, once (cfgtable.h), in print order: the example file's. */
 static const struct cfgtable_key keys[] = {
-    STR(gateway_id, "", NULL),
-    STR(http, "http://127.0.0.1:8480", NULL),
-    URLS(logic.requests, default_requests),
-    URLS(logic.publish, default_publish),
-    U32(logic.timeout_ms, 100, 600000, 5000),
-    U32(logic.attempts, 1, 10, 2),
-    U32(logic.lease_seconds, 1, 3600, 30),
-    STR(tls.cert_file, "", NULL),
-    STR(tls.key_file, "", NULL),
-    U32(conn.max_frame_bytes, 16, 16 * 1024 * 1024, 65535),
-    U32(conn.idle_seconds, 1, UINT32_MAX / 1000, 720),
-    U32(conn.write_timeout_ms, 10, UINT32_MAX, 10000),
-    U32(conn.queue_soft_frames, 1, 1000000, 64),
-    U32(conn.queue_soft_bytes, 1024, UINT32_MAX, 262144),
-    U32(conn.queue_hard_frames, 1, 1000000, 1024),
-    U32(conn.queue_hard_bytes, 1024, UINT32_MAX, 4194304),
-    STR(web.root, "web", NULL),
-    STR(web.proto_dir, "proto", NULL),
-    U32(shutdown.drain_ms, 0, 600000, 10000),
-    STR(log.level, "info", log_levels),
+    CFGTABLE_STR(C, gateway_id, ""),
+    {.path = "listeners",
+     .kind = CFGTABLE_LIST,
+     .min = 1,
+     .max = GWCFG_MAX_LISTENERS,
+     .entry = &listener_schema,
+     .def_entries = default_listeners,
+     .def_count = 2,
+     .apply = apply_listeners},
+    CFGTABLE_STR(C, http, "http://127.0.0.1:8480"),
+    CFGTABLE_URLS(C, logic.requests, default_requests),
+    CFGTABLE_URLS(C, logic.publish, default_publish),
+    CFGTABLE_U32(C, logic.timeout_ms, 100, 600000, 5000),
+    CFGTABLE_U32(C, logic.attempts, 1, 10, 2),
+    CFGTABLE_U32(C, logic.lease_seconds, 1, 3600, 30),
+    CFGTABLE_STR(C, tls.cert_file, ""),
+    CFGTABLE_STR(C, tls.key_file, ""),
+    CFGTABLE_U32(C, conn.max_frame_bytes, 16, 16 * 1024 * 1024, 65535),
+    CFGTABLE_U32(C, conn.idle_seconds, 1, UINT32_MAX / 1000, 720),
+    CFGTABLE_U32(C, conn.write_timeout_ms, 10, UINT32_MAX, 10000),
+    CFGTABLE_U32(C, conn.queue_soft_frames, 1, 1000000, 64),
+    CFGTABLE_U32(C, conn.queue_soft_bytes, 1024, UINT32_MAX, 262144),
+    CFGTABLE_U32(C, conn.queue_hard_frames, 1, 1000000, 1024),
+    CFGTABLE_U32(C, conn.queue_hard_bytes, 1024, UINT32_MAX, 4194304),
+    CFGTABLE_STR(C, web.root, "web"),
+    CFGTABLE_STR(C, web.proto_dir, "proto"),
+    CFGTABLE_U32(C, shutdown.drain_ms, 0, 600000, 10000),
+    CFGTABLE_CHOICE(C, log.level, "info", log_levels),
 };
+#undef C
 
 #define NKEYS (sizeof keys / sizeof keys[0])
-
-/* Called on a zeroed cfg (gwcfg_load). */
-static gim_err set_defaults(struct gw_config *cfg)
-{
-    gim_err rc = cfgtable_defaults(cfg, keys, NKEYS);
-    /* gim's seed-era test clients connect here with no flags. */
-    static const struct {
-        const char *url;
-        enum framing f;
-    } def[] = {{"tcp://:8080", FRAMING_BE16}, {"ws://:8081/ws", FRAMING_WS}};
-    for (unsigned i = 0; i < 2 && rc == GIM_OK; i++) {
-        cfg->listeners[i].framing = def[i].f;
-        if (!(cfg->listeners[i].url = strdup(def[i].url)))
-            rc = GIM_ENOMEM;
-        cfg->listeners_count = i + 1;
-    }
-    return rc;
-}
 
 static bool is_ws_url(const char *u)
 {
@@ -222,16 +84,19 @@ static bool is_tcp_url(const char *u)
     return strncmp(u, "tcp://", 6) == 0 || strncmp(u, "tls+tcp://", 10) == 0;
 }
 
-static gim_err overlay_listeners(struct gw_config *cfg, const struct raw_config *r, char *errbuf,
-                                 size_t errlen)
+/* Replaces cfg's listeners with n entries (the defaults or the file's), framing from the URL. */
+static gim_err apply_listeners(void *c, const void *entries, unsigned n, char *errbuf,
+                               size_t errlen)
 {
+    struct gw_config *cfg = c;
+    const struct raw_listener *ls = entries;
     for (unsigned i = 0; i < GWCFG_MAX_LISTENERS; i++) {
         free(cfg->listeners[i].url);
         cfg->listeners[i].url = NULL;
     }
     cfg->listeners_count = 0;
-    for (unsigned i = 0; i < r->listeners_count; i++) {
-        const struct raw_listener *l = &r->listeners[i];
+    for (unsigned i = 0; i < n; i++) {
+        const struct raw_listener *l = &ls[i];
         struct gw_listener *d = &cfg->listeners[i];
         if (!l->url || !l->url[0]) {
             cfgtable_err(errbuf, errlen, "listeners[%u].url: required", i);
@@ -273,23 +138,8 @@ static gim_err overlay_listeners(struct gw_config *cfg, const struct raw_config 
     return GIM_OK;
 }
 
-static gim_err overlay(struct gw_config *cfg, const struct raw_config *r, char *errbuf,
-                       size_t errlen)
-{
-    gim_err rc = cfgtable_overlay(cfg, r, keys, NKEYS, errbuf, errlen);
-    if (rc == GIM_OK && r->listeners) {
-        rc = overlay_listeners(cfg, r, errbuf, errlen);
-        if (rc == GIM_ENOMEM)
-            cfgtable_err(errbuf, errlen, "out of memory");
-    }
-    return rc;
-}
-
 static gim_err validate(const struct gw_config *cfg, char *errbuf, size_t errlen)
 {
-    gim_err rc = cfgtable_validate(cfg, keys, NKEYS, errbuf, errlen);
-    if (rc != GIM_OK)
-        return rc;
     if (strlen(cfg->gateway_id) > 64 || strchr(cfg->gateway_id, '\n')) {
         cfgtable_err(errbuf, errlen, "gateway_id: at most 64 bytes and no newline");
         return GIM_ECONFIG;
@@ -315,25 +165,9 @@ static gim_err validate(const struct gw_config *cfg, char *errbuf, size_t errlen
 
 gim_err gwcfg_load(const char *path, struct gw_config *cfg, char *errbuf, size_t errlen)
 {
-    gim_err rc;
-    struct raw_config *r = NULL;
-    if (errbuf && errlen)
-        errbuf[0] = '\0';
     memset(cfg, 0, sizeof *cfg);
-    if ((rc = set_defaults(cfg)) != GIM_OK) {
-        cfgtable_err(errbuf, errlen, "out of memory");
-        goto out;
-    }
-    if (path) {
-        if ((rc = cfgtable_load_yaml(path, &top_schema, (void **)&r, errbuf, errlen)) != GIM_OK)
-            goto out;
-        if (r && (rc = overlay(cfg, r, errbuf, errlen)) != GIM_OK)
-            goto out;
-    }
-    rc = validate(cfg, errbuf, errlen);
-out:
-    cfgtable_free_yaml(&top_schema, r);
-    return rc;
+    gim_err rc = cfgtable_load(path, keys, NKEYS, cfg, errbuf, errlen);
+    return rc == GIM_OK ? validate(cfg, errbuf, errlen) : rc;
 }
 
 void gwcfg_free(struct gw_config *cfg)
@@ -351,10 +185,10 @@ const char *gwcfg_framing_name(enum framing f)
     return f == FRAMING_BE16 ? "be16" : f == FRAMING_UVARINT ? "uvarint" : "ws";
 }
 
-/* The key table's order, but the listeners (not in the table) right after gateway_id (keys[0]). */
+/* The key table's order; cfgtable_print leaves the listeners (keys[1]) to us. */
 void gwcfg_print(const struct gw_config *cfg, FILE *out)
 {
-    cfgtable_print(cfg, keys, 1, out);
+    cfgtable_print(cfg, keys, 2, out);
     fputs("listeners:\n", out);
     for (unsigned j = 0; j < cfg->listeners_count; j++) {
         fputs("  - url: ", out);
@@ -363,5 +197,5 @@ void gwcfg_print(const struct gw_config *cfg, FILE *out)
             fprintf(out, "\n    framing: %s", gwcfg_framing_name(cfg->listeners[j].framing));
         fputc('\n', out);
     }
-    cfgtable_print(cfg, keys + 1, NKEYS - 1, out);
+    cfgtable_print(cfg, keys + 2, NKEYS - 2, out);
 }

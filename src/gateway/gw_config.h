@@ -1,9 +1,9 @@
 /*
- * gw_config: the gateway's settings, read from YAML with libcyaml in the
- * same style as gim-logic's config (src/config.c): every key has a default,
- * every scalar is read as a string and range-checked strictly, and a bad
- * file fails with one line naming the key. config/gim-gateway.example.yaml
- * lists every key with its meaning.
+ * gw_config: the gateway's settings, read from YAML by the same machinery as
+ * gim-logic's (src/cfgtable.h): every key is one row of the key table in
+ * gw_config.c with its default and range, and a bad file fails with one line
+ * naming the key. config/gim-gateway.example.yaml lists every key with its
+ * meaning.
  *
  * Ownership: gwcfg_load() fills a struct gw_config that the caller owns and
  * must release with gwcfg_free(), also after a failed load.

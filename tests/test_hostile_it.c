@@ -57,7 +57,7 @@ static struct client_conn me; /* user 1, device 11, signed in at GW */
 
 static void setup(void)
 {
-    /* tcp as well: oversized requests break Debian's nng 1.5.2 ipc listener (test_server.c). */
+    /* tcp as well: oversized requests break Debian's nng 1.5.2 ipc listener (test_server_it.c). */
     tcp_port = tl_free_port();
     snprintf(tcp, sizeof tcp, "tcp://127.0.0.1:%d", tcp_port);
     tl_start_listen(&srv, tcp,

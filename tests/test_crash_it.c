@@ -532,7 +532,7 @@ Test(crash, kill9_keeps_every_acknowledged_write, .timeout = 900)
     int kills = env_int("GIM_CRASH_KILLS", 5, 1, 100000);
     unsigned seed =
         (unsigned)env_int("GIM_CRASH_SEED", (int)(time(NULL) ^ getpid()), 0, 0x7fffffff);
-    fprintf(stderr, "test_crash: %d kills, GIM_CRASH_SEED=%u\n", kills, seed);
+    fprintf(stderr, "test_crash_it: %d kills, GIM_CRASH_SEED=%u\n", kills, seed);
     srand(seed);
 
     tl_stop(&srv);
@@ -581,8 +581,8 @@ Test(crash, kill9_keeps_every_acknowledged_write, .timeout = 900)
         acks += ws[i].n_acks;
         recalls += ws[i].n_recalls;
     }
-    fprintf(stderr, "test_crash: %zu sends acknowledged, %zu unanswered, %d acks, %d recalls\n", ok,
-            unknown, acks, recalls);
+    fprintf(stderr, "test_crash_it: %zu sends acknowledged, %zu unanswered, %d acks, %d recalls\n",
+            ok, unknown, acks, recalls);
 
     /* A session from before the first kill still works, without signing in again. */
     c = tl_client(&srv);

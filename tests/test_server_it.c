@@ -81,7 +81,7 @@ Test(server, unknown_type_without_session_is_unauthenticated)
 }
 
 /*
- * Requests over limits.max_request_bytes: tests/test_hostile.c
+ * Requests over limits.max_request_bytes: tests/test_hostile_it.c
  * (request_over_the_receive_limit) sends them over a plain tcp socket, because
  * closing an nng REQ socket whose connection the server dropped can hang in
  * Debian's nng 1.5.2.

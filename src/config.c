@@ -30,7 +30,7 @@ static const struct cfgtable_key keys[] = {
     CFGTABLE_URLS(C, listen, default_listen),
     CFGTABLE_URLS(C, publish, default_publish),
     CFGTABLE_STR(C, http, "http://127.0.0.1:7480"),
-    CFGTABLE_U32(C, workers, 1, 256, 16),
+    CFGTABLE_U32(C, workers, 1, 256, 4),
     CFGTABLE_U32(C, contexts, 1, 65536, 256),
     CFGTABLE_STR(C, database.path, "data/gim.db"),
     CFGTABLE_CHOICE(C, database.synchronous, "full", synchronous_modes),

@@ -105,7 +105,7 @@ Test(config, defaults_without_file)
     cr_assert_eq(cfg.publish_count, 1);
     cr_assert_str_eq(cfg.publish[0], "tcp://127.0.0.1:7401");
     cr_assert_str_eq(cfg.http, "http://127.0.0.1:7480");
-    cr_assert_eq(cfg.workers, 16);
+    cr_assert_eq(cfg.workers, 4);
     cr_assert_eq(cfg.contexts, 256);
     cr_assert_str_eq(cfg.database.path, "data/gim.db");
     cr_assert_str_eq(cfg.database.synchronous, "full");
@@ -164,7 +164,7 @@ static const char full_yaml[] =
     "  - tcp://0.0.0.0:9001\n"
     "  - ipc:///run/b.ipc\n"
     "http: \"\"\n"
-    "workers: 4\n"
+    "workers: 6\n"
     "contexts: 1024\n"
     "database:\n"
     "  path: /var/lib/gim/gim.db\n"
@@ -197,7 +197,7 @@ static void check_full(const struct gim_config *cfg, const char *secret)
     cr_assert_str_eq(cfg->publish[0], "tcp://0.0.0.0:9001");
     cr_assert_str_eq(cfg->publish[1], "ipc:///run/b.ipc");
     cr_assert_str_eq(cfg->http, "");
-    cr_assert_eq(cfg->workers, 4);
+    cr_assert_eq(cfg->workers, 6);
     cr_assert_eq(cfg->contexts, 1024);
     cr_assert_str_eq(cfg->database.path, "/var/lib/gim/gim.db");
     cr_assert_str_eq(cfg->database.synchronous, "normal");
@@ -268,7 +268,7 @@ Test(config, partial_section_keeps_sibling_defaults)
     cr_assert_null(cfg.listen[1]);
     cr_assert_eq(cfg.publish_count, 1);
     cr_assert_str_eq(cfg.publish[0], "tcp://127.0.0.1:7401");
-    cr_assert_eq(cfg.workers, 16);
+    cr_assert_eq(cfg.workers, 4);
     config_free(&cfg);
 }
 

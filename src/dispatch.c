@@ -17,12 +17,12 @@ static const struct handler *const table[] = {
     [PB__PACKAGE_TYPE__PT_SYNC] = &handle_sync,
     [PB__PACKAGE_TYPE__PT_HEARTBEAT] = &handle_heartbeat,
     [PB__PACKAGE_TYPE__PT_MESSAGE] = &handle_message,
-    [PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM] = &handle_room,
-    [PB__PACKAGE_TYPE__PT_MESSAGE_ACK] = &handle_ack,
+    [PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM] = &handle_subscribe_room,
+    [PB__PACKAGE_TYPE__PT_MESSAGE_ACK] = &handle_message_ack,
     [PB__PACKAGE_TYPE__PT_RECALL] = &handle_recall,
     [PB__PACKAGE_TYPE__PT_SIGN_OUT] = &handle_signout,
     [PB__PACKAGE_TYPE__PT_ADMIN_RECALL] = &handle_admin_recall,
-    [PB__PACKAGE_TYPE__PT_GATEWAY_LEASE] = &handle_lease,
+    [PB__PACKAGE_TYPE__PT_GATEWAY_LEASE] = &handle_gateway_lease,
     [PB__PACKAGE_TYPE__PT_ADMIN_KICK] = &handle_admin_kick,
     [PB__PACKAGE_TYPE__PT_ADMIN_ERASE] = &handle_admin_erase,
 };
@@ -140,7 +140,7 @@ enum dispatch_next dispatch_begin(const struct dispatch *d, struct request *r, c
     }
     /* Both need a session, so authenticating as a send authenticated the ack. */
     if (h == &handle_message && seed_ack_form(&r->env->input->data))
-        h = &handle_ack;
+        h = &handle_message_ack;
     r->h = h;
     r->disp = d;
     if (h->prepare && h->prepare(r) != GIM_OK) {

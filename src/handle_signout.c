@@ -4,7 +4,8 @@
  * The UPDATE is guarded by the caller's user and gateway: when a device has
  * already signed in again elsewhere (its sign-in queued ahead of this
  * sign-out), the late sign-out of the old connection must not take the new
- * session down. The presence sweeper uses the same statement unguarded.
+ * session down. (The presence sweeper and kicks sign a device out whatever
+ * its session: maint_signout in maint.c.)
  */
 #include <inttypes.h>
 
@@ -12,14 +13,10 @@
 #include "log.h"
 #include "presence.h"
 #include "request.h"
-#include "signout.h"
 
-/* ?3/?4 NULL = any user/gateway (sweeper). */
-static const char SQL_SIGN_OUT[] =
-    "UPDATE device SET online = 0, room_id = 0, updated_at = ?1 "
-    "WHERE device_id = ?2 AND (?3 IS NULL OR user_id = ?3) AND (?4 IS NULL OR gateway_id = ?4)";
+static const char SQL_SIGN_OUT[] = "UPDATE device SET online = 0, room_id = 0, updated_at = ?1 "
+                                   "WHERE device_id = ?2 AND user_id = ?3 AND gateway_id = ?4";
 
-/* user_id 0 / gateway_id NULL: no guard. */
 static gim_err mark_offline(struct wctx *w, int64_t device_id, int64_t user_id,
                             const char *gateway_id)
 {
@@ -29,9 +26,9 @@ static gim_err mark_offline(struct wctx *w, int64_t device_id, int64_t user_id,
     int rc = sqlite3_bind_int64(st, 1, w->now_ms);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64(st, 2, device_id);
-    if (rc == SQLITE_OK && user_id > 0)
+    if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64(st, 3, user_id);
-    if (rc == SQLITE_OK && gateway_id)
+    if (rc == SQLITE_OK)
         rc = sqlite3_bind_text(st, 4, gateway_id, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
@@ -42,11 +39,6 @@ static gim_err mark_offline(struct wctx *w, int64_t device_id, int64_t user_id,
         return store_err(rc);
     }
     return GIM_OK;
-}
-
-gim_err signout_expired(struct wctx *w, int64_t device_id)
-{
-    return mark_offline(w, device_id, 0, NULL);
 }
 
 static gim_err signout_write(struct request *r, struct wctx *w)

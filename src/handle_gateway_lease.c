@@ -127,7 +127,7 @@ static void lease_cleanup(struct request *r)
     r->scratch = NULL;
 }
 
-const struct handler handle_lease = {
+const struct handler handle_gateway_lease = {
     .type = PB__PACKAGE_TYPE__PT_GATEWAY_LEASE,
     .name = "gateway_lease",
     .needs_session = false,

@@ -68,7 +68,7 @@ static gim_err ack_write(struct request *r, struct wctx *w)
     return GIM_OK;
 }
 
-const struct handler handle_ack = {
+const struct handler handle_message_ack = {
     .type = PB__PACKAGE_TYPE__PT_MESSAGE_ACK,
     .name = "ack",
     .needs_session = true,

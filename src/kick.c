@@ -7,7 +7,7 @@
 #include "log.h"
 #include "proto.h"
 #include "push.h"
-#include "signout.h"
+#include "maint.h"
 
 static const char SQL_DEVICE[] =
     "SELECT user_id, online, gateway_id FROM device WHERE device_id = ?1";
@@ -32,7 +32,7 @@ gim_err kick_apply(struct wctx *w, int64_t device_id, struct kick_target *t)
         return GIM_ENOTFOUND;
     if (rc != SQLITE_ROW)
         return store_err(rc);
-    return signout_expired(w, device_id);
+    return maint_signout(w, device_id);
 }
 
 void kick_committed(struct wctx *w, const struct kick_target *t)

@@ -26,6 +26,7 @@
 #include "dblock.h"
 #include "http.h"
 #include "log.h"
+#include "maint.h"
 #include "metrics.h"
 #include "presence.h"
 #include "push.h"
@@ -133,7 +134,7 @@ static gim_err app_start(struct app *a, char *err, size_t errlen)
                          .push = a->push,
                          .metrics = a->metrics,
                          .clock = {gim_clock_real_ms, NULL}};
-    if ((e = writer_start(&a->writer, &a->w)) != GIM_OK)
+    if ((e = writer_start(&a->writer, &a->w, maint_run)) != GIM_OK)
         return e;
     struct server_opts so = {.cfg = &a->cfg,
                              .presence = a->presence,

@@ -1,10 +1,11 @@
 #include "maint.h"
 
+#include <inttypes.h>
+
 #include "config.h"
 #include "log.h"
 #include "presence.h"
 #include "retention.h"
-#include "signout.h"
 
 #define SWEEP_MAX          1024 /* sessions signed out per transaction */
 #define SWEEP_BUDGET_MS    200  /* most time one pass spends on slices */
@@ -22,6 +23,29 @@ static const char SQL_PRUNE_IDEM[] =
     "DELETE FROM idempotency WHERE (device_id, request_id) IN "
     "(SELECT device_id, request_id FROM idempotency WHERE created_at < ?1 LIMIT ?2)";
 
+/* Whatever user or gateway the device is on: the sweeper and kicks end the device's session. */
+static const char SQL_SIGN_OUT[] =
+    "UPDATE device SET online = 0, room_id = 0, updated_at = ?1 WHERE device_id = ?2";
+
+gim_err maint_signout(struct wctx *w, int64_t device_id)
+{
+    sqlite3_stmt *st = store_stmt(w->db, SQL_SIGN_OUT);
+    if (!st)
+        return GIM_EINTERNAL;
+    int rc = sqlite3_bind_int64(st, 1, w->now_ms);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, device_id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    store_done(st);
+    if (rc != SQLITE_DONE) {
+        log_warn("sign-out write failed", "device=%" PRId64 " rc=%d error=\"%s\"", device_id, rc,
+                 sqlite3_errmsg(w->db->db));
+        return store_err(rc);
+    }
+    return GIM_OK;
+}
+
 /* Signs out one slice of expired sessions in one transaction; returns how many, 0 on failure. */
 static size_t sweep_slice(struct wctx *w, int64_t cutoff)
 {
@@ -32,7 +56,7 @@ static size_t sweep_slice(struct wctx *w, int64_t cutoff)
     if (store_exec(w->db, "BEGIN IMMEDIATE") != GIM_OK)
         return 0;
     for (size_t i = 0; i < n; i++)
-        if (signout_expired(w, ids[i]) != GIM_OK)
+        if (maint_signout(w, ids[i]) != GIM_OK)
             goto fail;
     if (store_exec(w->db, "COMMIT") != GIM_OK)
         goto fail;

@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #include "err.h"
-#include "writer.h"
+#include "wctx.h"
 
 /* Command.code of a recall notice; data = encoded pb.RecallInput. */
 #define RECALL_COMMAND_CODE 1

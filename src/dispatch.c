@@ -4,8 +4,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "config.h"
 #include "handlers.h"
 #include "log.h"
@@ -32,13 +32,6 @@ const struct handler *dispatch_handler(int type)
     if (type < 0 || (size_t)type >= sizeof table / sizeof table[0])
         return NULL;
     return table[type];
-}
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 #define job_request(j) ((struct request *)((char *)(j)-offsetof(struct request, job)))
@@ -125,7 +118,7 @@ enum dispatch_next dispatch_begin(const struct dispatch *d, struct request *r, c
                                   size_t len, struct store_conn *ro)
 {
     r->cfg = d->cfg;
-    r->start_ns = mono_ns();
+    r->start_ns = gim_clock_mono_ns();
     if (decode(r, buf, len) != GIM_OK) {
         metrics_rejected(d->metrics);
         return DISPATCH_REPLY;

@@ -85,9 +85,11 @@ static gim_err run(struct store_conn *db, const char *sql, int n, const int64_t 
     sqlite3_stmt *st = store_stmt(db, sql);
     if (!st)
         return GIM_EINTERNAL;
-    for (int i = 0; i < n; i++)
-        sqlite3_bind_int64(st, i + 1, v[i]);
-    int rc = sqlite3_step(st);
+    int rc = SQLITE_OK;
+    for (int i = 0; i < n && rc == SQLITE_OK; i++)
+        rc = sqlite3_bind_int64(st, i + 1, v[i]);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     if (row)
         *row = rc == SQLITE_ROW;
     store_done(st);
@@ -110,8 +112,9 @@ static gim_err load_state(struct wctx *w, int64_t user_id, struct state *s)
     sqlite3_stmt *st = store_stmt(w->db, SQL_STATE);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, user_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(user_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     bool running = rc == SQLITE_ROW && sqlite3_column_int64(st, 3) == 0;
     if (running) {
         s->upto_seq = sqlite3_column_int64(st, 0);
@@ -148,16 +151,16 @@ static gim_err erase_devices(struct wctx *w, int64_t user_id, int *budget, bool 
         store_done(st);
         return GIM_ENOMEM;
     }
-    sqlite3_bind_int64(st, 1, user_id);
-    sqlite3_bind_int(st, 2, *budget + 1);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct kick_target *t = &res->kicked[n++];
-        const unsigned char *gw = sqlite3_column_text(st, 2);
-        t->device_id = sqlite3_column_int64(st, 0);
-        t->user_id = user_id;
-        t->was_online = sqlite3_column_int(st, 1) != 0;
-        snprintf(t->gateway_id, sizeof t->gateway_id, "%s", gw ? (const char *)gw : "");
-    }
+    rc = STORE_BIND(st, STORE_INT(user_id), STORE_INT(*budget + 1));
+    if (rc == SQLITE_OK)
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            struct kick_target *t = &res->kicked[n++];
+            const unsigned char *gw = sqlite3_column_text(st, 2);
+            t->device_id = sqlite3_column_int64(st, 0);
+            t->user_id = user_id;
+            t->was_online = sqlite3_column_int(st, 1) != 0;
+            snprintf(t->gateway_id, sizeof t->gateway_id, "%s", gw ? (const char *)gw : "");
+        }
     store_done(st);
     if (rc != SQLITE_DONE)
         return store_err(rc);
@@ -258,21 +261,20 @@ static gim_err erase_inbox(struct wctx *w, int64_t user_id, const struct state *
         free(list);
         return list ? GIM_EINTERNAL : GIM_ENOMEM;
     }
-    sqlite3_bind_int64(st, 1, user_id);
-    sqlite3_bind_int64(st, 2, s->upto_seq);
-    sqlite3_bind_int(st, 3, *budget);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        list[n++] = (struct entry){.seq = sqlite3_column_int64(st, 0),
-                                   .message_id = sqlite3_column_int64(st, 1),
-                                   .has_message = sqlite3_column_int(st, 2) != 0,
-                                   .sender_type = sqlite3_column_int(st, 3),
-                                   .sender_id = sqlite3_column_int64(st, 4),
-                                   .sender_device_id = sqlite3_column_int64(st, 5),
-                                   .receiver_type = sqlite3_column_int(st, 6),
-                                   .receiver_id = sqlite3_column_int64(st, 7),
-                                   .sender_seq = sqlite3_column_int64(st, 8),
-                                   .receiver_seq = sqlite3_column_int64(st, 9),
-                                   .has_content = sqlite3_column_int(st, 10) != 0};
+    rc = STORE_BIND(st, STORE_INT(user_id), STORE_INT(s->upto_seq), STORE_INT(*budget));
+    if (rc == SQLITE_OK)
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            list[n++] = (struct entry){.seq = sqlite3_column_int64(st, 0),
+                                       .message_id = sqlite3_column_int64(st, 1),
+                                       .has_message = sqlite3_column_int(st, 2) != 0,
+                                       .sender_type = sqlite3_column_int(st, 3),
+                                       .sender_id = sqlite3_column_int64(st, 4),
+                                       .sender_device_id = sqlite3_column_int64(st, 5),
+                                       .receiver_type = sqlite3_column_int(st, 6),
+                                       .receiver_id = sqlite3_column_int64(st, 7),
+                                       .sender_seq = sqlite3_column_int64(st, 8),
+                                       .receiver_seq = sqlite3_column_int64(st, 9),
+                                       .has_content = sqlite3_column_int(st, 10) != 0};
     store_done(st);
     if (rc != SQLITE_DONE)
         e = store_err(rc);
@@ -304,22 +306,21 @@ static gim_err erase_rooms(struct wctx *w, int64_t user_id, struct state *s, int
         free(hits);
         return hits ? GIM_EINTERNAL : GIM_ENOMEM;
     }
-    sqlite3_bind_int64(st, 1, s->room_id);
-    sqlite3_bind_int64(st, 2, s->room_seq);
-    sqlite3_bind_int64(st, 3, user_id);
-    sqlite3_bind_int(st, 4, limit);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        n++;
-        s->room_id = sqlite3_column_int64(st, 0);
-        s->room_seq = sqlite3_column_int64(st, 1);
-        if (sqlite3_column_int(st, 2)) {
-            hits[nhits][0] = s->room_id;
-            hits[nhits][1] = s->room_seq;
-            /* The writes are what the budget bounds: stop the scan at the last one. */
-            if (++nhits == *budget)
-                break;
+    rc = STORE_BIND(st, STORE_INT(s->room_id), STORE_INT(s->room_seq), STORE_INT(user_id),
+                    STORE_INT(limit));
+    if (rc == SQLITE_OK)
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            n++;
+            s->room_id = sqlite3_column_int64(st, 0);
+            s->room_seq = sqlite3_column_int64(st, 1);
+            if (sqlite3_column_int(st, 2)) {
+                hits[nhits][0] = s->room_id;
+                hits[nhits][1] = s->room_seq;
+                /* The writes are what the budget bounds: stop the scan at the last one. */
+                if (++nhits == *budget)
+                    break;
+            }
         }
-    }
     store_done(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
         e = store_err(rc);

@@ -25,48 +25,30 @@ gim_err group_role(struct store_conn *db, int64_t group_id, int64_t user_id, enu
     sqlite3_stmt *st = store_stmt(db, SQL_ROLE);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    sqlite3_bind_int64(st, 2, user_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(group_id), STORE_INT(user_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     *role =
         rc == SQLITE_ROW ? group_role_parse((const char *)sqlite3_column_text(st, 0)) : GROUP_NONE;
     store_done(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? GIM_OK : store_err(rc);
 }
 
+static void member_row(sqlite3_stmt *st, void *elem)
+{
+    *(int64_t *)elem = sqlite3_column_int64(st, 0);
+}
+
 gim_err group_members(struct store_conn *db, int64_t group_id, int64_t **ids, size_t *n)
 {
-    gim_err e = GIM_OK;
-    size_t cap = 0;
-    int rc;
+    void *rows = NULL;
     *ids = NULL;
     *n = 0;
     sqlite3_stmt *st = store_stmt(db, SQL_MEMBERS);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 64;
-            int64_t *grown = realloc(*ids, cap * sizeof *grown);
-            if (!grown) {
-                e = GIM_ENOMEM;
-                goto fail;
-            }
-            *ids = grown;
-        }
-        (*ids)[(*n)++] = sqlite3_column_int64(st, 0);
-    }
-    if (rc != SQLITE_DONE) {
-        e = store_err(rc);
-        goto fail;
-    }
-    store_done(st);
-    return GIM_OK;
-fail:
-    store_done(st);
-    free(*ids);
-    *ids = NULL;
-    *n = 0;
+    gim_err e =
+        store_rows(st, STORE_BIND(st, STORE_INT(group_id)), sizeof **ids, member_row, &rows, n);
+    *ids = rows;
     return e;
 }

@@ -37,7 +37,7 @@ static gim_err erase_write(struct request *r, struct wctx *w)
     const Pb__AdminEraseInput *in = (const Pb__AdminEraseInput *)r->in;
     struct erasure_result *res = r->scratch;
     if (!res && !(res = r->scratch = calloc(1, sizeof *res)))
-        return request_fail(r, GIM_EINTERNAL, "erase: out of memory");
+        return request_fail(r, GIM_ENOMEM, "erase: out of memory");
     gim_err e =
         erasure_step(w, in->user_id, in->max_rows ? in->max_rows : ERASURE_DEFAULT_ROWS, res);
     if (e != GIM_OK)

@@ -33,7 +33,7 @@ static gim_err kick_write(struct request *r, struct wctx *w)
     const Pb__AdminKickInput *in = (const Pb__AdminKickInput *)r->in;
     struct kick_target *t = r->scratch;
     if (!t && !(t = r->scratch = calloc(1, sizeof *t)))
-        return request_fail(r, GIM_EINTERNAL, "kick: out of memory");
+        return request_fail(r, GIM_ENOMEM, "kick: out of memory");
     gim_err e = kick_apply(w, in->device_id, t);
     if (e == GIM_ENOTFOUND)
         return request_fail(r, e, "kick: no device %lld (it never signed in)",

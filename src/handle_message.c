@@ -35,8 +35,6 @@
 #include "room.h"
 #include "seq.h"
 
-#define PUSH_SESSIONS 32 /* sessions of one user looked up on the stack; more go to the heap */
-
 static const char SQL_IDEM_GET[] =
     "SELECT i.created_at, i.message_id, m.sender_id, m.sender_seq, length(m.content), "
     "length(m.to_user_ids), i.room_id, i.room_seq FROM idempotency i "
@@ -197,8 +195,9 @@ static gim_err group_exists(struct store_conn *db, int64_t group_id, bool *exist
     sqlite3_stmt *st = store_stmt(db, SQL_GROUP_EXISTS);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(group_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     *exists = rc == SQLITE_ROW;
     store_done(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? GIM_OK : store_err(rc);
@@ -210,10 +209,9 @@ static gim_err group_copy_add(struct store_conn *db, int64_t message_id, int64_t
     sqlite3_stmt *st = store_stmt(db, SQL_GROUP_COPY);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, message_id);
-    sqlite3_bind_int64(st, 2, user_id);
-    sqlite3_bind_int64(st, 3, seq);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(message_id), STORE_INT(user_id), STORE_INT(seq));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     store_done(st);
     return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
 }
@@ -283,21 +281,11 @@ out:
 static gim_err idem_remember(struct request *r, struct wctx *w, int64_t message_id, int64_t room_id,
                              int64_t room_seq)
 {
-    sqlite3_stmt *st = store_stmt(w->db, SQL_IDEM_PUT);
-    if (!st)
-        return store_failed(r, w, GIM_EINTERNAL, "idempotency");
-    sqlite3_bind_int64(st, 1, r->sess.device_id);
-    sqlite3_bind_int64(st, 2, r->request_id);
-    sqlite3_bind_int64(st, 3, w->now_ms);
-    if (message_id)
-        sqlite3_bind_int64(st, 4, message_id);
-    if (room_id) {
-        sqlite3_bind_int64(st, 5, room_id);
-        sqlite3_bind_int64(st, 6, room_seq);
-    }
-    int rc = sqlite3_step(st);
-    store_done(st);
-    return rc == SQLITE_DONE ? GIM_OK : store_failed(r, w, store_err(rc), "idempotency");
+    gim_err e = STORE_RUN(
+        w->db, SQL_IDEM_PUT, NULL, STORE_INT(r->sess.device_id), STORE_INT(r->request_id),
+        STORE_INT(w->now_ms), message_id ? STORE_INT(message_id) : STORE_NULL,
+        room_id ? STORE_INT(room_id) : STORE_NULL, room_id ? STORE_INT(room_seq) : STORE_NULL);
+    return e == GIM_OK ? GIM_OK : store_failed(r, w, e, "idempotency");
 }
 
 /*
@@ -352,9 +340,9 @@ static gim_err idem_replay(struct request *r, struct wctx *w, bool *replayed)
     sqlite3_stmt *st = store_stmt(w->db, SQL_IDEM_GET);
     if (!st)
         return store_failed(r, w, GIM_EINTERNAL, "idempotency");
-    sqlite3_bind_int64(st, 1, r->sess.device_id);
-    sqlite3_bind_int64(st, 2, r->request_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(r->sess.device_id), STORE_INT(r->request_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
         store_done(st);
         return rc == SQLITE_DONE ? GIM_OK : store_failed(r, w, store_err(rc), "idempotency");
@@ -384,8 +372,7 @@ static gim_err idem_replay(struct request *r, struct wctx *w, bool *replayed)
         return request_fail(r, GIM_ENOTFOUND,
                             "send: the message of request %" PRId64 " no longer exists",
                             r->request_id);
-    /* Room for the view, its two blobs and their alignment padding. */
-    if ((e = arena_init(&a, sizeof *v + size + 64)) != GIM_OK) {
+    if ((e = arena_init(&a, MESSAGE_VIEW_OVERHEAD + size)) != GIM_OK) {
         e = request_fail(r, e, "out of memory");
         goto out;
     }
@@ -464,72 +451,26 @@ static gim_err send_write(struct request *r, struct wctx *w)
     return request_set_reply(r, &reply.base);
 }
 
-static bool has_other_device(const struct session *ss, size_t n, int64_t device_id)
-{
-    for (size_t i = 0; i < n; i++)
-        if (ss[i].device_id != device_id)
-            return true;
-    return false;
-}
-
 /*
  * A room message goes to every device subscribed to the room but the
  * sending one, all with the same copy (the room seq).
  */
 static void send_room_committed(struct request *r, struct wctx *w, struct send_state *s)
 {
-    struct session stackbuf[PUSH_SESSIONS];
-    struct session *ss = stackbuf;
-    uint8_t *buf = NULL;
-
     metrics_stored(w->metrics, 1, 0);
     if (!w->push || !w->presence)
         return;
-    size_t n = presence_room_sessions(w->presence, s->msg.receiver_id, ss, PUSH_SESSIONS);
-    /* A crowded room: only this (the writer) thread changes presence, so one retry fits. */
-    for (size_t cap = PUSH_SESSIONS; n > cap;) {
-        struct session *grown = malloc(n * sizeof *grown);
-        if (!grown) {
-            n = cap; /* push to those we have rather than to none */
-            break;
-        }
-        if (ss != stackbuf)
-            free(ss);
-        ss = grown;
-        cap = n;
-        n = presence_room_sessions(w->presence, s->msg.receiver_id, ss, cap);
-    }
-    if (!has_other_device(ss, n, r->sess.device_id))
-        goto out;
-    Pb__MessageSend ms = PB__MESSAGE_SEND__INIT;
-    ms.message = &s->msg;
-    size_t len = pb__message_send__get_packed_size(&ms);
-    if (!(buf = malloc(len ? len : 1))) {
-        log_warn("push dropped", "room=%" PRId64 " reason=\"out of memory\"", s->msg.receiver_id);
-        goto out;
-    }
-    pb__message_send__pack(&ms, buf);
-    Pb__Output out = PB__OUTPUT__INIT;
-    out.type = PB__PACKAGE_TYPE__PT_MESSAGE;
-    out.data.data = buf;
-    out.data.len = len;
-    push_deliver(w->push, ss, n, r->sess.device_id, &out);
-out:
-    if (ss != stackbuf)
-        free(ss);
-    free(buf);
+    struct push_msg pm;
+    push_msg_init(&pm);
+    push_msg_room(&pm, w->presence, s->msg.receiver_id);
+    push_msg_send(w->push, &pm, r->sess.device_id, &s->msg);
+    push_msg_free(&pm);
 }
 
 /* Each online recipient gets its own copy (its own seq); the sending device gets none. */
 static void send_committed(struct request *r, struct wctx *w)
 {
     struct send_state *s = r->scratch;
-    struct session stackbuf[PUSH_SESSIONS];
-    struct session *ss = stackbuf;
-    size_t cap = PUSH_SESSIONS;
-    uint8_t *buf = NULL;
-    size_t buf_cap = 0;
-
     if (s && s->room_seq) {
         send_room_committed(r, w, s);
         return;
@@ -539,48 +480,15 @@ static void send_committed(struct request *r, struct wctx *w)
     metrics_stored(w->metrics, 1, s->n_to);
     if (!w->push || !w->presence)
         return;
+    struct push_msg pm;
+    push_msg_init(&pm);
     for (size_t i = 0; i < s->n_to; i++) {
-        size_t n = presence_user_sessions(w->presence, s->to[i].user_id, ss, cap);
-        if (n > cap) {
-            struct session *grown = malloc(n * sizeof *grown);
-            if (!grown) {
-                n = cap; /* push to those we have rather than to none */
-            } else {
-                if (ss != stackbuf)
-                    free(ss);
-                ss = grown;
-                cap = n;
-                n = presence_user_sessions(w->presence, s->to[i].user_id, ss, cap);
-                n = n < cap ? n : cap;
-            }
-        }
-        if (!has_other_device(ss, n, r->sess.device_id))
-            continue;
+        push_msg_user(&pm, w->presence, s->to[i].user_id);
         s->msg.seq = s->to[i].seq;
-        Pb__MessageSend ms = PB__MESSAGE_SEND__INIT;
-        ms.message = &s->msg;
-        size_t len = pb__message_send__get_packed_size(&ms);
-        if (len > buf_cap) {
-            uint8_t *grown = realloc(buf, len);
-            if (!grown) {
-                log_warn("push dropped", "user=%" PRId64 " reason=\"out of memory\"",
-                         s->to[i].user_id);
-                continue;
-            }
-            buf = grown;
-            buf_cap = len;
-        }
-        pb__message_send__pack(&ms, buf);
-        Pb__Output out = PB__OUTPUT__INIT;
-        out.type = PB__PACKAGE_TYPE__PT_MESSAGE;
-        out.data.data = buf;
-        out.data.len = len;
-        push_deliver(w->push, ss, n, r->sess.device_id, &out);
+        push_msg_send(w->push, &pm, r->sess.device_id, &s->msg);
     }
     s->msg.seq = s->sender_seq;
-    if (ss != stackbuf)
-        free(ss);
-    free(buf);
+    push_msg_free(&pm);
 }
 
 static void send_cleanup(struct request *r)

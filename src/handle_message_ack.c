@@ -48,15 +48,9 @@ static gim_err ack_write(struct request *r, struct wctx *w)
     sqlite3_stmt *st = store_stmt(w->db, SQL_ACK);
     if (!st)
         return request_fail(r, GIM_EINTERNAL, "ack: cannot prepare statement");
-    int rc = sqlite3_bind_int64(st, 1, in->device_ack);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 2, in->receive_time);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 3, w->now_ms);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 4, r->sess.device_id);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 5, r->sess.user_id);
+    int rc =
+        STORE_BIND(st, STORE_INT(in->device_ack), STORE_INT(in->receive_time), STORE_INT(w->now_ms),
+                   STORE_INT(r->sess.device_id), STORE_INT(r->sess.user_id));
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     store_done(st);

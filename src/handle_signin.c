@@ -107,9 +107,9 @@ static gim_err drop_other_users_records(struct request *r, struct wctx *w)
     sqlite3_stmt *st = store_stmt(w->db, SQL_DROP_OTHER_IDEM);
     if (!st)
         return request_fail(r, GIM_EINTERNAL, "sign-in: cannot prepare statement");
-    sqlite3_bind_int64(st, 1, s->device_id);
-    sqlite3_bind_int64(st, 2, s->user_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(s->device_id), STORE_INT(s->user_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     int n = sqlite3_changes(w->db->db);
     store_done(st);
     if (rc != SQLITE_DONE) {
@@ -132,15 +132,9 @@ static gim_err signin_write(struct request *r, struct wctx *w)
     sqlite3_stmt *st = store_stmt(w->db, SQL_UPSERT_DEVICE);
     if (!st)
         return request_fail(r, GIM_EINTERNAL, "sign-in: cannot prepare statement");
-    int rc = sqlite3_bind_int64(st, 1, s->device_id);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 2, s->user_id);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 3, s->gateway_id, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 4, client_addr(r), -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 5, w->now_ms);
+    int rc =
+        STORE_BIND(st, STORE_INT(s->device_id), STORE_INT(s->user_id), STORE_TEXT(s->gateway_id),
+                   STORE_TEXT(client_addr(r)), STORE_INT(w->now_ms));
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     store_done(st);

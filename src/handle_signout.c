@@ -23,13 +23,8 @@ static gim_err mark_offline(struct wctx *w, int64_t device_id, int64_t user_id,
     sqlite3_stmt *st = store_stmt(w->db, SQL_SIGN_OUT);
     if (!st)
         return GIM_EINTERNAL;
-    int rc = sqlite3_bind_int64(st, 1, w->now_ms);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 2, device_id);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 3, user_id);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 4, gateway_id, -1, SQLITE_STATIC);
+    int rc = STORE_BIND(st, STORE_INT(w->now_ms), STORE_INT(device_id), STORE_INT(user_id),
+                        STORE_TEXT(gateway_id));
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     store_done(st);

@@ -19,8 +19,9 @@ gim_err kick_apply(struct wctx *w, int64_t device_id, struct kick_target *t)
     sqlite3_stmt *st = store_stmt(w->db, SQL_DEVICE);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, device_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(device_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         const unsigned char *gw = sqlite3_column_text(st, 2);
         t->user_id = sqlite3_column_int64(st, 0);

@@ -32,9 +32,7 @@ gim_err maint_signout(struct wctx *w, int64_t device_id)
     sqlite3_stmt *st = store_stmt(w->db, SQL_SIGN_OUT);
     if (!st)
         return GIM_EINTERNAL;
-    int rc = sqlite3_bind_int64(st, 1, w->now_ms);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 2, device_id);
+    int rc = STORE_BIND(st, STORE_INT(w->now_ms), STORE_INT(device_id));
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     store_done(st);
@@ -46,27 +44,34 @@ gim_err maint_signout(struct wctx *w, int64_t device_id)
     return GIM_OK;
 }
 
-/* Signs out one slice of expired sessions in one transaction; returns how many, 0 on failure. */
+/*
+ * Signs out one slice of expired sessions in one transaction; returns how
+ * many, 0 on failure (logged: the sessions stay, and the next pass, a
+ * second later, tries them again).
+ */
 static size_t sweep_slice(struct wctx *w, int64_t cutoff)
 {
     int64_t ids[SWEEP_MAX];
     size_t n = presence_expired(w->presence, cutoff, ids, SWEEP_MAX);
+    gim_err e;
     if (n == 0)
         return 0;
-    if (store_exec(w->db, "BEGIN IMMEDIATE") != GIM_OK)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (maint_signout(w, ids[i]) != GIM_OK)
-            goto fail;
-    if (store_exec(w->db, "COMMIT") != GIM_OK)
+    if ((e = store_exec(w->db, "BEGIN IMMEDIATE")) != GIM_OK)
         goto fail;
+    for (size_t i = 0; i < n; i++)
+        if ((e = maint_signout(w, ids[i])) != GIM_OK)
+            goto rollback;
+    if ((e = store_exec(w->db, "COMMIT")) != GIM_OK)
+        goto rollback;
     for (size_t i = 0; i < n; i++) {
         presence_remove(w->presence, ids[i], NULL);
         log_info("presence timeout", "device=%lld", (long long)ids[i]);
     }
     return n;
-fail:
+rollback:
     store_exec(w->db, "ROLLBACK");
+fail:
+    log_warn("presence sweep failed", "devices=%zu code=%s retry=next_pass", n, gim_err_name(e));
     return 0;
 }
 
@@ -104,15 +109,12 @@ static void scrub_wal(struct wctx *w)
 static void prune_idempotency(struct wctx *w, int64_t now)
 {
     int64_t cutoff = now - (int64_t)w->cfg->idempotency.window_seconds * 1000;
-    sqlite3_stmt *st = store_stmt(w->db, SQL_PRUNE_IDEM);
-    if (!st)
-        return;
-    sqlite3_bind_int64(st, 1, cutoff);
-    sqlite3_bind_int(st, 2, PRUNE_ROWS);
-    int rc = sqlite3_step(st);
-    int n = sqlite3_changes(w->db->db);
-    store_done(st);
-    if (rc == SQLITE_DONE && n > 0)
+    int n = 0;
+    gim_err e = STORE_RUN(w->db, SQL_PRUNE_IDEM, &n, STORE_INT(cutoff), STORE_INT(PRUNE_ROWS));
+    if (e != GIM_OK)
+        log_warn("idempotency prune failed", "code=%s error=\"%s\" retry_in_ms=%d", gim_err_name(e),
+                 sqlite3_errmsg(w->db->db), PRUNE_EVERY_MS);
+    else if (n > 0)
         log_debug("idempotency pruned", "rows=%d", n);
 }
 

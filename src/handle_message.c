@@ -154,6 +154,14 @@ static struct message_new stored_message(const struct send_state *s)
     };
 }
 
+/* A send's reply: MessageSend{message = m}, the sender's copy as stored. */
+static gim_err send_reply(struct request *r, Pb__Message *m)
+{
+    Pb__MessageSend reply = PB__MESSAGE_SEND__INIT;
+    reply.message = m;
+    return request_set_reply(r, &reply.base);
+}
+
 static gim_err store_failed(struct request *r, struct wctx *w, gim_err e, const char *what)
 {
     log_warn("send failed", "device=%" PRId64 " step=%s code=%s error=\"%s\"", r->sess.device_id,
@@ -314,9 +322,7 @@ static gim_err idem_replay_room(struct request *r, struct wctx *w, int64_t room_
     if (v->sender.sender_id != r->sess.user_id)
         goto out;
     *replayed = true;
-    Pb__MessageSend reply = PB__MESSAGE_SEND__INIT;
-    reply.message = &v->msg;
-    e = request_set_reply(r, &reply.base);
+    e = send_reply(r, &v->msg);
 out:
     arena_free(&a);
     return e;
@@ -380,9 +386,7 @@ static gim_err idem_replay(struct request *r, struct wctx *w, bool *replayed)
         store_failed(r, w, e, "idempotent reply");
         goto out;
     }
-    Pb__MessageSend reply = PB__MESSAGE_SEND__INIT;
-    reply.message = &v->msg;
-    e = request_set_reply(r, &reply.base);
+    e = send_reply(r, &v->msg);
 out:
     arena_free(&a);
     return e;
@@ -446,9 +450,7 @@ static gim_err send_write(struct request *r, struct wctx *w)
                            s->room_seq)) != GIM_OK)
         return e;
     s->msg.seq = s->room_seq ? s->room_seq : s->sender_seq;
-    Pb__MessageSend reply = PB__MESSAGE_SEND__INIT;
-    reply.message = &s->msg;
-    return request_set_reply(r, &reply.base);
+    return send_reply(r, &s->msg);
 }
 
 /*

@@ -45,19 +45,12 @@ static gim_err ack_write(struct request *r, struct wctx *w)
                             "ack: device_ack %" PRId64 " is above the highest seq %" PRId64,
                             in->device_ack, last);
 
-    sqlite3_stmt *st = store_stmt(w->db, SQL_ACK);
-    if (!st)
-        return request_fail(r, GIM_EINTERNAL, "ack: cannot prepare statement");
-    int rc =
-        STORE_BIND(st, STORE_INT(in->device_ack), STORE_INT(in->receive_time), STORE_INT(w->now_ms),
-                   STORE_INT(r->sess.device_id), STORE_INT(r->sess.user_id));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    store_done(st);
-    if (rc != SQLITE_DONE) {
-        log_warn("ack write failed", "device=%" PRId64 " rc=%d error=\"%s\"", r->sess.device_id, rc,
-                 sqlite3_errmsg(w->db->db));
-        return request_fail(r, store_err(rc), "ack: cannot record the ack");
+    e = STORE_RUN(w->db, SQL_ACK, NULL, STORE_INT(in->device_ack), STORE_INT(in->receive_time),
+                  STORE_INT(w->now_ms), STORE_INT(r->sess.device_id), STORE_INT(r->sess.user_id));
+    if (e != GIM_OK) {
+        log_warn("ack write failed", "device=%" PRId64 " rc=%d error=\"%s\"", r->sess.device_id,
+                 sqlite3_errcode(w->db->db), sqlite3_errmsg(w->db->db));
+        return request_fail(r, e, "ack: cannot record the ack");
     }
     return GIM_OK;
 }

@@ -129,19 +129,12 @@ static gim_err signin_write(struct request *r, struct wctx *w)
     gim_err e = drop_other_users_records(r, w);
     if (e != GIM_OK)
         return e;
-    sqlite3_stmt *st = store_stmt(w->db, SQL_UPSERT_DEVICE);
-    if (!st)
-        return request_fail(r, GIM_EINTERNAL, "sign-in: cannot prepare statement");
-    int rc =
-        STORE_BIND(st, STORE_INT(s->device_id), STORE_INT(s->user_id), STORE_TEXT(s->gateway_id),
-                   STORE_TEXT(client_addr(r)), STORE_INT(w->now_ms));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    store_done(st);
-    if (rc != SQLITE_DONE) {
-        log_warn("sign-in write failed", "device=%" PRId64 " rc=%d error=\"%s\"", s->device_id, rc,
-                 sqlite3_errmsg(w->db->db));
-        return request_fail(r, store_err(rc), "sign-in: cannot record the device");
+    e = STORE_RUN(w->db, SQL_UPSERT_DEVICE, NULL, STORE_INT(s->device_id), STORE_INT(s->user_id),
+                  STORE_TEXT(s->gateway_id), STORE_TEXT(client_addr(r)), STORE_INT(w->now_ms));
+    if (e != GIM_OK) {
+        log_warn("sign-in write failed", "device=%" PRId64 " rc=%d error=\"%s\"", s->device_id,
+                 sqlite3_errcode(w->db->db), sqlite3_errmsg(w->db->db));
+        return request_fail(r, e, "sign-in: cannot record the device");
     }
     return GIM_OK;
 }

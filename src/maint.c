@@ -29,19 +29,11 @@ static const char SQL_SIGN_OUT[] =
 
 gim_err maint_signout(struct wctx *w, int64_t device_id)
 {
-    sqlite3_stmt *st = store_stmt(w->db, SQL_SIGN_OUT);
-    if (!st)
-        return GIM_EINTERNAL;
-    int rc = STORE_BIND(st, STORE_INT(w->now_ms), STORE_INT(device_id));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    store_done(st);
-    if (rc != SQLITE_DONE) {
-        log_warn("sign-out write failed", "device=%" PRId64 " rc=%d error=\"%s\"", device_id, rc,
-                 sqlite3_errmsg(w->db->db));
-        return store_err(rc);
-    }
-    return GIM_OK;
+    gim_err e = STORE_RUN(w->db, SQL_SIGN_OUT, NULL, STORE_INT(w->now_ms), STORE_INT(device_id));
+    if (e != GIM_OK)
+        log_warn("sign-out write failed", "device=%" PRId64 " rc=%d error=\"%s\"", device_id,
+                 sqlite3_errcode(w->db->db), sqlite3_errmsg(w->db->db));
+    return e;
 }
 
 /*

@@ -77,31 +77,6 @@ struct entry {
     bool has_content; /* anything left to erase */
 };
 
-/* Runs a statement with up to four int64 parameters; *changes (if not NULL) gets the rows
- * changed, *row whether it returned a row. */
-static gim_err run(struct store_conn *db, const char *sql, int n, const int64_t *v, int *changes,
-                   bool *row)
-{
-    sqlite3_stmt *st = store_stmt(db, sql);
-    if (!st)
-        return GIM_EINTERNAL;
-    int rc = SQLITE_OK;
-    for (int i = 0; i < n && rc == SQLITE_OK; i++)
-        rc = sqlite3_bind_int64(st, i + 1, v[i]);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (row)
-        *row = rc == SQLITE_ROW;
-    store_done(st);
-    if (changes)
-        *changes = sqlite3_changes(db->db);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? GIM_OK : store_err(rc);
-}
-
-#define RUN(db, sql, changes, row, ...)                                                            \
-    run((db), (sql), (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),                    \
-        (const int64_t[]){__VA_ARGS__}, (changes), (row))
-
 struct state {
     int64_t upto_seq, room_id, room_seq;
 };
@@ -131,7 +106,8 @@ static gim_err load_state(struct wctx *w, int64_t user_id, struct state *s)
     if (e != GIM_OK)
         return e;
     log_info("erasure started", "user=%" PRId64 " upto_seq=%" PRId64, user_id, s->upto_seq);
-    return RUN(w->db, SQL_START, NULL, NULL, user_id, s->upto_seq, w->now_ms);
+    return STORE_RUN(w->db, SQL_START, NULL, STORE_INT(user_id), STORE_INT(s->upto_seq),
+                     STORE_INT(w->now_ms));
 }
 
 /* Part 1. *budget counts down; false in *complete when it ran out first. */
@@ -166,14 +142,15 @@ static gim_err erase_devices(struct wctx *w, int64_t user_id, int *budget, bool 
         return store_err(rc);
     for (size_t i = 0; i<n && * budget> 0; i++) {
         int changed = 0;
-        e = RUN(w->db, SQL_DEL_DEVICE_IDEM, &changed, NULL, res->kicked[i].device_id, *budget);
+        e = STORE_RUN(w->db, SQL_DEL_DEVICE_IDEM, &changed, STORE_INT(res->kicked[i].device_id),
+                      STORE_INT(*budget));
         if (e != GIM_OK)
             return e;
         *budget -= changed;
         if (*budget <= 0)
             break; /* its records may go on: the device stays for the next step */
-        if ((e = RUN(w->db, SQL_DEL_DEVICE, NULL, NULL, res->kicked[i].device_id, user_id)) !=
-            GIM_OK)
+        if ((e = STORE_RUN(w->db, SQL_DEL_DEVICE, NULL, STORE_INT(res->kicked[i].device_id),
+                           STORE_INT(user_id))) != GIM_OK)
             return e;
         (*budget)--;
         res->n_kicked++;
@@ -191,7 +168,7 @@ static gim_err erase_memberships(struct wctx *w, int64_t user_id, int *budget, b
     *complete = false;
     if (asked <= 0)
         return GIM_OK;
-    gim_err e = RUN(w->db, SQL_DEL_MEMBERS, &changed, NULL, user_id, asked);
+    gim_err e = STORE_RUN(w->db, SQL_DEL_MEMBERS, &changed, STORE_INT(user_id), STORE_INT(asked));
     if (e != GIM_OK)
         return e;
     res->memberships = changed;
@@ -205,7 +182,7 @@ static gim_err held_elsewhere(struct wctx *w, int64_t user_id, const struct entr
 {
     *yes = false;
     if (m->receiver_type == PB__RECEIVER_TYPE__RT_GROUP)
-        return RUN(w->db, SQL_ANY_GROUP_COPY, NULL, yes, m->message_id);
+        return STORE_EXISTS(w->db, SQL_ANY_GROUP_COPY, yes, STORE_INT(m->message_id));
     /* 1:1 and notices: the copies are (sender, sender_seq) and (receiver, receiver_seq). */
     int64_t other_user = m->sender_id, other_seq = m->sender_seq;
     if (other_user == user_id && other_seq == m->seq) {
@@ -214,32 +191,34 @@ static gim_err held_elsewhere(struct wctx *w, int64_t user_id, const struct entr
     }
     if (other_user == user_id && other_seq == m->seq)
         return GIM_OK; /* a note to self: one copy */
-    return RUN(w->db, SQL_HAS_COPY, NULL, yes, other_user, other_seq, m->message_id);
+    return STORE_EXISTS(w->db, SQL_HAS_COPY, yes, STORE_INT(other_user), STORE_INT(other_seq),
+                        STORE_INT(m->message_id));
 }
 
 static gim_err erase_entry(struct wctx *w, int64_t user_id, const struct entry *m,
                            struct erasure_result *res)
 {
-    gim_err e = RUN(w->db, SQL_DEL_INBOX, NULL, NULL, user_id, m->seq);
+    gim_err e = STORE_RUN(w->db, SQL_DEL_INBOX, NULL, STORE_INT(user_id), STORE_INT(m->seq));
     bool elsewhere = false;
     if (e != GIM_OK || !m->has_message)
         return e;
     if (m->receiver_type == PB__RECEIVER_TYPE__RT_GROUP &&
-        (e = RUN(w->db, SQL_DEL_GROUP_COPY, NULL, NULL, m->message_id, user_id)) != GIM_OK)
+        (e = STORE_RUN(w->db, SQL_DEL_GROUP_COPY, NULL, STORE_INT(m->message_id),
+                       STORE_INT(user_id))) != GIM_OK)
         return e;
     if ((e = held_elsewhere(w, user_id, m, &elsewhere)) != GIM_OK)
         return e;
     if (!elsewhere) {
-        if ((e = RUN(w->db, SQL_DEL_MESSAGE_IDEM, NULL, NULL, m->sender_device_id,
-                     m->message_id)) != GIM_OK ||
-            (e = RUN(w->db, SQL_DEL_MESSAGE, NULL, NULL, m->message_id)) != GIM_OK)
+        if ((e = STORE_RUN(w->db, SQL_DEL_MESSAGE_IDEM, NULL, STORE_INT(m->sender_device_id),
+                           STORE_INT(m->message_id))) != GIM_OK ||
+            (e = STORE_RUN(w->db, SQL_DEL_MESSAGE, NULL, STORE_INT(m->message_id))) != GIM_OK)
             return e;
         res->messages_deleted++;
         return GIM_OK;
     }
     bool own = m->sender_type == PB__SENDER_TYPE__ST_USER && m->sender_id == user_id;
     if (own && m->has_content) {
-        if ((e = RUN(w->db, SQL_ERASE_MESSAGE, NULL, NULL, m->message_id)) != GIM_OK)
+        if ((e = STORE_RUN(w->db, SQL_ERASE_MESSAGE, NULL, STORE_INT(m->message_id))) != GIM_OK)
             return e;
         res->messages_erased++;
     }
@@ -325,10 +304,11 @@ static gim_err erase_rooms(struct wctx *w, int64_t user_id, struct state *s, int
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
         e = store_err(rc);
     for (int i = 0; e == GIM_OK && i < nhits; i++)
-        e = RUN(w->db, SQL_ROOM_ERASE, NULL, NULL, hits[i][0], hits[i][1]);
+        e = STORE_RUN(w->db, SQL_ROOM_ERASE, NULL, STORE_INT(hits[i][0]), STORE_INT(hits[i][1]));
     free(hits);
     if (e == GIM_OK)
-        e = RUN(w->db, SQL_ROOM_CURSOR, NULL, NULL, user_id, s->room_id, s->room_seq);
+        e = STORE_RUN(w->db, SQL_ROOM_CURSOR, NULL, STORE_INT(user_id), STORE_INT(s->room_id),
+                      STORE_INT(s->room_seq));
     if (e != GIM_OK)
         return e;
     res->room_messages_erased = nhits;
@@ -356,7 +336,8 @@ gim_err erasure_step(struct wctx *w, int64_t user_id, int max_rows, struct erasu
         goto out;
     if ((e = erase_rooms(w, user_id, &s, &budget, &complete, res)) != GIM_OK || !complete)
         goto out;
-    if ((e = RUN(w->db, SQL_FINISH, NULL, NULL, user_id, w->now_ms)) != GIM_OK)
+    if ((e = STORE_RUN(w->db, SQL_FINISH, NULL, STORE_INT(user_id), STORE_INT(w->now_ms))) !=
+        GIM_OK)
         goto out;
     res->done = true;
 out:

@@ -198,32 +198,6 @@ static gim_err send_user(struct request *r, struct wctx *w, struct send_state *s
     return GIM_OK;
 }
 
-static gim_err group_exists(struct store_conn *db, int64_t group_id, bool *exists)
-{
-    sqlite3_stmt *st = store_stmt(db, SQL_GROUP_EXISTS);
-    if (!st)
-        return GIM_EINTERNAL;
-    int rc = STORE_BIND(st, STORE_INT(group_id));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    *exists = rc == SQLITE_ROW;
-    store_done(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? GIM_OK : store_err(rc);
-}
-
-static gim_err group_copy_add(struct store_conn *db, int64_t message_id, int64_t user_id,
-                              int64_t seq)
-{
-    sqlite3_stmt *st = store_stmt(db, SQL_GROUP_COPY);
-    if (!st)
-        return GIM_EINTERNAL;
-    int rc = STORE_BIND(st, STORE_INT(message_id), STORE_INT(user_id), STORE_INT(seq));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    store_done(st);
-    return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
-}
-
 /* A copy for every member, the sender's included, read fresh in this transaction. */
 static gim_err send_group(struct request *r, struct wctx *w, struct send_state *s)
 {
@@ -240,7 +214,7 @@ static gim_err send_group(struct request *r, struct wctx *w, struct send_state *
     }
     if (role == GROUP_NONE) {
         bool exists = false;
-        if ((e = group_exists(w->db, gid, &exists)) != GIM_OK) {
+        if ((e = STORE_EXISTS(w->db, SQL_GROUP_EXISTS, &exists, STORE_INT(gid))) != GIM_OK) {
             store_failed(r, w, e, "group");
             goto out;
         }
@@ -275,7 +249,8 @@ static gim_err send_group(struct request *r, struct wctx *w, struct send_state *
             store_failed(r, w, e, "member inbox");
             goto out;
         }
-        if ((e = group_copy_add(w->db, s->message_id, ids[i], s->to[i].seq)) != GIM_OK) {
+        if ((e = STORE_RUN(w->db, SQL_GROUP_COPY, NULL, STORE_INT(s->message_id), STORE_INT(ids[i]),
+                           STORE_INT(s->to[i].seq))) != GIM_OK) {
             store_failed(r, w, e, "group copy");
             goto out;
         }

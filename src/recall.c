@@ -114,32 +114,6 @@ static gim_err check_allowed(struct wctx *w, const struct target *t, int64_t act
     return GIM_OK;
 }
 
-static gim_err erase(struct store_conn *db, int64_t message_id)
-{
-    sqlite3_stmt *st = store_stmt(db, SQL_ERASE);
-    if (!st)
-        return GIM_EINTERNAL;
-    int rc = STORE_BIND(st, STORE_INT(message_id));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    store_done(st);
-    return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
-}
-
-static gim_err has_copy(struct store_conn *db, int64_t user_id, int64_t seq, int64_t message_id,
-                        bool *yes)
-{
-    sqlite3_stmt *st = store_stmt(db, SQL_HAS_COPY);
-    if (!st)
-        return GIM_EINTERNAL;
-    int rc = STORE_BIND(st, STORE_INT(user_id), STORE_INT(seq), STORE_INT(message_id));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    store_done(st);
-    *yes = rc == SQLITE_ROW;
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? GIM_OK : store_err(rc);
-}
-
 /*
  * The 1:1 copies: (sender, sender_seq) and (receiver, receiver_seq), one copy
  * when both are the same, each only if the inbox still points at the message
@@ -159,7 +133,8 @@ static gim_err user_copies(struct store_conn *db, const struct target *t, struct
         bool yes = false;
         if (i == 1 && cand[1].user_id == cand[0].user_id && cand[1].seq == cand[0].seq)
             break;
-        gim_err e = has_copy(db, cand[i].user_id, cand[i].seq, t->id, &yes);
+        gim_err e = STORE_EXISTS(db, SQL_HAS_COPY, &yes, STORE_INT(cand[i].user_id),
+                                 STORE_INT(cand[i].seq), STORE_INT(t->id));
         if (e != GIM_OK)
             return e;
         if (yes)
@@ -287,7 +262,7 @@ gim_err recall_apply(struct wctx *w, int64_t actor_user, int64_t actor_device, i
     res->receiver_id = t.receiver_id;
     res->send_time = w->now_ms;
 
-    if ((e = erase(w->db, t.id)) != GIM_OK)
+    if ((e = STORE_RUN(w->db, SQL_ERASE, NULL, STORE_INT(t.id))) != GIM_OK)
         goto storage;
     if (t.receiver_type == PB__RECEIVER_TYPE__RT_GROUP) {
         e = group_copies(w->db, t.id, &copies, &n);

@@ -53,18 +53,6 @@ static gim_err insert(struct store_conn *db, int64_t room_id, int64_t seq,
     return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
 }
 
-static gim_err prune(struct store_conn *db, int64_t room_id, int64_t upto)
-{
-    sqlite3_stmt *st = store_stmt(db, SQL_PRUNE);
-    if (!st)
-        return GIM_EINTERNAL;
-    int rc = STORE_BIND(st, STORE_INT(room_id), STORE_INT(upto));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    store_done(st);
-    return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
-}
-
 gim_err room_append(struct wctx *w, int64_t room_id, const struct message_new *m, int64_t *seq)
 {
     int64_t retain = (int64_t)w->cfg->rooms.retain_messages;
@@ -79,7 +67,7 @@ gim_err room_append(struct wctx *w, int64_t room_id, const struct message_new *m
      * retain_messages was lowered, the oldest few).
      */
     if (*seq > retain)
-        e = prune(w->db, room_id, *seq - retain);
+        e = STORE_RUN(w->db, SQL_PRUNE, NULL, STORE_INT(room_id), STORE_INT(*seq - retain));
     return e;
 }
 

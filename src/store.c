@@ -122,9 +122,13 @@ int store_bind(sqlite3_stmt *st, const struct store_val *v, size_t n)
     return rc;
 }
 
-gim_err store_run(struct store_conn *c, const char *sql, int *changes, const struct store_val *v,
-                  size_t n)
+gim_err store_run(struct store_conn *c, const char *sql, int *changes, bool *row,
+                  const struct store_val *v, size_t n)
 {
+    if (changes)
+        *changes = 0;
+    if (row)
+        *row = false;
     sqlite3_stmt *st = store_stmt(c, sql);
     if (!st)
         return GIM_EINTERNAL;
@@ -132,9 +136,13 @@ gim_err store_run(struct store_conn *c, const char *sql, int *changes, const str
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     store_done(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return store_err(rc);
     if (changes)
-        *changes = rc == SQLITE_DONE ? sqlite3_changes(c->db) : 0;
-    return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
+        *changes = sqlite3_changes(c->db);
+    if (row)
+        *row = rc == SQLITE_ROW;
+    return GIM_OK;
 }
 
 void store_done(sqlite3_stmt *st)

@@ -103,15 +103,19 @@ struct store_val {
 int store_bind(sqlite3_stmt *st, const struct store_val *v, size_t n);
 
 /*
- * The whole life of a statement that returns no rows (INSERT, UPDATE,
- * DELETE): store_stmt, bind v[0..n) (as store_bind), step, store_done.
+ * The whole life of a statement run for its effect or for whether it finds
+ * a row: store_stmt, bind v[0..n) (as store_bind), one step, store_done.
  * GIM_OK, or GIM_EINTERNAL (cannot prepare) or store_err() of the failed
- * bind or step. *changes (may be NULL) gets the rows it changed.
+ * bind or step. *changes (may be NULL) gets the rows it changed, *row (may
+ * be NULL) whether it returned one.
  *     e = STORE_RUN(db, SQL_INBOX_ADD, NULL, STORE_INT(user_id), STORE_INT(seq));
+ *     e = STORE_EXISTS(db, SQL_GROUP_EXISTS, &exists, STORE_INT(group_id));
  */
-gim_err store_run(struct store_conn *c, const char *sql, int *changes, const struct store_val *v,
-                  size_t n);
-#define STORE_RUN(c, sql, changes, ...) store_run((c), (sql), (changes), STORE_VALS(__VA_ARGS__))
+gim_err store_run(struct store_conn *c, const char *sql, int *changes, bool *row,
+                  const struct store_val *v, size_t n);
+#define STORE_RUN(c, sql, changes, ...)                                                            \
+    store_run((c), (sql), (changes), NULL, STORE_VALS(__VA_ARGS__))
+#define STORE_EXISTS(c, sql, row, ...) store_run((c), (sql), NULL, (row), STORE_VALS(__VA_ARGS__))
 
 /* Resets st so it releases its locks. NULL is a no-op. */
 void store_done(sqlite3_stmt *st);

@@ -47,8 +47,8 @@ static gim_err room_prepare(struct request *r)
 static gim_err room_write(struct request *r, struct wctx *w)
 {
     const Pb__SubscribeRoomInput *in = (const Pb__SubscribeRoomInput *)r->in;
-    Pb__SyncOutput out = PB__SYNC_OUTPUT__INIT;
-    struct arena a = {0};
+    uint8_t *page_buf = NULL;
+    size_t page_len = 0;
     gim_err e = room_subscribe(w->db, &r->sess, in->room_id, w->now_ms);
 
     if (e == GIM_EUNAUTH)
@@ -62,16 +62,14 @@ static gim_err room_write(struct request *r, struct wctx *w)
     if (in->room_id == 0)
         return GIM_OK;
     size_t budget = message_page_budget(r->cfg->sync.max_bytes, r->type, r->request_id);
-    if ((e = room_page(w->db, r->cfg, in->room_id, in->seq, budget, &a, &out)) != GIM_OK) {
+    if ((e = room_page(w->db, r->cfg, in->room_id, in->seq, budget, &page_buf, &page_len)) !=
+        GIM_OK) {
         log_warn("room page failed", "room=%" PRId64 " code=%s error=\"%s\"", in->room_id,
                  gim_err_name(e), sqlite3_errmsg(w->db->db));
-        request_fail(r, e, "room: cannot read room %" PRId64, in->room_id);
-        goto out;
+        return request_fail(r, e, "room: cannot read room %" PRId64, in->room_id);
     }
-    e = request_set_reply(r, &out.base);
-out:
-    arena_free(&a);
-    return e;
+    request_take_reply(r, page_buf, page_len);
+    return GIM_OK;
 }
 
 static void room_committed(struct request *r, struct wctx *w)

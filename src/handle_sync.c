@@ -10,8 +10,9 @@
  * so a new phone does not download years of history another device already
  * showed.
  *
- * The paging itself (count, byte budget, has_more, one arena) is
- * message_page(), shared with the room logs.
+ * The paging itself (count, byte budget, has_more, the encoding) is
+ * message_page(), shared with the room logs: it hands back the encoded
+ * SyncOutput, which becomes the reply's data as it is.
  */
 #include <inttypes.h>
 
@@ -57,8 +58,8 @@ static gim_err sync_read(struct request *r, struct store_conn *ro)
 {
     const Pb__SyncInput *in = (const Pb__SyncInput *)r->in;
     size_t page = r->cfg->sync.page_size;
-    Pb__SyncOutput out = PB__SYNC_OUTPUT__INIT;
-    struct arena a = {0};
+    uint8_t *page_buf = NULL;
+    size_t page_len = 0;
     sqlite3_stmt *st = NULL;
     int64_t after = in->seq;
     gim_err e;
@@ -72,7 +73,7 @@ static gim_err sync_read(struct request *r, struct store_conn *ro)
     size_t budget = message_page_budget(r->cfg->sync.max_bytes, r->type, r->request_id);
     int rc =
         STORE_BIND(st, STORE_INT(r->sess.user_id), STORE_INT(after), STORE_INT((int64_t)page + 1));
-    e = rc == SQLITE_OK ? message_page(st, page, budget, &a, &out) : store_err(rc);
+    e = rc == SQLITE_OK ? message_page(st, page, budget, &page_buf, &page_len) : store_err(rc);
     if (e != GIM_OK) {
         if (e == GIM_ENOMEM) {
             request_fail(r, e, "sync: out of memory");
@@ -83,13 +84,9 @@ static gim_err sync_read(struct request *r, struct store_conn *ro)
         request_fail(r, e, "sync: cannot read the inbox");
         goto out;
     }
-    /* Release the snapshot before packing: the messages live in the arena now. */
-    store_done(st);
-    st = NULL;
-    e = request_set_reply(r, &out.base);
+    request_take_reply(r, page_buf, page_len);
 out:
     store_done(st);
-    arena_free(&a);
     return e;
 }
 

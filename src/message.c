@@ -1,5 +1,6 @@
 #include "message.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -230,73 +231,104 @@ size_t message_page_worst_single(uint32_t max_content_bytes, uint32_t max_mentio
     return total + (varint_size(total) > varint_size(sync) ? 1 : 0);
 }
 
-/*
- * The arena (re)started with room for the pointer array and `bytes` of
- * messages; *ptrs points into it.
- */
-static gim_err page_arena(struct arena *a, size_t page, size_t bytes, Pb__Message ***ptrs)
+/* Appends v as a protobuf varint at p; returns the bytes written. */
+static size_t varint_put(uint8_t *p, uint64_t v)
 {
-    arena_free(a);
-    if (arena_init(a, page * sizeof **ptrs + 16 + bytes) != GIM_OK)
-        return GIM_ENOMEM;
-    *ptrs = arena_alloc(a, page * sizeof **ptrs);
-    return *ptrs ? GIM_OK : GIM_ENOMEM;
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
 }
 
+/* SyncOutput's wire tags: messages = 1 (length-delimited), has_more = 2 (varint). */
+#define TAG_MESSAGES 0x0a
+#define TAG_HAS_MORE 0x10
+
 /*
- * Every message of the page is built into one arena and the page is packed
- * once: no allocation per message. The arena is sized for the byte budget;
- * only a single stored message larger than the whole budget (it must still
- * be delivered, alone) gets an arena of its own size.
+ * The page is encoded as it is read: each row becomes a pb.Message in a
+ * one-row arena, is sized once (for its length prefix and the byte budget)
+ * and packed once, straight into the reply's bytes, in the order and form
+ * protobuf-c's own SyncOutput packing produces. Before, every message was
+ * sized three times (the budget here, then the size pass and the nested pack
+ * of the whole SyncOutput) and the page went through a second buffer: this
+ * saved 8-10 % of a sync's instructions (callgrind, docs/benchmarks.md).
  */
-gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, struct arena *a,
-                     Pb__SyncOutput *out)
+gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, uint8_t **bufp,
+                     size_t *lenp)
 {
-    Pb__Message **msgs = NULL;
-    size_t used = HAS_MORE_BYTES;
-    gim_err e;
+    struct arena a = {0};
+    size_t cap = max_bytes > HAS_MORE_BYTES ? max_bytes : HAS_MORE_BYTES;
+    uint8_t *buf = malloc(cap);
+    size_t used = 0, n = 0;
+    bool more = false;
+    gim_err e = GIM_OK;
     int rc;
 
-    pb__sync_output__init(out);
-    *a = (struct arena){0};
-    /* A view in memory outweighs its encoding: room for a page of views plus the budget. */
-    if ((e = page_arena(a, page_size, page_size * MESSAGE_VIEW_OVERHEAD + max_bytes, &msgs)) !=
-        GIM_OK)
-        return e;
+    *bufp = NULL;
+    *lenp = 0;
+    if (!buf || arena_init(&a, MESSAGE_VIEW_OVERHEAD + 1024) != GIM_OK) {
+        e = GIM_ENOMEM;
+        goto out;
+    }
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (out->n_messages == page_size) {
-            out->has_more = true; /* the extra row: more remain */
+        if (n == page_size) {
+            more = true; /* the extra row: more remain */
             break;
         }
-        int64_t seq = sqlite3_column_int64(st, 0);
-        struct message_view *v = message_from_row(st, 1, seq, a);
-        if (!v && out->n_messages == 0) {
-            /* One message bigger than the whole arena: it still goes out, alone. */
-            size_t need = MESSAGE_VIEW_OVERHEAD + (size_t)sqlite3_column_bytes(st, 1 + 5) +
-                          (size_t)sqlite3_column_bytes(st, 1 + 7);
-            if ((e = page_arena(a, page_size, need, &msgs)) != GIM_OK)
-                return e;
-            if (!(v = message_from_row(st, 1, seq, a)))
-                return GIM_EINTERNAL;
+        /* Sized from the row: the mentions blob (1 + 5) and the content (1 + 7). */
+        size_t need = MESSAGE_VIEW_OVERHEAD + (size_t)sqlite3_column_bytes(st, 1 + 5) +
+                      (size_t)sqlite3_column_bytes(st, 1 + 7);
+        if (need > a.cap) {
+            arena_free(&a);
+            if (arena_init(&a, need) != GIM_OK) {
+                e = GIM_ENOMEM;
+                goto out;
+            }
         }
+        a.len = 0; /* the previous row is packed: its view is no longer needed */
+        struct message_view *v = message_from_row(st, 1, sqlite3_column_int64(st, 0), &a);
         if (!v) {
-            /* Mentions take more room in memory than on the wire: end the page early. */
-            out->has_more = true;
-            break;
+            e = GIM_EINTERNAL; /* sized to fit: a miss is a bug */
+            goto out;
         }
         size_t len = pb__message__get_packed_size(&v->msg);
         size_t framed = 1 + varint_size(len) + len;
-        if (out->n_messages > 0 && used + framed > max_bytes) {
-            out->has_more = true;
+        if (n > 0 && used + framed + HAS_MORE_BYTES > max_bytes) {
+            more = true;
             break;
         }
-        used += framed;
-        msgs[out->n_messages++] = &v->msg;
+        if (used + framed + HAS_MORE_BYTES > cap) {
+            /* One message bigger than the whole budget: it still goes out, alone. */
+            uint8_t *bigger = realloc(buf, used + framed + HAS_MORE_BYTES);
+            if (!bigger) {
+                e = GIM_ENOMEM;
+                goto out;
+            }
+            buf = bigger;
+            cap = used + framed + HAS_MORE_BYTES;
+        }
+        buf[used++] = TAG_MESSAGES;
+        used += varint_put(buf + used, len);
+        used += pb__message__pack(&v->msg, buf + used);
+        n++;
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         e = store_err(rc);
-        return e != GIM_OK ? e : GIM_EINTERNAL;
+        e = e != GIM_OK ? e : GIM_EINTERNAL;
+        goto out;
     }
-    out->messages = msgs;
-    return GIM_OK;
+    if (more) {
+        buf[used++] = TAG_HAS_MORE;
+        buf[used++] = 1;
+    }
+    *bufp = buf;
+    *lenp = used;
+    buf = NULL;
+out:
+    free(buf);
+    arena_free(&a);
+    return e;
 }

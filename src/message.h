@@ -102,18 +102,19 @@ void message_ids_free(struct message_ids *ids);
  * One page of a log, shared by PT_SYNC (inboxes) and rooms. st is bound and
  * not yet stepped; its rows are a seq followed by MESSAGE_COLUMNS, in
  * ascending seq, and it asks for page_size + 1 rows: the extra row answers
- * has_more without a second query. Fills out with at most page_size messages
- * whose encoded SyncOutput is at most max_bytes (see message_page_budget),
- * but always one when any row exists: a single message over the budget goes
- * out alone. Config makes that impossible for messages accepted under the
- * current limits (message_page_worst_single); only one stored under larger
- * limits can do it. Sets has_more exactly when rows
- * remain. Everything out points at lives in *a, which this initialises: the
- * caller packs out, then calls arena_free(a), on failure too. A failed step
- * returns store_err() of it; st is left for the caller to store_done().
+ * has_more without a second query. On success *buf (malloc'ed, *len bytes;
+ * the caller frees it or hands it to request_take_reply) is the encoded
+ * pb.SyncOutput of at most page_size messages, at most max_bytes long (see
+ * message_page_budget), but always one message when any row exists: a single
+ * message over the budget goes out alone. Config makes that impossible for
+ * messages accepted under the current limits (message_page_worst_single);
+ * only one stored under larger limits can do it. has_more is set exactly
+ * when rows remain. Each message is sized and packed once. A failed step
+ * returns store_err() of it and *buf stays NULL; st is left for the caller
+ * to store_done().
  */
-gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, struct arena *a,
-                     Pb__SyncOutput *out);
+gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, uint8_t **buf,
+                     size_t *len);
 
 /*
  * The byte budget to give message_page() so that the whole reply, the encoded

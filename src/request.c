@@ -51,6 +51,13 @@ gim_err request_set_reply(struct request *r, const ProtobufCMessage *m)
     return GIM_OK;
 }
 
+void request_take_reply(struct request *r, uint8_t *buf, size_t len)
+{
+    free(r->out);
+    r->out = buf;
+    r->out_len = len;
+}
+
 /* RFC 3629: no overlong forms, no UTF-16 surrogates, nothing above U+10FFFF. */
 static bool utf8_valid(const char *str)
 {
@@ -144,18 +151,24 @@ gim_err request_decode_input(struct request *r, const ProtobufCMessageDescriptor
     return GIM_OK;
 }
 
+void request_output(const struct request *r, Pb__Output *out)
+{
+    pb__output__init(out);
+    out->type = (Pb__PackageType)r->type;
+    out->request_id = r->request_id;
+    out->code = gim_err_wire(r->code);
+    if (r->code != GIM_OK)
+        out->message = (char *)(r->errmsg[0] ? r->errmsg : gim_err_name(r->code));
+    if (r->code == GIM_OK && r->out) {
+        out->data.data = r->out;
+        out->data.len = r->out_len;
+    }
+}
+
 gim_err request_pack_output(const struct request *r, uint8_t **buf, size_t *len)
 {
-    Pb__Output out = PB__OUTPUT__INIT;
-    out.type = (Pb__PackageType)r->type;
-    out.request_id = r->request_id;
-    out.code = gim_err_wire(r->code);
-    if (r->code != GIM_OK)
-        out.message = (char *)(r->errmsg[0] ? r->errmsg : gim_err_name(r->code));
-    if (r->code == GIM_OK && r->out) {
-        out.data.data = r->out;
-        out.data.len = r->out_len;
-    }
+    Pb__Output out;
+    request_output(r, &out);
     *len = pb__output__get_packed_size(&out);
     *buf = malloc(*len ? *len : 1);
     if (!*buf)

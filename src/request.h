@@ -15,7 +15,8 @@
  * (request_fail) and the reply carries it; a failed write() is rolled back.
  *
  * Ownership: the request owns env, in, out and scratch; request_reset()
- * frees them. Handlers put reply bytes in r->out with request_set_reply().
+ * frees them. Handlers put reply bytes in r->out with request_set_reply(),
+ * or request_take_reply() for bytes they encoded themselves.
  */
 #ifndef GIM_REQUEST_H
 #define GIM_REQUEST_H
@@ -79,6 +80,9 @@ gim_err request_fail(struct request *r, gim_err code, const char *fmt, ...)
 /* Packs m into r->out (replacing any earlier reply data). */
 gim_err request_set_reply(struct request *r, const ProtobufCMessage *m);
 
+/* Makes buf (malloc'ed, len bytes, already encoded) r->out; r owns it from now on. */
+void request_take_reply(struct request *r, uint8_t *buf, size_t len);
+
 /*
  * Decodes Input.data as desc into r->in. Missing data decodes as the empty
  * message (proto3). Undecodable bytes, or a string that is not UTF-8 ->
@@ -94,7 +98,13 @@ gim_err request_decode_input(struct request *r, const ProtobufCMessageDescriptor
  */
 gim_err request_check_utf8(struct request *r, const ProtobufCMessage *m);
 
-/* Packs the reply Output (type, request_id, code, message, data) into a malloc'ed buffer. */
+/*
+ * Fills out with r's reply Output (type, request_id, code, message, data); its
+ * pointers point into r, so pack it before r changes.
+ */
+void request_output(const struct request *r, Pb__Output *out);
+
+/* Packs the reply Output (request_output) into a malloc'ed buffer. */
 gim_err request_pack_output(const struct request *r, uint8_t **buf, size_t *len);
 
 /* Frees everything the request owns and zeroes it for reuse. */

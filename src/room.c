@@ -99,16 +99,16 @@ out:
 }
 
 gim_err room_page(struct store_conn *db, const struct gim_config *cfg, int64_t room_id,
-                  int64_t after, size_t max_bytes, struct arena *a, Pb__SyncOutput *out)
+                  int64_t after, size_t max_bytes, uint8_t **buf, size_t *len)
 {
-    *a = (struct arena){0};
+    *buf = NULL;
     sqlite3_stmt *st = store_stmt(db, SQL_PAGE);
     if (!st)
         return GIM_EINTERNAL;
     int rc = STORE_BIND(st, STORE_INT(room_id), STORE_INT(after),
                         STORE_INT((int64_t)cfg->sync.page_size + 1));
-    gim_err e =
-        rc == SQLITE_OK ? message_page(st, cfg->sync.page_size, max_bytes, a, out) : store_err(rc);
+    gim_err e = rc == SQLITE_OK ? message_page(st, cfg->sync.page_size, max_bytes, buf, len)
+                                : store_err(rc);
     store_done(st);
     return e;
 }

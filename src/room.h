@@ -16,8 +16,9 @@
  * presence sweeper reset it to 0.
  *
  * Everything that writes runs on the writer connection inside the writer's
- * transaction. Pages and loaded messages live in an arena the caller passes
- * and frees (arena_free), on failure too.
+ * transaction. Loaded messages live in an arena the caller passes and frees
+ * (arena_free), on failure too; a page comes back encoded, in a buffer the
+ * caller frees.
  */
 #ifndef GIM_ROOM_H
 #define GIM_ROOM_H
@@ -52,10 +53,11 @@ gim_err room_load(struct store_conn *db, int64_t room_id, int64_t seq, struct ar
  * One page of room_id's log after room seq `after` (0 = from the oldest
  * retained entry), paged by cfg->sync.page_size and the SyncOutput byte
  * budget max_bytes (message_page_budget) with has_more, as message_page()
- * does for inboxes.
+ * does for inboxes: *buf (malloc'ed, *len bytes, the caller's) is the encoded
+ * pb.SyncOutput.
  */
 gim_err room_page(struct store_conn *db, const struct gim_config *cfg, int64_t room_id,
-                  int64_t after, size_t max_bytes, struct arena *a, Pb__SyncOutput *out);
+                  int64_t after, size_t max_bytes, uint8_t **buf, size_t *len);
 
 /*
  * Records that the device of session s is subscribed to room_id (0 = none),

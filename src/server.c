@@ -45,24 +45,30 @@ enum srv_state { SRV_RUNNING, SRV_DRAINING, SRV_CLOSED };
 
 struct server_ctx {
     struct server *srv;
-    struct worker *owner;
     nng_ctx ctx;
     nng_aio *aio;
     nng_msg *msg; /* the request being worked on; reused for the reply */
     _Atomic int state;
     bool refused; /* its write was refused at admission (logged quietly) */
     struct request req;
-    struct server_ctx *next; /* in the owner's ready queue */
+    struct server_ctx *next; /* in the server's ready queue */
 };
 
+/*
+ * A worker serves any context: the next ready request goes to whichever
+ * worker is free (see ready_push), so a slow read holds only its own worker.
+ * Before, each context belonged to one worker (context i to worker i mod
+ * workers), and a request queued behind a slow read of the same worker
+ * waited for it while other workers sat idle: the p99 cause named in
+ * docs/benchmarks.md.
+ */
 struct worker {
     struct server *srv;
     pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct server_ctx *head, *tail;
+    pthread_cond_t cv;         /* under srv->qmu: handed a context, or the stop */
+    struct server_ctx *handed; /* a context given to this idle worker by ready_push */
+    struct worker *next_idle;  /* in srv->idle */
     struct store_conn *ro;
-    bool stop;
     bool started;
 };
 
@@ -77,6 +83,16 @@ struct server {
     int nctx;
     struct worker *workers;
     int nworkers;
+    /*
+     * The ready queue (contexts holding a request no worker has taken yet) and
+     * the idle workers, both under qmu. Idle workers form a stack: the one
+     * that went idle last is woken first, while its cache and its connection's
+     * pages are warm, and on 2 cores the same few threads keep running.
+     */
+    pthread_mutex_t qmu;
+    struct server_ctx *qhead, *qtail;
+    struct worker *idle;
+    bool wstop;            /* the workers exit once nothing is queued */
     nng_tls_config *tls;   /* for tls+tcp:// listeners; NULL until one needs it */
     struct listeners *lst; /* and their watchdog (listener.h: nng 1.5.2's listener bug) */
     /* The readers' lock waits, cut short when the stop begins (busy.h). */
@@ -123,17 +139,24 @@ static void ctx_recv(struct server_ctx *c)
     pthread_mutex_unlock(&s->mu);
 }
 
-static void worker_push(struct worker *w, struct server_ctx *c)
+/* c holds a request: an idle worker takes it now, or the first worker to finish. */
+static void ready_push(struct server *s, struct server_ctx *c)
 {
     c->next = NULL;
-    pthread_mutex_lock(&w->mu);
-    if (w->tail)
-        w->tail->next = c;
-    else
-        w->head = c;
-    w->tail = c;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_lock(&s->qmu);
+    struct worker *w = s->idle;
+    if (w) {
+        s->idle = w->next_idle;
+        w->handed = c;
+    } else if (s->qtail) {
+        s->qtail->next = c;
+        s->qtail = c;
+    } else {
+        s->qhead = s->qtail = c;
+    }
+    pthread_mutex_unlock(&s->qmu);
+    if (w)
+        pthread_cond_signal(&w->cv); /* outside qmu: it wakes to a free mutex */
 }
 
 /* aio callback, on an nng thread: never blocks (mu is only ever held briefly). */
@@ -156,7 +179,7 @@ static void ctx_cb(void *arg)
         }
         c->msg = nng_aio_get_msg(c->aio);
         atomic_store(&c->state, CTX_WORK);
-        worker_push(c->owner, c);
+        ready_push(c->srv, c);
         return;
     case CTX_SEND:
         if (rv != 0) {
@@ -174,8 +197,6 @@ static void ctx_cb(void *arg)
 static void ctx_reply(struct server_ctx *c)
 {
     struct request *r = &c->req;
-    uint8_t *buf = NULL;
-    size_t len = 0;
     int64_t dur = gim_clock_mono_ns() - r->start_ns;
     metrics_request(c->srv->metrics, r->type, gim_err_wire(r->code), dur);
     bool quiet = r->code == GIM_OK || r->code == GIM_EUNAUTH || r->code == GIM_EBADREQ ||
@@ -187,17 +208,19 @@ static void ctx_reply(struct server_ctx *c)
                   (long long)r->request_id, (long long)r->sess.user_id,
                   (long long)r->sess.device_id, r->type, gim_err_name(r->code),
                   (long long)(dur / 1000));
-    gim_err e = request_pack_output(r, &buf, &len);
-    request_reset(r);
-    nng_msg_clear(c->msg);
-    if (e != GIM_OK || nng_msg_append(c->msg, buf, len) != 0) {
-        free(buf);
+    /* Packed straight into the request's message: no buffer of its own, no copy. */
+    Pb__Output out;
+    request_output(r, &out);
+    size_t len = pb__output__get_packed_size(&out);
+    if (nng_msg_realloc(c->msg, len) != 0) {
+        request_reset(r);
         nng_msg_free(c->msg);
         c->msg = NULL;
         ctx_recv(c); /* the client's REQ resends after its timeout */
         return;
     }
-    free(buf);
+    pb__output__pack(&out, nng_msg_body(c->msg));
+    request_reset(r);
     nng_aio_set_msg(c->aio, c->msg);
     c->msg = NULL;
     atomic_store(&c->state, CTX_SEND);
@@ -258,21 +281,31 @@ static void work(struct worker *w, struct server_ctx *c)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    pthread_mutex_lock(&w->mu);
+    struct server *s = w->srv;
+    pthread_mutex_lock(&s->qmu);
     for (;;) {
-        while (!w->head && !w->stop)
-            pthread_cond_wait(&w->cv, &w->mu);
-        if (!w->head && w->stop)
+        struct server_ctx *c = w->handed;
+        w->handed = NULL;
+        if (!c && s->qhead) {
+            c = s->qhead;
+            s->qhead = c->next;
+            if (!s->qhead)
+                s->qtail = NULL;
+        }
+        if (c) {
+            pthread_mutex_unlock(&s->qmu);
+            work(w, c);
+            pthread_mutex_lock(&s->qmu);
+            continue;
+        }
+        if (s->wstop)
             break;
-        struct server_ctx *c = w->head;
-        w->head = c->next;
-        if (!w->head)
-            w->tail = NULL;
-        pthread_mutex_unlock(&w->mu);
-        work(w, c);
-        pthread_mutex_lock(&w->mu);
+        w->next_idle = s->idle;
+        s->idle = w;
+        while (!w->handed && !s->wstop)
+            pthread_cond_wait(&w->cv, &s->qmu);
     }
-    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_unlock(&s->qmu);
     return NULL;
 }
 
@@ -344,7 +377,6 @@ static gim_err start_workers(struct server *s, const struct server_opts *o, char
     for (int i = 0; i < s->nworkers; i++) {
         struct worker *w = &s->workers[i];
         w->srv = s;
-        pthread_mutex_init(&w->mu, NULL);
         pthread_cond_init(&w->cv, NULL);
         if ((e = store_open(o->cfg, STORE_READER, &w->ro, errbuf, errlen)) != GIM_OK)
             return e;
@@ -353,6 +385,7 @@ static gim_err start_workers(struct server *s, const struct server_opts *o, char
             snprintf(errbuf, errlen, "cannot start worker thread");
             return GIM_EINTERNAL;
         }
+        pthread_setname_np(w->thread, "gim-worker"); /* top -H, perf: CPU by thread */
         w->started = true;
     }
     return GIM_OK;
@@ -382,7 +415,6 @@ static gim_err start_contexts(struct server *s, char *errbuf, size_t errlen)
     for (int i = 0; i < s->nctx; i++) {
         struct server_ctx *c = &s->ctxs[i];
         c->srv = s;
-        c->owner = &s->workers[i % s->nworkers];
         int rv = nng_aio_alloc(&c->aio, ctx_cb, c);
         if (rv == 0)
             rv = nng_ctx_open(&c->ctx, s->sock);
@@ -409,6 +441,7 @@ gim_err server_start(struct server **out, const struct server_opts *o, char *err
         return GIM_ENOMEM;
     s->cfg = o->cfg;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->qmu, NULL);
     pthread_rwlock_init(&s->calls, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -504,23 +537,23 @@ void server_stop(struct server *s)
             nng_msg_free(s->ctxs[i].msg);
         request_reset(&s->ctxs[i].req);
     }
+    pthread_mutex_lock(&s->qmu);
+    s->wstop = true;
+    for (int i = 0; s->workers && i < s->nworkers; i++)
+        pthread_cond_signal(&s->workers[i].cv);
+    pthread_mutex_unlock(&s->qmu);
     for (int i = 0; s->workers && i < s->nworkers; i++) {
         struct worker *w = &s->workers[i];
-        if (w->started) {
-            pthread_mutex_lock(&w->mu);
-            w->stop = true;
-            pthread_cond_signal(&w->cv);
-            pthread_mutex_unlock(&w->mu);
+        if (w->started)
             pthread_join(w->thread, NULL);
-        }
         store_close(w->ro);
-        pthread_mutex_destroy(&w->mu);
         pthread_cond_destroy(&w->cv);
     }
     if (s->tls)
         nng_tls_config_free(s->tls);
     busy_wait_destroy(&s->rbusy);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->qmu);
     pthread_rwlock_destroy(&s->calls);
     pthread_cond_destroy(&s->idle_cv);
     free(s->ctxs);

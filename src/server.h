@@ -3,8 +3,9 @@
  *
  * Like nng's async demo, each of cfg->contexts contexts is a small state
  * machine driven by its aio: RECV -> WORK -> SEND -> RECV. The aio callback
- * only hands a received request to the worker thread that owns the context;
- * the worker decodes, authenticates and either answers a read on its own
+ * only hands a received request to a worker thread: an idle one if any, else
+ * the first to finish (no context belongs to a worker, so a slow read delays
+ * only its own request); the worker decodes, authenticates and either answers a read on its own
  * read-only SQLite connection or queues a write to the writer, whose
  * completion sends the reply after the commit. So nng's own threads never
  * block on SQLite, and many requests are in flight, which is what lets the

@@ -64,7 +64,7 @@ CREATE TABLE chat_group (
     name       TEXT    NOT NULL DEFAULT '',
     owner_id   INTEGER NOT NULL,
     created_at INTEGER NOT NULL
-);
+, avatar_url TEXT NOT NULL DEFAULT '', extra TEXT NOT NULL DEFAULT '', updated_at INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE group_member (
     group_id  INTEGER NOT NULL REFERENCES chat_group (group_id) ON DELETE CASCADE,
     user_id   INTEGER NOT NULL,
@@ -183,3 +183,15 @@ CREATE TABLE gateway (
     booted_at  INTEGER NOT NULL  -- ms: when gim-logic first saw this boot_id
 ) WITHOUT ROWID;
 CREATE INDEX device_gateway_online ON device (gateway_id) WHERE online = 1;
+CREATE TABLE group_id_high (
+    one     INTEGER PRIMARY KEY CHECK (one = 1),
+    last_id INTEGER NOT NULL
+);
+CREATE TABLE operator_idempotency (
+    idem_key   TEXT    PRIMARY KEY,
+    type       INTEGER NOT NULL, -- PackageType
+    request    BLOB    NOT NULL, -- the request's data re-encoded without token and key
+    reply      BLOB,             -- Output.data of the reply (NULL = none)
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX operator_idempotency_created ON operator_idempotency (created_at);

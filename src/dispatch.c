@@ -25,6 +25,15 @@ static const struct handler *const table[] = {
     [PB__PACKAGE_TYPE__PT_GATEWAY_LEASE] = &handle_gateway_lease,
     [PB__PACKAGE_TYPE__PT_ADMIN_KICK] = &handle_admin_kick,
     [PB__PACKAGE_TYPE__PT_ADMIN_ERASE] = &handle_admin_erase,
+    [PB__PACKAGE_TYPE__PT_ADMIN_GROUP_CREATE] = &handle_admin_group_create,
+    [PB__PACKAGE_TYPE__PT_ADMIN_GROUP_UPDATE] = &handle_admin_group_update,
+    [PB__PACKAGE_TYPE__PT_ADMIN_GROUP_DISSOLVE] = &handle_admin_group_dissolve,
+    [PB__PACKAGE_TYPE__PT_ADMIN_GROUP_ADD_MEMBERS] = &handle_admin_group_add,
+    [PB__PACKAGE_TYPE__PT_ADMIN_GROUP_REMOVE_MEMBERS] = &handle_admin_group_remove,
+    [PB__PACKAGE_TYPE__PT_ADMIN_GROUP_SET_ROLE] = &handle_admin_group_role,
+    [PB__PACKAGE_TYPE__PT_ADMIN_GROUP_GET] = &handle_admin_group_get,
+    [PB__PACKAGE_TYPE__PT_ADMIN_GROUP_MEMBERS] = &handle_admin_group_members,
+    [PB__PACKAGE_TYPE__PT_ADMIN_SEND] = &handle_admin_send,
 };
 
 const struct handler *dispatch_handler(int type)

@@ -52,3 +52,211 @@ gim_err group_members(struct store_conn *db, int64_t group_id, int64_t **ids, si
     *ids = rows;
     return e;
 }
+
+static const char SQL_INFO[] =
+    "SELECT name, avatar_url, extra, owner_id, created_at, updated_at, "
+    "(SELECT count(*) FROM group_member m WHERE m.group_id = g.group_id) "
+    "FROM chat_group g WHERE group_id = ?1";
+/* max() also covers groups made before group_id_high existed, or by hand. */
+static const char SQL_NEXT_ID[] =
+    "UPDATE group_id_high SET last_id = max(last_id, "
+    "(SELECT coalesce(max(group_id), 0) FROM chat_group)) + 1 RETURNING last_id";
+static const char SQL_INSERT[] =
+    "INSERT INTO chat_group (group_id, name, avatar_url, extra, owner_id, created_at, updated_at) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)";
+static const char SQL_UPDATE[] =
+    "UPDATE chat_group SET name = coalesce(?2, name), avatar_url = coalesce(?3, avatar_url), "
+    "extra = coalesce(?4, extra), updated_at = ?5 WHERE group_id = ?1";
+static const char SQL_TOUCH[] = "UPDATE chat_group SET updated_at = ?2 WHERE group_id = ?1";
+static const char SQL_SET_OWNER[] = "UPDATE chat_group SET owner_id = ?2 WHERE group_id = ?1";
+static const char SQL_DELETE[] = "DELETE FROM chat_group WHERE group_id = ?1";
+static const char SQL_MEMBER_ADD[] =
+    "INSERT INTO group_member (group_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4) "
+    "ON CONFLICT (group_id, user_id) DO NOTHING";
+static const char SQL_MEMBER_REMOVE[] =
+    "DELETE FROM group_member WHERE group_id = ?1 AND user_id = ?2";
+static const char SQL_MEMBER_ROLE[] =
+    "UPDATE group_member SET role = ?3 WHERE group_id = ?1 AND user_id = ?2";
+static const char SQL_MEMBER_COUNT[] = "SELECT count(*) FROM group_member WHERE group_id = ?1";
+
+const char *group_role_name(enum group_role role)
+{
+    switch (role) {
+    case GROUP_OWNER:
+        return "owner";
+    case GROUP_ADMIN:
+        return "admin";
+    case GROUP_MEMBER:
+        return "member";
+    default:
+        return NULL;
+    }
+}
+
+static char *column_dup(sqlite3_stmt *st, int col)
+{
+    const char *s = (const char *)sqlite3_column_text(st, col);
+    return strdup(s ? s : "");
+}
+
+gim_err group_info_load(struct store_conn *db, int64_t group_id, struct group_info *g)
+{
+    memset(g, 0, sizeof *g);
+    sqlite3_stmt *st = store_stmt(db, SQL_INFO);
+    if (!st)
+        return GIM_EINTERNAL;
+    int rc = STORE_BIND(st, STORE_INT(group_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    gim_err e = rc == SQLITE_ROW ? GIM_OK : rc == SQLITE_DONE ? GIM_ENOTFOUND : store_err(rc);
+    if (rc == SQLITE_ROW) {
+        g->group_id = group_id;
+        g->name = column_dup(st, 0);
+        g->avatar_url = column_dup(st, 1);
+        g->extra = column_dup(st, 2);
+        g->owner_id = sqlite3_column_int64(st, 3);
+        g->created_at = sqlite3_column_int64(st, 4);
+        g->updated_at = sqlite3_column_int64(st, 5);
+        g->member_count = sqlite3_column_int64(st, 6);
+        if (!g->name || !g->avatar_url || !g->extra) {
+            e = GIM_ENOMEM;
+            group_info_free(g);
+        }
+    }
+    store_done(st);
+    return e;
+}
+
+void group_info_pb(const struct group_info *g, Pb__GroupInfo *out)
+{
+    pb__group_info__init(out);
+    out->group_id = g->group_id;
+    out->name = g->name ? g->name : (char *)protobuf_c_empty_string;
+    out->avatar_url = g->avatar_url ? g->avatar_url : (char *)protobuf_c_empty_string;
+    out->extra = g->extra ? g->extra : (char *)protobuf_c_empty_string;
+    out->owner_id = g->owner_id;
+    out->member_count = g->member_count;
+    out->created_at = g->created_at;
+    out->updated_at = g->updated_at;
+}
+
+void group_info_free(struct group_info *g)
+{
+    if (!g)
+        return;
+    free(g->name);
+    free(g->avatar_url);
+    free(g->extra);
+    memset(g, 0, sizeof *g);
+}
+
+gim_err group_create(struct store_conn *db, const char *name, const char *avatar_url,
+                     const char *extra, int64_t owner_id, int64_t now_ms, int64_t *group_id)
+{
+    sqlite3_stmt *st = store_stmt(db, SQL_NEXT_ID);
+    if (!st)
+        return GIM_EINTERNAL;
+    int rc = sqlite3_step(st);
+    int64_t id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    /* Step to the end: RETURNING finishes its UPDATE only then. */
+    if (rc == SQLITE_ROW)
+        rc = sqlite3_step(st);
+    store_done(st);
+    if (rc != SQLITE_DONE || id <= 0)
+        return rc == SQLITE_DONE ? GIM_EINTERNAL : store_err(rc);
+    gim_err e =
+        STORE_RUN(db, SQL_INSERT, NULL, STORE_INT(id), STORE_TEXT(name), STORE_TEXT(avatar_url),
+                  STORE_TEXT(extra), STORE_INT(owner_id), STORE_INT(now_ms));
+    bool added = false;
+    if (e == GIM_OK)
+        e = group_member_add(db, id, owner_id, GROUP_OWNER, now_ms, &added);
+    if (e == GIM_OK)
+        *group_id = id;
+    return e;
+}
+
+gim_err group_update(struct store_conn *db, int64_t group_id, const char *name,
+                     const char *avatar_url, const char *extra, int64_t now_ms)
+{
+    /* A NULL field binds NULL: the statement keeps the stored value. */
+    return STORE_RUN(db, SQL_UPDATE, NULL, STORE_INT(group_id), STORE_TEXT(name),
+                     STORE_TEXT(avatar_url), STORE_TEXT(extra), STORE_INT(now_ms));
+}
+
+gim_err group_touch(struct store_conn *db, int64_t group_id, int64_t now_ms)
+{
+    return STORE_RUN(db, SQL_TOUCH, NULL, STORE_INT(group_id), STORE_INT(now_ms));
+}
+
+gim_err group_delete(struct store_conn *db, int64_t group_id)
+{
+    return STORE_RUN(db, SQL_DELETE, NULL, STORE_INT(group_id));
+}
+
+gim_err group_member_add(struct store_conn *db, int64_t group_id, int64_t user_id,
+                         enum group_role role, int64_t now_ms, bool *added)
+{
+    int changes = 0;
+    gim_err e = STORE_RUN(db, SQL_MEMBER_ADD, &changes, STORE_INT(group_id), STORE_INT(user_id),
+                          STORE_TEXT(group_role_name(role)), STORE_INT(now_ms));
+    *added = e == GIM_OK && changes > 0;
+    return e;
+}
+
+gim_err group_member_remove(struct store_conn *db, int64_t group_id, int64_t user_id, bool *removed)
+{
+    int changes = 0;
+    gim_err e = STORE_RUN(db, SQL_MEMBER_REMOVE, &changes, STORE_INT(group_id), STORE_INT(user_id));
+    *removed = e == GIM_OK && changes > 0;
+    return e;
+}
+
+gim_err group_member_set_role(struct store_conn *db, int64_t group_id, int64_t user_id,
+                              enum group_role role)
+{
+    gim_err e = STORE_RUN(db, SQL_MEMBER_ROLE, NULL, STORE_INT(group_id), STORE_INT(user_id),
+                          STORE_TEXT(group_role_name(role)));
+    if (e != GIM_OK || role != GROUP_OWNER)
+        return e;
+    return STORE_RUN(db, SQL_SET_OWNER, NULL, STORE_INT(group_id), STORE_INT(user_id));
+}
+
+gim_err group_member_count(struct store_conn *db, int64_t group_id, int64_t *n)
+{
+    sqlite3_stmt *st = store_stmt(db, SQL_MEMBER_COUNT);
+    if (!st)
+        return GIM_EINTERNAL;
+    int rc = STORE_BIND(st, STORE_INT(group_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    *n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    store_done(st);
+    return rc == SQLITE_ROW ? GIM_OK : store_err(rc);
+}
+
+gim_err group_notice_content(enum group_notice_code code, int64_t group_id, const int64_t *user_ids,
+                             size_t n, const Pb__GroupInfo *g, enum group_role role, uint8_t **buf,
+                             size_t *len)
+{
+    Pb__GroupNotice gn = PB__GROUP_NOTICE__INIT;
+    gn.group_id = group_id;
+    gn.user_ids = (int64_t *)user_ids;
+    gn.n_user_ids = n;
+    gn.group = (Pb__GroupInfo *)g;
+    gn.role = (Pb__GroupRole)role;
+    size_t dlen = pb__group_notice__get_packed_size(&gn);
+    uint8_t *data = malloc(dlen ? dlen : 1);
+    if (!data)
+        return GIM_ENOMEM;
+    pb__group_notice__pack(&gn, data);
+    Pb__Command cmd = PB__COMMAND__INIT;
+    cmd.code = (int32_t)code;
+    cmd.data.data = data;
+    cmd.data.len = dlen;
+    *len = pb__command__get_packed_size(&cmd);
+    *buf = malloc(*len ? *len : 1);
+    if (*buf)
+        pb__command__pack(&cmd, *buf);
+    free(data);
+    return *buf ? GIM_OK : GIM_ENOMEM;
+}

@@ -64,26 +64,6 @@ struct send_state {
     int64_t room_seq; /* RT_ROOM: the new entry's room seq; 0 for a retried send */
 };
 
-/*
- * Command codes below 1000 are the IM's own (1 = recall notice): a client
- * that could send them could make other clients hide any message.
- */
-static gim_err check_command(struct request *r, const Pb__Message *m)
-{
-    if (m->message_type != PB__MESSAGE_TYPE__MT_COMMAND)
-        return GIM_OK;
-    Pb__Command *cmd = pb__command__unpack(NULL, m->message_content.len, m->message_content.data);
-    if (!cmd)
-        return request_fail(r, GIM_EBADREQ, "send: MT_COMMAND content is not a pb.Command");
-    int32_t code = cmd->code;
-    pb__command__free_unpacked(cmd, NULL);
-    if (code < 1000)
-        return request_fail(r, GIM_EFORBIDDEN,
-                            "send: command codes below 1000 are reserved for the IM, got %d",
-                            (int)code);
-    return GIM_OK;
-}
-
 static gim_err send_prepare(struct request *r)
 {
     gim_err e = request_decode_input(r, &pb__message_send__descriptor);
@@ -104,17 +84,9 @@ static gim_err send_prepare(struct request *r)
                             (int)m->receiver_type);
     if (m->receiver_id <= 0)
         return request_fail(r, GIM_EBADREQ, "send: receiver_id must be > 0");
-    if (m->message_content.len > cfg->limits.max_content_bytes)
-        return request_fail(r, GIM_ETOOLARGE, "send: content is %zu bytes, the limit is %" PRIu32,
-                            m->message_content.len, cfg->limits.max_content_bytes);
-    if (m->n_to_user_ids > cfg->limits.max_mentions)
-        return request_fail(r, GIM_ETOOLARGE, "send: %zu mentions, the limit is %" PRIu32,
-                            m->n_to_user_ids, cfg->limits.max_mentions);
-    for (size_t i = 0; i < m->n_to_user_ids; i++)
-        if (m->to_user_ids[i] <= 0)
-            return request_fail(r, GIM_EBADREQ, "send: to_user_ids[%zu] must be > 0", i);
-    if ((e = check_command(r, m)) != GIM_OK)
-        return e;
+    char why[160] = "";
+    if ((e = message_check(m, cfg, why, sizeof why)) != GIM_OK)
+        return request_fail(r, e, "send: %s", why);
 
     struct send_state *s = calloc(1, sizeof *s);
     if (!s)

@@ -21,5 +21,15 @@ extern const struct handler handle_admin_recall;  /* PT_ADMIN_RECALL */
 extern const struct handler handle_gateway_lease; /* PT_GATEWAY_LEASE */
 extern const struct handler handle_admin_kick;    /* PT_ADMIN_KICK */
 extern const struct handler handle_admin_erase;   /* PT_ADMIN_ERASE */
+/* The business API (handle_admin_group.c, handle_admin_send.c). */
+extern const struct handler handle_admin_group_create;   /* PT_ADMIN_GROUP_CREATE */
+extern const struct handler handle_admin_group_update;   /* PT_ADMIN_GROUP_UPDATE */
+extern const struct handler handle_admin_group_dissolve; /* PT_ADMIN_GROUP_DISSOLVE */
+extern const struct handler handle_admin_group_add;      /* PT_ADMIN_GROUP_ADD_MEMBERS */
+extern const struct handler handle_admin_group_remove;   /* PT_ADMIN_GROUP_REMOVE_MEMBERS */
+extern const struct handler handle_admin_group_role;     /* PT_ADMIN_GROUP_SET_ROLE */
+extern const struct handler handle_admin_group_get;      /* PT_ADMIN_GROUP_GET */
+extern const struct handler handle_admin_group_members;  /* PT_ADMIN_GROUP_MEMBERS */
+extern const struct handler handle_admin_send;           /* PT_ADMIN_SEND */
 
 #endif

@@ -23,6 +23,11 @@ static const char SQL_PRUNE_IDEM[] =
     "DELETE FROM idempotency WHERE (device_id, request_id) IN "
     "(SELECT device_id, request_id FROM idempotency WHERE created_at < ?1 LIMIT ?2)";
 
+/* The business API's records (operator.h) keep the same window; they have a time index. */
+static const char SQL_PRUNE_OP_IDEM[] =
+    "DELETE FROM operator_idempotency WHERE idem_key IN "
+    "(SELECT idem_key FROM operator_idempotency WHERE created_at < ?1 LIMIT ?2)";
+
 /* Whatever user or gateway the device is on: the sweeper and kicks end the device's session. */
 static const char SQL_SIGN_OUT[] =
     "UPDATE device SET online = 0, room_id = 0, updated_at = ?1 WHERE device_id = ?2";
@@ -101,13 +106,17 @@ static void scrub_wal(struct wctx *w)
 static void prune_idempotency(struct wctx *w, int64_t now)
 {
     int64_t cutoff = now - (int64_t)w->cfg->idempotency.window_seconds * 1000;
-    int n = 0;
-    gim_err e = STORE_RUN(w->db, SQL_PRUNE_IDEM, &n, STORE_INT(cutoff), STORE_INT(PRUNE_ROWS));
-    if (e != GIM_OK)
-        log_warn("idempotency prune failed", "code=%s error=\"%s\" retry_in_ms=%d", gim_err_name(e),
-                 sqlite3_errmsg(w->db->db), PRUNE_EVERY_MS);
-    else if (n > 0)
-        log_debug("idempotency pruned", "rows=%d", n);
+    const char *const sql[] = {SQL_PRUNE_IDEM, SQL_PRUNE_OP_IDEM};
+    for (int i = 0; i < 2; i++) {
+        const char *table = i ? "operator_idempotency" : "idempotency";
+        int n = 0;
+        gim_err e = STORE_RUN(w->db, sql[i], &n, STORE_INT(cutoff), STORE_INT(PRUNE_ROWS));
+        if (e != GIM_OK)
+            log_warn("idempotency prune failed", "table=%s code=%s error=\"%s\" retry_in_ms=%d",
+                     table, gim_err_name(e), sqlite3_errmsg(w->db->db), PRUNE_EVERY_MS);
+        else if (n > 0)
+            log_debug("idempotency pruned", "table=%s rows=%d", table, n);
+    }
 }
 
 bool maint_run(struct wctx *w)

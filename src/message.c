@@ -1,8 +1,11 @@
 #include "message.h"
 
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "config.h"
 
 static const char SQL_INSERT[] =
     "INSERT INTO message (sender_type, sender_id, sender_device_id, receiver_type, receiver_id, "
@@ -331,4 +334,43 @@ out:
     free(buf);
     arena_free(&a);
     return e;
+}
+
+gim_err message_check(const Pb__Message *m, const struct gim_config *cfg, char *why, size_t whylen)
+{
+    if (m->message_type < PB__MESSAGE_TYPE__MT_TEXT ||
+        m->message_type > PB__MESSAGE_TYPE__MT_CUSTOM) {
+        gim_err_why(why, whylen, "unknown message_type %d", (int)m->message_type);
+        return GIM_EBADREQ;
+    }
+    if (m->message_content.len > cfg->limits.max_content_bytes) {
+        gim_err_why(why, whylen, "content is %zu bytes, the limit is %" PRIu32,
+                    m->message_content.len, cfg->limits.max_content_bytes);
+        return GIM_ETOOLARGE;
+    }
+    if (m->n_to_user_ids > cfg->limits.max_mentions) {
+        gim_err_why(why, whylen, "%zu mentions, the limit is %" PRIu32, m->n_to_user_ids,
+                    cfg->limits.max_mentions);
+        return GIM_ETOOLARGE;
+    }
+    for (size_t i = 0; i < m->n_to_user_ids; i++)
+        if (m->to_user_ids[i] <= 0) {
+            gim_err_why(why, whylen, "to_user_ids[%zu] must be > 0", i);
+            return GIM_EBADREQ;
+        }
+    if (m->message_type != PB__MESSAGE_TYPE__MT_COMMAND)
+        return GIM_OK;
+    Pb__Command *cmd = pb__command__unpack(NULL, m->message_content.len, m->message_content.data);
+    if (!cmd) {
+        gim_err_why(why, whylen, "MT_COMMAND content is not a pb.Command");
+        return GIM_EBADREQ;
+    }
+    int32_t code = cmd->code;
+    pb__command__free_unpacked(cmd, NULL);
+    if (code < 1000) {
+        gim_err_why(why, whylen, "command codes below 1000 are reserved for the IM, got %d",
+                    (int)code);
+        return GIM_EFORBIDDEN;
+    }
+    return GIM_OK;
 }

@@ -53,6 +53,19 @@ struct message_view {
  */
 struct message_view *message_from_row(sqlite3_stmt *st, int col, int64_t seq, struct arena *a);
 
+struct gim_config;
+
+/*
+ * The checks every send applies to a message before anything is stored
+ * (PT_MESSAGE and the business API's PT_ADMIN_SEND): a known message_type,
+ * content within limits.max_content_bytes, at most limits.max_mentions
+ * to_user_ids, each > 0, and for MT_COMMAND content that is a pb.Command
+ * with a code of 1000 or above (below is the IM's own: recall and group
+ * notices, which no sender may fake). The receiver is the caller's to check.
+ * GIM_EBADREQ, GIM_ETOOLARGE or GIM_EFORBIDDEN with why set; else GIM_OK.
+ */
+gim_err message_check(const Pb__Message *m, const struct gim_config *cfg, char *why, size_t whylen);
+
 /* What the writer stores for one new message. */
 struct message_new {
     int sender_type;

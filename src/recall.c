@@ -40,19 +40,20 @@ struct target {
     int64_t send_time;
     int status;
     int64_t sender_seq, receiver_seq;
-    bool notice; /* a recall notice (MT_COMMAND, code RECALL_COMMAND_CODE) */
+    int notice; /* 0, or the Command code of an IM notice (MT_COMMAND, code below 1000) */
 };
 
 struct copy {
     int64_t user_id, seq;
 };
 
-static bool is_notice(sqlite3_stmt *st, int col)
+/* The IM's own notices (recall, group notices) carry codes 1..999; 0 for anything else. */
+static int is_notice(sqlite3_stmt *st, int col)
 {
     const uint8_t *data = sqlite3_column_blob(st, col);
     size_t len = (size_t)sqlite3_column_bytes(st, col);
     Pb__Command *cmd = pb__command__unpack(NULL, len, data);
-    bool notice = cmd && cmd->code == RECALL_COMMAND_CODE;
+    int notice = cmd && cmd->code > 0 && cmd->code < 1000 ? cmd->code : 0;
     if (cmd)
         pb__command__free_unpacked(cmd, NULL);
     return notice;
@@ -72,7 +73,8 @@ static gim_err find(struct store_conn *db, int64_t user_id, int64_t seq, struct 
         t->sender_id = sqlite3_column_int64(st, 2);
         t->receiver_type = sqlite3_column_int(st, 3);
         t->receiver_id = sqlite3_column_int64(st, 4);
-        t->notice = sqlite3_column_int(st, 5) == PB__MESSAGE_TYPE__MT_COMMAND && is_notice(st, 6);
+        t->notice =
+            sqlite3_column_int(st, 5) == PB__MESSAGE_TYPE__MT_COMMAND ? is_notice(st, 6) : 0;
         t->send_time = sqlite3_column_int64(st, 7);
         t->status = sqlite3_column_int(st, 8);
         t->sender_seq = sqlite3_column_int64(st, 9);
@@ -237,7 +239,9 @@ gim_err recall_apply(struct wctx *w, int64_t actor_user, int64_t actor_device, i
     if (e != GIM_OK)
         goto storage;
     if (t.notice) {
-        gim_err_why(why, whylen, "a recall notice cannot be recalled");
+        gim_err_why(why, whylen, "%s",
+                    t.notice == RECALL_COMMAND_CODE ? "a recall notice cannot be recalled"
+                                                    : "a group notice cannot be recalled");
         return GIM_EFORBIDDEN;
     }
     if (!admin && (e = check_allowed(w, &t, actor_user, why, whylen)) != GIM_OK)

@@ -12,10 +12,10 @@
  * RecallInput{seq}}. It is a single-copy message (sender_seq = receiver_seq =
  * its seq, no group_copy rows).
  *
- * Command codes below 1000 belong to gim-logic itself (1 = recall notice);
- * 1000 and above are the business's (see Command in connect.ext.proto).
- * Notices themselves cannot be recalled (EC_FORBIDDEN): they carry no user
- * content, and recalling one would only breed more notices.
+ * Command codes below 1000 belong to gim-logic itself (1 = recall notice,
+ * 2-6 group notices: group.h); 1000 and above are the business's (see
+ * Command in connect.ext.proto). Notices themselves cannot be recalled (EC_FORBIDDEN): they carry
+ * no user content, and recalling one would only breed more notices.
  *
  * Everything here runs on the writer thread: recall_apply() inside the
  * writer's transaction (a job of writer_run_batch, whose savepoint undoes a

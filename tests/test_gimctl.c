@@ -1,8 +1,9 @@
 /*
  * gimctl end to end: the real gimctl binary (GIMCTL_BIN) against the real
  * gim-logic binary and its SQLite file, as an operator would run them.
- * Group commands write the database while the service runs; the message
- * commands sign in as devices over the real nng socket.
+ * Group commands and operator sends go through the service's business API
+ * with an operator token; the message commands sign in as devices over the
+ * real nng socket.
  */
 #include <criterion/criterion.h>
 #include <stdarg.h>
@@ -154,9 +155,12 @@ static void need_message_handlers(void)
 
 Test(gimctl, group_create_prints_only_the_id_and_writes_the_rows)
 {
-    int64_t g = create_group("--owner 10 --members 11,12 --name 'core team'");
+    int64_t g = create_group("--owner 10 --members 11,12 --name 'core team' --avatar "
+                             "https://x.test/a.png --extra '{\"tier\":2}'");
     cr_assert_eq(q("SELECT owner_id FROM chat_group WHERE group_id = %lld", (long long)g), 10);
-    cr_assert_eq(q("SELECT name = 'core team' FROM chat_group WHERE group_id = %lld", (long long)g),
+    cr_assert_eq(q("SELECT name = 'core team' AND avatar_url = 'https://x.test/a.png' AND "
+                   "extra = '{\"tier\":2}' FROM chat_group WHERE group_id = %lld",
+                   (long long)g),
                  1);
     cr_assert_eq(
         q("SELECT created_at > 1600000000000 FROM chat_group WHERE group_id = %lld", (long long)g),
@@ -170,6 +174,11 @@ Test(gimctl, group_create_prints_only_the_id_and_writes_the_rows)
                    "AND user_id IN (11, 12) AND role = 'member' AND joined_at > 0",
                    (long long)g),
                  2);
+    /* Through the service: every member got the "added" notice in its inbox. */
+    cr_assert_eq(q("SELECT count(*) FROM inbox i JOIN message m ON m.id = i.message_id WHERE "
+                   "i.user_id IN (10, 11, 12) AND m.message_type = 7 AND m.receiver_id = %lld",
+                   (long long)g),
+                 3);
 
     /* The owner named again among the members stays one member, the owner. */
     int64_t g2 = create_group("--owner 13 --members 13,14,14");
@@ -178,31 +187,37 @@ Test(gimctl, group_create_prints_only_the_id_and_writes_the_rows)
     cr_assert_eq(q("SELECT role = 'owner' FROM group_member WHERE group_id = %lld AND user_id = 13",
                    (long long)g2),
                  1);
+
+    /* --key: the same create again is the same group, not a second one. */
+    int64_t k1 = create_group("--owner 15 --key team-15");
+    cr_assert_eq(create_group("--owner 15 --key team-15"), k1);
+    cr_assert_eq(q("SELECT count(*) FROM chat_group WHERE owner_id = 15"), 1);
+    cr_assert_eq(ctl("group create --owner 16 --key team-15"), 1, "the key of another request");
+    cr_assert(strstr(err, "EC_BAD_REQUEST") && strstr(err, "idempotency key"), "%s", err);
 }
 
-Test(gimctl, group_add_remove_show_list)
+Test(gimctl, group_add_remove_role_update_show_members_list_dissolve)
 {
     int64_t g = create_group("--owner 20 --members 21");
     cr_assert_eq(ctl("group add %lld 22,23 --role admin", (long long)g), 0, "%s", err);
-    cr_assert(strstr(out, "added=2") && strstr(out, "members=4"), "%s", out);
+    cr_assert_str_eq(out, "added=22,23 already=- members=4\n");
     cr_assert_eq(q("SELECT count(*) FROM group_member WHERE group_id = %lld AND role = 'admin'",
                    (long long)g),
                  2);
 
-    /* Adding an existing member again changes nothing, unless --role says so. */
-    cr_assert_eq(ctl("group add %lld 21", (long long)g), 0, "%s", err);
-    cr_assert(strstr(out, "added=0") && strstr(out, "unchanged=1"), "%s", out);
+    /* Adding an existing member again changes nothing; `group role` changes roles. */
     cr_assert_eq(ctl("group add %lld 21 --role admin", (long long)g), 0, "%s", err);
-    cr_assert(strstr(out, "updated=1 unchanged=0"), "%s", out);
-    cr_assert_eq(ctl("group add %lld 21 --role admin", (long long)g), 0, "%s", err);
-    cr_assert(strstr(out, "updated=0 unchanged=1"), "already admin: %s", out);
+    cr_assert_str_eq(out, "added=- already=21 members=4\n");
+    cr_assert_eq(ctl("group role %lld 21 admin", (long long)g), 0, "%s", err);
+    char want[256];
+    snprintf(want, sizeof want, "group=%lld user=21 role=admin\n", (long long)g);
+    cr_assert_str_eq(out, want);
     cr_assert_eq(q("SELECT role = 'admin' FROM group_member WHERE group_id = %lld AND user_id = 21",
                    (long long)g),
                  1);
 
     cr_assert_eq(ctl("group remove %lld 21,22,77", (long long)g), 0, "%s", err);
-    cr_assert(strstr(out, "removed=2") && strstr(out, "not_members=1"), "%s", out);
-    cr_assert_eq(q("SELECT count(*) FROM group_member WHERE group_id = %lld", (long long)g), 2);
+    cr_assert_str_eq(out, "removed=21,22 not_members=77 members=2\n");
     cr_assert_eq(
         q("SELECT count(*) FROM group_member WHERE group_id = %lld AND user_id IN (21, 22)",
           (long long)g),
@@ -210,12 +225,16 @@ Test(gimctl, group_add_remove_show_list)
 
     /* The owner can be neither removed nor demoted; the refusal changes nothing. */
     cr_assert_eq(ctl("group remove %lld 23,20", (long long)g), 1);
-    cr_assert(strstr(err, "owns group"), "%s", err);
+    cr_assert(strstr(err, "EC_FORBIDDEN") && strstr(err, "is the owner"), "%s", err);
     cr_assert_eq(q("SELECT count(*) FROM group_member WHERE group_id = %lld", (long long)g), 2);
-    cr_assert_eq(ctl("group add %lld 20 --role admin", (long long)g), 1);
+    cr_assert_eq(ctl("group role %lld 20 admin", (long long)g), 1);
+    cr_assert(strstr(err, "EC_BAD_REQUEST"), "%s", err);
     cr_assert_eq(q("SELECT role = 'owner' FROM group_member WHERE group_id = %lld AND user_id = 20",
                    (long long)g),
                  1);
+
+    cr_assert_eq(ctl("group update %lld --name 'ops \"crew\"'", (long long)g), 0, "%s", err);
+    cr_assert(strstr(out, " name=\"ops \\\"crew\\\"\" owner=20 members=2 "), "%s", out);
 
     cr_assert_eq(ctl("group show %lld", (long long)g), 0, "%s", err);
     cr_assert_eq(count_lines(out), 3, "%s", out);
@@ -223,38 +242,45 @@ Test(gimctl, group_add_remove_show_list)
               out);
     cr_assert(strncmp(line(out, 1), "user=20 role=owner ", 19) == 0, "%s", out);
     cr_assert(strncmp(line(out, 2), "user=23 role=admin ", 19) == 0, "%s", out);
+    cr_assert_eq(ctl("group members %lld --limit 1", (long long)g), 0, "%s", err);
+    cr_assert_eq(count_lines(out), 2, "%s", out);
+    cr_assert_str_eq(line(out, 1), "more after=20");
+    cr_assert_eq(ctl("group members %lld --after 20", (long long)g), 0, "%s", err);
+    cr_assert(strncmp(out, "user=23 role=admin ", 19) == 0 && count_lines(out) == 1, "%s", out);
 
+    /* Ownership moves: 23 owns it, 20 is an admin now. */
+    cr_assert_eq(ctl("group role %lld 23 owner", (long long)g), 0, "%s", err);
+    cr_assert_eq(q("SELECT owner_id FROM chat_group WHERE group_id = %lld", (long long)g), 23);
+    cr_assert_eq(q("SELECT role = 'admin' FROM group_member WHERE group_id = %lld AND user_id = 20",
+                   (long long)g),
+                 1);
+
+    /* list reads the --db file. */
     int64_t g2 = create_group("--owner 24 --name 'say \"hi\"'");
     cr_assert_eq(ctl("group list"), 0, "%s", err);
-    char want[256];
-    snprintf(want, sizeof want, "id=%lld name=\"\" owner=20 members=2\n", (long long)g);
+    snprintf(want, sizeof want, "id=%lld name=\"ops \\\"crew\\\"\" owner=23 members=2\n",
+             (long long)g);
     cr_assert(strstr(out, want), "want %s in:\n%s", want, out);
     snprintf(want, sizeof want, "id=%lld name=\"say \\\"hi\\\"\" owner=24 members=1\n",
              (long long)g2);
     cr_assert(strstr(out, want), "want %s in:\n%s", want, out);
+
+    cr_assert_eq(ctl("group dissolve %lld", (long long)g2), 0, "%s", err);
+    snprintf(want, sizeof want, "dissolved group=%lld\n", (long long)g2);
+    cr_assert_str_eq(out, want);
+    cr_assert_eq(q("SELECT count(*) FROM chat_group WHERE group_id = %lld", (long long)g2), 0);
+    cr_assert_eq(ctl("group show %lld", (long long)g2), 1);
 }
 
 Test(gimctl, group_size_limit_refuses_without_partial_writes)
 {
-    int64_t g = create_group("--owner 30 --members 31,32");
-    cr_assert_eq(ctl("group add %lld 33,34 --max-members 4", (long long)g), 1);
-    cr_assert(strstr(err, "over the limit of 4"), "%s", err);
-    cr_assert_eq(q("SELECT count(*) FROM group_member WHERE group_id = %lld", (long long)g), 3,
-                 "a refused add must add nobody");
-    /* Users already in the group do not count twice. */
-    cr_assert_eq(ctl("group add %lld 31,33 --max-members 4", (long long)g), 0, "%s", err);
-    cr_assert_eq(q("SELECT count(*) FROM group_member WHERE group_id = %lld", (long long)g), 4);
-
-    cr_assert_eq(ctl("group create --owner 40 --members 41,42,43 --max-members 3"), 1);
-    cr_assert(strstr(err, "over the limit of 3"), "%s", err);
-    cr_assert_eq(q("SELECT count(*) FROM chat_group WHERE owner_id = 40"), 0);
-
-    /* The default is limits.max_group_members' default, 10000: owner + 9999 fit, not 10000. */
+    /* The service's limits.max_group_members (default 10000): owner + 9999 fit, not 10000. */
     size_t cap = 10001 * 8;
     char *ids = malloc(cap), *p = ids;
     for (int u = 100001; u <= 110000; u++)
         p += sprintf(p, "%s%d", u == 100001 ? "" : ",", u);
     cr_assert_eq(ctl("group create --owner 50 --members %s", ids), 1, "10001 members must fail");
+    cr_assert(strstr(err, "EC_TOO_LARGE"), "%s", err);
     cr_assert_eq(q("SELECT count(*) FROM chat_group WHERE owner_id = 50"), 0);
     *strrchr(ids, ',') = '\0'; /* 9999 members */
     char *args = NULL;
@@ -262,6 +288,11 @@ Test(gimctl, group_size_limit_refuses_without_partial_writes)
     int64_t big = create_group(args);
     cr_assert_eq(q("SELECT count(*) FROM group_member WHERE group_id = %lld", (long long)big),
                  10000);
+    /* Full: one more is refused, and nobody of the request joins. */
+    cr_assert_eq(ctl("group add %lld 100001,7,8", (long long)big), 1);
+    cr_assert(strstr(err, "EC_TOO_LARGE"), "%s", err);
+    cr_assert_eq(q("SELECT count(*) FROM group_member WHERE group_id = %lld", (long long)big),
+                 10000, "a refused add must add nobody");
     free(args);
     free(ids);
 }
@@ -279,7 +310,7 @@ Test(gimctl, group_errors_have_clear_messages_and_exit_codes)
     cr_assert_eq(ctl("group show 999999"), 1);
     cr_assert(strstr(err, "no group 999999"), "%s", err);
 
-    /* Bad ids and bad usage: exit 2, and nothing is written. */
+    /* Bad ids and bad usage: exit 2, and nothing is sent. */
     cr_assert_eq(ctl("group add abc 5"), 2);
     cr_assert(strstr(err, "bad group id \"abc\""), "%s", err);
     cr_assert_eq(ctl("group add %lld 0", (long long)g), 2);
@@ -292,29 +323,71 @@ Test(gimctl, group_errors_have_clear_messages_and_exit_codes)
     cr_assert_eq(ctl("group create --members 65"), 2);
     cr_assert(strstr(err, "needs --owner"), "%s", err);
     cr_assert_eq(ctl("group add %lld 62 --role owner", (long long)g), 2);
-    cr_assert_eq(ctl("group add %lld 62 --max-members 0", (long long)g), 2);
+    cr_assert_eq(ctl("group role %lld 61 boss", (long long)g), 2);
+    cr_assert_eq(ctl("group update %lld", (long long)g), 2);
+    cr_assert_eq(ctl("group add %lld 62 --name x", (long long)g), 2);
     cr_assert_eq(ctl("group rename %lld x", (long long)g), 2);
     cr_assert_eq(ctl("group add %lld", (long long)g), 2);
     cr_assert_eq(q("SELECT count(*) FROM chat_group"), groups);
     cr_assert_eq(q("SELECT count(*) FROM group_member WHERE group_id = %lld", (long long)g), 2);
     cr_assert_eq(q("SELECT count(*) FROM group_member WHERE user_id IN (62, 63, 64, 65)"), 0);
 
+    /* A wrong secret: the service refuses the operator token, exit 1. */
+    char *cmd = NULL;
+    cr_assert(asprintf(&cmd, "'%s' --url '%s' --secret wrong group add %lld 62 2>/dev/null",
+                       GIMCTL_BIN, srv.url, (long long)g) > 0);
+    int st = system(cmd);
+    free(cmd);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "status %d", st);
+    cr_assert_eq(q("SELECT count(*) FROM group_member WHERE user_id = 62"), 0);
+
     cr_assert_eq(ctl("group --help"), 0);
     cr_assert(strstr(out, "group create --owner U"), "%s", out);
 }
 
-Test(gimctl, group_needs_an_existing_database)
+Test(gimctl, group_list_needs_an_existing_database)
 {
     char missing[256];
     snprintf(missing, sizeof missing, "%s/missing.db", srv.dir);
-    cr_assert_eq(ctl_db(missing, "group create --owner 1"), 1);
-    cr_assert(strstr(err, "does not exist"), "%s", err);
     cr_assert_eq(ctl_db(missing, "group list"), 1);
     cr_assert_neq(access(missing, F_OK), 0, "gimctl must not create a database");
 
-    /* An SQLite file that is not the service's is refused too. */
+    /* A file that is not the service's database is refused too. */
     cr_assert_eq(ctl_db(srv.log, "group list"), 1);
     cr_assert(strstr(err, "not"), "%s", err);
+}
+
+Test(gimctl, operator_send_as_system_or_business)
+{
+    need_message_handlers();
+    int64_t g = create_group("--owner 80 --members 81");
+    cr_assert_eq(ctl("send --system --to 82 'welcome'"), 0, "%s", err);
+    cr_assert(strncmp(out, "user=82 seq=1\nrecipients=1 send_time=", 37) == 0, "%s", out);
+    cr_assert_eq(ctl("send --business 9000 --users 81,82,81 'order shipped'"), 0, "%s", err);
+    cr_assert(strncmp(out, "user=81 seq=2\nuser=82 seq=2\nrecipients=2 ", 41) == 0, "%s", out);
+    cr_assert_eq(ctl("send --business 9000 --to %lld --group 'to all'", (long long)g), 0, "%s",
+                 err);
+    cr_assert(strncmp(out, "recipients=2 ", 13) == 0, "%s", out);
+    cr_assert_eq(ctl("--user 82 --device 8201 sync"), 0, "%s", err);
+    cr_assert_eq(count_lines(out), 2, "%s", out);
+    cr_assert(strstr(line(out, 0), "from=ST_SYSTEM:0 type=MT_TEXT") &&
+                  strstr(line(out, 0), "welcome"),
+              "%s", out);
+    cr_assert(strstr(line(out, 1), "from=ST_BUSINESS:9000 type=MT_TEXT") &&
+                  strstr(line(out, 1), "to=RT_USER:82"),
+              "%s", out);
+    /* 81's inbox: the "added" notice, the list copy, the group copy. */
+    cr_assert_eq(ctl("--user 81 --device 8101 sync"), 0, "%s", err);
+    cr_assert_eq(count_lines(out), 3, "%s", out);
+    cr_assert(strstr(line(out, 0), "type=MT_COMMAND") &&
+                  strstr(line(out, 0), "group-notice=added users=80,81"),
+              "%s", out);
+    cr_assert(strstr(line(out, 2), "to=RT_GROUP:"), "%s", out);
+
+    cr_assert_eq(ctl("send --system --business 9 --to 1 x"), 2);
+    cr_assert_eq(ctl("send --system --to 1 --users 2 x"), 2);
+    cr_assert_eq(ctl("send --system --to 777777 --group x"), 1);
+    cr_assert(strstr(err, "EC_NOT_FOUND"), "%s", err);
 }
 
 Test(gimctl, message_commands_check_their_arguments)
@@ -355,11 +428,18 @@ Test(gimctl, group_changes_reach_the_running_service)
                  "%s", err);
     cr_assert_eq(ctl("--user 71 --device 7101 sync"), 0, "%s", err);
     char want[128];
+    /* The group's notices first (created with 70 and 71, then 72 added), then the message. */
+    snprintf(
+        want, sizeof want,
+        "from=ST_SYSTEM:0 type=MT_COMMAND status=MS_NORMAL to=RT_GROUP:%lld group-notice=added "
+        "users=72 role=GR_MEMBER",
+        (long long)g);
+    cr_assert_eq(count_lines(out), 3, "%s", out);
+    expect_msg(line(out, 1), want);
     snprintf(want, sizeof want,
              "from=72 type=MT_TEXT status=MS_NORMAL to=RT_GROUP:%lld text=\"hi all\"",
              (long long)g);
-    cr_assert_eq(count_lines(out), 1, "%s", out);
-    expect_msg(line(out, 0), want);
+    expect_msg(line(out, 2), want);
 
     cr_assert_eq(ctl("group remove %lld 72", (long long)g), 0, "%s", err);
     cr_assert_eq(ctl("--user 72 --device 7201 send --group --to %lld 'still here?'", (long long)g),

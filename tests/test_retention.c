@@ -484,3 +484,18 @@ Test(retention, a_failed_maintenance_pass_is_logged_and_retried)
     maint_run(&w);
     cr_assert_eq(count("SELECT count(*) FROM message"), 0);
 }
+
+/* The business API's idempotency records (operator.h) go once idempotency.window_seconds passed. */
+Test(retention, the_maintenance_pass_prunes_old_operator_idempotency_records)
+{
+    int64_t window_ms = (int64_t)cfg.idempotency.window_seconds * 1000;
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO operator_idempotency (idem_key, type, request, created_at) VALUES "
+             "('key:old', 104, x'', %lld), ('key:new', 104, x'', %lld)",
+             (long long)(NOW - window_ms - 1000), (long long)(NOW - window_ms + 60000));
+    cr_assert_eq(store_exec(db, sql), GIM_OK);
+    maint_run(&w);
+    cr_assert_eq(count("SELECT count(*) FROM operator_idempotency WHERE idem_key = 'key:old'"), 0);
+    cr_assert_eq(count("SELECT count(*) FROM operator_idempotency WHERE idem_key = 'key:new'"), 1);
+}

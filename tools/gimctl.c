@@ -37,8 +37,8 @@ struct subcommand {
 static const struct subcommand commands[] = {
     {"ping", gimctl_ping, "send a heartbeat (signing in first when --user/--device are given)", gimctl_usage_ping},
     {"token", gimctl_token, "token --user U --device D [--ttl S]: mint a sign-in token", gimctl_usage_token},
-    {"group", gimctl_group, "group create|add|remove|list|show: edit groups in the --db file", gimctl_usage_group},
-    {"send", gimctl_send, "send --to ID [--group] TEXT (signs in at gateway gimctl)", gimctl_usage_send},
+    {"group", gimctl_group, "group create|update|dissolve|add|remove|role|show|members (operator, via the service) | list (--db)", gimctl_usage_group},
+    {"send", gimctl_send, "send --to ID [--group] TEXT (signs in at gateway gimctl); --system/--business B: operator send", gimctl_usage_send},
     {"sync", gimctl_sync, "sync [--seq N]: print the inbox (signs in at gateway gimctl)", gimctl_usage_sync},
     {"ack", gimctl_ack, "ack SEQ: acknowledge up to SEQ (signs in at gateway gimctl)", gimctl_usage_ack},
     {"recall", gimctl_recall, "recall SEQ: recall one's own message (signs in at gateway gimctl)", gimctl_usage_recall},
@@ -288,6 +288,13 @@ int gimctl_dev_call(struct gimctl_dev *d, const char *cmd, int type, int64_t req
 {
     return gimctl_call(d->g, d->c, &d->conn, cmd, type,
                        request_id ? request_id : d->next_request_id++, in, out);
+}
+
+int gimctl_operator_call(struct gim_client *c, const struct gimctl *g, const char *cmd, int type,
+                         const ProtobufCMessage *in, Pb__Output **out)
+{
+    struct client_conn conn = {.gateway_id = g->gateway, .client_addr = "gimctl"};
+    return gimctl_call(g, c, &conn, cmd, type, gimctl_request_id(), in, out);
 }
 
 char *gimctl_operator_token(const struct gimctl *g, const char *cmd, int64_t ttl_s)

@@ -71,6 +71,11 @@ int gimctl_call(const struct gimctl *g, struct gim_client *c, const struct clien
 /* An operator token (auth_mint_admin) valid for ttl_s; NULL after printing why (exit 2). */
 char *gimctl_operator_token(const struct gimctl *g, const char *cmd, int64_t ttl_s);
 
+/* One operator request (no session, a fresh gimctl_request_id) at gateway g->gateway; see
+ * gimctl_call. */
+int gimctl_operator_call(struct gim_client *c, const struct gimctl *g, const char *cmd, int type,
+                         const ProtobufCMessage *in, Pb__Output **out);
+
 /* gimctl_call as device d, with request id d->next_request_id++ unless request_id is given. */
 int gimctl_dev_call(struct gimctl_dev *d, const char *cmd, int type, int64_t request_id,
                     const ProtobufCMessage *in, Pb__Output **out);
@@ -130,6 +135,8 @@ int gimctl_watch(struct gimctl *g, int argc, char **argv);  /* gimctl_room.c */
 int gimctl_room(struct gimctl *g, int argc, char **argv);   /* gimctl_room.c */
 int gimctl_kick(struct gimctl *g, int argc, char **argv);   /* gimctl_ops.c */
 int gimctl_erase(struct gimctl *g, int argc, char **argv);  /* gimctl_ops.c */
+/* `send --system|--business B ...` (gimctl_send hands over): PT_ADMIN_SEND (gimctl_ops.c). */
+int gimctl_send_operator(struct gimctl *g, int argc, char **argv);
 /* The read-only operator commands (gimctl_read.c). */
 int gimctl_online(struct gimctl *g, int argc, char **argv);
 int gimctl_devices(struct gimctl *g, int argc, char **argv);

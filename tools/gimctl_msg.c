@@ -67,6 +67,28 @@ static void print_quoted(const uint8_t *s, size_t n)
     putchar('"');
 }
 
+/*
+ * A group notice (Command codes 2-6, docs/protocol.md): ` group-notice=KIND
+ * users=U1,U2 [role=R]`; users and role only when the notice names them.
+ */
+static void print_group_notice(const Pb__Command *cmd)
+{
+    static const char *const kinds[] = {"added", "removed", "updated", "dissolved", "role"};
+    char buf[32];
+    Pb__GroupNotice *gn = pb__group_notice__unpack(NULL, cmd->data.len, cmd->data.data);
+    if (!gn) {
+        printf(" command code=%d data=%zu bytes", cmd->code, cmd->data.len);
+        return;
+    }
+    printf(" group-notice=%s", kinds[cmd->code - 2]);
+    for (size_t i = 0; i < gn->n_user_ids; i++)
+        printf("%s%lld", i ? "," : " users=", (long long)gn->user_ids[i]);
+    if (gn->role != PB__GROUP_ROLE__GR_UNKNOWN)
+        printf(" role=%s",
+               gimctl_enum_name(&pb__group_role__descriptor, gn->role, buf, sizeof buf));
+    pb__group_notice__free_unpacked(gn, NULL);
+}
+
 /* The content part of a sync line, by message type. */
 static void print_content(const Pb__Message *m)
 {
@@ -92,6 +114,8 @@ static void print_content(const Pb__Message *m)
         else if (cmd->code == RECALL_NOTICE_CODE &&
                  (ri = pb__recall_input__unpack(NULL, cmd->data.len, cmd->data.data)))
             printf(" recall-notice seq=%lld", (long long)ri->seq);
+        else if (cmd->code >= 2 && cmd->code <= 6)
+            print_group_notice(cmd);
         else
             printf(" command code=%d data=%zu bytes", cmd->code, cmd->data.len);
         if (ri)
@@ -128,12 +152,22 @@ bool gimctl_wants_help(int argc, char **argv)
 
 const char gimctl_usage_send[] =
     "usage: gimctl --user U --device D send --to ID [--group] [--request-id N] TEXT\n"
+    "       gimctl send --system|--business B (--to ID [--group|--room] | --users U1,U2,...) "
+    "[--key K] TEXT\n"
     "  Sends TEXT as an MT_TEXT message to user ID (or to group ID with --group)\n"
     "  and prints `seq=N send_time=T`: the seq of the sender's own copy and the\n"
     "  server's time in ms. --request-id (default random) is the idempotency key:\n"
     "  the same id again returns the first reply instead of sending twice.\n"
     "  `--` ends the options (for a TEXT that starts with -).\n"
-    "  Errors print the code and message on stderr and exit 1.\n" SESSION_NOTE;
+    "  Errors print the code and message on stderr and exit 1.\n" SESSION_NOTE
+    "  With --system or --business B it is the business API's send instead\n"
+    "  (PT_ADMIN_SEND, an operator token from the secret, no device, no sign-in):\n"
+    "  from the system or from business B to user ID, to every member of group\n"
+    "  ID (--group; no membership needed), to room ID's log (--room; no\n"
+    "  subscription needed) or to each of a list of users (--users, one copy\n"
+    "  each). Prints `user=U seq=N` per user copy, then `recipients=N\n"
+    "  send_time=T` (a room: `room_seq=N send_time=T`). --key K is its\n"
+    "  idempotency key.\n";
 
 int gimctl_send(struct gimctl *g, int argc, char **argv)
 {
@@ -142,6 +176,9 @@ int gimctl_send(struct gimctl *g, int argc, char **argv)
     bool group = false;
     const char *text = NULL;
     int rc = 2;
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "--system") == 0 || strcmp(argv[i], "--business") == 0)
+            return gimctl_send_operator(g, argc, argv);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--group") == 0) {
@@ -248,7 +285,9 @@ const char gimctl_usage_sync[] =
     "  per message:\n"
     "    seq=N from=U type=MT_TEXT status=MS_NORMAL to=RT_USER:ID text=\"...\"\n"
     "  A recall notice prints `type=MT_COMMAND ... recall-notice seq=S` (S = the\n"
-    "  recalled copy's seq); a recalled message prints status=MS_RECALL, no text.\n" SESSION_NOTE;
+    "  recalled copy's seq); a recalled message prints status=MS_RECALL, no text.\n"
+    "  A group notice prints `type=MT_COMMAND ... group-notice=KIND [users=U1,U2]\n"
+    "  [role=GR_X]`, KIND one of added, removed, updated, dissolved, role.\n" SESSION_NOTE;
 
 int gimctl_pages(struct gimctl_dev *d, const char *cmd, int type, ProtobufCMessage *in,
                  int64_t *in_seq, int64_t seq, bool print)

@@ -40,14 +40,6 @@ const char gimctl_usage_erase[] =
     "  Without --yes nothing changes: it prints what would be erased, counted in\n"
     "  the --db file (read-only), and exits 2.\n";
 
-/* One operator request (no session); see gimctl_call. */
-static int call(struct gim_client *c, const struct gimctl *g, const char *cmd, int type,
-                const ProtobufCMessage *in, Pb__Output **out)
-{
-    struct client_conn conn = {.gateway_id = g->gateway, .client_addr = "gimctl"};
-    return gimctl_call(g, c, &conn, cmd, type, gimctl_request_id(), in, out);
-}
-
 int gimctl_kick(struct gimctl *g, int argc, char **argv)
 {
     int64_t device = g->device_id;
@@ -75,7 +67,7 @@ int gimctl_kick(struct gimctl *g, int argc, char **argv)
     Pb__AdminKickInput in = PB__ADMIN_KICK_INPUT__INIT;
     in.token = token;
     in.device_id = device;
-    if (call(c, g, "kick", PB__PACKAGE_TYPE__PT_ADMIN_KICK, &in.base, &out) != 0)
+    if (gimctl_operator_call(c, g, "kick", PB__PACKAGE_TYPE__PT_ADMIN_KICK, &in.base, &out) != 0)
         goto out;
     Pb__AdminKickOutput *ko = pb__admin_kick_output__unpack(NULL, out->data.len, out->data.data);
     if (!ko) {
@@ -187,7 +179,8 @@ int gimctl_erase(struct gimctl *g, int argc, char **argv)
     in.user_id = user;
     in.max_rows = (int32_t)step;
     while (!sum.done) {
-        if (call(c, g, "erase", PB__PACKAGE_TYPE__PT_ADMIN_ERASE, &in.base, &out) != 0)
+        if (gimctl_operator_call(c, g, "erase", PB__PACKAGE_TYPE__PT_ADMIN_ERASE, &in.base, &out) !=
+            0)
             goto stopped;
         Pb__AdminEraseOutput *eo =
             pb__admin_erase_output__unpack(NULL, out->data.len, out->data.data);
@@ -222,5 +215,133 @@ stopped:
 out:
     client_close(c);
     free(token);
+    return rc;
+}
+
+/*
+ * `gimctl send --system|--business B ...`: PT_ADMIN_SEND. The target is
+ * --to ID (a user; with --group a group, every member, no membership
+ * needed; with --room a room's log) or --users U1,U2 (each one copy).
+ */
+int gimctl_send_operator(struct gimctl *g, int argc, char **argv)
+{
+    int64_t business = 0, to = 0;
+    bool system = false, group = false, room = false;
+    const char *users = NULL, *text = NULL, *key = "";
+    int64_t *ids = NULL;
+    size_t n_ids = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--system") == 0 || strcmp(a, "--group") == 0 || strcmp(a, "--room") == 0) {
+            *(a[2] == 's' ? &system : a[2] == 'g' ? &group : &room) = true;
+        } else if (strcmp(a, "--business") == 0 || strcmp(a, "--to") == 0) {
+            int64_t *dst = a[2] == 'b' ? &business : &to;
+            if (i + 1 >= argc)
+                return gimctl_usage_error("send", "%s needs a value", a);
+            if (gimctl_parse_id(argv[++i], dst) != 0)
+                return gimctl_usage_error("send", "%s: '%s' is not an id (a positive integer)", a,
+                                          argv[i]);
+        } else if (strcmp(a, "--users") == 0 || strcmp(a, "--key") == 0) {
+            if (i + 1 >= argc)
+                return gimctl_usage_error("send", "%s needs a value", a);
+            *(a[2] == 'u' ? &users : &key) = argv[++i];
+        } else if (strncmp(a, "--", 2) == 0 && strcmp(a, "--") != 0) {
+            return gimctl_usage_error("send", "unknown option %s (with --system/--business)", a);
+        } else {
+            if (strcmp(a, "--") == 0 && ++i >= argc)
+                break;
+            if (text)
+                return gimctl_usage_error("send", "'%s': one TEXT argument only (quote it)",
+                                          argv[i]);
+            text = argv[i];
+        }
+    }
+    if (system == (business != 0))
+        return gimctl_usage_error("send", "either --system or --business B, not both");
+    if ((to != 0) == (users != NULL) || (users && (group || room)) || (group && room))
+        return gimctl_usage_error("send", "--to ID [--group | --room], or --users U1,U2,...");
+    if (!text)
+        return gimctl_usage_error("send", "needs TEXT");
+    if (users) {
+        size_t cap = 1;
+        for (const char *p = users; *p; p++)
+            cap += *p == ',';
+        char *copy = strdup(users);
+        ids = calloc(cap, sizeof *ids);
+        int bad = !copy || !ids;
+        for (char *f = copy; !bad && f;) {
+            char *comma = strchr(f, ',');
+            if (comma)
+                *comma = '\0';
+            bad = gimctl_parse_id(f, &ids[n_ids]) != 0;
+            n_ids += !bad;
+            f = comma ? comma + 1 : NULL;
+        }
+        free(copy);
+        if (bad) {
+            free(ids);
+            return gimctl_usage_error("send", "--users: '%s' is not a list of ids", users);
+        }
+    }
+
+    Pb__Text t = PB__TEXT__INIT;
+    t.text = (char *)text;
+    size_t len = pb__text__get_packed_size(&t);
+    uint8_t *content = malloc(len ? len : 1);
+    Pb__Output *out = NULL;
+    struct gim_client *c = NULL;
+    char *token = NULL;
+    int rc = 1;
+    if (!content) {
+        fprintf(stderr, "gimctl send: out of memory\n");
+        goto out;
+    }
+    pb__text__pack(&t, content);
+    Pb__Sender snd = PB__SENDER__INIT;
+    snd.sender_type = system ? PB__SENDER_TYPE__ST_SYSTEM : PB__SENDER_TYPE__ST_BUSINESS;
+    snd.sender_id = business;
+    Pb__Message m = PB__MESSAGE__INIT;
+    m.sender = &snd;
+    m.receiver_type = group  ? PB__RECEIVER_TYPE__RT_GROUP
+                      : room ? PB__RECEIVER_TYPE__RT_ROOM
+                             : PB__RECEIVER_TYPE__RT_USER;
+    m.receiver_id = to;
+    m.message_type = PB__MESSAGE_TYPE__MT_TEXT;
+    m.message_content = (ProtobufCBinaryData){.len = len, .data = content};
+    Pb__AdminSendInput in = PB__ADMIN_SEND_INPUT__INIT;
+    in.message = &m;
+    in.user_ids = ids;
+    in.n_user_ids = n_ids;
+    in.idempotency_key = (char *)key;
+    if (!(token = gimctl_operator_token(g, "send", 300))) {
+        rc = 2;
+        goto out;
+    }
+    in.token = token;
+    if (!(c = gimctl_client(g)) ||
+        gimctl_operator_call(c, g, "send", PB__PACKAGE_TYPE__PT_ADMIN_SEND, &in.base, &out) != 0)
+        goto out;
+    Pb__AdminSendOutput *so = pb__admin_send_output__unpack(NULL, out->data.len, out->data.data);
+    if (!so) {
+        fprintf(stderr, "gimctl send: the reply is not an AdminSendOutput\n");
+        goto out;
+    }
+    for (size_t i = 0; i < so->n_copies; i++)
+        printf("user=%lld seq=%lld\n", (long long)so->copies[i]->user_id,
+               (long long)so->copies[i]->seq);
+    if (room)
+        printf("room_seq=%lld send_time=%lld\n", (long long)so->room_seq, (long long)so->send_time);
+    else
+        printf("recipients=%lld send_time=%lld\n", (long long)so->recipients,
+               (long long)so->send_time);
+    pb__admin_send_output__free_unpacked(so, NULL);
+    rc = 0;
+out:
+    if (out)
+        pb__output__free_unpacked(out, NULL);
+    client_close(c);
+    free(token);
+    free(content);
+    free(ids);
     return rc;
 }

@@ -350,7 +350,8 @@ test('a lost push leaves a seq gap: the next push triggers a sync that fills it'
 });
 
 test('group text reaches every member', async () => {
-  group = gimctl('--db', db, 'group', 'create', '--owner', '1', '--members', '2', '--name', 'team');
+  // Through the service's business API, with an operator token from the test's secret.
+  group = gimctl('--url', `tcp://127.0.0.1:${ports.req}`, 'group', 'create', '--owner', '1', '--members', '2', '--name', 'team');
   assert.match(group, /^[1-9][0-9]*$/);
   await front(alice);
   await alice.page.select('#nc-kind', 'g');

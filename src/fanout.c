@@ -21,23 +21,6 @@ void fanout_init(struct fanout *f)
     f->msg.status = PB__MESSAGE_STATUS__MS_NORMAL;
 }
 
-static struct message_new stored(const struct fanout *f)
-{
-    return (struct message_new){
-        .sender_type = f->sender.sender_type,
-        .sender_id = f->sender.sender_id,
-        .sender_device_id = f->sender.device_id,
-        .receiver_type = f->msg.receiver_type,
-        .receiver_id = f->msg.receiver_id,
-        .to_user_ids = f->msg.to_user_ids,
-        .n_to_user_ids = f->msg.n_to_user_ids,
-        .message_type = f->msg.message_type,
-        .content = f->msg.message_content.data,
-        .content_len = f->msg.message_content.len,
-        .send_time = f->msg.send_time,
-    };
-}
-
 static gim_err reserve(struct fanout *f, size_t more)
 {
     if (f->n_to + more <= f->cap_to)
@@ -55,7 +38,7 @@ static gim_err reserve(struct fanout *f, size_t more)
 
 gim_err fanout_group(struct wctx *w, struct fanout *f, const int64_t *ids, size_t n)
 {
-    struct message_new m = stored(f);
+    struct message_new m = message_new_of(&f->msg);
     int64_t id = 0;
     size_t first = f->n_to;
     gim_err e = reserve(f, n);
@@ -82,7 +65,7 @@ gim_err fanout_group(struct wctx *w, struct fanout *f, const int64_t *ids, size_
 
 gim_err fanout_user(struct wctx *w, struct fanout *f, int64_t user_id)
 {
-    struct message_new m = stored(f);
+    struct message_new m = message_new_of(&f->msg);
     int64_t id = 0, seq = 0;
     gim_err e = reserve(f, 1);
     if (e != GIM_OK)
@@ -101,7 +84,7 @@ gim_err fanout_user(struct wctx *w, struct fanout *f, int64_t user_id)
 
 gim_err fanout_room(struct wctx *w, struct fanout *f)
 {
-    struct message_new m = stored(f);
+    struct message_new m = message_new_of(&f->msg);
     return room_append(w, f->msg.receiver_id, &m, &f->room_seq);
 }
 

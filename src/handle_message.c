@@ -109,23 +109,6 @@ static gim_err send_prepare(struct request *r)
     return GIM_OK;
 }
 
-static struct message_new stored_message(const struct send_state *s)
-{
-    return (struct message_new){
-        .sender_type = s->sender.sender_type,
-        .sender_id = s->sender.sender_id,
-        .sender_device_id = s->sender.device_id,
-        .receiver_type = s->msg.receiver_type,
-        .receiver_id = s->msg.receiver_id,
-        .to_user_ids = s->msg.to_user_ids,
-        .n_to_user_ids = s->msg.n_to_user_ids,
-        .message_type = s->msg.message_type,
-        .content = s->msg.message_content.data,
-        .content_len = s->msg.message_content.len,
-        .send_time = s->msg.send_time,
-    };
-}
-
 /* A send's reply: MessageSend{message = m}, the sender's copy as stored. */
 static gim_err send_reply(struct request *r, Pb__Message *m)
 {
@@ -145,7 +128,7 @@ static gim_err store_failed(struct request *r, struct wctx *w, gim_err e, const 
 static gim_err send_user(struct request *r, struct wctx *w, struct send_state *s)
 {
     int64_t me = r->sess.user_id, to = s->msg.receiver_id;
-    struct message_new m = stored_message(s);
+    struct message_new m = message_new_of(&s->msg);
     gim_err e;
 
     s->to = calloc(2, sizeof *s->to);
@@ -177,7 +160,7 @@ static gim_err send_group(struct request *r, struct wctx *w, struct send_state *
     int64_t *ids = NULL;
     size_t n = 0;
     enum group_role role;
-    struct message_new m = stored_message(s);
+    struct message_new m = message_new_of(&s->msg);
     gim_err e;
 
     if ((e = group_role(w->db, gid, me, &role)) != GIM_OK) {
@@ -348,7 +331,7 @@ out:
 static gim_err send_room(struct request *r, struct wctx *w, struct send_state *s)
 {
     int64_t room = s->msg.receiver_id, subscribed = 0;
-    struct message_new m = stored_message(s);
+    struct message_new m = message_new_of(&s->msg);
     gim_err e = room_subscribed(w->db, &r->sess, &subscribed);
     if (e == GIM_EUNAUTH)
         return request_fail(r, e, "send: the session of device %" PRId64 " has ended",

@@ -115,6 +115,23 @@ struct message_view *message_from_row(sqlite3_stmt *st, int col, int64_t seq, st
     return v;
 }
 
+struct message_new message_new_of(const Pb__Message *m)
+{
+    return (struct message_new){
+        .sender_type = m->sender->sender_type,
+        .sender_id = m->sender->sender_id,
+        .sender_device_id = m->sender->device_id,
+        .receiver_type = m->receiver_type,
+        .receiver_id = m->receiver_id,
+        .to_user_ids = m->to_user_ids,
+        .n_to_user_ids = m->n_to_user_ids,
+        .message_type = m->message_type,
+        .content = m->message_content.data,
+        .content_len = m->message_content.len,
+        .send_time = m->send_time,
+    };
+}
+
 gim_err message_insert(struct store_conn *db, const struct message_new *m, int64_t *id)
 {
     sqlite3_stmt *st = store_stmt(db, SQL_INSERT);

@@ -81,6 +81,13 @@ struct message_new {
     int64_t sender_seq, receiver_seq;
 };
 
+/*
+ * The row to store for m as the server built it (m->sender set; seqs 0, for
+ * the caller to fill): shared by client sends and the service's own (fanout).
+ * Points into m.
+ */
+struct message_new message_new_of(const Pb__Message *m);
+
 /* Inserts the message row; *id is its message id. */
 gim_err message_insert(struct store_conn *db, const struct message_new *m, int64_t *id);
 

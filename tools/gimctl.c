@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "clock.h"
 
 #ifndef GIM_VERSION
 #define GIM_VERSION "unknown"
@@ -231,12 +232,8 @@ out:
 int64_t gimctl_request_id(void)
 {
     uint64_t v = 0;
-    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        v = ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000) * 1000003u ^
-            (uint64_t)getpid() << 20;
-    }
+    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v)
+        v = (uint64_t)gim_clock_real_ms(NULL) * 1000003u ^ (uint64_t)getpid() << 20;
     v &= INT64_MAX;
     return v ? (int64_t)v : 1;
 }

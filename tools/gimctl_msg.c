@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "clock.h"
 #include "gimctl.h"
 
 #define RECALL_NOTICE_CODE 1       /* Command.code of a recall notice (connect.ext.proto) */
@@ -30,13 +31,6 @@
     "the device's session there, so a real connection of that device stops getting\n"              \
     "pushes until it signs in again. The token is minted from --secret or\n"                       \
     "$GIM_TOKEN_SECRET (the service's auth.secret).\n"
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* The proto name of an enum value ("MT_TEXT"), or its number when this build does not know it. */
 const char *gimctl_enum_name(const ProtobufCEnumDescriptor *d, int v, char *buf, size_t n)
@@ -365,7 +359,7 @@ int gimctl_ack(struct gimctl *g, int argc, char **argv)
         return rc;
     Pb__MessageACK in = PB__MESSAGE_ACK__INIT;
     in.device_ack = seq;
-    in.receive_time = now_ms();
+    in.receive_time = gim_clock_real_ms(NULL);
     if ((rc = gimctl_dev_open(g, &d)) != 0)
         goto out;
     if ((rc = gimctl_dev_call(&d, "ack", PB__PACKAGE_TYPE__PT_MESSAGE_ACK, 0, &in.base, &out)) != 0)

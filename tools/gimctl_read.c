@@ -188,10 +188,16 @@ static int query_int(sqlite3 *db, const char *cmd, const char *sql, int64_t v, i
     return rc == SQLITE_ROW ? 0 : sql_error(db, cmd);
 }
 
-/* 0 when user is known (a device, a seq or an inbox entry); else 1 after saying so. */
-static int need_user(sqlite3 *db, const char *cmd, const char *path, int64_t user)
+/*
+ * Begins the read transaction the command reads in (one snapshot: its parts
+ * agree) and checks that user is known (a device, a seq or an inbox entry);
+ * 0, else 1 after saying why.
+ */
+static int begin_user(sqlite3 *db, const char *cmd, const char *path, int64_t user)
 {
     int64_t known = 0;
+    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+        return sql_error(db, cmd);
     if (query_int(db, cmd, SQL_USER_KNOWN, user, &known) != 0)
         return 1;
     if (known)
@@ -265,11 +271,7 @@ int gimctl_history(struct gimctl *g, int argc, char **argv)
     if (!db)
         return 1;
     rc = 1;
-    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
-        rc = sql_error(db, "history");
-        goto out;
-    }
-    if (need_user(db, "history", g->db, o.user) != 0)
+    if (begin_user(db, "history", g->db, o.user) != 0)
         goto out;
     if (o.group && query_int(db, "history", SQL_GROUP_KNOWN, o.group, &known) != 0)
         goto out;
@@ -400,11 +402,7 @@ int gimctl_devices(struct gimctl *g, int argc, char **argv)
     if (!db)
         return 1;
     rc = 1;
-    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
-        rc = sql_error(db, "devices");
-        goto out;
-    }
-    if (need_user(db, "devices", g->db, o.user) != 0 ||
+    if (begin_user(db, "devices", g->db, o.user) != 0 ||
         query_int(db, "devices", SQL_USER_SEQ, o.user, &last_seq) != 0)
         goto out;
     if (GIMCTL_PREPARE(db, SQL_DEVICES, &st, STORE_INT(o.user)) != SQLITE_OK) {
@@ -641,11 +639,7 @@ int gimctl_export(struct gimctl *g, int argc, char **argv)
         goto out;
     }
     /* One snapshot for both parts: a message sent meanwhile is in neither or in both. */
-    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
-        rc = sql_error(db, "export");
-        goto out;
-    }
-    if (need_user(db, "export", g->db, o.user) != 0)
+    if (begin_user(db, "export", g->db, o.user) != 0)
         goto out;
     if (GIMCTL_PREPARE(db, SQL_EXPORT_INBOX, &inbox, STORE_INT(o.user), STORE_INT(1)) !=
             SQLITE_OK ||

@@ -1186,3 +1186,22 @@ Test(business_group, notices_cannot_be_recalled, .fini = teardown, .timeout = 60
              "an operator's recall of a group notice");
     cr_assert_eq(qi("SELECT count(*) FROM message WHERE status = 2"), 0);
 }
+
+/* The record is durable with the change: after a restart the retry still gets the first reply. */
+Test(business_api, idempotency_survives_a_restart, .fini = teardown, .timeout = 60)
+{
+    start("");
+    int64_t two[] = {2};
+    Pb__GroupInfo *g = create_group("durable", 1, two, 1, "create-durable");
+    int64_t gid = g->group_id;
+    pb__group_info__free_unpacked(g, NULL);
+    client_close(cli);
+    cr_assert_eq(tl_stop(&srv), 0);
+    tl_restart(&srv);
+    cli = tl_client(&srv);
+    g = create_group("durable", 1, two, 1, "create-durable");
+    cr_assert_eq(g->group_id, gid);
+    pb__group_info__free_unpacked(g, NULL);
+    cr_assert_eq(qi("SELECT count(*) FROM chat_group"), 1);
+    cr_assert_eq(qi("SELECT count(*) FROM message"), 1, "one notice");
+}

@@ -18,12 +18,10 @@
 
 static gim_err erase_prepare(struct request *r)
 {
-    gim_err e = request_decode_input(r, &pb__admin_erase_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_erase_input__descriptor, "erase");
     if (e != GIM_OK)
         return e;
     const Pb__AdminEraseInput *in = (const Pb__AdminEraseInput *)r->in;
-    if (operator_auth(r, in->token, "erase") != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->user_id <= 0)
         return request_fail(r, GIM_EBADREQ, "erase: user_id must be > 0");
     if (in->max_rows < 0 || in->max_rows > ERASURE_MAX_ROWS)

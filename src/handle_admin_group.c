@@ -228,12 +228,10 @@ static gim_err reply_group(struct request *r, struct wctx *w, int64_t group_id,
 static gim_err create_prepare(struct request *r)
 {
     const char *what = "group create";
-    gim_err e = request_decode_input(r, &pb__admin_group_create_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_group_create_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     Pb__AdminGroupCreateInput *in = (Pb__AdminGroupCreateInput *)r->in;
-    if (operator_auth(r, in->token, what) != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->owner_id <= 0)
         return request_fail(r, GIM_EBADREQ, "%s: owner_id must be > 0", what);
     if ((e = check_fields(r, what, in->name, in->avatar_url, in->extra)) != GIM_OK)
@@ -304,12 +302,10 @@ out:
 static gim_err update_prepare(struct request *r)
 {
     const char *what = "group update";
-    gim_err e = request_decode_input(r, &pb__admin_group_update_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_group_update_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     Pb__AdminGroupUpdateInput *in = (Pb__AdminGroupUpdateInput *)r->in;
-    if (operator_auth(r, in->token, what) != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->group_id <= 0)
         return request_fail(r, GIM_EBADREQ, "%s: group_id must be > 0", what);
     if (in->n_fields == 0)
@@ -366,12 +362,10 @@ static gim_err update_write(struct request *r, struct wctx *w)
 
 static gim_err group_input_prepare(struct request *r, const char *what, bool write)
 {
-    gim_err e = request_decode_input(r, &pb__admin_group_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_group_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     Pb__AdminGroupInput *in = (Pb__AdminGroupInput *)r->in;
-    if (operator_auth(r, in->token, what) != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->group_id <= 0)
         return request_fail(r, GIM_EBADREQ, "%s: group_id must be > 0", what);
     if (!write)
@@ -441,12 +435,10 @@ static gim_err get_read(struct request *r, struct store_conn *ro)
 
 static gim_err members_prepare(struct request *r, const char *what, bool add)
 {
-    gim_err e = request_decode_input(r, &pb__admin_group_members_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_group_members_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     Pb__AdminGroupMembersInput *in = (Pb__AdminGroupMembersInput *)r->in;
-    if (operator_auth(r, in->token, what) != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->group_id <= 0)
         return request_fail(r, GIM_EBADREQ, "%s: group_id must be > 0", what);
     if (in->n_user_ids == 0)
@@ -598,12 +590,10 @@ static gim_err remove_write(struct request *r, struct wctx *w)
 static gim_err role_prepare(struct request *r)
 {
     const char *what = "group set role";
-    gim_err e = request_decode_input(r, &pb__admin_group_role_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_group_role_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     Pb__AdminGroupRoleInput *in = (Pb__AdminGroupRoleInput *)r->in;
-    if (operator_auth(r, in->token, what) != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->group_id <= 0 || in->user_id <= 0)
         return request_fail(r, GIM_EBADREQ, "%s: group_id and user_id must be > 0", what);
     if (in->role != PB__GROUP_ROLE__GR_MEMBER && in->role != PB__GROUP_ROLE__GR_ADMIN &&
@@ -698,12 +688,10 @@ static gim_err role_write(struct request *r, struct wctx *w)
 static gim_err list_prepare(struct request *r)
 {
     const char *what = "group members";
-    gim_err e = request_decode_input(r, &pb__admin_group_member_list_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_group_member_list_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     const Pb__AdminGroupMemberListInput *in = (const Pb__AdminGroupMemberListInput *)r->in;
-    if (operator_auth(r, in->token, what) != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->group_id <= 0)
         return request_fail(r, GIM_EBADREQ, "%s: group_id must be > 0", what);
     if (in->after_user_id < 0)

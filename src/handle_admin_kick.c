@@ -17,12 +17,10 @@
 
 static gim_err kick_prepare(struct request *r)
 {
-    gim_err e = request_decode_input(r, &pb__admin_kick_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_kick_input__descriptor, "kick");
     if (e != GIM_OK)
         return e;
     const Pb__AdminKickInput *in = (const Pb__AdminKickInput *)r->in;
-    if (operator_auth(r, in->token, "kick") != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->device_id <= 0)
         return request_fail(r, GIM_EBADREQ, "kick: device_id must be > 0");
     return GIM_OK;

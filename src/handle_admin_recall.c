@@ -16,12 +16,10 @@
 
 static gim_err admin_prepare(struct request *r)
 {
-    gim_err e = request_decode_input(r, &pb__admin_recall_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_recall_input__descriptor, "admin recall");
     if (e != GIM_OK)
         return e;
     const Pb__AdminRecallInput *in = (const Pb__AdminRecallInput *)r->in;
-    if (operator_auth(r, in->token, "admin recall") != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->user_id <= 0 || in->seq <= 0)
         return request_fail(r, GIM_EBADREQ, "admin recall: user_id and seq must be > 0");
     return GIM_OK;

@@ -45,12 +45,10 @@ struct admin_send {
 static gim_err send_prepare(struct request *r)
 {
     const char *what = "admin send";
-    gim_err e = request_decode_input(r, &pb__admin_send_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_send_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     Pb__AdminSendInput *in = (Pb__AdminSendInput *)r->in;
-    if (operator_auth(r, in->token, what) != GIM_OK)
-        return GIM_EUNAUTH;
     const Pb__Message *m = in->message;
     if (!m)
         return request_fail(r, GIM_EBADREQ, "%s: message is missing", what);

@@ -21,6 +21,17 @@ gim_err operator_auth(struct request *r, const char *token, const char *what)
     return GIM_OK;
 }
 
+gim_err operator_decode(struct request *r, const ProtobufCMessageDescriptor *d, const char *what)
+{
+    gim_err e = request_decode_input(r, d);
+    if (e != GIM_OK)
+        return e;
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, 1);
+    if (!f || f->type != PROTOBUF_C_TYPE_STRING || strcmp(f->name, "token") != 0)
+        return request_fail(r, GIM_EINTERNAL, "%s: the input has no operator token", what);
+    return operator_auth(r, *(const char *const *)((const char *)r->in + f->offset), what);
+}
+
 static const char SQL_IDEM_GET[] =
     "SELECT type, request, reply, created_at FROM operator_idempotency WHERE idem_key = ?1";
 /* A record older than the window may still be there (pruning is lazy): it is replaced. */

@@ -42,13 +42,8 @@ static void member_row(sqlite3_stmt *st, void *elem)
 gim_err group_members(struct store_conn *db, int64_t group_id, int64_t **ids, size_t *n)
 {
     void *rows = NULL;
-    *ids = NULL;
-    *n = 0;
-    sqlite3_stmt *st = store_stmt(db, SQL_MEMBERS);
-    if (!st)
-        return GIM_EINTERNAL;
     gim_err e =
-        store_rows(st, STORE_BIND(st, STORE_INT(group_id)), sizeof **ids, member_row, &rows, n);
+        STORE_ROWS(db, SQL_MEMBERS, sizeof **ids, member_row, &rows, n, STORE_INT(group_id));
     *ids = rows;
     return e;
 }

@@ -156,13 +156,8 @@ static void copy_row(sqlite3_stmt *st, void *elem)
 static gim_err group_copies(struct store_conn *db, int64_t message_id, struct copy **out, size_t *n)
 {
     void *rows = NULL;
-    *out = NULL;
-    *n = 0;
-    sqlite3_stmt *st = store_stmt(db, SQL_GROUP_COPIES);
-    if (!st)
-        return GIM_EINTERNAL;
     gim_err e =
-        store_rows(st, STORE_BIND(st, STORE_INT(message_id)), sizeof **out, copy_row, &rows, n);
+        STORE_ROWS(db, SQL_GROUP_COPIES, sizeof **out, copy_row, &rows, n, STORE_INT(message_id));
     *out = rows;
     return e;
 }

@@ -355,14 +355,18 @@ gim_err store_migrate(struct store_conn *c, char *errbuf, size_t errlen)
     return GIM_OK;
 }
 
-gim_err store_rows(sqlite3_stmt *st, int bind_rc, size_t elem_size, store_row_fn row, void **out,
-                   size_t *n)
+gim_err store_rows(struct store_conn *c, const char *sql, size_t elem_size, store_row_fn row,
+                   void **out, size_t *n, const struct store_val *v, size_t nv)
 {
     gim_err e = GIM_OK;
     uint8_t *rows = NULL;
     size_t cap = 0;
-    int rc = bind_rc;
+    *out = NULL;
     *n = 0;
+    sqlite3_stmt *st = store_stmt(c, sql);
+    if (!st)
+        return GIM_EINTERNAL;
+    int bind_rc = store_bind(st, v, nv), rc = bind_rc;
     while (bind_rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (*n == cap) {
             cap = cap ? cap * 2 : 16;

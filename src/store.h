@@ -128,15 +128,18 @@ gim_err store_err(int rc);
 gim_err store_exec(struct store_conn *c, const char *sql);
 
 /*
- * Steps st to its end, one elem_size element a row, each filled by
- * row(st, elem); bind_rc is what binding st returned (STORE_BIND): a failed
- * bind fails the call without a step. On success *out is a malloc'ed array
- * of *n elements (NULL when there is no row) that the caller frees; on
- * failure *out is NULL, *n is 0 and the result is GIM_ENOMEM or the step's
- * store_err(). Resets st either way.
+ * Runs sql with parameters v[0..nv) (as store_run) and collects its rows,
+ * one elem_size element a row, each filled by row(st, elem). On success
+ * *out is a malloc'ed array of *n elements (NULL when there is no row) that
+ * the caller frees; on failure *out is NULL, *n is 0 and the result is
+ * GIM_EINTERNAL (cannot prepare), GIM_ENOMEM or store_err() of the failed
+ * bind or step.
+ *     e = STORE_ROWS(db, SQL_MEMBERS, sizeof *ids, member_row, &rows, &n, STORE_INT(group_id));
  */
 typedef void (*store_row_fn)(sqlite3_stmt *st, void *elem);
-gim_err store_rows(sqlite3_stmt *st, int bind_rc, size_t elem_size, store_row_fn row, void **out,
-                   size_t *n);
+gim_err store_rows(struct store_conn *c, const char *sql, size_t elem_size, store_row_fn row,
+                   void **out, size_t *n, const struct store_val *v, size_t nv);
+#define STORE_ROWS(c, sql, elem_size, row, out, n, ...)                                            \
+    store_rows((c), (sql), (elem_size), (row), (out), (n), STORE_VALS(__VA_ARGS__))
 
 #endif

@@ -60,6 +60,22 @@ static enum claim positive_int_claim(jwt_t *jwt, const char *name, int64_t *out)
     return CLAIM_OK;
 }
 
+/* A claim the token must carry as an integer > 0; false after saying why. */
+static bool required_claim(jwt_t *jwt, const char *name, int64_t *out, char *why, size_t whylen)
+{
+    switch (positive_int_claim(jwt, name, out)) {
+    case CLAIM_MISSING:
+        gim_err_why(why, whylen, "token has no %s", name);
+        return false;
+    case CLAIM_BAD:
+        gim_err_why(why, whylen, "%s must be a positive integer", name);
+        return false;
+    case CLAIM_OK:
+        break;
+    }
+    return true;
+}
+
 /*
  * A positive decimal in canonical form (no sign, spaces, leading zeros or
  * trailing bytes) that fits int64: "05" and "5" must not both name user 5.
@@ -124,16 +140,8 @@ static gim_err open_token(const char *secret, const char *token, int64_t now_s, 
         goto out;
     }
 
-    switch (positive_int_claim(jwt, "exp", &exp)) {
-    case CLAIM_MISSING:
-        gim_err_why(why, whylen, "token has no exp");
+    if (!required_claim(jwt, "exp", &exp, why, whylen))
         goto out;
-    case CLAIM_BAD:
-        gim_err_why(why, whylen, "exp must be a positive integer");
-        goto out;
-    case CLAIM_OK:
-        break;
-    }
     if (exp <= now_s) {
         gim_err_why(why, whylen, "token expired");
         goto out;
@@ -187,16 +195,8 @@ gim_err auth_verify(const char *secret, const char *token, int64_t now_s, int64_
         goto out;
     }
 
-    switch (positive_int_claim(jwt, "did", &did)) {
-    case CLAIM_MISSING:
-        gim_err_why(why, whylen, "token has no did");
+    if (!required_claim(jwt, "did", &did, why, whylen))
         goto out;
-    case CLAIM_BAD:
-        gim_err_why(why, whylen, "did must be a positive integer");
-        goto out;
-    case CLAIM_OK:
-        break;
-    }
 
     *user_id = uid;
     *device_id = did;
@@ -207,16 +207,19 @@ out:
     return e;
 }
 
-gim_err auth_mint(const char *secret, int64_t user_id, int64_t device_id, int64_t exp_s,
-                  char **token_out)
+/*
+ * An HS256 token of subject sub carrying the integer claim name = value and
+ * exp: the one encoder behind a device's token and an operator's.
+ */
+static gim_err mint(const char *secret, const char *sub, const char *name, long value,
+                    int64_t exp_s, char **token_out)
 {
     gim_err e = GIM_EINTERNAL;
     jwt_t *jwt = NULL;
-    char sub[24];
     size_t klen = secret ? strlen(secret) : 0;
 
     *token_out = NULL;
-    if (klen == 0 || klen > INT_MAX || user_id <= 0 || device_id <= 0 || exp_s <= 0) {
+    if (klen == 0 || klen > INT_MAX || exp_s <= 0) {
         e = GIM_EBADREQ;
         goto out;
     }
@@ -225,13 +228,12 @@ gim_err auth_mint(const char *secret, int64_t user_id, int64_t device_id, int64_
         e = GIM_ENOMEM;
         goto out;
     }
-    snprintf(sub, sizeof sub, "%" PRId64, user_id);
-    if (jwt_add_grant(jwt, "sub", sub) != 0 ||
-        jwt_add_grant_int(jwt, "did", (long)device_id) != 0 ||
+    if (jwt_add_grant(jwt, "sub", sub) != 0 || jwt_add_grant_int(jwt, name, value) != 0 ||
         jwt_add_grant_int(jwt, "exp", (long)exp_s) != 0 ||
         jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)klen) != 0)
         goto out;
     /* libjwt 1.10 allocates the encoded string with malloc(): the caller's free() matches. */
+    errno = 0;
     *token_out = jwt_encode_str(jwt);
     if (!*token_out) {
         e = errno == ENOMEM ? GIM_ENOMEM : GIM_EINTERNAL;
@@ -242,6 +244,17 @@ out:
     if (jwt)
         jwt_free(jwt);
     return e;
+}
+
+gim_err auth_mint(const char *secret, int64_t user_id, int64_t device_id, int64_t exp_s,
+                  char **token_out)
+{
+    char sub[24];
+    *token_out = NULL;
+    if (user_id <= 0 || device_id <= 0)
+        return GIM_EBADREQ;
+    snprintf(sub, sizeof sub, "%" PRId64, user_id);
+    return mint(secret, sub, "did", (long)device_id, exp_s, token_out);
 }
 
 gim_err auth_verify_admin(const char *secret, const char *token, int64_t now_s, char *why,
@@ -269,28 +282,5 @@ out:
 
 gim_err auth_mint_admin(const char *secret, int64_t exp_s, char **token_out)
 {
-    gim_err e = GIM_EINTERNAL;
-    jwt_t *jwt = NULL;
-    size_t klen = secret ? strlen(secret) : 0;
-
-    *token_out = NULL;
-    if (klen == 0 || klen > INT_MAX || exp_s <= 0) {
-        e = GIM_EBADREQ;
-        goto out;
-    }
-    if (jwt_new(&jwt) != 0 || !jwt) {
-        jwt = NULL;
-        e = GIM_ENOMEM;
-        goto out;
-    }
-    if (jwt_add_grant(jwt, "sub", AUTH_ADMIN_SUBJECT) != 0 ||
-        jwt_add_grant_int(jwt, "adm", 1) != 0 || jwt_add_grant_int(jwt, "exp", (long)exp_s) != 0 ||
-        jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)klen) != 0)
-        goto out;
-    *token_out = jwt_encode_str(jwt);
-    e = *token_out ? GIM_OK : GIM_ENOMEM;
-out:
-    if (jwt)
-        jwt_free(jwt);
-    return e;
+    return mint(secret, AUTH_ADMIN_SUBJECT, "adm", 1, exp_s, token_out);
 }

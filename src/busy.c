@@ -2,6 +2,8 @@
 
 #include <time.h>
 
+#include "clock.h"
+
 /*
  * When the current wait began, per thread: a connection is used by one thread
  * at a time, and SQLite calls the handler on that thread with count 0 at the
@@ -11,13 +13,6 @@ static _Thread_local int64_t wait_start_ms;
 
 /* SQLite's own back-off (sqliteDefaultBusyCallback): short sleeps first. */
 static const uint8_t delays_ms[] = {1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100};
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void busy_wait_init(struct busy_wait *b, uint32_t timeout_ms)
 {
@@ -41,7 +36,7 @@ void busy_wait_destroy(struct busy_wait *b)
 static int on_busy(void *arg, int count)
 {
     struct busy_wait *b = arg;
-    int64_t now = mono_ms();
+    int64_t now = gim_clock_mono_ns() / 1000000;
     if (count == 0)
         wait_start_ms = now;
     int64_t left = wait_start_ms + b->timeout_ms - now;

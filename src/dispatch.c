@@ -4,8 +4,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "config.h"
 #include "handlers.h"
 #include "log.h"
@@ -17,12 +17,12 @@ static const struct handler *const table[] = {
     [PB__PACKAGE_TYPE__PT_SYNC] = &handle_sync,
     [PB__PACKAGE_TYPE__PT_HEARTBEAT] = &handle_heartbeat,
     [PB__PACKAGE_TYPE__PT_MESSAGE] = &handle_message,
-    [PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM] = &handle_room,
-    [PB__PACKAGE_TYPE__PT_MESSAGE_ACK] = &handle_ack,
+    [PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM] = &handle_subscribe_room,
+    [PB__PACKAGE_TYPE__PT_MESSAGE_ACK] = &handle_message_ack,
     [PB__PACKAGE_TYPE__PT_RECALL] = &handle_recall,
     [PB__PACKAGE_TYPE__PT_SIGN_OUT] = &handle_signout,
     [PB__PACKAGE_TYPE__PT_ADMIN_RECALL] = &handle_admin_recall,
-    [PB__PACKAGE_TYPE__PT_GATEWAY_LEASE] = &handle_lease,
+    [PB__PACKAGE_TYPE__PT_GATEWAY_LEASE] = &handle_gateway_lease,
     [PB__PACKAGE_TYPE__PT_ADMIN_KICK] = &handle_admin_kick,
     [PB__PACKAGE_TYPE__PT_ADMIN_ERASE] = &handle_admin_erase,
     [PB__PACKAGE_TYPE__PT_ADMIN_GROUP_CREATE] = &handle_admin_group_create,
@@ -41,13 +41,6 @@ const struct handler *dispatch_handler(int type)
     if (type < 0 || (size_t)type >= sizeof table / sizeof table[0])
         return NULL;
     return table[type];
-}
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 #define job_request(j) ((struct request *)((char *)(j)-offsetof(struct request, job)))
@@ -134,7 +127,7 @@ enum dispatch_next dispatch_begin(const struct dispatch *d, struct request *r, c
                                   size_t len, struct store_conn *ro)
 {
     r->cfg = d->cfg;
-    r->start_ns = mono_ns();
+    r->start_ns = gim_clock_mono_ns();
     if (decode(r, buf, len) != GIM_OK) {
         metrics_rejected(d->metrics);
         return DISPATCH_REPLY;
@@ -149,7 +142,7 @@ enum dispatch_next dispatch_begin(const struct dispatch *d, struct request *r, c
     }
     /* Both need a session, so authenticating as a send authenticated the ack. */
     if (h == &handle_message && seed_ack_form(&r->env->input->data))
-        h = &handle_ack;
+        h = &handle_message_ack;
     r->h = h;
     r->disp = d;
     if (h->prepare && h->prepare(r) != GIM_OK) {

@@ -86,29 +86,6 @@ struct entry {
     bool has_content; /* anything left to erase */
 };
 
-/* Runs a statement with up to four int64 parameters; *changes (if not NULL) gets the rows
- * changed, *row whether it returned a row. */
-static gim_err run(struct store_conn *db, const char *sql, int n, const int64_t *v, int *changes,
-                   bool *row)
-{
-    sqlite3_stmt *st = store_stmt(db, sql);
-    if (!st)
-        return GIM_EINTERNAL;
-    for (int i = 0; i < n; i++)
-        sqlite3_bind_int64(st, i + 1, v[i]);
-    int rc = sqlite3_step(st);
-    if (row)
-        *row = rc == SQLITE_ROW;
-    store_done(st);
-    if (changes)
-        *changes = sqlite3_changes(db->db);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? GIM_OK : store_err(rc);
-}
-
-#define RUN(db, sql, changes, row, ...)                                                            \
-    run((db), (sql), (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),                    \
-        (const int64_t[]){__VA_ARGS__}, (changes), (row))
-
 struct state {
     int64_t upto_seq, room_id, room_seq;
 };
@@ -119,8 +96,9 @@ static gim_err load_state(struct wctx *w, int64_t user_id, struct state *s)
     sqlite3_stmt *st = store_stmt(w->db, SQL_STATE);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, user_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(user_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     bool running = rc == SQLITE_ROW && sqlite3_column_int64(st, 3) == 0;
     if (running) {
         s->upto_seq = sqlite3_column_int64(st, 0);
@@ -137,7 +115,8 @@ static gim_err load_state(struct wctx *w, int64_t user_id, struct state *s)
     if (e != GIM_OK)
         return e;
     log_info("erasure started", "user=%" PRId64 " upto_seq=%" PRId64, user_id, s->upto_seq);
-    return RUN(w->db, SQL_START, NULL, NULL, user_id, s->upto_seq, w->now_ms);
+    return STORE_RUN(w->db, SQL_START, NULL, STORE_INT(user_id), STORE_INT(s->upto_seq),
+                     STORE_INT(w->now_ms));
 }
 
 /* Part 1. *budget counts down; false in *complete when it ran out first. */
@@ -157,38 +136,41 @@ static gim_err erase_devices(struct wctx *w, int64_t user_id, int *budget, bool 
         store_done(st);
         return GIM_ENOMEM;
     }
-    sqlite3_bind_int64(st, 1, user_id);
-    sqlite3_bind_int(st, 2, *budget + 1);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct kick_target *t = &res->kicked[n++];
-        const unsigned char *gw = sqlite3_column_text(st, 2);
-        t->device_id = sqlite3_column_int64(st, 0);
-        t->user_id = user_id;
-        t->was_online = sqlite3_column_int(st, 1) != 0;
-        snprintf(t->gateway_id, sizeof t->gateway_id, "%s", gw ? (const char *)gw : "");
-    }
+    rc = STORE_BIND(st, STORE_INT(user_id), STORE_INT(*budget + 1));
+    if (rc == SQLITE_OK)
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            struct kick_target *t = &res->kicked[n++];
+            const unsigned char *gw = sqlite3_column_text(st, 2);
+            t->device_id = sqlite3_column_int64(st, 0);
+            t->user_id = user_id;
+            t->was_online = sqlite3_column_int(st, 1) != 0;
+            snprintf(t->gateway_id, sizeof t->gateway_id, "%s", gw ? (const char *)gw : "");
+        }
     store_done(st);
     if (rc != SQLITE_DONE)
         return store_err(rc);
     for (size_t i = 0; i<n && * budget> 0; i++) {
         int changed = 0;
-        e = RUN(w->db, SQL_DEL_DEVICE_ROOM_DETAILS, NULL, NULL, res->kicked[i].device_id, *budget);
+        e = STORE_RUN(w->db, SQL_DEL_DEVICE_ROOM_DETAILS, NULL, STORE_INT(res->kicked[i].device_id),
+                      STORE_INT(*budget));
         if (e != GIM_OK)
             return e;
-        e = RUN(w->db, SQL_DEL_DEVICE_IDEM, &changed, NULL, res->kicked[i].device_id, *budget);
+        e = STORE_RUN(w->db, SQL_DEL_DEVICE_IDEM, &changed, STORE_INT(res->kicked[i].device_id),
+                      STORE_INT(*budget));
         if (e != GIM_OK)
             return e;
         *budget -= changed;
         if (*budget <= 0)
             break; /* its records may go on: the device stays for the next step */
-        e = RUN(w->db, SQL_DEL_DEVICE_ROOM_IDEM, &changed, NULL, res->kicked[i].device_id, *budget);
+        e = STORE_RUN(w->db, SQL_DEL_DEVICE_ROOM_IDEM, &changed,
+                      STORE_INT(res->kicked[i].device_id), STORE_INT(*budget));
         if (e != GIM_OK)
             return e;
         *budget -= changed;
         if (*budget <= 0)
             break;
-        if ((e = RUN(w->db, SQL_DEL_DEVICE, NULL, NULL, res->kicked[i].device_id, user_id)) !=
-            GIM_OK)
+        if ((e = STORE_RUN(w->db, SQL_DEL_DEVICE, NULL, STORE_INT(res->kicked[i].device_id),
+                           STORE_INT(user_id))) != GIM_OK)
             return e;
         (*budget)--;
         res->n_kicked++;
@@ -206,7 +188,7 @@ static gim_err erase_memberships(struct wctx *w, int64_t user_id, int *budget, b
     *complete = false;
     if (asked <= 0)
         return GIM_OK;
-    gim_err e = RUN(w->db, SQL_DEL_MEMBERS, &changed, NULL, user_id, asked);
+    gim_err e = STORE_RUN(w->db, SQL_DEL_MEMBERS, &changed, STORE_INT(user_id), STORE_INT(asked));
     if (e != GIM_OK)
         return e;
     res->memberships = changed;
@@ -220,7 +202,7 @@ static gim_err held_elsewhere(struct wctx *w, int64_t user_id, const struct entr
 {
     *yes = false;
     if (m->receiver_type == PB__RECEIVER_TYPE__RT_GROUP)
-        return RUN(w->db, SQL_ANY_GROUP_COPY, NULL, yes, m->message_id);
+        return STORE_EXISTS(w->db, SQL_ANY_GROUP_COPY, yes, STORE_INT(m->message_id));
     /* 1:1 and notices: the copies are (sender, sender_seq) and (receiver, receiver_seq). */
     int64_t other_user = m->sender_id, other_seq = m->sender_seq;
     if (other_user == user_id && other_seq == m->seq) {
@@ -229,32 +211,34 @@ static gim_err held_elsewhere(struct wctx *w, int64_t user_id, const struct entr
     }
     if (other_user == user_id && other_seq == m->seq)
         return GIM_OK; /* a note to self: one copy */
-    return RUN(w->db, SQL_HAS_COPY, NULL, yes, other_user, other_seq, m->message_id);
+    return STORE_EXISTS(w->db, SQL_HAS_COPY, yes, STORE_INT(other_user), STORE_INT(other_seq),
+                        STORE_INT(m->message_id));
 }
 
 static gim_err erase_entry(struct wctx *w, int64_t user_id, const struct entry *m,
                            struct erasure_result *res)
 {
-    gim_err e = RUN(w->db, SQL_DEL_INBOX, NULL, NULL, user_id, m->seq);
+    gim_err e = STORE_RUN(w->db, SQL_DEL_INBOX, NULL, STORE_INT(user_id), STORE_INT(m->seq));
     bool elsewhere = false;
     if (e != GIM_OK || !m->has_message)
         return e;
     if (m->receiver_type == PB__RECEIVER_TYPE__RT_GROUP &&
-        (e = RUN(w->db, SQL_DEL_GROUP_COPY, NULL, NULL, m->message_id, user_id)) != GIM_OK)
+        (e = STORE_RUN(w->db, SQL_DEL_GROUP_COPY, NULL, STORE_INT(m->message_id),
+                       STORE_INT(user_id))) != GIM_OK)
         return e;
     if ((e = held_elsewhere(w, user_id, m, &elsewhere)) != GIM_OK)
         return e;
     if (!elsewhere) {
-        if ((e = RUN(w->db, SQL_DEL_MESSAGE_IDEM, NULL, NULL, m->sender_device_id,
-                     m->message_id)) != GIM_OK ||
-            (e = RUN(w->db, SQL_DEL_MESSAGE, NULL, NULL, m->message_id)) != GIM_OK)
+        if ((e = STORE_RUN(w->db, SQL_DEL_MESSAGE_IDEM, NULL, STORE_INT(m->sender_device_id),
+                           STORE_INT(m->message_id))) != GIM_OK ||
+            (e = STORE_RUN(w->db, SQL_DEL_MESSAGE, NULL, STORE_INT(m->message_id))) != GIM_OK)
             return e;
         res->messages_deleted++;
         return GIM_OK;
     }
     bool own = m->sender_type == PB__SENDER_TYPE__ST_USER && m->sender_id == user_id;
     if (own && m->has_content) {
-        if ((e = RUN(w->db, SQL_ERASE_MESSAGE, NULL, NULL, m->message_id)) != GIM_OK)
+        if ((e = STORE_RUN(w->db, SQL_ERASE_MESSAGE, NULL, STORE_INT(m->message_id))) != GIM_OK)
             return e;
         res->messages_erased++;
     }
@@ -276,21 +260,20 @@ static gim_err erase_inbox(struct wctx *w, int64_t user_id, const struct state *
         free(list);
         return list ? GIM_EINTERNAL : GIM_ENOMEM;
     }
-    sqlite3_bind_int64(st, 1, user_id);
-    sqlite3_bind_int64(st, 2, s->upto_seq);
-    sqlite3_bind_int(st, 3, *budget);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        list[n++] = (struct entry){.seq = sqlite3_column_int64(st, 0),
-                                   .message_id = sqlite3_column_int64(st, 1),
-                                   .has_message = sqlite3_column_int(st, 2) != 0,
-                                   .sender_type = sqlite3_column_int(st, 3),
-                                   .sender_id = sqlite3_column_int64(st, 4),
-                                   .sender_device_id = sqlite3_column_int64(st, 5),
-                                   .receiver_type = sqlite3_column_int(st, 6),
-                                   .receiver_id = sqlite3_column_int64(st, 7),
-                                   .sender_seq = sqlite3_column_int64(st, 8),
-                                   .receiver_seq = sqlite3_column_int64(st, 9),
-                                   .has_content = sqlite3_column_int(st, 10) != 0};
+    rc = STORE_BIND(st, STORE_INT(user_id), STORE_INT(s->upto_seq), STORE_INT(*budget));
+    if (rc == SQLITE_OK)
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            list[n++] = (struct entry){.seq = sqlite3_column_int64(st, 0),
+                                       .message_id = sqlite3_column_int64(st, 1),
+                                       .has_message = sqlite3_column_int(st, 2) != 0,
+                                       .sender_type = sqlite3_column_int(st, 3),
+                                       .sender_id = sqlite3_column_int64(st, 4),
+                                       .sender_device_id = sqlite3_column_int64(st, 5),
+                                       .receiver_type = sqlite3_column_int(st, 6),
+                                       .receiver_id = sqlite3_column_int64(st, 7),
+                                       .sender_seq = sqlite3_column_int64(st, 8),
+                                       .receiver_seq = sqlite3_column_int64(st, 9),
+                                       .has_content = sqlite3_column_int(st, 10) != 0};
     store_done(st);
     if (rc != SQLITE_DONE)
         e = store_err(rc);
@@ -322,30 +305,30 @@ static gim_err erase_rooms(struct wctx *w, int64_t user_id, struct state *s, int
         free(hits);
         return hits ? GIM_EINTERNAL : GIM_ENOMEM;
     }
-    sqlite3_bind_int64(st, 1, s->room_id);
-    sqlite3_bind_int64(st, 2, s->room_seq);
-    sqlite3_bind_int64(st, 3, user_id);
-    sqlite3_bind_int(st, 4, limit);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        n++;
-        s->room_id = sqlite3_column_int64(st, 0);
-        s->room_seq = sqlite3_column_int64(st, 1);
-        if (sqlite3_column_int(st, 2)) {
-            hits[nhits][0] = s->room_id;
-            hits[nhits][1] = s->room_seq;
-            /* The writes are what the budget bounds: stop the scan at the last one. */
-            if (++nhits == *budget)
-                break;
+    rc = STORE_BIND(st, STORE_INT(s->room_id), STORE_INT(s->room_seq), STORE_INT(user_id),
+                    STORE_INT(limit));
+    if (rc == SQLITE_OK)
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            n++;
+            s->room_id = sqlite3_column_int64(st, 0);
+            s->room_seq = sqlite3_column_int64(st, 1);
+            if (sqlite3_column_int(st, 2)) {
+                hits[nhits][0] = s->room_id;
+                hits[nhits][1] = s->room_seq;
+                /* The writes are what the budget bounds: stop the scan at the last one. */
+                if (++nhits == *budget)
+                    break;
+            }
         }
-    }
     store_done(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW)
         e = store_err(rc);
     for (int i = 0; e == GIM_OK && i < nhits; i++)
-        e = RUN(w->db, SQL_ROOM_ERASE, NULL, NULL, hits[i][0], hits[i][1]);
+        e = STORE_RUN(w->db, SQL_ROOM_ERASE, NULL, STORE_INT(hits[i][0]), STORE_INT(hits[i][1]));
     free(hits);
     if (e == GIM_OK)
-        e = RUN(w->db, SQL_ROOM_CURSOR, NULL, NULL, user_id, s->room_id, s->room_seq);
+        e = STORE_RUN(w->db, SQL_ROOM_CURSOR, NULL, STORE_INT(user_id), STORE_INT(s->room_id),
+                      STORE_INT(s->room_seq));
     if (e != GIM_OK)
         return e;
     res->room_messages_erased = nhits;
@@ -373,7 +356,8 @@ gim_err erasure_step(struct wctx *w, int64_t user_id, int max_rows, struct erasu
         goto out;
     if ((e = erase_rooms(w, user_id, &s, &budget, &complete, res)) != GIM_OK || !complete)
         goto out;
-    if ((e = RUN(w->db, SQL_FINISH, NULL, NULL, user_id, w->now_ms)) != GIM_OK)
+    if ((e = STORE_RUN(w->db, SQL_FINISH, NULL, STORE_INT(user_id), STORE_INT(w->now_ms))) !=
+        GIM_OK)
         goto out;
     res->done = true;
 out:

@@ -39,7 +39,7 @@
 
 #include "err.h"
 #include "kick.h"
-#include "writer.h"
+#include "wctx.h"
 
 #define ERASURE_DEFAULT_ROWS 500
 #define ERASURE_MAX_ROWS     10000

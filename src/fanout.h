@@ -26,7 +26,7 @@
 
 #include "err.h"
 #include "proto.h"
-#include "writer.h"
+#include "wctx.h"
 
 struct fanout_copy {
     int64_t user_id;

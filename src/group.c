@@ -25,49 +25,26 @@ gim_err group_role(struct store_conn *db, int64_t group_id, int64_t user_id, enu
     sqlite3_stmt *st = store_stmt(db, SQL_ROLE);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    sqlite3_bind_int64(st, 2, user_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(group_id), STORE_INT(user_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     *role =
         rc == SQLITE_ROW ? group_role_parse((const char *)sqlite3_column_text(st, 0)) : GROUP_NONE;
     store_done(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? GIM_OK : store_err(rc);
 }
 
+static void member_row(sqlite3_stmt *st, void *elem)
+{
+    *(int64_t *)elem = sqlite3_column_int64(st, 0);
+}
+
 gim_err group_members(struct store_conn *db, int64_t group_id, int64_t **ids, size_t *n)
 {
-    gim_err e = GIM_OK;
-    size_t cap = 0;
-    int rc;
-    *ids = NULL;
-    *n = 0;
-    sqlite3_stmt *st = store_stmt(db, SQL_MEMBERS);
-    if (!st)
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 64;
-            int64_t *grown = realloc(*ids, cap * sizeof *grown);
-            if (!grown) {
-                e = GIM_ENOMEM;
-                goto fail;
-            }
-            *ids = grown;
-        }
-        (*ids)[(*n)++] = sqlite3_column_int64(st, 0);
-    }
-    if (rc != SQLITE_DONE) {
-        e = store_err(rc);
-        goto fail;
-    }
-    store_done(st);
-    return GIM_OK;
-fail:
-    store_done(st);
-    free(*ids);
-    *ids = NULL;
-    *n = 0;
+    void *rows = NULL;
+    gim_err e =
+        STORE_ROWS(db, SQL_MEMBERS, sizeof **ids, member_row, &rows, n, STORE_INT(group_id));
+    *ids = rows;
     return e;
 }
 
@@ -111,16 +88,6 @@ const char *group_role_name(enum group_role role)
     }
 }
 
-/* Steps a bound write statement once and resets it. */
-static gim_err step_done(sqlite3_stmt *st, int *changes, sqlite3 *db)
-{
-    int rc = sqlite3_step(st);
-    if (changes)
-        *changes = sqlite3_changes(db);
-    store_done(st);
-    return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
-}
-
 static char *column_dup(sqlite3_stmt *st, int col)
 {
     const char *s = (const char *)sqlite3_column_text(st, col);
@@ -133,8 +100,9 @@ gim_err group_info_load(struct store_conn *db, int64_t group_id, struct group_in
     sqlite3_stmt *st = store_stmt(db, SQL_INFO);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(group_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     gim_err e = rc == SQLITE_ROW ? GIM_OK : rc == SQLITE_DONE ? GIM_ENOTFOUND : store_err(rc);
     if (rc == SQLITE_ROW) {
         g->group_id = group_id;
@@ -191,15 +159,9 @@ gim_err group_create(struct store_conn *db, const char *name, const char *avatar
     store_done(st);
     if (rc != SQLITE_DONE || id <= 0)
         return rc == SQLITE_DONE ? GIM_EINTERNAL : store_err(rc);
-    if (!(st = store_stmt(db, SQL_INSERT)))
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, avatar_url, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, extra, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, owner_id);
-    sqlite3_bind_int64(st, 6, now_ms);
-    gim_err e = step_done(st, NULL, db->db);
+    gim_err e =
+        STORE_RUN(db, SQL_INSERT, NULL, STORE_INT(id), STORE_TEXT(name), STORE_TEXT(avatar_url),
+                  STORE_TEXT(extra), STORE_INT(owner_id), STORE_INT(now_ms));
     bool added = false;
     if (e == GIM_OK)
         e = group_member_add(db, id, owner_id, GROUP_OWNER, now_ms, &added);
@@ -211,51 +173,27 @@ gim_err group_create(struct store_conn *db, const char *name, const char *avatar
 gim_err group_update(struct store_conn *db, int64_t group_id, const char *name,
                      const char *avatar_url, const char *extra, int64_t now_ms)
 {
-    sqlite3_stmt *st = store_stmt(db, SQL_UPDATE);
-    if (!st)
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    if (name)
-        sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-    if (avatar_url)
-        sqlite3_bind_text(st, 3, avatar_url, -1, SQLITE_STATIC);
-    if (extra)
-        sqlite3_bind_text(st, 4, extra, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, now_ms);
-    return step_done(st, NULL, db->db);
+    /* A NULL field binds NULL: the statement keeps the stored value. */
+    return STORE_RUN(db, SQL_UPDATE, NULL, STORE_INT(group_id), STORE_TEXT(name),
+                     STORE_TEXT(avatar_url), STORE_TEXT(extra), STORE_INT(now_ms));
 }
 
 gim_err group_touch(struct store_conn *db, int64_t group_id, int64_t now_ms)
 {
-    sqlite3_stmt *st = store_stmt(db, SQL_TOUCH);
-    if (!st)
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    sqlite3_bind_int64(st, 2, now_ms);
-    return step_done(st, NULL, db->db);
+    return STORE_RUN(db, SQL_TOUCH, NULL, STORE_INT(group_id), STORE_INT(now_ms));
 }
 
 gim_err group_delete(struct store_conn *db, int64_t group_id)
 {
-    sqlite3_stmt *st = store_stmt(db, SQL_DELETE);
-    if (!st)
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    return step_done(st, NULL, db->db);
+    return STORE_RUN(db, SQL_DELETE, NULL, STORE_INT(group_id));
 }
 
 gim_err group_member_add(struct store_conn *db, int64_t group_id, int64_t user_id,
                          enum group_role role, int64_t now_ms, bool *added)
 {
     int changes = 0;
-    sqlite3_stmt *st = store_stmt(db, SQL_MEMBER_ADD);
-    if (!st)
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    sqlite3_bind_int64(st, 2, user_id);
-    sqlite3_bind_text(st, 3, group_role_name(role), -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, now_ms);
-    gim_err e = step_done(st, &changes, db->db);
+    gim_err e = STORE_RUN(db, SQL_MEMBER_ADD, &changes, STORE_INT(group_id), STORE_INT(user_id),
+                          STORE_TEXT(group_role_name(role)), STORE_INT(now_ms));
     *added = e == GIM_OK && changes > 0;
     return e;
 }
@@ -263,12 +201,7 @@ gim_err group_member_add(struct store_conn *db, int64_t group_id, int64_t user_i
 gim_err group_member_remove(struct store_conn *db, int64_t group_id, int64_t user_id, bool *removed)
 {
     int changes = 0;
-    sqlite3_stmt *st = store_stmt(db, SQL_MEMBER_REMOVE);
-    if (!st)
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    sqlite3_bind_int64(st, 2, user_id);
-    gim_err e = step_done(st, &changes, db->db);
+    gim_err e = STORE_RUN(db, SQL_MEMBER_REMOVE, &changes, STORE_INT(group_id), STORE_INT(user_id));
     *removed = e == GIM_OK && changes > 0;
     return e;
 }
@@ -276,20 +209,11 @@ gim_err group_member_remove(struct store_conn *db, int64_t group_id, int64_t use
 gim_err group_member_set_role(struct store_conn *db, int64_t group_id, int64_t user_id,
                               enum group_role role)
 {
-    sqlite3_stmt *st = store_stmt(db, SQL_MEMBER_ROLE);
-    if (!st)
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    sqlite3_bind_int64(st, 2, user_id);
-    sqlite3_bind_text(st, 3, group_role_name(role), -1, SQLITE_STATIC);
-    gim_err e = step_done(st, NULL, db->db);
+    gim_err e = STORE_RUN(db, SQL_MEMBER_ROLE, NULL, STORE_INT(group_id), STORE_INT(user_id),
+                          STORE_TEXT(group_role_name(role)));
     if (e != GIM_OK || role != GROUP_OWNER)
         return e;
-    if (!(st = store_stmt(db, SQL_SET_OWNER)))
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    sqlite3_bind_int64(st, 2, user_id);
-    return step_done(st, NULL, db->db);
+    return STORE_RUN(db, SQL_SET_OWNER, NULL, STORE_INT(group_id), STORE_INT(user_id));
 }
 
 gim_err group_member_count(struct store_conn *db, int64_t group_id, int64_t *n)
@@ -297,8 +221,9 @@ gim_err group_member_count(struct store_conn *db, int64_t group_id, int64_t *n)
     sqlite3_stmt *st = store_stmt(db, SQL_MEMBER_COUNT);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(group_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     *n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     store_done(st);
     return rc == SQLITE_ROW ? GIM_OK : store_err(rc);

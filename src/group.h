@@ -5,7 +5,7 @@
  * writer's transaction for sends and recalls), never cached, so changes made
  * by the business API (or the sqlite3 CLI) take effect on the next request.
  *
- * The business API's group operations (handle_group.c) change groups here,
+ * The business API's group operations (handle_admin_group.c) change groups here,
  * inside the writer's transaction: the rows of chat_group and group_member,
  * and the content of the group notices that tell members about a change
  * (MT_COMMAND, Command{code, GroupNotice}; docs/protocol.md).

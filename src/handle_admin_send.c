@@ -45,12 +45,10 @@ struct admin_send {
 static gim_err send_prepare(struct request *r)
 {
     const char *what = "admin send";
-    gim_err e = request_decode_input(r, &pb__admin_send_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_send_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     Pb__AdminSendInput *in = (Pb__AdminSendInput *)r->in;
-    if (operator_auth(r, in->token, what) != GIM_OK)
-        return GIM_EUNAUTH;
     const Pb__Message *m = in->message;
     if (!m)
         return request_fail(r, GIM_EBADREQ, "%s: message is missing", what);
@@ -147,8 +145,9 @@ static gim_err send_group(struct request *r, struct wctx *w, struct admin_send *
     sqlite3_stmt *st = store_stmt(w->db, SQL_GROUP_EXISTS);
     if (!st)
         return failed(r, w, GIM_EINTERNAL, "group");
-    sqlite3_bind_int64(st, 1, gid);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(gid));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     store_done(st);
     if (rc == SQLITE_DONE)
         return request_fail(r, GIM_ENOTFOUND, "admin send: no group %" PRId64, gid);

@@ -35,8 +35,6 @@
 #include "room.h"
 #include "seq.h"
 
-#define PUSH_SESSIONS 32 /* sessions of one user looked up on the stack; more go to the heap */
-
 /*
  * A user/group send's record names its message, whose send_time is when the
  * window started; a room send's (message_id NULL) has its details and time
@@ -121,21 +119,12 @@ static gim_err send_prepare(struct request *r)
     return GIM_OK;
 }
 
-static struct message_new stored_message(const struct send_state *s)
+/* A send's reply: MessageSend{message = m}, the sender's copy as stored. */
+static gim_err send_reply(struct request *r, Pb__Message *m)
 {
-    return (struct message_new){
-        .sender_type = s->sender.sender_type,
-        .sender_id = s->sender.sender_id,
-        .sender_device_id = s->sender.device_id,
-        .receiver_type = s->msg.receiver_type,
-        .receiver_id = s->msg.receiver_id,
-        .to_user_ids = s->msg.to_user_ids,
-        .n_to_user_ids = s->msg.n_to_user_ids,
-        .message_type = s->msg.message_type,
-        .content = s->msg.message_content.data,
-        .content_len = s->msg.message_content.len,
-        .send_time = s->msg.send_time,
-    };
+    Pb__MessageSend reply = PB__MESSAGE_SEND__INIT;
+    reply.message = m;
+    return request_set_reply(r, &reply.base);
 }
 
 static gim_err store_failed(struct request *r, struct wctx *w, gim_err e, const char *what)
@@ -149,7 +138,7 @@ static gim_err store_failed(struct request *r, struct wctx *w, gim_err e, const 
 static gim_err send_user(struct request *r, struct wctx *w, struct send_state *s)
 {
     int64_t me = r->sess.user_id, to = s->msg.receiver_id;
-    struct message_new m = stored_message(s);
+    struct message_new m = message_new_of(&s->msg);
     gim_err e;
 
     s->to = calloc(2, sizeof *s->to);
@@ -174,32 +163,6 @@ static gim_err send_user(struct request *r, struct wctx *w, struct send_state *s
     return GIM_OK;
 }
 
-static gim_err group_exists(struct store_conn *db, int64_t group_id, bool *exists)
-{
-    sqlite3_stmt *st = store_stmt(db, SQL_GROUP_EXISTS);
-    if (!st)
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    int rc = sqlite3_step(st);
-    *exists = rc == SQLITE_ROW;
-    store_done(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? GIM_OK : store_err(rc);
-}
-
-static gim_err group_copy_add(struct store_conn *db, int64_t message_id, int64_t user_id,
-                              int64_t seq)
-{
-    sqlite3_stmt *st = store_stmt(db, SQL_GROUP_COPY);
-    if (!st)
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, message_id);
-    sqlite3_bind_int64(st, 2, user_id);
-    sqlite3_bind_int64(st, 3, seq);
-    int rc = sqlite3_step(st);
-    store_done(st);
-    return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
-}
-
 /* A copy for every member, the sender's included, read fresh in this transaction. */
 static gim_err send_group(struct request *r, struct wctx *w, struct send_state *s)
 {
@@ -207,7 +170,7 @@ static gim_err send_group(struct request *r, struct wctx *w, struct send_state *
     int64_t *ids = NULL;
     size_t n = 0;
     enum group_role role;
-    struct message_new m = stored_message(s);
+    struct message_new m = message_new_of(&s->msg);
     gim_err e;
 
     if ((e = group_role(w->db, gid, me, &role)) != GIM_OK) {
@@ -216,7 +179,7 @@ static gim_err send_group(struct request *r, struct wctx *w, struct send_state *
     }
     if (role == GROUP_NONE) {
         bool exists = false;
-        if ((e = group_exists(w->db, gid, &exists)) != GIM_OK) {
+        if ((e = STORE_EXISTS(w->db, SQL_GROUP_EXISTS, &exists, STORE_INT(gid))) != GIM_OK) {
             store_failed(r, w, e, "group");
             goto out;
         }
@@ -251,7 +214,8 @@ static gim_err send_group(struct request *r, struct wctx *w, struct send_state *
             store_failed(r, w, e, "member inbox");
             goto out;
         }
-        if ((e = group_copy_add(w->db, s->message_id, ids[i], s->to[i].seq)) != GIM_OK) {
+        if ((e = STORE_RUN(w->db, SQL_GROUP_COPY, NULL, STORE_INT(s->message_id), STORE_INT(ids[i]),
+                           STORE_INT(s->to[i].seq))) != GIM_OK) {
             store_failed(r, w, e, "group copy");
             goto out;
         }
@@ -265,29 +229,14 @@ out:
 static gim_err idem_remember(struct request *r, struct wctx *w, int64_t message_id, int64_t room_id,
                              int64_t room_seq)
 {
-    sqlite3_stmt *st = store_stmt(w->db, SQL_IDEM_PUT);
-    if (!st)
-        return store_failed(r, w, GIM_EINTERNAL, "idempotency");
-    sqlite3_bind_int64(st, 1, r->sess.device_id);
-    sqlite3_bind_int64(st, 2, r->request_id);
-    if (message_id)
-        sqlite3_bind_int64(st, 3, message_id);
-    int rc = sqlite3_step(st);
-    store_done(st);
-    if (rc != SQLITE_DONE)
-        return store_failed(r, w, store_err(rc), "idempotency");
-    if (!room_id)
-        return GIM_OK;
-    if (!(st = store_stmt(w->db, SQL_IDEM_PUT_ROOM)))
-        return store_failed(r, w, GIM_EINTERNAL, "idempotency");
-    sqlite3_bind_int64(st, 1, r->sess.device_id);
-    sqlite3_bind_int64(st, 2, r->request_id);
-    sqlite3_bind_int64(st, 3, w->now_ms);
-    sqlite3_bind_int64(st, 4, room_id);
-    sqlite3_bind_int64(st, 5, room_seq);
-    rc = sqlite3_step(st);
-    store_done(st);
-    return rc == SQLITE_DONE ? GIM_OK : store_failed(r, w, store_err(rc), "idempotency");
+    gim_err e =
+        STORE_RUN(w->db, SQL_IDEM_PUT, NULL, STORE_INT(r->sess.device_id), STORE_INT(r->request_id),
+                  message_id ? STORE_INT(message_id) : STORE_NULL);
+    if (e == GIM_OK && room_id)
+        e = STORE_RUN(w->db, SQL_IDEM_PUT_ROOM, NULL, STORE_INT(r->sess.device_id),
+                      STORE_INT(r->request_id), STORE_INT(w->now_ms), STORE_INT(room_id),
+                      STORE_INT(room_seq));
+    return e == GIM_OK ? GIM_OK : store_failed(r, w, e, "idempotency");
 }
 
 /*
@@ -316,9 +265,7 @@ static gim_err idem_replay_room(struct request *r, struct wctx *w, int64_t room_
     if (v->sender.sender_id != r->sess.user_id)
         goto out;
     *replayed = true;
-    Pb__MessageSend reply = PB__MESSAGE_SEND__INIT;
-    reply.message = &v->msg;
-    e = request_set_reply(r, &reply.base);
+    e = send_reply(r, &v->msg);
 out:
     arena_free(&a);
     return e;
@@ -342,9 +289,9 @@ static gim_err idem_replay(struct request *r, struct wctx *w, bool *replayed)
     sqlite3_stmt *st = store_stmt(w->db, SQL_IDEM_GET);
     if (!st)
         return store_failed(r, w, GIM_EINTERNAL, "idempotency");
-    sqlite3_bind_int64(st, 1, r->sess.device_id);
-    sqlite3_bind_int64(st, 2, r->request_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(r->sess.device_id), STORE_INT(r->request_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
         store_done(st);
         return rc == SQLITE_DONE ? GIM_OK : store_failed(r, w, store_err(rc), "idempotency");
@@ -375,8 +322,7 @@ static gim_err idem_replay(struct request *r, struct wctx *w, bool *replayed)
         return request_fail(r, GIM_ENOTFOUND,
                             "send: the message of request %" PRId64 " no longer exists",
                             r->request_id);
-    /* Room for the view, its two blobs and their alignment padding. */
-    if ((e = arena_init(&a, sizeof *v + size + 64)) != GIM_OK) {
+    if ((e = arena_init(&a, MESSAGE_VIEW_OVERHEAD + size)) != GIM_OK) {
         e = request_fail(r, e, "out of memory");
         goto out;
     }
@@ -384,9 +330,7 @@ static gim_err idem_replay(struct request *r, struct wctx *w, bool *replayed)
         store_failed(r, w, e, "idempotent reply");
         goto out;
     }
-    Pb__MessageSend reply = PB__MESSAGE_SEND__INIT;
-    reply.message = &v->msg;
-    e = request_set_reply(r, &reply.base);
+    e = send_reply(r, &v->msg);
 out:
     arena_free(&a);
     return e;
@@ -401,7 +345,7 @@ out:
 static gim_err send_room(struct request *r, struct wctx *w, struct send_state *s)
 {
     int64_t room = s->msg.receiver_id, subscribed = 0;
-    struct message_new m = stored_message(s);
+    struct message_new m = message_new_of(&s->msg);
     gim_err e = room_subscribed(w->db, &r->sess, &subscribed);
     if (e == GIM_EUNAUTH)
         return request_fail(r, e, "send: the session of device %" PRId64 " has ended",
@@ -450,17 +394,7 @@ static gim_err send_write(struct request *r, struct wctx *w)
                            s->room_seq)) != GIM_OK)
         return e;
     s->msg.seq = s->room_seq ? s->room_seq : s->sender_seq;
-    Pb__MessageSend reply = PB__MESSAGE_SEND__INIT;
-    reply.message = &s->msg;
-    return request_set_reply(r, &reply.base);
-}
-
-static bool has_other_device(const struct session *ss, size_t n, int64_t device_id)
-{
-    for (size_t i = 0; i < n; i++)
-        if (ss[i].device_id != device_id)
-            return true;
-    return false;
+    return send_reply(r, &s->msg);
 }
 
 /*
@@ -469,58 +403,20 @@ static bool has_other_device(const struct session *ss, size_t n, int64_t device_
  */
 static void send_room_committed(struct request *r, struct wctx *w, struct send_state *s)
 {
-    struct session stackbuf[PUSH_SESSIONS];
-    struct session *ss = stackbuf;
-    uint8_t *buf = NULL;
-
     metrics_stored(w->metrics, 1, 0);
     if (!w->push || !w->presence)
         return;
-    size_t n = presence_room_sessions(w->presence, s->msg.receiver_id, ss, PUSH_SESSIONS);
-    /* A crowded room: only this (the writer) thread changes presence, so one retry fits. */
-    for (size_t cap = PUSH_SESSIONS; n > cap;) {
-        struct session *grown = malloc(n * sizeof *grown);
-        if (!grown) {
-            n = cap; /* push to those we have rather than to none */
-            break;
-        }
-        if (ss != stackbuf)
-            free(ss);
-        ss = grown;
-        cap = n;
-        n = presence_room_sessions(w->presence, s->msg.receiver_id, ss, cap);
-    }
-    if (!has_other_device(ss, n, r->sess.device_id))
-        goto out;
-    Pb__MessageSend ms = PB__MESSAGE_SEND__INIT;
-    ms.message = &s->msg;
-    size_t len = pb__message_send__get_packed_size(&ms);
-    if (!(buf = malloc(len ? len : 1))) {
-        log_warn("push dropped", "room=%" PRId64 " reason=\"out of memory\"", s->msg.receiver_id);
-        goto out;
-    }
-    pb__message_send__pack(&ms, buf);
-    Pb__Output out = PB__OUTPUT__INIT;
-    out.type = PB__PACKAGE_TYPE__PT_MESSAGE;
-    out.data.data = buf;
-    out.data.len = len;
-    push_deliver(w->push, ss, n, r->sess.device_id, &out);
-out:
-    if (ss != stackbuf)
-        free(ss);
-    free(buf);
+    struct push_msg pm;
+    push_msg_init(&pm);
+    push_msg_room(&pm, w->presence, s->msg.receiver_id);
+    push_msg_send(w->push, &pm, r->sess.device_id, &s->msg);
+    push_msg_free(&pm);
 }
 
 /* Each online recipient gets its own copy (its own seq); the sending device gets none. */
 static void send_committed(struct request *r, struct wctx *w)
 {
     struct send_state *s = r->scratch;
-    struct session stackbuf[PUSH_SESSIONS];
-    struct session *ss = stackbuf;
-    size_t cap = PUSH_SESSIONS;
-    uint8_t *buf = NULL;
-    size_t buf_cap = 0;
-
     if (s && s->room_seq) {
         send_room_committed(r, w, s);
         return;
@@ -530,48 +426,15 @@ static void send_committed(struct request *r, struct wctx *w)
     metrics_stored(w->metrics, 1, s->n_to);
     if (!w->push || !w->presence)
         return;
+    struct push_msg pm;
+    push_msg_init(&pm);
     for (size_t i = 0; i < s->n_to; i++) {
-        size_t n = presence_user_sessions(w->presence, s->to[i].user_id, ss, cap);
-        if (n > cap) {
-            struct session *grown = malloc(n * sizeof *grown);
-            if (!grown) {
-                n = cap; /* push to those we have rather than to none */
-            } else {
-                if (ss != stackbuf)
-                    free(ss);
-                ss = grown;
-                cap = n;
-                n = presence_user_sessions(w->presence, s->to[i].user_id, ss, cap);
-                n = n < cap ? n : cap;
-            }
-        }
-        if (!has_other_device(ss, n, r->sess.device_id))
-            continue;
+        push_msg_user(&pm, w->presence, s->to[i].user_id);
         s->msg.seq = s->to[i].seq;
-        Pb__MessageSend ms = PB__MESSAGE_SEND__INIT;
-        ms.message = &s->msg;
-        size_t len = pb__message_send__get_packed_size(&ms);
-        if (len > buf_cap) {
-            uint8_t *grown = realloc(buf, len);
-            if (!grown) {
-                log_warn("push dropped", "user=%" PRId64 " reason=\"out of memory\"",
-                         s->to[i].user_id);
-                continue;
-            }
-            buf = grown;
-            buf_cap = len;
-        }
-        pb__message_send__pack(&ms, buf);
-        Pb__Output out = PB__OUTPUT__INIT;
-        out.type = PB__PACKAGE_TYPE__PT_MESSAGE;
-        out.data.data = buf;
-        out.data.len = len;
-        push_deliver(w->push, ss, n, r->sess.device_id, &out);
+        push_msg_send(w->push, &pm, r->sess.device_id, &s->msg);
     }
     s->msg.seq = s->sender_seq;
-    if (ss != stackbuf)
-        free(ss);
-    free(buf);
+    push_msg_free(&pm);
 }
 
 static void send_cleanup(struct request *r)

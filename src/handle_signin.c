@@ -110,19 +110,14 @@ static gim_err drop_other_users_records(struct request *r, struct wctx *w)
     const struct session *s = &r->sess;
     int n = 0;
     for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
-        sqlite3_stmt *st = store_stmt(w->db, sql[i]);
-        if (!st)
-            return request_fail(r, GIM_EINTERNAL, "sign-in: cannot prepare statement");
-        sqlite3_bind_int64(st, 1, s->device_id);
-        sqlite3_bind_int64(st, 2, s->user_id);
-        int rc = sqlite3_step(st);
-        n += sqlite3_changes(w->db->db);
-        store_done(st);
-        if (rc != SQLITE_DONE) {
-            log_warn("sign-in write failed", "device=%" PRId64 " rc=%d error=\"%s\"", s->device_id,
-                     rc, sqlite3_errmsg(w->db->db));
-            return request_fail(r, store_err(rc),
-                                "sign-in: cannot drop the previous user's records");
+        int changed = 0;
+        gim_err e =
+            STORE_RUN(w->db, sql[i], &changed, STORE_INT(s->device_id), STORE_INT(s->user_id));
+        n += changed;
+        if (e != GIM_OK) {
+            log_warn("sign-in write failed", "device=%" PRId64 " code=%s error=\"%s\"",
+                     s->device_id, gim_err_name(e), sqlite3_errmsg(w->db->db));
+            return request_fail(r, e, "sign-in: cannot drop the previous user's records");
         }
     }
     if (n > 0)
@@ -137,25 +132,12 @@ static gim_err signin_write(struct request *r, struct wctx *w)
     gim_err e = drop_other_users_records(r, w);
     if (e != GIM_OK)
         return e;
-    sqlite3_stmt *st = store_stmt(w->db, SQL_UPSERT_DEVICE);
-    if (!st)
-        return request_fail(r, GIM_EINTERNAL, "sign-in: cannot prepare statement");
-    int rc = sqlite3_bind_int64(st, 1, s->device_id);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 2, s->user_id);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 3, s->gateway_id, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 4, client_addr(r), -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 5, w->now_ms);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    store_done(st);
-    if (rc != SQLITE_DONE) {
-        log_warn("sign-in write failed", "device=%" PRId64 " rc=%d error=\"%s\"", s->device_id, rc,
-                 sqlite3_errmsg(w->db->db));
-        return request_fail(r, store_err(rc), "sign-in: cannot record the device");
+    e = STORE_RUN(w->db, SQL_UPSERT_DEVICE, NULL, STORE_INT(s->device_id), STORE_INT(s->user_id),
+                  STORE_TEXT(s->gateway_id), STORE_TEXT(client_addr(r)), STORE_INT(w->now_ms));
+    if (e != GIM_OK) {
+        log_warn("sign-in write failed", "device=%" PRId64 " rc=%d error=\"%s\"", s->device_id,
+                 sqlite3_errcode(w->db->db), sqlite3_errmsg(w->db->db));
+        return request_fail(r, e, "sign-in: cannot record the device");
     }
     return GIM_OK;
 }

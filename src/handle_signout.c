@@ -4,7 +4,8 @@
  * The UPDATE is guarded by the caller's user and gateway: when a device has
  * already signed in again elsewhere (its sign-in queued ahead of this
  * sign-out), the late sign-out of the old connection must not take the new
- * session down. The presence sweeper uses the same statement unguarded.
+ * session down. (The presence sweeper and kicks sign a device out whatever
+ * its session: maint_signout in maint.c.)
  */
 #include <inttypes.h>
 
@@ -12,41 +13,19 @@
 #include "log.h"
 #include "presence.h"
 #include "request.h"
-#include "signout.h"
 
-/* ?3/?4 NULL = any user/gateway (sweeper). */
-static const char SQL_SIGN_OUT[] =
-    "UPDATE device SET online = 0, room_id = 0, updated_at = ?1 "
-    "WHERE device_id = ?2 AND (?3 IS NULL OR user_id = ?3) AND (?4 IS NULL OR gateway_id = ?4)";
+static const char SQL_SIGN_OUT[] = "UPDATE device SET online = 0, room_id = 0, updated_at = ?1 "
+                                   "WHERE device_id = ?2 AND user_id = ?3 AND gateway_id = ?4";
 
-/* user_id 0 / gateway_id NULL: no guard. */
 static gim_err mark_offline(struct wctx *w, int64_t device_id, int64_t user_id,
                             const char *gateway_id)
 {
-    sqlite3_stmt *st = store_stmt(w->db, SQL_SIGN_OUT);
-    if (!st)
-        return GIM_EINTERNAL;
-    int rc = sqlite3_bind_int64(st, 1, w->now_ms);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 2, device_id);
-    if (rc == SQLITE_OK && user_id > 0)
-        rc = sqlite3_bind_int64(st, 3, user_id);
-    if (rc == SQLITE_OK && gateway_id)
-        rc = sqlite3_bind_text(st, 4, gateway_id, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    store_done(st);
-    if (rc != SQLITE_DONE) {
-        log_warn("sign-out write failed", "device=%" PRId64 " rc=%d error=\"%s\"", device_id, rc,
-                 sqlite3_errmsg(w->db->db));
-        return store_err(rc);
-    }
-    return GIM_OK;
-}
-
-gim_err signout_expired(struct wctx *w, int64_t device_id)
-{
-    return mark_offline(w, device_id, 0, NULL);
+    gim_err e = STORE_RUN(w->db, SQL_SIGN_OUT, NULL, STORE_INT(w->now_ms), STORE_INT(device_id),
+                          STORE_INT(user_id), STORE_TEXT(gateway_id));
+    if (e != GIM_OK)
+        log_warn("sign-out write failed", "device=%" PRId64 " rc=%d error=\"%s\"", device_id,
+                 sqlite3_errcode(w->db->db), sqlite3_errmsg(w->db->db));
+    return e;
 }
 
 static gim_err signout_write(struct request *r, struct wctx *w)

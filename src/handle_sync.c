@@ -44,8 +44,9 @@ static gim_err max_ack(struct request *r, struct store_conn *ro, int64_t *out)
     sqlite3_stmt *st = store_stmt(ro, SQL_MAX_ACK);
     if (!st)
         return request_fail(r, GIM_EINTERNAL, "sync: cannot prepare statement");
-    sqlite3_bind_int64(st, 1, r->sess.user_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(r->sess.user_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0; /* max() of nothing is NULL -> 0 */
     store_done(st);
     if (rc != SQLITE_ROW)
@@ -69,11 +70,11 @@ static gim_err sync_read(struct request *r, struct store_conn *ro)
         e = request_fail(r, GIM_EINTERNAL, "sync: cannot prepare statement");
         goto out;
     }
-    sqlite3_bind_int64(st, 1, r->sess.user_id);
-    sqlite3_bind_int64(st, 2, after);
-    sqlite3_bind_int64(st, 3, (int64_t)page + 1);
     size_t budget = message_page_budget(r->cfg->sync.max_bytes, r->type, r->request_id);
-    if ((e = message_page(st, page, budget, &page_buf, &page_len)) != GIM_OK) {
+    int rc =
+        STORE_BIND(st, STORE_INT(r->sess.user_id), STORE_INT(after), STORE_INT((int64_t)page + 1));
+    e = rc == SQLITE_OK ? message_page(st, page, budget, &page_buf, &page_len) : store_err(rc);
+    if (e != GIM_OK) {
         if (e == GIM_ENOMEM) {
             request_fail(r, e, "sync: out of memory");
             goto out;

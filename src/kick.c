@@ -7,7 +7,7 @@
 #include "log.h"
 #include "proto.h"
 #include "push.h"
-#include "signout.h"
+#include "maint.h"
 
 static const char SQL_DEVICE[] =
     "SELECT user_id, online, gateway_id FROM device WHERE device_id = ?1";
@@ -19,8 +19,9 @@ gim_err kick_apply(struct wctx *w, int64_t device_id, struct kick_target *t)
     sqlite3_stmt *st = store_stmt(w->db, SQL_DEVICE);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, device_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(device_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         const unsigned char *gw = sqlite3_column_text(st, 2);
         t->user_id = sqlite3_column_int64(st, 0);
@@ -32,7 +33,7 @@ gim_err kick_apply(struct wctx *w, int64_t device_id, struct kick_target *t)
         return GIM_ENOTFOUND;
     if (rc != SQLITE_ROW)
         return store_err(rc);
-    return signout_expired(w, device_id);
+    return maint_signout(w, device_id);
 }
 
 void kick_committed(struct wctx *w, const struct kick_target *t)

@@ -19,7 +19,7 @@
 
 #include "err.h"
 #include "presence.h"
-#include "writer.h"
+#include "wctx.h"
 
 #define KICK_MESSAGE "signed out by an operator"
 

@@ -27,6 +27,7 @@
 #include "api.h"
 #include "http.h"
 #include "log.h"
+#include "maint.h"
 #include "metrics.h"
 #include "presence.h"
 #include "push.h"
@@ -135,7 +136,7 @@ static gim_err app_start(struct app *a, char *err, size_t errlen)
                          .push = a->push,
                          .metrics = a->metrics,
                          .clock = {gim_clock_real_ms, NULL}};
-    if ((e = writer_start(&a->writer, &a->w)) != GIM_OK)
+    if ((e = writer_start(&a->writer, &a->w, maint_run)) != GIM_OK)
         return e;
     /* Before the REP socket: whoever waits for gim-logic to answer there finds the API up too. */
     struct api_opts ao = {.cfg = &a->cfg,

@@ -1,12 +1,11 @@
 #include "maint.h"
 
-#include <stdint.h>
+#include <inttypes.h>
 
 #include "config.h"
 #include "log.h"
 #include "presence.h"
 #include "retention.h"
-#include "signout.h"
 
 #define SWEEP_MAX          1024 /* sessions signed out per transaction */
 #define SWEEP_BUDGET_MS    200  /* most time one pass spends on slices */
@@ -48,27 +47,47 @@ static const char SQL_PRUNE_OP_IDEM[] =
     "DELETE FROM operator_idempotency WHERE idem_key IN "
     "(SELECT idem_key FROM operator_idempotency WHERE created_at < ?1 LIMIT ?2)";
 
-/* Signs out one slice of expired sessions in one transaction; returns how many, 0 on failure. */
+/* Whatever user or gateway the device is on: the sweeper and kicks end the device's session. */
+static const char SQL_SIGN_OUT[] =
+    "UPDATE device SET online = 0, room_id = 0, updated_at = ?1 WHERE device_id = ?2";
+
+gim_err maint_signout(struct wctx *w, int64_t device_id)
+{
+    gim_err e = STORE_RUN(w->db, SQL_SIGN_OUT, NULL, STORE_INT(w->now_ms), STORE_INT(device_id));
+    if (e != GIM_OK)
+        log_warn("sign-out write failed", "device=%" PRId64 " rc=%d error=\"%s\"", device_id,
+                 sqlite3_errcode(w->db->db), sqlite3_errmsg(w->db->db));
+    return e;
+}
+
+/*
+ * Signs out one slice of expired sessions in one transaction; returns how
+ * many, 0 on failure (logged: the sessions stay, and the next pass, a
+ * second later, tries them again).
+ */
 static size_t sweep_slice(struct wctx *w, int64_t cutoff)
 {
     int64_t ids[SWEEP_MAX];
     size_t n = presence_expired(w->presence, cutoff, ids, SWEEP_MAX);
+    gim_err e;
     if (n == 0)
         return 0;
-    if (store_exec(w->db, "BEGIN IMMEDIATE") != GIM_OK)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (signout_expired(w, ids[i]) != GIM_OK)
-            goto fail;
-    if (store_exec(w->db, "COMMIT") != GIM_OK)
+    if ((e = store_exec(w->db, "BEGIN IMMEDIATE")) != GIM_OK)
         goto fail;
+    for (size_t i = 0; i < n; i++)
+        if ((e = maint_signout(w, ids[i])) != GIM_OK)
+            goto rollback;
+    if ((e = store_exec(w->db, "COMMIT")) != GIM_OK)
+        goto rollback;
     for (size_t i = 0; i < n; i++) {
         presence_remove(w->presence, ids[i], NULL);
         log_info("presence timeout", "device=%lld", (long long)ids[i]);
     }
     return n;
-fail:
+rollback:
     store_exec(w->db, "ROLLBACK");
+fail:
+    log_warn("presence sweep failed", "devices=%zu code=%s retry=next_pass", n, gim_err_name(e));
     return 0;
 }
 
@@ -103,19 +122,19 @@ static void scrub_wal(struct wctx *w)
         log_debug("wal truncate postponed", "rc=%d", rc);
 }
 
-static int prune(struct wctx *w, const char *sql, int64_t cutoff, int64_t below_id)
+static int prune(struct wctx *w, const char *sql, const char *table, int64_t cutoff,
+                 int64_t below_id)
 {
-    sqlite3_stmt *st = store_stmt(w->db, sql);
-    if (!st)
+    int n = 0;
+    gim_err e = below_id ? STORE_RUN(w->db, sql, &n, STORE_INT(cutoff), STORE_INT(PRUNE_ROWS),
+                                     STORE_INT(below_id))
+                         : STORE_RUN(w->db, sql, &n, STORE_INT(cutoff), STORE_INT(PRUNE_ROWS));
+    if (e != GIM_OK) {
+        log_warn("idempotency prune failed", "table=%s code=%s error=\"%s\" retry_in_ms=%d", table,
+                 gim_err_name(e), sqlite3_errmsg(w->db->db), PRUNE_EVERY_MS);
         return 0;
-    sqlite3_bind_int64(st, 1, cutoff);
-    sqlite3_bind_int(st, 2, PRUNE_ROWS);
-    if (below_id)
-        sqlite3_bind_int64(st, 3, below_id);
-    int rc = sqlite3_step(st);
-    int n = sqlite3_changes(w->db->db);
-    store_done(st);
-    return rc == SQLITE_DONE ? n : 0;
+    }
+    return n;
 }
 
 /*
@@ -143,7 +162,10 @@ static int64_t idem_old_ids(struct wctx *w, int64_t cutoff)
         return 0;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
-        sqlite3_bind_int64(st, 1, mid);
+        if (STORE_BIND(st, STORE_INT(mid)) != SQLITE_OK) {
+            store_done(st);
+            return 0;
+        }
         if (sqlite3_step(st) != SQLITE_ROW) {
             hi = mid;
         } else if (sqlite3_column_int64(st, 1) < cutoff) {
@@ -154,8 +176,7 @@ static int64_t idem_old_ids(struct wctx *w, int64_t cutoff)
         store_done(st);
     }
     /* Ids between lo and the next message's are deleted messages': as old as their neighbours. */
-    sqlite3_bind_int64(st, 1, lo);
-    if (sqlite3_step(st) == SQLITE_ROW)
+    if (STORE_BIND(st, STORE_INT(lo)) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
         lo = sqlite3_column_int64(st, 0);
     store_done(st);
     return lo;
@@ -165,9 +186,9 @@ static void prune_idempotency(struct wctx *w, int64_t now)
 {
     int64_t cutoff = now - (int64_t)w->cfg->idempotency.window_seconds * 1000;
     int64_t below = idem_old_ids(w, cutoff);
-    int n = below ? prune(w, SQL_PRUNE_IDEM, cutoff, below) : 0;
-    int rooms = prune(w, SQL_PRUNE_ROOM_IDEM, cutoff, 0);
-    int ops = prune(w, SQL_PRUNE_OP_IDEM, cutoff, 0);
+    int n = below ? prune(w, SQL_PRUNE_IDEM, "idempotency", cutoff, below) : 0;
+    int rooms = prune(w, SQL_PRUNE_ROOM_IDEM, "room_idempotency", cutoff, 0);
+    int ops = prune(w, SQL_PRUNE_OP_IDEM, "operator_idempotency", cutoff, 0);
     if (n > 0 || rooms > 0 || ops > 0)
         log_debug("idempotency pruned", "rows=%d room_rows=%d operator_rows=%d", n, rooms, ops);
 }

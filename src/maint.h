@@ -13,10 +13,23 @@
 #define GIM_MAINT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
-#include "writer.h"
+#include "err.h"
+#include "wctx.h"
 
-/* True when the sweeper left expired sessions for the next pass (see writer_maintain). */
+/* True when the sweeper left expired sessions for the next pass (see writer_maint_fn in writer.h).
+ */
 bool maint_run(struct wctx *w);
+
+/*
+ * The sweeper's sign-out, also used by operator kicks (kick.c): marks
+ * device_id offline (online = 0, room_id = 0, updated_at = w->now_ms)
+ * whatever user or gateway it is on. Runs inside a transaction the caller
+ * opened on w->db; after the commit the caller removes the session with
+ * presence_remove(), so a rolled-back sign-out leaves the device signed in
+ * everywhere. A device without a row is not an error.
+ */
+gim_err maint_signout(struct wctx *w, int64_t device_id);
 
 #endif

@@ -39,11 +39,26 @@ void arena_free(struct arena *a)
     a->len = a->cap = 0;
 }
 
-void message_pack_ids(const int64_t *ids, size_t n, uint8_t *buf)
+gim_err message_ids_pack(struct message_ids *out, const int64_t *ids, size_t n)
 {
+    out->blob = NULL;
+    out->len = 8 * n;
+    if (n == 0)
+        return GIM_OK;
+    out->blob = n <= MESSAGE_IDS_STACK ? out->stack : malloc(out->len);
+    if (!out->blob)
+        return GIM_ENOMEM;
     for (size_t i = 0; i < n; i++)
         for (int b = 0; b < 8; b++)
-            buf[i * 8 + (size_t)b] = (uint8_t)((uint64_t)ids[i] >> (8 * b));
+            out->blob[i * 8 + (size_t)b] = (uint8_t)((uint64_t)ids[i] >> (8 * b));
+    return GIM_OK;
+}
+
+void message_ids_free(struct message_ids *ids)
+{
+    if (ids->blob != ids->stack)
+        free(ids->blob);
+    ids->blob = NULL;
 }
 
 static int64_t *unpack_ids(const uint8_t *buf, size_t len, size_t *n, struct arena *a)
@@ -100,36 +115,42 @@ struct message_view *message_from_row(sqlite3_stmt *st, int col, int64_t seq, st
     return v;
 }
 
+struct message_new message_new_of(const Pb__Message *m)
+{
+    return (struct message_new){
+        .sender_type = m->sender->sender_type,
+        .sender_id = m->sender->sender_id,
+        .sender_device_id = m->sender->device_id,
+        .receiver_type = m->receiver_type,
+        .receiver_id = m->receiver_id,
+        .to_user_ids = m->to_user_ids,
+        .n_to_user_ids = m->n_to_user_ids,
+        .message_type = m->message_type,
+        .content = m->message_content.data,
+        .content_len = m->message_content.len,
+        .send_time = m->send_time,
+    };
+}
+
 gim_err message_insert(struct store_conn *db, const struct message_new *m, int64_t *id)
 {
     sqlite3_stmt *st = store_stmt(db, SQL_INSERT);
-    uint8_t stackbuf[8 * 16];
-    uint8_t *ids = NULL;
+    struct message_ids ids;
     if (!st)
         return GIM_EINTERNAL;
-    if (m->n_to_user_ids) {
-        ids = m->n_to_user_ids <= 16 ? stackbuf : malloc(8 * m->n_to_user_ids);
-        if (!ids)
-            return GIM_ENOMEM;
-        message_pack_ids(m->to_user_ids, m->n_to_user_ids, ids);
-    }
-    sqlite3_bind_int(st, 1, m->sender_type);
-    sqlite3_bind_int64(st, 2, m->sender_id);
-    sqlite3_bind_int64(st, 3, m->sender_device_id);
-    sqlite3_bind_int(st, 4, m->receiver_type);
-    sqlite3_bind_int64(st, 5, m->receiver_id);
-    if (ids)
-        sqlite3_bind_blob(st, 6, ids, (int)(8 * m->n_to_user_ids), SQLITE_TRANSIENT);
-    sqlite3_bind_int(st, 7, m->message_type);
-    sqlite3_bind_blob(st, 8, m->content ? (const void *)m->content : "", (int)m->content_len,
-                      SQLITE_STATIC);
-    sqlite3_bind_int64(st, 9, m->send_time);
-    sqlite3_bind_int64(st, 10, m->sender_seq);
-    sqlite3_bind_int64(st, 11, m->receiver_seq);
-    int rc = sqlite3_step(st);
+    if (message_ids_pack(&ids, m->to_user_ids, m->n_to_user_ids) != GIM_OK)
+        return GIM_ENOMEM;
+    /* Never NULL content: NULL means "erased" (recall), an empty message is not that. */
+    int rc = STORE_BIND(
+        st, STORE_INT(m->sender_type), STORE_INT(m->sender_id), STORE_INT(m->sender_device_id),
+        STORE_INT(m->receiver_type), STORE_INT(m->receiver_id), STORE_BLOB(ids.blob, ids.len),
+        STORE_INT(m->message_type),
+        STORE_BLOB(m->content ? (const void *)m->content : "", m->content_len),
+        STORE_INT(m->send_time), STORE_INT(m->sender_seq), STORE_INT(m->receiver_seq));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     store_done(st);
-    if (ids != stackbuf)
-        free(ids);
+    message_ids_free(&ids);
     if (rc != SQLITE_DONE)
         return store_err(rc);
     *id = sqlite3_last_insert_rowid(db->db);
@@ -138,15 +159,8 @@ gim_err message_insert(struct store_conn *db, const struct message_new *m, int64
 
 gim_err message_inbox_add(struct store_conn *db, int64_t user_id, int64_t seq, int64_t message_id)
 {
-    sqlite3_stmt *st = store_stmt(db, SQL_INBOX_ADD);
-    if (!st)
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, user_id);
-    sqlite3_bind_int64(st, 2, seq);
-    sqlite3_bind_int64(st, 3, message_id);
-    int rc = sqlite3_step(st);
-    store_done(st);
-    return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
+    return STORE_RUN(db, SQL_INBOX_ADD, NULL, STORE_INT(user_id), STORE_INT(seq),
+                     STORE_INT(message_id));
 }
 
 gim_err message_load(struct store_conn *db, int64_t message_id, int64_t seq, struct arena *a,
@@ -156,8 +170,9 @@ gim_err message_load(struct store_conn *db, int64_t message_id, int64_t seq, str
     gim_err e = GIM_OK;
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, message_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(message_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         e = (*out = message_from_row(st, 0, seq, a)) ? GIM_OK : GIM_ENOMEM;
     else
@@ -168,8 +183,6 @@ gim_err message_load(struct store_conn *db, int64_t message_id, int64_t seq, str
 
 /* SyncOutput.has_more = true on the wire: tag + one byte. */
 #define HAS_MORE_BYTES 2
-/* Per-message arena overhead besides content and mentions: the view plus alignment. */
-#define VIEW_BYTES (sizeof(struct message_view) + 3 * 16)
 
 static size_t varint_size(uint64_t v)
 {
@@ -276,7 +289,7 @@ gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, uint8
 
     *bufp = NULL;
     *lenp = 0;
-    if (!buf || arena_init(&a, VIEW_BYTES + 1024) != GIM_OK) {
+    if (!buf || arena_init(&a, MESSAGE_VIEW_OVERHEAD + 1024) != GIM_OK) {
         e = GIM_ENOMEM;
         goto out;
     }
@@ -286,7 +299,7 @@ gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, uint8
             break;
         }
         /* Sized from the row: the mentions blob (1 + 5) and the content (1 + 7). */
-        size_t need = VIEW_BYTES + (size_t)sqlite3_column_bytes(st, 1 + 5) +
+        size_t need = MESSAGE_VIEW_OVERHEAD + (size_t)sqlite3_column_bytes(st, 1 + 5) +
                       (size_t)sqlite3_column_bytes(st, 1 + 7);
         if (need > a.cap) {
             arena_free(&a);

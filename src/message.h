@@ -43,6 +43,9 @@ struct message_view {
     Pb__Sender sender;
 };
 
+/* Arena room for one loaded view besides its two blobs: the view and alignment padding. */
+#define MESSAGE_VIEW_OVERHEAD (sizeof(struct message_view) + 3 * 16)
+
 /*
  * Fills a message_view from the row st is on, reading MESSAGE_COLUMNS from
  * column col; seq is the copy's seq. Blobs are copied into a (so the view
@@ -78,6 +81,13 @@ struct message_new {
     int64_t sender_seq, receiver_seq;
 };
 
+/*
+ * The row to store for m as the server built it (m->sender set; seqs 0, for
+ * the caller to fill): shared by client sends and the service's own (fanout).
+ * Points into m.
+ */
+struct message_new message_new_of(const Pb__Message *m);
+
 /* Inserts the message row; *id is its message id. */
 gim_err message_insert(struct store_conn *db, const struct message_new *m, int64_t *id);
 
@@ -91,8 +101,22 @@ gim_err message_inbox_add(struct store_conn *db, int64_t user_id, int64_t seq, i
 gim_err message_load(struct store_conn *db, int64_t message_id, int64_t seq, struct arena *a,
                      struct message_view **out);
 
-/* Encodes ids as the to_user_ids blob into buf (8 * n bytes). */
-void message_pack_ids(const int64_t *ids, size_t n, uint8_t *buf);
+/*
+ * The to_user_ids blob as stored (8 bytes a mention, little-endian), shared
+ * by the message and room_message inserts. Packed on the stack up to
+ * MESSAGE_IDS_STACK mentions, in a malloc'ed buffer past that; blob is NULL
+ * (the column stays NULL) when there are none.
+ */
+#define MESSAGE_IDS_STACK 16
+struct message_ids {
+    uint8_t stack[8 * MESSAGE_IDS_STACK];
+    uint8_t *blob;
+    size_t len;
+};
+
+/* Packs ids[0..n) into out; GIM_ENOMEM or GIM_OK. Release with message_ids_free(). */
+gim_err message_ids_pack(struct message_ids *out, const int64_t *ids, size_t n);
+void message_ids_free(struct message_ids *ids);
 
 /*
  * One page of a log, shared by PT_SYNC (inboxes) and rooms. st is bound and

@@ -8,7 +8,7 @@
 
 #include "auth.h"
 #include "config.h"
-#include "writer.h"
+#include "wctx.h"
 
 gim_err operator_auth(struct request *r, const char *token, const char *what)
 {
@@ -19,6 +19,17 @@ gim_err operator_auth(struct request *r, const char *token, const char *what)
     if (auth_verify_admin(secret, token, (int64_t)time(NULL), why, sizeof why) != GIM_OK)
         return request_fail(r, GIM_EUNAUTH, "%s: %s", what, why);
     return GIM_OK;
+}
+
+gim_err operator_decode(struct request *r, const ProtobufCMessageDescriptor *d, const char *what)
+{
+    gim_err e = request_decode_input(r, d);
+    if (e != GIM_OK)
+        return e;
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, 1);
+    if (!f || f->type != PROTOBUF_C_TYPE_STRING || strcmp(f->name, "token") != 0)
+        return request_fail(r, GIM_EINTERNAL, "%s: the input has no operator token", what);
+    return operator_auth(r, *(const char *const *)((const char *)r->in + f->offset), what);
 }
 
 static const char SQL_IDEM_GET[] =
@@ -71,8 +82,9 @@ gim_err operator_idem_replay(struct request *r, struct wctx *w, struct operator_
     sqlite3_stmt *st = store_stmt(w->db, SQL_IDEM_GET);
     if (!st)
         return request_fail(r, GIM_EINTERNAL, "%s: cannot read the idempotency records", what);
-    sqlite3_bind_text(st, 1, idem->key, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_TEXT(idem->key));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     if (rc == SQLITE_DONE)
         goto out;
     if (rc != SQLITE_ROW) {
@@ -117,21 +129,13 @@ gim_err operator_idem_remember(struct request *r, struct wctx *w, const struct o
 {
     if (!idem->key)
         return GIM_OK;
-    sqlite3_stmt *st = store_stmt(w->db, SQL_IDEM_PUT);
-    if (!st)
-        return request_fail(r, GIM_EINTERNAL, "%s: cannot record the request", what);
-    sqlite3_bind_text(st, 1, idem->key, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, r->type);
-    sqlite3_bind_blob(st, 3, idem->body_len ? (const void *)idem->body : "", (int)idem->body_len,
-                      SQLITE_STATIC);
-    if (r->out)
-        sqlite3_bind_blob(st, 4, r->out_len ? (const void *)r->out : "", (int)r->out_len,
-                          SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, w->now_ms);
-    int rc = sqlite3_step(st);
-    store_done(st);
-    if (rc != SQLITE_DONE)
-        return request_fail(r, store_err(rc), "%s: cannot record the request", what);
+    gim_err e = STORE_RUN(
+        w->db, SQL_IDEM_PUT, NULL, STORE_TEXT(idem->key), STORE_INT(r->type),
+        STORE_BLOB(idem->body_len ? (const void *)idem->body : "", idem->body_len),
+        r->out ? STORE_BLOB(r->out_len ? (const void *)r->out : "", r->out_len) : STORE_NULL,
+        STORE_INT(w->now_ms));
+    if (e != GIM_OK)
+        return request_fail(r, e, "%s: cannot record the request", what);
     return GIM_OK;
 }
 

@@ -29,6 +29,14 @@
  */
 gim_err operator_auth(struct request *r, const char *token, const char *what);
 
+/*
+ * request_decode_input(r, d), then operator_auth() of the input's token,
+ * which every operator input carries as field 1: one prologue for every
+ * operator handler's prepare(). GIM_OK, or r is failed (GIM_EUNAUTH for a
+ * bad token).
+ */
+gim_err operator_decode(struct request *r, const ProtobufCMessageDescriptor *d, const char *what);
+
 /* Longest idempotency_key accepted, in bytes. */
 #define OPERATOR_IDEM_KEY_MAX 200
 

@@ -3,6 +3,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/pub.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -316,4 +317,78 @@ uint64_t push_published(const struct push *p)
 uint64_t push_dropped(const struct push *p)
 {
     return p ? atomic_load_explicit(&((struct push *)p)->dropped, memory_order_relaxed) : 0;
+}
+
+void push_msg_init(struct push_msg *m)
+{
+    m->ss = m->stack;
+    m->cap = PUSH_MSG_SESSIONS;
+    m->n = 0;
+    m->buf = NULL;
+    m->buf_cap = 0;
+}
+
+void push_msg_free(struct push_msg *m)
+{
+    if (m->ss != m->stack)
+        free(m->ss);
+    free(m->buf);
+    push_msg_init(m);
+}
+
+static void msg_lookup(struct push_msg *m, struct presence *pr, int64_t id,
+                       size_t (*lookup)(struct presence *, int64_t, struct session *, size_t))
+{
+    size_t n = lookup(pr, id, m->ss, m->cap);
+    if (n > m->cap) {
+        struct session *grown = malloc(n * sizeof *grown);
+        if (grown) {
+            if (m->ss != m->stack)
+                free(m->ss);
+            m->ss = grown;
+            m->cap = n;
+            n = lookup(pr, id, m->ss, m->cap);
+        }
+        /* else: push to those we have rather than to none */
+    }
+    m->n = n < m->cap ? n : m->cap;
+}
+
+void push_msg_user(struct push_msg *m, struct presence *pr, int64_t user_id)
+{
+    msg_lookup(m, pr, user_id, presence_user_sessions);
+}
+
+void push_msg_room(struct push_msg *m, struct presence *pr, int64_t room_id)
+{
+    msg_lookup(m, pr, room_id, presence_room_sessions);
+}
+
+void push_msg_send(struct push *p, struct push_msg *m, int64_t exclude_device,
+                   const Pb__Message *msg)
+{
+    size_t i = 0;
+    while (i < m->n && m->ss[i].device_id == exclude_device)
+        i++;
+    if (i == m->n)
+        return;
+    Pb__MessageSend ms = PB__MESSAGE_SEND__INIT;
+    ms.message = (Pb__Message *)msg; /* only read: packing does not change it */
+    size_t len = pb__message_send__get_packed_size(&ms);
+    if (len > m->buf_cap || !m->buf) {
+        uint8_t *grown = realloc(m->buf, len ? len : 1);
+        if (!grown) {
+            log_warn("push dropped", "receiver=%" PRId64 " sessions=%zu reason=\"out of memory\"",
+                     msg->receiver_id, m->n);
+            return;
+        }
+        m->buf = grown;
+        m->buf_cap = len ? len : 1;
+    }
+    pb__message_send__pack(&ms, m->buf);
+    Pb__Output out = PB__OUTPUT__INIT;
+    out.type = PB__PACKAGE_TYPE__PT_MESSAGE;
+    out.data.data = m->buf;
+    out.data.len = len;
+    push_deliver(p, m->ss, m->n, exclude_device, &out);
 }

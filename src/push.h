@@ -43,6 +43,46 @@ void push_close(struct push *p);
 void push_deliver(struct push *p, const struct session *sessions, size_t n, int64_t exclude_device,
                   const Pb__Output *out);
 
+/*
+ * The one after-commit push path for a pb.Message (a send's copies, a room
+ * send, recall notices): look the recipient's sessions up, encode
+ * Output{PT_MESSAGE, MessageSend{message}}, push_deliver(). A push_msg keeps
+ * its lookup buffer (on the stack up to PUSH_MSG_SESSIONS, then on the heap)
+ * and its encoding buffer across the copies of one fan-out, so a send to a
+ * group allocates at most a few times, not once per member.
+ *
+ * Writer thread only (after the commit): only that thread changes presence,
+ * so a lookup that did not fit fits on its one retry. Out of memory pushes
+ * to the sessions that fit, or drops the push (logged); sync remains the
+ * source of truth either way.
+ */
+#define PUSH_MSG_SESSIONS 32
+struct push_msg {
+    struct session stack[PUSH_MSG_SESSIONS];
+    struct session *ss; /* stack or malloc'ed */
+    size_t cap, n;
+    uint8_t *buf; /* the encoded Output.data, malloc'ed */
+    size_t buf_cap;
+};
+
+void push_msg_init(struct push_msg *m);
+
+/* Frees what m holds (not m). */
+void push_msg_free(struct push_msg *m);
+
+/* Looks up the sessions of user_id (presence_user_sessions) into m. */
+void push_msg_user(struct push_msg *m, struct presence *pr, int64_t user_id);
+
+/* Looks up the sessions subscribed to room_id (presence_room_sessions) into m. */
+void push_msg_room(struct push_msg *m, struct presence *pr, int64_t room_id);
+
+/*
+ * Publishes msg to m's sessions except exclude_device; does nothing (not
+ * even encode) when that leaves none. p may be NULL (nothing is published).
+ */
+void push_msg_send(struct push *p, struct push_msg *m, int64_t exclude_device,
+                   const Pb__Message *msg);
+
 /* Waits until everything queued so far is published (tests; push_close does it itself). */
 void push_flush(struct push *p);
 

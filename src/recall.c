@@ -9,9 +9,11 @@
 #include "group.h"
 #include "log.h"
 #include "message.h"
+#include "metrics.h"
 #include "presence.h"
 #include "proto.h"
 #include "push.h"
+#include "request.h"
 #include "seq.h"
 
 static const char SQL_FIND[] =
@@ -62,9 +64,9 @@ static gim_err find(struct store_conn *db, int64_t user_id, int64_t seq, struct 
     sqlite3_stmt *st = store_stmt(db, SQL_FIND);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, user_id);
-    sqlite3_bind_int64(st, 2, seq);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(user_id), STORE_INT(seq));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         t->id = sqlite3_column_int64(st, 0);
         t->sender_type = sqlite3_column_int(st, 1);
@@ -114,32 +116,6 @@ static gim_err check_allowed(struct wctx *w, const struct target *t, int64_t act
     return GIM_OK;
 }
 
-static gim_err erase(struct store_conn *db, int64_t message_id)
-{
-    sqlite3_stmt *st = store_stmt(db, SQL_ERASE);
-    if (!st)
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, message_id);
-    int rc = sqlite3_step(st);
-    store_done(st);
-    return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
-}
-
-static gim_err has_copy(struct store_conn *db, int64_t user_id, int64_t seq, int64_t message_id,
-                        bool *yes)
-{
-    sqlite3_stmt *st = store_stmt(db, SQL_HAS_COPY);
-    if (!st)
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, user_id);
-    sqlite3_bind_int64(st, 2, seq);
-    sqlite3_bind_int64(st, 3, message_id);
-    int rc = sqlite3_step(st);
-    store_done(st);
-    *yes = rc == SQLITE_ROW;
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? GIM_OK : store_err(rc);
-}
-
 /*
  * The 1:1 copies: (sender, sender_seq) and (receiver, receiver_seq), one copy
  * when both are the same, each only if the inbox still points at the message
@@ -159,7 +135,8 @@ static gim_err user_copies(struct store_conn *db, const struct target *t, struct
         bool yes = false;
         if (i == 1 && cand[1].user_id == cand[0].user_id && cand[1].seq == cand[0].seq)
             break;
-        gim_err e = has_copy(db, cand[i].user_id, cand[i].seq, t->id, &yes);
+        gim_err e = STORE_EXISTS(db, SQL_HAS_COPY, &yes, STORE_INT(cand[i].user_id),
+                                 STORE_INT(cand[i].seq), STORE_INT(t->id));
         if (e != GIM_OK)
             return e;
         if (yes)
@@ -168,43 +145,20 @@ static gim_err user_copies(struct store_conn *db, const struct target *t, struct
     return GIM_OK;
 }
 
+static void copy_row(sqlite3_stmt *st, void *elem)
+{
+    struct copy *c = elem;
+    c->user_id = sqlite3_column_int64(st, 0);
+    c->seq = sqlite3_column_int64(st, 1);
+}
+
 /* Every member copy of a group message, into a malloc'ed array the caller frees. */
 static gim_err group_copies(struct store_conn *db, int64_t message_id, struct copy **out, size_t *n)
 {
-    gim_err e = GIM_OK;
-    size_t cap = 0;
-    int rc;
-    *out = NULL;
-    *n = 0;
-    sqlite3_stmt *st = store_stmt(db, SQL_GROUP_COPIES);
-    if (!st)
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, message_id);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 16;
-            struct copy *grown = realloc(*out, cap * sizeof *grown);
-            if (!grown) {
-                e = GIM_ENOMEM;
-                goto fail;
-            }
-            *out = grown;
-        }
-        (*out)[*n].user_id = sqlite3_column_int64(st, 0);
-        (*out)[*n].seq = sqlite3_column_int64(st, 1);
-        (*n)++;
-    }
-    if (rc != SQLITE_DONE) {
-        e = store_err(rc);
-        goto fail;
-    }
-    store_done(st);
-    return GIM_OK;
-fail:
-    store_done(st);
-    free(*out);
-    *out = NULL;
-    *n = 0;
+    void *rows = NULL;
+    gim_err e =
+        STORE_ROWS(db, SQL_GROUP_COPIES, sizeof **out, copy_row, &rows, n, STORE_INT(message_id));
+    *out = rows;
     return e;
 }
 
@@ -307,7 +261,7 @@ gim_err recall_apply(struct wctx *w, int64_t actor_user, int64_t actor_device, i
     res->receiver_id = t.receiver_id;
     res->send_time = w->now_ms;
 
-    if ((e = erase(w->db, t.id)) != GIM_OK)
+    if ((e = STORE_RUN(w->db, SQL_ERASE, NULL, STORE_INT(t.id))) != GIM_OK)
         goto storage;
     if (t.receiver_type == PB__RECEIVER_TYPE__RT_GROUP) {
         e = group_copies(w->db, t.id, &copies, &n);
@@ -339,30 +293,18 @@ storage:
         free(copies);
     recall_result_free(res);
     gim_err_why(why, whylen, "%s",
-                e == GIM_EUNAVAILABLE ? "database unavailable, retry later" : "storage error");
+                e == GIM_EUNAVAILABLE ? "database unavailable, retry later"
+                : e == GIM_ENOMEM     ? "out of memory"
+                                      : "storage error");
     log_warn("recall failed", "user=%" PRId64 " seq=%" PRId64 " code=%s", user_id, seq,
              gim_err_name(e));
-    return e == GIM_EUNAVAILABLE ? e : GIM_EINTERNAL;
+    return e == GIM_EUNAVAILABLE || e == GIM_ENOMEM ? e : GIM_EINTERNAL;
 }
 
-/* Publishes one notice to every online device of its user but exclude_device. */
-static void push_notice(struct wctx *w, const struct recall_result *res,
-                        const struct recall_notice *n, int64_t exclude_device)
+void recall_push(struct wctx *w, const struct recall_result *res, int64_t exclude_device)
 {
-    struct session stackbuf[16];
-    struct session *sessions = stackbuf;
-    size_t count = presence_user_sessions(w->presence, n->user_id, stackbuf, 16);
-    if (count > 16) {
-        sessions = malloc(count * sizeof *sessions);
-        if (!sessions) {
-            log_warn("recall push dropped", "user=%" PRId64 " reason=out of memory", n->user_id);
-            return;
-        }
-        count = presence_user_sessions(w->presence, n->user_id, sessions, count);
-    }
-    if (count == 0)
-        goto out;
-
+    if (!w->push || !w->presence || !res)
+        return;
     Pb__Sender sender = PB__SENDER__INIT;
     sender.sender_type = res->sender_type;
     sender.sender_id = res->sender_id;
@@ -372,38 +314,20 @@ static void push_notice(struct wctx *w, const struct recall_result *res,
     msg.receiver_type = res->receiver_type;
     msg.receiver_id = res->receiver_id;
     msg.message_type = PB__MESSAGE_TYPE__MT_COMMAND;
-    msg.message_content.data = n->content;
-    msg.message_content.len = n->content_len;
-    msg.seq = n->seq;
     msg.send_time = res->send_time;
     msg.status = PB__MESSAGE_STATUS__MS_NORMAL;
-    Pb__MessageSend send = PB__MESSAGE_SEND__INIT;
-    send.message = &msg;
-
-    size_t len = pb__message_send__get_packed_size(&send);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) {
-        log_warn("recall push dropped", "user=%" PRId64 " reason=out of memory", n->user_id);
-        goto out;
+    struct push_msg pm;
+    push_msg_init(&pm);
+    /* Each notice to every online device of its user but exclude_device. */
+    for (size_t i = 0; i < res->n_notices; i++) {
+        const struct recall_notice *n = &res->notices[i];
+        msg.message_content.data = n->content;
+        msg.message_content.len = n->content_len;
+        msg.seq = n->seq;
+        push_msg_user(&pm, w->presence, n->user_id);
+        push_msg_send(w->push, &pm, exclude_device, &msg);
     }
-    pb__message_send__pack(&send, buf);
-    Pb__Output o = PB__OUTPUT__INIT;
-    o.type = PB__PACKAGE_TYPE__PT_MESSAGE;
-    o.data.data = buf;
-    o.data.len = len;
-    push_deliver(w->push, sessions, count, exclude_device, &o);
-    free(buf);
-out:
-    if (sessions != stackbuf)
-        free(sessions);
-}
-
-void recall_push(struct wctx *w, const struct recall_result *res, int64_t exclude_device)
-{
-    if (!w->push || !w->presence || !res)
-        return;
-    for (size_t i = 0; i < res->n_notices; i++)
-        push_notice(w, res, &res->notices[i], exclude_device);
+    push_msg_free(&pm);
 }
 
 void recall_result_free(struct recall_result *res)
@@ -414,4 +338,39 @@ void recall_result_free(struct recall_result *res)
         free(res->notices[i].content);
     free(res->notices);
     memset(res, 0, sizeof *res);
+}
+
+gim_err recall_request_write(struct request *r, struct wctx *w, int64_t actor_user,
+                             int64_t actor_device, int64_t user_id, int64_t seq, bool admin,
+                             const char *what)
+{
+    char why[160] = "";
+    struct recall_result *res = r->scratch;
+    if (!res && !(res = r->scratch = calloc(1, sizeof *res)))
+        return request_fail(r, GIM_ENOMEM, "%s: out of memory", what);
+    gim_err e =
+        recall_apply(w, actor_user, actor_device, user_id, seq, admin, res, why, sizeof why);
+    if (e != GIM_OK)
+        return request_fail(r, e, "%s: %s", what, why);
+    if (!res->already)
+        return GIM_OK;
+    Pb__RecallOutput out = PB__RECALL_OUTPUT__INIT;
+    out.already_recalled = res->already;
+    return request_set_reply(r, &out.base);
+}
+
+void recall_request_committed(struct request *r, struct wctx *w, int64_t exclude_device)
+{
+    const struct recall_result *res = r->scratch;
+    if (!res || res->already)
+        return;
+    metrics_recall(w->metrics);
+    recall_push(w, res, exclude_device);
+}
+
+void recall_request_cleanup(struct request *r)
+{
+    recall_result_free(r->scratch);
+    free(r->scratch);
+    r->scratch = NULL;
 }

@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #include "err.h"
-#include "writer.h"
+#include "wctx.h"
 
 /* Command.code of a recall notice; data = encoded pb.RecallInput. */
 #define RECALL_COMMAND_CODE 1
@@ -73,7 +73,8 @@ struct recall_result {
  * Returns GIM_OK (also when the message was already recalled: res->already),
  * GIM_EBADREQ (seq <= 0), GIM_ENOTFOUND (no such inbox entry), GIM_EFORBIDDEN
  * (not the sender nor a group admin/owner, or the entry is a recall notice),
- * GIM_ERECALLEXPIRED (the sender, after the window), or a storage error. On
+ * GIM_ERECALLEXPIRED (the sender, after the window), GIM_ENOMEM, or a storage
+ * error (GIM_EUNAVAILABLE: busy or locked, retry; else GIM_EINTERNAL). On
  * any error nothing is written and why holds one line for the reply.
  */
 gim_err recall_apply(struct wctx *w, int64_t actor_user, int64_t actor_device, int64_t user_id,
@@ -89,5 +90,24 @@ void recall_push(struct wctx *w, const struct recall_result *res, int64_t exclud
 
 /* Frees what res owns and zeroes it. NULL is a no-op. */
 void recall_result_free(struct recall_result *res);
+
+/*
+ * The handler side shared by PT_RECALL (handle_recall.c) and PT_ADMIN_RECALL
+ * (handle_admin_recall.c), which differ only in their input and who acts.
+ *
+ * recall_request_write: recall_apply() inside the writer's transaction, its
+ * result kept in r->scratch (allocated here); a failure is r's error "<what>:
+ * <why>"; the reply is a RecallOutput. A first recall's RecallOutput is all
+ * defaults, which proto3 encodes as no bytes: that reply has no data at all.
+ * recall_request_committed: counts the recall and pushes its notices to every
+ * device but exclude_device (nothing for a repeated recall).
+ * recall_request_cleanup: the handler's cleanup(); frees r->scratch.
+ */
+struct request;
+gim_err recall_request_write(struct request *r, struct wctx *w, int64_t actor_user,
+                             int64_t actor_device, int64_t user_id, int64_t seq, bool admin,
+                             const char *what);
+void recall_request_committed(struct request *r, struct wctx *w, int64_t exclude_device);
+void recall_request_cleanup(struct request *r);
 
 #endif

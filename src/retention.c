@@ -51,42 +51,27 @@ struct old_room {
     int64_t room_id, seq, device_id;
 };
 
-/* Runs a write statement with up to three int64 parameters. */
-static gim_err run(struct store_conn *db, const char *sql, int n, int64_t a, int64_t b, int64_t c)
-{
-    sqlite3_stmt *st = store_stmt(db, sql);
-    if (!st)
-        return GIM_EINTERNAL;
-    const int64_t v[3] = {a, b, c};
-    for (int i = 0; i < n; i++)
-        sqlite3_bind_int64(st, i + 1, v[i]);
-    int rc = sqlite3_step(st);
-    store_done(st);
-    return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
-}
-
 /* Collects first, deletes after: no statement walks a table while it shrinks. */
 static gim_err find_messages(struct store_conn *db, int64_t cutoff, int max,
                              struct old_message *out, int *n)
 {
     sqlite3_stmt *st = store_stmt(db, SQL_OLD_MESSAGES);
-    int rc = SQLITE_DONE;
     *n = 0;
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, cutoff);
-    sqlite3_bind_int(st, 2, max);
-    sqlite3_bind_int64(st, 3, (int64_t)max * HEAD_WINDOW);
-    while (*n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        out[*n] = (struct old_message){.id = sqlite3_column_int64(st, 0),
-                                       .sender_id = sqlite3_column_int64(st, 1),
-                                       .sender_seq = sqlite3_column_int64(st, 2),
-                                       .device_id = sqlite3_column_int64(st, 3),
-                                       .receiver_type = sqlite3_column_int(st, 4),
-                                       .receiver_id = sqlite3_column_int64(st, 5),
-                                       .receiver_seq = sqlite3_column_int64(st, 6)};
-        (*n)++;
-    }
+    int rc =
+        STORE_BIND(st, STORE_INT(cutoff), STORE_INT(max), STORE_INT((int64_t)max * HEAD_WINDOW));
+    if (rc == SQLITE_OK)
+        while (*n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+            out[*n] = (struct old_message){.id = sqlite3_column_int64(st, 0),
+                                           .sender_id = sqlite3_column_int64(st, 1),
+                                           .sender_seq = sqlite3_column_int64(st, 2),
+                                           .device_id = sqlite3_column_int64(st, 3),
+                                           .receiver_type = sqlite3_column_int(st, 4),
+                                           .receiver_id = sqlite3_column_int64(st, 5),
+                                           .receiver_seq = sqlite3_column_int64(st, 6)};
+            (*n)++;
+        }
     store_done(st);
     return *n == max || rc == SQLITE_DONE ? GIM_OK : store_err(rc);
 }
@@ -94,17 +79,20 @@ static gim_err find_messages(struct store_conn *db, int64_t cutoff, int max,
 static gim_err delete_message(struct store_conn *db, const struct old_message *m)
 {
     gim_err e;
-    if ((e = run(db, SQL_DEL_INBOX, 3, m->sender_id, m->sender_seq, m->id)) != GIM_OK)
+    if ((e = STORE_RUN(db, SQL_DEL_INBOX, NULL, STORE_INT(m->sender_id), STORE_INT(m->sender_seq),
+                       STORE_INT(m->id))) != GIM_OK)
         return e;
     /* RT_USER keeps the receiver's copy in the row itself (the same one for a self-send). */
     if (m->receiver_type == PB__RECEIVER_TYPE__RT_USER && m->receiver_seq > 0 &&
-        (e = run(db, SQL_DEL_INBOX, 3, m->receiver_id, m->receiver_seq, m->id)) != GIM_OK)
+        (e = STORE_RUN(db, SQL_DEL_INBOX, NULL, STORE_INT(m->receiver_id),
+                       STORE_INT(m->receiver_seq), STORE_INT(m->id))) != GIM_OK)
         return e;
-    if ((e = run(db, SQL_DEL_GROUP_INBOX, 1, m->id, 0, 0)) != GIM_OK ||
-        (e = run(db, SQL_DEL_GROUP_COPY, 1, m->id, 0, 0)) != GIM_OK ||
-        (e = run(db, SQL_DEL_IDEM, 2, m->device_id, m->id, 0)) != GIM_OK)
+    if ((e = STORE_RUN(db, SQL_DEL_GROUP_INBOX, NULL, STORE_INT(m->id))) != GIM_OK ||
+        (e = STORE_RUN(db, SQL_DEL_GROUP_COPY, NULL, STORE_INT(m->id))) != GIM_OK ||
+        (e = STORE_RUN(db, SQL_DEL_IDEM, NULL, STORE_INT(m->device_id), STORE_INT(m->id))) !=
+            GIM_OK)
         return e;
-    return run(db, SQL_DEL_MESSAGE, 1, m->id, 0, 0);
+    return STORE_RUN(db, SQL_DEL_MESSAGE, NULL, STORE_INT(m->id));
 }
 
 static gim_err prune_messages(struct store_conn *db, int64_t cutoff, int max, int *deleted)
@@ -134,22 +122,24 @@ static gim_err prune_rooms(struct store_conn *db, int64_t cutoff, int max, int *
         e = GIM_EINTERNAL;
         goto out;
     }
-    sqlite3_bind_int64(st, 1, cutoff);
-    sqlite3_bind_int(st, 2, max);
-    while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
-        old[n++] = (struct old_room){sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
-                                     sqlite3_column_int64(st, 2)};
+    rc = STORE_BIND(st, STORE_INT(cutoff), STORE_INT(max));
+    if (rc == SQLITE_OK)
+        while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
+            old[n++] = (struct old_room){sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+                                         sqlite3_column_int64(st, 2)};
     store_done(st);
     if (n < max && rc != SQLITE_DONE) {
         e = store_err(rc);
         goto out;
     }
     for (int i = 0; e == GIM_OK && i < n; i++) {
-        e = run(db, SQL_DEL_ROOM_IDEM, 3, old[i].device_id, old[i].room_id, old[i].seq);
+        e = STORE_RUN(db, SQL_DEL_ROOM_IDEM, NULL, STORE_INT(old[i].device_id),
+                      STORE_INT(old[i].room_id), STORE_INT(old[i].seq));
         if (e == GIM_OK)
-            e = run(db, SQL_DEL_ROOM_IDEM_DETAILS, 3, old[i].device_id, old[i].room_id, old[i].seq);
+            e = STORE_RUN(db, SQL_DEL_ROOM_IDEM_DETAILS, NULL, STORE_INT(old[i].device_id),
+                          STORE_INT(old[i].room_id), STORE_INT(old[i].seq));
         if (e == GIM_OK)
-            e = run(db, SQL_DEL_ROOM, 2, old[i].room_id, old[i].seq, 0);
+            e = STORE_RUN(db, SQL_DEL_ROOM, NULL, STORE_INT(old[i].room_id), STORE_INT(old[i].seq));
     }
     if (e == GIM_OK)
         *deleted = n;
@@ -171,7 +161,7 @@ gim_err retention_run(struct wctx *w, int64_t now_ms, int max_rows, int *deleted
     }
     int64_t cutoff = now_ms - (int64_t)w->cfg->retention.days * DAY_MS;
     if ((e = store_exec(w->db, "BEGIN IMMEDIATE")) != GIM_OK)
-        return e;
+        goto fail;
     if ((e = prune_messages(w->db, cutoff, max_rows, &messages)) != GIM_OK)
         goto fail;
     if (messages < max_rows &&
@@ -189,6 +179,7 @@ gim_err retention_run(struct wctx *w, int64_t now_ms, int max_rows, int *deleted
 fail:
     log_warn("retention failed", "code=%s error=\"%s\"", gim_err_name(e),
              sqlite3_errmsg(w->db->db));
-    sqlite3_exec(w->db->db, "ROLLBACK", NULL, NULL, NULL);
+    if (!sqlite3_get_autocommit(w->db->db))
+        sqlite3_exec(w->db->db, "ROLLBACK", NULL, NULL, NULL);
     return e;
 }

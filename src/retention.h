@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 #include "err.h"
-#include "writer.h"
+#include "wctx.h"
 
 /*
  * Deletes up to max_rows messages whose send_time is before now_ms minus

@@ -31,53 +31,25 @@ static const char SQL_SUBSCRIBE[] =
 static const char SQL_SUBSCRIBED[] = "SELECT room_id FROM device WHERE device_id = ?1 AND "
                                      "user_id = ?2 AND gateway_id = ?3 AND online = 1";
 
-/* Arena room for a loaded view besides its blobs: the view and alignment padding. */
-#define VIEW_OVERHEAD (sizeof(struct message_view) + 3 * 16)
-
 static gim_err insert(struct store_conn *db, int64_t room_id, int64_t seq,
                       const struct message_new *m)
 {
-    uint8_t stackbuf[8 * 16];
-    uint8_t *ids = NULL;
+    struct message_ids ids;
     sqlite3_stmt *st = store_stmt(db, SQL_INSERT);
     if (!st)
         return GIM_EINTERNAL;
-    if (m->n_to_user_ids) {
-        ids = m->n_to_user_ids <= 16 ? stackbuf : malloc(8 * m->n_to_user_ids);
-        if (!ids) {
-            store_done(st);
-            return GIM_ENOMEM;
-        }
-        message_pack_ids(m->to_user_ids, m->n_to_user_ids, ids);
-    }
-    sqlite3_bind_int64(st, 1, room_id);
-    sqlite3_bind_int64(st, 2, seq);
-    sqlite3_bind_int(st, 3, m->sender_type);
-    sqlite3_bind_int64(st, 4, m->sender_id);
-    sqlite3_bind_int64(st, 5, m->sender_device_id);
-    if (ids)
-        sqlite3_bind_blob(st, 6, ids, (int)(8 * m->n_to_user_ids), SQLITE_TRANSIENT);
-    sqlite3_bind_int(st, 7, m->message_type);
-    /* Never NULL: NULL content means "erased" (recall), an empty message is not that. */
-    sqlite3_bind_blob(st, 8, m->content ? (const void *)m->content : "", (int)m->content_len,
-                      SQLITE_STATIC);
-    sqlite3_bind_int64(st, 9, m->send_time);
-    int rc = sqlite3_step(st);
+    if (message_ids_pack(&ids, m->to_user_ids, m->n_to_user_ids) != GIM_OK)
+        return GIM_ENOMEM;
+    /* Never NULL content: NULL means "erased" (recall), an empty message is not that. */
+    int rc = STORE_BIND(st, STORE_INT(room_id), STORE_INT(seq), STORE_INT(m->sender_type),
+                        STORE_INT(m->sender_id), STORE_INT(m->sender_device_id),
+                        STORE_BLOB(ids.blob, ids.len), STORE_INT(m->message_type),
+                        STORE_BLOB(m->content ? (const void *)m->content : "", m->content_len),
+                        STORE_INT(m->send_time));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     store_done(st);
-    if (ids != stackbuf)
-        free(ids);
-    return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
-}
-
-static gim_err prune(struct store_conn *db, int64_t room_id, int64_t upto)
-{
-    sqlite3_stmt *st = store_stmt(db, SQL_PRUNE);
-    if (!st)
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, room_id);
-    sqlite3_bind_int64(st, 2, upto);
-    int rc = sqlite3_step(st);
-    store_done(st);
+    message_ids_free(&ids);
     return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
 }
 
@@ -95,7 +67,7 @@ gim_err room_append(struct wctx *w, int64_t room_id, const struct message_new *m
      * retain_messages was lowered, the oldest few).
      */
     if (*seq > retain)
-        e = prune(w->db, room_id, *seq - retain);
+        e = STORE_RUN(w->db, SQL_PRUNE, NULL, STORE_INT(room_id), STORE_INT(*seq - retain));
     return e;
 }
 
@@ -107,16 +79,16 @@ gim_err room_load(struct store_conn *db, int64_t room_id, int64_t seq, struct ar
     sqlite3_stmt *st = store_stmt(db, SQL_LOAD);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, room_id);
-    sqlite3_bind_int64(st, 2, seq);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(room_id), STORE_INT(seq));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
         e = rc == SQLITE_DONE ? GIM_ENOTFOUND : store_err(rc);
         goto out;
     }
     /* Sized from the row itself: the mentions blob (5) and the content (7). */
-    size_t need =
-        VIEW_OVERHEAD + (size_t)sqlite3_column_bytes(st, 5) + (size_t)sqlite3_column_bytes(st, 7);
+    size_t need = MESSAGE_VIEW_OVERHEAD + (size_t)sqlite3_column_bytes(st, 5) +
+                  (size_t)sqlite3_column_bytes(st, 7);
     if ((e = arena_init(a, need)) != GIM_OK)
         goto out;
     if (!(*out = message_from_row(st, 0, seq, a)))
@@ -133,10 +105,10 @@ gim_err room_page(struct store_conn *db, const struct gim_config *cfg, int64_t r
     sqlite3_stmt *st = store_stmt(db, SQL_PAGE);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, room_id);
-    sqlite3_bind_int64(st, 2, after);
-    sqlite3_bind_int64(st, 3, (int64_t)cfg->sync.page_size + 1);
-    gim_err e = message_page(st, cfg->sync.page_size, max_bytes, buf, len);
+    int rc = STORE_BIND(st, STORE_INT(room_id), STORE_INT(after),
+                        STORE_INT((int64_t)cfg->sync.page_size + 1));
+    gim_err e = rc == SQLITE_OK ? message_page(st, cfg->sync.page_size, max_bytes, buf, len)
+                                : store_err(rc);
     store_done(st);
     return e;
 }
@@ -147,12 +119,10 @@ gim_err room_subscribe(struct store_conn *db, const struct session *s, int64_t r
     sqlite3_stmt *st = store_stmt(db, SQL_SUBSCRIBE);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, room_id);
-    sqlite3_bind_int64(st, 2, now_ms);
-    sqlite3_bind_int64(st, 3, s->device_id);
-    sqlite3_bind_int64(st, 4, s->user_id);
-    sqlite3_bind_text(st, 5, s->gateway_id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(room_id), STORE_INT(now_ms), STORE_INT(s->device_id),
+                        STORE_INT(s->user_id), STORE_TEXT(s->gateway_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     int changed = sqlite3_changes(db->db);
     store_done(st);
     if (rc != SQLITE_DONE)
@@ -165,10 +135,10 @@ gim_err room_subscribed(struct store_conn *db, const struct session *s, int64_t 
     sqlite3_stmt *st = store_stmt(db, SQL_SUBSCRIBED);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, s->device_id);
-    sqlite3_bind_int64(st, 2, s->user_id);
-    sqlite3_bind_text(st, 3, s->gateway_id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
+    int rc =
+        STORE_BIND(st, STORE_INT(s->device_id), STORE_INT(s->user_id), STORE_TEXT(s->gateway_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     *room_id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     store_done(st);
     if (rc == SQLITE_ROW)

@@ -30,7 +30,7 @@
 #include "presence.h"
 #include "proto.h"
 #include "store.h"
-#include "writer.h"
+#include "wctx.h"
 
 struct gim_config;
 

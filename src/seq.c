@@ -135,8 +135,9 @@ static gim_err load(struct seq *s, struct store_conn *db, enum seq_kind kind, in
     sqlite3_stmt *st = store_stmt(db, kind == SEQ_USER ? SQL_LOAD_USER : SQL_LOAD_ROOM);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     int64_t last = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     store_done(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
@@ -220,9 +221,9 @@ gim_err seq_flush(struct seq *s, struct store_conn *db)
         sqlite3_stmt *st = store_stmt(db, c->kind == SEQ_USER ? SQL_SAVE_USER : SQL_SAVE_ROOM);
         if (!st)
             return GIM_EINTERNAL;
-        sqlite3_bind_int64(st, 1, c->id);
-        sqlite3_bind_int64(st, 2, c->last);
-        int rc = sqlite3_step(st);
+        int rc = STORE_BIND(st, STORE_INT(c->id), STORE_INT(c->last));
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(st);
         store_done(st);
         if (rc != SQLITE_DONE) {
             log_warn("seq flush failed", "id=%lld rc=%d", (long long)c->id, rc);

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "busy.h"
+#include "clock.h"
 #include "config.h"
 #include "listener.h"
 #include "log.h"
@@ -113,13 +114,6 @@ struct server {
     _Atomic int64_t refused_log_ms; /* when that warning was last logged */
 };
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* c leaves the state machine for good (the server is stopping); the caller holds s->mu. */
 static void ctx_idle_locked(struct server_ctx *c)
 {
@@ -203,7 +197,7 @@ static void ctx_cb(void *arg)
 static void ctx_reply(struct server_ctx *c)
 {
     struct request *r = &c->req;
-    int64_t dur = mono_ns() - r->start_ns;
+    int64_t dur = gim_clock_mono_ns() - r->start_ns;
     metrics_request(c->srv->metrics, r->type, gim_err_wire(r->code), dur);
     bool quiet = r->code == GIM_OK || r->code == GIM_EUNAUTH || r->code == GIM_EBADREQ ||
                  c->refused; /* refusals are counted in one warning a second instead */
@@ -254,7 +248,7 @@ static void refuse_write(struct server *s, struct server_ctx *c)
                  "too many writes waiting for the database, retry later");
     c->refused = true;
     int64_t n = atomic_fetch_add(&s->refused, 1) + 1;
-    int64_t now = mono_ns() / 1000000, last = atomic_load(&s->refused_log_ms);
+    int64_t now = gim_clock_mono_ns() / 1000000, last = atomic_load(&s->refused_log_ms);
     if (now - last >= 1000 && atomic_compare_exchange_strong(&s->refused_log_ms, &last, now)) {
         atomic_fetch_sub(&s->refused, n);
         log_warn("writes refused", "count=%lld writer.max_queued=%d reason=\"%s\"", (long long)n,
@@ -492,7 +486,7 @@ fail:
 /* DRAINING: waits until every context has answered what it holds; s->mu is held. */
 static void drain(struct server *s)
 {
-    int64_t t0 = mono_ns();
+    int64_t t0 = gim_clock_mono_ns();
     s->state = SRV_DRAINING;
     /* A receive that is waiting ends now; one that just got a request works it first. */
     for (int i = 0; i < s->nctx; i++)
@@ -506,7 +500,7 @@ static void drain(struct server *s)
             log_info("stopping: waiting for requests in flight", "requests=%d writes=%d", s->active,
                      atomic_load(&s->writes));
     }
-    log_info("drained", "duration_ms=%lld", (long long)((mono_ns() - t0) / 1000000));
+    log_info("drained", "duration_ms=%lld", (long long)((gim_clock_mono_ns() - t0) / 1000000));
 }
 
 void server_stop(struct server *s)

@@ -24,6 +24,7 @@
 #ifndef GIM_SERVER_H
 #define GIM_SERVER_H
 
+#include "clock.h"
 #include "dispatch.h"
 #include "err.h"
 

@@ -99,6 +99,52 @@ sqlite3_stmt *store_stmt(struct store_conn *c, const char *sql)
     return NULL;
 }
 
+int store_bind(sqlite3_stmt *st, const struct store_val *v, size_t n)
+{
+    int rc = SQLITE_OK;
+    for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+        int at = (int)i + 1;
+        switch (v[i].type) {
+        case STORE_T_NULL:
+            rc = sqlite3_bind_null(st, at);
+            break;
+        case STORE_T_INT:
+            rc = sqlite3_bind_int64(st, at, v[i].i);
+            break;
+        case STORE_T_TEXT:
+            rc = sqlite3_bind_text(st, at, v[i].p, v[i].len, SQLITE_STATIC);
+            break;
+        case STORE_T_BLOB:
+            rc = sqlite3_bind_blob(st, at, v[i].p, v[i].len, SQLITE_STATIC);
+            break;
+        }
+    }
+    return rc;
+}
+
+gim_err store_run(struct store_conn *c, const char *sql, int *changes, bool *row,
+                  const struct store_val *v, size_t n)
+{
+    if (changes)
+        *changes = 0;
+    if (row)
+        *row = false;
+    sqlite3_stmt *st = store_stmt(c, sql);
+    if (!st)
+        return GIM_EINTERNAL;
+    int rc = store_bind(st, v, n);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    store_done(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return store_err(rc);
+    if (changes)
+        *changes = sqlite3_changes(c->db);
+    if (row)
+        *row = rc == SQLITE_ROW;
+    return GIM_OK;
+}
+
 void store_done(sqlite3_stmt *st)
 {
     if (st)
@@ -307,4 +353,44 @@ gim_err store_migrate(struct store_conn *c, char *errbuf, size_t errlen)
             return e;
     }
     return GIM_OK;
+}
+
+gim_err store_rows(struct store_conn *c, const char *sql, size_t elem_size, store_row_fn row,
+                   void **out, size_t *n, const struct store_val *v, size_t nv)
+{
+    gim_err e = GIM_OK;
+    uint8_t *rows = NULL;
+    size_t cap = 0;
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *st = store_stmt(c, sql);
+    if (!st)
+        return GIM_EINTERNAL;
+    int bind_rc = store_bind(st, v, nv), rc = bind_rc;
+    while (bind_rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint8_t *grown = realloc(rows, cap * elem_size);
+            if (!grown) {
+                e = GIM_ENOMEM;
+                goto fail;
+            }
+            rows = grown;
+        }
+        row(st, rows + *n * elem_size);
+        (*n)++;
+    }
+    if (rc != SQLITE_DONE) {
+        e = store_err(rc);
+        goto fail;
+    }
+    store_done(st);
+    *out = rows;
+    return GIM_OK;
+fail:
+    store_done(st);
+    free(rows);
+    *out = NULL;
+    *n = 0;
+    return e;
 }

@@ -71,6 +71,52 @@ int store_schema_version(void);
 /* The cached, reset statement for sql (see above); NULL if it fails to prepare (logged). */
 sqlite3_stmt *store_stmt(struct store_conn *c, const char *sql);
 
+/*
+ * Statement parameters, bound in one call whose result is checked: one
+ * value for each of ?1, ?2, ... in order,
+ *     int rc = STORE_BIND(st, STORE_INT(user_id), STORE_TEXT(gateway_id));
+ *     if (rc == SQLITE_OK)
+ *         rc = sqlite3_step(st);
+ * so a failed bind (SQLITE_NOMEM, SQLITE_TOOBIG; SQLITE_RANGE is a bug)
+ * takes the step's own exit path: store_err(rc) like any failed step, and
+ * never a step on a half-bound statement. STORE_NULL leaves a parameter
+ * NULL. Text and blobs are bound SQLITE_STATIC: they must stay alive and
+ * unchanged until the statement is reset; a NULL pointer binds NULL.
+ */
+enum store_type { STORE_T_NULL, STORE_T_INT, STORE_T_TEXT, STORE_T_BLOB };
+struct store_val {
+    enum store_type type;
+    int64_t i;
+    const void *p;
+    int len; /* blobs: bytes; text: -1 (up to the NUL) */
+};
+#define STORE_NULL       ((struct store_val){.type = STORE_T_NULL})
+#define STORE_INT(v)     ((struct store_val){.type = STORE_T_INT, .i = (int64_t)(v)})
+#define STORE_TEXT(s)    ((struct store_val){.type = STORE_T_TEXT, .p = (s), .len = -1})
+#define STORE_BLOB(d, n) ((struct store_val){.type = STORE_T_BLOB, .p = (d), .len = (int)(n)})
+#define STORE_VALS(...)                                                                            \
+    (const struct store_val[]){__VA_ARGS__},                                                       \
+        sizeof((const struct store_val[]){__VA_ARGS__}) / sizeof(struct store_val)
+#define STORE_BIND(st, ...) store_bind((st), STORE_VALS(__VA_ARGS__))
+
+/* Binds v[0..n) to ?1..?n of st; SQLITE_OK or the first failing bind's code. */
+int store_bind(sqlite3_stmt *st, const struct store_val *v, size_t n);
+
+/*
+ * The whole life of a statement run for its effect or for whether it finds
+ * a row: store_stmt, bind v[0..n) (as store_bind), one step, store_done.
+ * GIM_OK, or GIM_EINTERNAL (cannot prepare) or store_err() of the failed
+ * bind or step. *changes (may be NULL) gets the rows it changed, *row (may
+ * be NULL) whether it returned one.
+ *     e = STORE_RUN(db, SQL_INBOX_ADD, NULL, STORE_INT(user_id), STORE_INT(seq));
+ *     e = STORE_EXISTS(db, SQL_GROUP_EXISTS, &exists, STORE_INT(group_id));
+ */
+gim_err store_run(struct store_conn *c, const char *sql, int *changes, bool *row,
+                  const struct store_val *v, size_t n);
+#define STORE_RUN(c, sql, changes, ...)                                                            \
+    store_run((c), (sql), (changes), NULL, STORE_VALS(__VA_ARGS__))
+#define STORE_EXISTS(c, sql, row, ...) store_run((c), (sql), NULL, (row), STORE_VALS(__VA_ARGS__))
+
 /* Resets st so it releases its locks. NULL is a no-op. */
 void store_done(sqlite3_stmt *st);
 
@@ -80,5 +126,20 @@ gim_err store_err(int rc);
 
 /* Runs one statement without results (BEGIN, COMMIT, SAVEPOINT...). */
 gim_err store_exec(struct store_conn *c, const char *sql);
+
+/*
+ * Runs sql with parameters v[0..nv) (as store_run) and collects its rows,
+ * one elem_size element a row, each filled by row(st, elem). On success
+ * *out is a malloc'ed array of *n elements (NULL when there is no row) that
+ * the caller frees; on failure *out is NULL, *n is 0 and the result is
+ * GIM_EINTERNAL (cannot prepare), GIM_ENOMEM or store_err() of the failed
+ * bind or step.
+ *     e = STORE_ROWS(db, SQL_MEMBERS, sizeof *ids, member_row, &rows, &n, STORE_INT(group_id));
+ */
+typedef void (*store_row_fn)(sqlite3_stmt *st, void *elem);
+gim_err store_rows(struct store_conn *c, const char *sql, size_t elem_size, store_row_fn row,
+                   void **out, size_t *n, const struct store_val *v, size_t nv);
+#define STORE_ROWS(c, sql, elem_size, row, out, n, ...)                                            \
+    store_rows((c), (sql), (elem_size), (row), (out), (n), STORE_VALS(__VA_ARGS__))
 
 #endif

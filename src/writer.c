@@ -9,12 +9,12 @@
 #include "busy.h"
 #include "config.h"
 #include "log.h"
-#include "maint.h"
 #include "metrics.h"
 #include "seq.h"
 
 struct writer {
     struct wctx *w;
+    writer_maint_fn maintain; /* NULL: no maintenance */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -71,19 +71,6 @@ struct writer {
 #define SCRUB_BUSY_TRIES     10  /* 1 ms sleeps: the longest the writer can wait for a scrub */
 #define SCRUB_FIRST_RETRY_MS 20  /* then doubling ... */
 #define SCRUB_MAX_RETRY_MS   500 /* ... to this: done within 0.5 s of the last reader leaving */
-
-int64_t gim_clock_real_ms(void *arg)
-{
-    (void)arg;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t gim_clock_now(const struct gim_clock *c)
-{
-    return c->now_ms ? c->now_ms(c->arg) : gim_clock_real_ms(NULL);
-}
 
 /*
  * Two of these run per job: cached statements instead of sqlite3_exec, which
@@ -208,7 +195,7 @@ static void *writer_main(void *arg)
         /* Without a checkpointer, a pending scrub runs here (maint.c) as soon as the queue is
          * empty. */
         if (now >= next_maint || (n == 0 && wr->w->scrub_wal)) {
-            backlog = writer_maintain(wr->w);
+            backlog = wr->maintain ? wr->maintain(wr->w) : false;
             scrub_handoff(wr);
             next_maint = backlog ? now : now + 1000;
         }
@@ -397,11 +384,6 @@ static void ckpt_stop(struct writer *wr)
     pthread_cond_destroy(&wr->ckpt_cv);
 }
 
-bool writer_maintain(struct wctx *w)
-{
-    return maint_run(w);
-}
-
 /* Gives the connection back its plain busy_timeout: wr->busy is about to go. */
 static void busy_release(struct writer *wr)
 {
@@ -409,12 +391,13 @@ static void busy_release(struct writer *wr)
     busy_wait_destroy(&wr->busy);
 }
 
-gim_err writer_start(struct writer **out, struct wctx *w)
+gim_err writer_start(struct writer **out, struct wctx *w, writer_maint_fn maintain)
 {
     struct writer *wr = calloc(1, sizeof *wr);
     if (!wr)
         return GIM_ENOMEM;
     wr->w = w;
+    wr->maintain = maintain;
     pthread_mutex_init(&wr->mu, NULL);
     pthread_cond_init(&wr->cv, NULL);
     busy_wait_init(&wr->busy, w->cfg->database.busy_timeout_ms);

@@ -16,7 +16,11 @@
  * content (recall, retention) out of the WAL file, retried with backoff
  * while a reader holds an older snapshot, and run once at every start-up
  * (writer.c). Without that thread (an in-memory database; gimctl and tests
- * calling writer_maintain) maintenance scrubs on the writer's connection.
+ * calling maint_run) maintenance scrubs on the writer's connection.
+ *
+ * What maintenance does is not the writer's business: main hands it in
+ * (maint_run, maint.h) as a writer_maint_fn, so the writer needs no
+ * maintenance header and maintenance none of the writer's.
  */
 #ifndef GIM_WRITER_H
 #define GIM_WRITER_H
@@ -25,35 +29,7 @@
 #include <stdint.h>
 
 #include "err.h"
-#include "store.h"
-
-struct gim_config;
-struct seq;
-struct presence;
-struct push;
-struct metrics;
-
-/* A clock that tests can replace. */
-struct gim_clock {
-    int64_t (*now_ms)(void *arg);
-    void *arg;
-};
-int64_t gim_clock_real_ms(void *arg);
-int64_t gim_clock_now(const struct gim_clock *c);
-
-/* What a job sees while it runs inside the writer's transaction. */
-struct wctx {
-    struct store_conn *db;
-    struct seq *seq;
-    const struct gim_config *cfg;
-    struct presence *presence;
-    struct push *push;       /* NULL when nothing publishes (tests, gimctl) */
-    struct metrics *metrics; /* may be NULL */
-    struct gim_clock clock;
-    int64_t now_ms;        /* the clock read once per batch: one commit, one time */
-    bool scrub_wal;        /* set by a job that erased content: scrub the WAL after the commit */
-    int64_t last_prune_ms; /* maintenance bookkeeping */
-};
+#include "wctx.h"
 
 struct write_job {
     struct write_job *next;
@@ -67,11 +43,20 @@ struct write_job {
 struct writer;
 
 /*
+ * One maintenance pass on w between batches (maint_run). True when a step
+ * stopped at its time budget with work left (a mass presence timeout): the
+ * writer then runs the next pass right after the next batch instead of a
+ * second later.
+ */
+typedef bool (*writer_maint_fn)(struct wctx *w);
+
+/*
  * Starts the writer thread on w (whose fields the writer borrows; they must
- * outlive it). On success *out is owned by the caller: stop it with
+ * outlive it); maintain (NULL = none) runs between batches and at least
+ * once a second. On success *out is owned by the caller: stop it with
  * writer_stop().
  */
-gim_err writer_start(struct writer **out, struct wctx *w);
+gim_err writer_start(struct writer **out, struct wctx *w, writer_maint_fn maintain);
 
 /* Queues job; never blocks. After writer_stop() began, done() is called at once with
  * GIM_EUNAVAILABLE. */
@@ -96,13 +81,5 @@ void writer_stop(struct writer *wr);
  * gimctl, which need the same semantics without a thread.
  */
 void writer_run_batch(struct wctx *w, struct write_job **jobs, int n);
-
-/*
- * One maintenance pass (sweeper, WAL scrub, pruning); the writer calls it
- * itself. True when a step stopped at its time budget with work left (a mass
- * presence timeout): the writer then runs the next pass right after the next
- * batch instead of a second later.
- */
-bool writer_maintain(struct wctx *w);
 
 #endif

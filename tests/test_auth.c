@@ -2,7 +2,7 @@
  * auth tokens (auth_verify/auth_mint), and the session handlers that use them:
  * sign-in through dispatch (validation, token checks), sign-in/sign-out
  * write+committed against a real SQLite file, and the sweeper's
- * signout_expired().
+ * maint_signout().
  *
  * On `sub`: RFC 7519 makes it a StringOrURI, so a JSON number is refused
  * (sub_as_number), not coerced.
@@ -22,7 +22,7 @@
 #include "handlers.h"
 #include "presence.h"
 #include "seq.h"
-#include "signout.h"
+#include "maint.h"
 #include "store.h"
 #include "writer.h"
 
@@ -598,14 +598,14 @@ Test(session, late_signout_of_an_old_connection_keeps_the_new_session)
     cr_assert_eq(presence_check(pres, 42, 7, "gw-2", T1, NULL), GIM_OK);
 }
 
-Test(session, signout_expired_for_the_sweeper)
+Test(session, maint_signout_for_the_sweeper)
 {
     sign_in(7, 42, "gw-1", "a");
     sign_in(8, 43, "gw-1", "b");
     w.now_ms = T1;
     cr_assert_eq(store_exec(db, "BEGIN IMMEDIATE"), GIM_OK);
-    cr_assert_eq(signout_expired(&w, 7), GIM_OK);
-    cr_assert_eq(signout_expired(&w, 999), GIM_OK, "an unknown device is not an error");
+    cr_assert_eq(maint_signout(&w, 7), GIM_OK);
+    cr_assert_eq(maint_signout(&w, 999), GIM_OK, "an unknown device is not an error");
     cr_assert_eq(store_exec(db, "COMMIT"), GIM_OK);
     struct device_row d = device_row(7);
     cr_assert_eq(d.online, 0);

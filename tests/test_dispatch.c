@@ -206,7 +206,7 @@ Test(dispatch, an_ack_goes_to_the_writer)
     struct env e = {1, 11, "gw-a", PB__PACKAGE_TYPE__PT_MESSAGE_ACK, &ack.base};
     cr_assert_eq(run(&r, &e), DISPATCH_WRITE, "code %d: %s", r.code, r.errmsg);
     cr_assert_eq(r.code, GIM_OK);
-    cr_assert_eq(r.h, &handle_ack);
+    cr_assert_eq(r.h, &handle_message_ack);
     cr_assert_not_null(r.job.exec);
     cr_assert_not_null(r.job.done);
     cr_assert_eq(r.disp, &disp);
@@ -229,8 +229,8 @@ Test(dispatch, a_seed_era_ack_sent_as_a_message_is_an_ack)
         const ProtobufCMessage *data;
         const struct handler *want;
     } cases[] = {
-        {&ack.base, &handle_ack},
-        {&zero_ack.base, &handle_ack},
+        {&ack.base, &handle_message_ack},
+        {&zero_ack.base, &handle_message_ack},
         {&send.base, &handle_message},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

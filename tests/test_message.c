@@ -487,6 +487,28 @@ static void expect_refused(const struct send *s, gim_err code, const char *what)
     cr_assert_eq(rows(), before);
 }
 
+/*
+ * A bind that fails (SQLITE_TOOBIG here: the connection's length limit is
+ * below the content) fails the send and writes nothing. Unchecked, the
+ * content parameter stayed NULL and the send was acknowledged with its
+ * message stored as if recalled (NULL content means erased).
+ */
+#define TEXT64 "sixty-four bytes of text, the most this test's limits allow, ok."
+
+Test(message, a_failed_bind_fails_the_send_and_writes_nothing)
+{
+    int64_t before = rows();
+    /* Above the row without its content (about 30 bytes), below the content (64 bytes). */
+    int old = sqlite3_limit(db->db, SQLITE_LIMIT_LENGTH, 48);
+    int64_t got = send1(&(struct send){.user = 1, .receiver_id = 2, .content = TEXT64});
+    sqlite3_limit(db->db, SQLITE_LIMIT_LENGTH, old);
+    cr_assert_eq(got, -(int64_t)GIM_EINTERNAL, "the send must fail, got %lld", (long long)got);
+    cr_assert_eq(rows(), before, "a failed send writes nothing");
+    cr_assert_eq(q("SELECT count(*) FROM message WHERE content IS NULL"), 0);
+    /* The connection is fine afterwards: the same send now goes through. */
+    cr_assert_eq(send1(&(struct send){.user = 1, .receiver_id = 2, .content = TEXT64}), 1);
+}
+
 Test(message, bad_requests_are_refused_before_the_writer)
 {
     const int64_t ok3[] = {1, 2, 3}, four[] = {1, 2, 3, 4}, zero[] = {2, 0};

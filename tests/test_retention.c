@@ -448,6 +448,48 @@ Test(retention, the_writers_maintenance_pass_applies_it)
     cr_assert_eq(count("SELECT count(*) FROM inbox WHERE seq = 2"), 2);
 }
 
+/* Whether the file at path has a line containing what. */
+static bool logged(const char *path, const char *what)
+{
+    char line[1024];
+    bool found = false;
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, what) != NULL;
+    fclose(f);
+    return found;
+}
+
+/*
+ * A maintenance pass that cannot write (another connection holds the write
+ * lock) says which step failed, instead of nothing, and the next pass does
+ * the work.
+ */
+Test(retention, a_failed_maintenance_pass_is_logged_and_retried)
+{
+    char log[128];
+    sqlite3 *other = NULL;
+    user_msg(NOW - 8 * DAY, 1, 2, "old", 0);
+    snprintf(log, sizeof log, "%s/stderr", dir);
+    cr_assert_not_null(freopen(log, "w", stderr));
+    cr_assert_eq(sqlite3_open(cfg.database.path, &other), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db->db, 0); /* fail at once rather than after busy_timeout_ms */
+    clock_ms = NOW;
+    maint_run(&w);
+    fflush(stderr);
+    cr_assert(logged(log, "msg=\"retention failed\""), "see %s", log);
+    cr_assert(logged(log, "msg=\"idempotency prune failed\""), "see %s", log);
+    cr_assert_eq(count("SELECT count(*) FROM message"), 1);
+
+    cr_assert_eq(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    clock_ms = NOW + 61 * 1000; /* retention's next turn */
+    maint_run(&w);
+    cr_assert_eq(count("SELECT count(*) FROM message"), 0);
+}
+
 /* The business API's idempotency records (operator.h) go once idempotency.window_seconds passed. */
 Test(retention, the_maintenance_pass_prunes_old_operator_idempotency_records)
 {

@@ -594,7 +594,7 @@ Test(room, sign_in_sign_out_and_timeout_drop_the_subscription)
 
     /* The sweeper: C stays silent past presence.timeout_seconds. */
     clock_ms += (int64_t)cfg.presence.timeout_seconds * 1000 + 1;
-    writer_maintain(&w);
+    maint_run(&w);
     cr_assert_eq(device_room(31), 0);
     cr_assert_eq(q("SELECT online FROM device WHERE device_id = 31"), 0);
     cr_assert_eq(in_room(5), 0);

@@ -193,7 +193,7 @@ Test(writer, the_thread_commits_queued_jobs_in_groups)
     struct writer *wr = NULL;
     init(t, N);
     atomic_store(&done_count, 0);
-    cr_assert_eq(writer_start(&wr, &w), GIM_OK);
+    cr_assert_eq(writer_start(&wr, &w, NULL), GIM_OK);
     for (int i = 0; i < N; i++)
         writer_submit(wr, &t[i].job);
     writer_stop(wr); /* finishes the queue */

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "gimclient.h"
+#include "store.h"
 
 struct gimctl {
     const char *url;     /* --url, default tcp://127.0.0.1:7400 */
@@ -39,6 +40,45 @@ struct gim_client *gimctl_client(const struct gimctl *g);
 
 /* Signs g->user_id/g->device_id in at g->gateway; 0 on success (else prints why). */
 int gimctl_session(const struct gimctl *g, struct gim_client *c, struct client_conn *conn);
+
+/*
+ * A random positive request id. Sends are idempotent by (device, request_id),
+ * so two sends from separate gimctl runs must not share an id by accident.
+ */
+int64_t gimctl_request_id(void);
+
+/* A signed-in device for one command: the client and the identity every request carries. */
+struct gimctl_dev {
+    const struct gimctl *g;
+    struct gim_client *c;
+    struct client_conn conn;
+    int64_t next_request_id; /* random (gimctl_request_id), counting up */
+};
+
+/* Opens a client to g->url and signs the device in (gimctl_session); 0, or the exit status. */
+int gimctl_dev_open(const struct gimctl *g, struct gimctl_dev *d);
+void gimctl_dev_close(struct gimctl_dev *d);
+
+/*
+ * Sends one request on c as conn. 0 with *out set (the caller frees it)
+ * when the reply is EC_OK; otherwise prints `gimctl CMD: EC_X: message` (and
+ * gimctl_secret_hint) or that no reply came on stderr, and returns 1.
+ */
+int gimctl_call(const struct gimctl *g, struct gim_client *c, const struct client_conn *conn,
+                const char *cmd, int type, int64_t request_id, const ProtobufCMessage *in,
+                Pb__Output **out);
+
+/* An operator token (auth_mint_admin) valid for ttl_s; NULL after printing why (exit 2). */
+char *gimctl_operator_token(const struct gimctl *g, const char *cmd, int64_t ttl_s);
+
+/* One operator request (no session, a fresh gimctl_request_id) at gateway g->gateway; see
+ * gimctl_call. */
+int gimctl_operator_call(struct gim_client *c, const struct gimctl *g, const char *cmd, int type,
+                         const ProtobufCMessage *in, Pb__Output **out);
+
+/* gimctl_call as device d, with request id d->next_request_id++ unless request_id is given. */
+int gimctl_dev_call(struct gimctl_dev *d, const char *cmd, int type, int64_t request_id,
+                    const ProtobufCMessage *in, Pb__Output **out);
 
 /* Prints an Output as one line: `code=EC_OK request_id=N [message="..."] [data=N bytes]`. */
 void gimctl_print_output(const Pb__Output *out);
@@ -65,20 +105,15 @@ int gimctl_usage_error(const char *cmd, const char *fmt, ...) __attribute__((for
  */
 void gimctl_secret_hint(const struct gimctl *g, int code, const char *message);
 
-/* A random positive request id, so two runs never share one (gimctl_ops.c). */
-int64_t gimctl_request_id(void);
-
-/* Mints an operator token valid for ttl_s from --secret or $GIM_TOKEN_SECRET; NULL after
- * printing why. The caller frees it. */
-char *gimctl_operator_token(const struct gimctl *g, const char *cmd, int64_t ttl_s);
-
 /*
- * One operator request (a fresh random request_id) at gateway g->gateway; 0
- * with *out set (the caller frees it) on EC_OK, else 1 after printing
- * `gimctl CMD: EC_...: message` on stderr.
+ * Prepares sql on db into *st and binds v[0..n) to ?1..?n (store_bind, so a
+ * failed bind is caught like a failed prepare): SQLITE_OK, or the failing
+ * call's code (sqlite3_errmsg(db) says why). The caller finalizes *st
+ * either way.
  */
-int gimctl_operator_call(struct gim_client *c, const struct gimctl *g, const char *cmd, int type,
-                         const ProtobufCMessage *in, Pb__Output **out);
+int gimctl_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, const struct store_val *v,
+                   size_t n);
+#define GIMCTL_PREPARE(db, sql, st, ...) gimctl_prepare((db), (sql), (st), STORE_VALS(__VA_ARGS__))
 
 /* Opens --db read-only (NULL after printing why, when it is not a gim-logic database). */
 struct sqlite3 *gimctl_open_ro(const char *path);
@@ -141,6 +176,22 @@ void gimctl_print_message(const Pb__Message *m);
  * printing). 0, or 1 after a message when out holds no SyncOutput.
  */
 int gimctl_print_page(const char *cmd, const Pb__Output *out, bool print, int64_t *seq, bool *more);
+/*
+ * Pages through a log, PT_SYNC (an inbox) or PT_SUBSCRIBE_ROOM (a room's),
+ * until the server says there is no more: in is the request of that type and
+ * in_seq its seq field, set before each request to the highest seq printed
+ * so far (from seq on), or, when print is false, to INT64_MAX: none of the
+ * log (a room sender needs the subscription only). 0, or 1 after printing
+ * why; a page that makes no progress is an error, not an endless loop.
+ */
+int gimctl_pages(struct gimctl_dev *d, const char *cmd, int type, ProtobufCMessage *in,
+                 int64_t *in_seq, int64_t seq, bool print);
+/*
+ * Sends TEXT as MT_TEXT to receiver_type/receiver_id under request_id and
+ * prints `seq=N send_time=T` from the reply; 0, or 1 after printing why.
+ */
+int gimctl_send_text(struct gimctl_dev *d, const char *cmd, int receiver_type, int64_t receiver_id,
+                     int64_t request_id, const char *text);
 /* True when argv[1..] holds --help. */
 bool gimctl_wants_help(int argc, char **argv);
 

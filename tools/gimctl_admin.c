@@ -98,9 +98,8 @@ fail:
 static int row(sqlite3 *db, const char *sql, int64_t param, int64_t *v, int n)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc == SQLITE_OK && param)
-        sqlite3_bind_int64(st, 1, param);
+    const struct store_val p = STORE_INT(param);
+    int rc = gimctl_prepare(db, sql, &st, &p, param ? 1 : 0);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     for (int i = 0; i < n; i++)
@@ -186,9 +185,8 @@ int gimctl_user(struct gimctl *g, int argc, char **argv)
     if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
         row(db, SQL_USER_SEQ, user, &last_seq, 1) || row(db, SQL_USER_INBOX, user, inbox, 3))
         goto out;
-    if (sqlite3_prepare_v2(db, SQL_USER_DEVICES, -1, &st, NULL) != SQLITE_OK)
+    if (GIMCTL_PREPARE(db, SQL_USER_DEVICES, &st, STORE_INT(user)) != SQLITE_OK)
         goto out;
-    sqlite3_bind_int64(st, 1, user);
     /* A user that no seq, inbox entry or device names does not exist: most likely a typo, so
      * say so (exit 1) before printing anything, instead of a user with zero of everything. */
     if (last_seq == 0 && inbox[0] == 0 && (step = sqlite3_step(st)) != SQLITE_ROW) {

@@ -16,101 +16,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "auth.h"
 #include "err.h"
+#include "clock.h"
 #include "gimctl.h"
 
-#define RECALL_NOTICE_CODE 1 /* Command.code of a recall notice (connect.ext.proto) */
-#define SYNC_MAX_PAGES     1000000
+#define RECALL_NOTICE_CODE 1       /* Command.code of a recall notice (connect.ext.proto) */
+#define MAX_PAGES          1000000 /* of one log: more is a server bug (gimctl_pages) */
 
 #define SESSION_NOTE                                                                               \
     "Signs --user/--device in first, at gateway \"gimctl\" (or --gateway): this moves\n"           \
     "the device's session there, so a real connection of that device stops getting\n"              \
     "pushes until it signs in again. The token is minted from --secret or\n"                       \
     "$GIM_TOKEN_SECRET (the service's auth.secret).\n"
-
-/* A signed-in device: the client and the identity every request carries. */
-struct msg_session {
-    struct gim_client *c;
-    struct client_conn conn;
-    int64_t next_request_id;
-};
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/*
- * A random positive request id. Sends are idempotent by (device, request_id),
- * so two sends from separate gimctl runs must not share an id by accident.
- */
-static int64_t random_request_id(void)
-{
-    uint64_t v = 0;
-    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v)
-        v = (uint64_t)now_ms() * 1000003u ^ (uint64_t)getpid() << 20;
-    v &= INT64_MAX;
-    return v ? (int64_t)v : 1;
-}
-
-static int session_open(const struct gimctl *g, struct msg_session *s)
-{
-    *s = (struct msg_session){0};
-    if (!g->user_id || !g->device_id) {
-        fprintf(stderr, "gimctl: this command needs --user U --device D\n");
-        return 2;
-    }
-    if (!(s->c = gimctl_client(g)))
-        return 1;
-    int rc = gimctl_session(g, s->c, &s->conn);
-    if (rc != 0) {
-        client_close(s->c);
-        s->c = NULL;
-        return rc;
-    }
-    /*
-     * Random like a send's: if the server ever keys other requests by
-     * (device, request_id), two gimctl runs must still not collide. Halved so
-     * that counting up from it cannot overflow.
-     */
-    s->next_request_id = random_request_id() / 2 + 1;
-    return 0;
-}
-
-static void session_close(struct msg_session *s)
-{
-    client_close(s->c);
-    s->c = NULL;
-}
-
-/*
- * Sends one request. 0 with *out set when the reply is EC_OK; otherwise
- * prints `gimctl CMD: EC_X: message` on stderr and returns 1.
- */
-static int call(struct msg_session *s, const char *cmd, int type, int64_t request_id,
-                const ProtobufCMessage *in, Pb__Output **out)
-{
-    *out = NULL;
-    if (client_request(s->c, &s->conn, type, request_id, in, out) != GIM_OK) {
-        fprintf(stderr, "gimctl %s: no reply (is gim-logic running at that --url?)\n", cmd);
-        return 1;
-    }
-    if ((*out)->code != 0) {
-        fprintf(stderr, "gimctl %s: %s: %s\n", cmd, gim_err_name((gim_err)(*out)->code),
-                (*out)->message ? (*out)->message : "");
-        pb__output__free_unpacked(*out, NULL);
-        *out = NULL;
-        return 1;
-    }
-    return 0;
-}
 
 /* The proto name of an enum value ("MT_TEXT"), or its number when this build does not know it. */
 const char *gimctl_enum_name(const ProtobufCEnumDescriptor *d, int v, char *buf, size_t n)
@@ -245,10 +165,7 @@ const char gimctl_usage_send[] =
 
 int gimctl_send(struct gimctl *g, int argc, char **argv)
 {
-    struct msg_session s = {0};
-    Pb__Output *out = NULL;
-    Pb__MessageSend *reply = NULL;
-    uint8_t *content = NULL;
+    struct gimctl_dev d = {0};
     int64_t to = 0, request_id = 0;
     bool group = false;
     const char *text = NULL;
@@ -281,34 +198,46 @@ int gimctl_send(struct gimctl *g, int argc, char **argv)
     if (!to || !text)
         return gimctl_usage_error("send", "needs %s", !to ? "--to ID" : "TEXT");
     if (!request_id)
-        request_id = random_request_id();
+        request_id = gimctl_request_id();
+    if ((rc = gimctl_dev_open(g, &d)) == 0)
+        rc = gimctl_send_text(&d, "send",
+                              group ? PB__RECEIVER_TYPE__RT_GROUP : PB__RECEIVER_TYPE__RT_USER, to,
+                              request_id, text);
+    gimctl_dev_close(&d);
+    return rc;
+}
 
+int gimctl_send_text(struct gimctl_dev *d, const char *cmd, int receiver_type, int64_t receiver_id,
+                     int64_t request_id, const char *text)
+{
+    Pb__Output *out = NULL;
+    Pb__MessageSend *reply = NULL;
+    int rc = 1;
     Pb__Text t = PB__TEXT__INIT;
     t.text = (char *)text;
     size_t len = pb__text__get_packed_size(&t);
-    if (!(content = malloc(len ? len : 1))) {
-        fprintf(stderr, "gimctl send: out of memory\n");
-        rc = 1;
-        goto out;
+    uint8_t *content = malloc(len ? len : 1);
+    if (!content) {
+        fprintf(stderr, "gimctl %s: out of memory\n", cmd);
+        return 1;
     }
     pb__text__pack(&t, content);
     Pb__Message m = PB__MESSAGE__INIT;
-    m.receiver_type = group ? PB__RECEIVER_TYPE__RT_GROUP : PB__RECEIVER_TYPE__RT_USER;
-    m.receiver_id = to;
+    m.receiver_type = receiver_type;
+    m.receiver_id = receiver_id;
     m.message_type = PB__MESSAGE_TYPE__MT_TEXT;
     m.message_content = (ProtobufCBinaryData){.len = len, .data = content};
     Pb__MessageSend in = PB__MESSAGE_SEND__INIT;
     in.message = &m;
-
-    if ((rc = session_open(g, &s)) != 0)
-        goto out;
-    if ((rc = call(&s, "send", PB__PACKAGE_TYPE__PT_MESSAGE, request_id, &in.base, &out)) != 0)
+    if ((rc = gimctl_dev_call(d, cmd, PB__PACKAGE_TYPE__PT_MESSAGE, request_id, &in.base, &out)) !=
+        0)
         goto out;
     reply = pb__message_send__unpack(NULL, out->data.len, out->data.data);
     if (!reply || !reply->message) {
         /* Sent, but the reply is not what this gimctl expects: say what came back. */
-        fprintf(stderr, "gimctl send: the reply carries no message; raw reply follows\n");
+        fprintf(stderr, "gimctl %s: the reply carries no message; raw reply follows\n", cmd);
         gimctl_print_output(out);
+        rc = 1;
         goto out;
     }
     printf("seq=%lld send_time=%lld\n", (long long)reply->message->seq,
@@ -318,7 +247,6 @@ out:
         pb__message_send__free_unpacked(reply, NULL);
     if (out)
         pb__output__free_unpacked(out, NULL);
-    session_close(&s);
     free(content);
     return rc;
 }
@@ -355,10 +283,37 @@ const char gimctl_usage_sync[] =
     "  A group notice prints `type=MT_COMMAND ... group-notice=KIND [users=U1,U2]\n"
     "  [role=GR_X]`, KIND one of added, removed, updated, dissolved, role.\n" SESSION_NOTE;
 
+int gimctl_pages(struct gimctl_dev *d, const char *cmd, int type, ProtobufCMessage *in,
+                 int64_t *in_seq, int64_t seq, bool print)
+{
+    Pb__Output *out = NULL;
+    int rc = 0;
+    for (int pages = 0;; pages++) {
+        *in_seq = print ? seq : INT64_MAX;
+        if ((rc = gimctl_dev_call(d, cmd, type, 0, in, &out)) != 0)
+            return rc;
+        int64_t before = seq;
+        bool more = false;
+        rc = gimctl_print_page(cmd, out, print, &seq, &more);
+        pb__output__free_unpacked(out, NULL);
+        if (rc != 0)
+            return rc;
+        if (!more)
+            break;
+        /* A server bug must not turn into an endless loop of the same page. */
+        if (seq == before || pages >= MAX_PAGES) {
+            fprintf(stderr, "gimctl %s: has_more without progress after seq %lld\n", cmd,
+                    (long long)seq);
+            return 1;
+        }
+    }
+    fflush(stdout);
+    return 0;
+}
+
 int gimctl_sync(struct gimctl *g, int argc, char **argv)
 {
-    struct msg_session s = {0};
-    Pb__Output *out = NULL;
+    struct gimctl_dev d = {0};
     int64_t seq = 0;
     int rc = 2;
     for (int i = 1; i < argc; i++) {
@@ -370,36 +325,11 @@ int gimctl_sync(struct gimctl *g, int argc, char **argv)
             return gimctl_usage_error("sync", "--seq: '%s' is not a seq (0 or a positive integer)",
                                       argv[i]);
     }
-    if ((rc = session_open(g, &s)) != 0)
-        goto out;
-    for (int pages = 0;; pages++) {
+    if ((rc = gimctl_dev_open(g, &d)) == 0) {
         Pb__SyncInput in = PB__SYNC_INPUT__INIT;
-        in.seq = seq;
-        if ((rc = call(&s, "sync", PB__PACKAGE_TYPE__PT_SYNC, s.next_request_id++, &in.base,
-                       &out)) != 0)
-            goto out;
-        int64_t before = seq;
-        bool more = false;
-        rc = gimctl_print_page("sync", out, true, &seq, &more);
-        pb__output__free_unpacked(out, NULL);
-        out = NULL;
-        if (rc != 0)
-            goto out;
-        if (!more)
-            break;
-        /* A server bug must not turn into an endless loop of the same page. */
-        if (seq == before || pages >= SYNC_MAX_PAGES) {
-            fprintf(stderr, "gimctl sync: has_more without progress after seq %lld\n",
-                    (long long)seq);
-            rc = 1;
-            goto out;
-        }
+        rc = gimctl_pages(&d, "sync", PB__PACKAGE_TYPE__PT_SYNC, &in.base, &in.seq, seq, true);
     }
-    fflush(stdout);
-out:
-    if (out)
-        pb__output__free_unpacked(out, NULL);
-    session_close(&s);
+    gimctl_dev_close(&d);
     return rc;
 }
 
@@ -421,7 +351,7 @@ const char gimctl_usage_ack[] =
 
 int gimctl_ack(struct gimctl *g, int argc, char **argv)
 {
-    struct msg_session s = {0};
+    struct gimctl_dev d = {0};
     Pb__Output *out = NULL;
     int64_t seq = 0;
     int rc;
@@ -429,17 +359,16 @@ int gimctl_ack(struct gimctl *g, int argc, char **argv)
         return rc;
     Pb__MessageACK in = PB__MESSAGE_ACK__INIT;
     in.device_ack = seq;
-    in.receive_time = now_ms();
-    if ((rc = session_open(g, &s)) != 0)
+    in.receive_time = gim_clock_real_ms(NULL);
+    if ((rc = gimctl_dev_open(g, &d)) != 0)
         goto out;
-    if ((rc = call(&s, "ack", PB__PACKAGE_TYPE__PT_MESSAGE_ACK, s.next_request_id++, &in.base,
-                   &out)) != 0)
+    if ((rc = gimctl_dev_call(&d, "ack", PB__PACKAGE_TYPE__PT_MESSAGE_ACK, 0, &in.base, &out)) != 0)
         goto out;
     printf("ack=%lld\n", (long long)seq);
 out:
     if (out)
         pb__output__free_unpacked(out, NULL);
-    session_close(&s);
+    gimctl_dev_close(&d);
     return rc;
 }
 
@@ -468,7 +397,6 @@ static bool already_recalled(const Pb__Output *out)
 /* The operator's recall: PT_ADMIN_RECALL through the service, which owns the seqs. */
 static int admin_recall(struct gimctl *g, int64_t seq)
 {
-    const char *secret = g->secret ? g->secret : getenv("GIM_TOKEN_SECRET");
     char *token = NULL;
     Pb__Output *out = NULL;
     struct gim_client *c = NULL;
@@ -477,29 +405,18 @@ static int admin_recall(struct gimctl *g, int64_t seq)
         fprintf(stderr, "gimctl recall --admin: needs --user U (whose inbox SEQ is in)\n");
         return 2;
     }
-    if (!secret || !*secret) {
-        fprintf(stderr, "gimctl recall --admin: no secret: set GIM_TOKEN_SECRET or --secret%s",
-                GIMCTL_DEV_SECRET_NOTE);
+    if (!(token = gimctl_operator_token(g, "recall --admin", 300)))
         return 2;
-    }
-    if (auth_mint_admin(secret, time(NULL) + 300, &token) != GIM_OK || !(c = gimctl_client(g)))
+    if (!(c = gimctl_client(g)))
         goto out;
     Pb__AdminRecallInput in = PB__ADMIN_RECALL_INPUT__INIT;
     in.token = token;
     in.user_id = g->user_id;
     in.seq = seq;
     struct client_conn conn = {.gateway_id = g->gateway, .client_addr = "gimctl"};
-    if (client_request(c, &conn, PB__PACKAGE_TYPE__PT_ADMIN_RECALL, (int64_t)time(NULL), &in.base,
-                       &out) != GIM_OK) {
-        fprintf(stderr, "gimctl recall --admin: no reply from %s\n", g->url);
+    if (gimctl_call(g, c, &conn, "recall --admin", PB__PACKAGE_TYPE__PT_ADMIN_RECALL,
+                    gimctl_request_id(), &in.base, &out) != 0)
         goto out;
-    }
-    if (out->code != 0) {
-        fprintf(stderr, "gimctl recall --admin: %s: %s\n", gim_err_name((gim_err)out->code),
-                out->message);
-        gimctl_secret_hint(g, out->code, out->message);
-        goto out;
-    }
     printf("%s user=%lld seq=%lld\n", already_recalled(out) ? "already recalled" : "recalled",
            (long long)g->user_id, (long long)seq);
     rc = 0;
@@ -513,7 +430,7 @@ out:
 
 int gimctl_recall(struct gimctl *g, int argc, char **argv)
 {
-    struct msg_session s = {0};
+    struct gimctl_dev d = {0};
     Pb__Output *out = NULL;
     int64_t seq = 0;
     int rc;
@@ -529,16 +446,15 @@ int gimctl_recall(struct gimctl *g, int argc, char **argv)
         return rc;
     Pb__RecallInput in = PB__RECALL_INPUT__INIT;
     in.seq = seq;
-    if ((rc = session_open(g, &s)) != 0)
+    if ((rc = gimctl_dev_open(g, &d)) != 0)
         goto out;
-    if ((rc = call(&s, "recall", PB__PACKAGE_TYPE__PT_RECALL, s.next_request_id++, &in.base,
-                   &out)) != 0)
+    if ((rc = gimctl_dev_call(&d, "recall", PB__PACKAGE_TYPE__PT_RECALL, 0, &in.base, &out)) != 0)
         goto out;
     printf("%s seq=%lld\n", already_recalled(out) ? "already recalled" : "recalled",
            (long long)seq);
 out:
     if (out)
         pb__output__free_unpacked(out, NULL);
-    session_close(&s);
+    gimctl_dev_close(&d);
     return rc;
 }

@@ -14,10 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
 
-#include "auth.h"
 #include "gimctl.h"
 
 const char gimctl_usage_kick[] =
@@ -42,52 +39,6 @@ const char gimctl_usage_erase[] =
     "  to finish. Prints one line of totals.\n"
     "  Without --yes nothing changes: it prints what would be erased, counted in\n"
     "  the --db file (read-only), and exits 2.\n";
-
-int64_t gimctl_request_id(void)
-{
-    uint64_t v = 0;
-    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v)
-        v = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
-    return (int64_t)(v >> 2) + 1;
-}
-
-char *gimctl_operator_token(const struct gimctl *g, const char *cmd, int64_t ttl_s)
-{
-    const char *secret = g->secret ? g->secret : getenv("GIM_TOKEN_SECRET");
-    char *token = NULL;
-    if (!secret || !*secret) {
-        fprintf(
-            stderr,
-            "gimctl %s: no secret: set GIM_TOKEN_SECRET or pass --secret" GIMCTL_DEV_SECRET_NOTE,
-            cmd);
-        return NULL;
-    }
-    if (auth_mint_admin(secret, time(NULL) + ttl_s, &token) != GIM_OK) {
-        fprintf(stderr, "gimctl %s: cannot mint an operator token\n", cmd);
-        return NULL;
-    }
-    return token;
-}
-
-int gimctl_operator_call(struct gim_client *c, const struct gimctl *g, const char *cmd, int type,
-                         const ProtobufCMessage *in, Pb__Output **out)
-{
-    struct client_conn conn = {.gateway_id = g->gateway, .client_addr = "gimctl"};
-    *out = NULL;
-    if (client_request(c, &conn, type, gimctl_request_id(), in, out) != GIM_OK) {
-        fprintf(stderr, "gimctl %s: no reply (is gim-logic running at %s?)\n", cmd, g->url);
-        return 1;
-    }
-    if ((*out)->code != 0) {
-        fprintf(stderr, "gimctl %s: %s: %s\n", cmd, gim_err_name((gim_err)(*out)->code),
-                (*out)->message ? (*out)->message : "");
-        gimctl_secret_hint(g, (*out)->code, (*out)->message);
-        pb__output__free_unpacked(*out, NULL);
-        *out = NULL;
-        return 1;
-    }
-    return 0;
-}
 
 int gimctl_kick(struct gimctl *g, int argc, char **argv)
 {
@@ -141,11 +92,9 @@ static int64_t count(sqlite3 *db, const char *sql, int64_t user)
 {
     sqlite3_stmt *st = NULL;
     int64_t v = -1;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, user);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            v = sqlite3_column_int64(st, 0);
-    }
+    if (GIMCTL_PREPARE(db, sql, &st, STORE_INT(user)) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
     if (v < 0)
         fprintf(stderr, "gimctl erase: cannot read %s: %s\n", sqlite3_db_filename(db, "main"),
                 sqlite3_errmsg(db));

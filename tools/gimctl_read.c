@@ -179,21 +179,25 @@ static int sql_error(sqlite3 *db, const char *cmd)
 static int query_int(sqlite3 *db, const char *cmd, const char *sql, int64_t v, int64_t *out)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, v);
+    int rc = GIMCTL_PREPARE(db, sql, &st, STORE_INT(v));
+    if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
-    }
     if (rc == SQLITE_ROW)
         *out = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return rc == SQLITE_ROW ? 0 : sql_error(db, cmd);
 }
 
-/* 0 when user is known (a device, a seq or an inbox entry); else 1 after saying so. */
-static int need_user(sqlite3 *db, const char *cmd, const char *path, int64_t user)
+/*
+ * Begins the read transaction the command reads in (one snapshot: its parts
+ * agree) and checks that user is known (a device, a seq or an inbox entry);
+ * 0, else 1 after saying why.
+ */
+static int begin_user(sqlite3 *db, const char *cmd, const char *path, int64_t user)
 {
     int64_t known = 0;
+    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+        return sql_error(db, cmd);
     if (query_int(db, cmd, SQL_USER_KNOWN, user, &known) != 0)
         return 1;
     if (known)
@@ -267,11 +271,7 @@ int gimctl_history(struct gimctl *g, int argc, char **argv)
     if (!db)
         return 1;
     rc = 1;
-    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
-        rc = sql_error(db, "history");
-        goto out;
-    }
-    if (need_user(db, "history", g->db, o.user) != 0)
+    if (begin_user(db, "history", g->db, o.user) != 0)
         goto out;
     if (o.group && query_int(db, "history", SQL_GROUP_KNOWN, o.group, &known) != 0)
         goto out;
@@ -280,16 +280,14 @@ int gimctl_history(struct gimctl *g, int argc, char **argv)
         goto out;
     }
     const char *sql = o.with ? SQL_HISTORY_WITH : o.group ? SQL_HISTORY_GROUP : SQL_HISTORY;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+    const struct store_val v[] = {
+        STORE_INT(o.user), STORE_INT(o.from),
+        STORE_INT(o.limit && o.limit < INT64_MAX ? o.limit + 1 : -1), /* LIMIT -1: no limit */
+        STORE_INT(o.with ? o.with : o.group)}; /* ?4 of the WITH and GROUP forms */
+    if (gimctl_prepare(db, sql, &st, v, o.with || o.group ? 4 : 3) != SQLITE_OK) {
         rc = sql_error(db, "history");
         goto out;
     }
-    sqlite3_bind_int64(st, 1, o.user);
-    sqlite3_bind_int64(st, 2, o.from);
-    sqlite3_bind_int64(st, 3,
-                       o.limit && o.limit < INT64_MAX ? o.limit + 1 : -1); /* LIMIT -1: no limit */
-    if (o.with || o.group)
-        sqlite3_bind_int64(st, 4, o.with ? o.with : o.group);
     rc = print_rows(db, "history", st, o.limit);
 out:
     sqlite3_finalize(st);
@@ -321,13 +319,11 @@ int gimctl_room_log(struct gimctl *g, int argc, char **argv)
                 (long long)room);
         goto out;
     }
-    if (sqlite3_prepare_v2(db, SQL_ROOM_LOG, -1, &st, NULL) != SQLITE_OK) {
+    if (GIMCTL_PREPARE(db, SQL_ROOM_LOG, &st, STORE_INT(room), STORE_INT(o.from),
+                       STORE_INT(o.limit && o.limit < INT64_MAX ? o.limit + 1 : -1)) != SQLITE_OK) {
         rc = sql_error(db, "room log");
         goto out;
     }
-    sqlite3_bind_int64(st, 1, room);
-    sqlite3_bind_int64(st, 2, o.from);
-    sqlite3_bind_int64(st, 3, o.limit && o.limit < INT64_MAX ? o.limit + 1 : -1);
     rc = print_rows(db, "room log", st, o.limit);
 out:
     sqlite3_finalize(st);
@@ -406,18 +402,13 @@ int gimctl_devices(struct gimctl *g, int argc, char **argv)
     if (!db)
         return 1;
     rc = 1;
-    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
-        rc = sql_error(db, "devices");
-        goto out;
-    }
-    if (need_user(db, "devices", g->db, o.user) != 0 ||
+    if (begin_user(db, "devices", g->db, o.user) != 0 ||
         query_int(db, "devices", SQL_USER_SEQ, o.user, &last_seq) != 0)
         goto out;
-    if (sqlite3_prepare_v2(db, SQL_DEVICES, -1, &st, NULL) != SQLITE_OK) {
+    if (GIMCTL_PREPARE(db, SQL_DEVICES, &st, STORE_INT(o.user)) != SQLITE_OK) {
         rc = sql_error(db, "devices");
         goto out;
     }
-    sqlite3_bind_int64(st, 1, o.user);
     /* The count first, from the same snapshot (BEGIN above). */
     while ((step = sqlite3_step(st)) == SQLITE_ROW)
         n++;
@@ -648,20 +639,14 @@ int gimctl_export(struct gimctl *g, int argc, char **argv)
         goto out;
     }
     /* One snapshot for both parts: a message sent meanwhile is in neither or in both. */
-    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+    if (begin_user(db, "export", g->db, o.user) != 0)
+        goto out;
+    if (GIMCTL_PREPARE(db, SQL_EXPORT_INBOX, &inbox, STORE_INT(o.user), STORE_INT(1)) !=
+            SQLITE_OK ||
+        GIMCTL_PREPARE(db, SQL_ROOM_SENT, &rooms, STORE_INT(o.user)) != SQLITE_OK) {
         rc = sql_error(db, "export");
         goto out;
     }
-    if (need_user(db, "export", g->db, o.user) != 0)
-        goto out;
-    if (sqlite3_prepare_v2(db, SQL_EXPORT_INBOX, -1, &inbox, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, SQL_ROOM_SENT, -1, &rooms, NULL) != SQLITE_OK) {
-        rc = sql_error(db, "export");
-        goto out;
-    }
-    sqlite3_bind_int64(inbox, 1, o.user);
-    sqlite3_bind_int64(inbox, 2, 1);
-    sqlite3_bind_int64(rooms, 1, o.user);
     if (csv)
         printf("%s\r\n", EXPORT_COLUMNS);
     if (export_rows(db, cd, inbox, o.user, csv) != 0 ||

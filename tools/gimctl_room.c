@@ -25,14 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "err.h"
 #include "gimctl.h"
-
-#define ROOM_MAX_PAGES 1000000
 
 const char gimctl_usage_watch[] =
     "usage: gimctl [--pub URL] [--gateway G] watch [--count N]\n"
@@ -151,139 +146,22 @@ out:
     return rc;
 }
 
-/* A random positive request id: sends are idempotent by (device, request_id) across runs. */
-static int64_t random_request_id(void)
-{
-    uint64_t v = 0;
-    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v)
-        v = (uint64_t)time(NULL) * 1000003u ^ (uint64_t)getpid() << 20;
-    v &= INT64_MAX;
-    return v ? (int64_t)v : 1;
-}
-
-/* A signed-in device for one room command. */
-struct room_session {
-    struct gim_client *c;
-    struct client_conn conn;
-    int64_t next_request_id;
-};
-
-static int open_session(const struct gimctl *g, struct room_session *s)
-{
-    *s = (struct room_session){.next_request_id = random_request_id() / 2 + 1};
-    if (!(s->c = gimctl_client(g)))
-        return 1;
-    int rc = gimctl_session(g, s->c, &s->conn);
-    if (rc != 0) {
-        client_close(s->c);
-        s->c = NULL;
-    }
-    return rc;
-}
-
-/* One request; 0 with *out set on EC_OK, else prints the code and message and returns 1. */
-static int call(struct room_session *s, int type, int64_t request_id, const ProtobufCMessage *in,
-                Pb__Output **out)
-{
-    *out = NULL;
-    if (client_request(s->c, &s->conn, type, request_id, in, out) != GIM_OK) {
-        fprintf(stderr, "gimctl room: no reply (is gim-logic running at that --url?)\n");
-        return 1;
-    }
-    if ((*out)->code != 0) {
-        fprintf(stderr, "gimctl room: %s: %s\n", gim_err_name((gim_err)(*out)->code),
-                (*out)->message ? (*out)->message : "");
-        pb__output__free_unpacked(*out, NULL);
-        *out = NULL;
-        return 1;
-    }
-    return 0;
-}
-
 /*
- * Subscribes to room (0 = leave) and, when print is set, prints its log
- * after seq page by page. Otherwise asks for the log after the highest
- * possible seq, i.e. for none of it: a sender needs the subscription only.
+ * Subscribes d to room (0 = leave) and, when print is set, prints its log
+ * after seq page by page. Otherwise asks for none of the log: a sender needs
+ * the subscription only.
  */
-static int subscribe(struct room_session *s, int64_t room, int64_t seq, bool print)
+static int subscribe(struct gimctl_dev *d, int64_t room, int64_t seq, bool print)
 {
-    Pb__Output *out = NULL;
-    int rc = 0;
-    for (int pages = 0;; pages++) {
-        Pb__SubscribeRoomInput in = PB__SUBSCRIBE_ROOM_INPUT__INIT;
-        in.room_id = room;
-        in.seq = print ? seq : INT64_MAX;
-        if ((rc = call(s, PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM, s->next_request_id++, &in.base,
-                       &out)) != 0)
-            goto out;
-        int64_t before = seq;
-        bool more = false;
-        rc = gimctl_print_page("room", out, print, &seq, &more);
-        pb__output__free_unpacked(out, NULL);
-        out = NULL;
-        if (rc != 0)
-            goto out;
-        if (!more)
-            break;
-        /* A server bug must not turn into an endless loop of the same page. */
-        if (seq == before || pages >= ROOM_MAX_PAGES) {
-            fprintf(stderr, "gimctl room: has_more without progress after seq %lld\n",
-                    (long long)seq);
-            rc = 1;
-            goto out;
-        }
-    }
-    fflush(stdout);
-out:
-    if (out)
-        pb__output__free_unpacked(out, NULL);
-    return rc;
-}
-
-static int room_send(struct room_session *s, int64_t room, int64_t request_id, const char *text)
-{
-    Pb__Output *out = NULL;
-    Pb__MessageSend *reply = NULL;
-    Pb__Text t = PB__TEXT__INIT;
-    t.text = (char *)text;
-    size_t len = pb__text__get_packed_size(&t);
-    uint8_t *content = malloc(len ? len : 1);
-    int rc = 1;
-    if (!content) {
-        fprintf(stderr, "gimctl room: out of memory\n");
-        return 1;
-    }
-    pb__text__pack(&t, content);
-    Pb__Message m = PB__MESSAGE__INIT;
-    m.receiver_type = PB__RECEIVER_TYPE__RT_ROOM;
-    m.receiver_id = room;
-    m.message_type = PB__MESSAGE_TYPE__MT_TEXT;
-    m.message_content = (ProtobufCBinaryData){.len = len, .data = content};
-    Pb__MessageSend in = PB__MESSAGE_SEND__INIT;
-    in.message = &m;
-    if ((rc = call(s, PB__PACKAGE_TYPE__PT_MESSAGE, request_id, &in.base, &out)) != 0)
-        goto out;
-    reply = pb__message_send__unpack(NULL, out->data.len, out->data.data);
-    if (!reply || !reply->message) {
-        fprintf(stderr, "gimctl room: the reply carries no message; raw reply follows\n");
-        gimctl_print_output(out);
-        rc = 1;
-        goto out;
-    }
-    printf("seq=%lld send_time=%lld\n", (long long)reply->message->seq,
-           (long long)reply->message->send_time);
-out:
-    if (reply)
-        pb__message_send__free_unpacked(reply, NULL);
-    if (out)
-        pb__output__free_unpacked(out, NULL);
-    free(content);
-    return rc;
+    Pb__SubscribeRoomInput in = PB__SUBSCRIBE_ROOM_INPUT__INIT;
+    in.room_id = room;
+    return gimctl_pages(d, "room", PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM, &in.base, &in.seq, seq,
+                        print);
 }
 
 int gimctl_room(struct gimctl *g, int argc, char **argv)
 {
-    struct room_session s = {0};
+    struct gimctl_dev d = {0};
     const char *verb = argc > 1 ? argv[1] : "";
     const char *text = NULL;
     int64_t room = 0, seq = 0, request_id = 0;
@@ -325,14 +203,15 @@ int gimctl_room(struct gimctl *g, int argc, char **argv)
         fprintf(stderr, "gimctl room: needs --user U --device D\n");
         return 2;
     }
-    if ((rc = open_session(g, &s)) != 0)
+    if ((rc = gimctl_dev_open(g, &d)) != 0)
         return rc;
     if (sub)
-        rc = subscribe(&s, room, seq, true);
+        rc = subscribe(&d, room, seq, true);
     else if (leave)
-        rc = subscribe(&s, 0, 0, false);
-    else if ((rc = subscribe(&s, room, 0, false)) == 0)
-        rc = room_send(&s, room, request_id ? request_id : random_request_id(), text);
-    client_close(s.c);
+        rc = subscribe(&d, 0, 0, false);
+    else if ((rc = subscribe(&d, room, 0, false)) == 0)
+        rc = gimctl_send_text(&d, "room", PB__RECEIVER_TYPE__RT_ROOM, room,
+                              request_id ? request_id : gimctl_request_id(), text);
+    gimctl_dev_close(&d);
     return rc;
 }

@@ -33,6 +33,7 @@
 #include "config.h"
 #include "dispatch.h"
 #include "log.h"
+#include "maint.h"
 #include "metrics.h"
 #include "presence.h"
 #include "request.h"
@@ -235,7 +236,7 @@ static gim_err run_one(const uint8_t *data, size_t size)
     check_conn(F.db, "writer");
     check_conn(F.ro, "reader");
     if (++F.inputs % FUZZ_MAINT_EVERY == 0) {
-        writer_maintain(&F.w);
+        maint_run(&F.w);
         check_conn(F.db, "writer (after maintenance)");
     }
     return code;

@@ -18,12 +18,10 @@
 
 static gim_err erase_prepare(struct request *r)
 {
-    gim_err e = request_decode_input(r, &pb__admin_erase_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_erase_input__descriptor, "erase");
     if (e != GIM_OK)
         return e;
     const Pb__AdminEraseInput *in = (const Pb__AdminEraseInput *)r->in;
-    if (operator_auth(r, in->token, "erase") != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->user_id <= 0)
         return request_fail(r, GIM_EBADREQ, "erase: user_id must be > 0");
     if (in->max_rows < 0 || in->max_rows > ERASURE_MAX_ROWS)
@@ -37,7 +35,7 @@ static gim_err erase_write(struct request *r, struct wctx *w)
     const Pb__AdminEraseInput *in = (const Pb__AdminEraseInput *)r->in;
     struct erasure_result *res = r->scratch;
     if (!res && !(res = r->scratch = calloc(1, sizeof *res)))
-        return request_fail(r, GIM_EINTERNAL, "erase: out of memory");
+        return request_fail(r, GIM_ENOMEM, "erase: out of memory");
     gim_err e =
         erasure_step(w, in->user_id, in->max_rows ? in->max_rows : ERASURE_DEFAULT_ROWS, res);
     if (e != GIM_OK)

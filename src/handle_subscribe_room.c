@@ -82,7 +82,7 @@ static void room_committed(struct request *r, struct wctx *w)
               in->room_id);
 }
 
-const struct handler handle_room = {
+const struct handler handle_subscribe_room = {
     .type = PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM,
     .name = "room",
     .needs_session = true,

@@ -152,8 +152,9 @@ static gim_err must_exist(struct request *r, struct store_conn *db, struct wctx 
     sqlite3_stmt *st = store_stmt(db, SQL_EXISTS);
     if (!st)
         return request_fail(r, GIM_EINTERNAL, "%s: storage error", what);
-    sqlite3_bind_int64(st, 1, group_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(group_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     store_done(st);
     if (rc == SQLITE_ROW)
         return GIM_OK;
@@ -227,12 +228,10 @@ static gim_err reply_group(struct request *r, struct wctx *w, int64_t group_id,
 static gim_err create_prepare(struct request *r)
 {
     const char *what = "group create";
-    gim_err e = request_decode_input(r, &pb__admin_group_create_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_group_create_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     Pb__AdminGroupCreateInput *in = (Pb__AdminGroupCreateInput *)r->in;
-    if (operator_auth(r, in->token, what) != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->owner_id <= 0)
         return request_fail(r, GIM_EBADREQ, "%s: owner_id must be > 0", what);
     if ((e = check_fields(r, what, in->name, in->avatar_url, in->extra)) != GIM_OK)
@@ -303,12 +302,10 @@ out:
 static gim_err update_prepare(struct request *r)
 {
     const char *what = "group update";
-    gim_err e = request_decode_input(r, &pb__admin_group_update_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_group_update_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     Pb__AdminGroupUpdateInput *in = (Pb__AdminGroupUpdateInput *)r->in;
-    if (operator_auth(r, in->token, what) != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->group_id <= 0)
         return request_fail(r, GIM_EBADREQ, "%s: group_id must be > 0", what);
     if (in->n_fields == 0)
@@ -365,12 +362,10 @@ static gim_err update_write(struct request *r, struct wctx *w)
 
 static gim_err group_input_prepare(struct request *r, const char *what, bool write)
 {
-    gim_err e = request_decode_input(r, &pb__admin_group_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_group_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     Pb__AdminGroupInput *in = (Pb__AdminGroupInput *)r->in;
-    if (operator_auth(r, in->token, what) != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->group_id <= 0)
         return request_fail(r, GIM_EBADREQ, "%s: group_id must be > 0", what);
     if (!write)
@@ -440,12 +435,10 @@ static gim_err get_read(struct request *r, struct store_conn *ro)
 
 static gim_err members_prepare(struct request *r, const char *what, bool add)
 {
-    gim_err e = request_decode_input(r, &pb__admin_group_members_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_group_members_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     Pb__AdminGroupMembersInput *in = (Pb__AdminGroupMembersInput *)r->in;
-    if (operator_auth(r, in->token, what) != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->group_id <= 0)
         return request_fail(r, GIM_EBADREQ, "%s: group_id must be > 0", what);
     if (in->n_user_ids == 0)
@@ -597,12 +590,10 @@ static gim_err remove_write(struct request *r, struct wctx *w)
 static gim_err role_prepare(struct request *r)
 {
     const char *what = "group set role";
-    gim_err e = request_decode_input(r, &pb__admin_group_role_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_group_role_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     Pb__AdminGroupRoleInput *in = (Pb__AdminGroupRoleInput *)r->in;
-    if (operator_auth(r, in->token, what) != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->group_id <= 0 || in->user_id <= 0)
         return request_fail(r, GIM_EBADREQ, "%s: group_id and user_id must be > 0", what);
     if (in->role != PB__GROUP_ROLE__GR_MEMBER && in->role != PB__GROUP_ROLE__GR_ADMIN &&
@@ -623,9 +614,9 @@ static gim_err member_get(struct store_conn *db, int64_t group_id, int64_t user_
     sqlite3_stmt *st = store_stmt(db, SQL_MEMBER);
     if (!st)
         return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, group_id);
-    sqlite3_bind_int64(st, 2, user_id);
-    int rc = sqlite3_step(st);
+    int rc = STORE_BIND(st, STORE_INT(group_id), STORE_INT(user_id));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         *role = group_role_parse((const char *)sqlite3_column_text(st, 0));
         *joined_at = sqlite3_column_int64(st, 1);
@@ -697,12 +688,10 @@ static gim_err role_write(struct request *r, struct wctx *w)
 static gim_err list_prepare(struct request *r)
 {
     const char *what = "group members";
-    gim_err e = request_decode_input(r, &pb__admin_group_member_list_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_group_member_list_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     const Pb__AdminGroupMemberListInput *in = (const Pb__AdminGroupMemberListInput *)r->in;
-    if (operator_auth(r, in->token, what) != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->group_id <= 0)
         return request_fail(r, GIM_EBADREQ, "%s: group_id must be > 0", what);
     if (in->after_user_id < 0)
@@ -731,18 +720,19 @@ static gim_err list_read(struct request *r, struct store_conn *ro)
         e = request_fail(r, GIM_EINTERNAL, "%s: storage error", what);
         goto out;
     }
-    sqlite3_bind_int64(st, 1, in->group_id);
-    sqlite3_bind_int64(st, 2, in->after_user_id);
-    sqlite3_bind_int64(st, 3, (int64_t)limit + 1); /* one more answers has_more */
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && n <= limit) {
-        pb__group_member__init(&rows[n]);
-        rows[n].user_id = sqlite3_column_int64(st, 0);
-        rows[n].role = (Pb__GroupRole)group_role_parse((const char *)sqlite3_column_text(st, 1));
-        rows[n].joined_at = sqlite3_column_int64(st, 2);
-        ptrs[n] = &rows[n];
-        n++;
-    }
+    /* limit + 1: the one more answers has_more. */
+    int rc = STORE_BIND(st, STORE_INT(in->group_id), STORE_INT(in->after_user_id),
+                        STORE_INT((int64_t)limit + 1));
+    if (rc == SQLITE_OK)
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && n <= limit) {
+            pb__group_member__init(&rows[n]);
+            rows[n].user_id = sqlite3_column_int64(st, 0);
+            rows[n].role =
+                (Pb__GroupRole)group_role_parse((const char *)sqlite3_column_text(st, 1));
+            rows[n].joined_at = sqlite3_column_int64(st, 2);
+            ptrs[n] = &rows[n];
+            n++;
+        }
     store_done(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
         e = request_fail(r, store_err(rc), "%s: storage error", what);

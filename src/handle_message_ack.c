@@ -45,30 +45,17 @@ static gim_err ack_write(struct request *r, struct wctx *w)
                             "ack: device_ack %" PRId64 " is above the highest seq %" PRId64,
                             in->device_ack, last);
 
-    sqlite3_stmt *st = store_stmt(w->db, SQL_ACK);
-    if (!st)
-        return request_fail(r, GIM_EINTERNAL, "ack: cannot prepare statement");
-    int rc = sqlite3_bind_int64(st, 1, in->device_ack);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 2, in->receive_time);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 3, w->now_ms);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 4, r->sess.device_id);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 5, r->sess.user_id);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    store_done(st);
-    if (rc != SQLITE_DONE) {
-        log_warn("ack write failed", "device=%" PRId64 " rc=%d error=\"%s\"", r->sess.device_id, rc,
-                 sqlite3_errmsg(w->db->db));
-        return request_fail(r, store_err(rc), "ack: cannot record the ack");
+    e = STORE_RUN(w->db, SQL_ACK, NULL, STORE_INT(in->device_ack), STORE_INT(in->receive_time),
+                  STORE_INT(w->now_ms), STORE_INT(r->sess.device_id), STORE_INT(r->sess.user_id));
+    if (e != GIM_OK) {
+        log_warn("ack write failed", "device=%" PRId64 " rc=%d error=\"%s\"", r->sess.device_id,
+                 sqlite3_errcode(w->db->db), sqlite3_errmsg(w->db->db));
+        return request_fail(r, e, "ack: cannot record the ack");
     }
     return GIM_OK;
 }
 
-const struct handler handle_ack = {
+const struct handler handle_message_ack = {
     .type = PB__PACKAGE_TYPE__PT_MESSAGE_ACK,
     .name = "ack",
     .needs_session = true,

@@ -78,32 +78,20 @@ static gim_err lease_write(struct request *r, struct wctx *w)
     sqlite3_stmt *st = store_stmt(w->db, SQL_BOOT_GET);
     if (!st)
         return request_fail(r, GIM_EINTERNAL, "lease: cannot prepare statement");
-    sqlite3_bind_text(st, 1, gw, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
+    if ((rc = STORE_BIND(st, STORE_TEXT(gw))) == SQLITE_OK)
+        rc = sqlite3_step(st);
     ls->restarted = rc == SQLITE_ROW && sqlite3_column_int64(st, 0) != in->boot_id;
     store_done(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return request_fail(r, store_err(rc), "lease: cannot read the gateway");
 
-    if (ls->restarted) {
-        if (!(st = store_stmt(w->db, SQL_SIGN_OUT_GATEWAY)))
-            return request_fail(r, GIM_EINTERNAL, "lease: cannot prepare statement");
-        sqlite3_bind_text(st, 1, gw, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, w->now_ms);
-        rc = sqlite3_step(st);
-        store_done(st);
-        if (rc != SQLITE_DONE)
-            return request_fail(r, store_err(rc), "lease: cannot sign the gateway's devices out");
-    }
-    if (!(st = store_stmt(w->db, SQL_BOOT_PUT)))
-        return request_fail(r, GIM_EINTERNAL, "lease: cannot prepare statement");
-    sqlite3_bind_text(st, 1, gw, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, in->boot_id);
-    sqlite3_bind_int64(st, 3, w->now_ms);
-    rc = sqlite3_step(st);
-    store_done(st);
-    if (rc != SQLITE_DONE)
-        return request_fail(r, store_err(rc), "lease: cannot record the gateway");
+    gim_err e;
+    if (ls->restarted && (e = STORE_RUN(w->db, SQL_SIGN_OUT_GATEWAY, NULL, STORE_TEXT(gw),
+                                        STORE_INT(w->now_ms))) != GIM_OK)
+        return request_fail(r, e, "lease: cannot sign the gateway's devices out");
+    if ((e = STORE_RUN(w->db, SQL_BOOT_PUT, NULL, STORE_TEXT(gw), STORE_INT(in->boot_id),
+                       STORE_INT(w->now_ms))) != GIM_OK)
+        return request_fail(r, e, "lease: cannot record the gateway");
     return GIM_OK;
 }
 
@@ -127,7 +115,7 @@ static void lease_cleanup(struct request *r)
     r->scratch = NULL;
 }
 
-const struct handler handle_lease = {
+const struct handler handle_gateway_lease = {
     .type = PB__PACKAGE_TYPE__PT_GATEWAY_LEASE,
     .name = "gateway_lease",
     .needs_session = false,

@@ -17,12 +17,10 @@
 
 static gim_err kick_prepare(struct request *r)
 {
-    gim_err e = request_decode_input(r, &pb__admin_kick_input__descriptor);
+    gim_err e = operator_decode(r, &pb__admin_kick_input__descriptor, "kick");
     if (e != GIM_OK)
         return e;
     const Pb__AdminKickInput *in = (const Pb__AdminKickInput *)r->in;
-    if (operator_auth(r, in->token, "kick") != GIM_OK)
-        return GIM_EUNAUTH;
     if (in->device_id <= 0)
         return request_fail(r, GIM_EBADREQ, "kick: device_id must be > 0");
     return GIM_OK;
@@ -33,7 +31,7 @@ static gim_err kick_write(struct request *r, struct wctx *w)
     const Pb__AdminKickInput *in = (const Pb__AdminKickInput *)r->in;
     struct kick_target *t = r->scratch;
     if (!t && !(t = r->scratch = calloc(1, sizeof *t)))
-        return request_fail(r, GIM_EINTERNAL, "kick: out of memory");
+        return request_fail(r, GIM_ENOMEM, "kick: out of memory");
     gim_err e = kick_apply(w, in->device_id, t);
     if (e == GIM_ENOTFOUND)
         return request_fail(r, e, "kick: no device %lld (it never signed in)",

@@ -1,0 +1,43 @@
+/*
+ * wctx: what a write sees while it runs inside the writer's transaction.
+ *
+ * The writer (writer.h) opens one transaction per batch and hands every job
+ * the same struct wctx: the read-write connection, the seq counters, the
+ * clock read once for the whole batch, and where the after-commit effects go
+ * (presence, push, metrics). Modules that write (recall, room, kick,
+ * retention, erasure, maint) take a struct wctx and need nothing else of the
+ * writer; tests and gimctl build one by hand and run jobs through
+ * writer_run_batch().
+ *
+ * Ownership: every pointer is borrowed; whoever builds the wctx keeps what
+ * it points at alive for as long as the wctx is used.
+ */
+#ifndef GIM_WCTX_H
+#define GIM_WCTX_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "clock.h"
+#include "store.h"
+
+struct gim_config;
+struct seq;
+struct presence;
+struct push;
+struct metrics;
+
+struct wctx {
+    struct store_conn *db;
+    struct seq *seq;
+    const struct gim_config *cfg;
+    struct presence *presence;
+    struct push *push;       /* NULL when nothing publishes (tests, gimctl) */
+    struct metrics *metrics; /* may be NULL */
+    struct gim_clock clock;
+    int64_t now_ms;        /* the clock read once per batch: one commit, one time */
+    bool scrub_wal;        /* set by a job that erased content: scrub the WAL after the commit */
+    int64_t last_prune_ms; /* maintenance bookkeeping */
+};
+
+#endif

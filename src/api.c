@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "apiroute.h"
+#include "clock.h"
 #include "config.h"
 #include "dispatch.h"
 #include "log.h"
@@ -89,13 +89,6 @@ static void api_unref(void *arg)
     free(a->threads);
     free(a->ro);
     free(a);
-}
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* ---- answers -------------------------------------------------------------- */
@@ -202,7 +195,7 @@ static void answer(struct api_call *c)
 {
     struct api *a = c->api;
     struct request *r = &c->req;
-    int64_t dur = mono_ns() - r->start_ns;
+    int64_t dur = gim_clock_mono_ns() - r->start_ns;
     metrics_request(a->metrics, r->type, gim_err_wire(r->code), dur);
     if (r->code != GIM_OK || log_enabled(LOG_LEVEL_DEBUG)) {
         bool quiet = r->code == GIM_OK || r->code == GIM_EUNAUTH || r->code == GIM_EBADREQ ||
@@ -216,7 +209,12 @@ static void answer(struct api_call *c)
     } else if (!c->route->decode) {
         send_json(c->haio, (uint16_t)c->route->ok_status, NULL, false, NULL);
     } else {
-        json_t *j = c->route->decode(r->out, r->out_len);
+        json_t *j = NULL;
+        ProtobufCMessage *m = protobuf_c_message_unpack(c->route->reply, NULL, r->out_len, r->out);
+        if (m) {
+            j = c->route->decode(m);
+            protobuf_c_message_free_unpacked(m, NULL);
+        }
         if (j)
             send_json(c->haio, (uint16_t)c->route->ok_status, j, false, NULL);
         else

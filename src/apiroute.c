@@ -759,102 +759,70 @@ static json_t *ids_json(const int64_t *ids, size_t n)
     return a;
 }
 
-static json_t *dec_group(const uint8_t *data, size_t len)
+static json_t *dec_group(const ProtobufCMessage *reply)
 {
-    Pb__GroupInfo *g = pb__group_info__unpack(NULL, len, data);
-    if (!g)
-        return NULL;
-    json_t *j = group_json(g);
-    pb__group_info__free_unpacked(g, NULL);
-    return j;
+    const Pb__GroupInfo *g = (const Pb__GroupInfo *)reply;
+    return group_json(g);
 }
 
-static json_t *dec_members(const uint8_t *data, size_t len)
+static json_t *dec_members(const ProtobufCMessage *reply)
 {
-    Pb__AdminGroupMembersOutput *o = pb__admin_group_members_output__unpack(NULL, len, data);
-    if (!o)
-        return NULL;
-    json_t *j = json_pack("{s:o, s:o, s:I}", "changed", ids_json(o->changed, o->n_changed),
-                          "unchanged", ids_json(o->unchanged, o->n_unchanged), "member_count",
-                          (json_int_t)o->member_count);
-    pb__admin_group_members_output__free_unpacked(o, NULL);
-    return j;
+    const Pb__AdminGroupMembersOutput *o = (const Pb__AdminGroupMembersOutput *)reply;
+    return json_pack("{s:o, s:o, s:I}", "changed", ids_json(o->changed, o->n_changed), "unchanged",
+                     ids_json(o->unchanged, o->n_unchanged), "member_count",
+                     (json_int_t)o->member_count);
 }
 
-static json_t *dec_member(const uint8_t *data, size_t len)
+static json_t *dec_member(const ProtobufCMessage *reply)
 {
-    Pb__GroupMember *m = pb__group_member__unpack(NULL, len, data);
-    if (!m)
-        return NULL;
-    json_t *j = member_json(m);
-    pb__group_member__free_unpacked(m, NULL);
-    return j;
+    const Pb__GroupMember *m = (const Pb__GroupMember *)reply;
+    return member_json(m);
 }
 
-static json_t *dec_member_list(const uint8_t *data, size_t len)
+static json_t *dec_member_list(const ProtobufCMessage *reply)
 {
-    Pb__AdminGroupMemberListOutput *o = pb__admin_group_member_list_output__unpack(NULL, len, data);
-    if (!o)
-        return NULL;
+    const Pb__AdminGroupMemberListOutput *o = (const Pb__AdminGroupMemberListOutput *)reply;
     json_t *a = json_array();
     for (size_t i = 0; a && i < o->n_members; i++)
         json_array_append_new(a, member_json(o->members[i]));
-    json_t *j = json_pack("{s:o, s:b}", "members", a, "has_more", (int)o->has_more);
-    pb__admin_group_member_list_output__free_unpacked(o, NULL);
-    return j;
+    return json_pack("{s:o, s:b}", "members", a, "has_more", (int)o->has_more);
 }
 
-static json_t *dec_send(const uint8_t *data, size_t len)
+static json_t *dec_send(const ProtobufCMessage *reply)
 {
-    Pb__AdminSendOutput *o = pb__admin_send_output__unpack(NULL, len, data);
-    if (!o)
-        return NULL;
+    const Pb__AdminSendOutput *o = (const Pb__AdminSendOutput *)reply;
     json_t *copies = json_array();
     for (size_t i = 0; copies && i < o->n_copies; i++)
         json_array_append_new(copies,
                               json_pack("{s:I, s:I}", "user_id", (json_int_t)o->copies[i]->user_id,
                                         "seq", (json_int_t)o->copies[i]->seq));
-    json_t *j =
-        json_pack("{s:o, s:I, s:I, s:I}", "copies", copies, "recipients", (json_int_t)o->recipients,
-                  "room_seq", (json_int_t)o->room_seq, "send_time", (json_int_t)o->send_time);
-    pb__admin_send_output__free_unpacked(o, NULL);
-    return j;
+    return json_pack("{s:o, s:I, s:I, s:I}", "copies", copies, "recipients",
+                     (json_int_t)o->recipients, "room_seq", (json_int_t)o->room_seq, "send_time",
+                     (json_int_t)o->send_time);
 }
 
-static json_t *dec_recall(const uint8_t *data, size_t len)
+static json_t *dec_recall(const ProtobufCMessage *reply)
 {
-    Pb__RecallOutput *o = pb__recall_output__unpack(NULL, len, data);
-    if (!o)
-        return NULL;
-    json_t *j = json_pack("{s:b}", "already_recalled", (int)o->already_recalled);
-    pb__recall_output__free_unpacked(o, NULL);
-    return j;
+    const Pb__RecallOutput *o = (const Pb__RecallOutput *)reply;
+    return json_pack("{s:b}", "already_recalled", (int)o->already_recalled);
 }
 
-static json_t *dec_kick(const uint8_t *data, size_t len)
+static json_t *dec_kick(const ProtobufCMessage *reply)
 {
-    Pb__AdminKickOutput *o = pb__admin_kick_output__unpack(NULL, len, data);
-    if (!o)
-        return NULL;
-    json_t *j = json_pack("{s:I, s:b, s:s}", "user_id", (json_int_t)o->user_id, "was_online",
-                          (int)o->was_online, "gateway_id", o->gateway_id);
-    pb__admin_kick_output__free_unpacked(o, NULL);
-    return j;
+    const Pb__AdminKickOutput *o = (const Pb__AdminKickOutput *)reply;
+    return json_pack("{s:I, s:b, s:s}", "user_id", (json_int_t)o->user_id, "was_online",
+                     (int)o->was_online, "gateway_id", o->gateway_id);
 }
 
-static json_t *dec_erase(const uint8_t *data, size_t len)
+static json_t *dec_erase(const ProtobufCMessage *reply)
 {
-    Pb__AdminEraseOutput *o = pb__admin_erase_output__unpack(NULL, len, data);
-    if (!o)
-        return NULL;
-    json_t *j = json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "done", (int)o->done, "devices",
-                          (json_int_t)o->devices, "memberships", (json_int_t)o->memberships,
-                          "inbox_entries", (json_int_t)o->inbox_entries, "messages_erased",
-                          (json_int_t)o->messages_erased, "messages_deleted",
-                          (json_int_t)o->messages_deleted, "room_messages_erased",
-                          (json_int_t)o->room_messages_erased);
-    pb__admin_erase_output__free_unpacked(o, NULL);
-    return j;
+    const Pb__AdminEraseOutput *o = (const Pb__AdminEraseOutput *)reply;
+    return json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "done", (int)o->done, "devices",
+                     (json_int_t)o->devices, "memberships", (json_int_t)o->memberships,
+                     "inbox_entries", (json_int_t)o->inbox_entries, "messages_erased",
+                     (json_int_t)o->messages_erased, "messages_deleted",
+                     (json_int_t)o->messages_deleted, "room_messages_erased",
+                     (json_int_t)o->room_messages_erased);
 }
 
 /* ---- the table ------------------------------------------------------------ */
@@ -862,23 +830,29 @@ static json_t *dec_erase(const uint8_t *data, size_t len)
 #define PT(x) PB__PACKAGE_TYPE__PT_##x
 
 static const struct apiroute routes[] = {
-    {"POST", "/v1/groups", PT(ADMIN_GROUP_CREATE), 201, enc_group_create, dec_group},
-    {"GET", "/v1/groups/{group_id}", PT(ADMIN_GROUP_GET), 200, enc_group, dec_group},
-    {"PATCH", "/v1/groups/{group_id}", PT(ADMIN_GROUP_UPDATE), 200, enc_group_update, dec_group},
-    {"DELETE", "/v1/groups/{group_id}", PT(ADMIN_GROUP_DISSOLVE), 204, enc_group, NULL},
+    {"POST", "/v1/groups", PT(ADMIN_GROUP_CREATE), 201, enc_group_create,
+     &pb__group_info__descriptor, dec_group},
+    {"GET", "/v1/groups/{group_id}", PT(ADMIN_GROUP_GET), 200, enc_group,
+     &pb__group_info__descriptor, dec_group},
+    {"PATCH", "/v1/groups/{group_id}", PT(ADMIN_GROUP_UPDATE), 200, enc_group_update,
+     &pb__group_info__descriptor, dec_group},
+    {"DELETE", "/v1/groups/{group_id}", PT(ADMIN_GROUP_DISSOLVE), 204, enc_group, NULL, NULL},
     {"POST", "/v1/groups/{group_id}/members", PT(ADMIN_GROUP_ADD_MEMBERS), 200, enc_members_add,
-     dec_members},
+     &pb__admin_group_members_output__descriptor, dec_members},
     {"DELETE", "/v1/groups/{group_id}/members", PT(ADMIN_GROUP_REMOVE_MEMBERS), 200,
-     enc_members_remove, dec_members},
+     enc_members_remove, &pb__admin_group_members_output__descriptor, dec_members},
     {"GET", "/v1/groups/{group_id}/members", PT(ADMIN_GROUP_MEMBERS), 200, enc_member_list,
-     dec_member_list},
+     &pb__admin_group_member_list_output__descriptor, dec_member_list},
     {"PUT", "/v1/groups/{group_id}/members/{user_id}/role", PT(ADMIN_GROUP_SET_ROLE), 200,
-     enc_set_role, dec_member},
-    {"POST", "/v1/messages", PT(ADMIN_SEND), 201, enc_send, dec_send},
+     enc_set_role, &pb__group_member__descriptor, dec_member},
+    {"POST", "/v1/messages", PT(ADMIN_SEND), 201, enc_send, &pb__admin_send_output__descriptor,
+     dec_send},
     {"POST", "/v1/users/{user_id}/messages/{seq}/recall", PT(ADMIN_RECALL), 200, enc_recall,
-     dec_recall},
-    {"DELETE", "/v1/devices/{device_id}/session", PT(ADMIN_KICK), 200, enc_kick, dec_kick},
-    {"POST", "/v1/users/{user_id}/erase", PT(ADMIN_ERASE), 200, enc_erase, dec_erase},
+     &pb__recall_output__descriptor, dec_recall},
+    {"DELETE", "/v1/devices/{device_id}/session", PT(ADMIN_KICK), 200, enc_kick,
+     &pb__admin_kick_output__descriptor, dec_kick},
+    {"POST", "/v1/users/{user_id}/erase", PT(ADMIN_ERASE), 200, enc_erase,
+     &pb__admin_erase_output__descriptor, dec_erase},
 };
 
 #define NROUTES (sizeof routes / sizeof routes[0])

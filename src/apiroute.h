@@ -14,12 +14,14 @@
  * serves (tests compare it with the OpenAPI file).
  *
  * Ownership: encode() returns a malloc'ed buffer the caller frees; decode()
- * returns a new JSON reference (json_decref) or NULL for "no body".
+ * borrows the unpacked reply and returns a new JSON reference (json_decref),
+ * NULL when out of memory.
  */
 #ifndef GIM_APIROUTE_H
 #define GIM_APIROUTE_H
 
 #include <jansson.h>
+#include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -45,8 +47,11 @@ struct apiroute {
     /* Input.data for the request; GIM_EBADREQ with why on a malformed request. */
     gim_err (*encode)(const struct apiroute_in *in, uint8_t **data, size_t *len, char *why,
                       size_t whylen);
-    /* The JSON answer from Output.data; NULL when the route answers no body. */
-    json_t *(*decode)(const uint8_t *data, size_t len);
+    /* Output.data's message type, and the JSON answer made from it (the
+     * caller unpacks and frees the message); both NULL when the route
+     * answers no body. */
+    const ProtobufCMessageDescriptor *reply;
+    json_t *(*decode)(const ProtobufCMessage *reply);
 };
 
 /* The routes, in the order docs/business-api.md lists them. */

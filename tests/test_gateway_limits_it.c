@@ -100,6 +100,13 @@ Test(gateway_limits_it, a_slow_consumer_is_closed_and_others_are_unaffected)
         pb__output__free_unpacked(p, NULL);
         closed = gwt_metric(&gw, "gim_gateway_slow_consumer_closes_total") >= 1;
     }
+    /* The close comes conn.write_timeout_ms after slow's send stalled, whatever the pushes do
+     * meanwhile; on a fast run the loop can end before that (it ran 3,000 sends in 1.1 s once,
+     * under ctest -j6): wait for the timer rather than for more sends. */
+    for (int waited = 0; !closed && waited < 5000; waited += 50) {
+        nng_msleep(50);
+        closed = gwt_metric(&gw, "gim_gateway_slow_consumer_closes_total") >= 1;
+    }
     cr_assert(closed, "the slow consumer was not closed");
     cr_assert(goes_offline(8001, 5000), "the slow consumer was not signed out");
     cr_assert_geq(gwt_metric(&gw, "gim_gateway_slow_consumer_closes_total"), 1);

@@ -18,6 +18,7 @@
 #include "presence.h"
 #include "push.h"
 #include "server.h"
+#include "writer.h"
 
 /* How long /healthz waits for the write lock before it calls the database unwritable. */
 #define HEALTH_BUSY_MS 100
@@ -98,7 +99,8 @@ static void on_metrics(nng_aio *aio)
     struct metrics_gauges g = {.pushes_published = push_published(h->o.push),
                                .pushes_dropped = push_dropped(h->o.push),
                                .database_bytes = file_size(h->db_path, -1),
-                               .wal_bytes = file_size(h->wal_path, 0)};
+                               .wal_bytes = file_size(h->wal_path, 0),
+                               .writer_pending = writer_pending(h->o.writer)};
     if (h->o.presence) {
         size_t sessions = 0, in_rooms = 0;
         presence_counts(h->o.presence, &sessions, &in_rooms);

@@ -6,10 +6,10 @@
  * a one-line reason otherwise. Disabled when cfg->http is "".
  *
  * Handlers run on nng's threads and only read: the counters (atomics), the
- * presence counts (its lock), file sizes, and a write-lock probe on a
- * connection of their own (the writer's is not thread-safe), which waits at
- * most 100 ms. The structures in http_opts are borrowed: they must outlive
- * http_stop(), which waits for running handlers.
+ * presence counts (its lock), the writer's pending jobs (an atomic), file
+ * sizes, and a write-lock probe on a connection of their own (the writer's is
+ * not thread-safe), which waits at most 100 ms. The structures in http_opts are borrowed: they must
+ * outlive http_stop(), which waits for running handlers.
  */
 #ifndef GIM_HTTP_H
 #define GIM_HTTP_H
@@ -23,6 +23,7 @@ struct metrics;
 struct presence;
 struct server;
 struct push;
+struct writer;
 
 struct http_opts {
     const struct gim_config *cfg;
@@ -30,6 +31,7 @@ struct http_opts {
     struct presence *presence;
     struct server *server;
     struct push *push;
+    struct writer *writer; /* NULL: no writer gauge */
 };
 
 struct http;

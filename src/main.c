@@ -157,7 +157,8 @@ static gim_err app_start(struct app *a, char *err, size_t errlen)
                            .metrics = a->metrics,
                            .presence = a->presence,
                            .server = a->server,
-                           .push = a->push};
+                           .push = a->push,
+                           .writer = a->writer};
     return http_start(&a->http, &ho, err, errlen);
 }
 

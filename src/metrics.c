@@ -218,4 +218,7 @@ void metrics_write(struct metrics *m, const struct metrics_gauges *g, FILE *out)
           (int64_t)g->room_subscriptions);
     gauge(out, "gim_database_bytes", "Size of the SQLite database file.", g->database_bytes);
     gauge(out, "gim_wal_bytes", "Size of the SQLite write-ahead log file.", g->wal_bytes);
+    gauge(out, "gim_writer_pending_jobs",
+          "Write requests at the writer: queued, or in the transaction running now.",
+          (int64_t)g->writer_pending);
 }

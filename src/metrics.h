@@ -44,6 +44,7 @@ struct metrics_gauges {
     uint64_t pushes_dropped;     /* push_dropped() */
     int64_t database_bytes;      /* size of the database file, -1 = unknown */
     int64_t wal_bytes;           /* size of its -wal file, 0 when absent */
+    uint64_t writer_pending;     /* writer_pending() */
 };
 
 /*

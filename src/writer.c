@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@ struct writer {
     pthread_cond_t cv;
     struct write_job *head, *tail; /* FIFO of queued jobs */
     bool stopping;
+    _Atomic uint64_t pending; /* writer_pending(): +1 when queued, -n after a batch's done()s */
     /* How the writer's connection waits for a lock; cut short by writer_stop_waiting(). */
     struct busy_wait busy;
     /* The checkpointer (see ckpt_main); ckpt_due, scrub_due and ckpt_stop are under ckpt_mu. */
@@ -188,8 +190,10 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&wr->mu);
         if (stop)
             break;
-        if (n > 0)
+        if (n > 0) {
             writer_run_batch(wr->w, jobs, n);
+            atomic_fetch_sub(&wr->pending, (uint64_t)n);
+        }
         scrub_handoff(wr);
         int64_t now = gim_clock_real_ms(NULL);
         /* Without a checkpointer, a pending scrub runs here (maint.c) as soon as the queue is
@@ -430,8 +434,14 @@ void writer_submit(struct writer *wr, struct write_job *job)
     else
         wr->head = job;
     wr->tail = job;
+    atomic_fetch_add(&wr->pending, 1);
     pthread_cond_signal(&wr->cv);
     pthread_mutex_unlock(&wr->mu);
+}
+
+uint64_t writer_pending(struct writer *wr)
+{
+    return wr ? atomic_load(&wr->pending) : 0;
 }
 
 void writer_stop_waiting(struct writer *wr)

@@ -63,6 +63,13 @@ gim_err writer_start(struct writer **out, struct wctx *w, writer_maint_fn mainta
 void writer_submit(struct writer *wr, struct write_job *job);
 
 /*
+ * Jobs submitted and not finished yet: queued, or in the batch running now
+ * (a batch waiting for a lock counts here). The /metrics gauge that tells an
+ * operator the writer is behind; safe from any thread.
+ */
+uint64_t writer_pending(struct writer *wr);
+
+/*
  * The first step of a stop: from now on the writer waits for no lock. A
  * batch that finds the database locked by another process fails at once with
  * GIM_EUNAVAILABLE (a wait in progress ends now), instead of after

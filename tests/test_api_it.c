@@ -9,10 +9,13 @@
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -762,6 +765,29 @@ Test(api_tls, https_serves_the_api)
  * while the lock is still held (a stop that waited for the lock would outlast the test's
  * timeout), every request in flight is answered 503 EC_UNAVAILABLE, and nothing was written.
  */
+/* The gauge gim_writer_pending_jobs from the metrics endpoint on port; -1 until it answers. */
+static int writer_pending_jobs(int mport)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)mport)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), v = -1;
+    cr_assert(fd >= 0);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) { /* starts after the REP socket */
+        close(fd);
+        return -1;
+    }
+    static const char get[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    ht_send(fd, get, sizeof get - 1);
+    struct ht_resp m;
+    ht_read(fd, &m, 5000);
+    const char *at = strstr(m.body, "\ngim_writer_pending_jobs ");
+    if (m.status == 200 && at)
+        v = atoi(at + strlen("\ngim_writer_pending_jobs "));
+    ht_resp_free(&m);
+    close(fd);
+    return v;
+}
+
 Test(api_async, stop_with_writes_behind_a_lock_answers_each, .init = start)
 {
     struct client_conn a = {.gateway_id = "gwA", .client_addr = "t"};
@@ -770,8 +796,13 @@ Test(api_async, stop_with_writes_behind_a_lock_answers_each, .init = start)
         cr_assert_eq(tl_signin(cli, &a, 2000 + i, 6000 + i, "gwA"), 0);
     client_close(cli);
     cr_assert_eq(tl_stop(&srv), 0);
+    /* The metrics endpoint tells when all N are at the writer: only then does the stop find
+     * each of them in flight (a request nng has not read yet when it closes its listener is
+     * dropped unanswered, as by any HTTP server; the client retries it). */
     char extra[sizeof srv.extra];
+    int mport = tl_free_port();
     snprintf(extra, sizeof extra, "%s", srv.extra);
+    snprintf(srv.http, sizeof srv.http, "http://127.0.0.1:%d", mport);
     tl_reconfigure(&srv, "busy_timeout_ms: 600000", extra);
     tl_restart(&srv);
     FILE *lock = tl_hold_write_lock(srv.db, "IMMEDIATE");
@@ -785,8 +816,15 @@ Test(api_async, stop_with_writes_behind_a_lock_answers_each, .init = start)
                          6000 + i, op);
         ht_send(fds[i], req, (size_t)n);
     }
+    int pending = -1;
+    for (int tries = 0; tries < 1000 && pending != N; tries++) {
+        pending = writer_pending_jobs(mport);
+        if (pending != N)
+            usleep(10 * 1000);
+    }
+    cr_assert_eq(pending, N, "the writer holds every kick behind the lock");
     struct ht_resp r;
-    ht_read(fds[0], &r, 300); /* they are waiting for the writer */
+    ht_read(fds[0], &r, 0);
     cr_expect_eq(r.status, 0, "answered while the database was locked: %d %s", r.status, r.body);
     ht_resp_free(&r);
     cr_expect_eq(tl_stop(&srv), 0, "gim-logic exits 0 while the lock is held");

@@ -262,6 +262,7 @@ Test(http, metrics_format_is_prometheus_text)
         "gim_room_subscriptions",
         "gim_database_bytes",
         "gim_wal_bytes",
+        "gim_writer_pending_jobs",
     };
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
         char help[96], type[96];

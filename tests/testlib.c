@@ -23,14 +23,14 @@ static void write_config(struct tl_server *s)
     fprintf(f,
             "listen: [\"%s\"%s%s%s]\n"
             "publish: [\"%s\"]\n"
-            "http: \"\"\n"
+            "http: \"%s\"\n"
             "workers: 4\n"
             "contexts: 64\n"
             "database: {path: \"%s\", synchronous: normal%s%s}\n"
             "auth: {secret: \"" TL_SECRET "\"}\n"
             "%s\n",
             s->url, s->listen_extra[0] ? ", \"" : "", s->listen_extra,
-            s->listen_extra[0] ? "\"" : "", s->pub_url, s->db, s->db_extra[0] ? ", " : "",
+            s->listen_extra[0] ? "\"" : "", s->pub_url, s->http, s->db, s->db_extra[0] ? ", " : "",
             s->db_extra, s->extra);
     fclose(f);
 }

@@ -30,6 +30,7 @@ struct tl_server {
     char extra[2048];       /* extra YAML given to tl_start, kept for restarts */
     char listen_extra[256]; /* a second listen URL (tl_start_listen) */
     char db_extra[256];     /* more keys of the database mapping (tl_reconfigure) */
+    char http[96];          /* the /metrics and /healthz URL; "" (the default) = off */
 };
 
 /* Writes a config (base + extra_yaml lines) into a new temp dir, starts the

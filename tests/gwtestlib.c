@@ -62,6 +62,22 @@ static void free_ports(int *out, int n)
 
 static bool spawn(struct gw_server *g);
 
+/* tmpl with every "{port1}" and "{port2}" replaced by port[0] and port[1]. */
+static void expand_ports(char *out, size_t cap, const char *tmpl, const int port[2])
+{
+    size_t n = 0;
+    for (const char *p = tmpl; *p && n + 8 < cap;) {
+        if (strncmp(p, "{port1}", 7) == 0 || strncmp(p, "{port2}", 7) == 0) {
+            n += (size_t)snprintf(out + n, cap - n, "%d", port[p[5] - '1']);
+            p += 7;
+        } else {
+            out[n++] = *p++;
+        }
+    }
+    cr_assert(n + 8 < cap, "more_listeners is too long");
+    out[n] = '\0';
+}
+
 void gwt_start_logic(struct tl_server *logic, const char *extra_yaml)
 {
     char url[64];
@@ -85,12 +101,17 @@ void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char
     cr_assert_not_null(mkdtemp(g->dir));
     snprintf(g->config, sizeof g->config, "%s/gw.yaml", g->dir);
     snprintf(g->log, sizeof g->log, "%s/gw.log", g->dir);
-    int ports[4];
-    free_ports(ports, 4);
+    int ports[6];
+    free_ports(ports, 6);
     g->be16_port = ports[0];
     g->uvarint_port = ports[1];
     g->ws_port = ports[2];
     g->http_port = ports[3];
+    g->more_port[0] = ports[4];
+    g->more_port[1] = ports[5];
+    char more[1024] = "";
+    if (more_listeners)
+        expand_ports(more, sizeof more, more_listeners, g->more_port);
     /* Tests wait for replies, so a shorter request timeout than the default unless set. */
     char lkeys[512];
     snprintf(lkeys, sizeof lkeys, "%s%s%s",
@@ -109,10 +130,9 @@ void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char
             "logic: {requests: [\"%s\"], publish: [\"%s\"]%s%s}\n"
             "web: {root: \"%s\", proto_dir: \"%s\"}\n"
             "%s\n",
-            id, g->be16_port, g->uvarint_port, g->ws_port, more_listeners ? more_listeners : "",
-            g->http_port, logic->listen_extra[0] ? logic->listen_extra : logic->url, logic->pub_url,
-            lkeys, "", web_root ? web_root : "", proto_dir ? proto_dir : "",
-            extra_yaml ? extra_yaml : "");
+            id, g->be16_port, g->uvarint_port, g->ws_port, more, g->http_port,
+            logic->listen_extra[0] ? logic->listen_extra : logic->url, logic->pub_url, lkeys, "",
+            web_root ? web_root : "", proto_dir ? proto_dir : "", extra_yaml ? extra_yaml : "");
     fclose(f);
     /* A port picked free may be taken by someone else before the gateway binds it: then
      * it exits during start-up (address in use), and we try again on new ports. */
@@ -122,17 +142,21 @@ void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char
         char cmd[512];
         snprintf(cmd, sizeof cmd, "grep -q 'in use' %s", g->log);
         cr_assert_eq(system(cmd), 0, "gim-gateway exited during start-up; see %s", g->log);
-        free_ports(ports, 4);
-        char sed[768];
+        free_ports(ports, 6);
+        char sed[1024];
         snprintf(sed, sizeof sed,
-                 "sed -i 's/:%d\\b/:%d/; s/:%d\\b/:%d/; s/:%d\\b/:%d/; s/:%d\\b/:%d/' %s",
+                 "sed -i 's/:%d\\b/:%d/; s/:%d\\b/:%d/; s/:%d\\b/:%d/; s/:%d\\b/:%d/; "
+                 "s/:%d\\b/:%d/; s/:%d\\b/:%d/' %s",
                  g->be16_port, ports[0], g->uvarint_port, ports[1], g->ws_port, ports[2],
-                 g->http_port, ports[3], g->config);
+                 g->http_port, ports[3], g->more_port[0], ports[4], g->more_port[1], ports[5],
+                 g->config);
         cr_assert_eq(system(sed), 0);
         g->be16_port = ports[0];
         g->uvarint_port = ports[1];
         g->ws_port = ports[2];
         g->http_port = ports[3];
+        g->more_port[0] = ports[4];
+        g->more_port[1] = ports[5];
     }
     cr_assert_fail("gim-gateway could not bind its ports; see %s", g->log);
 }

@@ -26,6 +26,7 @@ struct gw_server {
     char log[192];
     char id[32];
     int be16_port, uvarint_port, ws_port, http_port;
+    int more_port[2]; /* the ports of gwt_start_ex's {port1} and {port2} */
 };
 
 /* A gim-logic for gateways: tl_start plus a tcp:// listen URL, which the gateways use.
@@ -38,8 +39,9 @@ void gwt_start_logic(struct tl_server *logic, const char *extra_yaml);
  * NULL for none. Returns once its TCP listener accepts (i.e. gim-logic answered the lease). */
 void gwt_start(struct gw_server *g, const struct tl_server *logic, const char *id,
                const char *logic_keys, const char *extra_yaml);
-/* Like gwt_start, with more YAML listener entries (e.g. "  - {url: \"wss://...\"}\n") and
- * web.root/web.proto_dir (NULL: disabled). */
+/* Like gwt_start, with more YAML listener entries (e.g. "  - {url: \"wss://:{port1}/ws\"}\n":
+ * {port1} and {port2} become free ports, picked again with the others when one was taken at
+ * start-up; g->more_port[] says which) and web.root/web.proto_dir (NULL: disabled). */
 void gwt_start_ex(struct gw_server *g, const struct tl_server *logic, const char *id,
                   const char *logic_keys, const char *extra_yaml, const char *more_listeners,
                   const char *web_root, const char *proto_dir);

@@ -179,10 +179,10 @@ cmd_stop() {
 
 cmd_status() {
     local dir=$1
-    load_state "$dir" && running || {
+    if ! load_state "$dir" || ! running; then
         echo "pgtmp.sh: no server running in $dir" >&2
         return 1
-    }
+    fi
     url_for "$PORT"
 }
 

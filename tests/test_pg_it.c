@@ -1,0 +1,432 @@
+/*
+ * The PostgreSQL backend (issue 17, phase 1) where it differs from SQLite:
+ * request types it does not serve yet answer EC_UNAVAILABLE; sessions and
+ * pushes span instances on one database; an idempotent retry that reaches
+ * two instances at once stores one message; a deadlock retries the writer's
+ * batch; a lost connection comes back. Runs only on PostgreSQL (ctest sets
+ * GIM_TEST_BACKEND=postgres for it); every test starts its own database.
+ */
+#include <criterion/criterion.h>
+#include <libpq-fe.h>
+#include <nng/nng.h>
+#include <nng/protocol/pubsub0/sub.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "presence.h"
+#include "testlib.h"
+
+static struct tl_server a, b;
+static struct gim_client *ca, *cb;
+
+static void setup(void)
+{
+    if (!tl_pg())
+        cr_skip_test("runs on PostgreSQL only (GIM_TEST_BACKEND=postgres)");
+    tl_start(&a, NULL);
+    ca = tl_client(&a);
+}
+
+static void teardown(void)
+{
+    if (cb)
+        client_close(cb);
+    if (ca)
+        client_close(ca);
+    cb = ca = NULL;
+    if (b.pid)
+        tl_cleanup(&b);
+    tl_cleanup(&a);
+    memset(&b, 0, sizeof b);
+}
+
+TestSuite(pg_it, .init = setup, .fini = teardown, .timeout = 90);
+
+static void start_b(void)
+{
+    tl_start_shared(&b, &a, NULL);
+    cb = tl_client(&b);
+}
+
+static Pb__Output *send_to(struct gim_client *c, const struct client_conn *conn, int64_t request_id,
+                           int receiver_type, int64_t to)
+{
+    static const uint8_t content[] = {0x0a, 0x02, 'h', 'i'}; /* pb.Text{text: "hi"} */
+    Pb__Message m = PB__MESSAGE__INIT;
+    m.receiver_type = receiver_type;
+    m.receiver_id = to;
+    m.message_type = PB__MESSAGE_TYPE__MT_TEXT;
+    m.message_content.data = (uint8_t *)content;
+    m.message_content.len = sizeof content;
+    Pb__MessageSend send = PB__MESSAGE_SEND__INIT;
+    send.message = &m;
+    return tl_call(c, conn, PB__PACKAGE_TYPE__PT_MESSAGE, request_id, &send.base);
+}
+
+/* The reply's seq of a successful send; fails the test otherwise. */
+static int64_t send_seq(struct gim_client *c, const struct client_conn *conn, int64_t request_id,
+                        int64_t to)
+{
+    Pb__Output *out = send_to(c, conn, request_id, PB__RECEIVER_TYPE__RT_USER, to);
+    cr_assert_eq(out->code, PB__ERROR_CODE__EC_OK, "send: %s", out->message);
+    Pb__MessageSend *ms = pb__message_send__unpack(NULL, out->data.len, out->data.data);
+    cr_assert(ms && ms->message);
+    int64_t seq = ms->message->seq;
+    pb__message_send__free_unpacked(ms, NULL);
+    pb__output__free_unpacked(out, NULL);
+    return seq;
+}
+
+static void expect_unserved(Pb__Output *out, const char *what)
+{
+    cr_assert_eq(out->code, PB__ERROR_CODE__EC_UNAVAILABLE, "%s: code %d (%s)", what, out->code,
+                 out->message);
+    cr_assert(out->message && strstr(out->message, "not supported by the postgres backend"),
+              "%s: message '%s'", what, out->message);
+    pb__output__free_unpacked(out, NULL);
+}
+
+Test(pg_it, unported_request_types_answer_unavailable_and_change_nothing)
+{
+    struct client_conn u1;
+    cr_assert_eq(tl_signin(ca, &u1, 1, 11, "gw1"), 0);
+    int64_t before = tl_query_int(a.db, "SELECT count(*) FROM message");
+
+    expect_unserved(send_to(ca, &u1, 5, PB__RECEIVER_TYPE__RT_GROUP, 7), "group send");
+    expect_unserved(send_to(ca, &u1, 6, PB__RECEIVER_TYPE__RT_ROOM, 7), "room send");
+    Pb__SubscribeRoomInput room = PB__SUBSCRIBE_ROOM_INPUT__INIT;
+    room.room_id = 3;
+    expect_unserved(tl_call(ca, &u1, PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM, 7, &room.base),
+                    "subscribe room");
+    Pb__RecallInput rec = PB__RECALL_INPUT__INIT;
+    rec.seq = 1;
+    expect_unserved(tl_call(ca, &u1, PB__PACKAGE_TYPE__PT_RECALL, 8, &rec.base), "recall");
+    /* Operator types too, whatever their token: nothing of theirs runs. */
+    static const int admin[] = {PB__PACKAGE_TYPE__PT_ADMIN_KICK, PB__PACKAGE_TYPE__PT_ADMIN_ERASE,
+                                PB__PACKAGE_TYPE__PT_ADMIN_RECALL,
+                                PB__PACKAGE_TYPE__PT_ADMIN_GROUP_CREATE,
+                                PB__PACKAGE_TYPE__PT_ADMIN_SEND};
+    for (size_t i = 0; i < sizeof admin / sizeof admin[0]; i++) {
+        Pb__Output *out = tl_call(ca, &u1, admin[i], 20 + (int64_t)i, NULL);
+        cr_assert_neq(out->code, PB__ERROR_CODE__EC_OK, "admin type %d", admin[i]);
+        if (out->code == PB__ERROR_CODE__EC_UNAVAILABLE)
+            expect_unserved(out, "admin");
+        else
+            pb__output__free_unpacked(out, NULL);
+    }
+    cr_assert_eq(tl_query_int(a.db, "SELECT count(*) FROM message"), before);
+    /* The core path still works, on the same connection. */
+    cr_assert_eq(send_seq(ca, &u1, 9, 2), 1);
+    cr_assert_eq(tl_code(ca, &u1, PB__PACKAGE_TYPE__PT_HEARTBEAT, 10, NULL), 0);
+}
+
+/* A device signed in through A is served by B; a sign-out at B ends it at A within the bound. */
+Test(pg_it, sessions_span_instances)
+{
+    start_b();
+    struct client_conn u1, u2;
+    cr_assert_eq(tl_signin(ca, &u1, 1, 11, "gw1"), 0);
+    cr_assert_eq(tl_signin(cb, &u2, 2, 21, "gw2"), 0);
+    cr_assert_eq(send_seq(cb, &u1, 1, 2), 1, "B serves A's session");
+    cr_assert_eq(send_seq(ca, &u2, 1, 1), 2, "A serves B's session");
+    cr_assert_eq(tl_code(cb, &u1, PB__PACKAGE_TYPE__PT_HEARTBEAT, 2, NULL), 0);
+
+    /* Signed out through B: A had it cached, and lets it go within PRESENCE_RECHECK_MS. */
+    cr_assert_eq(tl_code(ca, &u1, PB__PACKAGE_TYPE__PT_HEARTBEAT, 3, NULL), 0);
+    cr_assert_eq(tl_code(cb, &u1, PB__PACKAGE_TYPE__PT_SIGN_OUT, 4, NULL), 0);
+    usleep((PRESENCE_RECHECK_MS + 300) * 1000);
+    cr_assert_eq(tl_code(ca, &u1, PB__PACKAGE_TYPE__PT_HEARTBEAT, 5, NULL),
+                 PB__ERROR_CODE__EC_UNAUTHENTICATED, "A still served a session B ended");
+    cr_assert_eq(tl_code(cb, &u1, PB__PACKAGE_TYPE__PT_HEARTBEAT, 6, NULL),
+                 PB__ERROR_CODE__EC_UNAUTHENTICATED);
+    /* Signed in again at another gateway through A: B follows, the old gateway is refused. */
+    struct client_conn moved;
+    cr_assert_eq(tl_signin(ca, &moved, 1, 11, "gw9"), 0);
+    cr_assert_eq(tl_code(cb, &moved, PB__PACKAGE_TYPE__PT_HEARTBEAT, 7, NULL), 0);
+    cr_assert_eq(tl_code(cb, &u1, PB__PACKAGE_TYPE__PT_HEARTBEAT, 8, NULL),
+                 PB__ERROR_CODE__EC_UNAUTHENTICATED);
+}
+
+static nng_socket subscribe(const char *url)
+{
+    nng_socket s;
+    cr_assert_eq(nng_sub0_open(&s), 0);
+    cr_assert_eq(nng_socket_set(s, NNG_OPT_SUB_SUBSCRIBE, "", 0), 0);
+    cr_assert_eq(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 1000), 0);
+    cr_assert_eq(nng_dial(s, url, NULL, 0), 0);
+    return s;
+}
+
+/* Whether a Delivery to gateway naming device arrives on s within a second. */
+static bool delivered(nng_socket s, const char *gateway, int64_t device)
+{
+    nng_msg *m;
+    while (nng_recvmsg(s, &m, 0) == 0) {
+        const uint8_t *body = nng_msg_body(m);
+        size_t len = nng_msg_len(m), gl = strlen(gateway);
+        bool hit = false;
+        if (len > gl && memcmp(body, gateway, gl) == 0 && body[gl] == '\n') {
+            Pb__Delivery *d = pb__delivery__unpack(NULL, len - gl - 1, body + gl + 1);
+            for (size_t i = 0; d && i < d->n_device_ids; i++)
+                hit = hit || d->device_ids[i] == device;
+            if (d)
+                pb__delivery__free_unpacked(d, NULL);
+        }
+        nng_msg_free(m);
+        if (hit)
+            return true;
+    }
+    return false;
+}
+
+/* The push goes out from the instance that committed, to the gateway the device is at. */
+Test(pg_it, pushes_reach_a_device_signed_in_at_another_instance)
+{
+    start_b();
+    nng_socket sub_b = subscribe(b.pub_url);
+    struct client_conn u1, u2;
+    cr_assert_eq(tl_signin(ca, &u2, 2, 21, "gw2"), 0); /* only A has it in memory */
+    cr_assert_eq(tl_signin(cb, &u1, 1, 11, "gw1"), 0);
+    usleep(200 * 1000); /* PUB drops what it sends before the subscription arrives */
+    cr_assert_eq(send_seq(cb, &u1, 1, 2), 1);
+    cr_assert(delivered(sub_b, "gw2", 21), "B pushed nothing to gw2 for device 21");
+    nng_close(sub_b);
+}
+
+struct racer {
+    const char *url;
+    int64_t first_id, n;
+    int64_t seqs[64];
+    int fails;
+};
+
+static void *race(void *arg)
+{
+    struct racer *r = arg;
+    struct gim_client *c = NULL;
+    struct client_conn conn = {.user_id = 1, .device_id = 11, .gateway_id = "gw1"};
+    static const uint8_t content[] = {0x0a, 0x01, 'x'};
+    if (client_open(&c, r->url, 10000, 1) != GIM_OK) {
+        r->fails = (int)r->n;
+        return NULL;
+    }
+    for (int64_t i = 0; i < r->n; i++) {
+        Pb__Message m = PB__MESSAGE__INIT;
+        m.receiver_type = PB__RECEIVER_TYPE__RT_USER;
+        m.receiver_id = 2;
+        m.message_type = PB__MESSAGE_TYPE__MT_TEXT;
+        m.message_content.data = (uint8_t *)content;
+        m.message_content.len = sizeof content;
+        Pb__MessageSend send = PB__MESSAGE_SEND__INIT;
+        send.message = &m;
+        Pb__Output *out = NULL;
+        if (client_request(c, &conn, PB__PACKAGE_TYPE__PT_MESSAGE, r->first_id + i, &send.base,
+                           &out) != GIM_OK ||
+            out->code != 0) {
+            r->fails++;
+        } else {
+            Pb__MessageSend *ms = pb__message_send__unpack(NULL, out->data.len, out->data.data);
+            r->seqs[i] = ms && ms->message ? ms->message->seq : -1;
+            if (ms)
+                pb__message_send__free_unpacked(ms, NULL);
+        }
+        if (out)
+            pb__output__free_unpacked(out, NULL);
+    }
+    client_close(c);
+    return NULL;
+}
+
+/*
+ * The same sends (same device, same request ids) reach A and B at once, as a
+ * gateway's retry can: each request id is stored once, and both replies carry
+ * its seq.
+ */
+Test(pg_it, an_idempotent_retry_on_two_instances_stores_one_message)
+{
+    start_b();
+    struct client_conn u1, u2;
+    cr_assert_eq(tl_signin(ca, &u1, 1, 11, "gw1"), 0);
+    cr_assert_eq(tl_signin(cb, &u2, 2, 21, "gw2"), 0);
+    enum { N = 60 };
+    struct racer ra = {.url = a.url, .first_id = 1000, .n = N},
+                 rb = {.url = b.url, .first_id = 1000, .n = N};
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, race, &ra);
+    pthread_create(&tb, NULL, race, &rb);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    cr_assert_eq(ra.fails + rb.fails, 0, "failed sends: A %d, B %d", ra.fails, rb.fails);
+    cr_assert_eq(tl_query_int(a.db, "SELECT count(*) FROM message"), N, "one message a request");
+    cr_assert_eq(tl_query_int(a.db, "SELECT count(*) FROM inbox WHERE user_id = 2"), N);
+    cr_assert_eq(tl_query_int(a.db, "SELECT max(seq) FROM inbox WHERE user_id = 2"), N,
+                 "no gap, no repeat");
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(ra.seqs[i], rb.seqs[i], "request %d: seq %lld at A, %lld at B", 1000 + i,
+                     (long long)ra.seqs[i], (long long)rb.seqs[i]);
+}
+
+/*
+ * Senders on A and B to the same user at once: that user's seqs are 1..N with
+ * no gap or repeat, whichever instance took them.
+ */
+Test(pg_it, concurrent_instances_take_gap_free_seqs)
+{
+    start_b();
+    struct client_conn u1, u2, u3;
+    cr_assert_eq(tl_signin(ca, &u1, 1, 11, "gw1"), 0);
+    cr_assert_eq(tl_signin(cb, &u3, 3, 31, "gw3"), 0);
+    cr_assert_eq(tl_signin(ca, &u2, 2, 21, "gw2"), 0);
+    enum { N = 40 };
+    struct racer ra = {.url = a.url, .first_id = 1, .n = N},
+                 rb = {.url = b.url, .first_id = 5000, .n = N};
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, race, &ra);
+    pthread_create(&tb, NULL, race, &rb);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    cr_assert_eq(ra.fails + rb.fails, 0);
+    cr_assert_eq(tl_query_int(a.db, "SELECT count(DISTINCT seq) FROM inbox WHERE user_id = 2"),
+                 2 * N);
+    cr_assert_eq(tl_query_int(a.db, "SELECT max(seq) FROM inbox WHERE user_id = 2"), 2 * N);
+    cr_assert_eq(tl_query_int(a.db, "SELECT seq FROM user_seq WHERE user_id = 2"), 2 * N);
+}
+
+/* Polls until a backend of the service waits for a lock (the writer, blocked on our row). */
+static void wait_for_lock_waiter(PGconn *t)
+{
+    for (int i = 0; i < 500; i++) {
+        PGresult *r = PQexec(t, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                "current_database() AND wait_event_type = 'Lock'");
+        bool waiting = PQresultStatus(r) == PGRES_TUPLES_OK && atoi(PQgetvalue(r, 0, 0)) > 0;
+        PQclear(r);
+        if (waiting)
+            return;
+        usleep(10 * 1000);
+    }
+    cr_assert_fail("the writer never waited for the row lock");
+}
+
+struct sender {
+    struct tl_server *srv;
+    struct client_conn conn;
+    int64_t to, request_id;
+    int code;
+    int64_t seq;
+};
+
+static void *send_thread(void *arg)
+{
+    struct sender *s = arg;
+    struct gim_client *c = NULL;
+    static const uint8_t content[] = {0x0a, 0x01, 'd'};
+    s->code = -1;
+    if (client_open(&c, s->srv->url, 15000, 1) != GIM_OK)
+        return NULL;
+    Pb__Message m = PB__MESSAGE__INIT;
+    m.receiver_type = PB__RECEIVER_TYPE__RT_USER;
+    m.receiver_id = s->to;
+    m.message_type = PB__MESSAGE_TYPE__MT_TEXT;
+    m.message_content.data = (uint8_t *)content;
+    m.message_content.len = sizeof content;
+    Pb__MessageSend send = PB__MESSAGE_SEND__INIT;
+    send.message = &m;
+    Pb__Output *out = NULL;
+    if (client_request(c, &s->conn, PB__PACKAGE_TYPE__PT_MESSAGE, s->request_id, &send.base,
+                       &out) == GIM_OK) {
+        s->code = out->code;
+        Pb__MessageSend *ms = pb__message_send__unpack(NULL, out->data.len, out->data.data);
+        s->seq = ms && ms->message ? ms->message->seq : -1;
+        if (ms)
+            pb__message_send__free_unpacked(ms, NULL);
+        pb__output__free_unpacked(out, NULL);
+    }
+    client_close(c);
+    return NULL;
+}
+
+/*
+ * Opposite lock order: the test's transaction locks user 2's seq row, the
+ * writer's send 1 -> 2 locks user 1's and waits for user 2's, then the test
+ * asks for user 1's. PostgreSQL picks the writer as the deadlock's victim
+ * (the test waits 30 s before it checks, the service 1 s); the writer rolls
+ * the whole batch back, our transaction goes through, and the batch runs
+ * again: the client sees EC_OK and seqs stay gap-free.
+ */
+Test(pg_it, a_deadlock_retries_the_batch)
+{
+    struct client_conn u1, u2;
+    cr_assert_eq(tl_signin(ca, &u1, 1, 11, "gw1"), 0);
+    cr_assert_eq(tl_signin(ca, &u2, 2, 21, "gw2"), 0);
+    /* Both seq rows exist now (a row inserted by the writer would be invisible to us). */
+    cr_assert_eq(send_seq(ca, &u2, 1, 3), 1);
+    cr_assert_eq(send_seq(ca, &u1, 1, 3), 1);
+
+    PGconn *t = PQconnectdb(a.pg_url);
+    cr_assert_eq(PQstatus(t), CONNECTION_OK);
+    PQclear(PQexec(t, "SET deadlock_timeout = '30s'"));
+    PQclear(PQexec(t, "BEGIN"));
+    PGresult *r = PQexec(t, "UPDATE user_seq SET seq = seq WHERE user_id = 2");
+    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
+    PQclear(r);
+
+    struct sender s = {.srv = &a, .conn = u1, .to = 2, .request_id = 77};
+    pthread_t th;
+    pthread_create(&th, NULL, send_thread, &s);
+    wait_for_lock_waiter(t);
+    /* Blocks until the writer, the victim, rolls back and lets user 1's row go. */
+    r = PQexec(t, "UPDATE user_seq SET seq = seq WHERE user_id = 1");
+    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
+    PQclear(r);
+    PQclear(PQexec(t, "COMMIT"));
+    PQfinish(t);
+    pthread_join(th, NULL);
+
+    cr_assert_eq(s.code, PB__ERROR_CODE__EC_OK, "the deadlocked send failed (code %d)", s.code);
+    cr_assert_eq(s.seq, 2, "user 1's second seq");
+    cr_assert_eq(tl_query_int(a.db, "SELECT max(seq) FROM inbox WHERE user_id = 2"), 2);
+    cr_assert_eq(tl_query_int(a.db, "SELECT count(*) FROM inbox WHERE user_id = 2"), 2);
+    cr_assert_eq(tl_query_int(a.db, "SELECT max(seq) FROM inbox WHERE user_id = 1"), 2);
+    cr_assert_eq(tl_query_int(a.db, "SELECT count(*) FROM message"), 3);
+    cr_assert(tl_file_has(a.log, "transaction must be retried"), "no retry in %s", a.log);
+}
+
+/*
+ * Every connection of the service is killed (a failover, a restarted server):
+ * requests in between get EC_UNAVAILABLE at worst, never a crash, and the
+ * service reconnects by itself.
+ */
+Test(pg_it, a_lost_connection_is_reestablished)
+{
+    struct client_conn u1;
+    cr_assert_eq(tl_signin(ca, &u1, 1, 11, "gw1"), 0);
+    cr_assert_eq(send_seq(ca, &u1, 1, 2), 1);
+    int64_t killed = tl_query_int(a.db, "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) "
+                                        "FROM pg_stat_activity WHERE datname = current_database() "
+                                        "AND pid <> pg_backend_pid()) k");
+    cr_assert_geq(killed, 5, "the writer and the 4 workers' connections");
+    int ok_send = 0, ok_sync = 0, unavailable = 0;
+    for (int i = 0; i < 50 && !(ok_send && ok_sync); i++) {
+        Pb__Output *out = send_to(ca, &u1, 100 + i, PB__RECEIVER_TYPE__RT_USER, 2);
+        cr_assert(out->code == 0 || out->code == PB__ERROR_CODE__EC_UNAVAILABLE, "send: %d %s",
+                  out->code, out->message);
+        ok_send += out->code == 0;
+        unavailable += out->code != 0;
+        pb__output__free_unpacked(out, NULL);
+        Pb__SyncInput in = PB__SYNC_INPUT__INIT;
+        out = tl_call(ca, &u1, PB__PACKAGE_TYPE__PT_SYNC, 200 + i, &in.base);
+        cr_assert(out->code == 0 || out->code == PB__ERROR_CODE__EC_UNAVAILABLE, "sync: %d %s",
+                  out->code, out->message);
+        ok_sync += out->code == 0;
+        unavailable += out->code != 0;
+        pb__output__free_unpacked(out, NULL);
+        usleep(100 * 1000);
+    }
+    cr_assert(ok_send && ok_sync, "the service did not come back (sends %d, syncs %d)", ok_send,
+              ok_sync);
+    cr_assert(tl_file_has(a.log, "postgres connection re-established"), "see %s", a.log);
+    cr_log_info("requests answered EC_UNAVAILABLE while reconnecting: %d", unavailable);
+}

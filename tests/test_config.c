@@ -715,3 +715,14 @@ Test(config, database_url_is_never_printed)
     config_free(&cfg);
     cr_assert_null(strstr(err, "hunter2"), "%s", err);
 }
+
+/* What the postgres backend does not serve yet refuses to start, naming the key. */
+Test(config, postgres_refuses_what_it_does_not_serve)
+{
+    expect_bad("database: {backend: postgres, url: \"postgresql://db/gim\"}\n"
+               "api: {listen: \"http://127.0.0.1:7490\"}\n",
+               "api.listen", "not supported by the postgres backend");
+    expect_bad("database: {backend: postgres, url: \"postgresql://db/gim\"}\n"
+               "retention: {days: 30}\n",
+               "retention.days", "not supported by the postgres backend");
+}

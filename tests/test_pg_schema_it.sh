@@ -13,12 +13,18 @@
 #   - the v_* views show the same rows as text for the same data.
 # A SQLite migration without its PostgreSQL twin fails here.
 #
-# Needs a PostgreSQL server: GIM_PG_URL (a libpq URL or conninfo whose user
-# may CREATE DATABASE), as the pg fixture sets it; psql and sqlite3.
+# Needs a PostgreSQL server whose user may CREATE DATABASE, found as
+# pgtestlib finds it (tests/pgtestlib.h): $GIM_TEST_PG_URL, else the URL in
+# $GIM_TEST_PG_DIR/url (the ctest fixture pg sets it); and psql, sqlite3.
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-if [[ -z ${GIM_PG_URL:-} ]]; then
-    echo "FAIL: GIM_PG_URL is not set: run under the pg ctest fixture (tools/pgtmp.sh)" >&2
+GIM_PG_URL=${GIM_TEST_PG_URL:-}
+if [[ -z $GIM_PG_URL && -n ${GIM_TEST_PG_DIR:-} && -s $GIM_TEST_PG_DIR/url ]]; then
+    GIM_PG_URL=$(cat "$GIM_TEST_PG_DIR/url")
+fi
+if [[ -z $GIM_PG_URL ]]; then
+    echo "FAIL: no test PostgreSQL: run under ctest's pg fixture (ctest -R test_pg_schema_it),"
+    echo "  or set GIM_TEST_PG_URL, or GIM_TEST_PG_DIR after tools/pgtmp.sh start DIR" >&2
     exit 1
 fi
 for p in psql sqlite3; do
@@ -28,7 +34,7 @@ for p in psql sqlite3; do
     }
 done
 tmp=$(mktemp -d)
-db=gim_schema_test_$$_$RANDOM
+db=gimt_schema_$$_$RANDOM
 sqlite=$tmp/s.db
 cleanup() {
     psql "$GIM_PG_URL" -qAt -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1

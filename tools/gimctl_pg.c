@@ -781,12 +781,12 @@ int gimctl_pg_import(struct gimctl *g, int argc, char **argv)
     if (rc != 0)
         goto out;
     rc = 1;
-    if (pg_run(j, "BEGIN", "BEGIN ISOLATION LEVEL SERIALIZABLE", 0, NULL, PGRES_COMMAND_OK, NULL) !=
-        0)
+    if (pg_run(j, "BEGIN", "BEGIN", 0, NULL, PGRES_COMMAND_OK, NULL) != 0)
         goto out;
     if (check_target(j) != 0)
         goto out;
-    /* No one else writes these tables until the copy commits (a gim-logic started on it waits). */
+    /* No one else writes these tables until the copy commits (a gim-logic started on it waits),
+     * so the emptiness check below stays true and READ COMMITTED is enough. */
     for (int k = 0; k < j->nt; k++) {
         char sql[128];
         snprintf(sql, sizeof sql, "LOCK TABLE \"%s\" IN EXCLUSIVE MODE", j->t[k].name);

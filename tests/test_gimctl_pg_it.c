@@ -319,6 +319,29 @@ Test(gimctl_pg, refuses_a_non_empty_target_and_leaves_it_unchanged)
     snprintf(pg_url, sizeof pg_url, "%s", other);
 }
 
+Test(gimctl_pg, a_row_postgresql_refuses_rolls_back_the_whole_copy)
+{
+    apply_pg_schema(pg_url);
+    fill_and_stop();
+    /* Bytes that are not UTF-8 in a TEXT column: SQLite stores them, PostgreSQL's text cannot.
+     * device is copied after message and inbox, so those were already sent when it fails. */
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(srv.db, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db,
+                              "UPDATE device SET client_addr = CAST(X'ff' AS TEXT) "
+                              "WHERE device_id = 21",
+                              NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_changes(db), 1);
+    sqlite3_close(db);
+    cr_expect_eq(import(), 1, "%s", out);
+    cr_expect(strstr(out, "copied message"), "message was copied before device: %s", out);
+    cr_expect(strstr(err, "gimctl pg-import: device: ") && strstr(err, "UTF8"), "%s", err);
+    cr_expect_eq(pg_int("SELECT count(*) FROM message"), 0, "the copied tables must roll back");
+    cr_expect_eq(pg_int("SELECT count(*) FROM inbox"), 0);
+    cr_expect_str_eq(pg_text("SELECT last_id FROM group_id_high"), "0");
+}
+
 Test(gimctl_pg, refuses_a_database_in_use)
 {
     apply_pg_schema(pg_url);

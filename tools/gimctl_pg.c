@@ -438,27 +438,28 @@ static int copy_table(struct job *j, const struct table *t)
     j->b.len = 0;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         if (!copy_row(&j->b, st, t)) {
-            abort_why = "out of memory";
+            abort_why = "reading SQLite: out of memory";
             break;
         }
         rows++;
         if (j->b.len >= COPY_CHUNK) {
             if (PQputCopyData(j->pg, j->b.p, (int)j->b.len) != 1) {
-                abort_why = "sending failed";
+                abort_why = "sending to PostgreSQL failed";
                 break;
             }
             j->b.len = 0;
         }
     }
     if (!abort_why && step != SQLITE_DONE)
-        abort_why = sqlite3_errmsg(j->src);
+        abort_why = "reading SQLite failed";
     if (!abort_why && j->b.len && PQputCopyData(j->pg, j->b.p, (int)j->b.len) != 1)
-        abort_why = "sending failed";
+        abort_why = "sending to PostgreSQL failed";
     /* With an error message the server fails the COPY: nothing of it stays. */
     PQputCopyEnd(j->pg, abort_why);
     PGresult *r = PQgetResult(j->pg);
     if (abort_why) {
-        fprintf(stderr, "gimctl %s: %s: reading SQLite: %s\n", j->cmd, t->name, abort_why);
+        fprintf(stderr, "gimctl %s: %s: %s: %s\n", j->cmd, t->name, abort_why,
+                strstr(abort_why, "SQLite") ? sqlite3_errmsg(j->src) : PQerrorMessage(j->pg));
     } else if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         pg_fail(j, t->name, r);
     } else {

@@ -19,7 +19,8 @@
 
 struct pgstore {
     PGconn *conn;
-    char *url; /* owned copy, for reconnecting */
+    char *url;        /* owned copy, for reconnecting */
+    uint32_t lock_ms; /* database.busy_timeout_ms: the longest a statement waits for a lock */
     bool broken;
     bool retry; /* the last failure was 40001/40P01 */
     char sqlstate[6];
@@ -69,6 +70,22 @@ static gim_err connect_now(struct pgstore *p, char *errbuf, size_t errlen)
         return GIM_EUNAVAILABLE;
     }
     PQsetNoticeProcessor(p->conn, notice, NULL);
+    /*
+     * A row lock held by another instance's transaction (the same user's
+     * seq, the same device) is waited for at most database.busy_timeout_ms,
+     * as SQLite's write lock is: then the statement fails with 55P03 and the
+     * request gets EC_UNAVAILABLE. 0 = wait forever, as with SQLite.
+     */
+    char set[64];
+    snprintf(set, sizeof set, "SET lock_timeout = %u", (unsigned)p->lock_ms);
+    PGresult *res = PQexec(p->conn, set);
+    bool ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    if (!ok) {
+        snprintf(errbuf, errlen, "cannot set lock_timeout on the PostgreSQL connection");
+        p->broken = true;
+        return GIM_EUNAVAILABLE;
+    }
     p->broken = false;
     return GIM_OK;
 }
@@ -84,6 +101,7 @@ static gim_err fail(struct pgstore *p, const PGresult *res, const char *what)
         p->broken = true;
     bool gone = p->broken || (state && (strncmp(state, "08", 2) == 0 || /* connection */
                                         strncmp(state, "57P", 3) == 0 /* shutdown */));
+    bool busy = state && strcmp(state, "55P03") == 0; /* lock_timeout: like SQLITE_BUSY */
     if (gone)
         p->broken = true;
     if (p->retry)
@@ -92,7 +110,7 @@ static gim_err fail(struct pgstore *p, const PGresult *res, const char *what)
     else
         log_warn("postgres statement failed", "sqlstate=%s sql=\"%.60s\" error=\"%.*s\"",
                  p->sqlstate[0] ? p->sqlstate : "-", what, (int)strcspn(msg, "\n"), msg);
-    return p->retry || gone ? GIM_EUNAVAILABLE : GIM_EINTERNAL;
+    return p->retry || gone || busy ? GIM_EUNAVAILABLE : GIM_EINTERNAL;
 }
 
 gim_err pgstore_ready(struct store_conn *c)
@@ -355,6 +373,7 @@ gim_err pgstore_open(const struct gim_config *cfg, enum store_mode mode, struct 
     }
     c->backend = STORE_PG;
     c->pg = p;
+    p->lock_ms = cfg->database.busy_timeout_ms;
     c->readonly = mode == STORE_READER;
     /* libpq's own parser judges the URL; its message names the problem, not the value. */
     PQconninfoOption *opts = PQconninfoParse(p->url, &why);

@@ -557,3 +557,55 @@ Test(pg_it, kill9_keeps_every_acknowledged_send, .timeout = 180)
                  "no send stored twice (each has one record)");
     cr_log_info("acknowledged sends: %d", total);
 }
+
+/*
+ * A row lock another instance holds for longer than database.busy_timeout_ms
+ * (here: our transaction on user 2's seq row) fails the send with
+ * EC_UNAVAILABLE after that long, as a locked SQLite file does, and the
+ * failed send left nothing: its retry is a fresh send.
+ */
+Test(pg_it, a_lock_held_elsewhere_fails_after_busy_timeout_and_changes_nothing)
+{
+    cr_assert_eq(tl_stop(&a), 0);
+    tl_reconfigure(&a, "busy_timeout_ms: 300", NULL);
+    tl_restart(&a);
+    struct client_conn u1, u2;
+    cr_assert_eq(tl_signin(ca, &u1, 1, 11, "gw1"), 0);
+    cr_assert_eq(tl_signin(ca, &u2, 2, 21, "gw2"), 0);
+    cr_assert_eq(send_seq(ca, &u2, 1, 3), 1);
+
+    PGconn *t = PQconnectdb(a.pg_url);
+    cr_assert_eq(PQstatus(t), CONNECTION_OK);
+    PQclear(PQexec(t, "BEGIN"));
+    PQclear(PQexec(t, "UPDATE user_seq SET seq = seq WHERE user_id = 2"));
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    Pb__Output *out = send_to(ca, &u1, 7, PB__RECEIVER_TYPE__RT_USER, 2);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    cr_assert_eq(out->code, PB__ERROR_CODE__EC_UNAVAILABLE, "code %d (%s)", out->code,
+                 out->message);
+    pb__output__free_unpacked(out, NULL);
+    int64_t ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    cr_assert_geq(ms, 250, "answered after %lld ms: did it wait for the lock at all?",
+                  (long long)ms);
+    PQclear(PQexec(t, "COMMIT"));
+    PQfinish(t);
+    cr_assert_eq(tl_query_int(a.db, "SELECT count(*) FROM message"), 1,
+                 "nothing of the failed send");
+    cr_assert_eq(tl_query_int(a.db, "SELECT count(*) FROM idempotency WHERE request_id = 7"), 0);
+    cr_assert_eq(send_seq(ca, &u1, 7, 2), 1, "the retry is a fresh send: user 1's first seq");
+}
+
+/* A device signing in through A while its session lives at another gateway (made through
+ * B): A tells the old gateway to drop it, though only B had the session in memory. */
+Test(pg_it, a_sign_in_elsewhere_tells_the_old_gateway_from_any_instance)
+{
+    start_b();
+    nng_socket sub_a = subscribe(a.pub_url);
+    struct client_conn old, moved;
+    cr_assert_eq(tl_signin(cb, &old, 1, 11, "gw-old"), 0);
+    usleep(200 * 1000);
+    cr_assert_eq(tl_signin(ca, &moved, 1, 11, "gw-new"), 0);
+    cr_assert(delivered(sub_a, "gw-old", 11), "A did not tell gw-old to drop device 11");
+    nng_close(sub_a);
+}

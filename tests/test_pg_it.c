@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "httptestlib.h"
 #include "presence.h"
 #include "testlib.h"
 
@@ -357,8 +358,27 @@ static void *send_thread(void *arg)
  * the whole batch back, our transaction goes through, and the batch runs
  * again: the client sees EC_OK and seqs stay gap-free.
  */
+/* The value of sample `name` in a /metrics body, -1 when absent. */
+static int64_t metric(const char *body, const char *name)
+{
+    char key[128];
+    snprintf(key, sizeof key, "\n%s ", name);
+    const char *p = strstr(body, key);
+    return p ? strtoll(p + strlen(key), NULL, 10) : -1;
+}
+
 Test(pg_it, a_deadlock_retries_the_batch)
 {
+    /* With /metrics and /healthz, which read PostgreSQL on their own connection. */
+    int port = tl_free_port();
+    snprintf(a.http, sizeof a.http, "http://127.0.0.1:%d", port);
+    cr_assert_eq(tl_stop(&a), 0);
+    tl_reconfigure(&a, NULL, NULL);
+    tl_restart(&a);
+    struct ht_resp hr;
+    ht_call(port, "GET", "/healthz", NULL, NULL, NULL, &hr);
+    cr_assert_eq(hr.status, 200, "healthz on postgres: %s", hr.body);
+    ht_resp_free(&hr);
     struct client_conn u1, u2;
     cr_assert_eq(tl_signin(ca, &u1, 1, 11, "gw1"), 0);
     cr_assert_eq(tl_signin(ca, &u2, 2, 21, "gw2"), 0);
@@ -393,6 +413,10 @@ Test(pg_it, a_deadlock_retries_the_batch)
     cr_assert_eq(tl_query_int(a.db, "SELECT max(seq) FROM inbox WHERE user_id = 1"), 2);
     cr_assert_eq(tl_query_int(a.db, "SELECT count(*) FROM message"), 3);
     cr_assert(tl_file_has(a.log, "transaction must be retried"), "no retry in %s", a.log);
+    ht_call(port, "GET", "/metrics", NULL, NULL, NULL, &hr);
+    cr_assert_eq(hr.status, 200);
+    cr_assert_geq(metric(hr.body, "gim_write_batch_retries_total"), 1, "%s", hr.body);
+    ht_resp_free(&hr);
 }
 
 /*

@@ -17,7 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "httptestlib.h"
+#include "pgstore.h"
 #include "presence.h"
 #include "testlib.h"
 
@@ -632,4 +634,63 @@ Test(pg_it, a_sign_in_elsewhere_tells_the_old_gateway_from_any_instance)
     cr_assert_eq(tl_signin(ca, &moved, 1, 11, "gw-new"), 0);
     cr_assert(delivered(sub_a, "gw-old", 11), "A did not tell gw-old to drop device 11");
     nng_close(sub_a);
+}
+
+/* --- start-up ------------------------------------------------------------- */
+
+struct opener {
+    struct gim_config *cfg;
+    gim_err e;
+    char err[256];
+};
+
+static void *open_writer(void *arg)
+{
+    struct opener *o = arg;
+    struct store_conn *c = NULL;
+    o->e = store_open(o->cfg, STORE_WRITER, &c, o->err, sizeof o->err);
+    store_close(c);
+    return NULL;
+}
+
+/*
+ * Instances that start together on an empty database: each applies the
+ * migrations under the advisory lock, so exactly one creates the schema and
+ * the others find it recorded; none fails.
+ */
+Test(pg_start, instances_starting_together_migrate_once, .timeout = 60)
+{
+    if (!tl_pg())
+        cr_skip_test("runs on PostgreSQL only (GIM_TEST_BACKEND=postgres)");
+    char url[PGT_URL_MAX], yaml[PGT_URL_MAX + 128], path[] = "/tmp/gimpgstart-XXXXXX";
+    pgt_create_db(url, sizeof url);
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    int n = snprintf(yaml, sizeof yaml, "database: {backend: postgres, url: \"%s\"}\n", url);
+    cr_assert_eq(write(fd, yaml, (size_t)n), n);
+    close(fd);
+    struct gim_config cfg;
+    char err[256];
+    cr_assert_eq(config_load(path, &cfg, err, sizeof err), GIM_OK, "%s", err);
+    enum { N = 4 };
+    struct opener o[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        o[i] = (struct opener){.cfg = &cfg};
+        pthread_create(&th[i], NULL, open_writer, &o[i]);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++)
+        cr_expect_eq(o[i].e, GIM_OK, "instance %d: %s", i, o[i].err);
+    PGconn *c = PQconnectdb(url);
+    PGresult *r = PQexec(c, "SELECT count(*), max(version) FROM schema_migrations");
+    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    cr_expect_eq(atoi(PQgetvalue(r, 0, 0)), pgstore_schema_version(), "one row a migration");
+    cr_expect_eq(atoi(PQgetvalue(r, 0, 1)), pgstore_schema_version());
+    PQclear(r);
+    PQfinish(c);
+    config_free(&cfg);
+    unlink(path);
+    pgt_drop_db(url);
 }

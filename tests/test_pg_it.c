@@ -277,6 +277,48 @@ Test(pg_it, an_idempotent_retry_on_two_instances_stores_one_message)
  * Senders on A and B to the same user at once: that user's seqs are 1..N with
  * no gap or repeat, whichever instance took them.
  */
+struct watcher {
+    const char *url;
+    atomic_bool stop;
+    int pages, holes, errors;
+};
+
+/*
+ * Syncs user 2 (device 21) from seq 0 over and over while the senders run:
+ * every page must start at seq 1 and have no hole. A hole would be a seq
+ * N+1 visible before N (one instance's commit seen before another's).
+ */
+static void *watch(void *arg)
+{
+    struct watcher *w = arg;
+    struct gim_client *c = NULL;
+    struct client_conn conn = {.user_id = 2, .device_id = 21, .gateway_id = "gw2"};
+    if (client_open(&c, w->url, 10000, 1) != GIM_OK) {
+        w->errors++;
+        return NULL;
+    }
+    while (!atomic_load(&w->stop)) {
+        Pb__SyncInput in = PB__SYNC_INPUT__INIT;
+        Pb__Output *out = NULL;
+        if (client_request(c, &conn, PB__PACKAGE_TYPE__PT_SYNC, 1, &in.base, &out) != GIM_OK ||
+            out->code != 0) {
+            w->errors++;
+        } else {
+            Pb__SyncOutput *so = pb__sync_output__unpack(NULL, out->data.len, out->data.data);
+            for (size_t i = 0; so && i < so->n_messages; i++)
+                if (so->messages[i]->seq != (int64_t)i + 1)
+                    w->holes++;
+            if (so)
+                pb__sync_output__free_unpacked(so, NULL);
+            w->pages++;
+        }
+        if (out)
+            pb__output__free_unpacked(out, NULL);
+    }
+    client_close(c);
+    return NULL;
+}
+
 Test(pg_it, concurrent_instances_take_gap_free_seqs)
 {
     start_b();
@@ -287,12 +329,20 @@ Test(pg_it, concurrent_instances_take_gap_free_seqs)
     enum { N = 40 };
     struct racer ra = {.url = a.url, .first_id = 1, .n = N},
                  rb = {.url = b.url, .first_id = 5000, .n = N};
-    pthread_t ta, tb;
+    struct watcher wb = {.url = b.url};
+    pthread_t ta, tb, tw;
+    pthread_create(&tw, NULL, watch, &wb);
     pthread_create(&ta, NULL, race, &ra);
     pthread_create(&tb, NULL, race, &rb);
     pthread_join(ta, NULL);
     pthread_join(tb, NULL);
+    atomic_store(&wb.stop, true);
+    pthread_join(tw, NULL);
     cr_assert_eq(ra.fails + rb.fails, 0);
+    cr_assert_eq(wb.errors, 0, "syncs that failed");
+    cr_assert_gt(wb.pages, 0);
+    cr_assert_eq(wb.holes, 0, "a sync saw a later seq before an earlier one (%d pages)", wb.pages);
+    cr_log_info("pages synced during the sends: %d", wb.pages);
     cr_assert_eq(tl_query_int(a.db, "SELECT count(DISTINCT seq) FROM inbox WHERE user_id = 2"),
                  2 * N);
     cr_assert_eq(tl_query_int(a.db, "SELECT max(seq) FROM inbox WHERE user_id = 2"), 2 * N);

@@ -34,6 +34,21 @@ struct gim_config;
  * store_is_pg() once and run their own SQL for each backend, side by side
  * in the module that owns the operation; whatever else a backend does not
  * serve yet is refused in one place (dispatch.c, dispatch_pg_unsupported).
+ * The operations, and where each backend's SQL lives:
+ *   transaction, savepoint per job, commit/rollback, retry   writer_run_batch (writer.c)
+ *   next seq of a user, the user's last seq                   seq_next, seq_last (seq.c)
+ *   insert a message, add an inbox entry, load a message      message_insert, message_inbox_add,
+ *                                                             message_load (message.c)
+ *   an inbox page and the devices' max ack (sync)             handle_sync.c, message_page[_pg]
+ *   idempotency get/claim/put of a send, push targets         handle_message.c
+ *   device sign-in, sign-out, ack; gateway lease sign-out     handle_signin.c, handle_signout.c,
+ *                                                             handle_message_ack.c,
+ *                                                             handle_gateway_lease.c
+ *   load sessions; a session another instance made            presence_load,
+ *                                                             presence_check_shared (presence.c)
+ *   maintenance (idempotency pruning)                         maint_run (maint.c)
+ * SQLite's code there is the code that was there, at the same cost
+ * (docs/benchmarks.md, "Issue 17").
  */
 enum store_backend { STORE_SQLITE = 0, STORE_PG = 1 };
 

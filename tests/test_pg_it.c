@@ -419,14 +419,20 @@ static int64_t metric(const char *body, const char *name)
     return p ? strtoll(p + strlen(key), NULL, 10) : -1;
 }
 
-Test(pg_it, a_deadlock_retries_the_batch)
+/* Restarts A with /metrics and /healthz (which reads PostgreSQL on its own connection). */
+static int with_http(void)
 {
-    /* With /metrics and /healthz, which read PostgreSQL on their own connection. */
     int port = tl_free_port();
     snprintf(a.http, sizeof a.http, "http://127.0.0.1:%d", port);
     cr_assert_eq(tl_stop(&a), 0);
     tl_reconfigure(&a, NULL, NULL);
     tl_restart(&a);
+    return port;
+}
+
+Test(pg_it, a_deadlock_retries_the_batch)
+{
+    int port = with_http();
     struct ht_resp hr;
     ht_call(port, "GET", "/healthz", NULL, NULL, NULL, &hr);
     cr_assert_eq(hr.status, 200, "healthz on postgres: %s", hr.body);
@@ -743,4 +749,71 @@ Test(pg_start, instances_starting_together_migrate_once, .timeout = 60)
     config_free(&cfg);
     unlink(path);
     pgt_drop_db(url);
+}
+
+struct bad_acker {
+    const char *url;
+    int n, bad_request, other;
+};
+
+/* Acks far above the user's highest seq: each fails inside the writer's transaction. */
+static void *bad_acks(void *arg)
+{
+    struct bad_acker *b = arg;
+    struct gim_client *c = NULL;
+    struct client_conn conn = {.user_id = 2, .device_id = 21, .gateway_id = "gw2"};
+    if (client_open(&c, b->url, 10000, 1) != GIM_OK)
+        return NULL;
+    for (int i = 0; i < b->n; i++) {
+        Pb__MessageACK in = PB__MESSAGE_ACK__INIT;
+        in.device_ack = 1000000 + i;
+        Pb__Output *out = NULL;
+        if (client_request(c, &conn, PB__PACKAGE_TYPE__PT_MESSAGE_ACK, 100 + i, &in.base, &out) ==
+                GIM_OK &&
+            out->code == PB__ERROR_CODE__EC_BAD_REQUEST)
+            b->bad_request++;
+        else
+            b->other++;
+        if (out)
+            pb__output__free_unpacked(out, NULL);
+    }
+    client_close(c);
+    return NULL;
+}
+
+/*
+ * Failing writes batched with good ones (savepoints): each failure is its own,
+ * every send beside it is stored.
+ */
+Test(pg_it, a_failing_job_leaves_its_batch_neighbours_alone)
+{
+    int port = with_http();
+    struct client_conn u1, u2;
+    cr_assert_eq(tl_signin(ca, &u1, 1, 11, "gw1"), 0);
+    cr_assert_eq(tl_signin(ca, &u2, 2, 21, "gw2"), 0);
+    enum { N = 60 };
+    struct racer ra = {.url = a.url, .first_id = 1, .n = N};
+    struct bad_acker bk = {.url = a.url, .n = N};
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, race, &ra);
+    pthread_create(&t2, NULL, bad_acks, &bk);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    cr_assert_eq(ra.fails, 0);
+    cr_assert_eq(bk.bad_request, N, "every bad ack refused (others: %d)", bk.other);
+    cr_assert_eq(tl_query_int(a.db, "SELECT count(*) FROM message"), N);
+    cr_assert_eq(tl_query_int(a.db, "SELECT max(seq) FROM inbox WHERE user_id = 2"), N);
+    cr_assert_eq(tl_query_int(a.db, "SELECT ack_seq FROM device WHERE device_id = 21"), 0);
+    /* Some batch held more than one job (else this proved nothing about savepoints). */
+    struct ht_resp hr;
+    ht_call(port, "GET", "/metrics", NULL, NULL, NULL, &hr);
+    cr_assert_eq(hr.status, 200);
+    int64_t batches = metric(hr.body, "gim_write_batch_size_count");
+    int64_t singles = -1;
+    const char *p = strstr(hr.body, "gim_write_batch_size_bucket{le=\"1\"} ");
+    if (p)
+        singles = strtoll(p + strlen("gim_write_batch_size_bucket{le=\"1\"} "), NULL, 10);
+    ht_resp_free(&hr);
+    cr_assert_lt(singles, batches, "every batch held one job (%lld of %lld)", (long long)singles,
+                 (long long)batches);
 }

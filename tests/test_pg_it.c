@@ -817,3 +817,23 @@ Test(pg_it, a_failing_job_leaves_its_batch_neighbours_alone)
     cr_assert_lt(singles, batches, "every batch held one job (%lld of %lld)", (long long)singles,
                  (long long)batches);
 }
+
+/* A database.url with a password: the service starts, and the password is in no log line, not
+ * even the configuration logged at debug. */
+Test(pg_it, the_url_password_is_never_logged)
+{
+    struct tl_server with_pw = a;
+    char *at = strstr(with_pw.pg_url, "@");
+    const char *scheme = strstr(with_pw.pg_url, "://");
+    cr_assert(at && scheme && !memchr(scheme + 3, ':', (size_t)(at - scheme - 3)),
+              "the test URL already has a password: %s", with_pw.pg_url);
+    char url[PGT_URL_MAX];
+    snprintf(url, sizeof url, "%.*s:hunter2%s", (int)(at - with_pw.pg_url), with_pw.pg_url, at);
+    snprintf(with_pw.pg_url, sizeof with_pw.pg_url, "%s", url);
+    tl_start_shared(&b, &with_pw, "log: {level: debug}");
+    cb = tl_client(&b);
+    struct client_conn u1;
+    cr_assert_eq(tl_signin(cb, &u1, 1, 11, "gw1"), 0);
+    cr_assert(tl_file_has(b.log, "backend: \"postgres\""), "the config was logged at debug");
+    cr_assert_not(tl_file_has(b.log, "hunter2"), "the password is in %s", b.log);
+}

@@ -276,6 +276,29 @@ gim_err pgstore_begin(struct store_conn *c)
     return e == GIM_OK ? pgstore_exec(c, "BEGIN") : e;
 }
 
+gim_err pgstore_commit(struct store_conn *c)
+{
+    struct pgstore *p = c->pg;
+    /* An aborted transaction "commits" as a rollback (the command tag says ROLLBACK): a failed
+     * statement nobody rolled back to its savepoint must not pass for a commit. */
+    if (PQtransactionStatus(p->conn) == PQTRANS_INERROR) {
+        log_warn("postgres: commit refused", "reason=\"%s\"",
+                 "the transaction is aborted (a failed statement)");
+        return GIM_EINTERNAL;
+    }
+    PGresult *res = PQexec(p->conn, "COMMIT");
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    gim_err e = GIM_OK;
+    if (st != PGRES_COMMAND_OK)
+        e = fail(p, res, "COMMIT");
+    else if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+        log_warn("postgres: commit rolled back", "tag=%s", PQcmdStatus(res));
+        e = GIM_EINTERNAL;
+    }
+    PQclear(res);
+    return e;
+}
+
 bool pgstore_in_transaction(const struct store_conn *c)
 {
     PGTransactionStatusType t = PQtransactionStatus(c->pg->conn);

@@ -102,6 +102,13 @@ const char *pgstore_sqlstate(const struct store_conn *c);
 /* BEGIN (after pgstore_ready); clears pgstore_retryable(). */
 gim_err pgstore_begin(struct store_conn *c);
 
+/*
+ * COMMIT, checked: GIM_OK only when the server says COMMIT. A transaction
+ * left aborted by a failed statement would "commit" as a rollback; that is
+ * GIM_EINTERNAL here (logged), never a silent loss.
+ */
+gim_err pgstore_commit(struct store_conn *c);
+
 /* Whether the connection is inside a transaction block (open or failed). */
 bool pgstore_in_transaction(const struct store_conn *c);
 

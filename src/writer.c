@@ -169,7 +169,7 @@ static void run_batch_pg(struct wctx *w, struct write_job **jobs, int n, gim_err
             return;
         }
         if (batch == GIM_OK)
-            batch = pgstore_exec(w->db, "COMMIT");
+            batch = pgstore_commit(w->db);
         if (batch == GIM_OK)
             return;
         bool retry = pgstore_retryable(w->db);

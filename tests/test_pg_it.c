@@ -837,3 +837,62 @@ Test(pg_it, the_url_password_is_never_logged)
     cr_assert(tl_file_has(b.log, "backend: \"postgres\""), "the config was logged at debug");
     cr_assert_not(tl_file_has(b.log, "hunter2"), "the password is in %s", b.log);
 }
+
+/* --- pgstore, directly --------------------------------------------------------- */
+
+/* A connection of pgstore on a fresh, migrated database (the caller drops url). */
+static struct store_conn *pg_open(char *url, size_t cap)
+{
+    char yaml[PGT_URL_MAX + 128], path[] = "/tmp/gimpgstore-XXXXXX", err[256];
+    pgt_create_db(url, cap);
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    int n = snprintf(yaml, sizeof yaml, "database: {backend: postgres, url: \"%s\"}\n", url);
+    cr_assert_eq(write(fd, yaml, (size_t)n), n);
+    close(fd);
+    struct gim_config cfg;
+    cr_assert_eq(config_load(path, &cfg, err, sizeof err), GIM_OK, "%s", err);
+    unlink(path);
+    struct store_conn *c = NULL;
+    cr_assert_eq(store_open(&cfg, STORE_WRITER, &c, err, sizeof err), GIM_OK, "%s", err);
+    config_free(&cfg);
+    return c;
+}
+
+static const char PGT_INSERT_SEQ[] = "INSERT INTO user_seq (user_id, seq) VALUES ($1, $2)";
+static const char PGT_COUNT_SEQ[] = "SELECT count(*) FROM user_seq";
+
+/*
+ * A failed statement left unhandled aborts the transaction, and PostgreSQL
+ * then answers COMMIT with a rollback: pgstore_commit says so instead of
+ * letting it pass for a commit.
+ */
+Test(pg_store, committing_an_aborted_transaction_fails)
+{
+    if (!tl_pg())
+        cr_skip_test("runs on PostgreSQL only (GIM_TEST_BACKEND=postgres)");
+    char url[PGT_URL_MAX];
+    struct store_conn *c = pg_open(url, sizeof url);
+    cr_assert_eq(pgstore_begin(c), GIM_OK);
+    cr_assert_eq(PG_RUN(c, PGT_INSERT_SEQ, NULL, NULL, STORE_INT(1), STORE_INT(1)), GIM_OK);
+    /* The same key again: a unique violation, not a retry, not the connection. */
+    cr_assert_eq(PG_RUN(c, PGT_INSERT_SEQ, NULL, NULL, STORE_INT(1), STORE_INT(2)), GIM_EINTERNAL);
+    cr_assert_str_eq(pgstore_sqlstate(c), "23505");
+    cr_assert_not(pgstore_retryable(c));
+    cr_assert(pgstore_in_transaction(c));
+    cr_assert_eq(pgstore_commit(c), GIM_EINTERNAL);
+    pgstore_exec(c, "ROLLBACK");
+    PGresult *res = NULL;
+    cr_assert_eq(PG_RUN0(c, PGT_COUNT_SEQ, &res, NULL), GIM_OK);
+    cr_assert_eq(pgstore_int(res, 0, 0), 0, "nothing of the aborted transaction");
+    PQclear(res);
+    /* A healthy one commits. */
+    cr_assert_eq(pgstore_begin(c), GIM_OK);
+    cr_assert_eq(PG_RUN(c, PGT_INSERT_SEQ, NULL, NULL, STORE_INT(1), STORE_INT(1)), GIM_OK);
+    cr_assert_eq(pgstore_commit(c), GIM_OK);
+    cr_assert_eq(PG_RUN0(c, PGT_COUNT_SEQ, &res, NULL), GIM_OK);
+    cr_assert_eq(pgstore_int(res, 0, 0), 1);
+    PQclear(res);
+    store_close(c);
+    pgt_drop_db(url);
+}

@@ -99,6 +99,15 @@ bool pgstore_retryable(const struct store_conn *c);
 /* The last failure's SQLSTATE ("" when none), for logs and tests. */
 const char *pgstore_sqlstate(const struct store_conn *c);
 
+/*
+ * The first step of a stop (writer_stop_waiting): from any thread, cancels
+ * the statement c's owner is running (a wait for a row lock another
+ * instance holds ends now, GIM_EUNAVAILABLE), and from its next batch on c
+ * waits for no lock (lock_timeout 1 ms). What a stop waits for is then
+ * bounded by the requests' own work, never database.busy_timeout_ms.
+ */
+void pgstore_stop_waiting(struct store_conn *c);
+
 /* BEGIN (after pgstore_ready); clears pgstore_retryable(). */
 gim_err pgstore_begin(struct store_conn *c);
 

@@ -530,6 +530,8 @@ uint64_t writer_pending(struct writer *wr)
 
 void writer_stop_waiting(struct writer *wr)
 {
+    if (wr && store_is_pg(wr->w->db))
+        pgstore_stop_waiting(wr->w->db);
     if (wr)
         busy_wait_cancel(&wr->busy);
 }

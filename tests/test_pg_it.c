@@ -896,3 +896,42 @@ Test(pg_store, committing_an_aborted_transaction_fails)
     store_close(c);
     pgt_drop_db(url);
 }
+
+/*
+ * A stop while the writer waits for a row lock another instance holds (issue
+ * 11's scenario 1, on PostgreSQL): the wait is cancelled, the waiting send is
+ * answered EC_UNAVAILABLE with nothing stored, and the stop takes far less
+ * than database.busy_timeout_ms (60 s here).
+ */
+Test(pg_it, a_stop_does_not_wait_for_a_lock_held_elsewhere)
+{
+    cr_assert_eq(tl_stop(&a), 0);
+    tl_reconfigure(&a, "busy_timeout_ms: 60000", NULL);
+    tl_restart(&a);
+    struct client_conn u1, u2;
+    cr_assert_eq(tl_signin(ca, &u1, 1, 11, "gw1"), 0);
+    cr_assert_eq(tl_signin(ca, &u2, 2, 21, "gw2"), 0);
+    cr_assert_eq(send_seq(ca, &u2, 1, 3), 1);
+
+    PGconn *t = PQconnectdb(a.pg_url);
+    cr_assert_eq(PQstatus(t), CONNECTION_OK);
+    PQclear(PQexec(t, "BEGIN"));
+    PQclear(PQexec(t, "UPDATE user_seq SET seq = seq WHERE user_id = 2"));
+    struct sender s = {.srv = &a, .conn = u1, .to = 2, .request_id = 9};
+    pthread_t th;
+    pthread_create(&th, NULL, send_thread, &s);
+    wait_for_lock_waiter(t);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int status = tl_stop(&a);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    pthread_join(th, NULL);
+    PQclear(PQexec(t, "COMMIT"));
+    PQfinish(t);
+    int64_t ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    cr_assert_eq(status, 0, "see %s", a.log);
+    cr_assert_lt(ms, 5000, "the stop took %lld ms", (long long)ms);
+    cr_assert_eq(s.code, PB__ERROR_CODE__EC_UNAVAILABLE, "the waiting send: code %d", s.code);
+    cr_assert_eq(tl_query_int(a.db, "SELECT count(*) FROM message"), 1, "nothing of it stored");
+    cr_log_info("stop took %lld ms", (long long)ms);
+}

@@ -6,14 +6,17 @@
  * batch; a lost connection comes back. Runs only on PostgreSQL (ctest sets
  * GIM_TEST_BACKEND=postgres for it); every test starts its own database.
  */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/sub.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -419,7 +422,8 @@ static int64_t metric(const char *body, const char *name)
     return p ? strtoll(p + strlen(key), NULL, 10) : -1;
 }
 
-/* Restarts A with /metrics and /healthz (which reads PostgreSQL on its own connection). */
+/* Restarts A with /metrics and /healthz (which reads PostgreSQL on its own connection). The
+ * HTTP listener starts after the REP socket tl_restart waits for: wait for it too. */
 static int with_http(void)
 {
     int port = tl_free_port();
@@ -427,7 +431,19 @@ static int with_http(void)
     cr_assert_eq(tl_stop(&a), 0);
     tl_reconfigure(&a, NULL, NULL);
     tl_restart(&a);
-    return port;
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    for (int i = 0;; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        bool up = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+        if (fd >= 0)
+            close(fd);
+        if (up)
+            return port;
+        cr_assert_lt(i, 200, "no HTTP listener on port %d after 10 s; see %s", port, a.log);
+        usleep(50 * 1000);
+    }
 }
 
 Test(pg_it, a_deadlock_retries_the_batch)

@@ -52,7 +52,7 @@ FROM debian:bookworm-slim
 # Runtime libraries only (the -dev packages of the build stage depend on these).
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libsqlite3-0 libprotobuf-c1 libnng1 libcyaml1 libjwt0 libjansson4 \
+        libsqlite3-0 libprotobuf-c1 libnng1 libcyaml1 libjwt0 libjansson4 libpq5 \
         sqlite3 ca-certificates curl \
     && rm -rf /var/lib/apt/lists/*
 

@@ -58,6 +58,8 @@ static int on_busy(void *arg, int count)
 
 void busy_wait_install(struct busy_wait *b, sqlite3 *db)
 {
+    if (!db) /* a PostgreSQL connection: no SQLite lock to wait for */
+        return;
     sqlite3_busy_handler(db, on_busy, b);
 }
 

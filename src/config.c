@@ -19,6 +19,8 @@
 static const char *const default_listen[] = {"tcp://127.0.0.1:7400", "ipc:///tmp/gim-logic.ipc",
                                              NULL};
 static const char *const default_publish[] = {"tcp://127.0.0.1:7401", NULL};
+/* Where the data lives (store.h): an embedded SQLite file, or a PostgreSQL server. */
+static const char *const backends[] = {"sqlite", "postgres", NULL};
 /* SQLite's PRAGMA synchronous levels. */
 static const char *const synchronous_modes[] = {"off", "normal", "full", "extra", NULL};
 /* Must match log_level_parse(). */
@@ -32,6 +34,9 @@ static const struct cfgtable_key keys[] = {
     CFGTABLE_STR(C, http, "http://127.0.0.1:7480"),
     CFGTABLE_U32(C, workers, 1, 256, 4),
     CFGTABLE_U32(C, contexts, 1, 65536, 256),
+    CFGTABLE_CHOICE(C, database.backend, "sqlite", backends),
+    /* A secret: it may carry a password (printed as "***", never logged). */
+    CFGTABLE_SECRET(C, database.url, ""),
     CFGTABLE_STR(C, database.path, "data/gim.db"),
     CFGTABLE_CHOICE(C, database.synchronous, "full", synchronous_modes),
     CFGTABLE_U32(C, database.busy_timeout_ms, 0, 600000, 5000),
@@ -139,6 +144,48 @@ static gim_err check_urls(const struct gim_config *cfg, char *errbuf, size_t err
     return check_api(cfg, errbuf, errlen);
 }
 
+/*
+ * database.backend and database.url go together: postgres needs a
+ * postgresql:// (or postgres://) URL, and a URL without postgres is a
+ * mistake worth stopping for (the operator believes the data goes there).
+ * The URL's own form is libpq's to judge (PQconninfoParse, at start-up);
+ * the messages here never quote it, since it may hold a password.
+ */
+static gim_err check_database(const struct gim_config *cfg, char *errbuf, size_t errlen)
+{
+    bool pg = config_is_postgres(cfg);
+    const char *u = cfg->database.url ? cfg->database.url : "";
+    if (pg && !u[0]) {
+        cfgtable_err(errbuf, errlen, "database.url: required when database.backend is postgres");
+        return GIM_ECONFIG;
+    }
+    if (!pg && u[0]) {
+        cfgtable_err(errbuf, errlen,
+                     "database.url: only used when database.backend is postgres (it is sqlite)");
+        return GIM_ECONFIG;
+    }
+    if (pg && strncmp(u, "postgresql://", 13) != 0 && strncmp(u, "postgres://", 11) != 0) {
+        cfgtable_err(errbuf, errlen,
+                     "database.url: must start with postgresql:// or postgres:// (not quoted: "
+                     "it may hold a password)");
+        return GIM_ECONFIG;
+    }
+    /* What the postgres backend does not serve yet refuses to start rather than half-run. */
+    if (pg && cfg->api.listen && cfg->api.listen[0]) {
+        cfgtable_err(errbuf, errlen,
+                     "api.listen: the business API is not supported by the postgres backend yet "
+                     "(database.backend: postgres; see docs/scale-out.md)");
+        return GIM_ECONFIG;
+    }
+    if (pg && cfg->retention.days > 0) {
+        cfgtable_err(errbuf, errlen,
+                     "retention.days: retention is not supported by the postgres backend yet "
+                     "(database.backend: postgres; see docs/scale-out.md)");
+        return GIM_ECONFIG;
+    }
+    return GIM_OK;
+}
+
 /* The checks across keys, on the merged result (a default that a changed key invalidates too). */
 static gim_err validate(const struct gim_config *cfg, char *errbuf, size_t errlen)
 {
@@ -172,6 +219,8 @@ static gim_err validate(const struct gim_config *cfg, char *errbuf, size_t errle
         rc = GIM_ECONFIG;
         goto out;
     }
+    if ((rc = check_database(cfg, errbuf, errlen)) != GIM_OK)
+        goto out;
     rc = check_urls(cfg, errbuf, errlen);
 out:
     return rc;
@@ -197,6 +246,11 @@ void config_free(struct gim_config *cfg)
 void config_print(const struct gim_config *cfg, FILE *out)
 {
     cfgtable_print(cfg, keys, NKEYS, out);
+}
+
+bool config_is_postgres(const struct gim_config *cfg)
+{
+    return cfg->database.backend && strcmp(cfg->database.backend, "postgres") == 0;
 }
 
 const char *config_secret(const struct gim_config *cfg)

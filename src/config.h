@@ -22,8 +22,10 @@
 #define CONFIG_MAX_URLS 8
 
 struct config_database {
-    char *path;               /* default "data/gim.db" */
-    char *synchronous;        /* off|normal|full|extra, default "full" */
+    char *backend;     /* sqlite|postgres, default "sqlite" */
+    char *url;         /* postgresql://... (backend postgres only); a secret: never printed */
+    char *path;        /* default "data/gim.db" */
+    char *synchronous; /* off|normal|full|extra, default "full" */
     uint32_t busy_timeout_ms; /* default 5000 */
     uint32_t cache_mb;        /* page cache of the writer connection, default 32 */
     uint32_t reader_cache_mb; /* page cache of each reader connection, default 4 */
@@ -123,6 +125,9 @@ void config_print(const struct gim_config *cfg, FILE *out);
  */
 size_t config_changed(const struct gim_config *a, const struct gim_config *b, const char **paths,
                       size_t max);
+
+/* database.backend is postgres (else sqlite). */
+bool config_is_postgres(const struct gim_config *cfg);
 
 /*
  * The token secret in effect: auth.secret if set, else the value of the

@@ -45,6 +45,51 @@ const struct handler *dispatch_handler(int type)
 
 #define job_request(j) ((struct request *)((char *)(j)-offsetof(struct request, job)))
 
+/*
+ * The request types the PostgreSQL backend serves (issue 17, phase 1: the
+ * core path). Everything else answers EC_UNAVAILABLE there, from here only:
+ * no handler of an unported type ever runs on a PostgreSQL connection.
+ * docs/scale-out.md lists the same.
+ */
+static bool pg_serves(int type)
+{
+    switch (type) {
+    case PB__PACKAGE_TYPE__PT_SIGN_IN:
+    case PB__PACKAGE_TYPE__PT_SIGN_OUT:
+    case PB__PACKAGE_TYPE__PT_HEARTBEAT:
+    case PB__PACKAGE_TYPE__PT_GATEWAY_LEASE:
+    case PB__PACKAGE_TYPE__PT_MESSAGE: /* to a user: see dispatch_pg_unsupported */
+    case PB__PACKAGE_TYPE__PT_MESSAGE_ACK:
+    case PB__PACKAGE_TYPE__PT_SYNC:
+        return true;
+    default:
+        return false;
+    }
+}
+
+gim_err dispatch_pg_unsupported(struct request *r)
+{
+    if (!r->cfg || !config_is_postgres(r->cfg))
+        return GIM_OK;
+    const char *what = NULL;
+    if (!pg_serves(r->type) || !r->h || !pg_serves(r->h->type))
+        what = r->h ? r->h->name : "this request type";
+    else if (r->h == &handle_message && r->in) {
+        const Pb__Message *m = ((const Pb__MessageSend *)r->in)->message;
+        if (m && m->receiver_type == PB__RECEIVER_TYPE__RT_GROUP)
+            what = "group sends";
+        else if (m && m->receiver_type == PB__RECEIVER_TYPE__RT_ROOM)
+            what = "room sends";
+    }
+    if (!what)
+        return GIM_OK;
+    return request_fail(r, GIM_EUNAVAILABLE,
+                        "%s: not supported by the postgres backend yet (database.backend: "
+                        "postgres serves sign-in/out, heartbeat, lease, sends to a user, sync "
+                        "and ack; see docs/scale-out.md)",
+                        what);
+}
+
 static gim_err job_exec(struct write_job *job, struct wctx *w)
 {
     struct request *r = job_request(job);
@@ -52,6 +97,17 @@ static gim_err job_exec(struct write_job *job, struct wctx *w)
     if (e != GIM_OK && r->code == GIM_OK)
         request_fail(r, e, "%s", gim_err_name(e));
     return e;
+}
+
+/* Before a write runs again (a retried PostgreSQL batch): its last reply and error go. */
+static void job_reset(struct write_job *job)
+{
+    struct request *r = job_request(job);
+    r->code = GIM_OK;
+    r->errmsg[0] = 0;
+    free(r->out);
+    r->out = NULL;
+    r->out_len = 0;
 }
 
 static void job_done(struct write_job *job, struct wctx *w, gim_err err)
@@ -112,11 +168,16 @@ static gim_err decode(struct request *r, const uint8_t *buf, size_t len)
     return request_check_utf8(r, &r->env->base);
 }
 
-static gim_err authenticate(const struct dispatch *d, struct request *r)
+static gim_err authenticate(const struct dispatch *d, struct request *r, struct store_conn *ro)
 {
     const Pb__GatewayRequest *env = r->env;
-    gim_err e = presence_check(d->presence, env->user_id, env->device_id, env->gateway_id,
-                               gim_clock_now(&d->clock), &r->sess);
+    gim_err e = store_is_pg(ro)
+                    ? presence_check_shared(d->presence, ro, env->user_id, env->device_id,
+                                            env->gateway_id, gim_clock_now(&d->clock), &r->sess)
+                    : presence_check(d->presence, env->user_id, env->device_id, env->gateway_id,
+                                     gim_clock_now(&d->clock), &r->sess);
+    if (e == GIM_EUNAVAILABLE)
+        return request_fail(r, e, "database unavailable, retry later");
     if (e != GIM_OK)
         return request_fail(r, GIM_EUNAUTH, "no session for device %lld of user %lld at gateway %s",
                             (long long)env->device_id, (long long)env->user_id, env->gateway_id);
@@ -134,7 +195,7 @@ enum dispatch_next dispatch_begin(const struct dispatch *d, struct request *r, c
     }
     const struct handler *h = dispatch_handler(r->type);
     /* Authentication comes first: an unknown type from a stranger is unauthenticated. */
-    if ((!h || h->needs_session) && authenticate(d, r) != GIM_OK)
+    if ((!h || h->needs_session) && authenticate(d, r, ro) != GIM_OK)
         return DISPATCH_REPLY;
     if (!h) {
         request_fail(r, GIM_EBADREQ, "unknown package type %d", r->type);
@@ -150,11 +211,14 @@ enum dispatch_next dispatch_begin(const struct dispatch *d, struct request *r, c
             r->code = GIM_EINTERNAL;
         return DISPATCH_REPLY;
     }
+    if (dispatch_pg_unsupported(r) != GIM_OK)
+        return DISPATCH_REPLY;
     if (r->answered)
         return DISPATCH_REPLY;
     if (h->write) {
         r->job.exec = job_exec;
         r->job.done = job_done;
+        r->job.reset = job_reset;
         return DISPATCH_WRITE;
     }
     if (h->read && h->read(r, ro) != GIM_OK && r->code == GIM_OK)

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "message.h"
 #include "metrics.h"
+#include "pgstore.h"
 #include "presence.h"
 #include "push.h"
 #include "request.h"
@@ -72,6 +73,10 @@ struct send_state {
     int64_t message_id;
     int64_t sender_seq;
     int64_t room_seq; /* RT_ROOM: the new entry's room seq; 0 for a retried send */
+    /* PostgreSQL: the recipients' online devices, read in the transaction (push targets). */
+    struct session *targets;
+    size_t n_targets;
+    bool targets_known; /* targets holds them (PostgreSQL), none online included */
 };
 
 static gim_err send_prepare(struct request *r)
@@ -130,7 +135,7 @@ static gim_err send_reply(struct request *r, Pb__Message *m)
 static gim_err store_failed(struct request *r, struct wctx *w, gim_err e, const char *what)
 {
     log_warn("send failed", "device=%" PRId64 " step=%s code=%s error=\"%s\"", r->sess.device_id,
-             what, gim_err_name(e), sqlite3_errmsg(w->db->db));
+             what, gim_err_name(e), store_errmsg(w->db));
     return request_fail(r, e, "send: cannot store the message (%s)", what);
 }
 
@@ -361,11 +366,196 @@ static gim_err send_room(struct request *r, struct wctx *w, struct send_state *s
     return GIM_OK;
 }
 
+/*
+ * PostgreSQL (several instances on one database). The idempotency key is
+ * claimed first: the insert of its row blocks on another instance's
+ * uncommitted insert of the same key (the same retry, sent to two instances
+ * at once) until that one commits, and then finds the row, so the retry
+ * stores nothing and answers from the stored message. Seqs are taken in
+ * ascending user id order (row locks: two sends A->B and B->A lock in the
+ * same order). The push targets are the recipients' online devices in the
+ * device table, whichever instance they signed in at, read by the statement
+ * that stores the message.
+ */
+static const char PG_IDEM_CLAIM[] =
+    "INSERT INTO idempotency (device_id, request_id, message_id) VALUES ($1, $2, NULL) "
+    "ON CONFLICT (device_id, request_id) DO NOTHING";
+static const char PG_IDEM_GET[] =
+    "SELECT i.message_id, m.send_time, m.sender_id, m.sender_seq, "
+    "coalesce(length(m.content), 0) + coalesce(length(m.to_user_ids), 0) FROM idempotency i "
+    "LEFT JOIN message m ON m.id = i.message_id "
+    "WHERE i.device_id = $1 AND i.request_id = $2 FOR UPDATE OF i";
+/* A room send's details of a record taken over (rooms are not served on postgres yet). */
+static const char PG_IDEM_DROP_ROOM[] =
+    "DELETE FROM room_idempotency WHERE device_id = $1 AND request_id = $2";
+/*
+ * The message, its inbox entries (the receiver's unless it is a self-send),
+ * the idempotency record pointed at it, and the push targets (the two users'
+ * online devices, whichever instance they signed in at), in one statement:
+ * a statement is a round trip, and these four depend on nothing but the
+ * seqs taken before. One row at least (device NULL when none is online).
+ */
+static const char PG_STORE[] =
+    "WITH m AS (INSERT INTO message (sender_type, sender_id, sender_device_id, receiver_type, "
+    "receiver_id, to_user_ids, message_type, content, send_time, status, sender_seq, "
+    "receiver_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11) RETURNING id), "
+    "i AS (INSERT INTO inbox (user_id, seq, message_id) SELECT $2, $10, id FROM m "
+    "UNION ALL SELECT $5, $11, id FROM m WHERE $5 <> $2), "
+    "k AS (UPDATE idempotency SET message_id = (SELECT id FROM m) "
+    "WHERE device_id = $3 AND request_id = $12) "
+    "SELECT m.id, d.device_id, d.user_id, d.gateway_id, d.room_id FROM m "
+    "LEFT JOIN device d ON d.online = 1 AND d.user_id IN ($2, $5)";
+
+/*
+ * The key's row exists (claimed by an earlier, committed send): a replay
+ * when it is this user's send within the window (*replayed = true), else
+ * the record is taken over by this send.
+ */
+static gim_err idem_replay_pg(struct request *r, struct wctx *w, bool *replayed)
+{
+    PGresult *res = NULL;
+    struct arena a = {0};
+    struct message_view *v = NULL;
+    gim_err e = PG_RUN(w->db, PG_IDEM_GET, &res, NULL, STORE_INT(r->sess.device_id),
+                       STORE_INT(r->request_id));
+    *replayed = false;
+    if (e != GIM_OK)
+        return store_failed(r, w, e, "idempotency");
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return store_failed(r, w, GIM_EINTERNAL, "idempotency");
+    }
+    bool has_message = !pgstore_null(res, 0, 0);
+    int64_t message_id = pgstore_int(res, 0, 0);
+    bool message_gone = has_message && pgstore_null(res, 0, 2);
+    int64_t created = pgstore_int(res, 0, 1);
+    int64_t sender_id = pgstore_int(res, 0, 2);
+    int64_t sender_seq = pgstore_int(res, 0, 3);
+    size_t size = (size_t)pgstore_int(res, 0, 4);
+    PQclear(res);
+    if (!has_message)
+        return PG_RUN(w->db, PG_IDEM_DROP_ROOM, NULL, NULL, STORE_INT(r->sess.device_id),
+                      STORE_INT(r->request_id));
+    if (!message_gone && created < w->now_ms - (int64_t)w->cfg->idempotency.window_seconds * 1000)
+        return GIM_OK;
+    if (!message_gone && sender_id != r->sess.user_id)
+        return GIM_OK;
+    *replayed = true;
+    if (message_gone)
+        return request_fail(r, GIM_ENOTFOUND,
+                            "send: the message of request %" PRId64 " no longer exists",
+                            r->request_id);
+    if ((e = arena_init(&a, MESSAGE_VIEW_OVERHEAD + size)) != GIM_OK) {
+        e = request_fail(r, e, "out of memory");
+        goto out;
+    }
+    if ((e = message_load(w->db, message_id, sender_seq, &a, &v)) != GIM_OK) {
+        store_failed(r, w, e, "idempotent reply");
+        goto out;
+    }
+    e = send_reply(r, &v->msg);
+out:
+    arena_free(&a);
+    return e;
+}
+
+/* Stores the message (PG_STORE): s->message_id, and the push targets into s->targets. */
+static gim_err store_pg(struct request *r, struct wctx *w, struct send_state *s,
+                        const struct message_new *m)
+{
+    struct message_ids ids;
+    PGresult *res = NULL;
+    if (message_ids_pack(&ids, m->to_user_ids, m->n_to_user_ids) != GIM_OK)
+        return request_fail(r, GIM_ENOMEM, "out of memory");
+    gim_err e =
+        PG_RUN(w->db, PG_STORE, &res, NULL, STORE_INT(m->sender_type), STORE_INT(m->sender_id),
+               STORE_INT(m->sender_device_id), STORE_INT(m->receiver_type),
+               STORE_INT(m->receiver_id), STORE_BLOB(ids.blob, ids.len), STORE_INT(m->message_type),
+               STORE_BLOB(m->content ? (const void *)m->content : "", m->content_len),
+               STORE_INT(m->send_time), STORE_INT(m->sender_seq), STORE_INT(m->receiver_seq),
+               STORE_INT(r->request_id));
+    message_ids_free(&ids);
+    if (e != GIM_OK)
+        return store_failed(r, w, e, "message");
+    size_t rows = (size_t)PQntuples(res), n = 0;
+    if (rows == 0 || !(s->targets = calloc(rows, sizeof *s->targets))) {
+        PQclear(res);
+        return rows ? request_fail(r, GIM_ENOMEM, "out of memory")
+                    : store_failed(r, w, GIM_EINTERNAL, "message");
+    }
+    s->message_id = pgstore_int(res, 0, 0);
+    for (size_t i = 0; i < rows; i++) {
+        if (pgstore_null(res, (int)i, 1))
+            continue; /* no device online */
+        struct session *t = &s->targets[n++];
+        size_t len = 0;
+        const uint8_t *gw = pgstore_blob(res, (int)i, 3, &len);
+        t->device_id = pgstore_int(res, (int)i, 1);
+        t->user_id = pgstore_int(res, (int)i, 2);
+        t->room_id = pgstore_int(res, (int)i, 4);
+        len = len > PRESENCE_GATEWAY_MAX ? PRESENCE_GATEWAY_MAX : len;
+        if (len)
+            memcpy(t->gateway_id, gw, len);
+        t->gateway_id[len] = 0;
+    }
+    s->n_targets = n;
+    s->targets_known = true;
+    PQclear(res);
+    return GIM_OK;
+}
+
+static gim_err send_write_pg(struct request *r, struct wctx *w, struct send_state *s)
+{
+    int64_t me = r->sess.user_id, to = s->msg.receiver_id;
+    struct message_new m = message_new_of(&s->msg);
+    gim_err e;
+    int claimed = 1;
+
+    /* A retried batch runs this again: start from nothing. */
+    free(s->to);
+    free(s->targets);
+    s->to = NULL;
+    s->targets = NULL;
+    s->n_to = s->n_targets = 0;
+    s->targets_known = false;
+    s->message_id = s->sender_seq = 0;
+    if (s->msg.receiver_type != PB__RECEIVER_TYPE__RT_USER) /* dispatch refused the others */
+        return request_fail(r, GIM_EUNAVAILABLE, "send: not supported by the postgres backend");
+    if (r->request_id != 0) {
+        if ((e = PG_RUN(w->db, PG_IDEM_CLAIM, NULL, &claimed, STORE_INT(r->sess.device_id),
+                        STORE_INT(r->request_id))) != GIM_OK)
+            return store_failed(r, w, e, "idempotency");
+        bool replayed = false;
+        if (claimed == 0 && ((e = idem_replay_pg(r, w, &replayed)) != GIM_OK || replayed))
+            return e;
+    }
+    if (!(s->to = calloc(2, sizeof *s->to)))
+        return request_fail(r, GIM_ENOMEM, "out of memory");
+    /* Row locks in ascending user id order. */
+    int64_t first = to < me ? to : me, second = to < me ? me : to, seq1 = 0, seq2 = 0;
+    if ((e = seq_next(w->seq, w->db, SEQ_USER, first, &seq1)) != GIM_OK)
+        return store_failed(r, w, e, "seq");
+    if (second != first && (e = seq_next(w->seq, w->db, SEQ_USER, second, &seq2)) != GIM_OK)
+        return store_failed(r, w, e, "seq");
+    m.sender_seq = me == first ? seq1 : seq2;
+    m.receiver_seq = to == me ? m.sender_seq : (to == first ? seq1 : seq2);
+    if ((e = store_pg(r, w, s, &m)) != GIM_OK)
+        return e;
+    s->to[s->n_to++] = (struct recipient){me, m.sender_seq};
+    if (to != me)
+        s->to[s->n_to++] = (struct recipient){to, m.receiver_seq};
+    s->sender_seq = m.sender_seq;
+    s->msg.seq = s->sender_seq;
+    return send_reply(r, &s->msg);
+}
+
 static gim_err send_write(struct request *r, struct wctx *w)
 {
     struct send_state *s = r->scratch;
     gim_err e;
     s->msg.send_time = w->now_ms;
+    if (store_is_pg(w->db))
+        return send_write_pg(r, w, s);
 
     if (r->request_id != 0) {
         bool replayed = false;
@@ -429,7 +619,10 @@ static void send_committed(struct request *r, struct wctx *w)
     struct push_msg pm;
     push_msg_init(&pm);
     for (size_t i = 0; i < s->n_to; i++) {
-        push_msg_user(&pm, w->presence, s->to[i].user_id);
+        if (s->targets_known) /* PostgreSQL: from the device table */
+            push_msg_user_of(&pm, s->targets, s->n_targets, s->to[i].user_id);
+        else
+            push_msg_user(&pm, w->presence, s->to[i].user_id);
         s->msg.seq = s->to[i].seq;
         push_msg_send(w->push, &pm, r->sess.device_id, &s->msg);
     }
@@ -443,6 +636,7 @@ static void send_cleanup(struct request *r)
     if (!s)
         return;
     free(s->to);
+    free(s->targets);
     free(s);
     r->scratch = NULL;
 }

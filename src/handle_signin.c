@@ -10,6 +10,7 @@
  * to drop its old connection.
  */
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -17,6 +18,7 @@
 #include "config.h"
 #include "handlers.h"
 #include "log.h"
+#include "pgstore.h"
 #include "presence.h"
 #include "push.h"
 #include "request.h"
@@ -46,6 +48,29 @@ static const char SQL_DROP_OTHER_IDEM[] =
 static const char SQL_DROP_OTHER_ROOM_IDEM[] =
     "DELETE FROM room_idempotency WHERE device_id = ?1 AND EXISTS "
     "(SELECT 1 FROM device WHERE device_id = ?1 AND user_id <> ?2)";
+
+/* PostgreSQL: the same statements ($n). */
+static const char PG_UPSERT_DEVICE[] =
+    "INSERT INTO device (device_id, user_id, gateway_id, client_addr, online, room_id, "
+    "created_at, signed_in_at, updated_at) VALUES ($1, $2, $3, $4, 1, 0, $5, $5, $5) "
+    "ON CONFLICT (device_id) DO UPDATE SET user_id = excluded.user_id, "
+    "gateway_id = excluded.gateway_id, client_addr = excluded.client_addr, online = 1, "
+    "room_id = 0, signed_in_at = excluded.signed_in_at, updated_at = excluded.updated_at, "
+    "ack_seq = CASE WHEN device.user_id = excluded.user_id THEN device.ack_seq ELSE 0 END, "
+    "ack_time = CASE WHEN device.user_id = excluded.user_id THEN device.ack_time ELSE 0 END";
+static const char PG_DROP_OTHER_IDEM[] =
+    "DELETE FROM idempotency WHERE device_id = $1 AND EXISTS "
+    "(SELECT 1 FROM device WHERE device_id = $1 AND user_id <> $2)";
+static const char PG_DROP_OTHER_ROOM_IDEM[] =
+    "DELETE FROM room_idempotency WHERE device_id = $1 AND EXISTS "
+    "(SELECT 1 FROM device WHERE device_id = $1 AND user_id <> $2)";
+/*
+ * The device's session before this sign-in, whichever instance it was made
+ * at: the in-memory presence knows only this instance's. Locked, so that a
+ * sign-in of the same device at another instance waits for this one.
+ */
+static const char PG_OLD_SESSION[] =
+    "SELECT user_id, gateway_id FROM device WHERE device_id = $1 AND online = 1 FOR UPDATE";
 
 static const char *client_addr(const struct request *r)
 {
@@ -107,16 +132,17 @@ static gim_err signin_prepare(struct request *r)
 static gim_err drop_other_users_records(struct request *r, struct wctx *w)
 {
     static const char *const sql[] = {SQL_DROP_OTHER_IDEM, SQL_DROP_OTHER_ROOM_IDEM};
+    static const char *const pg_sql[] = {PG_DROP_OTHER_IDEM, PG_DROP_OTHER_ROOM_IDEM};
     const struct session *s = &r->sess;
     int n = 0;
     for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
         int changed = 0;
-        gim_err e =
-            STORE_RUN(w->db, sql[i], &changed, STORE_INT(s->device_id), STORE_INT(s->user_id));
+        gim_err e = STORE_RUN2(w->db, sql[i], pg_sql[i], &changed, STORE_INT(s->device_id),
+                               STORE_INT(s->user_id));
         n += changed;
         if (e != GIM_OK) {
             log_warn("sign-in write failed", "device=%" PRId64 " code=%s error=\"%s\"",
-                     s->device_id, gim_err_name(e), sqlite3_errmsg(w->db->db));
+                     s->device_id, gim_err_name(e), store_errmsg(w->db));
             return request_fail(r, e, "sign-in: cannot drop the previous user's records");
         }
     }
@@ -126,17 +152,44 @@ static gim_err drop_other_users_records(struct request *r, struct wctx *w)
     return GIM_OK;
 }
 
+/* PostgreSQL: r->scratch (a struct session) gets the device's session before this sign-in. */
+static gim_err old_session_pg(struct request *r, struct wctx *w)
+{
+    struct session *old = r->scratch;
+    PGresult *res = NULL;
+    if (!old && !(old = r->scratch = calloc(1, sizeof *old)))
+        return request_fail(r, GIM_ENOMEM, "out of memory");
+    memset(old, 0, sizeof *old);
+    gim_err e = PG_RUN(w->db, PG_OLD_SESSION, &res, NULL, STORE_INT(r->sess.device_id));
+    if (e != GIM_OK)
+        return request_fail(r, e, "sign-in: cannot read the device");
+    if (PQntuples(res) == 1) {
+        size_t len = 0;
+        const uint8_t *gw = pgstore_blob(res, 0, 1, &len);
+        old->device_id = r->sess.device_id;
+        old->user_id = pgstore_int(res, 0, 0);
+        len = len > PRESENCE_GATEWAY_MAX ? PRESENCE_GATEWAY_MAX : len;
+        memcpy(old->gateway_id, gw, len);
+        old->gateway_id[len] = 0;
+    }
+    PQclear(res);
+    return GIM_OK;
+}
+
 static gim_err signin_write(struct request *r, struct wctx *w)
 {
     const struct session *s = &r->sess;
-    gim_err e = drop_other_users_records(r, w);
-    if (e != GIM_OK)
+    gim_err e;
+    if (store_is_pg(w->db) && (e = old_session_pg(r, w)) != GIM_OK)
         return e;
-    e = STORE_RUN(w->db, SQL_UPSERT_DEVICE, NULL, STORE_INT(s->device_id), STORE_INT(s->user_id),
-                  STORE_TEXT(s->gateway_id), STORE_TEXT(client_addr(r)), STORE_INT(w->now_ms));
+    if ((e = drop_other_users_records(r, w)) != GIM_OK)
+        return e;
+    e = STORE_RUN2(w->db, SQL_UPSERT_DEVICE, PG_UPSERT_DEVICE, NULL, STORE_INT(s->device_id),
+                   STORE_INT(s->user_id), STORE_TEXT(s->gateway_id), STORE_TEXT(client_addr(r)),
+                   STORE_INT(w->now_ms));
     if (e != GIM_OK) {
-        log_warn("sign-in write failed", "device=%" PRId64 " rc=%d error=\"%s\"", s->device_id,
-                 sqlite3_errcode(w->db->db), sqlite3_errmsg(w->db->db));
+        log_warn("sign-in write failed", "device=%" PRId64 " code=%s error=\"%s\"", s->device_id,
+                 gim_err_name(e), store_errmsg(w->db));
         return request_fail(r, e, "sign-in: cannot record the device");
     }
     return GIM_OK;
@@ -160,10 +213,16 @@ static void tell_old_gateway(struct wctx *w, const struct session *old)
 
 static void signin_committed(struct request *r, struct wctx *w)
 {
-    struct session old;
-    /* Only this (the writer) thread changes presence: old is still current at the put. */
-    bool moved = presence_get(w->presence, r->sess.device_id, &old) &&
-                 strcmp(old.gateway_id, r->sess.gateway_id) != 0;
+    struct session old = {0};
+    /* Only this (the writer) thread changes presence: old is still current at the put.
+     * PostgreSQL: the device row as write() found it, whichever instance signed it in. */
+    const struct session *pg_old = r->scratch;
+    bool moved = pg_old
+                     ? pg_old->device_id != 0 && strcmp(pg_old->gateway_id, r->sess.gateway_id) != 0
+                     : presence_get(w->presence, r->sess.device_id, &old) &&
+                           strcmp(old.gateway_id, r->sess.gateway_id) != 0;
+    if (pg_old && moved)
+        old = *pg_old;
     r->sess.last_seen_ms = w->now_ms;
     gim_err e = presence_put(w->presence, &r->sess);
     if (e != GIM_OK) {
@@ -179,6 +238,12 @@ static void signin_committed(struct request *r, struct wctx *w)
               r->sess.user_id, r->sess.gateway_id);
 }
 
+static void signin_cleanup(struct request *r)
+{
+    free(r->scratch);
+    r->scratch = NULL;
+}
+
 const struct handler handle_signin = {
     .type = PB__PACKAGE_TYPE__PT_SIGN_IN,
     .name = "sign_in",
@@ -186,4 +251,5 @@ const struct handler handle_signin = {
     .prepare = signin_prepare,
     .write = signin_write,
     .committed = signin_committed,
+    .cleanup = signin_cleanup,
 };

@@ -16,15 +16,17 @@
 
 static const char SQL_SIGN_OUT[] = "UPDATE device SET online = 0, room_id = 0, updated_at = ?1 "
                                    "WHERE device_id = ?2 AND user_id = ?3 AND gateway_id = ?4";
+static const char PG_SIGN_OUT[] = "UPDATE device SET online = 0, room_id = 0, updated_at = $1 "
+                                  "WHERE device_id = $2 AND user_id = $3 AND gateway_id = $4";
 
 static gim_err mark_offline(struct wctx *w, int64_t device_id, int64_t user_id,
                             const char *gateway_id)
 {
-    gim_err e = STORE_RUN(w->db, SQL_SIGN_OUT, NULL, STORE_INT(w->now_ms), STORE_INT(device_id),
-                          STORE_INT(user_id), STORE_TEXT(gateway_id));
+    gim_err e = STORE_RUN2(w->db, SQL_SIGN_OUT, PG_SIGN_OUT, NULL, STORE_INT(w->now_ms),
+                           STORE_INT(device_id), STORE_INT(user_id), STORE_TEXT(gateway_id));
     if (e != GIM_OK)
-        log_warn("sign-out write failed", "device=%" PRId64 " rc=%d error=\"%s\"", device_id,
-                 sqlite3_errcode(w->db->db), sqlite3_errmsg(w->db->db));
+        log_warn("sign-out write failed", "device=%" PRId64 " code=%s error=\"%s\"", device_id,
+                 gim_err_name(e), store_errmsg(w->db));
     return e;
 }
 

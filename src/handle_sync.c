@@ -20,12 +20,22 @@
 #include "handlers.h"
 #include "log.h"
 #include "message.h"
+#include "pgstore.h"
 #include "request.h"
 
 static const char SQL_PAGE[] = "SELECT i.seq, " MESSAGE_COLUMNS " FROM inbox i "
                                "JOIN message m ON m.id = i.message_id "
                                "WHERE i.user_id = ?1 AND i.seq > ?2 ORDER BY i.seq LIMIT ?3";
 static const char SQL_MAX_ACK[] = "SELECT max(ack_seq) FROM device WHERE user_id = ?1";
+/*
+ * PostgreSQL: the same page, in one statement (one snapshot). Seqs of a
+ * user are taken under the row lock of user_seq (seq.c), so N+1 commits
+ * after N and no snapshot holds N+1 without N.
+ */
+static const char PG_PAGE[] = "SELECT i.seq, " MESSAGE_COLUMNS " FROM inbox i "
+                              "JOIN message m ON m.id = i.message_id "
+                              "WHERE i.user_id = $1 AND i.seq > $2 ORDER BY i.seq LIMIT $3";
+static const char PG_MAX_ACK[] = "SELECT coalesce(max(ack_seq), 0) FROM device WHERE user_id = $1";
 
 static gim_err sync_prepare(struct request *r)
 {
@@ -54,8 +64,41 @@ static gim_err max_ack(struct request *r, struct store_conn *ro, int64_t *out)
     return GIM_OK;
 }
 
+static gim_err sync_read_pg(struct request *r, struct store_conn *ro)
+{
+    const Pb__SyncInput *in = (const Pb__SyncInput *)r->in;
+    size_t page = r->cfg->sync.page_size;
+    int64_t after = in->seq;
+    uint8_t *page_buf = NULL;
+    size_t page_len = 0;
+    PGresult *res = NULL;
+    gim_err e = pgstore_ready(ro);
+    if (e != GIM_OK)
+        return request_fail(r, e, "sync: database unavailable, retry later");
+    if (after == 0) {
+        if ((e = PG_RUN(ro, PG_MAX_ACK, &res, NULL, STORE_INT(r->sess.user_id))) != GIM_OK)
+            return request_fail(r, e, "sync: cannot read the devices' acks");
+        after = pgstore_int(res, 0, 0);
+        PQclear(res);
+        res = NULL;
+    }
+    if ((e = PG_RUN(ro, PG_PAGE, &res, NULL, STORE_INT(r->sess.user_id), STORE_INT(after),
+                    STORE_INT((int64_t)page + 1))) != GIM_OK)
+        return request_fail(r, e, "sync: cannot read the inbox");
+    size_t budget = message_page_budget(r->cfg->sync.max_bytes, r->type, r->request_id);
+    e = message_page_pg(res, page, budget, &page_buf, &page_len);
+    PQclear(res);
+    if (e != GIM_OK)
+        return request_fail(r, e, "sync: %s",
+                            e == GIM_ENOMEM ? "out of memory" : "cannot encode the page");
+    request_take_reply(r, page_buf, page_len);
+    return GIM_OK;
+}
+
 static gim_err sync_read(struct request *r, struct store_conn *ro)
 {
+    if (store_is_pg(ro))
+        return sync_read_pg(r, ro);
     const Pb__SyncInput *in = (const Pb__SyncInput *)r->in;
     size_t page = r->cfg->sync.page_size;
     uint8_t *page_buf = NULL;

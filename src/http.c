@@ -15,6 +15,7 @@
 #include "httpreply.h"
 #include "log.h"
 #include "metrics.h"
+#include "pgstore.h"
 #include "presence.h"
 #include "push.h"
 #include "server.h"
@@ -35,8 +36,9 @@ struct http {
     int refs;
     int active; /* callbacks between enter() and leave() */
     bool closed;
-    pthread_mutex_t db_mu; /* one probe at a time on the health connection */
-    sqlite3 *health;       /* our own connection: the writer's is not thread-safe */
+    pthread_mutex_t db_mu;        /* one probe at a time on the health connection */
+    sqlite3 *health;              /* our own connection: the writer's is not thread-safe */
+    struct store_conn *pg_health; /* database.backend postgres: ours, likewise */
     char *db_path, *wal_path;
     nng_http_server *srv;
     struct http_opts o;
@@ -127,9 +129,21 @@ static void on_metrics(nng_aio *aio)
  */
 static bool db_writable(struct http *h, char *reason, size_t len)
 {
+    static const char PG_WRITABLE[] = "SELECT NOT pg_is_in_recovery()";
     bool ok = false;
     pthread_mutex_lock(&h->db_mu);
-    if (sqlite3_exec(h->health, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK) {
+    if (h->pg_health) {
+        /* Reachable, and a primary (a standby in recovery cannot take writes). */
+        PGresult *res = NULL;
+        gim_err e = pgstore_ready(h->pg_health);
+        if (e == GIM_OK)
+            e = PG_RUN0(h->pg_health, PG_WRITABLE, &res, NULL);
+        ok = e == GIM_OK && PQntuples(res) == 1 && pgstore_int(res, 0, 0) != 0;
+        if (!ok)
+            snprintf(reason, len, "database not writable: %s",
+                     e != GIM_OK ? "postgres unreachable" : "postgres is in recovery (a standby)");
+        PQclear(res);
+    } else if (sqlite3_exec(h->health, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK) {
         ok = true;
         sqlite3_exec(h->health, "ROLLBACK", NULL, NULL, NULL);
     } else {
@@ -191,6 +205,8 @@ static gim_err open_health(struct http *h, char *errbuf, size_t errlen)
         return GIM_ENOMEM;
     }
     snprintf(h->wal_path, n, "%s-wal", h->db_path);
+    if (config_is_postgres(h->o.cfg))
+        return store_open(h->o.cfg, STORE_READER, &h->pg_health, errbuf, errlen);
     int rc =
         sqlite3_open_v2(h->db_path, &h->health, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
@@ -290,5 +306,7 @@ void http_stop(struct http *h)
     }
     sqlite3_close(h->health);
     h->health = NULL;
+    store_close(h->pg_health);
+    h->pg_health = NULL;
     http_unref(h);
 }

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "maint.h"
 #include "metrics.h"
+#include "pgstore.h"
 #include "presence.h"
 #include "push.h"
 #include "seq.h"
@@ -115,8 +116,12 @@ static gim_err app_start(struct app *a, char *err, size_t errlen)
     gim_err e;
     if ((e = store_open(&a->cfg, STORE_WRITER, &a->db, err, errlen)) != GIM_OK)
         return e;
-    log_info("database open", "path=%s schema_version=%d", a->cfg.database.path,
-             store_schema_version());
+    if (store_is_pg(a->db))
+        log_info("database open", "backend=postgres schema_version=%d",
+                 pgstore_schema_version()); /* never the URL: it may hold a password */
+    else
+        log_info("database open", "path=%s schema_version=%d", a->cfg.database.path,
+                 store_schema_version());
     if ((e = presence_open(&a->presence)) != GIM_OK)
         return e;
     if ((e = presence_load(a->presence, a->db, gim_clock_real_ms(NULL))) != GIM_OK) {
@@ -293,9 +298,12 @@ int main(int argc, char **argv)
      * --print-config shows the same without starting. */
     if (log_enabled(LOG_LEVEL_DEBUG))
         config_print(&a.cfg, stderr);
-    /* Before anything is opened or bound: a second process on the file must not touch it. */
-    gim_err le = store_check_dir(a.cfg.database.path, STORE_WRITER, err, sizeof err);
-    if (le == GIM_OK)
+    /* Before anything is opened or bound: a second process on the file must not touch it.
+     * (PostgreSQL is shared by design: several instances, no file lock.) */
+    gim_err le = GIM_OK;
+    if (!config_is_postgres(&a.cfg))
+        le = store_check_dir(a.cfg.database.path, STORE_WRITER, err, sizeof err);
+    if (le == GIM_OK && !config_is_postgres(&a.cfg))
         le = dblock_acquire(a.cfg.database.path, &a.lock, err, sizeof err);
     if (le != GIM_OK) {
         fprintf(stderr, "gim-logic: %s\n", err);

@@ -4,6 +4,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "pgstore.h"
 #include "presence.h"
 #include "retention.h"
 
@@ -193,8 +194,46 @@ static void prune_idempotency(struct wctx *w, int64_t now)
         log_debug("idempotency pruned", "rows=%d room_rows=%d operator_rows=%d", n, rooms, ops);
 }
 
+/*
+ * PostgreSQL (several instances on one database): maintenance runs on the
+ * instance whose writer connection holds the maintenance advisory lock
+ * (taken once, kept for the connection's life: a dead instance's passes to
+ * another). Phase 1 prunes the idempotency records there. The presence
+ * timeout sweep does not run: each instance's last_seen is its own, so an
+ * instance would sign out devices that are busy at another; on postgres a
+ * session ends by sign-out, gateway restart (lease) or a new sign-in
+ * (docs/scale-out.md). Room logs, retention and erasure are not served.
+ */
+static const char PG_PRUNE_IDEM[] =
+    "DELETE FROM idempotency WHERE ctid IN (SELECT i.ctid FROM idempotency i "
+    "LEFT JOIN message m ON m.id = i.message_id "
+    "LEFT JOIN room_idempotency r ON i.message_id IS NULL AND r.device_id = i.device_id "
+    "AND r.request_id = i.request_id "
+    "WHERE coalesce(m.send_time, r.created_at, 0) < $1 LIMIT $2)";
+
+static bool maint_run_pg(struct wctx *w)
+{
+    int64_t now = gim_clock_now(&w->clock);
+    w->now_ms = now;
+    if (now - w->last_prune_ms < PRUNE_EVERY_MS)
+        return false;
+    w->last_prune_ms = now;
+    if (pgstore_ready(w->db) != GIM_OK || !pgstore_try_lock(w->db, PGSTORE_LOCK_MAINT))
+        return false;
+    int n = 0;
+    int64_t cutoff = now - (int64_t)w->cfg->idempotency.window_seconds * 1000;
+    if (PG_RUN(w->db, PG_PRUNE_IDEM, NULL, &n, STORE_INT(cutoff), STORE_INT(PRUNE_ROWS)) != GIM_OK)
+        log_warn("idempotency prune failed", "sqlstate=%s retry_in_ms=%d", pgstore_sqlstate(w->db),
+                 PRUNE_EVERY_MS);
+    else if (n > 0)
+        log_debug("idempotency pruned", "rows=%d backend=postgres", n);
+    return false;
+}
+
 bool maint_run(struct wctx *w)
 {
+    if (store_is_pg(w->db))
+        return maint_run_pg(w);
     bool backlog = false;
     int64_t now = gim_clock_now(&w->clock);
     w->now_ms = now;

@@ -1,5 +1,5 @@
 /*
- * message: stored messages, between SQLite rows and pb.Message.
+ * message: stored messages, between database rows and pb.Message.
  *
  * The message table holds one row per message; inbox rows (user_id, seq)
  * point at it. Every module that reads a message back (sync, idempotent
@@ -14,6 +14,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include <libpq-fe.h>
 
 #include "err.h"
 #include "proto.h"
@@ -53,6 +55,10 @@ struct message_view {
  */
 struct message_view *message_from_row(sqlite3_stmt *st, int col, int64_t seq, struct arena *a);
 
+/* The same from row `row` of a binary PostgreSQL result (pgstore.h). */
+struct message_view *message_from_pgrow(const PGresult *res, int row, int col, int64_t seq,
+                                        struct arena *a);
+
 struct gim_config;
 
 /*
@@ -88,7 +94,7 @@ struct message_new {
  */
 struct message_new message_new_of(const Pb__Message *m);
 
-/* Inserts the message row; *id is its message id. */
+/* Inserts the message row; *id is its message id. (Both backends, as the three below.) */
 gim_err message_insert(struct store_conn *db, const struct message_new *m, int64_t *id);
 
 /* Adds the inbox entry (user_id, seq) -> message_id. */
@@ -135,6 +141,14 @@ void message_ids_free(struct message_ids *ids);
  */
 gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, uint8_t **buf,
                      size_t *len);
+
+/*
+ * message_page() for PostgreSQL: the rows are those of res (a binary result
+ * of the same columns, page_size + 1 rows at most), same encoding, same
+ * budget, same has_more.
+ */
+gim_err message_page_pg(const PGresult *res, size_t page_size, size_t max_bytes, uint8_t **buf,
+                        size_t *len);
 
 /*
  * The byte budget to give message_page() so that the whole reply, the encoded

@@ -33,6 +33,7 @@ struct metrics {
     _Atomic uint64_t rejected;
     _Atomic uint64_t batches[BATCH_BUCKETS + 1];
     _Atomic uint64_t batch_jobs;
+    _Atomic uint64_t batch_retries;
     _Atomic uint64_t messages, inbox_entries, recalls;
 };
 
@@ -87,6 +88,12 @@ void metrics_batch(struct metrics *m, int n)
         b++;
     INC(m->batches[b], 1);
     INC(m->batch_jobs, (uint64_t)n);
+}
+
+void metrics_batch_retry(struct metrics *m)
+{
+    if (m)
+        INC(m->batch_retries, 1);
 }
 
 void metrics_stored(struct metrics *m, uint64_t messages, uint64_t inbox_entries)
@@ -201,6 +208,10 @@ void metrics_write(struct metrics *m, const struct metrics_gauges *g, FILE *out)
             "without telling).",
             m ? LOAD(m->rejected) : 0);
     write_batches(m, out);
+    counter(out, "gim_write_batch_retries_total",
+            "Write transactions run again after a deadlock or serialization failure "
+            "(PostgreSQL only).",
+            m ? LOAD(m->batch_retries) : 0);
     counter(out, "gim_messages_stored_total", "Messages stored (user and group sends).",
             m ? LOAD(m->messages) : 0);
     counter(out, "gim_inbox_entries_total", "Inbox entries written (one per copy of a message).",

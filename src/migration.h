@@ -2,7 +2,8 @@
  * migration: the table of schema migrations compiled into the binary.
  *
  * migrations.c is generated at build time from migrations/NNNN_name.sql by
- * cmake/embed_migrations.cmake; store_migrate() applies them.
+ * cmake/embed_migrations.cmake; store_migrate() applies them. pg_migrations.c
+ * likewise from migrations/postgres/NNNN_name.sql, for pgstore_migrate().
  */
 #ifndef GIM_MIGRATION_H
 #define GIM_MIGRATION_H
@@ -15,5 +16,9 @@ struct migration {
 
 extern const struct migration migrations[];
 extern const int migrations_count;
+
+/* PostgreSQL's, from migrations/postgres/ (pgstore.c applies them). */
+extern const struct migration pg_migrations[];
+extern const int pg_migrations_count;
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "pgstore.h"
 
 /*
  * Sessions are individually allocated entries, found through three
@@ -51,6 +52,8 @@ struct entry {
     int64_t key[NGROUPS]; /* user_id, room_id (0 = in no room) */
     /* Refreshed by presence_check under the read lock, hence atomic. */
     _Atomic int64_t last_seen_ms;
+    /* PostgreSQL: when the device table last confirmed this session (presence_check_shared). */
+    _Atomic int64_t checked_ms;
     struct gw *gw; /* the record of gateway_id */
     struct {
         struct entry *prev, *next;
@@ -369,8 +372,38 @@ void presence_close(struct presence *p)
 static const char SQL_LOAD[] =
     "SELECT device_id, user_id, gateway_id, room_id FROM device WHERE online = 1";
 
+static gim_err load_pg(struct presence *p, struct store_conn *db, int64_t now_ms)
+{
+    static const char PG_LOAD[] =
+        "SELECT device_id, user_id, gateway_id, room_id FROM device WHERE online = 1";
+    PGresult *res = NULL;
+    gim_err e = PG_RUN0(db, PG_LOAD, &res, NULL);
+    if (e != GIM_OK) {
+        log_error("presence load failed", "code=%s sqlstate=%s", gim_err_name(e),
+                  pgstore_sqlstate(db));
+        return e;
+    }
+    int n = PQntuples(res);
+    for (int i = 0; i < n && e == GIM_OK; i++) {
+        size_t len = 0;
+        const uint8_t *gw = pgstore_blob(res, i, 2, &len);
+        struct session s = {.device_id = pgstore_int(res, i, 0),
+                            .user_id = pgstore_int(res, i, 1),
+                            .room_id = pgstore_int(res, i, 3),
+                            .last_seen_ms = now_ms};
+        copy_gateway(s.gateway_id, gw ? (const char *)gw : "", len);
+        e = presence_put(p, &s);
+    }
+    PQclear(res);
+    if (e == GIM_OK)
+        log_info("presence loaded", "sessions=%d backend=postgres", n);
+    return e;
+}
+
 gim_err presence_load(struct presence *p, struct store_conn *db, int64_t now_ms)
 {
+    if (store_is_pg(db))
+        return load_pg(p, db, now_ms);
     gim_err e = GIM_OK;
     size_t n = 0;
     int rc;
@@ -449,6 +482,8 @@ gim_err presence_put(struct presence *p, const struct session *s)
     }
     memcpy(en->gateway_id, gw_id, sizeof gw_id);
     atomic_store_explicit(&en->last_seen_ms, s->last_seen_ms, memory_order_relaxed);
+    /* Every put comes from what the database says now (a commit, a load, a check). */
+    atomic_store_explicit(&en->checked_ms, s->last_seen_ms, memory_order_relaxed);
 out:
     pthread_rwlock_unlock(&p->lock);
     return e;
@@ -492,6 +527,62 @@ gim_err presence_check(struct presence *p, int64_t user_id, int64_t device_id,
     }
     pthread_rwlock_unlock(&p->lock);
     return e;
+}
+
+static const char PG_SESSION[] =
+    "SELECT user_id, gateway_id, room_id FROM device WHERE device_id = $1 AND online = 1";
+
+gim_err presence_check_shared(struct presence *p, struct store_conn *db, int64_t user_id,
+                              int64_t device_id, const char *gateway_id, int64_t now_ms,
+                              struct session *out)
+{
+    bool cached = false, fresh = false;
+    pthread_rwlock_rdlock(&p->lock);
+    struct slot *d = table_find(&p->dev, device_id);
+    struct entry *en = d ? d->e : NULL;
+    if (en && en->key[BY_USER] == user_id && gateway_id &&
+        strcmp(en->gateway_id, gateway_id) == 0) {
+        cached = true;
+        fresh = now_ms - atomic_load_explicit(&en->checked_ms, memory_order_relaxed) <
+                PRESENCE_RECHECK_MS;
+        atomic_store_explicit(&en->last_seen_ms, now_ms, memory_order_relaxed);
+        if (out)
+            copy_out(en, out);
+    }
+    pthread_rwlock_unlock(&p->lock);
+    if (fresh)
+        return GIM_OK;
+    if (!gateway_id)
+        return GIM_EUNAUTH;
+
+    PGresult *res = NULL;
+    gim_err e = pgstore_ready(db);
+    if (e == GIM_OK)
+        e = PG_RUN(db, PG_SESSION, &res, NULL, STORE_INT(device_id));
+    if (e != GIM_OK) /* the database is away: nothing this request does could succeed */
+        return cached ? GIM_OK : GIM_EUNAVAILABLE;
+    struct session s = {.device_id = device_id, .last_seen_ms = now_ms};
+    bool valid = false;
+    if (PQntuples(res) == 1) {
+        size_t len = 0;
+        const uint8_t *gw = pgstore_blob(res, 0, 1, &len);
+        s.user_id = pgstore_int(res, 0, 0);
+        s.room_id = pgstore_int(res, 0, 2);
+        copy_gateway(s.gateway_id, gw ? (const char *)gw : "", len);
+        valid = s.user_id == user_id && strcmp(s.gateway_id, gateway_id) == 0;
+    }
+    PQclear(res);
+    if (!valid) {
+        /* Signed out, kicked or moved at another instance: forget what we cached. */
+        if (cached)
+            presence_remove(p, device_id, NULL);
+        return GIM_EUNAUTH;
+    }
+    if ((e = presence_put(p, &s)) != GIM_OK)
+        return e;
+    if (out)
+        *out = s;
+    return GIM_OK;
 }
 
 bool presence_get(struct presence *p, int64_t device_id, struct session *out)

@@ -59,6 +59,25 @@ bool presence_remove(struct presence *p, int64_t device_id, struct session *old)
 gim_err presence_check(struct presence *p, int64_t user_id, int64_t device_id,
                        const char *gateway_id, int64_t now_ms, struct session *out);
 
+/*
+ * PostgreSQL (several instances): presence is a cache of the device table.
+ * As presence_check, but a session this instance does not hold (signed in
+ * through another instance), or has not seen confirmed by the database for
+ * PRESENCE_RECHECK_MS, is looked up in the device table on db (the
+ * caller's read connection): online there with the same user and gateway,
+ * it is cached and served; else a cached copy is dropped (a sign-out or
+ * kick committed at another instance) and the answer is GIM_EUNAUTH. So a
+ * session ended elsewhere is served here for at most PRESENCE_RECHECK_MS
+ * more. With the database away, a cached session is served (the request
+ * itself then fails at the database) and an unknown one gets
+ * GIM_EUNAVAILABLE, not GIM_EUNAUTH: the client must not sign in again.
+ * Unlike presence_put's other callers, any thread calls this.
+ */
+#define PRESENCE_RECHECK_MS 1000
+gim_err presence_check_shared(struct presence *p, struct store_conn *db, int64_t user_id,
+                              int64_t device_id, const char *gateway_id, int64_t now_ms,
+                              struct session *out);
+
 /* Sets the room of a signed-in device; false if it has no session. */
 bool presence_set_room(struct presence *p, int64_t device_id, int64_t room_id);
 

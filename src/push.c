@@ -359,6 +359,26 @@ void push_msg_user(struct push_msg *m, struct presence *pr, int64_t user_id)
     msg_lookup(m, pr, user_id, presence_user_sessions);
 }
 
+void push_msg_user_of(struct push_msg *m, const struct session *ss, size_t n, int64_t user_id)
+{
+    m->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ss[i].user_id != user_id)
+            continue;
+        if (m->n == m->cap) {
+            struct session *grown = malloc(2 * m->cap * sizeof *grown);
+            if (!grown)
+                return; /* push to those we have rather than to none */
+            memcpy(grown, m->ss, m->n * sizeof *grown);
+            if (m->ss != m->stack)
+                free(m->ss);
+            m->ss = grown;
+            m->cap *= 2;
+        }
+        m->ss[m->n++] = ss[i];
+    }
+}
+
 void push_msg_room(struct push_msg *m, struct presence *pr, int64_t room_id)
 {
     msg_lookup(m, pr, room_id, presence_room_sessions);

@@ -73,6 +73,13 @@ void push_msg_free(struct push_msg *m);
 /* Looks up the sessions of user_id (presence_user_sessions) into m. */
 void push_msg_user(struct push_msg *m, struct presence *pr, int64_t user_id);
 
+/*
+ * The same from a list of sessions read elsewhere (PostgreSQL: the online
+ * devices in the device table, whichever instance they signed in at): the
+ * sessions of ss[0..n) whose user is user_id.
+ */
+void push_msg_user_of(struct push_msg *m, const struct session *ss, size_t n, int64_t user_id);
+
 /* Looks up the sessions subscribed to room_id (presence_room_sessions) into m. */
 void push_msg_room(struct push_msg *m, struct presence *pr, int64_t room_id);
 

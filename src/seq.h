@@ -11,6 +11,10 @@
  * took, so its neighbours in the batch keep their numbers. After a failed
  * commit, seq_reset() forgets everything and counters reload from the
  * database. Not thread-safe: only the writer thread touches it.
+ *
+ * PostgreSQL (store_is_pg): seqs are taken in the database instead, one
+ * upsert per seq that row-locks the user's counter until the commit, since
+ * several instances write at once (seq.c). The rest is a no-op there.
  */
 #ifndef GIM_SEQ_H
 #define GIM_SEQ_H

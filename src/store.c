@@ -11,6 +11,7 @@
 #include "config.h"
 #include "log.h"
 #include "migration.h"
+#include "pgstore.h"
 
 static const char SQL_MIGRATIONS_TABLE[] = "CREATE TABLE IF NOT EXISTS schema_migrations (\n"
                                            "    version    INTEGER PRIMARY KEY,\n"
@@ -240,6 +241,8 @@ gim_err store_open(const struct gim_config *cfg, enum store_mode mode, struct st
     struct store_conn *c = NULL;
     const char *path = cfg->database.path;
     *out = NULL;
+    if (config_is_postgres(cfg))
+        return pgstore_open(cfg, mode, out, errbuf, errlen);
     if ((e = store_check_dir(path, mode, errbuf, errlen)) != GIM_OK)
         goto fail;
     c = calloc(1, sizeof *c);
@@ -277,6 +280,11 @@ void store_close(struct store_conn *c)
 {
     if (!c)
         return;
+    if (store_is_pg(c)) {
+        pgstore_close(c);
+        free(c);
+        return;
+    }
     for (int i = 0; i < STORE_STMT_CACHE; i++)
         if (c->cache[i].st)
             sqlite3_finalize(c->cache[i].st);
@@ -393,4 +401,19 @@ fail:
     *out = NULL;
     *n = 0;
     return e;
+}
+
+gim_err store_run2(struct store_conn *c, const char *sql, const char *pg_sql, int *changes,
+                   const struct store_val *v, size_t n)
+{
+    if (store_is_pg(c))
+        return pgstore_run(c, pg_sql, NULL, changes, v, n);
+    return store_run(c, sql, changes, NULL, v, n);
+}
+
+const char *store_errmsg(const struct store_conn *c)
+{
+    if (store_is_pg(c))
+        return pgstore_sqlstate(c);
+    return sqlite3_errmsg(c->db);
 }

@@ -25,8 +25,39 @@ struct gim_config;
 
 #define STORE_STMT_CACHE 128
 
+/*
+ * The storage seam (issue 17). A connection knows its backend: SQLite (the
+ * embedded default; db is the connection and everything below applies) or
+ * PostgreSQL (database.backend: postgres; db is NULL and pg holds the libpq
+ * connection, pgstore.h). The operations of the core path (the writer's
+ * batch, seqs, messages, inbox pages, devices, idempotency, sessions) test
+ * store_is_pg() once and run their own SQL for each backend, side by side
+ * in the module that owns the operation; whatever else a backend does not
+ * serve yet is refused in one place (dispatch.c, dispatch_pg_unsupported).
+ * The operations, and where each backend's SQL lives:
+ *   transaction, savepoint per job, commit/rollback, retry   writer_run_batch (writer.c)
+ *   next seq of a user, the user's last seq                   seq_next, seq_last (seq.c)
+ *   insert a message, add an inbox entry, load a message      message_insert, message_inbox_add,
+ *                                                             message_load (message.c)
+ *   an inbox page and the devices' max ack (sync)             handle_sync.c, message_page[_pg]
+ *   idempotency get/claim/put of a send, push targets         handle_message.c
+ *   device sign-in, sign-out, ack; gateway lease sign-out     handle_signin.c, handle_signout.c,
+ *                                                             handle_message_ack.c,
+ *                                                             handle_gateway_lease.c
+ *   load sessions; a session another instance made            presence_load,
+ *                                                             presence_check_shared (presence.c)
+ *   maintenance (idempotency pruning)                         maint_run (maint.c)
+ * SQLite's code there is the code that was there, at the same cost
+ * (docs/benchmarks.md, "Issue 17").
+ */
+enum store_backend { STORE_SQLITE = 0, STORE_PG = 1 };
+
+struct pgstore;
+
 struct store_conn {
     sqlite3 *db;
+    enum store_backend backend;
+    struct pgstore *pg; /* STORE_PG only */
     bool readonly;
     struct {
         const char *sql;
@@ -39,8 +70,15 @@ enum store_mode {
     STORE_READER, /* read-only; the database must exist and be migrated */
 };
 
+/* Whether c is a PostgreSQL connection (pgstore.h); NULL is not. */
+static inline bool store_is_pg(const struct store_conn *c)
+{
+    return c && c->backend == STORE_PG;
+}
+
 /*
- * Opens the database at cfg->database.path. On success *out is a new
+ * Opens the database at cfg->database.path (or, with database.backend
+ * postgres, connects to database.url: pgstore_open). On success *out is a new
  * connection the caller owns and frees with store_close(). On failure *out is
  * NULL and errbuf holds one line saying what went wrong (missing directory,
  * read-only file, database newer than this binary...).
@@ -116,6 +154,20 @@ gim_err store_run(struct store_conn *c, const char *sql, int *changes, bool *row
 #define STORE_RUN(c, sql, changes, ...)                                                            \
     store_run((c), (sql), (changes), NULL, STORE_VALS(__VA_ARGS__))
 #define STORE_EXISTS(c, sql, row, ...) store_run((c), (sql), NULL, (row), STORE_VALS(__VA_ARGS__))
+
+/*
+ * One operation, both backends: runs sql on SQLite (as store_run) or pg_sql
+ * on PostgreSQL (pgstore_run: the same statement with $n parameters), with
+ * the same parameters; for statements run for their effect.
+ *     e = STORE_RUN2(db, SQL_SIGN_OUT, PG_SIGN_OUT, NULL, STORE_INT(now), ...);
+ */
+gim_err store_run2(struct store_conn *c, const char *sql, const char *pg_sql, int *changes,
+                   const struct store_val *v, size_t n);
+#define STORE_RUN2(c, sql, pg_sql, changes, ...)                                                   \
+    store_run2((c), (sql), (pg_sql), (changes), STORE_VALS(__VA_ARGS__))
+
+/* The connection's last error, for logs (SQLite's message, or PostgreSQL's SQLSTATE). */
+const char *store_errmsg(const struct store_conn *c);
 
 /* Resets st so it releases its locks. NULL is a no-op. */
 void store_done(sqlite3_stmt *st);

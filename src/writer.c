@@ -11,6 +11,7 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "pgstore.h"
 #include "seq.h"
 
 struct writer {
@@ -113,9 +114,89 @@ static gim_err run_job(struct wctx *w, struct write_job *job)
     return e;
 }
 
+/*
+ * PostgreSQL: how often a batch runs again after a deadlock or serialization
+ * failure before its jobs get EC_UNAVAILABLE, and the pause before each
+ * retry (times the attempt, so that two instances that deadlocked do not
+ * meet again in the same order at once).
+ */
+#define WRITER_PG_TRIES    5
+#define WRITER_PG_PAUSE_US 2000
+
+/*
+ * A job alone in its batch needs no savepoint (two round trips): its failure
+ * rolls the whole transaction back, which holds nothing else.
+ */
+static gim_err run_job_pg(struct wctx *w, struct write_job *job, bool alone)
+{
+    if (alone) {
+        gim_err e = job->exec(job, w);
+        return pgstore_retryable(w->db) ? GIM_EUNAVAILABLE : e;
+    }
+    gim_err e = pgstore_exec(w->db, "SAVEPOINT job");
+    if (e != GIM_OK)
+        return e;
+    e = job->exec(job, w);
+    if (pgstore_retryable(w->db))
+        return GIM_EUNAVAILABLE; /* the whole batch runs again */
+    if (e == GIM_OK)
+        return pgstore_exec(w->db, "RELEASE job");
+    if (pgstore_exec(w->db, "ROLLBACK TO job") != GIM_OK ||
+        pgstore_exec(w->db, "RELEASE job") != GIM_OK)
+        return GIM_EINTERNAL;
+    return e;
+}
+
+static void run_batch_pg(struct wctx *w, struct write_job **jobs, int n, gim_err *res)
+{
+    gim_err batch = GIM_OK;
+    for (int attempt = 1;; attempt++) {
+        batch = pgstore_begin(w->db);
+        w->now_ms = gim_clock_now(&w->clock);
+        for (int i = 0; i < n; i++) {
+            res[i] = batch;
+            if (batch != GIM_OK)
+                continue;
+            if (attempt > 1 && jobs[i]->reset)
+                jobs[i]->reset(jobs[i]);
+            res[i] = run_job_pg(w, jobs[i], n == 1);
+            /* A lost connection or transaction fails the neighbours too. */
+            if (pgstore_retryable(w->db) || !pgstore_in_transaction(w->db))
+                batch = GIM_EUNAVAILABLE;
+        }
+        if (batch == GIM_OK && n == 1 && res[0] != GIM_OK) {
+            pgstore_exec(w->db, "ROLLBACK"); /* the lone job failed: undo its work */
+            return;
+        }
+        if (batch == GIM_OK)
+            batch = pgstore_commit(w->db);
+        if (batch == GIM_OK)
+            return;
+        bool retry = pgstore_retryable(w->db);
+        if (pgstore_in_transaction(w->db))
+            pgstore_exec(w->db, "ROLLBACK");
+        if (!retry || attempt == WRITER_PG_TRIES) {
+            log_warn("write batch failed", "jobs=%d code=%s sqlstate=%s attempts=%d", n,
+                     gim_err_name(batch), pgstore_sqlstate(w->db), attempt);
+            break;
+        }
+        metrics_batch_retry(w->metrics);
+        usleep((useconds_t)(WRITER_PG_PAUSE_US * attempt));
+    }
+    for (int i = 0; i < n; i++)
+        res[i] = batch;
+}
+
 void writer_run_batch(struct wctx *w, struct write_job **jobs, int n)
 {
     gim_err res[n > 0 ? n : 1];
+    if (store_is_pg(w->db)) {
+        run_batch_pg(w, jobs, n, res);
+        metrics_batch(w->metrics, n);
+        for (int i = 0; i < n; i++)
+            jobs[i]->done(jobs[i], w, res[i]);
+        return;
+    }
     bool scrub_before = w->scrub_wal; /* a recall committed earlier still needs its scrub */
     gim_err batch = store_exec(w->db, "BEGIN IMMEDIATE");
     w->now_ms = gim_clock_now(&w->clock);
@@ -353,6 +434,8 @@ static void ckpt_start(struct writer *wr)
     char err[256] = "";
     pthread_mutex_init(&wr->ckpt_mu, NULL);
     pthread_cond_init(&wr->ckpt_cv, NULL);
+    if (store_is_pg(wr->w->db)) /* PostgreSQL checkpoints by itself */
+        return;
     if (sqlite3_db_filename(wr->w->db->db, "main") == NULL ||
         !*sqlite3_db_filename(wr->w->db->db, "main"))
         return;
@@ -391,7 +474,8 @@ static void ckpt_stop(struct writer *wr)
 /* Gives the connection back its plain busy_timeout: wr->busy is about to go. */
 static void busy_release(struct writer *wr)
 {
-    sqlite3_busy_timeout(wr->w->db->db, (int)wr->w->cfg->database.busy_timeout_ms);
+    if (!store_is_pg(wr->w->db))
+        sqlite3_busy_timeout(wr->w->db->db, (int)wr->w->cfg->database.busy_timeout_ms);
     busy_wait_destroy(&wr->busy);
 }
 
@@ -446,6 +530,8 @@ uint64_t writer_pending(struct writer *wr)
 
 void writer_stop_waiting(struct writer *wr)
 {
+    if (wr && store_is_pg(wr->w->db))
+        pgstore_stop_waiting(wr->w->db);
     if (wr)
         busy_wait_cancel(&wr->busy);
 }

@@ -18,6 +18,15 @@
  * (writer.c). Without that thread (an in-memory database; gimctl and tests
  * calling maint_run) maintenance scrubs on the writer's connection.
  *
+ * On PostgreSQL (database.backend: postgres) the batch is the same, one
+ * transaction with a savepoint per job, per instance: several instances
+ * commit side by side, and seqs are taken in the database (seq.h). A
+ * deadlock (40P01) or serialization failure (40001) anywhere in the batch
+ * rolls the whole batch back and runs it again (each job's reset() first),
+ * up to WRITER_PG_TRIES times; then every job fails with GIM_EUNAVAILABLE.
+ * Nothing was answered yet (replies follow the commit), so a retried batch
+ * is invisible to clients, and a failed one changed nothing.
+ *
  * What maintenance does is not the writer's business: main hands it in
  * (maint_run, maint.h) as a writer_maint_fn, so the writer needs no
  * maintenance header and maintenance none of the writer's.
@@ -38,6 +47,10 @@ struct write_job {
     /* After the commit (err = the job's result) or the failed commit (err =
      * that failure). Runs on the writer thread: must not block. */
     void (*done)(struct write_job *job, struct wctx *w, gim_err err);
+    /* Before exec() runs again (PostgreSQL: the batch is retried after a
+     * deadlock or a serialization failure): undoes whatever exec() changed
+     * outside the database (reply, error, handler state). NULL: nothing to undo. */
+    void (*reset)(struct write_job *job);
 };
 
 struct writer;

@@ -664,3 +664,65 @@ Test(config, changed_keys_are_named_in_file_order)
     config_free(&a);
     config_free(&b);
 }
+
+/* database.backend and database.url (issue 17): the default, postgres with its URL, the pairing. */
+Test(config, database_backend)
+{
+    struct gim_config cfg;
+    char err[256] = "";
+    cr_assert_eq(config_load(NULL, &cfg, err, sizeof err), GIM_OK, "%s", err);
+    cr_assert_str_eq(cfg.database.backend, "sqlite");
+    cr_assert_str_eq(cfg.database.url, "");
+    cr_assert_not(config_is_postgres(&cfg));
+    config_free(&cfg);
+
+    cr_assert_eq(
+        load_yaml("database: {backend: postgres, url: \"postgresql://gim:pw@db:5432/gim\"}\n", &cfg,
+                  err, sizeof err),
+        GIM_OK, "%s", err);
+    cr_assert(config_is_postgres(&cfg));
+    cr_assert_str_eq(cfg.database.url, "postgresql://gim:pw@db:5432/gim");
+    config_free(&cfg);
+    cr_assert_eq(load_yaml("database: {backend: postgres, url: \"postgres://db/gim\"}\n", &cfg, err,
+                           sizeof err),
+                 GIM_OK, "%s", err);
+    config_free(&cfg);
+
+    expect_bad("database: {backend: mysql}\n", "database.backend", "mysql");
+    expect_bad("database: {backend: postgres}\n", "database.url", "required");
+    expect_bad("database: {url: \"postgresql://db/gim\"}\n", "database.url", "only used");
+    expect_bad("database: {backend: postgres, url: \"mysql://u:pw@db/gim\"}\n", "database.url",
+               "postgresql://");
+}
+
+/* The URL may carry a password: never printed, never in an error message. */
+Test(config, database_url_is_never_printed)
+{
+    struct gim_config cfg;
+    char err[256] = "";
+    cr_assert_eq(
+        load_yaml("database: {backend: postgres, url: \"postgresql://gim:hunter2@db/gim\"}\n", &cfg,
+                  err, sizeof err),
+        GIM_OK, "%s", err);
+    char *out = print_to_string(&cfg);
+    config_free(&cfg);
+    cr_assert_null(strstr(out, "hunter2"), "%s", out);
+    cr_assert_not_null(strstr(out, "\n  backend: \"postgres\"\n  url: \"***\"\n"), "%s", out);
+    free(out);
+    cr_assert_neq(load_yaml("database: {backend: postgres, url: \"mysql://u:hunter2@db/gim\"}\n",
+                            &cfg, err, sizeof err),
+                  GIM_OK);
+    config_free(&cfg);
+    cr_assert_null(strstr(err, "hunter2"), "%s", err);
+}
+
+/* What the postgres backend does not serve yet refuses to start, naming the key. */
+Test(config, postgres_refuses_what_it_does_not_serve)
+{
+    expect_bad("database: {backend: postgres, url: \"postgresql://db/gim\"}\n"
+               "api: {listen: \"http://127.0.0.1:7490\"}\n",
+               "api.listen", "not supported by the postgres backend");
+    expect_bad("database: {backend: postgres, url: \"postgresql://db/gim\"}\n"
+               "retention: {days: 30}\n",
+               "retention.days", "not supported by the postgres backend");
+}

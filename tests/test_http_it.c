@@ -263,6 +263,7 @@ Test(http, metrics_format_is_prometheus_text)
         "gim_database_bytes",
         "gim_wal_bytes",
         "gim_writer_pending_jobs",
+        "gim_write_batch_retries_total",
     };
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
         char help[96], type[96];

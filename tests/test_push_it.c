@@ -280,6 +280,8 @@ TestSuite(push_timeout_it, .init = setup_timeout, .fini = teardown, .timeout = 6
 
 Test(push_timeout_it, a_device_that_stops_heartbeating_goes_offline)
 {
+    if (tl_pg())
+        cr_skip_test("the presence timeout sweep does not run on postgres yet (docs/scale-out.md)");
     struct client_conn quiet, busy;
     cr_assert_eq(tl_signin(cli, &busy, 2, 21, "gw2"), 0);
     cr_assert_eq(tl_signin(cli, &quiet, 1, 11, "gw1"), 0);

@@ -95,5 +95,6 @@ Test(server, sigterm_shuts_down_cleanly)
     client_close(c);
     /* Exit 0 also means no leak under the sanitizer build (LeakSanitizer fails the exit). */
     cr_assert_eq(tl_stop(&srv), 0, "see %s", srv.log);
-    cr_assert_eq(tl_query_int(srv.db, "PRAGMA integrity_check") == -1, 0);
+    if (!tl_pg()) /* SQLite's own check of its file */
+        cr_assert_eq(tl_query_int(srv.db, "PRAGMA integrity_check") == -1, 0);
 }

@@ -37,8 +37,13 @@ expect 1 "libcyaml uses" "libyaml.so from libyaml-dev" "add libyaml-dev" \
     "CMake package nng uses" "add libnng-dev" "program protoc-c uses" "add protobuf-c-compiler" \
     "3 problem(s)" -- --check --drop libyaml-dev --drop libnng-dev --drop protobuf-c-compiler build
 expect 1 "criterion" "add libcriterion-dev" -- --check --drop libcriterion-dev all
+# libpq (the PostgreSQL backend) is a build dependency; the PostgreSQL server that
+# tools/pgtmp.sh runs for the tests is checked with `all` only.
+expect 1 "libpq uses" "libpq.pc from libpq-dev" "add libpq-dev" -- --check --drop libpq-dev build
+expect 1 "program initdb (tools/pgtmp.sh)" "from postgresql-15" "add postgresql-15" \
+    -- --check --drop postgresql-15 all
 # The optional (test) modules are checked only for `all`.
-expect 0 "checked" -- --check --drop libcriterion-dev build
+expect 0 "checked" -- --check --drop libcriterion-dev --drop postgresql-15 build
 
 # What is checked comes from the CMakeLists.txt files next to the script.
 tmp=$(mktemp -d)

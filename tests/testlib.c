@@ -14,7 +14,65 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 #include "auth.h"
+
+/*
+ * PostgreSQL: the database of each server started here, by its db path, so that
+ * tl_query_int(srv.db, ...) reaches it as it reaches the SQLite file.
+ */
+#define TL_PG_MAX 16
+static struct {
+    char db[192];
+    char url[PGT_URL_MAX];
+} pg_dbs[TL_PG_MAX];
+
+bool tl_pg(void)
+{
+    const char *b = getenv("GIM_TEST_BACKEND");
+    return b && strcmp(b, "postgres") == 0;
+}
+
+static void pg_register(const char *db, const char *url)
+{
+    for (int i = 0; i < TL_PG_MAX; i++) {
+        if (!pg_dbs[i].db[0] || strcmp(pg_dbs[i].db, db) == 0) {
+            snprintf(pg_dbs[i].db, sizeof pg_dbs[i].db, "%s", db);
+            snprintf(pg_dbs[i].url, sizeof pg_dbs[i].url, "%s", url);
+            return;
+        }
+    }
+    cr_assert_fail("more than %d servers in one test", TL_PG_MAX);
+}
+
+static const char *pg_url_of(const char *db)
+{
+    for (int i = 0; i < TL_PG_MAX; i++)
+        if (strcmp(pg_dbs[i].db, db) == 0)
+            return pg_dbs[i].url;
+    return NULL;
+}
+
+/* One query on url: the first column of the first row as int64 (-1 without a row). */
+static int64_t pg_query(const char *url, const char *sql, bool want_row)
+{
+    PGconn *c = PQconnectdb(url);
+    cr_assert(c && PQstatus(c) == CONNECTION_OK, "cannot connect to %s: %s", url,
+              c ? PQerrorMessage(c) : "");
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    cr_assert(st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK, "%s: %s", sql,
+              PQresultErrorMessage(r));
+    int64_t v = -1;
+    if (want_row && st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)) {
+        const char *t = PQgetvalue(r, 0, 0);
+        v = strcmp(t, "t") == 0 ? 1 : strcmp(t, "f") == 0 ? 0 : strtoll(t, NULL, 10);
+    }
+    PQclear(r);
+    PQfinish(c);
+    return v;
+}
 
 static void write_config(struct tl_server *s)
 {
@@ -26,12 +84,13 @@ static void write_config(struct tl_server *s)
             "http: \"%s\"\n"
             "workers: 4\n"
             "contexts: 64\n"
-            "database: {path: \"%s\", synchronous: normal%s%s}\n"
+            "database: {%s%s%spath: \"%s\", synchronous: normal%s%s}\n"
             "auth: {secret: \"" TL_SECRET "\"}\n"
             "%s\n",
             s->url, s->listen_extra[0] ? ", \"" : "", s->listen_extra,
-            s->listen_extra[0] ? "\"" : "", s->pub_url, s->http, s->db, s->db_extra[0] ? ", " : "",
-            s->db_extra, s->extra);
+            s->listen_extra[0] ? "\"" : "", s->pub_url, s->http,
+            s->pg_url[0] ? "backend: postgres, url: \"" : "", s->pg_url, s->pg_url[0] ? "\", " : "",
+            s->db, s->db_extra[0] ? ", " : "", s->db_extra, s->extra);
     fclose(f);
 }
 
@@ -137,8 +196,47 @@ void tl_start_listen(struct tl_server *s, const char *listen_url, const char *ex
     snprintf(s->config, sizeof s->config, "%s/gim.yaml", s->dir);
     snprintf(s->log, sizeof s->log, "%s/gim.log", s->dir);
     snprintf(s->extra, sizeof s->extra, "%s", extra_yaml ? extra_yaml : "");
+    if (tl_pg()) {
+        pgt_create_db(s->pg_url, sizeof s->pg_url);
+        pg_register(s->db, s->pg_url);
+    }
     write_config(s);
     spawn(s);
+}
+
+void tl_start_shared(struct tl_server *s, const struct tl_server *first, const char *extra_yaml)
+{
+    if (!first->pg_url[0])
+        cr_skip_test("several instances on one database need PostgreSQL (GIM_TEST_BACKEND)");
+    memset(s, 0, sizeof *s);
+    snprintf(s->dir, sizeof s->dir, "/tmp/gimtest-XXXXXX");
+    cr_assert_not_null(mkdtemp(s->dir));
+    snprintf(s->url, sizeof s->url, "ipc://%s/rep.ipc", s->dir);
+    snprintf(s->pub_url, sizeof s->pub_url, "ipc://%s/pub.ipc", s->dir);
+    snprintf(s->db, sizeof s->db, "%s/gim.db", s->dir);
+    snprintf(s->config, sizeof s->config, "%s/gim.yaml", s->dir);
+    snprintf(s->log, sizeof s->log, "%s/gim.log", s->dir);
+    snprintf(s->extra, sizeof s->extra, "%s", extra_yaml ? extra_yaml : first->extra);
+    snprintf(s->pg_url, sizeof s->pg_url, "%s", first->pg_url);
+    s->pg_shared = true;
+    pg_register(s->db, s->pg_url);
+    write_config(s);
+    spawn(s);
+}
+
+void tl_exec(const struct tl_server *s, const char *sql)
+{
+    if (s->pg_url[0]) {
+        pg_query(s->pg_url, sql, false);
+        return;
+    }
+    sqlite3 *h = NULL;
+    char *err = NULL;
+    cr_assert_eq(sqlite3_open_v2(s->db, &h, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(h, 5000);
+    int rc = sqlite3_exec(h, sql, NULL, NULL, &err);
+    cr_assert_eq(rc, SQLITE_OK, "%s: %s", sql, err ? err : "");
+    sqlite3_close(h);
 }
 
 void tl_restart(struct tl_server *s)
@@ -180,6 +278,8 @@ void tl_cleanup(struct tl_server *s)
         tl_kill9(s);
     if (getenv("GIM_TEST_KEEP"))
         return;
+    if (s->pg_url[0] && !s->pg_shared)
+        pgt_drop_db(s->pg_url);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", s->dir);
@@ -234,6 +334,9 @@ int tl_signin(struct gim_client *c, struct client_conn *conn, int64_t user, int6
 
 int64_t tl_query_int(const char *db, const char *sql)
 {
+    const char *url = pg_url_of(db);
+    if (url)
+        return pg_query(url, sql, true);
     sqlite3 *h = NULL;
     sqlite3_stmt *st = NULL;
     int64_t v = -1;

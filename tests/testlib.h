@@ -4,6 +4,14 @@
  * and config), and the tl_* calls talk to it over real nng sockets through
  * gimclient, the same code gimctl uses.
  *
+ * Backends: with GIM_TEST_BACKEND=postgres in the environment (ctest's "pg"
+ * registrations set it), tl_start runs the service on a fresh PostgreSQL
+ * database of its own (pgtestlib: pgt_create_db) instead of a SQLite file,
+ * tl_query_int/tl_exec on s->db run on that database, and tl_cleanup drops
+ * it. tl_start_shared starts another instance on the same database (the
+ * multi-instance tests). Tests that use SQLite itself (PRAGMAs, the file,
+ * the sqlite3 CLI) check tl_pg() and skip what does not apply.
+ *
  * Functions that return pointers return memory the caller owns (Outputs:
  * pb__output__free_unpacked; strings: free).
  */
@@ -16,6 +24,7 @@
 #include <sys/types.h>
 
 #include "gimclient.h"
+#include "pgtestlib.h"
 
 #define TL_SECRET "integration-test-secret"
 
@@ -27,11 +36,27 @@ struct tl_server {
     char db[192];
     char config[192];
     char log[192];
-    char extra[2048];       /* extra YAML given to tl_start, kept for restarts */
-    char listen_extra[256]; /* a second listen URL (tl_start_listen) */
-    char db_extra[256];     /* more keys of the database mapping (tl_reconfigure) */
-    char http[96];          /* the /metrics and /healthz URL; "" (the default) = off */
+    char extra[2048];         /* extra YAML given to tl_start, kept for restarts */
+    char listen_extra[256];   /* a second listen URL (tl_start_listen) */
+    char db_extra[256];       /* more keys of the database mapping (tl_reconfigure) */
+    char http[96];            /* the /metrics and /healthz URL; "" (the default) = off */
+    char pg_url[PGT_URL_MAX]; /* postgres: the database's URL; "" on SQLite */
+    bool pg_shared;           /* postgres: started by tl_start_shared (the first one drops it) */
 };
+
+/* The tests run on PostgreSQL (GIM_TEST_BACKEND=postgres). */
+bool tl_pg(void);
+
+/*
+ * Starts another instance like first (same extra YAML) on first's database:
+ * on PostgreSQL the same database, with sockets, config and log of its own
+ * (several gim-logic on one database). Only on PostgreSQL (a SQLite file has
+ * one gim-logic): skips the test otherwise.
+ */
+void tl_start_shared(struct tl_server *s, const struct tl_server *first, const char *extra_yaml);
+
+/* Runs sql (no result) on s's database, either backend; fails the test on error. */
+void tl_exec(const struct tl_server *s, const char *sql);
 
 /* Writes a config (base + extra_yaml lines) into a new temp dir, starts the
  * binary and waits until it answers. Aborts the test on failure. */
@@ -93,7 +118,9 @@ int tl_signin(struct gim_client *c, struct client_conn *conn, int64_t user, int6
 int tl_code(struct gim_client *c, const struct client_conn *conn, int type, int64_t request_id,
             const ProtobufCMessage *data);
 
-/* Runs `sqlite3 DB SQL` style queries in-process: the first column of the first row as int64. */
+/* Runs `sqlite3 DB SQL` style queries in-process: the first column of the first row as int64
+ * (-1 without a row). On PostgreSQL db is a tl_server's db path and the query runs on its
+ * database. */
 int64_t tl_query_int(const char *db, const char *sql);
 
 /* Sends raw bytes (not a GatewayRequest) and returns the decoded Output. */

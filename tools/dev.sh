@@ -6,7 +6,8 @@
 #                                          run gim-logic, then gim-gateway in front of it
 #   tools/dev.sh test [--sanitize] [ctest args...]
 #                                          install all deps, build with tests, run ctest (all of
-#                                          it, or e.g. `-L unit`: tests/CMakeLists.txt has the labels)
+#                                          it, or e.g. `-L unit`: tests/CMakeLists.txt has the labels;
+#                                          the `pg` tests' PostgreSQL comes and goes with the run)
 #   tools/dev.sh format-check              clang-format --dry-run --Werror on all C sources
 #
 # run and test are quiet: tools/setup.sh writes to build/setup.log and the build to
@@ -362,6 +363,11 @@ cmd_test() {
         dir=build
         step "building with tests" "$dir/build.log" build_tests "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo
     fi
+    # ctest's pg fixture starts the tests' PostgreSQL (tools/pgtmp.sh, in $dir/pgtmp) and its
+    # pg_stop stops it; a ctest cut short (Ctrl-C) never runs pg_stop, so stop it here too (a
+    # no-op when pg_stop ran).
+    # shellcheck disable=SC2064 # $dir now, not when the trap runs
+    trap "tools/pgtmp.sh stop '$ROOT/$dir/pgtmp' >/dev/null 2>&1 || true" EXIT
     local rc=0
     ctest --test-dir "$dir" --output-on-failure -j2 "${ctest_args[@]}" || rc=$?
     exit "$rc"

@@ -54,6 +54,8 @@ static const struct subcommand commands[] = {
     {"export", gimctl_export, "export --user U [--format jsonl|csv]: all of a user's messages (--db, read-only)", gimctl_usage_export},
     {"kick", gimctl_kick, "kick --device D: sign a device out now (operator, via the service)", gimctl_usage_kick},
     {"erase", gimctl_erase, "erase --user U --yes: erase a user's data (operator, via the service)", gimctl_usage_erase},
+    {"pg-import", gimctl_pg_import, "pg-import --pg URL: copy the stopped --db database into PostgreSQL, verified", gimctl_usage_pg_import},
+    {"pg-verify", gimctl_pg_verify, "pg-verify --pg URL: compare the --db database with its PostgreSQL copy", gimctl_usage_pg_verify},
 };
 /* clang-format on */
 

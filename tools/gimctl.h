@@ -142,6 +142,9 @@ int gimctl_online(struct gimctl *g, int argc, char **argv);
 int gimctl_devices(struct gimctl *g, int argc, char **argv);
 int gimctl_history(struct gimctl *g, int argc, char **argv);
 int gimctl_export(struct gimctl *g, int argc, char **argv);
+/* SQLite to PostgreSQL (gimctl_pg.c). */
+int gimctl_pg_import(struct gimctl *g, int argc, char **argv);
+int gimctl_pg_verify(struct gimctl *g, int argc, char **argv);
 /* `room log R ...`: the room's log read from --db (argv[0] = "log"). */
 int gimctl_room_log(struct gimctl *g, int argc, char **argv);
 
@@ -164,6 +167,8 @@ extern const char gimctl_usage_history[];
 extern const char gimctl_usage_export[];
 extern const char gimctl_usage_kick[];
 extern const char gimctl_usage_erase[];
+extern const char gimctl_usage_pg_import[];
+extern const char gimctl_usage_pg_verify[];
 
 /* Shared printing for the device commands (gimctl_msg.c). */
 /* The proto name of an enum value ("MT_TEXT"), or its number in buf when unknown. */

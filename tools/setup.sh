@@ -5,7 +5,8 @@
 #   tools/setup.sh build    what the services need to build and run (the Dockerfile's group)
 #   tools/setup.sh run      build, plus nodejs and npm, then `npm ci --omit=dev` in web/ (the
 #                           web client's protobufjs and long, no browser): `tools/dev.sh run`
-#   tools/setup.sh [all]    build plus the test, lint, CI and web-client extras (chromium); then
+#   tools/setup.sh [all]    build plus the test, lint, CI and web-client extras (chromium, the
+#                           tests' PostgreSQL 15 server for tools/pgtmp.sh); then
 #                           `npm ci` in web/ with the dev dependencies (the browser tests')
 #                           npm ci runs only when web/node_modules is missing, older than the
 #                           lock file, or installed without the dev dependencies `all` needs.
@@ -14,13 +15,14 @@
 #            --drop PKG     check as if PKG were not in the lists (to test the check itself)
 #
 # Idempotent: when everything is installed it runs no apt command at all. A passed check is
-# remembered in build/.setup-check-GROUP until dpkg's database, this script or a
-# CMakeLists.txt changes, so that `tools/dev.sh run` does not pay for it on every start.
+# remembered in build/.setup-check-GROUP until dpkg's database, this script, tools/pgtmp.sh or
+# a CMakeLists.txt changes, so that `tools/dev.sh run` does not pay for it on every start.
 #
 # The check is derived from the CMakeLists.txt files, not from the lists below, so a package
 # the lists forget cannot hide behind a machine that happens to have it. For every
 # pkg_check_modules() module (the REQUIRED ones; the optional ones, i.e. the test libraries,
-# with `all`), every find_package(NAME CONFIG) package and every find_program(... REQUIRED):
+# with `all`), every find_package(NAME CONFIG) package and every find_program(... REQUIRED),
+# and with `all` the PostgreSQL server programs the tests run (`tools/pgtmp.sh bins`):
 #   1. it is found (pkg-config, CMake, PATH);
 #   2. a program compiles and links with its flags (cc $(pkg-config --cflags --libs M), or
 #      CMake linking NAME's NAME::targets), which is what failed with "cannot find -lyaml";
@@ -48,6 +50,7 @@ BUILD_PKGS=(
     libyaml-dev # libcyaml.pc links -lyaml, but libcyaml-dev does not depend on libyaml-dev
     libjwt-dev
     libjansson-dev # the business API's JSON (src/api*.c)
+    libpq-dev      # PostgreSQL's client library (database.backend: postgres)
     ca-certificates
 )
 
@@ -70,6 +73,7 @@ TEST_PKGS=(
     docker-compose
     curl
     wrk # tools/bench-api.sh: POST /v1/messages throughput (docs/benchmarks.md)
+    postgresql-15 # the tests' throw-away server (tools/pgtmp.sh); the services need only libpq
     # the web client (web/): Debian 12's Node 18, npm, and a browser for its tests
     nodejs
     npm
@@ -406,6 +410,19 @@ check_build_deps() {
         fi
         check_owner "program $m" "$(readlink -f "$f")"
     done < <(grep -ohE 'find_program\([A-Za-z0-9_]+ [^ )]+ [^)]*REQUIRED' "${cmakelists[@]}" | awk '{print $2}' | sort -u)
+    # The tests' throw-away PostgreSQL server: the programs tools/pgtmp.sh runs (not on PATH,
+    # so no find_program can name them).
+    if [[ $group == all && -f $ROOT/tools/pgtmp.sh ]]; then
+        while read -r f; do
+            n=$((n + 1))
+            if [[ ! -x $f ]]; then
+                problem "program $f (tools/pgtmp.sh, the tests' PostgreSQL server) not found;" \
+                    "install postgresql-15 (apt-get install postgresql-15) and add it to tools/setup.sh"
+                continue
+            fi
+            check_owner "program ${f##*/} (tools/pgtmp.sh)" "$(readlink -f "$f")"
+        done < <(bash "$ROOT/tools/pgtmp.sh" bins)
+    fi
     if ((problems == 0)); then
         echo "setup.sh: checked $n build dependencies of CMakeLists.txt: found, link, and come from the '$group' packages"
     fi
@@ -418,6 +435,7 @@ check_key() {
         echo "$group ${drop[*]}"
         stat -c '%Y %s' /var/lib/dpkg/status
         cat "${BASH_SOURCE[0]}"
+        cat "$ROOT/tools/pgtmp.sh" 2>/dev/null || true
         find "$ROOT" \( -name 'build*' -o -name node_modules -o -name .git \) -prune -o \
             -name CMakeLists.txt -print0 2>/dev/null | sort -z | xargs -0 cat
     } | sha256sum | cut -d' ' -f1

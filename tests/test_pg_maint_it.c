@@ -470,6 +470,18 @@ Test(pg_maint_it, an_erasure_through_b_of_a_user_signed_in_at_both)
     cr_assert_eq(heartbeat(ca, &a11), PB__ERROR_CODE__EC_UNAUTHENTICATED);
     cr_assert_eq(heartbeat(cb, &a12), PB__ERROR_CODE__EC_UNAUTHENTICATED);
     cr_assert_eq(heartbeat(ca, &b21), 0);
+
+    /* gimctl erase --yes goes through the service (its preview reads a SQLite file). */
+    char cmd[1024], outbuf[1024];
+    snprintf(cmd, sizeof cmd, "%s --url '%s' --secret " TL_SECRET " erase --user 2 --yes 2>&1",
+             GIMCTL_BIN, a.url);
+    FILE *pp = popen(cmd, "r");
+    cr_assert_not_null(pp);
+    size_t got = fread(outbuf, 1, sizeof outbuf - 1, pp);
+    outbuf[got] = 0;
+    cr_assert_eq(pclose(pp), 0, "%s", outbuf);
+    cr_assert(strncmp(outbuf, "erased user=2 devices=1 ", 24) == 0, "%s", outbuf);
+    cr_assert_eq(qi("SELECT count(*) FROM inbox WHERE user_id = %lld", 2), 0);
     cr_assert_eq(tl_stop(&b), 0, "see %s", b.log);
     cr_assert_eq(tl_stop(&a), 0, "see %s", a.log);
     nng_close(sub_b);

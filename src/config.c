@@ -177,12 +177,6 @@ static gim_err check_database(const struct gim_config *cfg, char *errbuf, size_t
                      "(database.backend: postgres; see docs/scale-out.md)");
         return GIM_ECONFIG;
     }
-    if (pg && cfg->retention.days > 0) {
-        cfgtable_err(errbuf, errlen,
-                     "retention.days: retention is not supported by the postgres backend yet "
-                     "(database.backend: postgres; see docs/scale-out.md)");
-        return GIM_ECONFIG;
-    }
     return GIM_OK;
 }
 

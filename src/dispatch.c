@@ -61,6 +61,10 @@ static bool pg_serves(int type)
     case PB__PACKAGE_TYPE__PT_MESSAGE: /* to a user: see dispatch_pg_unsupported */
     case PB__PACKAGE_TYPE__PT_MESSAGE_ACK:
     case PB__PACKAGE_TYPE__PT_SYNC:
+    case PB__PACKAGE_TYPE__PT_RECALL:
+    case PB__PACKAGE_TYPE__PT_ADMIN_RECALL:
+    case PB__PACKAGE_TYPE__PT_ADMIN_KICK:
+    case PB__PACKAGE_TYPE__PT_ADMIN_ERASE:
         return true;
     default:
         return false;
@@ -85,8 +89,8 @@ gim_err dispatch_pg_unsupported(struct request *r)
         return GIM_OK;
     return request_fail(r, GIM_EUNAVAILABLE,
                         "%s: not supported by the postgres backend yet (database.backend: "
-                        "postgres serves sign-in/out, heartbeat, lease, sends to a user, sync "
-                        "and ack; see docs/scale-out.md)",
+                        "postgres serves sign-in/out, heartbeat, lease, sends to a user, sync, "
+                        "ack, recall, kick and erase; see docs/scale-out.md)",
                         what);
 }
 

@@ -27,6 +27,12 @@
  * b-tree is still in old WAL frames: a step that erased any sets
  * w->scrub_wal, like a recall.
  *
+ * PostgreSQL: the same parts with each statement's own SQL (erasure.c);
+ * the erasure row is locked first so two instances never step the same
+ * erasure at once; the deleted devices' sessions cached at other instances
+ * end within PRESENCE_RECHECK_MS; there is no WAL to scrub (what erased
+ * means there: docs/scale-out.md).
+ *
  * Runs on the writer thread only. Ownership: an erasure_result owns its
  * kicked array; release it with erasure_result_free().
  */

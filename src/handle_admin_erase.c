@@ -36,6 +36,7 @@ static gim_err erase_write(struct request *r, struct wctx *w)
     struct erasure_result *res = r->scratch;
     if (!res && !(res = r->scratch = calloc(1, sizeof *res)))
         return request_fail(r, GIM_ENOMEM, "erase: out of memory");
+    erasure_result_free(res); /* a retried batch (PostgreSQL) runs this again */
     gim_err e =
         erasure_step(w, in->user_id, in->max_rows ? in->max_rows : ERASURE_DEFAULT_ROWS, res);
     if (e != GIM_OK)

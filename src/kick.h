@@ -10,6 +10,12 @@
  * code = EC_UNAUTHENTICATED, message = KICK_MESSAGE}} on the gateway's topic;
  * the gateway forwards that Output to the client and closes the connection
  * without sending PT_SIGN_OUT back.
+ *
+ * PostgreSQL (several instances): the device row is locked and read in the
+ * transaction, and the gateway told is the row's (whichever instance signed
+ * the device in; gateways subscribe to every instance). Other instances
+ * that cached the session stop serving it within PRESENCE_RECHECK_MS
+ * (presence_check_shared re-reads the row and finds it offline).
  */
 #ifndef GIM_KICK_H
 #define GIM_KICK_H

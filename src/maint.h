@@ -8,6 +8,13 @@
  * prunes expired idempotency records,
  * trims room logs and applies retention. Each step works in small
  * transactions so it never holds the write lock for long.
+ *
+ * PostgreSQL (several instances on one database): every instance writes
+ * the last requests and leases it saw into device.updated_at, coarsely,
+ * and drops its own stale cached sessions; the sweep, idempotency pruning
+ * and retention run on the one instance holding the maintenance advisory
+ * lock (maint.c says how the sweep's bound follows; docs/scale-out.md).
+ * There is no WAL scrub there.
  */
 #ifndef GIM_MAINT_H
 #define GIM_MAINT_H

@@ -682,6 +682,46 @@ size_t presence_expired(struct presence *p, int64_t cutoff_ms, int64_t *device_i
     return n;
 }
 
+size_t presence_active(struct presence *p, int64_t since_ms, int64_t *ids, int64_t *seen,
+                       size_t max)
+{
+    size_t n = 0;
+    pthread_rwlock_rdlock(&p->lock);
+    for (size_t i = 0; i < p->dev.cap; i++) {
+        const struct entry *en = p->dev.tab[i].e;
+        int64_t at = en ? atomic_load_explicit(&en->last_seen_ms, memory_order_relaxed) : 0;
+        if (!en || at < since_ms)
+            continue;
+        if (n < max) {
+            ids[n] = en->device_id;
+            seen[n] = at;
+        }
+        n++;
+    }
+    pthread_rwlock_unlock(&p->lock);
+    return n;
+}
+
+size_t presence_leased(struct presence *p, int64_t since_ms, char (*gw)[PRESENCE_GATEWAY_MAX + 1],
+                       int64_t *at, size_t max)
+{
+    size_t n = 0;
+    pthread_rwlock_rdlock(&p->lock);
+    for (size_t b = 0; b < GW_BUCKETS; b++)
+        for (const struct gw *g = p->gws[b]; g; g = g->next) {
+            int64_t lease = atomic_load_explicit(&g->lease_ms, memory_order_relaxed);
+            if (!g->leased || lease < since_ms)
+                continue;
+            if (n < max) {
+                memcpy(gw[n], g->id, sizeof gw[n]);
+                at[n] = lease;
+            }
+            n++;
+        }
+    pthread_rwlock_unlock(&p->lock);
+    return n;
+}
+
 bool presence_lease_refresh(struct presence *p, const char *gateway_id, int64_t boot_id,
                             int64_t now_ms)
 {

@@ -98,6 +98,24 @@ size_t presence_room_sessions(struct presence *p, int64_t room_id, struct sessio
 size_t presence_expired(struct presence *p, int64_t cutoff_ms, int64_t *device_ids, size_t max);
 
 /*
+ * PostgreSQL (maint.c writes them to the device table, so the instance that
+ * sweeps sees every instance's traffic): copies up to max sessions whose
+ * own last request (not their gateway's lease) is at or after since_ms,
+ * their device ids into ids and those times into seen; returns how many
+ * there are (which may exceed max).
+ */
+size_t presence_active(struct presence *p, int64_t since_ms, int64_t *ids, int64_t *seen,
+                       size_t max);
+
+/*
+ * Likewise for gateway leases: up to max gateways whose last lease is at or
+ * after since_ms, their ids into gw and lease times into at; returns how
+ * many there are.
+ */
+size_t presence_leased(struct presence *p, int64_t since_ms, char (*gw)[PRESENCE_GATEWAY_MAX + 1],
+                       int64_t *at, size_t max);
+
+/*
  * A lease from gateway_id: when presence already holds its lease for exactly
  * boot_id, refreshes it to now_ms and returns true (any thread). false: the
  * gateway is unknown here or its boot_id differs; the writer must compare

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "message.h"
 #include "metrics.h"
+#include "pgstore.h"
 #include "presence.h"
 #include "proto.h"
 #include "push.h"
@@ -30,6 +31,36 @@ static const char SQL_GROUP_COPIES[] =
     "AND i.seq = g.seq AND i.message_id = g.message_id WHERE g.message_id = ?1 "
     "ORDER BY g.user_id";
 
+/*
+ * PostgreSQL (several instances on one database): the same operation with
+ * its own SQL. The message row is locked first (FOR UPDATE), so two
+ * instances recalling the same message at once run one after the other
+ * and the second finds it recalled (already, no second set of notices).
+ * Then the notices' seqs are taken in the database in ascending user id
+ * (the copies come sorted), and the push targets are the notices' users'
+ * online devices in the device table, read inside the transaction,
+ * whichever instance they signed in at. The recall itself is the UPDATE
+ * that sets content NULL: what that erases on PostgreSQL (old row versions,
+ * WAL, replicas) is in docs/scale-out.md, "What erased means".
+ */
+static const char PG_FIND[] =
+    "SELECT m.id, m.sender_type, m.sender_id, m.receiver_type, m.receiver_id, m.message_type, "
+    "m.content, m.send_time, m.status, m.sender_seq, m.receiver_seq "
+    "FROM inbox i JOIN message m ON m.id = i.message_id WHERE i.user_id = $1 AND i.seq = $2 "
+    "FOR UPDATE OF m";
+static const char PG_ERASE[] = "UPDATE message SET status = 2, content = NULL WHERE id = $1";
+static const char PG_HAS_COPY[] =
+    "SELECT 1 FROM inbox WHERE user_id = $1 AND seq = $2 AND message_id = $3";
+static const char PG_GROUP_COPIES[] =
+    "SELECT g.user_id, g.seq FROM group_copy g JOIN inbox i ON i.user_id = g.user_id "
+    "AND i.seq = g.seq AND i.message_id = g.message_id WHERE g.message_id = $1 "
+    "ORDER BY g.user_id";
+/* The actor's role in the message's group (group_role's query, for this backend). */
+static const char PG_ROLE[] = "SELECT role FROM group_member WHERE group_id = $1 AND user_id = $2";
+/* $1: the users as an array literal ("{1,2}"): one statement for any number of them. */
+static const char PG_TARGETS[] = "SELECT device_id, user_id, gateway_id, room_id FROM device "
+                                 "WHERE online = 1 AND user_id = ANY ($1::bigint[])";
+
 /* The message an inbox entry points at, as far as a recall needs it. */
 struct target {
     int64_t id;
@@ -48,10 +79,8 @@ struct copy {
 };
 
 /* The IM's own notices (recall, group notices) carry codes 1..999; 0 for anything else. */
-static int is_notice(sqlite3_stmt *st, int col)
+static int notice_code(const uint8_t *data, size_t len)
 {
-    const uint8_t *data = sqlite3_column_blob(st, col);
-    size_t len = (size_t)sqlite3_column_bytes(st, col);
     Pb__Command *cmd = pb__command__unpack(NULL, len, data);
     int notice = cmd && cmd->code > 0 && cmd->code < 1000 ? cmd->code : 0;
     if (cmd)
@@ -59,8 +88,43 @@ static int is_notice(sqlite3_stmt *st, int col)
     return notice;
 }
 
+static int is_notice(sqlite3_stmt *st, int col)
+{
+    return notice_code(sqlite3_column_blob(st, col), (size_t)sqlite3_column_bytes(st, col));
+}
+
+static gim_err find_pg(struct store_conn *db, int64_t user_id, int64_t seq, struct target *t)
+{
+    PGresult *res = NULL;
+    gim_err e = PG_RUN(db, PG_FIND, &res, NULL, STORE_INT(user_id), STORE_INT(seq));
+    if (e != GIM_OK)
+        return e;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return GIM_ENOTFOUND;
+    }
+    size_t len = 0;
+    const uint8_t *content = pgstore_blob(res, 0, 6, &len);
+    t->id = pgstore_int(res, 0, 0);
+    t->sender_type = (int)pgstore_int(res, 0, 1);
+    t->sender_id = pgstore_int(res, 0, 2);
+    t->receiver_type = (int)pgstore_int(res, 0, 3);
+    t->receiver_id = pgstore_int(res, 0, 4);
+    t->notice = pgstore_int(res, 0, 5) == PB__MESSAGE_TYPE__MT_COMMAND && content
+                    ? notice_code(content, len)
+                    : 0;
+    t->send_time = pgstore_int(res, 0, 7);
+    t->status = (int)pgstore_int(res, 0, 8);
+    t->sender_seq = pgstore_int(res, 0, 9);
+    t->receiver_seq = pgstore_int(res, 0, 10);
+    PQclear(res);
+    return GIM_OK;
+}
+
 static gim_err find(struct store_conn *db, int64_t user_id, int64_t seq, struct target *t)
 {
+    if (store_is_pg(db))
+        return find_pg(db, user_id, seq, t);
     sqlite3_stmt *st = store_stmt(db, SQL_FIND);
     if (!st)
         return GIM_EINTERNAL;
@@ -86,13 +150,31 @@ static gim_err find(struct store_conn *db, int64_t user_id, int64_t seq, struct 
     return rc == SQLITE_DONE ? GIM_ENOTFOUND : store_err(rc);
 }
 
+static gim_err role_pg(struct store_conn *db, int64_t group_id, int64_t user_id,
+                       enum group_role *role)
+{
+    PGresult *res = NULL;
+    char text[16] = "";
+    gim_err e = PG_RUN(db, PG_ROLE, &res, NULL, STORE_INT(group_id), STORE_INT(user_id));
+    if (e == GIM_OK && PQntuples(res) == 1) {
+        size_t len = 0;
+        const uint8_t *r = pgstore_blob(res, 0, 0, &len);
+        if (r && len < sizeof text)
+            memcpy(text, r, len);
+    }
+    PQclear(res);
+    *role = group_role_parse(text);
+    return e;
+}
+
 /* Whether the actor may recall t now; GIM_OK, GIM_EFORBIDDEN or GIM_ERECALLEXPIRED. */
 static gim_err check_allowed(struct wctx *w, const struct target *t, int64_t actor, char *why,
                              size_t whylen)
 {
     enum group_role role = GROUP_NONE;
     if (t->receiver_type == PB__RECEIVER_TYPE__RT_GROUP) {
-        gim_err e = group_role(w->db, t->receiver_id, actor, &role);
+        gim_err e = store_is_pg(w->db) ? role_pg(w->db, t->receiver_id, actor, &role)
+                                       : group_role(w->db, t->receiver_id, actor, &role);
         if (e != GIM_OK) {
             gim_err_why(why, whylen, "cannot read the group's members");
             return e;
@@ -133,10 +215,19 @@ static gim_err user_copies(struct store_conn *db, const struct target *t, struct
     *n = 0;
     for (int i = 0; i < 2; i++) {
         bool yes = false;
+        gim_err e;
         if (i == 1 && cand[1].user_id == cand[0].user_id && cand[1].seq == cand[0].seq)
             break;
-        gim_err e = STORE_EXISTS(db, SQL_HAS_COPY, &yes, STORE_INT(cand[i].user_id),
-                                 STORE_INT(cand[i].seq), STORE_INT(t->id));
+        if (store_is_pg(db)) {
+            PGresult *res = NULL;
+            e = PG_RUN(db, PG_HAS_COPY, &res, NULL, STORE_INT(cand[i].user_id),
+                       STORE_INT(cand[i].seq), STORE_INT(t->id));
+            yes = e == GIM_OK && PQntuples(res) > 0;
+            PQclear(res);
+        } else {
+            e = STORE_EXISTS(db, SQL_HAS_COPY, &yes, STORE_INT(cand[i].user_id),
+                             STORE_INT(cand[i].seq), STORE_INT(t->id));
+        }
         if (e != GIM_OK)
             return e;
         if (yes)
@@ -155,6 +246,24 @@ static void copy_row(sqlite3_stmt *st, void *elem)
 /* Every member copy of a group message, into a malloc'ed array the caller frees. */
 static gim_err group_copies(struct store_conn *db, int64_t message_id, struct copy **out, size_t *n)
 {
+    if (store_is_pg(db)) {
+        PGresult *res = NULL;
+        gim_err e = PG_RUN(db, PG_GROUP_COPIES, &res, NULL, STORE_INT(message_id));
+        *out = NULL;
+        *n = 0;
+        if (e != GIM_OK)
+            return e;
+        size_t rows = (size_t)PQntuples(res);
+        if (rows && !(*out = calloc(rows, sizeof **out))) {
+            PQclear(res);
+            return GIM_ENOMEM;
+        }
+        for (size_t i = 0; i < rows; i++)
+            (*out)[i] = (struct copy){pgstore_int(res, (int)i, 0), pgstore_int(res, (int)i, 1)};
+        *n = rows;
+        PQclear(res);
+        return GIM_OK;
+    }
     void *rows = NULL;
     gim_err e =
         STORE_ROWS(db, SQL_GROUP_COPIES, sizeof **out, copy_row, &rows, n, STORE_INT(message_id));
@@ -211,6 +320,48 @@ static gim_err write_notice(struct wctx *w, const struct recall_result *res, str
     return message_inbox_add(w->db, c.user_id, n->seq, id);
 }
 
+/* PostgreSQL: the notices' users' online devices, from the device table, into res->targets. */
+static gim_err targets_pg(struct store_conn *db, struct recall_result *res)
+{
+    /* "{" + up to 20 digits and a comma per user + "}" */
+    size_t cap = 3 + res->n_notices * 21, len = 0;
+    char *ids = malloc(cap);
+    PGresult *pr = NULL;
+    gim_err e = GIM_ENOMEM;
+    if (!ids)
+        return e;
+    ids[len++] = '{';
+    for (size_t i = 0; i < res->n_notices; i++)
+        len += (size_t)snprintf(ids + len, cap - len, "%s%" PRId64, i ? "," : "",
+                                res->notices[i].user_id);
+    snprintf(ids + len, cap - len, "}");
+    if ((e = PG_RUN(db, PG_TARGETS, &pr, NULL, STORE_TEXT(ids))) != GIM_OK)
+        goto out;
+    size_t n = (size_t)PQntuples(pr);
+    if (n && !(res->targets = calloc(n, sizeof *res->targets))) {
+        e = GIM_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct session *t = &res->targets[i];
+        size_t gl = 0;
+        const uint8_t *gw = pgstore_blob(pr, (int)i, 2, &gl);
+        t->device_id = pgstore_int(pr, (int)i, 0);
+        t->user_id = pgstore_int(pr, (int)i, 1);
+        t->room_id = pgstore_int(pr, (int)i, 3);
+        gl = gl > PRESENCE_GATEWAY_MAX ? PRESENCE_GATEWAY_MAX : gl;
+        if (gw)
+            memcpy(t->gateway_id, gw, gl);
+        t->gateway_id[gl] = 0;
+    }
+    res->n_targets = n;
+    res->targets_known = true;
+out:
+    PQclear(pr);
+    free(ids);
+    return e;
+}
+
 gim_err recall_apply(struct wctx *w, int64_t actor_user, int64_t actor_device, int64_t user_id,
                      int64_t seq, bool admin, struct recall_result *res, char *why, size_t whylen)
 {
@@ -261,7 +412,7 @@ gim_err recall_apply(struct wctx *w, int64_t actor_user, int64_t actor_device, i
     res->receiver_id = t.receiver_id;
     res->send_time = w->now_ms;
 
-    if ((e = STORE_RUN(w->db, SQL_ERASE, NULL, STORE_INT(t.id))) != GIM_OK)
+    if ((e = STORE_RUN2(w->db, SQL_ERASE, PG_ERASE, NULL, STORE_INT(t.id))) != GIM_OK)
         goto storage;
     if (t.receiver_type == PB__RECEIVER_TYPE__RT_GROUP) {
         e = group_copies(w->db, t.id, &copies, &n);
@@ -280,8 +431,13 @@ gim_err recall_apply(struct wctx *w, int64_t actor_user, int64_t actor_device, i
         if ((e = write_notice(w, res, copies[i], &res->notices[i])) != GIM_OK)
             goto storage;
     }
-    /* The content is gone from the b-tree; its old frames are still in the WAL. */
-    w->scrub_wal = true;
+    if (store_is_pg(w->db)) {
+        if (n > 0 && (e = targets_pg(w->db, res)) != GIM_OK)
+            goto storage;
+    } else {
+        /* The content is gone from the b-tree; its old frames are still in the WAL. */
+        w->scrub_wal = true;
+    }
     log_info("recalled", "message=%" PRId64 " actor=%" PRId64 " admin=%d notices=%zu", t.id,
              actor_user, (int)admin, n);
     if (copies != pair)
@@ -324,7 +480,10 @@ void recall_push(struct wctx *w, const struct recall_result *res, int64_t exclud
         msg.message_content.data = n->content;
         msg.message_content.len = n->content_len;
         msg.seq = n->seq;
-        push_msg_user(&pm, w->presence, n->user_id);
+        if (res->targets_known) /* PostgreSQL: from the device table */
+            push_msg_user_of(&pm, res->targets, res->n_targets, n->user_id);
+        else
+            push_msg_user(&pm, w->presence, n->user_id);
         push_msg_send(w->push, &pm, exclude_device, &msg);
     }
     push_msg_free(&pm);
@@ -337,6 +496,7 @@ void recall_result_free(struct recall_result *res)
     for (size_t i = 0; i < res->n_notices; i++)
         free(res->notices[i].content);
     free(res->notices);
+    free(res->targets);
     memset(res, 0, sizeof *res);
 }
 
@@ -348,6 +508,7 @@ gim_err recall_request_write(struct request *r, struct wctx *w, int64_t actor_us
     struct recall_result *res = r->scratch;
     if (!res && !(res = r->scratch = calloc(1, sizeof *res)))
         return request_fail(r, GIM_ENOMEM, "%s: out of memory", what);
+    recall_result_free(res); /* a retried batch (PostgreSQL) runs this again */
     gim_err e =
         recall_apply(w, actor_user, actor_device, user_id, seq, admin, res, why, sizeof why);
     if (e != GIM_OK)

@@ -17,6 +17,12 @@
  * Command in connect.ext.proto). Notices themselves cannot be recalled (EC_FORBIDDEN): they carry
  * no user content, and recalling one would only breed more notices.
  *
+ * On PostgreSQL the same steps run with their own SQL (recall.c): the
+ * message row is locked first, the notices' seqs are taken in the database
+ * in ascending user id, and the push targets come from the device table.
+ * There is no WAL to scrub there: docs/scale-out.md says what "erased"
+ * means on PostgreSQL.
+ *
  * Everything here runs on the writer thread: recall_apply() inside the
  * writer's transaction (a job of writer_run_batch, whose savepoint undoes a
  * failure), recall_push() after the commit.
@@ -32,6 +38,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "presence.h"
 #include "wctx.h"
 
 /* Command.code of a recall notice; data = encoded pb.RecallInput. */
@@ -57,6 +64,10 @@ struct recall_result {
     int64_t send_time;
     struct recall_notice *notices; /* one per copy, ascending user id (owned) */
     size_t n_notices;
+    /* PostgreSQL: the notices' users' online devices from the device table (owned). */
+    struct session *targets;
+    size_t n_targets;
+    bool targets_known;
 };
 
 /*
@@ -83,7 +94,8 @@ gim_err recall_apply(struct wctx *w, int64_t actor_user, int64_t actor_device, i
 /*
  * Publishes each notice to its user's online devices except exclude_device
  * (the recalling device, which has its reply) as Output{PT_MESSAGE,
- * MessageSend}. Call after the commit; touches no database. Does nothing when
+ * MessageSend}: from presence, or on PostgreSQL from res->targets. Call
+ * after the commit; touches no database. Does nothing when
  * w->push or w->presence is NULL.
  */
 void recall_push(struct wctx *w, const struct recall_result *res, int64_t exclude_device);

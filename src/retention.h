@@ -16,7 +16,10 @@
  * back — is pruned once the head reaches it.)
  *
  * Runs on the writer thread with the writer's connection, never inside a
- * batch: each call is one short transaction of its own.
+ * batch: each call is one short transaction of its own. On PostgreSQL the
+ * same steps run with their own SQL, on the instance holding the
+ * maintenance lock (maint.c); deleted rows stay in the table's files until
+ * VACUUM (docs/scale-out.md).
  */
 #ifndef GIM_RETENTION_H
 #define GIM_RETENTION_H

@@ -46,7 +46,11 @@ struct gim_config;
  *                                                             handle_gateway_lease.c
  *   load sessions; a session another instance made            presence_load,
  *                                                             presence_check_shared (presence.c)
- *   maintenance (idempotency pruning)                         maint_run (maint.c)
+ *   recall: lock the message, erase, notices, push targets    recall_apply (recall.c)
+ *   kick; erasure steps                                       kick_apply (kick.c),
+ *                                                             erasure_step (erasure.c)
+ *   maintenance: seen times, presence sweep, idempotency      maint_run (maint.c),
+ *   pruning, retention                                        retention_run (retention.c)
  * SQLite's code there is the code that was there, at the same cost
  * (docs/benchmarks.md, "Issue 17").
  */

@@ -7,7 +7,6 @@
 #include <criterion/criterion.h>
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/sub.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,12 +41,7 @@ static int64_t qi(const char *fmt, long long arg)
 
 static void sql(const char *stmt)
 {
-    sqlite3 *h = NULL;
-    cr_assert_eq(sqlite3_open(srv.db, &h), SQLITE_OK);
-    sqlite3_busy_timeout(h, 5000);
-    cr_assert_eq(sqlite3_exec(h, stmt, NULL, NULL, NULL), SQLITE_OK, "%s: %s", stmt,
-                 sqlite3_errmsg(h));
-    sqlite3_close(h);
+    tl_exec(&srv, stmt);
 }
 
 static char *op_token(void)
@@ -239,15 +233,21 @@ Test(admin_kick, a_bad_operator_token_changes_nothing, .fini = teardown, .timeou
     free(other_secret);
 
     /* A kick whose write fails (an injected storage error) changes nothing either. */
-    sql("CREATE TRIGGER boom BEFORE UPDATE ON device WHEN NEW.online = 0 "
-        "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+    if (tl_pg())
+        sql("CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN RAISE EXCEPTION 'injected failure'; END$$;"
+            "CREATE TRIGGER boom BEFORE UPDATE ON device FOR EACH ROW WHEN (NEW.online = 0) "
+            "EXECUTE FUNCTION boom()");
+    else
+        sql("CREATE TRIGGER boom BEFORE UPDATE ON device WHEN NEW.online = 0 "
+            "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
     token = op_token();
     cr_assert_eq(kick_code(token, 11), PB__ERROR_CODE__EC_INTERNAL);
 
     cr_assert_eq(await_sign_out(gw1, 500), -1, "nobody was told to drop anything");
     cr_assert_eq(qi("SELECT online FROM device WHERE device_id = %lld", 11), 1);
     cr_assert_eq(heartbeat(&a), 0, "the session is intact");
-    sql("DROP TRIGGER boom");
+    sql(tl_pg() ? "DROP TRIGGER boom ON device" : "DROP TRIGGER boom");
     cr_assert_eq(kick_code(token, 11), 0);
     cr_assert_eq(await_sign_out(gw1, 3000), 11);
     free(token);
@@ -369,6 +369,11 @@ struct world {
 
 static void build_world(struct world *w)
 {
+    /* The erasure of a 1:1-only user on PostgreSQL, across two instances, is in
+     * test_pg_maint_it.c; this world needs group and room sends. */
+    if (tl_pg())
+        cr_skip_test("group and room sends are not served by the postgres backend on this "
+                     "branch (pg-groups, pg-rooms port them)");
     start();
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     for (int i = 0; i < 4; i++)

@@ -722,7 +722,4 @@ Test(config, postgres_refuses_what_it_does_not_serve)
     expect_bad("database: {backend: postgres, url: \"postgresql://db/gim\"}\n"
                "api: {listen: \"http://127.0.0.1:7490\"}\n",
                "api.listen", "not supported by the postgres backend");
-    expect_bad("database: {backend: postgres, url: \"postgresql://db/gim\"}\n"
-               "retention: {days: 30}\n",
-               "retention.days", "not supported by the postgres backend");
 }

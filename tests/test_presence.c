@@ -558,3 +558,33 @@ Test(presence, dead_gateways_are_forgotten)
     presence_remove(p, 11, NULL);
     cr_assert_not(presence_lease_refresh(p, "gwS", 0, 500));
 }
+
+/* What maint.c writes to the device table on PostgreSQL: sessions and leases seen since. */
+Test(presence, active_sessions_and_leased_gateways_since)
+{
+    put(10, 1, "gwA", 0, 100);
+    put(11, 2, "gwA", 0, 100);
+    put(20, 3, "gwB", 0, 100);
+    cr_assert_eq(presence_check(p, 1, 10, "gwA", 700, NULL), GIM_OK);
+    int64_t ids[4] = {0}, seen[4] = {0};
+    cr_assert_eq(presence_active(p, 500, ids, seen, 4), 1, "only 10 was seen since 500");
+    cr_assert_eq(ids[0], 10);
+    cr_assert_eq(seen[0], 700);
+    cr_assert_eq(presence_active(p, 100, ids, seen, 4), 3, "since is inclusive");
+    cr_assert_eq(presence_active(p, 100, ids, seen, 1), 3, "the count exceeds max");
+    cr_assert_eq(presence_active(p, 701, ids, seen, 4), 0);
+
+    char gw[4][PRESENCE_GATEWAY_MAX + 1];
+    int64_t at[4] = {0};
+    cr_assert_eq(presence_leased(p, 0, gw, at, 4), 0, "no gateway leased yet");
+    cr_assert_eq(presence_lease_set(p, "gwB", 9, 800), GIM_OK);
+    cr_assert_eq(presence_leased(p, 500, gw, at, 4), 1);
+    cr_assert_str_eq(gw[0], "gwB");
+    cr_assert_eq(at[0], 800);
+    /* A lease refreshes the record; its sessions' own requests are not leases. */
+    cr_assert_eq(presence_active(p, 500, ids, seen, 4), 1);
+    cr_assert(presence_lease_refresh(p, "gwB", 9, 900));
+    cr_assert_eq(presence_leased(p, 850, gw, at, 4), 1);
+    cr_assert_eq(at[0], 900);
+    cr_assert_eq(presence_leased(p, 901, gw, at, 4), 0);
+}

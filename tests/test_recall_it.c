@@ -7,7 +7,6 @@
 #include <criterion/criterion.h>
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/sub.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,12 +32,20 @@ static void start(const char *extra)
 
 static void sql(const char *stmt)
 {
-    sqlite3 *h = NULL;
-    cr_assert_eq(sqlite3_open(srv.db, &h), SQLITE_OK);
-    sqlite3_busy_timeout(h, 5000);
-    cr_assert_eq(sqlite3_exec(h, stmt, NULL, NULL, NULL), SQLITE_OK, "%s: %s", stmt,
-                 sqlite3_errmsg(h));
-    sqlite3_close(h);
+    tl_exec(&srv, stmt);
+}
+
+/*
+ * PostgreSQL: how many rows of message hold text anywhere in their content, by SQL on the
+ * service's database (what any query, psql included, can still read).
+ */
+static int64_t pg_rows_with(const char *text)
+{
+    char q[256];
+    snprintf(q, sizeof q,
+             "SELECT count(*) FROM message WHERE position(convert_to('%s', 'UTF8') IN content) > 0",
+             text);
+    return tl_query_int(srv.db, q);
 }
 
 /* Sends Text{text} and returns the seq of the sender's copy. */
@@ -197,8 +204,12 @@ Test(recall_it, recall_erases_the_content_from_database_and_wal, .fini = teardow
     cr_assert_eq(send_text(&a, PB__RECEIVER_TYPE__RT_USER, 1, "note to self", 1), 1);
     int64_t a_seq = send_text(&a, PB__RECEIVER_TYPE__RT_USER, 2, secret, 2);
     cr_assert_eq(a_seq, 2);
-    cr_assert(tl_file_has(srv.db, secret) || tl_file_has(wal, secret),
-              "the sent text must be on disk before the recall (else this test proves nothing)");
+    if (tl_pg())
+        cr_assert_eq(pg_rows_with(secret), 1, "a query finds the text before the recall");
+    else
+        cr_assert(
+            tl_file_has(srv.db, secret) || tl_file_has(wal, secret),
+            "the sent text must be on disk before the recall (else this test proves nothing)");
 
     char msg[200];
     cr_assert_eq(recall(&a, a_seq, msg, sizeof msg), 0, "%s", msg);
@@ -228,15 +239,19 @@ Test(recall_it, recall_erases_the_content_from_database_and_wal, .fini = teardow
                                       "content IS NULL"),
                  1);
 
+    /* PostgreSQL: no query returns it once the recall is acknowledged (what erased means
+     * there: docs/scale-out.md); the files are the server's, not ours to search. */
+    if (tl_pg())
+        cr_assert_eq(pg_rows_with(secret), 0, "a query still finds the recalled text");
     /* Erased, not hidden: gone from both files within a few seconds. */
-    bool gone = false;
+    bool gone = tl_pg();
     for (int i = 0; i < 50 && !gone; i++) {
         gone = !tl_file_has(srv.db, secret) && !tl_file_has(wal, secret);
         if (!gone)
             usleep(100 * 1000);
     }
-    cr_assert(gone, "recalled text still on disk: db=%d wal=%d", tl_file_has(srv.db, secret),
-              tl_file_has(wal, secret));
+    cr_assert(gone, "recalled text still on disk: db=%d wal=%d",
+              !tl_pg() && tl_file_has(srv.db, secret), tl_file_has(wal, secret));
 
     /* A second recall changes nothing and is still a success. */
     int64_t inbox = tl_query_int(srv.db, "SELECT count(*) FROM inbox");
@@ -262,6 +277,9 @@ Test(recall_it, recall_erases_the_content_from_database_and_wal, .fini = teardow
 Test(recall_it, window_expires_but_group_admins_may_still_recall, .fini = teardown, .timeout = 60)
 {
     struct client_conn a, b, admin;
+    if (tl_pg())
+        cr_skip_test("group sends are not served by the postgres backend on this branch "
+                     "(pg-groups ports them; the recall of a group message is written for both)");
     start("recall: {window_seconds: 1}");
     sql("INSERT INTO chat_group (group_id, name, owner_id, created_at) VALUES (60, 'g', 5, 0);"
         "INSERT INTO group_member (group_id, user_id, role, joined_at) VALUES "

@@ -171,12 +171,6 @@ static gim_err check_database(const struct gim_config *cfg, char *errbuf, size_t
         return GIM_ECONFIG;
     }
     /* What the postgres backend does not serve yet refuses to start rather than half-run. */
-    if (pg && cfg->api.listen && cfg->api.listen[0]) {
-        cfgtable_err(errbuf, errlen,
-                     "api.listen: the business API is not supported by the postgres backend yet "
-                     "(database.backend: postgres; see docs/scale-out.md)");
-        return GIM_ECONFIG;
-    }
     if (pg && cfg->retention.days > 0) {
         cfgtable_err(errbuf, errlen,
                      "retention.days: retention is not supported by the postgres backend yet "

@@ -47,6 +47,11 @@ struct gim_config;
  *   load sessions; a session another instance made            presence_load,
  *                                                             presence_check_shared (presence.c)
  *   maintenance (idempotency pruning)                         maint_run (maint.c)
+ *   groups: membership (locked by sends and changes), rows,   group.c
+ *   ids
+ *   group fan-out (group sends, notices, operator sends) and  fanout.c (fanout_group,
+ *   its push targets                                          fanout_user)
+ *   operator idempotency (claimed first on PostgreSQL)        operator.c
  * SQLite's code there is the code that was there, at the same cost
  * (docs/benchmarks.md, "Issue 17").
  */

@@ -12,8 +12,6 @@
 
 static const char SQL_GROUP_COPY[] =
     "INSERT INTO group_copy (message_id, user_id, seq) VALUES (?1, ?2, ?3)";
-static const char PG_GROUP_COPY[] =
-    "INSERT INTO group_copy (message_id, user_id, seq) VALUES ($1, $2, $3)";
 /*
  * PostgreSQL: the push targets are the online devices in the device table,
  * whichever instance they signed in at, read in the writing transaction: a
@@ -107,6 +105,71 @@ static int cmp_id(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/*
+ * PostgreSQL: a group's copies in a constant number of statements whatever
+ * its size (a round trip per member and row would be thousands): the seqs
+ * in one (seq_next_users: row locks in ascending id order), the message
+ * row, then every inbox and group_copy row in one, the ids and seqs sent as
+ * two array parameters.
+ */
+static const char PG_GROUP_COPIES[] =
+    "WITH c AS (SELECT u, s FROM unnest($2::text::bigint[], $3::text::bigint[]) AS t (u, s)), "
+    "i AS (INSERT INTO inbox (user_id, seq, message_id) SELECT u, s, $1 FROM c) "
+    "INSERT INTO group_copy (message_id, user_id, seq) SELECT $1, u, s FROM c";
+
+static gim_err group_pg(struct wctx *w, struct fanout *f, const int64_t *ids, size_t n,
+                        struct message_new *m, int64_t me, int64_t *id)
+{
+    struct fanout_copy *to = &f->to[f->n_to];
+    int64_t *seqs = malloc(n * sizeof *seqs);
+    char *arr_ids = NULL, *arr_seqs = NULL;
+    int changes = 0;
+    gim_err e = seqs ? seq_next_users(w->seq, w->db, ids, n, seqs) : GIM_ENOMEM;
+    if (e != GIM_OK)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        to[i] = (struct fanout_copy){ids[i], seqs[i]};
+        if (ids[i] == me)
+            m->sender_seq = seqs[i];
+    }
+    if ((e = message_insert(w->db, m, id)) != GIM_OK ||
+        (e = seq_array_literal(ids, n, &arr_ids)) != GIM_OK ||
+        (e = seq_array_literal(seqs, n, &arr_seqs)) != GIM_OK)
+        goto out;
+    e = PG_RUN(w->db, PG_GROUP_COPIES, NULL, &changes, STORE_INT(*id), STORE_TEXT(arr_ids),
+               STORE_TEXT(arr_seqs));
+    if (e == GIM_OK && (size_t)changes != n)
+        e = GIM_EINTERNAL;
+out:
+    free(seqs);
+    free(arr_ids);
+    free(arr_seqs);
+    return e;
+}
+
+/* SQLite: a seq per member from the writer's counters, then the rows one statement each. */
+static gim_err group_sqlite(struct wctx *w, struct fanout *f, const int64_t *ids, size_t n,
+                            struct message_new *m, int64_t me, int64_t *id)
+{
+    struct fanout_copy *to = &f->to[f->n_to];
+    gim_err e;
+    for (size_t i = 0; i < n; i++) {
+        to[i].user_id = ids[i];
+        if ((e = seq_next(w->seq, w->db, SEQ_USER, ids[i], &to[i].seq)) != GIM_OK)
+            return e;
+        if (ids[i] == me)
+            m->sender_seq = to[i].seq;
+    }
+    if ((e = message_insert(w->db, m, id)) != GIM_OK)
+        return e;
+    for (size_t i = 0; i < n; i++)
+        if ((e = message_inbox_add(w->db, to[i].user_id, to[i].seq, *id)) != GIM_OK ||
+            (e = STORE_RUN(w->db, SQL_GROUP_COPY, NULL, STORE_INT(*id), STORE_INT(to[i].user_id),
+                           STORE_INT(to[i].seq))) != GIM_OK)
+            return e;
+    return GIM_OK;
+}
+
 gim_err fanout_group(struct wctx *w, struct fanout *f, const int64_t *ids, size_t n)
 {
     struct message_new m = message_new_of(&f->msg);
@@ -114,7 +177,6 @@ gim_err fanout_group(struct wctx *w, struct fanout *f, const int64_t *ids, size_
     /* A user's send stores its own copy's seq in the message row (recall, idempotent replies). */
     int64_t me =
         f->msg.sender->sender_type == PB__SENDER_TYPE__ST_USER ? f->msg.sender->sender_id : 0;
-    size_t first = f->n_to;
     bool pg = store_is_pg(w->db);
     gim_err e = reserve(f, n);
     if (e != GIM_OK)
@@ -129,29 +191,14 @@ gim_err fanout_group(struct wctx *w, struct fanout *f, const int64_t *ids, size_
             ids = sorted;
             break;
         }
-    for (size_t i = 0; i < n; i++) {
-        struct fanout_copy *c = &f->to[first + i];
-        c->user_id = ids[i];
-        if ((e = seq_next(w->seq, w->db, SEQ_USER, ids[i], &c->seq)) != GIM_OK)
-            goto out;
-        if (ids[i] == me)
-            m.sender_seq = c->seq;
+    e = pg ? group_pg(w, f, ids, n, &m, me, &id) : group_sqlite(w, f, ids, n, &m, me, &id);
+    if (e == GIM_OK) {
+        f->n_to += n;
+        f->sender_seq = m.sender_seq;
+        f->message_id = id;
+        if (pg)
+            e = targets_pg(w, f, PG_GROUP_TARGETS, id);
     }
-    if ((e = message_insert(w->db, &m, &id)) != GIM_OK)
-        goto out;
-    for (size_t i = 0; i < n; i++) {
-        const struct fanout_copy *c = &f->to[first + i];
-        if ((e = message_inbox_add(w->db, c->user_id, c->seq, id)) != GIM_OK ||
-            (e = STORE_RUN2(w->db, SQL_GROUP_COPY, PG_GROUP_COPY, NULL, STORE_INT(id),
-                            STORE_INT(c->user_id), STORE_INT(c->seq))) != GIM_OK)
-            goto out;
-    }
-    f->n_to += n;
-    f->sender_seq = m.sender_seq;
-    f->message_id = id;
-    if (pg)
-        e = targets_pg(w, f, PG_GROUP_TARGETS, id);
-out:
     free(sorted);
     return e;
 }

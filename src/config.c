@@ -170,13 +170,6 @@ static gim_err check_database(const struct gim_config *cfg, char *errbuf, size_t
                      "it may hold a password)");
         return GIM_ECONFIG;
     }
-    /* What the postgres backend does not serve yet refuses to start rather than half-run. */
-    if (pg && cfg->api.listen && cfg->api.listen[0]) {
-        cfgtable_err(errbuf, errlen,
-                     "api.listen: the business API is not supported by the postgres backend yet "
-                     "(database.backend: postgres; see docs/scale-out.md)");
-        return GIM_ECONFIG;
-    }
     return GIM_OK;
 }
 

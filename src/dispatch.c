@@ -47,7 +47,8 @@ const struct handler *dispatch_handler(int type)
 
 /*
  * The request types the PostgreSQL backend serves (issue 17, phase 1: the
- * core path). Everything else answers EC_UNAVAILABLE there, from here only:
+ * core path; phase 2: groups and the business API's group and send
+ * requests). Everything else answers EC_UNAVAILABLE there, from here only:
  * no handler of an unported type ever runs on a PostgreSQL connection.
  * docs/scale-out.md lists the same.
  */
@@ -65,6 +66,15 @@ static bool pg_serves(int type)
     case PB__PACKAGE_TYPE__PT_ADMIN_RECALL:
     case PB__PACKAGE_TYPE__PT_ADMIN_KICK:
     case PB__PACKAGE_TYPE__PT_ADMIN_ERASE:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_CREATE:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_UPDATE:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_DISSOLVE:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_ADD_MEMBERS:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_REMOVE_MEMBERS:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_SET_ROLE:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_GET:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_MEMBERS:
+    case PB__PACKAGE_TYPE__PT_ADMIN_SEND: /* to users and groups: see dispatch_pg_unsupported */
         return true;
     default:
         return false;
@@ -80,17 +90,20 @@ gim_err dispatch_pg_unsupported(struct request *r)
         what = r->h ? r->h->name : "this request type";
     else if (r->h == &handle_message && r->in) {
         const Pb__Message *m = ((const Pb__MessageSend *)r->in)->message;
-        if (m && m->receiver_type == PB__RECEIVER_TYPE__RT_GROUP)
-            what = "group sends";
-        else if (m && m->receiver_type == PB__RECEIVER_TYPE__RT_ROOM)
+        if (m && m->receiver_type == PB__RECEIVER_TYPE__RT_ROOM)
             what = "room sends";
+    } else if (r->h == &handle_admin_send && r->in) {
+        const Pb__Message *m = ((const Pb__AdminSendInput *)r->in)->message;
+        if (m && m->receiver_type == PB__RECEIVER_TYPE__RT_ROOM)
+            what = "admin send to a room";
     }
     if (!what)
         return GIM_OK;
     return request_fail(r, GIM_EUNAVAILABLE,
                         "%s: not supported by the postgres backend yet (database.backend: "
-                        "postgres serves sign-in/out, heartbeat, lease, sends to a user, sync, "
-                        "ack, recall, kick and erase; see docs/scale-out.md)",
+                        "postgres serves sign-in/out, heartbeat, lease, sends to a user or a "
+                        "group, sync, ack, recall, kick, erase, and the business API's groups "
+                        "and sends to users and groups; see docs/scale-out.md)",
                         what);
 }
 

@@ -13,7 +13,18 @@
  *
  * The fanout_* writers run inside the writer's transaction (a job's
  * savepoint undoes them on failure); fanout_push() runs after the commit on
- * the writer thread and touches no database.
+ * the writer thread and touches no database. A client's own group send
+ * (PT_MESSAGE, handle_message.c) is written by fanout_group() as well, so
+ * group fan-out exists once for both backends.
+ *
+ * PostgreSQL (store_is_pg): the seqs are taken in the database in
+ * ascending user id order (fanout_group sorts when it has to), so two
+ * instances fanning out to overlapping groups lock the members' user_seq
+ * rows in the same order and cannot deadlock on each other (a deadlock
+ * across the jobs of two batches still can: the writer retries the whole
+ * batch). The push targets are read from the device table in the same
+ * transaction (f->targets), since the devices may be signed in at any
+ * instance; SQLite pushes from presence as before.
  *
  * Ownership: the caller fills f->msg (fanout_init), whose content and
  * mentions it keeps alive until fanout_free(); the fanout owns f->to.
@@ -25,6 +36,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "presence.h"
 #include "proto.h"
 #include "wctx.h"
 
@@ -38,13 +50,27 @@ struct fanout {
     Pb__Sender sender;
     struct fanout_copy *to; /* every inbox written, in order (owned) */
     size_t n_to, cap_to;
-    int64_t room_seq; /* a room copy: its seq in the room log */
+    int64_t room_seq;   /* a room copy: its seq in the room log */
+    int64_t sender_seq; /* a user's group send: its own copy's seq (the row's sender_seq); else 0 */
+    int64_t message_id; /* the last message row written */
+    /* PostgreSQL: the copies' users' online devices, from the device table (owned). */
+    struct session *targets;
+    size_t n_targets, cap_targets;
+    bool targets_known; /* targets holds them (none online included): push from there */
 };
 
 /* Zeroes f and points f->msg.sender at f->sender; status MS_NORMAL. */
 void fanout_init(struct fanout *f);
 
-/* One message for group f->msg.receiver_id in the inbox of each of ids[0..n) (distinct). */
+/* Forgets what the writers wrote (f->msg stays): a retried batch runs the write again. */
+void fanout_restart(struct fanout *f);
+
+/*
+ * One message for group f->msg.receiver_id in the inbox of each of ids[0..n)
+ * (distinct; ascending saves PostgreSQL a sort). When f->msg's sender is a
+ * user (ST_USER) among ids, its copy's seq is the row's sender_seq and
+ * f->sender_seq.
+ */
 gim_err fanout_group(struct wctx *w, struct fanout *f, const int64_t *ids, size_t n);
 
 /* One message of its own in user_id's inbox, receiver RT_USER/user_id. */
@@ -59,6 +85,13 @@ gim_err fanout_room(struct wctx *w, struct fanout *f);
  * nothing when w->push or w->presence is NULL.
  */
 void fanout_push(struct wctx *w, struct fanout *f);
+
+/*
+ * The sessions of user_id among ss[0..n) (sorted by user_id): a pointer to
+ * the first and their number in *count (0: none).
+ */
+const struct session *fanout_targets_of(const struct session *ss, size_t n, int64_t user_id,
+                                        size_t *count);
 
 /* Frees f->to and zeroes f. NULL is a no-op. */
 void fanout_free(struct fanout *f);

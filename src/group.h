@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <libpq-fe.h>
+
 #include "err.h"
 #include "proto.h"
 #include "store.h"
@@ -27,6 +29,17 @@ enum group_role { GROUP_NONE = 0, GROUP_MEMBER = 1, GROUP_ADMIN = 2, GROUP_OWNER
 gim_err group_role(struct store_conn *db, int64_t group_id, int64_t user_id, enum group_role *role);
 
 /*
+ * Whether group_id exists, into *exists. On PostgreSQL the row can be locked
+ * until the commit as well: GROUP_LOCK_SHARE by a send (which reads the
+ * members), GROUP_LOCK_UPDATE by a change of the members or of the group,
+ * so that a send on another instance sees the membership either before
+ * the change or after it, never half of it. SQLite has one writer and
+ * ignores lock.
+ */
+enum group_lock { GROUP_LOCK_NONE = 0, GROUP_LOCK_SHARE, GROUP_LOCK_UPDATE };
+gim_err group_exists(struct store_conn *db, int64_t group_id, enum group_lock lock, bool *exists);
+
+/*
  * The member ids of group_id in ascending order, into a malloc'ed array the
  * caller frees (*ids is NULL when there are none).
  */
@@ -34,6 +47,9 @@ gim_err group_members(struct store_conn *db, int64_t group_id, int64_t **ids, si
 
 /* Parses 'owner'/'admin'/'member'; GROUP_NONE for anything else. */
 enum group_role group_role_parse(const char *s);
+
+/* The same of the text at (row, col) of a binary PostgreSQL result (pgstore.h). */
+enum group_role group_role_of_pgrow(const PGresult *res, int row, int col);
 
 /* The stored name of a role ('owner', 'admin', 'member'); NULL for GROUP_NONE. */
 const char *group_role_name(enum group_role role);

@@ -26,6 +26,7 @@
 #include "handlers.h"
 #include "log.h"
 #include "operator.h"
+#include "pgstore.h"
 #include "request.h"
 
 /* Bounds of the group's own fields, in bytes. */
@@ -41,7 +42,12 @@ static const char SQL_MEMBER[] =
 static const char SQL_PAGE[] =
     "SELECT user_id, role, joined_at FROM group_member WHERE group_id = ?1 AND user_id > ?2 "
     "ORDER BY user_id LIMIT ?3";
-static const char SQL_EXISTS[] = "SELECT 1 FROM chat_group WHERE group_id = ?1";
+/* PostgreSQL: the same reads, $n parameters. */
+static const char PG_MEMBER[] =
+    "SELECT role, joined_at FROM group_member WHERE group_id = $1 AND user_id = $2";
+static const char PG_PAGE[] =
+    "SELECT user_id, role, joined_at FROM group_member WHERE group_id = $1 AND user_id > $2 "
+    "ORDER BY user_id LIMIT $3";
 
 struct group_job {
     struct operator_idem idem;
@@ -75,6 +81,18 @@ static void job_cleanup(struct request *r)
     free(j->ids);
     free(j);
     r->scratch = NULL;
+}
+
+/*
+ * At the start of every write: a retried batch (PostgreSQL: a deadlock or a
+ * serialization failure rolls the whole batch back) runs it again from here.
+ */
+static void job_restart(struct group_job *j)
+{
+    fanout_restart(&j->notice);
+    free(j->content);
+    j->content = NULL;
+    j->notify = false;
 }
 
 static void job_committed(struct request *r, struct wctx *w)
@@ -139,29 +157,28 @@ static gim_err storage(struct request *r, struct wctx *w, gim_err e, const char 
     if (e == GIM_ENOMEM)
         return request_fail(r, e, "out of memory");
     log_warn("operator request failed", "request=%s step=%s code=%s error=\"%s\"", what, step,
-             gim_err_name(e), sqlite3_errmsg(w->db->db));
+             gim_err_name(e), store_errmsg(w->db));
     return request_fail(
         r, e == GIM_EUNAVAILABLE ? e : GIM_EINTERNAL, "%s: %s (%s)", what,
         e == GIM_EUNAVAILABLE ? "database unavailable, retry later" : "storage error", step);
 }
 
-/* GIM_OK when group_id exists; GIM_ENOTFOUND (r failed) when not. */
+/*
+ * GIM_OK when group_id exists; GIM_ENOTFOUND (r failed) when not. In the
+ * writer (w set) the group's row stays locked until the commit on
+ * PostgreSQL (group.h, GROUP_LOCK_UPDATE): the change and its notice are
+ * made against the members as they are, whatever another instance does.
+ */
 static gim_err must_exist(struct request *r, struct store_conn *db, struct wctx *w,
                           int64_t group_id, const char *what)
 {
-    sqlite3_stmt *st = store_stmt(db, SQL_EXISTS);
-    if (!st)
-        return request_fail(r, GIM_EINTERNAL, "%s: storage error", what);
-    int rc = STORE_BIND(st, STORE_INT(group_id));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    store_done(st);
-    if (rc == SQLITE_ROW)
+    bool exists = false;
+    gim_err e = group_exists(db, group_id, w ? GROUP_LOCK_UPDATE : GROUP_LOCK_NONE, &exists);
+    if (e == GIM_OK && exists)
         return GIM_OK;
-    if (rc == SQLITE_DONE)
+    if (e == GIM_OK)
         return request_fail(r, GIM_ENOTFOUND, "%s: no group %" PRId64, what, group_id);
-    return w ? storage(r, w, store_err(rc), what, "group")
-             : request_fail(r, store_err(rc), "%s: storage error", what);
+    return w ? storage(r, w, e, what, "group") : request_fail(r, e, "%s: storage error", what);
 }
 
 /*
@@ -201,6 +218,8 @@ static gim_err notify(struct request *r, struct wctx *w, struct group_job *j, co
         members = all;
         memcpy(members + n, extra, n_extra * sizeof *extra);
         n += n_extra;
+        /* Ascending, as fanout_group() wants it (PostgreSQL locks the seqs in this order). */
+        qsort(members, n, sizeof *members, cmp_id);
     }
     if (n > 0 && (e = fanout_group(w, &j->notice, members, n)) != GIM_OK) {
         e = storage(r, w, e, what, "notice");
@@ -266,6 +285,7 @@ static gim_err create_write(struct request *r, struct wctx *w)
     Pb__GroupInfo pb;
     int64_t gid = 0;
     bool added;
+    job_restart(j);
     gim_err e = operator_idem_replay(r, w, &j->idem, what);
     if (e != GIM_OK || j->idem.replayed)
         return e;
@@ -341,6 +361,7 @@ static gim_err update_write(struct request *r, struct wctx *w)
     struct group_job *j = r->scratch;
     struct group_info info = {0};
     Pb__GroupInfo pb;
+    job_restart(j);
     gim_err e = operator_idem_replay(r, w, &j->idem, what);
     if (e != GIM_OK || j->idem.replayed)
         return e;
@@ -388,6 +409,7 @@ static gim_err dissolve_write(struct request *r, struct wctx *w)
     struct group_job *j = r->scratch;
     int64_t *members = NULL;
     size_t n = 0;
+    job_restart(j);
     gim_err e = operator_idem_replay(r, w, &j->idem, what);
     if (e != GIM_OK || j->idem.replayed)
         return e;
@@ -491,6 +513,7 @@ static gim_err members_write(struct request *r, struct wctx *w, bool add)
     struct split s = {0};
     struct group_info info = {0};
     Pb__GroupInfo pb;
+    job_restart(j);
     gim_err e = operator_idem_replay(r, w, &j->idem, what);
     if (e != GIM_OK || j->idem.replayed)
         return e;
@@ -611,6 +634,18 @@ static gim_err role_prepare(struct request *r)
 static gim_err member_get(struct store_conn *db, int64_t group_id, int64_t user_id,
                           enum group_role *role, int64_t *joined_at)
 {
+    if (store_is_pg(db)) {
+        PGresult *res = NULL;
+        gim_err e = PG_RUN(db, PG_MEMBER, &res, NULL, STORE_INT(group_id), STORE_INT(user_id));
+        if (e == GIM_OK && PQntuples(res) == 0)
+            e = GIM_ENOTFOUND;
+        if (e == GIM_OK) {
+            *role = group_role_of_pgrow(res, 0, 0);
+            *joined_at = pgstore_int(res, 0, 1);
+        }
+        PQclear(res);
+        return e;
+    }
     sqlite3_stmt *st = store_stmt(db, SQL_MEMBER);
     if (!st)
         return GIM_EINTERNAL;
@@ -634,6 +669,7 @@ static gim_err role_write(struct request *r, struct wctx *w)
     Pb__GroupInfo pb;
     enum group_role now = GROUP_NONE, want = (enum group_role)in->role;
     int64_t joined = 0;
+    job_restart(j);
     gim_err e = operator_idem_replay(r, w, &j->idem, what);
     if (e != GIM_OK || j->idem.replayed)
         return e;
@@ -715,6 +751,24 @@ static gim_err list_read(struct request *r, struct store_conn *ro)
         e = request_fail(r, GIM_ENOMEM, "out of memory");
         goto out;
     }
+    if (store_is_pg(ro)) {
+        PGresult *res = NULL;
+        e = PG_RUN(ro, PG_PAGE, &res, NULL, STORE_INT(in->group_id), STORE_INT(in->after_user_id),
+                   STORE_INT((int64_t)limit + 1));
+        if (e != GIM_OK) {
+            e = request_fail(r, e, "%s: storage error", what);
+            goto out;
+        }
+        for (int i = 0; i < PQntuples(res) && n <= limit; i++, n++) {
+            pb__group_member__init(&rows[n]);
+            rows[n].user_id = pgstore_int(res, i, 0);
+            rows[n].role = (Pb__GroupRole)group_role_of_pgrow(res, i, 1);
+            rows[n].joined_at = pgstore_int(res, i, 2);
+            ptrs[n] = &rows[n];
+        }
+        PQclear(res);
+        goto reply;
+    }
     sqlite3_stmt *st = store_stmt(ro, SQL_PAGE);
     if (!st) {
         e = request_fail(r, GIM_EINTERNAL, "%s: storage error", what);
@@ -738,6 +792,7 @@ static gim_err list_read(struct request *r, struct store_conn *ro)
         e = request_fail(r, store_err(rc), "%s: storage error", what);
         goto out;
     }
+reply:;
     Pb__AdminGroupMemberListOutput out = PB__ADMIN_GROUP_MEMBER_LIST_OUTPUT__INIT;
     out.has_more = n > limit;
     out.members = ptrs;

@@ -32,8 +32,6 @@
 /* Most users one list send may name. */
 #define SEND_MAX_USERS 1000
 
-static const char SQL_GROUP_EXISTS[] = "SELECT 1 FROM chat_group WHERE group_id = ?1";
-
 struct admin_send {
     struct operator_idem idem;
     struct fanout f;
@@ -131,51 +129,90 @@ static gim_err failed(struct request *r, struct wctx *w, gim_err e, const char *
     if (e == GIM_ENOMEM)
         return request_fail(r, e, "out of memory");
     log_warn("admin send failed", "step=%s code=%s error=\"%s\"", step, gim_err_name(e),
-             sqlite3_errmsg(w->db->db));
+             store_errmsg(w->db));
     return request_fail(r, e == GIM_EUNAVAILABLE ? e : GIM_EINTERNAL, "admin send: %s (%s)",
                         e == GIM_EUNAVAILABLE ? "database unavailable, retry later"
                                               : "cannot store the message",
                         step);
 }
 
+/*
+ * On PostgreSQL the group's row is share-locked (group.h) so that the
+ * members read here stay the members until the commit, and fanout_group()
+ * takes their seqs in ascending id order.
+ */
 static gim_err send_group(struct request *r, struct wctx *w, struct admin_send *s)
 {
     int64_t gid = s->f.msg.receiver_id, *ids = NULL;
     size_t n = 0;
-    sqlite3_stmt *st = store_stmt(w->db, SQL_GROUP_EXISTS);
-    if (!st)
-        return failed(r, w, GIM_EINTERNAL, "group");
-    int rc = STORE_BIND(st, STORE_INT(gid));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    store_done(st);
-    if (rc == SQLITE_DONE)
+    bool exists = false;
+    gim_err e = group_exists(w->db, gid, GROUP_LOCK_SHARE, &exists);
+    if (e != GIM_OK)
+        return failed(r, w, e, "group");
+    if (!exists)
         return request_fail(r, GIM_ENOTFOUND, "admin send: no group %" PRId64, gid);
-    if (rc != SQLITE_ROW)
-        return failed(r, w, store_err(rc), "group");
     /* The members as they are in this transaction: one removed a moment ago gets nothing. */
-    gim_err e = group_members(w->db, gid, &ids, &n);
+    e = group_members(w->db, gid, &ids, &n);
     if (e == GIM_OK && n > 0)
         e = fanout_group(w, &s->f, ids, n);
     free(ids);
     return e == GIM_OK ? GIM_OK : failed(r, w, e, "members");
 }
 
+static int cmp_pos(const void *a, const void *b, void *ids)
+{
+    int64_t x = ((const int64_t *)ids)[*(const size_t *)a];
+    int64_t y = ((const int64_t *)ids)[*(const size_t *)b];
+    return (x > y) - (x < y);
+}
+
+/*
+ * A list send: one copy each, in the list's order on SQLite. PostgreSQL
+ * takes the users' seqs (row locks) in ascending id order, like every
+ * multi-user write there, and then puts the copies back in the list's order
+ * for the reply.
+ */
+static gim_err send_list(struct wctx *w, struct admin_send *s)
+{
+    gim_err e = GIM_OK;
+    if (!store_is_pg(w->db)) {
+        for (size_t i = 0; i < s->n_ids && e == GIM_OK; i++)
+            e = fanout_user(w, &s->f, s->ids[i]);
+        return e;
+    }
+    size_t *pos = malloc(s->n_ids * sizeof *pos);
+    struct fanout_copy *copies = malloc(s->n_ids * sizeof *copies);
+    if (!pos || !copies) {
+        e = GIM_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < s->n_ids; i++)
+        pos[i] = i;
+    qsort_r(pos, s->n_ids, sizeof *pos, cmp_pos, s->ids);
+    for (size_t i = 0; i < s->n_ids && e == GIM_OK; i++)
+        e = fanout_user(w, &s->f, s->ids[pos[i]]);
+    if (e != GIM_OK)
+        goto out;
+    for (size_t i = 0; i < s->n_ids; i++)
+        copies[pos[i]] = s->f.to[i];
+    memcpy(s->f.to, copies, s->n_ids * sizeof *copies);
+out:
+    free(pos);
+    free(copies);
+    return e;
+}
+
 static gim_err send_write(struct request *r, struct wctx *w)
 {
     struct admin_send *s = r->scratch;
+    fanout_restart(&s->f); /* a retried batch (PostgreSQL) runs this again */
     gim_err e = operator_idem_replay(r, w, &s->idem, "admin send");
     if (e != GIM_OK || s->idem.replayed)
         return e;
     s->f.msg.send_time = w->now_ms;
     switch (s->f.msg.receiver_type) {
     case PB__RECEIVER_TYPE__RT_USER:
-        if (!s->list) {
-            e = fanout_user(w, &s->f, s->f.msg.receiver_id);
-        } else {
-            for (size_t i = 0; i < s->n_ids && e == GIM_OK; i++)
-                e = fanout_user(w, &s->f, s->ids[i]);
-        }
+        e = s->list ? send_list(w, s) : fanout_user(w, &s->f, s->f.msg.receiver_id);
         if (e != GIM_OK)
             return failed(r, w, e, "inbox");
         break;

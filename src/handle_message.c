@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "fanout.h"
 #include "group.h"
 #include "handlers.h"
 #include "log.h"
@@ -56,19 +57,11 @@ static const char SQL_IDEM_PUT_ROOM[] =
     "INSERT INTO room_idempotency (device_id, request_id, created_at, room_id, room_seq) "
     "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (device_id, request_id) DO UPDATE SET "
     "created_at = excluded.created_at, room_id = excluded.room_id, room_seq = excluded.room_seq";
-static const char SQL_GROUP_EXISTS[] = "SELECT 1 FROM chat_group WHERE group_id = ?1";
-static const char SQL_GROUP_COPY[] =
-    "INSERT INTO group_copy (message_id, user_id, seq) VALUES (?1, ?2, ?3)";
-
-struct recipient {
-    int64_t user_id;
-    int64_t seq; /* of this user's copy */
-};
 
 struct send_state {
     Pb__Message msg; /* as stored; seq is set per copy when replying and pushing */
     Pb__Sender sender;
-    struct recipient *to; /* every inbox that got a copy; NULL for a retried send */
+    struct fanout_copy *to; /* every inbox that got a copy; NULL for a retried send */
     size_t n_to;
     int64_t message_id;
     int64_t sender_seq;
@@ -156,11 +149,11 @@ static gim_err send_user(struct request *r, struct wctx *w, struct send_state *s
         return store_failed(r, w, e, "receiver seq");
     if ((e = message_insert(w->db, &m, &s->message_id)) != GIM_OK)
         return store_failed(r, w, e, "message");
-    s->to[s->n_to++] = (struct recipient){me, m.sender_seq};
+    s->to[s->n_to++] = (struct fanout_copy){me, m.sender_seq};
     if ((e = message_inbox_add(w->db, me, m.sender_seq, s->message_id)) != GIM_OK)
         return store_failed(r, w, e, "sender inbox");
     if (to != me) {
-        s->to[s->n_to++] = (struct recipient){to, m.receiver_seq};
+        s->to[s->n_to++] = (struct fanout_copy){to, m.receiver_seq};
         if ((e = message_inbox_add(w->db, to, m.receiver_seq, s->message_id)) != GIM_OK)
             return store_failed(r, w, e, "receiver inbox");
     }
@@ -168,23 +161,38 @@ static gim_err send_user(struct request *r, struct wctx *w, struct send_state *s
     return GIM_OK;
 }
 
-/* A copy for every member, the sender's included, read fresh in this transaction. */
+/*
+ * A copy for every member, the sender's included, read fresh in this
+ * transaction, written by fanout_group() (fanout.h: the same fan-out as the
+ * business API's group sends and notices). On PostgreSQL the group's row is
+ * share-locked first: a membership change on another instance waits for
+ * this send (or this send for it), so the members read here are the
+ * members, and fanout_group() takes their seqs in ascending id order.
+ */
 static gim_err send_group(struct request *r, struct wctx *w, struct send_state *s)
 {
     int64_t me = r->sess.user_id, gid = s->msg.receiver_id;
     int64_t *ids = NULL;
     size_t n = 0;
     enum group_role role;
-    struct message_new m = message_new_of(&s->msg);
+    bool exists = true;
+    /* The fan-out writes s's message; its copies (and targets) become s's. */
+    struct fanout f = {.msg = s->msg};
     gim_err e;
 
+    if (store_is_pg(w->db) &&
+        ((e = group_exists(w->db, gid, GROUP_LOCK_SHARE, &exists)) != GIM_OK || !exists)) {
+        e = e != GIM_OK ? store_failed(r, w, e, "group")
+                        : request_fail(r, GIM_ENOTFOUND, "no group %" PRId64, gid);
+        goto out;
+    }
     if ((e = group_role(w->db, gid, me, &role)) != GIM_OK) {
         store_failed(r, w, e, "membership");
         goto out;
     }
     if (role == GROUP_NONE) {
-        bool exists = false;
-        if ((e = STORE_EXISTS(w->db, SQL_GROUP_EXISTS, &exists, STORE_INT(gid))) != GIM_OK) {
+        if (!store_is_pg(w->db) &&
+            (e = group_exists(w->db, gid, GROUP_LOCK_NONE, &exists)) != GIM_OK) {
             store_failed(r, w, e, "group");
             goto out;
         }
@@ -196,36 +204,19 @@ static gim_err send_group(struct request *r, struct wctx *w, struct send_state *
         store_failed(r, w, e, "members");
         goto out;
     }
-    if (!(s->to = calloc(n, sizeof *s->to))) {
-        e = request_fail(r, GIM_ENOMEM, "out of memory");
+    e = fanout_group(w, &f, ids, n);
+    s->to = f.to;
+    s->n_to = f.n_to;
+    s->targets = f.targets;
+    s->n_targets = f.n_targets;
+    s->targets_known = f.targets_known;
+    if (e != GIM_OK) {
+        s->n_to = 0;
+        store_failed(r, w, e, "group copies");
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        s->to[i].user_id = ids[i];
-        if ((e = seq_next(w->seq, w->db, SEQ_USER, ids[i], &s->to[i].seq)) != GIM_OK) {
-            store_failed(r, w, e, "member seq");
-            goto out;
-        }
-        if (ids[i] == me)
-            m.sender_seq = s->to[i].seq;
-    }
-    s->n_to = n;
-    if ((e = message_insert(w->db, &m, &s->message_id)) != GIM_OK) {
-        store_failed(r, w, e, "message");
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if ((e = message_inbox_add(w->db, ids[i], s->to[i].seq, s->message_id)) != GIM_OK) {
-            store_failed(r, w, e, "member inbox");
-            goto out;
-        }
-        if ((e = STORE_RUN(w->db, SQL_GROUP_COPY, NULL, STORE_INT(s->message_id), STORE_INT(ids[i]),
-                           STORE_INT(s->to[i].seq))) != GIM_OK) {
-            store_failed(r, w, e, "group copy");
-            goto out;
-        }
-    }
-    s->sender_seq = m.sender_seq;
+    s->message_id = f.message_id;
+    s->sender_seq = f.sender_seq;
 out:
     free(ids);
     return e;
@@ -385,6 +376,9 @@ static const char PG_IDEM_GET[] =
     "coalesce(length(m.content), 0) + coalesce(length(m.to_user_ids), 0) FROM idempotency i "
     "LEFT JOIN message m ON m.id = i.message_id "
     "WHERE i.device_id = $1 AND i.request_id = $2 FOR UPDATE OF i";
+/* A group send's record (a user send's is set by PG_STORE). */
+static const char PG_IDEM_SET[] =
+    "UPDATE idempotency SET message_id = $3 WHERE device_id = $1 AND request_id = $2";
 /* A room send's details of a record taken over (rooms are not served on postgres yet). */
 static const char PG_IDEM_DROP_ROOM[] =
     "DELETE FROM room_idempotency WHERE device_id = $1 AND request_id = $2";
@@ -404,7 +398,7 @@ static const char PG_STORE[] =
     "k AS (UPDATE idempotency SET message_id = (SELECT id FROM m) "
     "WHERE device_id = $3 AND request_id = $12) "
     "SELECT m.id, d.device_id, d.user_id, d.gateway_id, d.room_id FROM m "
-    "LEFT JOIN device d ON d.online = 1 AND d.user_id IN ($2, $5)";
+    "LEFT JOIN device d ON d.online = 1 AND d.user_id IN ($2, $5) ORDER BY d.user_id";
 
 /*
  * The key's row exists (claimed by an earlier, committed send): a replay
@@ -504,31 +498,12 @@ static gim_err store_pg(struct request *r, struct wctx *w, struct send_state *s,
     return GIM_OK;
 }
 
-static gim_err send_write_pg(struct request *r, struct wctx *w, struct send_state *s)
+/* One copy in the receiver's inbox and one in the sender's, the seqs taken in user id order. */
+static gim_err send_user_pg(struct request *r, struct wctx *w, struct send_state *s)
 {
     int64_t me = r->sess.user_id, to = s->msg.receiver_id;
     struct message_new m = message_new_of(&s->msg);
     gim_err e;
-    int claimed = 1;
-
-    /* A retried batch runs this again: start from nothing. */
-    free(s->to);
-    free(s->targets);
-    s->to = NULL;
-    s->targets = NULL;
-    s->n_to = s->n_targets = 0;
-    s->targets_known = false;
-    s->message_id = s->sender_seq = 0;
-    if (s->msg.receiver_type != PB__RECEIVER_TYPE__RT_USER) /* dispatch refused the others */
-        return request_fail(r, GIM_EUNAVAILABLE, "send: not supported by the postgres backend");
-    if (r->request_id != 0) {
-        if ((e = PG_RUN(w->db, PG_IDEM_CLAIM, NULL, &claimed, STORE_INT(r->sess.device_id),
-                        STORE_INT(r->request_id))) != GIM_OK)
-            return store_failed(r, w, e, "idempotency");
-        bool replayed = false;
-        if (claimed == 0 && ((e = idem_replay_pg(r, w, &replayed)) != GIM_OK || replayed))
-            return e;
-    }
     if (!(s->to = calloc(2, sizeof *s->to)))
         return request_fail(r, GIM_ENOMEM, "out of memory");
     /* Row locks in ascending user id order. */
@@ -541,10 +516,44 @@ static gim_err send_write_pg(struct request *r, struct wctx *w, struct send_stat
     m.receiver_seq = to == me ? m.sender_seq : (to == first ? seq1 : seq2);
     if ((e = store_pg(r, w, s, &m)) != GIM_OK)
         return e;
-    s->to[s->n_to++] = (struct recipient){me, m.sender_seq};
+    s->to[s->n_to++] = (struct fanout_copy){me, m.sender_seq};
     if (to != me)
-        s->to[s->n_to++] = (struct recipient){to, m.receiver_seq};
+        s->to[s->n_to++] = (struct fanout_copy){to, m.receiver_seq};
     s->sender_seq = m.sender_seq;
+    return GIM_OK;
+}
+
+static gim_err send_write_pg(struct request *r, struct wctx *w, struct send_state *s)
+{
+    gim_err e;
+    int claimed = 1;
+
+    /* A retried batch runs this again: start from nothing. */
+    free(s->to);
+    free(s->targets);
+    s->to = NULL;
+    s->targets = NULL;
+    s->n_to = s->n_targets = 0;
+    s->targets_known = false;
+    s->message_id = s->sender_seq = 0;
+    if (s->msg.receiver_type == PB__RECEIVER_TYPE__RT_ROOM) /* dispatch refused it */
+        return request_fail(r, GIM_EUNAVAILABLE, "send: not supported by the postgres backend");
+    if (r->request_id != 0) {
+        if ((e = PG_RUN(w->db, PG_IDEM_CLAIM, NULL, &claimed, STORE_INT(r->sess.device_id),
+                        STORE_INT(r->request_id))) != GIM_OK)
+            return store_failed(r, w, e, "idempotency");
+        bool replayed = false;
+        if (claimed == 0 && ((e = idem_replay_pg(r, w, &replayed)) != GIM_OK || replayed))
+            return e;
+    }
+    if (s->msg.receiver_type != PB__RECEIVER_TYPE__RT_GROUP)
+        e = send_user_pg(r, w, s);
+    else if ((e = send_group(r, w, s)) == GIM_OK && r->request_id != 0 &&
+             (e = PG_RUN(w->db, PG_IDEM_SET, NULL, NULL, STORE_INT(r->sess.device_id),
+                         STORE_INT(r->request_id), STORE_INT(s->message_id))) != GIM_OK)
+        e = store_failed(r, w, e, "idempotency");
+    if (e != GIM_OK)
+        return e;
     s->msg.seq = s->sender_seq;
     return send_reply(r, &s->msg);
 }
@@ -619,9 +628,12 @@ static void send_committed(struct request *r, struct wctx *w)
     struct push_msg pm;
     push_msg_init(&pm);
     for (size_t i = 0; i < s->n_to; i++) {
-        if (s->targets_known) /* PostgreSQL: from the device table */
-            push_msg_user_of(&pm, s->targets, s->n_targets, s->to[i].user_id);
-        else
+        if (s->targets_known) { /* PostgreSQL: from the device table, sorted by user */
+            size_t k = 0;
+            const struct session *t =
+                fanout_targets_of(s->targets, s->n_targets, s->to[i].user_id, &k);
+            push_msg_user_of(&pm, t, k, s->to[i].user_id);
+        } else
             push_msg_user(&pm, w->presence, s->to[i].user_id);
         s->msg.seq = s->to[i].seq;
         push_msg_send(w->push, &pm, r->sess.device_id, &s->msg);

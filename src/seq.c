@@ -1,6 +1,7 @@
 #include "seq.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -225,6 +226,66 @@ gim_err seq_last(struct seq *s, struct store_conn *db, enum seq_kind kind, int64
     gim_err e = load(s, db, kind, id, &slot);
     if (e == GIM_OK)
         *out = s->tab[slot].last;
+    return e;
+}
+
+/*
+ * PostgreSQL: the next seqs of many users in one statement (a group's fan-out):
+ * the rows are upserted in ascending user id order, so the row locks are
+ * taken in that order whatever the caller's, and the result comes back in
+ * it. $1 is the ids as an array literal ("{1,2,3}"), a parameter like any.
+ */
+static const char PG_NEXT_USERS[] =
+    "WITH s AS (INSERT INTO user_seq (user_id, seq) "
+    "SELECT u, 1 FROM unnest($1::text::bigint[]) AS u ORDER BY u "
+    "ON CONFLICT (user_id) DO UPDATE SET seq = user_seq.seq + 1 RETURNING user_id, seq) "
+    "SELECT user_id, seq FROM s ORDER BY user_id";
+
+gim_err seq_array_literal(const int64_t *ids, size_t n, char **out)
+{
+    /* "{" + n ids of at most 20 characters and a comma + "}" */
+    char *buf = malloc(n * 21 + 3), *p = buf;
+    if (!buf)
+        return GIM_ENOMEM;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++)
+        p += sprintf(p, i ? ",%lld" : "%lld", (long long)ids[i]);
+    *p++ = '}';
+    *p = 0;
+    *out = buf;
+    return GIM_OK;
+}
+
+gim_err seq_next_users(struct seq *s, struct store_conn *db, const int64_t *ids, size_t n,
+                       int64_t *out)
+{
+    if (!store_is_pg(db)) {
+        for (size_t i = 0; i < n; i++) {
+            gim_err e = seq_next(s, db, SEQ_USER, ids[i], &out[i]);
+            if (e != GIM_OK)
+                return e;
+        }
+        return GIM_OK;
+    }
+    if (n == 0)
+        return GIM_OK;
+    for (size_t i = 1; i < n; i++)
+        if (ids[i - 1] >= ids[i])
+            return GIM_EINTERNAL; /* the contract: ascending, distinct */
+    char *arr = NULL;
+    PGresult *res = NULL;
+    gim_err e = seq_array_literal(ids, n, &arr);
+    if (e == GIM_OK)
+        e = PG_RUN(db, PG_NEXT_USERS, &res, NULL, STORE_TEXT(arr));
+    if (e == GIM_OK && (size_t)PQntuples(res) != n)
+        e = GIM_EINTERNAL;
+    for (size_t i = 0; e == GIM_OK && i < n; i++) {
+        if (pgstore_int(res, (int)i, 0) != ids[i])
+            e = GIM_EINTERNAL;
+        out[i] = pgstore_int(res, (int)i, 1);
+    }
+    PQclear(res);
+    free(arr);
     return e;
 }
 

@@ -41,6 +41,20 @@ gim_err seq_next(struct seq *s, struct store_conn *db, enum seq_kind kind, int64
 gim_err seq_last(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id,
                  int64_t *out);
 
+/*
+ * The next seq of each user ids[0..n) (ascending, distinct) into out[0..n):
+ * seq_next() of each on SQLite; on PostgreSQL one statement that row-locks
+ * the users' counters in ascending id order (a group's fan-out, fanout.c).
+ */
+gim_err seq_next_users(struct seq *s, struct store_conn *db, const int64_t *ids, size_t n,
+                       int64_t *out);
+
+/*
+ * ids[0..n) as a PostgreSQL array literal, "{1,2,3}", for a bigint[]
+ * parameter (sent as text). *out is malloc'ed; the caller frees it.
+ */
+gim_err seq_array_literal(const int64_t *ids, size_t n, char **out);
+
 /* A point to roll back to; valid until seq_committed() or seq_reset(). */
 size_t seq_mark(struct seq *s);
 void seq_rollback(struct seq *s, size_t mark);

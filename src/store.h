@@ -51,6 +51,11 @@ struct gim_config;
  *                                                             erasure_step (erasure.c)
  *   maintenance: seen times, presence sweep, idempotency      maint_run (maint.c),
  *   pruning, retention                                        retention_run (retention.c)
+ *   groups: membership (locked by sends and changes), rows,   group.c
+ *   ids
+ *   group fan-out (group sends, notices, operator sends) and  fanout.c (fanout_group,
+ *   its push targets                                          fanout_user)
+ *   operator idempotency (claimed first on PostgreSQL)        operator.c
  * SQLite's code there is the code that was there, at the same cost
  * (docs/benchmarks.md, "Issue 17").
  */

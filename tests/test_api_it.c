@@ -205,6 +205,24 @@ Test(api_openapi, every_documented_route_answers, .init = start, .fini = teardow
 
 /* ---- hostile input -------------------------------------------------------- */
 
+/*
+ * After hostile input, the API still answers a request that reaches the
+ * writer or a reader: the erase of a user with nothing to erase (200) on
+ * SQLite; on PostgreSQL, which does not serve erase yet (docs/scale-out.md),
+ * a read of a group that does not exist (404 from the reader).
+ */
+static void expect_still_serving(const char *what)
+{
+    struct ht_resp r;
+    if (tl_pg())
+        ht_call(port, "GET", "/v1/groups/999", op, NULL, NULL, &r);
+    else
+        ht_call(port, "POST", "/v1/users/1/erase", op, NULL, "{}", &r);
+    cr_expect_eq(r.status, tl_pg() ? 404 : 200, "%s: %d %s", what, r.status, r.body);
+    cr_expect_str_eq(ht_code(&r), tl_pg() ? "EC_NOT_FOUND" : "", "%s: %s", what, r.body);
+    ht_resp_free(&r);
+}
+
 Test(api_hostile, malformed_json_wrong_types_unknown_fields, .init = start, .fini = teardown)
 {
     static const struct {
@@ -351,11 +369,7 @@ Test(api_hostile, path_tricks, .init = start, .fini = teardown)
         ht_resp_free(&r);
     }
     cr_expect_eq(fingerprint(), before);
-    /* Still serving. */
-    struct ht_resp r;
-    ht_call(port, "POST", "/v1/users/1/erase", op, NULL, NULL, &r);
-    cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
-    ht_resp_free(&r);
+    expect_still_serving("after path tricks");
 }
 
 Test(api_hostile, missing_wrong_and_user_tokens, .init = start, .fini = teardown)
@@ -417,10 +431,7 @@ Test(api_hostile, non_ascii_request_is_dropped, .init = start, .fini = teardown)
         close(fd);
     }
     cr_expect_eq(fingerprint(), before);
-    struct ht_resp r;
-    ht_call(port, "POST", "/v1/users/1/erase", op, NULL, "{}", &r);
-    cr_expect_eq(r.status, 200, "still serving: %d %s", r.status, r.body);
-    ht_resp_free(&r);
+    expect_still_serving("after non-ASCII requests");
 }
 
 /* A client that sends "Expect: 100-continue" (curl does above 1 KiB) gets the interim answer
@@ -429,10 +440,12 @@ Test(api_hostile, expect_100_continue, .init = start, .fini = teardown)
 {
     int fd = ht_connect(port);
     char req[512];
+    /* PostgreSQL does not serve erase yet: there the body goes to a group create (400: no
+     * owner_id), an answer that needs the body just as well. */
     int n = snprintf(req, sizeof req,
-                     "POST /v1/users/1/erase HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                     "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
                      "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n",
-                     op);
+                     tl_pg() ? "/v1/groups" : "/v1/users/1/erase", op);
     ht_send(fd, req, (size_t)n);
     struct ht_resp r;
     ht_read(fd, &r, 5000);
@@ -440,7 +453,7 @@ Test(api_hostile, expect_100_continue, .init = start, .fini = teardown)
     ht_resp_free(&r);
     ht_send(fd, "{}", 2);
     ht_read(fd, &r, 5000);
-    cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
+    cr_expect_eq(r.status, tl_pg() ? 400 : 200, "%d %s", r.status, r.body);
     ht_resp_free(&r);
     close(fd);
 }
@@ -469,6 +482,8 @@ Test(api_hostile, stop_does_not_wait_for_a_body, .init = start)
 
 Test(api_ops, kick, .init = start, .fini = teardown)
 {
+    if (tl_pg())
+        cr_skip_test("kick is not served by the postgres backend yet (docs/scale-out.md)");
     struct client_conn a = {.gateway_id = "gwA", .client_addr = "t"};
     cr_assert_eq(tl_signin(cli, &a, 7, 71, "gwA"), 0);
     struct ht_resp r;
@@ -508,6 +523,8 @@ Test(api_ops, kick, .init = start, .fini = teardown)
 
 Test(api_ops, recall, .init = start, .fini = teardown)
 {
+    if (tl_pg())
+        cr_skip_test("recall is not served by the postgres backend yet (docs/scale-out.md)");
     struct client_conn a = {.gateway_id = "gwA", .client_addr = "t"};
     cr_assert_eq(tl_signin(cli, &a, 1, 11, "gwA"), 0);
     send_text(&a, 2, "first", 1);
@@ -551,6 +568,8 @@ Test(api_ops, recall, .init = start, .fini = teardown)
 
 Test(api_ops, erase, .init = start, .fini = teardown)
 {
+    if (tl_pg())
+        cr_skip_test("erase is not served by the postgres backend yet (docs/scale-out.md)");
     struct client_conn a = {.gateway_id = "gwA", .client_addr = "t"};
     cr_assert_eq(tl_signin(cli, &a, 5, 51, "gwA"), 0);
     for (int i = 0; i < 12; i++)
@@ -606,6 +625,9 @@ Test(api_ops, erase, .init = start, .fini = teardown)
 
 Test(api_async, requests_wait_for_the_writer_without_blocking_nng, .init = start, .fini = teardown)
 {
+    if (tl_pg())
+        cr_skip_test("holds SQLite's write lock (the sqlite3 CLI) and kicks devices, which the "
+                     "postgres backend does not serve yet (docs/scale-out.md)");
     struct client_conn a = {.gateway_id = "gwA", .client_addr = "t"};
     for (int i = 0; i < INFLIGHT; i++)
         cr_assert_eq(tl_signin(cli, &a, 1000 + i, 5000 + i, "gwA"), 0);
@@ -790,6 +812,11 @@ static int writer_pending_jobs(int mport)
 
 Test(api_async, stop_with_writes_behind_a_lock_answers_each, .init = start)
 {
+    if (tl_pg()) {
+        teardown(); /* no .fini here: the test stops the service itself */
+        cr_skip_test("holds SQLite's write lock (the sqlite3 CLI) and kicks devices, which the "
+                     "postgres backend does not serve yet (docs/scale-out.md)");
+    }
     struct client_conn a = {.gateway_id = "gwA", .client_addr = "t"};
     enum { N = 10 };
     for (int i = 0; i < N; i++)

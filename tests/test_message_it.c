@@ -177,9 +177,6 @@ Test(message_it, user_send_fills_the_sender_and_stores_both_copies)
 
 Test(message_it, group_members_each_get_a_copy)
 {
-    if (tl_pg())
-        cr_skip_test("group sends: not served by the postgres backend yet (test_pg_it checks "
-                     "they answer EC_UNAVAILABLE)");
     const int64_t members[] = {1, 2, 3};
     make_group(50, members, 3);
     cr_assert_eq(send_seq(&b, 7, &(struct msg){.receiver_id = 3}), 1);
@@ -247,7 +244,7 @@ Test(message_it, bad_sends_get_clear_codes_and_write_nothing)
     big[101] = 0;
     const int64_t three[] = {2, 3, 4};
     cr_assert_eq(send_seq(&a1, 1, &(struct msg){.receiver_id = 2}), 1);
-    /* PostgreSQL serves no room or group sends yet: each answers EC_UNAVAILABLE there. */
+    /* PostgreSQL serves no room sends yet: each answers EC_UNAVAILABLE there. */
     bool pg = tl_pg();
     int unserved = PB__ERROR_CODE__EC_UNAVAILABLE;
 
@@ -266,9 +263,9 @@ Test(message_it, bad_sends_get_clear_codes_and_write_nothing)
     expect_code(&a1, &(struct msg){.receiver_id = 2, .mentions = three, .n_mentions = 3},
                 PB__ERROR_CODE__EC_TOO_LARGE, "too many mentions");
     expect_code(&a1, &(struct msg){.receiver_type = PB__RECEIVER_TYPE__RT_GROUP, .receiver_id = 60},
-                pg ? unserved : PB__ERROR_CODE__EC_FORBIDDEN, "non-member");
+                PB__ERROR_CODE__EC_FORBIDDEN, "non-member");
     expect_code(&a1, &(struct msg){.receiver_type = PB__RECEIVER_TYPE__RT_GROUP, .receiver_id = 61},
-                pg ? unserved : PB__ERROR_CODE__EC_NOT_FOUND, "unknown group");
+                PB__ERROR_CODE__EC_NOT_FOUND, "unknown group");
     struct client_conn stranger = {.user_id = 1, .device_id = 77, .gateway_id = "gwA1"};
     expect_code(&stranger, &(struct msg){.receiver_id = 2}, PB__ERROR_CODE__EC_UNAUTHENTICATED,
                 "no session");
@@ -389,10 +386,6 @@ Test(message_it, pushes_reach_every_copy_but_the_sending_device)
     cr_assert_eq(send_seq(&a1, 1, &(struct msg){.receiver_id = 2}), 1);
     cr_assert_eq(collect(sub, ds, 16), 0);
 
-    if (tl_pg()) { /* no group sends on postgres yet */
-        nng_close(sub);
-        return;
-    }
     /* Group: every member's own seq; user 4 is offline. */
     const int64_t members[] = {1, 2, 3, 4};
     make_group(70, members, 4);

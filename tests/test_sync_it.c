@@ -275,12 +275,9 @@ Test(sync_it, messages_sent_over_the_protocol_sync_in_order)
         cr_assert_eq(send_text(c, &b, 2000 + i, PB__RECEIVER_TYPE__RT_USER, 1, text, NULL, 0),
                      4 + i);
     }
-    /* PostgreSQL serves no group sends yet: there the 7th is a send to user 2 with the same
-     * mention, which lands at the same seqs. */
     static const int64_t mention[] = {2};
-    bool pg = tl_pg();
-    int rt7 = pg ? PB__RECEIVER_TYPE__RT_USER : PB__RECEIVER_TYPE__RT_GROUP;
-    int64_t to7 = pg ? 2 : 77;
+    int rt7 = PB__RECEIVER_TYPE__RT_GROUP;
+    int64_t to7 = 77;
     cr_assert_eq(send_text(c, &a1, 1005, rt7, to7, "to the group", mention, 1), 7);
 
     /* User 2's inbox: 4 received, 2 own sends, 1 group message; pages of 3. */
@@ -336,11 +333,6 @@ Test(sync_it, messages_sent_over_the_protocol_sync_in_order)
     free(got);
     cr_assert_eq(so->messages[1]->receiver_type, rt7);
     pb__sync_output__free_unpacked(so, NULL);
-    if (pg) { /* user 3 is in the group only */
-        client_close(c);
-        return;
-    }
-
     /* User 3 never signed in before: the group copy is waiting at seq 1. */
     struct client_conn u3;
     cr_assert_eq(tl_signin(c, &u3, 3, 301, "gw1"), 0);

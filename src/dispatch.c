@@ -58,9 +58,10 @@ static bool pg_serves(int type)
     case PB__PACKAGE_TYPE__PT_SIGN_OUT:
     case PB__PACKAGE_TYPE__PT_HEARTBEAT:
     case PB__PACKAGE_TYPE__PT_GATEWAY_LEASE:
-    case PB__PACKAGE_TYPE__PT_MESSAGE: /* to a user: see dispatch_pg_unsupported */
+    case PB__PACKAGE_TYPE__PT_MESSAGE: /* to a user or a room: see dispatch_pg_unsupported */
     case PB__PACKAGE_TYPE__PT_MESSAGE_ACK:
     case PB__PACKAGE_TYPE__PT_SYNC:
+    case PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM:
         return true;
     default:
         return false;
@@ -78,15 +79,13 @@ gim_err dispatch_pg_unsupported(struct request *r)
         const Pb__Message *m = ((const Pb__MessageSend *)r->in)->message;
         if (m && m->receiver_type == PB__RECEIVER_TYPE__RT_GROUP)
             what = "group sends";
-        else if (m && m->receiver_type == PB__RECEIVER_TYPE__RT_ROOM)
-            what = "room sends";
     }
     if (!what)
         return GIM_OK;
     return request_fail(r, GIM_EUNAVAILABLE,
                         "%s: not supported by the postgres backend yet (database.backend: "
-                        "postgres serves sign-in/out, heartbeat, lease, sends to a user, sync "
-                        "and ack; see docs/scale-out.md)",
+                        "postgres serves sign-in/out, heartbeat, lease, sends to a user or a "
+                        "room, sync, ack and rooms; see docs/scale-out.md)",
                         what);
 }
 

@@ -202,7 +202,7 @@ static void prune_idempotency(struct wctx *w, int64_t now)
  * timeout sweep does not run: each instance's last_seen is its own, so an
  * instance would sign out devices that are busy at another; on postgres a
  * session ends by sign-out, gateway restart (lease) or a new sign-in
- * (docs/scale-out.md). Room logs, retention and erasure are not served.
+ * (docs/scale-out.md). Retention and erasure are not served.
  */
 static const char PG_PRUNE_IDEM[] =
     "DELETE FROM idempotency WHERE ctid IN (SELECT i.ctid FROM idempotency i "
@@ -210,6 +210,10 @@ static const char PG_PRUNE_IDEM[] =
     "LEFT JOIN room_idempotency r ON i.message_id IS NULL AND r.device_id = i.device_id "
     "AND r.request_id = i.request_id "
     "WHERE coalesce(m.send_time, r.created_at, 0) < $1 LIMIT $2)";
+/* Room sends' details go with their window, after the key rows that needed them (above). */
+static const char PG_PRUNE_ROOM_IDEM[] =
+    "DELETE FROM room_idempotency WHERE ctid IN "
+    "(SELECT ctid FROM room_idempotency WHERE created_at < $1 LIMIT $2)";
 
 static bool maint_run_pg(struct wctx *w)
 {
@@ -227,6 +231,12 @@ static bool maint_run_pg(struct wctx *w)
                  PRUNE_EVERY_MS);
     else if (n > 0)
         log_debug("idempotency pruned", "rows=%d backend=postgres", n);
+    if (PG_RUN(w->db, PG_PRUNE_ROOM_IDEM, NULL, &n, STORE_INT(cutoff), STORE_INT(PRUNE_ROWS)) !=
+        GIM_OK)
+        log_warn("room idempotency prune failed", "sqlstate=%s retry_in_ms=%d",
+                 pgstore_sqlstate(w->db), PRUNE_EVERY_MS);
+    else if (n > 0)
+        log_debug("room idempotency pruned", "rows=%d backend=postgres", n);
     return false;
 }
 

@@ -374,7 +374,9 @@ static gim_err send_room(struct request *r, struct wctx *w, struct send_state *s
  * stores nothing and answers from the stored message. Seqs are taken in
  * ascending user id order (row locks: two sends A->B and B->A lock in the
  * same order). The push targets are the recipients' online devices in the
- * device table, whichever instance they signed in at.
+ * device table, whichever instance they signed in at. A room send claims
+ * its key the same way, then takes the room's seq (its row lock) and reads
+ * the room's subscribers from the device table (send_room_pg, room.h).
  */
 static const char PG_IDEM_CLAIM[] =
     "INSERT INTO idempotency (device_id, request_id, message_id) VALUES ($1, $2, NULL) "

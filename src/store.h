@@ -46,6 +46,10 @@ struct gim_config;
  *                                                             handle_gateway_lease.c
  *   load sessions; a session another instance made            presence_load,
  *                                                             presence_check_shared (presence.c)
+ *   a room's seq, log entry, page; subscribe; subscribers     seq_next (seq.c), room_append,
+ *                                                             room_page, room_load,
+ *                                                             room_subscribe, room_subscribers
+ *                                                             (room.c)
  *   maintenance (idempotency pruning)                         maint_run (maint.c)
  * SQLite's code there is the code that was there, at the same cost
  * (docs/benchmarks.md, "Issue 17").

@@ -6,10 +6,12 @@
  * (and none once it left, wherever it left); an idempotent room send
  * retried on both instances at once stores one entry; a subscribe's page
  * and the pushes meet exactly while another instance sends. The single
- * instance behaviour is test_room_it's, which runs on both backends. Runs
+ * instance behaviour is test_room_it's, which runs on both backends. The
+ * maintenance pass prunes expired room send records there too. Runs
  * only on PostgreSQL (ctest sets GIM_TEST_BACKEND=postgres for it).
  */
 #include <criterion/criterion.h>
+#include <libpq-fe.h>
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/sub.h>
 #include <pthread.h>
@@ -19,7 +21,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
+#include "maint.h"
+#include "seq.h"
+#include "store.h"
 #include "testlib.h"
+#include "wctx.h"
 
 static struct tl_server a, b;
 static struct gim_client *ca, *cb;
@@ -478,4 +485,76 @@ Test(pg_room_it, an_idempotent_room_send_on_two_instances_at_once_stores_one)
     for (int i = 0; i < N; i++)
         cr_assert_eq(ra.seqs[i], rb.seqs[i], "request %d: room seq %lld at A, %lld at B", 1000 + i,
                      (long long)ra.seqs[i], (long long)rb.seqs[i]);
+}
+
+/* --- maintenance -------------------------------------------------------------- */
+
+static int64_t maint_clock_ms;
+
+static int64_t maint_clock(void *arg)
+{
+    (void)arg;
+    return maint_clock_ms;
+}
+
+static int64_t pg_int(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s: %s", sql, PQresultErrorMessage(r));
+    int64_t v = PQntuples(r) && !PQgetisnull(r, 0, 0) ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+    PQclear(r);
+    return v;
+}
+
+/*
+ * The maintenance pass on PostgreSQL prunes a room send's details with its
+ * key row once the window is over, and keeps those inside it (the pass of a
+ * writer of its own on a database of its own, with a clock the test sets).
+ */
+Test(pg_room_maint, expired_room_send_records_are_pruned)
+{
+    if (!tl_pg())
+        cr_skip_test("runs on PostgreSQL only (GIM_TEST_BACKEND=postgres)");
+    char url[PGT_URL_MAX], yaml[PGT_URL_MAX + 160], path[] = "/tmp/gimpgroom-XXXXXX", err[256];
+    pgt_create_db(url, sizeof url);
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    int n = snprintf(yaml, sizeof yaml,
+                     "database: {backend: postgres, url: \"%s\"}\nidempotency: {window_seconds: "
+                     "3600}\n",
+                     url);
+    cr_assert_eq(write(fd, yaml, (size_t)n), n);
+    close(fd);
+    struct gim_config cfg;
+    cr_assert_eq(config_load(path, &cfg, err, sizeof err), GIM_OK, "%s", err);
+    struct store_conn *db = NULL;
+    struct seq *seqs = NULL;
+    cr_assert_eq(store_open(&cfg, STORE_WRITER, &db, err, sizeof err), GIM_OK, "%s", err);
+    cr_assert_eq(seq_open(&seqs), GIM_OK);
+    const int64_t now = 1800000000000, hour = 3600 * 1000;
+    maint_clock_ms = now;
+    struct wctx w = {.db = db, .seq = seqs, .cfg = &cfg, .clock = {maint_clock, NULL}};
+
+    PGconn *c = PQconnectdb(url);
+    cr_assert_eq(PQstatus(c), CONNECTION_OK);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO idempotency (device_id, request_id, message_id) VALUES (11, 1, NULL), "
+             "(11, 2, NULL); INSERT INTO room_idempotency (device_id, request_id, created_at, "
+             "room_id, room_seq) VALUES (11, 1, %lld, 5, 1), (11, 2, %lld, 5, 2)",
+             (long long)(now - 2 * hour), (long long)(now - hour + 60000));
+    PGresult *r = PQexec(c, sql);
+    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
+    PQclear(r);
+    maint_run(&w);
+    cr_assert_eq(pg_int(c, "SELECT string_agg(request_id::text, ',') FROM room_idempotency"), 2,
+                 "the expired room record went, the recent one stays");
+    cr_assert_eq(pg_int(c, "SELECT string_agg(request_id::text, ',') FROM idempotency"), 2);
+
+    PQfinish(c);
+    seq_close(seqs);
+    store_close(db);
+    config_free(&cfg);
+    unlink(path);
+    pgt_drop_db(url);
 }

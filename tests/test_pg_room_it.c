@@ -431,6 +431,38 @@ Test(pg_room_it, a_subscribes_page_and_the_pushes_meet_while_another_instance_se
     cr_assert_eq(in_page_and_pushed, 0, "room seqs both in a page and pushed to the same device");
 }
 
+/* Both instances keep only the last 10 entries of a room's log. */
+static void setup_retain(void)
+{
+    if (!tl_pg())
+        cr_skip_test("runs on PostgreSQL only (GIM_TEST_BACKEND=postgres)");
+    tl_start(&a, "rooms: {retain_messages: 10}");
+    ca = tl_client(&a);
+    tl_start_shared(&b, &a, "rooms: {retain_messages: 10}");
+    cb = tl_client(&b);
+}
+
+TestSuite(pg_room_retain_it, .init = setup_retain, .fini = teardown, .timeout = 120);
+
+/* Pruning in the sending transaction, under the room's lock: the last 10, whoever sent them. */
+Test(pg_room_retain_it, sends_through_two_instances_keep_exactly_the_last_entries)
+{
+    static struct sender ss[SENDERS];
+    pthread_t th[SENDERS];
+    start_senders(ss, th);
+    for (int i = 0; i < SENDERS; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < SENDERS; i++)
+        cr_assert_eq(ss[i].fails, 0, "sender %d: %s", i, ss[i].why);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) = 10 AND min(seq) = %d AND max(seq) = %d FROM room_message "
+             "WHERE room_id = %d",
+             TOTAL - 9, TOTAL, ROOM);
+    cr_assert_eq(tl_query_int(a.db, sql), 1, "the room log is exactly %d..%d", TOTAL - 9, TOTAL);
+    cr_assert_eq(qi("SELECT seq FROM room_seq WHERE room_id = %lld", ROOM), TOTAL);
+}
+
 /* --- idempotent retries ----------------------------------------------------- */
 
 struct racer {

@@ -59,7 +59,7 @@ static bool pg_serves(int type)
     case PB__PACKAGE_TYPE__PT_SIGN_OUT:
     case PB__PACKAGE_TYPE__PT_HEARTBEAT:
     case PB__PACKAGE_TYPE__PT_GATEWAY_LEASE:
-    case PB__PACKAGE_TYPE__PT_MESSAGE: /* to a user: see dispatch_pg_unsupported */
+    case PB__PACKAGE_TYPE__PT_MESSAGE:
     case PB__PACKAGE_TYPE__PT_MESSAGE_ACK:
     case PB__PACKAGE_TYPE__PT_SYNC:
     case PB__PACKAGE_TYPE__PT_RECALL:
@@ -74,7 +74,8 @@ static bool pg_serves(int type)
     case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_SET_ROLE:
     case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_GET:
     case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_MEMBERS:
-    case PB__PACKAGE_TYPE__PT_ADMIN_SEND: /* to users and groups: see dispatch_pg_unsupported */
+    case PB__PACKAGE_TYPE__PT_ADMIN_SEND: /* not to a room: see dispatch_pg_unsupported */
+    case PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM:
         return true;
     default:
         return false;
@@ -88,11 +89,7 @@ gim_err dispatch_pg_unsupported(struct request *r)
     const char *what = NULL;
     if (!pg_serves(r->type) || !r->h || !pg_serves(r->h->type))
         what = r->h ? r->h->name : "this request type";
-    else if (r->h == &handle_message && r->in) {
-        const Pb__Message *m = ((const Pb__MessageSend *)r->in)->message;
-        if (m && m->receiver_type == PB__RECEIVER_TYPE__RT_ROOM)
-            what = "room sends";
-    } else if (r->h == &handle_admin_send && r->in) {
+    else if (r->h == &handle_admin_send && r->in) {
         const Pb__Message *m = ((const Pb__AdminSendInput *)r->in)->message;
         if (m && m->receiver_type == PB__RECEIVER_TYPE__RT_ROOM)
             what = "admin send to a room";
@@ -101,9 +98,8 @@ gim_err dispatch_pg_unsupported(struct request *r)
         return GIM_OK;
     return request_fail(r, GIM_EUNAVAILABLE,
                         "%s: not supported by the postgres backend yet (database.backend: "
-                        "postgres serves sign-in/out, heartbeat, lease, sends to a user or a "
-                        "group, sync, ack, recall, kick, erase, and the business API's groups "
-                        "and sends to users and groups; see docs/scale-out.md)",
+                        "postgres serves every request type but an operator send to a room; "
+                        "see docs/scale-out.md)",
                         what);
 }
 

@@ -366,7 +366,9 @@ static gim_err send_room(struct request *r, struct wctx *w, struct send_state *s
  * ascending user id order (row locks: two sends A->B and B->A lock in the
  * same order). The push targets are the recipients' online devices in the
  * device table, whichever instance they signed in at, read by the statement
- * that stores the message.
+ * that stores the message. A room send claims its key the same way, then
+ * takes the room's seq (its row lock) and reads the room's subscribers from
+ * the device table (send_room_pg, room.h).
  */
 static const char PG_IDEM_CLAIM[] =
     "INSERT INTO idempotency (device_id, request_id, message_id) VALUES ($1, $2, NULL) "
@@ -379,7 +381,21 @@ static const char PG_IDEM_GET[] =
 /* A group send's record (a user send's is set by PG_STORE). */
 static const char PG_IDEM_SET[] =
     "UPDATE idempotency SET message_id = $3 WHERE device_id = $1 AND request_id = $2";
-/* A room send's details of a record taken over (rooms are not served on postgres yet). */
+/* A user send's stale record that a room send takes over: it names no message now. */
+static const char PG_IDEM_CLEAR[] =
+    "UPDATE idempotency SET message_id = NULL WHERE device_id = $1 AND request_id = $2";
+/*
+ * A room send's record: the key's row names no message, the details are in
+ * room_idempotency (as on SQLite). Dropped when another send takes the
+ * record over, so a stale room entry never answers a later send.
+ */
+static const char PG_IDEM_GET_ROOM[] = "SELECT created_at, room_id, room_seq FROM room_idempotency "
+                                       "WHERE device_id = $1 AND request_id = $2";
+static const char PG_IDEM_PUT_ROOM[] =
+    "INSERT INTO room_idempotency (device_id, request_id, created_at, room_id, room_seq) "
+    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device_id, request_id) DO UPDATE SET "
+    "created_at = excluded.created_at, room_id = excluded.room_id, room_seq = excluded.room_seq";
+/* A room send's details, dropped when another send takes the record over. */
 static const char PG_IDEM_DROP_ROOM[] =
     "DELETE FROM room_idempotency WHERE device_id = $1 AND request_id = $2";
 /*
@@ -399,6 +415,33 @@ static const char PG_STORE[] =
     "WHERE device_id = $3 AND request_id = $12) "
     "SELECT m.id, d.device_id, d.user_id, d.gateway_id, d.room_id FROM m "
     "LEFT JOIN device d ON d.online = 1 AND d.user_id IN ($2, $5) ORDER BY d.user_id";
+
+/*
+ * The key's row names no message: a room send's record. Replayed from the
+ * room log when it is this user's send within the window (as
+ * idem_replay_room); else (stale, pruned, another user's) its details go
+ * and this send takes the record over.
+ */
+static gim_err idem_replay_room_pg(struct request *r, struct wctx *w, bool *replayed)
+{
+    PGresult *res = NULL;
+    gim_err e = PG_RUN(w->db, PG_IDEM_GET_ROOM, &res, NULL, STORE_INT(r->sess.device_id),
+                       STORE_INT(r->request_id));
+    if (e != GIM_OK)
+        return store_failed(r, w, e, "idempotency");
+    bool found = PQntuples(res) == 1;
+    int64_t created = found ? pgstore_int(res, 0, 0) : 0;
+    int64_t room_id = found ? pgstore_int(res, 0, 1) : 0;
+    int64_t room_seq = found ? pgstore_int(res, 0, 2) : 0;
+    PQclear(res);
+    if (found && created >= w->now_ms - (int64_t)w->cfg->idempotency.window_seconds * 1000 &&
+        ((e = idem_replay_room(r, w, room_id, room_seq, replayed)) != GIM_OK || *replayed))
+        return e;
+    if ((e = PG_RUN(w->db, PG_IDEM_DROP_ROOM, NULL, NULL, STORE_INT(r->sess.device_id),
+                    STORE_INT(r->request_id))) != GIM_OK)
+        return store_failed(r, w, e, "idempotency");
+    return GIM_OK;
+}
 
 /*
  * The key's row exists (claimed by an earlier, committed send): a replay
@@ -428,8 +471,7 @@ static gim_err idem_replay_pg(struct request *r, struct wctx *w, bool *replayed)
     size_t size = (size_t)pgstore_int(res, 0, 4);
     PQclear(res);
     if (!has_message)
-        return PG_RUN(w->db, PG_IDEM_DROP_ROOM, NULL, NULL, STORE_INT(r->sess.device_id),
-                      STORE_INT(r->request_id));
+        return idem_replay_room_pg(r, w, replayed);
     if (!message_gone && created < w->now_ms - (int64_t)w->cfg->idempotency.window_seconds * 1000)
         return GIM_OK;
     if (!message_gone && sender_id != r->sess.user_id)
@@ -498,6 +540,35 @@ static gim_err store_pg(struct request *r, struct wctx *w, struct send_state *s,
     return GIM_OK;
 }
 
+/*
+ * A room send on PostgreSQL, after the key's claim: the entry under the
+ * room's next seq (room_append: the room's row lock until the commit), the
+ * key's record, and the push targets: the room's subscribers as the device
+ * table says in this transaction, whichever instance they subscribed
+ * through (room_subscribers).
+ */
+static gim_err send_room_pg(struct request *r, struct wctx *w, struct send_state *s, int claimed)
+{
+    int64_t room = s->msg.receiver_id;
+    gim_err e = send_room(r, w, s);
+    if (e != GIM_OK)
+        return e;
+    if (r->request_id != 0) {
+        if (!claimed && (e = PG_RUN(w->db, PG_IDEM_CLEAR, NULL, NULL, STORE_INT(r->sess.device_id),
+                                    STORE_INT(r->request_id))) != GIM_OK)
+            return store_failed(r, w, e, "idempotency");
+        if ((e = PG_RUN(w->db, PG_IDEM_PUT_ROOM, NULL, NULL, STORE_INT(r->sess.device_id),
+                        STORE_INT(r->request_id), STORE_INT(w->now_ms), STORE_INT(room),
+                        STORE_INT(s->room_seq))) != GIM_OK)
+            return store_failed(r, w, e, "idempotency");
+    }
+    if ((e = room_subscribers(w->db, room, &s->targets, &s->n_targets)) != GIM_OK)
+        return store_failed(r, w, e, "push targets");
+    s->targets_known = true;
+    s->msg.seq = s->room_seq;
+    return send_reply(r, &s->msg);
+}
+
 /* One copy in the receiver's inbox and one in the sender's, the seqs taken in user id order. */
 static gim_err send_user_pg(struct request *r, struct wctx *w, struct send_state *s)
 {
@@ -535,9 +606,7 @@ static gim_err send_write_pg(struct request *r, struct wctx *w, struct send_stat
     s->targets = NULL;
     s->n_to = s->n_targets = 0;
     s->targets_known = false;
-    s->message_id = s->sender_seq = 0;
-    if (s->msg.receiver_type == PB__RECEIVER_TYPE__RT_ROOM) /* dispatch refused it */
-        return request_fail(r, GIM_EUNAVAILABLE, "send: not supported by the postgres backend");
+    s->message_id = s->sender_seq = s->room_seq = 0;
     if (r->request_id != 0) {
         if ((e = PG_RUN(w->db, PG_IDEM_CLAIM, NULL, &claimed, STORE_INT(r->sess.device_id),
                         STORE_INT(r->request_id))) != GIM_OK)
@@ -546,6 +615,8 @@ static gim_err send_write_pg(struct request *r, struct wctx *w, struct send_stat
         if (claimed == 0 && ((e = idem_replay_pg(r, w, &replayed)) != GIM_OK || replayed))
             return e;
     }
+    if (s->msg.receiver_type == PB__RECEIVER_TYPE__RT_ROOM)
+        return send_room_pg(r, w, s, claimed);
     if (s->msg.receiver_type != PB__RECEIVER_TYPE__RT_GROUP)
         e = send_user_pg(r, w, s);
     else if ((e = send_group(r, w, s)) == GIM_OK && r->request_id != 0 &&
@@ -607,7 +678,10 @@ static void send_room_committed(struct request *r, struct wctx *w, struct send_s
         return;
     struct push_msg pm;
     push_msg_init(&pm);
-    push_msg_room(&pm, w->presence, s->msg.receiver_id);
+    if (s->targets_known) /* PostgreSQL: from the device table */
+        push_msg_room_of(&pm, s->targets, s->n_targets, s->msg.receiver_id);
+    else
+        push_msg_room(&pm, w->presence, s->msg.receiver_id);
     push_msg_send(w->push, &pm, r->sess.device_id, &s->msg);
     push_msg_free(&pm);
 }

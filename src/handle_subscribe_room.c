@@ -15,6 +15,9 @@
  * that were also pushed (duplicates), or, read before the write, miss the
  * sends in between (a gap). The cost is one primary-key range scan of at
  * most sync.page_size rows and sync.max_bytes inside the write transaction.
+ * On PostgreSQL, where several instances write, room_subscribe() also takes
+ * the room's row lock that every send to the room takes with its seq, so
+ * the same holds across instances (room.h).
  *
  * Leaving (room_id 0) replies with no data (an empty SyncOutput once
  * decoded). Ownership: no scratch; r->in (the decoded input) is the
@@ -56,7 +59,7 @@ static gim_err room_write(struct request *r, struct wctx *w)
                             r->sess.device_id);
     if (e != GIM_OK) {
         log_warn("room subscribe failed", "device=%" PRId64 " code=%s error=\"%s\"",
-                 r->sess.device_id, gim_err_name(e), sqlite3_errmsg(w->db->db));
+                 r->sess.device_id, gim_err_name(e), store_errmsg(w->db));
         return request_fail(r, e, "room: cannot record the subscription");
     }
     if (in->room_id == 0)
@@ -65,7 +68,7 @@ static gim_err room_write(struct request *r, struct wctx *w)
     if ((e = room_page(w->db, r->cfg, in->room_id, in->seq, budget, &page_buf, &page_len)) !=
         GIM_OK) {
         log_warn("room page failed", "room=%" PRId64 " code=%s error=\"%s\"", in->room_id,
-                 gim_err_name(e), sqlite3_errmsg(w->db->db));
+                 gim_err_name(e), store_errmsg(w->db));
         return request_fail(r, e, "room: cannot read room %" PRId64, in->room_id);
     }
     request_take_reply(r, page_buf, page_len);

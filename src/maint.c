@@ -366,6 +366,10 @@ static bool sweep_pg(struct wctx *w, int64_t now, int64_t cutoff)
             return true;
     }
 }
+/* Room sends' details go with their window, after the key rows that needed them (above). */
+static const char PG_PRUNE_ROOM_IDEM[] =
+    "DELETE FROM room_idempotency WHERE ctid IN "
+    "(SELECT ctid FROM room_idempotency WHERE created_at < $1 LIMIT $2)";
 
 static bool maint_run_pg(struct wctx *w)
 {
@@ -393,6 +397,12 @@ static bool maint_run_pg(struct wctx *w)
                      pgstore_sqlstate(w->db), PRUNE_EVERY_MS);
         else if (n > 0)
             log_debug("idempotency pruned", "rows=%d backend=postgres", n);
+        if (PG_RUN(w->db, PG_PRUNE_ROOM_IDEM, NULL, &n, STORE_INT(idem_cutoff),
+                   STORE_INT(PRUNE_ROWS)) != GIM_OK)
+            log_warn("room idempotency prune failed", "sqlstate=%s retry_in_ms=%d",
+                     pgstore_sqlstate(w->db), PRUNE_EVERY_MS);
+        else if (n > 0)
+            log_debug("room idempotency pruned", "rows=%d backend=postgres", n);
     }
     if (w->cfg->retention.days > 0 && now >= retention_due_ms) {
         int n = 0;

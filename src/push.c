@@ -359,11 +359,12 @@ void push_msg_user(struct push_msg *m, struct presence *pr, int64_t user_id)
     msg_lookup(m, pr, user_id, presence_user_sessions);
 }
 
-void push_msg_user_of(struct push_msg *m, const struct session *ss, size_t n, int64_t user_id)
+/* The sessions of ss[0..n) whose user (by_room: room) is id into m. */
+static void msg_of(struct push_msg *m, const struct session *ss, size_t n, bool by_room, int64_t id)
 {
     m->n = 0;
     for (size_t i = 0; i < n; i++) {
-        if (ss[i].user_id != user_id)
+        if ((by_room ? ss[i].room_id : ss[i].user_id) != id)
             continue;
         if (m->n == m->cap) {
             struct session *grown = malloc(2 * m->cap * sizeof *grown);
@@ -379,9 +380,19 @@ void push_msg_user_of(struct push_msg *m, const struct session *ss, size_t n, in
     }
 }
 
+void push_msg_user_of(struct push_msg *m, const struct session *ss, size_t n, int64_t user_id)
+{
+    msg_of(m, ss, n, false, user_id);
+}
+
 void push_msg_room(struct push_msg *m, struct presence *pr, int64_t room_id)
 {
     msg_lookup(m, pr, room_id, presence_room_sessions);
+}
+
+void push_msg_room_of(struct push_msg *m, const struct session *ss, size_t n, int64_t room_id)
+{
+    msg_of(m, ss, n, true, room_id ? room_id : -1); /* room 0 is no room */
 }
 
 void push_msg_send(struct push *p, struct push_msg *m, int64_t exclude_device,

@@ -83,6 +83,9 @@ void push_msg_user_of(struct push_msg *m, const struct session *ss, size_t n, in
 /* Looks up the sessions subscribed to room_id (presence_room_sessions) into m. */
 void push_msg_room(struct push_msg *m, struct presence *pr, int64_t room_id);
 
+/* The same from a list of sessions read elsewhere: those of ss[0..n) in room_id (PostgreSQL). */
+void push_msg_room_of(struct push_msg *m, const struct session *ss, size_t n, int64_t room_id);
+
 /*
  * Publishes msg to m's sessions except exclude_device; does nothing (not
  * even encode) when that leaves none. p may be NULL (nothing is published).

@@ -15,6 +15,13 @@
  * presence (set after the commit by the caller). Sign-in, sign-out and the
  * presence sweeper reset it to 0.
  *
+ * PostgreSQL (several instances on one database, room.c): the room seq is
+ * taken in the database (seq.c) and its row stays locked until the commit,
+ * which orders a room's sends and subscriptions across instances; pushes
+ * go to the subscribers the device table names in the sending transaction
+ * (room_subscribers), not to this instance's presence, so a device
+ * subscribed through another instance gets them too.
+ *
  * Everything that writes runs on the writer connection inside the writer's
  * transaction. Loaded messages live in an arena the caller passes and frees
  * (arena_free), on failure too; a page comes back encoded, in a buffer the
@@ -23,6 +30,7 @@
 #ifndef GIM_ROOM_H
 #define GIM_ROOM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "err.h"
@@ -63,7 +71,9 @@ gim_err room_page(struct store_conn *db, const struct gim_config *cfg, int64_t r
  * Records that the device of session s is subscribed to room_id (0 = none),
  * with updated_at = now_ms. GIM_EUNAUTH when the device row no longer holds
  * that session (signed out, or signed in again elsewhere, earlier in the same
- * batch): the caller must not subscribe a session that is gone.
+ * batch): the caller must not subscribe a session that is gone. On
+ * PostgreSQL it also locks the rooms left and joined until the commit, so
+ * a page read after it meets the pushes of the room's sends exactly.
  */
 gim_err room_subscribe(struct store_conn *db, const struct session *s, int64_t room_id,
                        int64_t now_ms);
@@ -73,5 +83,16 @@ gim_err room_subscribe(struct store_conn *db, const struct session *s, int64_t r
  * (0 = none). GIM_EUNAUTH when the device row no longer holds that session.
  */
 gim_err room_subscribed(struct store_conn *db, const struct session *s, int64_t *room_id);
+
+/*
+ * PostgreSQL: the online devices subscribed to room_id as of this
+ * transaction (the push targets of a room send), whichever instance they
+ * subscribed through. *out is a calloc'ed array of *n sessions (NULL when
+ * none) the caller frees. Call it after room_append(): the room's row lock
+ * then keeps a concurrent subscribe from slipping between this read and the
+ * commit. GIM_EINTERNAL on SQLite, whose pushes follow presence (the one
+ * writer keeps it exact).
+ */
+gim_err room_subscribers(struct store_conn *db, int64_t room_id, struct session **out, size_t *n);
 
 #endif

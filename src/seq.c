@@ -55,13 +55,15 @@ static const char PG_NEXT_USER[] =
     "INSERT INTO user_seq (user_id, seq) VALUES ($1, 1) "
     "ON CONFLICT (user_id) DO UPDATE SET seq = user_seq.seq + 1 RETURNING seq";
 static const char PG_LAST_USER[] = "SELECT seq FROM user_seq WHERE user_id = $1";
+/* A room's log: the same, on room_seq (room.c's subscribe takes the same row lock). */
+static const char PG_NEXT_ROOM[] =
+    "INSERT INTO room_seq (room_id, seq) VALUES ($1, 1) "
+    "ON CONFLICT (room_id) DO UPDATE SET seq = room_seq.seq + 1 RETURNING seq";
+static const char PG_LAST_ROOM[] = "SELECT seq FROM room_seq WHERE room_id = $1";
 
-static gim_err pg_seq(struct store_conn *db, const char *sql, enum seq_kind kind, int64_t id,
-                      int64_t *out)
+static gim_err pg_seq(struct store_conn *db, const char *sql, int64_t id, int64_t *out)
 {
     PGresult *res = NULL;
-    if (kind != SEQ_USER)
-        return GIM_EUNAVAILABLE; /* rooms are not served on postgres yet (dispatch refuses them) */
     gim_err e = PG_RUN(db, sql, &res, NULL, STORE_INT(id));
     if (e == GIM_OK)
         *out = PQntuples(res) > 0 ? pgstore_int(res, 0, 0) : 0;
@@ -205,7 +207,7 @@ static gim_err push_undo(struct seq *s, size_t slot)
 gim_err seq_next(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id, int64_t *out)
 {
     if (store_is_pg(db))
-        return pg_seq(db, PG_NEXT_USER, kind, id, out);
+        return pg_seq(db, kind == SEQ_USER ? PG_NEXT_USER : PG_NEXT_ROOM, id, out);
     size_t slot;
     gim_err e = load(s, db, kind, id, &slot);
     if (e != GIM_OK)
@@ -221,7 +223,7 @@ gim_err seq_next(struct seq *s, struct store_conn *db, enum seq_kind kind, int64
 gim_err seq_last(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id, int64_t *out)
 {
     if (store_is_pg(db))
-        return pg_seq(db, PG_LAST_USER, kind, id, out);
+        return pg_seq(db, kind == SEQ_USER ? PG_LAST_USER : PG_LAST_ROOM, id, out);
     size_t slot;
     gim_err e = load(s, db, kind, id, &slot);
     if (e == GIM_OK)

@@ -13,7 +13,7 @@
  * database. Not thread-safe: only the writer thread touches it.
  *
  * PostgreSQL (store_is_pg): seqs are taken in the database instead, one
- * upsert per seq that row-locks the user's counter until the commit, since
+ * upsert per seq that row-locks the user's (or room's) counter until the commit, since
  * several instances write at once (seq.c). The rest is a no-op there.
  */
 #ifndef GIM_SEQ_H

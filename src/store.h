@@ -56,6 +56,10 @@ struct gim_config;
  *   group fan-out (group sends, notices, operator sends) and  fanout.c (fanout_group,
  *   its push targets                                          fanout_user)
  *   operator idempotency (claimed first on PostgreSQL)        operator.c
+ *   a room's seq, log entry, page; subscribe; subscribers     seq_next (seq.c), room_append,
+ *                                                             room_page, room_load,
+ *                                                             room_subscribe, room_subscribers
+ *                                                             (room.c)
  * SQLite's code there is the code that was there, at the same cost
  * (docs/benchmarks.md, "Issue 17").
  */

@@ -244,16 +244,12 @@ Test(message_it, bad_sends_get_clear_codes_and_write_nothing)
     big[101] = 0;
     const int64_t three[] = {2, 3, 4};
     cr_assert_eq(send_seq(&a1, 1, &(struct msg){.receiver_id = 2}), 1);
-    /* PostgreSQL serves no room sends yet: each answers EC_UNAVAILABLE there. */
-    bool pg = tl_pg();
-    int unserved = PB__ERROR_CODE__EC_UNAVAILABLE;
-
     expect_code(&a1, &(struct msg){.receiver_id = 2, .message_type = 42},
                 PB__ERROR_CODE__EC_BAD_REQUEST, "unknown message_type");
     expect_code(&a1, &(struct msg){.receiver_id = 2, .no_message = true},
                 PB__ERROR_CODE__EC_BAD_REQUEST, "missing message");
     expect_code(&a1, &(struct msg){.receiver_type = PB__RECEIVER_TYPE__RT_ROOM, .receiver_id = 5},
-                pg ? unserved : PB__ERROR_CODE__EC_FORBIDDEN, "RT_ROOM without a subscription");
+                PB__ERROR_CODE__EC_FORBIDDEN, "RT_ROOM without a subscription");
     expect_code(&a1, &(struct msg){.receiver_id = 0}, PB__ERROR_CODE__EC_BAD_REQUEST,
                 "receiver_id 0");
     expect_code(&a1, &(struct msg){.receiver_type = 9, .receiver_id = 2},

@@ -23,6 +23,7 @@
 #include "auth.h"
 #include "config.h"
 #include "httptestlib.h"
+#include "migration.h"
 #include "pgstore.h"
 #include "presence.h"
 #include "testlib.h"
@@ -103,12 +104,8 @@ Test(pg_it, unported_request_types_answer_unavailable_and_change_nothing)
     cr_assert_eq(tl_signin(ca, &u1, 1, 11, "gw1"), 0);
     int64_t before = tl_query_int(a.db, "SELECT count(*) FROM message");
 
-    expect_unserved(send_to(ca, &u1, 6, PB__RECEIVER_TYPE__RT_ROOM, 7), "room send");
-    Pb__SubscribeRoomInput room = PB__SUBSCRIBE_ROOM_INPUT__INIT;
-    room.room_id = 3;
-    expect_unserved(tl_call(ca, &u1, PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM, 7, &room.base),
-                    "subscribe room");
-    /* The business API's send to a room (rooms are not served yet), with a valid token. */
+    /* The business API's send to a room (its push targets are not ported yet), with a valid token.
+     */
     char *token = NULL;
     cr_assert_eq(auth_mint_admin(TL_SECRET, time(NULL) + 600, &token), GIM_OK);
     static const uint8_t content[] = {0x0a, 0x02, 'h', 'i'};
@@ -761,7 +758,8 @@ Test(pg_start, instances_starting_together_migrate_once, .timeout = 60)
     PGconn *c = PQconnectdb(url);
     PGresult *r = PQexec(c, "SELECT count(*), max(version) FROM schema_migrations");
     cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK);
-    cr_expect_eq(atoi(PQgetvalue(r, 0, 0)), pgstore_schema_version(), "one row a migration");
+    /* Counted, not the highest: numbers may skip (each helper of issue 17 had its own). */
+    cr_expect_eq(atoi(PQgetvalue(r, 0, 0)), pg_migrations_count, "one row a migration");
     cr_expect_eq(atoi(PQgetvalue(r, 0, 1)), pgstore_schema_version());
     PQclear(r);
     PQfinish(c);

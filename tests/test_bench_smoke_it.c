@@ -381,3 +381,30 @@ Test(bench, direct_preload_is_consistent_and_served_after_restart)
     cr_assert_gt(field(line, "ops"), 0, "%s", line);
     free(out);
 }
+
+/* --url takes a comma list (several instances on one database): every URL is dialed, and one
+ * that does not answer fails the run before it starts. Here one service listens twice. */
+Test(bench, a_url_list_dials_every_instance)
+{
+    char tcp[64], urls[512], dead[512], line[2048], *out = NULL;
+    tl_stop(&srv);
+    tl_cleanup(&srv);
+    snprintf(tcp, sizeof tcp, "tcp://127.0.0.1:%d", tl_free_port());
+    tl_start_listen(&srv, tcp, "");
+    snprintf(urls, sizeof urls, "%s,%s", srv.url, tcp);
+    const char *args[] = {
+        "--url", urls, "--db", srv.db,     "--secret", TL_SECRET,       "-u", "8", "-c", "4", "-t",
+        "1",     "-w", "send", "--warmup", "0",        "--check-every", "1",  NULL};
+    int rc = run_bench(args, &out);
+    cr_assert_eq(rc, 0, "gim-bench exited %d; stdout:\n%s", rc, out);
+    cr_assert(find_line(out, "RESULT workload=send ", line, sizeof line), "%s", out);
+    cr_assert_eq(field(line, "errors"), 0, "%s", line);
+    cr_assert_gt(field(line, "ops"), 0, "%s", line);
+    free(out);
+
+    snprintf(dead, sizeof dead, "%s,tcp://127.0.0.1:%d", srv.url, tl_free_port());
+    const char *bad[] = {"--url", dead, "--secret", TL_SECRET, "-u", "4", "-t", "1", NULL};
+    cr_assert_neq(run_bench(bad, &out), 0, "a list with a dead URL ran:\n%s", out);
+    cr_assert_null(strstr(out, "RESULT"), "%s", out);
+    free(out);
+}

@@ -137,8 +137,22 @@ static void spawn(struct tl_server *s)
             return;
         }
         int st;
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            cr_assert_fail("gim-logic exited during start-up; see %s", s->log);
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            /* The log goes with the test's directory: show its end here, or a rare start-up
+             * failure (seen under load) leaves nothing to read. */
+            char tail[2048] = "";
+            FILE *f = fopen(s->log, "r");
+            if (f) {
+                if (fseek(f, 0, SEEK_END) == 0 && ftell(f) > (long)sizeof tail - 1)
+                    fseek(f, -(long)(sizeof tail - 1), SEEK_END);
+                else
+                    rewind(f);
+                tail[fread(tail, 1, sizeof tail - 1, f)] = '\0';
+                fclose(f);
+            }
+            cr_assert_fail("gim-logic exited during start-up (status %d); the end of %s:\n%s",
+                           WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), s->log, tail);
+        }
         clock_gettime(CLOCK_MONOTONIC, &t);
         if (t.tv_sec - opened.tv_sec >= 5) {
             client_close(c);

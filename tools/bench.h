@@ -94,13 +94,19 @@ struct stats {
     uint64_t from_sum;         /* checked sync replies: sum of the seqs they started from */
 };
 
-/* One REQ socket and its (re-creatable) dialer. */
+/*
+ * One REQ socket and its (re-creatable) dialers, one per URL of --url (a
+ * comma list: several gim-logic instances on one database; nng's REQ
+ * spreads the requests over every connected pipe).
+ */
+#define BENCH_MAX_URLS 8
 struct link {
     nng_socket sock;
     bool open;
-    nng_dialer dialer;
-    bool has_dialer;
-    char url[256];
+    int n_urls;
+    nng_dialer dialer[BENCH_MAX_URLS];
+    bool has_dialer[BENCH_MAX_URLS];
+    char url[BENCH_MAX_URLS][256];
 };
 
 /* One invocation: its options and per-user state; main() owns it and frees it. */
@@ -149,7 +155,8 @@ gim_err bench_make_content(const struct bench *b, int64_t rid, uint8_t **buf, si
 /* Largest text length whose encoded Text fits in payload bytes. */
 int64_t bench_text_len(int payload);
 
-/* Opens l (a REQ socket dialing url, non-blocking); bench_link_close() it, on failure too. */
+/* Opens l (a REQ socket dialing each URL of the comma list urls, non-blocking);
+ * bench_link_close() it, on failure too. */
 gim_err bench_link_open(struct link *l, const char *url);
 void bench_link_close(struct link *l);
 
@@ -180,7 +187,7 @@ double bench_per_s(const struct result *r);
 gim_err bench_load_seqs(const struct bench *b, const char *path, int64_t *last);
 /* (Re)creates the bench's groups in --db: member j of group g is bench_member(b, g, j). */
 gim_err bench_setup_groups(const struct bench *b);
-/* True when something answers a heartbeat at url: the service is running. */
+/* True when something answers a heartbeat at every URL of the comma list urls. */
 bool bench_service_answers(const char *url, int timeout_ms, int attempts);
 /* --preload N --preload-direct (see bench_db.c); prints the PRELOAD line. */
 gim_err bench_preload_direct(struct bench *b);

@@ -212,7 +212,8 @@ struct optdef {
 /* In usage order. Defaults live in bench_parse_args; each help line names its default. */
 static const struct optdef options[] = {
     {"url", 0, "URL", K_STR, OFF(url), 0, 0, 0, NULL,
-     "gim-logic REP address, tcp:// or ipc:// (tcp://127.0.0.1:7400)"},
+     "gim-logic REP address, tcp:// or ipc:// (tcp://127.0.0.1:7400); a comma list\n"
+     "spreads the requests over several instances on one database"},
     {"db", 0, "PATH", K_STR, OFF(db), 0, 0, 0, NULL,
      "the service's SQLite file: groups, sync seqs, preload, limits"},
     {"secret", 0, "S", K_STR, OFF(secret), 0, 0, 0, NULL, "token secret (else $GIM_TOKEN_SECRET)"},

@@ -211,7 +211,7 @@ static gim_err open_store(const char *path, struct store_conn **out)
 }
 
 /* True when something answers a heartbeat at url: the service is running. */
-bool bench_service_answers(const char *url, int timeout_ms, int attempts)
+static bool answers(const char *url, int timeout_ms, int attempts)
 {
     struct gim_client *c = NULL;
     Pb__Output *out = NULL;
@@ -223,6 +223,19 @@ bool bench_service_answers(const char *url, int timeout_ms, int attempts)
         pb__output__free_unpacked(out, NULL);
     client_close(c);
     return up;
+}
+
+bool bench_service_answers(const char *urls, int timeout_ms, int attempts)
+{
+    for (const char *p = urls; *p;) {
+        char url[256];
+        size_t n = strcspn(p, ",");
+        snprintf(url, sizeof url, "%.*s", (int)(n < sizeof url ? n : sizeof url - 1), p);
+        if (!answers(url, timeout_ms, attempts))
+            return false;
+        p += n + (p[n] == ',');
+    }
+    return true;
 }
 
 /* The idempotency record of a send by device (= user) sender with request id rid. */

@@ -158,11 +158,21 @@ int64_t bench_text_len(int payload)
 
 /* ------------------------------------------------------------------- link */
 
-gim_err bench_link_open(struct link *l, const char *url)
+gim_err bench_link_open(struct link *l, const char *urls)
 {
     int rv;
     memset(l, 0, sizeof *l);
-    snprintf(l->url, sizeof l->url, "%s", url);
+    for (const char *p = urls; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n == 0 || n >= sizeof l->url[0] || l->n_urls == BENCH_MAX_URLS) {
+            fprintf(stderr,
+                    "gim-bench: --url: at most %d URLs of at most %zu bytes, comma-separated\n",
+                    BENCH_MAX_URLS, sizeof l->url[0] - 1);
+            return GIM_ECONFIG;
+        }
+        snprintf(l->url[l->n_urls++], sizeof l->url[0], "%.*s", (int)n, p);
+        p += n + (p[n] == ',');
+    }
     if ((rv = nng_req0_open(&l->sock)) != 0) {
         fprintf(stderr, "gim-bench: cannot open a REQ socket: %s\n", nng_strerror(rv));
         return GIM_EIO;
@@ -172,24 +182,28 @@ gim_err bench_link_open(struct link *l, const char *url)
     nng_socket_set_ms(l->sock, NNG_OPT_RECONNMAXT, 500);
     nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ, 16 << 20);
     /* Non-blocking: the server may still be starting, nng keeps trying. */
-    if ((rv = nng_dial(l->sock, l->url, &l->dialer, NNG_FLAG_NONBLOCK)) != 0) {
-        fprintf(stderr, "gim-bench: cannot dial %s: %s\n", l->url, nng_strerror(rv));
-        return GIM_EIO;
+    for (int i = 0; i < l->n_urls; i++) {
+        if ((rv = nng_dial(l->sock, l->url[i], &l->dialer[i], NNG_FLAG_NONBLOCK)) != 0) {
+            fprintf(stderr, "gim-bench: cannot dial %s: %s\n", l->url[i], nng_strerror(rv));
+            return GIM_EIO;
+        }
+        l->has_dialer[i] = true;
     }
-    l->has_dialer = true;
     return GIM_OK;
 }
 
 /*
  * Debian's nng 1.5.2 may give up redialing when a connection drops during its
- * handshake; a fresh dialer on the same socket starts over, and the contexts
+ * handshake; fresh dialers on the same socket start over, and the contexts
  * (whose requests timed out) carry on with the next request.
  */
 static void link_redial(struct link *l)
 {
-    if (l->has_dialer)
-        nng_dialer_close(l->dialer);
-    l->has_dialer = nng_dial(l->sock, l->url, &l->dialer, NNG_FLAG_NONBLOCK) == 0;
+    for (int i = 0; i < l->n_urls; i++) {
+        if (l->has_dialer[i])
+            nng_dialer_close(l->dialer[i]);
+        l->has_dialer[i] = nng_dial(l->sock, l->url[i], &l->dialer[i], NNG_FLAG_NONBLOCK) == 0;
+    }
 }
 
 void bench_link_close(struct link *l)
@@ -197,7 +211,7 @@ void bench_link_close(struct link *l)
     if (l->open)
         nng_close(l->sock);
     l->open = false;
-    l->has_dialer = false;
+    memset(l->has_dialer, 0, sizeof l->has_dialer);
 }
 
 /* --------------------------------------------------------- requests/checks */
@@ -799,7 +813,7 @@ gim_err bench_run_workload(struct bench *b, struct link *l, enum workload wl, do
         long long t = atomic_load(&r.timeouts);
         if (t != seen_timeouts && now - atomic_load(&r.last_reply_ns) > timeout_ns / 2) {
             fprintf(stderr, "gim-bench: no reply for %lld ms: re-dialing %s\n",
-                    (long long)((now - atomic_load(&r.last_reply_ns)) / 1000000), l->url);
+                    (long long)((now - atomic_load(&r.last_reply_ns)) / 1000000), l->url[0]);
             link_redial(l);
             seen_timeouts = t;
         }

@@ -227,8 +227,10 @@ static void *racer_main(void *arg)
     while (atomic_load(&race_ready) < NINST)
         sleep_ms(1);
     for (int i = 0; i < RACE_N; i++)
-        if (send_once(&s, c, &conn, 1 + i, 1 + i % NUSERS, &r->seqs[i]) != 1)
-            r->fails++;
+        if (send_once(&s, c, &conn, 1 + i, 1 + i % NUSERS, &r->seqs[i]) != 1) {
+            r->fails = RACE_N - i; /* this one and the ones not sent */
+            break;
+        }
     client_close(c);
     return NULL;
 }

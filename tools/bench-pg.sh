@@ -22,7 +22,9 @@
 # starts with the time and the load average: the machine is shared, compare within a round.
 #
 #   env: BIN (build: gim-logic, tools/gimctl, tools/gim-bench), OUT (.: bench-pg.log there),
-#        WORK (/tmp/gim-bench-pg), U (1000), C (64), T (10), PRELOAD (60000), PORT (17600)
+#        WORK (/tmp/gim-bench-pg), U (1000), C (64), T (10), PRELOAD (60000), PORT (17600),
+#        CONFIGS ("sqlite pg1 pg2 pg3": which, in this order, each round), PGTMP_CONF (extra
+#        postgresql.conf lines for the server, see pgtmp.sh; logged)
 set -u
 [ $# -eq 1 ] || {
     echo "usage: bench-pg.sh ROUNDS" >&2
@@ -32,6 +34,7 @@ ROUNDS=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 BIN=${BIN:-build} OUT=${OUT:-.} WORK=${WORK:-/tmp/gim-bench-pg}
 U=${U:-1000} C=${C:-64} T=${T:-10} PRELOAD=${PRELOAD:-60000} PORT=${PORT:-17600}
+CONFIGS=${CONFIGS:-sqlite pg1 pg2 pg3}
 LOG=$OUT/bench-pg.log
 SEED=$WORK/seed
 PIDS=()
@@ -151,9 +154,10 @@ say "bench-pg: $ROUNDS rounds, U=$U C=$C T=$T s, seed $PRELOAD messages, bin $BI
 
 # The PostgreSQL server and what it promises about a commit.
 PG_URL=$(bash "$HERE/pgtmp.sh" start "$WORK/pg" 2>>"$LOG") || die "pgtmp.sh start"
-say "PostgreSQL at $PG_URL: $(psql -X -At "$PG_URL" -c "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) \
-FROM pg_settings WHERE name IN ('server_version', 'fsync', 'synchronous_commit', 'full_page_writes', \
-'wal_sync_method', 'shared_buffers', 'commit_delay', 'max_connections')")"
+say "PostgreSQL at $PG_URL: $(psql -X -At "$PG_URL" -c "SELECT string_agg(name || '=' || setting || \
+coalesce(unit, ''), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('server_version', 'fsync', \
+'synchronous_commit', 'full_page_writes', 'wal_sync_method', 'shared_buffers', 'commit_delay', \
+'max_connections', 'deadlock_timeout')")${PGTMP_CONF:+ (PGTMP_CONF: $PGTMP_CONF)}"
 
 # The seed: PRELOAD sends through the protocol on SQLite.
 mkdir -p "$SEED"
@@ -168,7 +172,7 @@ say "seed: $(sqlite3 "$SEED/gim.db" 'SELECT count(*) FROM message') messages," \
 PG_PIDS=
 for ((r = 1; r <= ROUNDS; r++)); do
     say "round $r"
-    for cfg in sqlite pg1 pg2 pg3; do
+    for cfg in $CONFIGS; do
         d=$WORK/r$r-$cfg
         mkdir -p "$d"
         cp "$SEED/gim.db" "$d/seed.db" # gim-bench reads the users' seqs from it (sync)

@@ -23,7 +23,8 @@
 #
 #   env: BIN (build: gim-logic, tools/gimctl, tools/gim-bench), OUT (.: bench-pg.log there),
 #        WORK (/tmp/gim-bench-pg), U (1000), C (64), T (10), PRELOAD (60000), PORT (17600),
-#        CONFIGS ("sqlite pg1 pg2 pg3": which, in this order, each round), PGTMP_CONF (extra
+#        CONFIGS ("sqlite pg1 pg2 pg3": which, in this order, each round; pgNf is pgN with the
+#        server's deadlock_timeout at 50 ms instead of PGTMP_CONF's or the default 1 s), PGTMP_CONF (extra
 #        postgresql.conf lines for the server, see pgtmp.sh; logged)
 set -u
 [ $# -eq 1 ] || {
@@ -183,7 +184,18 @@ for ((r = 1; r <= ROUNDS; r++)); do
             PG_PIDS=
         else
             n=${cfg#pg}
+            n=${n%f}
             db=bench_r${r}_$cfg
+            # pgNf: the same with deadlock_timeout = 50ms (the server's default is 1 s)
+            if [ "$cfg" != "${cfg%f}" ]; then
+                psql -X -q "$PG_URL" -c "ALTER SYSTEM SET deadlock_timeout = '50ms'" \
+                    -c "SELECT pg_reload_conf()" >/dev/null || die "deadlock_timeout"
+            else
+                psql -X -q "$PG_URL" -c "ALTER SYSTEM RESET deadlock_timeout" \
+                    -c "SELECT pg_reload_conf()" >/dev/null || die "deadlock_timeout"
+            fi
+            sleep 0.5
+            say "$cfg: deadlock_timeout $(psql -X -At "$PG_URL" -c "SHOW deadlock_timeout")"
             url=${PG_URL%/postgres}/$db
             psql -X -q "$PG_URL" -c "CREATE DATABASE $db" || die "createdb $db"
             for ((i = 0; i < n; i++)); do config "$d" "$i" "backend: postgres, url: \"$url\""; done

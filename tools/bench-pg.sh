@@ -151,12 +151,12 @@ bench() {
 
 mkdir -p "$WORK" "$OUT"
 rm -rf "${WORK:?}"/*
-say "bench-pg: $ROUNDS rounds, U=$U C=$C T=$T s, seed $PRELOAD messages, bin $BIN ($(git -C "$HERE" rev-parse --short HEAD 2>/dev/null))"
+say "bench-pg: $ROUNDS rounds, U=$U C=$C T=$T s, seed $PRELOAD messages, configs $CONFIGS, bin $BIN"
 
 # The PostgreSQL server and what it promises about a commit.
 PG_URL=$(bash "$HERE/pgtmp.sh" start "$WORK/pg" 2>>"$LOG") || die "pgtmp.sh start"
-say "PostgreSQL at $PG_URL: $(psql -X -At "$PG_URL" -c "SELECT string_agg(name || '=' || setting || \
-coalesce(unit, ''), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('server_version', 'fsync', \
+say "PostgreSQL at $PG_URL: $(psql -X -At "$PG_URL" -c "SELECT string_agg(name || '=' || \
+current_setting(name), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('server_version', 'fsync', \
 'synchronous_commit', 'full_page_writes', 'wal_sync_method', 'shared_buffers', 'commit_delay', \
 'max_connections', 'deadlock_timeout')")${PGTMP_CONF:+ (PGTMP_CONF: $PGTMP_CONF)}"
 

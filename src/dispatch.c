@@ -99,8 +99,7 @@ static gim_err job_exec(struct write_job *job, struct wctx *w)
     return e;
 }
 
-/* Before a write runs again (a retried PostgreSQL batch): the reply and error of the last run go.
- */
+/* Before a write runs again (a retried PostgreSQL batch): its last reply and error go. */
 static void job_reset(struct write_job *job)
 {
     struct request *r = job_request(job);

@@ -374,7 +374,8 @@ static gim_err send_room(struct request *r, struct wctx *w, struct send_state *s
  * stores nothing and answers from the stored message. Seqs are taken in
  * ascending user id order (row locks: two sends A->B and B->A lock in the
  * same order). The push targets are the recipients' online devices in the
- * device table, whichever instance they signed in at.
+ * device table, whichever instance they signed in at, read by the statement
+ * that stores the message.
  */
 static const char PG_IDEM_CLAIM[] =
     "INSERT INTO idempotency (device_id, request_id, message_id) VALUES ($1, $2, NULL) "
@@ -384,13 +385,26 @@ static const char PG_IDEM_GET[] =
     "coalesce(length(m.content), 0) + coalesce(length(m.to_user_ids), 0) FROM idempotency i "
     "LEFT JOIN message m ON m.id = i.message_id "
     "WHERE i.device_id = $1 AND i.request_id = $2 FOR UPDATE OF i";
-static const char PG_IDEM_SET[] =
-    "UPDATE idempotency SET message_id = $3 WHERE device_id = $1 AND request_id = $2";
 /* A room send's details of a record taken over (rooms are not served on postgres yet). */
 static const char PG_IDEM_DROP_ROOM[] =
     "DELETE FROM room_idempotency WHERE device_id = $1 AND request_id = $2";
-static const char PG_TARGETS[] = "SELECT device_id, user_id, gateway_id, room_id FROM device "
-                                 "WHERE online = 1 AND user_id IN ($1, $2)";
+/*
+ * The message, its inbox entries (the receiver's unless it is a self-send),
+ * the idempotency record pointed at it, and the push targets (the two users'
+ * online devices, whichever instance they signed in at), in one statement:
+ * a statement is a round trip, and these four depend on nothing but the
+ * seqs taken before. One row at least (device NULL when none is online).
+ */
+static const char PG_STORE[] =
+    "WITH m AS (INSERT INTO message (sender_type, sender_id, sender_device_id, receiver_type, "
+    "receiver_id, to_user_ids, message_type, content, send_time, status, sender_seq, "
+    "receiver_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11) RETURNING id), "
+    "i AS (INSERT INTO inbox (user_id, seq, message_id) SELECT $2, $10, id FROM m "
+    "UNION ALL SELECT $5, $11, id FROM m WHERE $5 <> $2), "
+    "k AS (UPDATE idempotency SET message_id = (SELECT id FROM m) "
+    "WHERE device_id = $3 AND request_id = $12) "
+    "SELECT m.id, d.device_id, d.user_id, d.gateway_id, d.room_id FROM m "
+    "LEFT JOIN device d ON d.online = 1 AND d.user_id IN ($2, $5)";
 
 /*
  * The key's row exists (claimed by an earlier, committed send): a replay
@@ -445,28 +459,43 @@ out:
     return e;
 }
 
-/* The recipients' online devices (push targets) into s->targets. */
-static gim_err targets_pg(struct request *r, struct wctx *w, struct send_state *s)
+/* Stores the message (PG_STORE): s->message_id, and the push targets into s->targets. */
+static gim_err store_pg(struct request *r, struct wctx *w, struct send_state *s,
+                        const struct message_new *m)
 {
+    struct message_ids ids;
     PGresult *res = NULL;
-    gim_err e = PG_RUN(w->db, PG_TARGETS, &res, NULL, STORE_INT(r->sess.user_id),
-                       STORE_INT(s->msg.receiver_id));
-    if (e != GIM_OK)
-        return store_failed(r, w, e, "push targets");
-    size_t n = (size_t)PQntuples(res);
-    if (n && !(s->targets = calloc(n, sizeof *s->targets))) {
-        PQclear(res);
+    if (message_ids_pack(&ids, m->to_user_ids, m->n_to_user_ids) != GIM_OK)
         return request_fail(r, GIM_ENOMEM, "out of memory");
+    gim_err e =
+        PG_RUN(w->db, PG_STORE, &res, NULL, STORE_INT(m->sender_type), STORE_INT(m->sender_id),
+               STORE_INT(m->sender_device_id), STORE_INT(m->receiver_type),
+               STORE_INT(m->receiver_id), STORE_BLOB(ids.blob, ids.len), STORE_INT(m->message_type),
+               STORE_BLOB(m->content ? (const void *)m->content : "", m->content_len),
+               STORE_INT(m->send_time), STORE_INT(m->sender_seq), STORE_INT(m->receiver_seq),
+               STORE_INT(r->request_id));
+    message_ids_free(&ids);
+    if (e != GIM_OK)
+        return store_failed(r, w, e, "message");
+    size_t rows = (size_t)PQntuples(res), n = 0;
+    if (rows == 0 || !(s->targets = calloc(rows, sizeof *s->targets))) {
+        PQclear(res);
+        return rows ? request_fail(r, GIM_ENOMEM, "out of memory")
+                    : store_failed(r, w, GIM_EINTERNAL, "message");
     }
-    for (size_t i = 0; i < n; i++) {
-        struct session *t = &s->targets[i];
+    s->message_id = pgstore_int(res, 0, 0);
+    for (size_t i = 0; i < rows; i++) {
+        if (pgstore_null(res, (int)i, 1))
+            continue; /* no device online */
+        struct session *t = &s->targets[n++];
         size_t len = 0;
-        const uint8_t *gw = pgstore_blob(res, (int)i, 2, &len);
-        t->device_id = pgstore_int(res, (int)i, 0);
-        t->user_id = pgstore_int(res, (int)i, 1);
-        t->room_id = pgstore_int(res, (int)i, 3);
+        const uint8_t *gw = pgstore_blob(res, (int)i, 3, &len);
+        t->device_id = pgstore_int(res, (int)i, 1);
+        t->user_id = pgstore_int(res, (int)i, 2);
+        t->room_id = pgstore_int(res, (int)i, 4);
         len = len > PRESENCE_GATEWAY_MAX ? PRESENCE_GATEWAY_MAX : len;
-        memcpy(t->gateway_id, gw, len);
+        if (len)
+            memcpy(t->gateway_id, gw, len);
         t->gateway_id[len] = 0;
     }
     s->n_targets = n;
@@ -510,23 +539,12 @@ static gim_err send_write_pg(struct request *r, struct wctx *w, struct send_stat
         return store_failed(r, w, e, "seq");
     m.sender_seq = me == first ? seq1 : seq2;
     m.receiver_seq = to == me ? m.sender_seq : (to == first ? seq1 : seq2);
-    if ((e = message_insert(w->db, &m, &s->message_id)) != GIM_OK)
-        return store_failed(r, w, e, "message");
-    s->to[s->n_to++] = (struct recipient){me, m.sender_seq};
-    if ((e = message_inbox_add(w->db, me, m.sender_seq, s->message_id)) != GIM_OK)
-        return store_failed(r, w, e, "sender inbox");
-    if (to != me) {
-        s->to[s->n_to++] = (struct recipient){to, m.receiver_seq};
-        if ((e = message_inbox_add(w->db, to, m.receiver_seq, s->message_id)) != GIM_OK)
-            return store_failed(r, w, e, "receiver inbox");
-    }
-    s->sender_seq = m.sender_seq;
-    if (r->request_id != 0 &&
-        (e = PG_RUN(w->db, PG_IDEM_SET, NULL, NULL, STORE_INT(r->sess.device_id),
-                    STORE_INT(r->request_id), STORE_INT(s->message_id))) != GIM_OK)
-        return store_failed(r, w, e, "idempotency");
-    if ((e = targets_pg(r, w, s)) != GIM_OK)
+    if ((e = store_pg(r, w, s, &m)) != GIM_OK)
         return e;
+    s->to[s->n_to++] = (struct recipient){me, m.sender_seq};
+    if (to != me)
+        s->to[s->n_to++] = (struct recipient){to, m.receiver_seq};
+    s->sender_seq = m.sender_seq;
     s->msg.seq = s->sender_seq;
     return send_reply(r, &s->msg);
 }

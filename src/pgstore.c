@@ -1,6 +1,8 @@
 #include "pgstore.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,12 @@ struct pgstore {
     PGconn *conn;
     char *url;        /* owned copy, for reconnecting */
     uint32_t lock_ms; /* database.busy_timeout_ms: the longest a statement waits for a lock */
+    /* pgstore_stop_waiting(), from another thread: the query to cancel, and the promise to wait
+     * for no lock from now on (applied by the owning thread at its next begin). */
+    pthread_mutex_t cancel_mu;
+    PGcancel *cancel; /* of the current connection; under cancel_mu */
+    atomic_bool no_wait;
+    bool no_wait_applied;
     bool broken;
     bool retry; /* the last failure was 40001/40P01 */
     char sqlstate[6];
@@ -55,11 +63,23 @@ static void notice(void *arg, const char *msg)
     log_debug("postgres notice", "message=\"%.*s\"", (int)strcspn(msg, "\n"), msg);
 }
 
+static void set_cancel(struct pgstore *p)
+{
+    PGcancel *fresh = p->conn ? PQgetCancel(p->conn) : NULL;
+    pthread_mutex_lock(&p->cancel_mu);
+    if (p->cancel)
+        PQfreeCancel(p->cancel);
+    p->cancel = fresh;
+    pthread_mutex_unlock(&p->cancel_mu);
+}
+
 static gim_err connect_now(struct pgstore *p, char *errbuf, size_t errlen)
 {
     if (p->conn)
         PQfinish(p->conn);
     p->conn = PQconnectdb(p->url);
+    p->no_wait_applied = false;
+    set_cancel(p);
     for (size_t i = 0; i < PG_STMT_CACHE; i++)
         p->cache[i].prepared = false;
     if (!p->conn || PQstatus(p->conn) != CONNECTION_OK) {
@@ -77,7 +97,8 @@ static gim_err connect_now(struct pgstore *p, char *errbuf, size_t errlen)
      * request gets EC_UNAVAILABLE. 0 = wait forever, as with SQLite.
      */
     char set[64];
-    snprintf(set, sizeof set, "SET lock_timeout = %u", (unsigned)p->lock_ms);
+    snprintf(set, sizeof set, "SET lock_timeout = %u",
+             atomic_load(&p->no_wait) ? 1u : (unsigned)p->lock_ms);
     PGresult *res = PQexec(p->conn, set);
     bool ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
     PQclear(res);
@@ -101,7 +122,8 @@ static gim_err fail(struct pgstore *p, const PGresult *res, const char *what)
         p->broken = true;
     bool gone = p->broken || (state && (strncmp(state, "08", 2) == 0 || /* connection */
                                         strncmp(state, "57P", 3) == 0 /* shutdown */));
-    bool busy = state && strcmp(state, "55P03") == 0; /* lock_timeout: like SQLITE_BUSY */
+    /* lock_timeout, or a wait cancelled by pgstore_stop_waiting: like SQLITE_BUSY */
+    bool busy = state && (strcmp(state, "55P03") == 0 || strcmp(state, "57014") == 0);
     if (gone)
         p->broken = true;
     if (p->retry)
@@ -111,6 +133,23 @@ static gim_err fail(struct pgstore *p, const PGresult *res, const char *what)
         log_warn("postgres statement failed", "sqlstate=%s sql=\"%.60s\" error=\"%.*s\"",
                  p->sqlstate[0] ? p->sqlstate : "-", what, (int)strcspn(msg, "\n"), msg);
     return p->retry || gone || busy ? GIM_EUNAVAILABLE : GIM_EINTERNAL;
+}
+
+/*
+ * After pgstore_stop_waiting: lock_timeout 1 ms on the next statement. Set
+ * inside a transaction it holds for the rest of it (and is undone by its
+ * rollback, so it is set again until it was set outside one, for good).
+ */
+static void apply_no_wait(struct pgstore *p)
+{
+    if (p->no_wait_applied || !atomic_load(&p->no_wait) || p->broken)
+        return;
+    bool outside = PQtransactionStatus(p->conn) == PQTRANS_IDLE;
+    if (PQtransactionStatus(p->conn) == PQTRANS_INERROR)
+        return; /* nothing runs until the rollback anyway */
+    PGresult *res = PQexec(p->conn, "SET lock_timeout = 1");
+    p->no_wait_applied = outside && res && PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
 }
 
 gim_err pgstore_ready(struct store_conn *c)
@@ -130,6 +169,7 @@ gim_err pgstore_ready(struct store_conn *c)
 gim_err pgstore_exec(struct store_conn *c, const char *sql)
 {
     struct pgstore *p = c->pg;
+    apply_no_wait(p);
     PGresult *res = PQexec(p->conn, sql);
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     gim_err e = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? GIM_OK : fail(p, res, sql);
@@ -166,6 +206,7 @@ gim_err pgstore_run(struct store_conn *c, const char *sql, PGresult **resp, int 
         *changes = 0;
     if (p->broken)
         return GIM_EUNAVAILABLE; /* pgstore_ready() reconnects before the next batch or read */
+    apply_no_wait(p);
     size_t slot = stmt_slot(sql), k;
     for (k = 0; k < PG_STMT_CACHE; k++, slot = (slot + 1) % PG_STMT_CACHE)
         if (p->cache[slot].sql == sql || p->cache[slot].sql == NULL)
@@ -270,10 +311,46 @@ const char *pgstore_sqlstate(const struct store_conn *c)
 
 gim_err pgstore_begin(struct store_conn *c)
 {
+    struct pgstore *p = c->pg;
     gim_err e = pgstore_ready(c);
-    c->pg->retry = false;
-    c->pg->sqlstate[0] = 0;
+    p->retry = false;
+    p->sqlstate[0] = 0;
     return e == GIM_OK ? pgstore_exec(c, "BEGIN") : e;
+}
+
+void pgstore_stop_waiting(struct store_conn *c)
+{
+    struct pgstore *p = c->pg;
+    char err[256];
+    atomic_store(&p->no_wait, true);
+    pthread_mutex_lock(&p->cancel_mu);
+    /* PQcancel is the one libpq call made for another thread: it opens its own connection. */
+    if (p->cancel && !PQcancel(p->cancel, err, sizeof err))
+        log_warn("postgres: cannot cancel the writer's statement", "error=\"%s\"", err);
+    pthread_mutex_unlock(&p->cancel_mu);
+}
+
+gim_err pgstore_commit(struct store_conn *c)
+{
+    struct pgstore *p = c->pg;
+    /* An aborted transaction "commits" as a rollback (the command tag says ROLLBACK): a failed
+     * statement nobody rolled back to its savepoint must not pass for a commit. */
+    if (PQtransactionStatus(p->conn) == PQTRANS_INERROR) {
+        log_warn("postgres: commit refused", "reason=\"%s\"",
+                 "the transaction is aborted (a failed statement)");
+        return GIM_EINTERNAL;
+    }
+    PGresult *res = PQexec(p->conn, "COMMIT");
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    gim_err e = GIM_OK;
+    if (st != PGRES_COMMAND_OK)
+        e = fail(p, res, "COMMIT");
+    else if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+        log_warn("postgres: commit rolled back", "tag=%s", PQcmdStatus(res));
+        e = GIM_EINTERNAL;
+    }
+    PQclear(res);
+    return e;
 }
 
 bool pgstore_in_transaction(const struct store_conn *c)
@@ -371,6 +448,7 @@ gim_err pgstore_open(const struct gim_config *cfg, enum store_mode mode, struct 
         snprintf(errbuf, errlen, "out of memory");
         goto fail;
     }
+    pthread_mutex_init(&p->cancel_mu, NULL);
     c->backend = STORE_PG;
     c->pg = p;
     p->lock_ms = cfg->database.busy_timeout_ms;
@@ -410,6 +488,9 @@ void pgstore_close(struct store_conn *c)
         return;
     if (p->conn)
         PQfinish(p->conn);
+    if (p->cancel)
+        PQfreeCancel(p->cancel);
+    pthread_mutex_destroy(&p->cancel_mu);
     free(p->url);
     free(p);
     c->pg = NULL;

@@ -99,8 +99,24 @@ bool pgstore_retryable(const struct store_conn *c);
 /* The last failure's SQLSTATE ("" when none), for logs and tests. */
 const char *pgstore_sqlstate(const struct store_conn *c);
 
+/*
+ * The first step of a stop (writer_stop_waiting): from any thread, cancels
+ * the statement c's owner is running (a wait for a row lock another
+ * instance holds ends now, GIM_EUNAVAILABLE), and from its next batch on c
+ * waits for no lock (lock_timeout 1 ms). What a stop waits for is then
+ * bounded by the requests' own work, never database.busy_timeout_ms.
+ */
+void pgstore_stop_waiting(struct store_conn *c);
+
 /* BEGIN (after pgstore_ready); clears pgstore_retryable(). */
 gim_err pgstore_begin(struct store_conn *c);
+
+/*
+ * COMMIT, checked: GIM_OK only when the server says COMMIT. A transaction
+ * left aborted by a failed statement would "commit" as a rollback; that is
+ * GIM_EINTERNAL here (logged), never a silent loss.
+ */
+gim_err pgstore_commit(struct store_conn *c);
 
 /* Whether the connection is inside a transaction block (open or failed). */
 bool pgstore_in_transaction(const struct store_conn *c);

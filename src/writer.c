@@ -123,8 +123,16 @@ static gim_err run_job(struct wctx *w, struct write_job *job)
 #define WRITER_PG_TRIES    5
 #define WRITER_PG_PAUSE_US 2000
 
-static gim_err run_job_pg(struct wctx *w, struct write_job *job)
+/*
+ * A job alone in its batch needs no savepoint (two round trips): its failure
+ * rolls the whole transaction back, which holds nothing else.
+ */
+static gim_err run_job_pg(struct wctx *w, struct write_job *job, bool alone)
 {
+    if (alone) {
+        gim_err e = job->exec(job, w);
+        return pgstore_retryable(w->db) ? GIM_EUNAVAILABLE : e;
+    }
     gim_err e = pgstore_exec(w->db, "SAVEPOINT job");
     if (e != GIM_OK)
         return e;
@@ -151,13 +159,17 @@ static void run_batch_pg(struct wctx *w, struct write_job **jobs, int n, gim_err
                 continue;
             if (attempt > 1 && jobs[i]->reset)
                 jobs[i]->reset(jobs[i]);
-            res[i] = run_job_pg(w, jobs[i]);
+            res[i] = run_job_pg(w, jobs[i], n == 1);
             /* A lost connection or transaction fails the neighbours too. */
             if (pgstore_retryable(w->db) || !pgstore_in_transaction(w->db))
                 batch = GIM_EUNAVAILABLE;
         }
+        if (batch == GIM_OK && n == 1 && res[0] != GIM_OK) {
+            pgstore_exec(w->db, "ROLLBACK"); /* the lone job failed: undo its work */
+            return;
+        }
         if (batch == GIM_OK)
-            batch = pgstore_exec(w->db, "COMMIT");
+            batch = pgstore_commit(w->db);
         if (batch == GIM_OK)
             return;
         bool retry = pgstore_retryable(w->db);
@@ -518,6 +530,8 @@ uint64_t writer_pending(struct writer *wr)
 
 void writer_stop_waiting(struct writer *wr)
 {
+    if (wr && store_is_pg(wr->w->db))
+        pgstore_stop_waiting(wr->w->db);
     if (wr)
         busy_wait_cancel(&wr->busy);
 }

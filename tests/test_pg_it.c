@@ -6,14 +6,17 @@
  * batch; a lost connection comes back. Runs only on PostgreSQL (ctest sets
  * GIM_TEST_BACKEND=postgres for it); every test starts its own database.
  */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/sub.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -419,14 +422,33 @@ static int64_t metric(const char *body, const char *name)
     return p ? strtoll(p + strlen(key), NULL, 10) : -1;
 }
 
-Test(pg_it, a_deadlock_retries_the_batch)
+/* Restarts A with /metrics and /healthz (which reads PostgreSQL on its own connection). The
+ * HTTP listener starts after the REP socket tl_restart waits for: wait for it too. */
+static int with_http(void)
 {
-    /* With /metrics and /healthz, which read PostgreSQL on their own connection. */
     int port = tl_free_port();
     snprintf(a.http, sizeof a.http, "http://127.0.0.1:%d", port);
     cr_assert_eq(tl_stop(&a), 0);
     tl_reconfigure(&a, NULL, NULL);
     tl_restart(&a);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    for (int i = 0;; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        bool up = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+        if (fd >= 0)
+            close(fd);
+        if (up)
+            return port;
+        cr_assert_lt(i, 200, "no HTTP listener on port %d after 10 s; see %s", port, a.log);
+        usleep(50 * 1000);
+    }
+}
+
+Test(pg_it, a_deadlock_retries_the_batch)
+{
+    int port = with_http();
     struct ht_resp hr;
     ht_call(port, "GET", "/healthz", NULL, NULL, NULL, &hr);
     cr_assert_eq(hr.status, 200, "healthz on postgres: %s", hr.body);
@@ -743,4 +765,189 @@ Test(pg_start, instances_starting_together_migrate_once, .timeout = 60)
     config_free(&cfg);
     unlink(path);
     pgt_drop_db(url);
+}
+
+struct bad_acker {
+    const char *url;
+    int n, bad_request, other;
+};
+
+/* Acks far above the user's highest seq: each fails inside the writer's transaction. */
+static void *bad_acks(void *arg)
+{
+    struct bad_acker *b = arg;
+    struct gim_client *c = NULL;
+    struct client_conn conn = {.user_id = 2, .device_id = 21, .gateway_id = "gw2"};
+    if (client_open(&c, b->url, 10000, 1) != GIM_OK)
+        return NULL;
+    for (int i = 0; i < b->n; i++) {
+        Pb__MessageACK in = PB__MESSAGE_ACK__INIT;
+        in.device_ack = 1000000 + i;
+        Pb__Output *out = NULL;
+        if (client_request(c, &conn, PB__PACKAGE_TYPE__PT_MESSAGE_ACK, 100 + i, &in.base, &out) ==
+                GIM_OK &&
+            out->code == PB__ERROR_CODE__EC_BAD_REQUEST)
+            b->bad_request++;
+        else
+            b->other++;
+        if (out)
+            pb__output__free_unpacked(out, NULL);
+    }
+    client_close(c);
+    return NULL;
+}
+
+/*
+ * Failing writes batched with good ones (savepoints): each failure is its own,
+ * every send beside it is stored.
+ */
+Test(pg_it, a_failing_job_leaves_its_batch_neighbours_alone)
+{
+    int port = with_http();
+    struct client_conn u1, u2;
+    cr_assert_eq(tl_signin(ca, &u1, 1, 11, "gw1"), 0);
+    cr_assert_eq(tl_signin(ca, &u2, 2, 21, "gw2"), 0);
+    enum { N = 60 };
+    struct racer ra = {.url = a.url, .first_id = 1, .n = N};
+    struct bad_acker bk = {.url = a.url, .n = N};
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, race, &ra);
+    pthread_create(&t2, NULL, bad_acks, &bk);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    cr_assert_eq(ra.fails, 0);
+    cr_assert_eq(bk.bad_request, N, "every bad ack refused (others: %d)", bk.other);
+    cr_assert_eq(tl_query_int(a.db, "SELECT count(*) FROM message"), N);
+    cr_assert_eq(tl_query_int(a.db, "SELECT max(seq) FROM inbox WHERE user_id = 2"), N);
+    cr_assert_eq(tl_query_int(a.db, "SELECT ack_seq FROM device WHERE device_id = 21"), 0);
+    /* Some batch held more than one job (else this proved nothing about savepoints). */
+    struct ht_resp hr;
+    ht_call(port, "GET", "/metrics", NULL, NULL, NULL, &hr);
+    cr_assert_eq(hr.status, 200);
+    int64_t batches = metric(hr.body, "gim_write_batch_size_count");
+    int64_t singles = -1;
+    const char *p = strstr(hr.body, "gim_write_batch_size_bucket{le=\"1\"} ");
+    if (p)
+        singles = strtoll(p + strlen("gim_write_batch_size_bucket{le=\"1\"} "), NULL, 10);
+    ht_resp_free(&hr);
+    cr_assert_lt(singles, batches, "every batch held one job (%lld of %lld)", (long long)singles,
+                 (long long)batches);
+}
+
+/* A database.url with a password: the service starts, and the password is in no log line, not
+ * even the configuration logged at debug. */
+Test(pg_it, the_url_password_is_never_logged)
+{
+    struct tl_server with_pw = a;
+    char *at = strstr(with_pw.pg_url, "@");
+    const char *scheme = strstr(with_pw.pg_url, "://");
+    cr_assert(at && scheme && !memchr(scheme + 3, ':', (size_t)(at - scheme - 3)),
+              "the test URL already has a password: %s", with_pw.pg_url);
+    char url[PGT_URL_MAX];
+    snprintf(url, sizeof url, "%.*s:hunter2%s", (int)(at - with_pw.pg_url), with_pw.pg_url, at);
+    snprintf(with_pw.pg_url, sizeof with_pw.pg_url, "%s", url);
+    tl_start_shared(&b, &with_pw, "log: {level: debug}");
+    cb = tl_client(&b);
+    struct client_conn u1;
+    cr_assert_eq(tl_signin(cb, &u1, 1, 11, "gw1"), 0);
+    cr_assert(tl_file_has(b.log, "backend: \"postgres\""), "the config was logged at debug");
+    cr_assert_not(tl_file_has(b.log, "hunter2"), "the password is in %s", b.log);
+}
+
+/* --- pgstore, directly --------------------------------------------------------- */
+
+/* A connection of pgstore on a fresh, migrated database (the caller drops url). */
+static struct store_conn *pg_open(char *url, size_t cap)
+{
+    char yaml[PGT_URL_MAX + 128], path[] = "/tmp/gimpgstore-XXXXXX", err[256];
+    pgt_create_db(url, cap);
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    int n = snprintf(yaml, sizeof yaml, "database: {backend: postgres, url: \"%s\"}\n", url);
+    cr_assert_eq(write(fd, yaml, (size_t)n), n);
+    close(fd);
+    struct gim_config cfg;
+    cr_assert_eq(config_load(path, &cfg, err, sizeof err), GIM_OK, "%s", err);
+    unlink(path);
+    struct store_conn *c = NULL;
+    cr_assert_eq(store_open(&cfg, STORE_WRITER, &c, err, sizeof err), GIM_OK, "%s", err);
+    config_free(&cfg);
+    return c;
+}
+
+static const char PGT_INSERT_SEQ[] = "INSERT INTO user_seq (user_id, seq) VALUES ($1, $2)";
+static const char PGT_COUNT_SEQ[] = "SELECT count(*) FROM user_seq";
+
+/*
+ * A failed statement left unhandled aborts the transaction, and PostgreSQL
+ * then answers COMMIT with a rollback: pgstore_commit says so instead of
+ * letting it pass for a commit.
+ */
+Test(pg_store, committing_an_aborted_transaction_fails)
+{
+    if (!tl_pg())
+        cr_skip_test("runs on PostgreSQL only (GIM_TEST_BACKEND=postgres)");
+    char url[PGT_URL_MAX];
+    struct store_conn *c = pg_open(url, sizeof url);
+    cr_assert_eq(pgstore_begin(c), GIM_OK);
+    cr_assert_eq(PG_RUN(c, PGT_INSERT_SEQ, NULL, NULL, STORE_INT(1), STORE_INT(1)), GIM_OK);
+    /* The same key again: a unique violation, not a retry, not the connection. */
+    cr_assert_eq(PG_RUN(c, PGT_INSERT_SEQ, NULL, NULL, STORE_INT(1), STORE_INT(2)), GIM_EINTERNAL);
+    cr_assert_str_eq(pgstore_sqlstate(c), "23505");
+    cr_assert_not(pgstore_retryable(c));
+    cr_assert(pgstore_in_transaction(c));
+    cr_assert_eq(pgstore_commit(c), GIM_EINTERNAL);
+    pgstore_exec(c, "ROLLBACK");
+    PGresult *res = NULL;
+    cr_assert_eq(PG_RUN0(c, PGT_COUNT_SEQ, &res, NULL), GIM_OK);
+    cr_assert_eq(pgstore_int(res, 0, 0), 0, "nothing of the aborted transaction");
+    PQclear(res);
+    /* A healthy one commits. */
+    cr_assert_eq(pgstore_begin(c), GIM_OK);
+    cr_assert_eq(PG_RUN(c, PGT_INSERT_SEQ, NULL, NULL, STORE_INT(1), STORE_INT(1)), GIM_OK);
+    cr_assert_eq(pgstore_commit(c), GIM_OK);
+    cr_assert_eq(PG_RUN0(c, PGT_COUNT_SEQ, &res, NULL), GIM_OK);
+    cr_assert_eq(pgstore_int(res, 0, 0), 1);
+    PQclear(res);
+    store_close(c);
+    pgt_drop_db(url);
+}
+
+/*
+ * A stop while the writer waits for a row lock another instance holds (issue
+ * 11's scenario 1, on PostgreSQL): the wait is cancelled, the waiting send is
+ * answered EC_UNAVAILABLE with nothing stored, and the stop takes far less
+ * than database.busy_timeout_ms (60 s here).
+ */
+Test(pg_it, a_stop_does_not_wait_for_a_lock_held_elsewhere)
+{
+    cr_assert_eq(tl_stop(&a), 0);
+    tl_reconfigure(&a, "busy_timeout_ms: 60000", NULL);
+    tl_restart(&a);
+    struct client_conn u1, u2;
+    cr_assert_eq(tl_signin(ca, &u1, 1, 11, "gw1"), 0);
+    cr_assert_eq(tl_signin(ca, &u2, 2, 21, "gw2"), 0);
+    cr_assert_eq(send_seq(ca, &u2, 1, 3), 1);
+
+    PGconn *t = PQconnectdb(a.pg_url);
+    cr_assert_eq(PQstatus(t), CONNECTION_OK);
+    PQclear(PQexec(t, "BEGIN"));
+    PQclear(PQexec(t, "UPDATE user_seq SET seq = seq WHERE user_id = 2"));
+    struct sender s = {.srv = &a, .conn = u1, .to = 2, .request_id = 9};
+    pthread_t th;
+    pthread_create(&th, NULL, send_thread, &s);
+    wait_for_lock_waiter(t);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int status = tl_stop(&a);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    pthread_join(th, NULL);
+    PQclear(PQexec(t, "COMMIT"));
+    PQfinish(t);
+    int64_t ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    cr_assert_eq(status, 0, "see %s", a.log);
+    cr_assert_lt(ms, 5000, "the stop took %lld ms", (long long)ms);
+    cr_assert_eq(s.code, PB__ERROR_CODE__EC_UNAVAILABLE, "the waiting send: code %d", s.code);
+    cr_assert_eq(tl_query_int(a.db, "SELECT count(*) FROM message"), 1, "nothing of it stored");
+    cr_log_info("stop took %lld ms", (long long)ms);
 }

@@ -19,12 +19,22 @@
  * its inbox copies; every recall left exactly one notice per copy; acks are
  * durable; PRAGMA integrity_check is ok.
  *
+ * On PostgreSQL (GIM_TEST_BACKEND=postgres, ctest's test_crash_it_pg) the same
+ * run kills gim-logic, not the database server, and the same checks run on the
+ * service's database over a connection of the test's own; what is about
+ * SQLite's files (integrity_check, the recalled bytes in gim.db and its WAL)
+ * is left out. The server must flush every commit (fsync and
+ * synchronous_commit on, checked): then an acknowledged send is as durable as
+ * on SQLite with synchronous: full. Recalls answer EC_UNAVAILABLE there until
+ * the backend serves them, and the recall checks find none.
+ *
  * GIM_CRASH_KILLS (default 5) sets the number of kill -9 cycles; the long mode
  * (GIM_CRASH_KILLS=100) is described in docs/reliability.md. GIM_CRASH_SEED
  * replays a run's random choices (the seed is printed).
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -255,7 +265,27 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* --- verification, on the database file itself ------------------------------------------ */
+/* --- verification, on the database itself ---------------------------------------------- */
+
+/*
+ * The database under check: the SQLite file itself (SQLite's own recovery,
+ * not gim-logic's start-up), or, with GIM_TEST_BACKEND=postgres, the
+ * service's PostgreSQL database on a connection of the test's own. The
+ * statements are written once with SQLite's ?N parameters; on PostgreSQL
+ * they run as $N.
+ */
+struct vdb {
+    sqlite3 *lite;
+    PGconn *pg;
+};
+
+/* One query's rows, either backend: vres_open, vres_next until false, vres_close. */
+struct vres {
+    sqlite3_stmt *st;
+    PGresult *r;
+    int row, rows;
+    unsigned char *blob; /* PQunescapeBytea's copy of the current row's blob */
+};
 
 static sqlite3_stmt *prep(sqlite3 *db, const char *sql)
 {
@@ -265,18 +295,94 @@ static sqlite3_stmt *prep(sqlite3 *db, const char *sql)
     return st;
 }
 
-/* The first column of the first row of sql with up to three int64 parameters; def if no row. */
-static int64_t q_int(sqlite3 *db, const char *sql, int64_t def, int n, int64_t a, int64_t b,
-                     int64_t c)
+/* Runs sql with up to three int64 parameters (?1..?3). */
+static void vres_open(const struct vdb *db, struct vres *q, const char *sql, int n, int64_t a,
+                      int64_t b, int64_t c)
 {
-    sqlite3_stmt *st = prep(db, sql);
     int64_t args[3] = {a, b, c};
+    memset(q, 0, sizeof *q);
+    if (db->pg) {
+        char text[3][24];
+        const char *vals[3];
+        for (int i = 0; i < n; i++) {
+            snprintf(text[i], sizeof text[i], "%lld", (long long)args[i]);
+            vals[i] = text[i];
+        }
+        char *pgsql = strdup(sql);
+        cr_assert_not_null(pgsql);
+        for (char *p = pgsql; *p; p++)
+            if (*p == '?')
+                *p = '$';
+        q->r = PQexecParams(db->pg, pgsql, n, NULL, vals, NULL, NULL, 0);
+        free(pgsql);
+        cr_assert_eq(PQresultStatus(q->r), PGRES_TUPLES_OK, "%s: %s", sql,
+                     PQresultErrorMessage(q->r));
+        q->rows = PQntuples(q->r);
+        q->row = -1;
+        return;
+    }
+    q->st = prep(db->lite, sql);
     for (int i = 0; i < n; i++)
-        sqlite3_bind_int64(st, i + 1, args[i]);
+        sqlite3_bind_int64(q->st, i + 1, args[i]);
+}
+
+static bool vres_next(struct vres *q)
+{
+    if (q->blob)
+        PQfreemem(q->blob);
+    q->blob = NULL;
+    if (q->r)
+        return ++q->row < q->rows;
+    return sqlite3_step(q->st) == SQLITE_ROW;
+}
+
+static bool vres_null(const struct vres *q, int col)
+{
+    if (q->r)
+        return PQgetisnull(q->r, q->row, col);
+    return sqlite3_column_type(q->st, col) == SQLITE_NULL;
+}
+
+static int64_t vres_int(const struct vres *q, int col)
+{
+    if (q->r) {
+        const char *t = PQgetvalue(q->r, q->row, col);
+        return strcmp(t, "t") == 0 ? 1 : strcmp(t, "f") == 0 ? 0 : strtoll(t, NULL, 10);
+    }
+    return sqlite3_column_int64(q->st, col);
+}
+
+/* The blob in col (valid until the next vres_next or vres_close). */
+static const uint8_t *vres_blob(struct vres *q, int col, size_t *len)
+{
+    if (q->r) {
+        q->blob = PQunescapeBytea((const unsigned char *)PQgetvalue(q->r, q->row, col), len);
+        cr_assert_not_null(q->blob);
+        return q->blob;
+    }
+    *len = (size_t)sqlite3_column_bytes(q->st, col);
+    return sqlite3_column_blob(q->st, col);
+}
+
+static void vres_close(struct vres *q)
+{
+    if (q->blob)
+        PQfreemem(q->blob);
+    PQclear(q->r);
+    sqlite3_finalize(q->st);
+    memset(q, 0, sizeof *q);
+}
+
+/* The first column of the first row of sql with up to three int64 parameters; def if no row. */
+static int64_t q_int(const struct vdb *db, const char *sql, int64_t def, int n, int64_t a,
+                     int64_t b, int64_t c)
+{
+    struct vres q;
+    vres_open(db, &q, sql, n, a, b, c);
     int64_t v = def;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    if (vres_next(&q) && !vres_null(&q, 0))
+        v = vres_int(&q, 0);
+    vres_close(&q);
     return v;
 }
 
@@ -288,40 +394,40 @@ static const char SQL_MESSAGE[] =
 static const char SQL_INBOX_AT[] = "SELECT message_id FROM inbox WHERE user_id = ?1 AND seq = ?2";
 
 /* Every acknowledged send of w is stored once, where its reply said, with its content. */
-static void check_sends(sqlite3 *db, const struct worker *w)
+static void check_sends(const struct vdb *db, const struct worker *w)
 {
     for (size_t i = 0; i < w->n_sends; i++) {
         const struct sent *s = &w->sends[i];
         int64_t mid = q_int(db, SQL_IDEM_MESSAGE, -1, 2, w->device, s->request_id, 0);
         cr_assert_gt(mid, 0, "device %lld request %lld was acknowledged (seq %lld) but is lost",
                      (long long)w->device, (long long)s->request_id, (long long)s->seq);
-        sqlite3_stmt *st = prep(db, SQL_MESSAGE);
-        sqlite3_bind_int64(st, 1, mid);
-        cr_assert_eq(sqlite3_step(st), SQLITE_ROW, "message %lld of an acknowledged send is gone",
-                     (long long)mid);
-        cr_assert_eq(sqlite3_column_int64(st, 0), w->user);
-        cr_assert_eq(sqlite3_column_int64(st, 1), w->device);
-        cr_assert_eq(sqlite3_column_int64(st, 2), PB__RECEIVER_TYPE__RT_USER);
-        cr_assert_eq(sqlite3_column_int64(st, 3), s->to);
-        cr_assert_eq(sqlite3_column_int64(st, 4), s->seq,
-                     "message %lld: sender_seq %lld, replied %lld", (long long)mid,
-                     (long long)sqlite3_column_int64(st, 4), (long long)s->seq);
-        int64_t receiver_seq = sqlite3_column_int64(st, 5);
-        bool erased = sqlite3_column_type(st, 6) == SQLITE_NULL;
-        int64_t status = sqlite3_column_int64(st, 7);
+        struct vres st;
+        vres_open(db, &st, SQL_MESSAGE, 1, mid, 0, 0);
+        cr_assert(vres_next(&st), "message %lld of an acknowledged send is gone", (long long)mid);
+        cr_assert_eq(vres_int(&st, 0), w->user);
+        cr_assert_eq(vres_int(&st, 1), w->device);
+        cr_assert_eq(vres_int(&st, 2), PB__RECEIVER_TYPE__RT_USER);
+        cr_assert_eq(vres_int(&st, 3), s->to);
+        cr_assert_eq(vres_int(&st, 4), s->seq, "message %lld: sender_seq %lld, replied %lld",
+                     (long long)mid, (long long)vres_int(&st, 4), (long long)s->seq);
+        int64_t receiver_seq = vres_int(&st, 5);
+        bool erased = vres_null(&st, 6);
+        int64_t status = vres_int(&st, 7);
         if (s->recall_ok) {
             cr_assert(erased && status == PB__MESSAGE_STATUS__MS_RECALL,
                       "message %lld: recall acknowledged but content kept", (long long)mid);
         } else if (!erased) {
             cr_assert_eq(status, PB__MESSAGE_STATUS__MS_NORMAL);
-            cr_assert_eq((size_t)sqlite3_column_bytes(st, 6), s->content_len,
-                         "message %lld: content length differs", (long long)mid);
-            cr_assert_eq(memcmp(sqlite3_column_blob(st, 6), s->content, s->content_len), 0,
+            size_t len = 0;
+            const uint8_t *content = vres_blob(&st, 6, &len);
+            cr_assert_eq(len, s->content_len, "message %lld: content length differs",
+                         (long long)mid);
+            cr_assert_eq(memcmp(content, s->content, s->content_len), 0,
                          "message %lld: content differs", (long long)mid);
         } else {
             cr_assert(s->recall_tried, "message %lld erased though never recalled", (long long)mid);
         }
-        sqlite3_finalize(st);
+        vres_close(&st);
         cr_assert_eq(q_int(db, SQL_INBOX_AT, -1, 2, w->user, s->seq, 0), mid,
                      "user %lld seq %lld is not message %lld", (long long)w->user,
                      (long long)s->seq, (long long)mid);
@@ -337,32 +443,33 @@ static const char SQL_INBOX_SHAPE[] =
     "FROM user_seq u LEFT JOIN inbox i ON i.user_id = u.user_id GROUP BY u.user_id";
 
 /* Every inbox is exactly seqs 1..N, N = user_seq.seq: no gap, no repeat, no lost counter. */
-static void check_inboxes(sqlite3 *db)
+static void check_inboxes(const struct vdb *db)
 {
-    sqlite3_stmt *st = prep(db, SQL_INBOX_SHAPE);
+    struct vres st;
+    vres_open(db, &st, SQL_INBOX_SHAPE, 0, 0, 0, 0);
     int users = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        int64_t user = sqlite3_column_int64(st, 0), n = sqlite3_column_int64(st, 1);
+    while (vres_next(&st)) {
+        int64_t user = vres_int(&st, 0), n = vres_int(&st, 1);
         users++;
-        cr_assert_eq(sqlite3_column_int64(st, 2), n, "user %lld: %lld entries, user_seq %lld",
-                     (long long)user, (long long)sqlite3_column_int64(st, 2), (long long)n);
-        cr_assert_eq(sqlite3_column_int64(st, 4), n, "user %lld: max seq %lld, user_seq %lld",
-                     (long long)user, (long long)sqlite3_column_int64(st, 4), (long long)n);
+        cr_assert_eq(vres_int(&st, 2), n, "user %lld: %lld entries, user_seq %lld", (long long)user,
+                     (long long)vres_int(&st, 2), (long long)n);
+        cr_assert_eq(vres_int(&st, 4), n, "user %lld: max seq %lld, user_seq %lld", (long long)user,
+                     (long long)vres_int(&st, 4), (long long)n);
         if (n > 0)
-            cr_assert_eq(sqlite3_column_int64(st, 3), 1, "user %lld: seqs start at %lld",
-                         (long long)user, (long long)sqlite3_column_int64(st, 3));
+            cr_assert_eq(vres_int(&st, 3), 1, "user %lld: seqs start at %lld", (long long)user,
+                         (long long)vres_int(&st, 3));
     }
-    sqlite3_finalize(st);
+    vres_close(&st);
     cr_assert_eq(users, NTHREADS, "every test user has a seq counter");
     cr_assert_eq(q_int(db,
-                       "SELECT count(*) FROM (SELECT DISTINCT user_id FROM inbox) "
+                       "SELECT count(*) FROM (SELECT DISTINCT user_id FROM inbox) d "
                        "WHERE user_id NOT IN (SELECT user_id FROM user_seq)",
                        -1, 0, 0, 0, 0),
                  0, "an inbox without a seq counter");
 }
 
 /* Each message is in exactly the inboxes it belongs to, once; nothing points nowhere. */
-static void check_copies(sqlite3 *db)
+static void check_copies(const struct vdb *db)
 {
     cr_assert_eq(
         q_int(db, "SELECT count(*) FROM inbox WHERE message_id NOT IN (SELECT id FROM message)", -1,
@@ -391,7 +498,7 @@ static void check_copies(sqlite3 *db)
 }
 
 /* No send stored twice: one message per idempotency record, one record per text. */
-static void check_once(sqlite3 *db, const struct worker *ws)
+static void check_once(const struct vdb *db, const struct worker *ws)
 {
     int64_t texts = q_int(db, "SELECT count(*) FROM message WHERE message_type = ?1", -1, 1,
                           PB__MESSAGE_TYPE__MT_TEXT, 0, 0);
@@ -404,7 +511,7 @@ static void check_once(sqlite3 *db, const struct worker *ws)
     cr_assert_eq(
         q_int(db,
               "SELECT count(*) FROM (SELECT content FROM message WHERE content IS NOT NULL "
-              "AND message_type = ?1 GROUP BY content HAVING count(*) > 1)",
+              "AND message_type = ?1 GROUP BY content HAVING count(*) > 1) d",
               -1, 1, PB__MESSAGE_TYPE__MT_TEXT, 0, 0),
         0, "the same content stored twice");
     for (int i = 0; i < NTHREADS; i++) {
@@ -429,19 +536,20 @@ static int cmp_i64(const void *a, const void *b)
 }
 
 /* A recall is whole: each recalled message has one notice in each inbox holding a copy. */
-static void check_recalls(sqlite3 *db)
+static void check_recalls(const struct vdb *db)
 {
     int64_t recalled = q_int(db, "SELECT count(*) FROM message WHERE status = ?1", -1, 1,
                              PB__MESSAGE_STATUS__MS_RECALL, 0, 0);
     int64_t *ids = calloc((size_t)recalled * 2 + 1, sizeof *ids);
     size_t n = 0;
     cr_assert_not_null(ids);
-    sqlite3_stmt *st = prep(db, SQL_NOTICES);
-    sqlite3_bind_int64(st, 1, PB__MESSAGE_TYPE__MT_COMMAND);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        int64_t user = sqlite3_column_int64(st, 0);
-        Pb__Command *cmd = pb__command__unpack(NULL, (size_t)sqlite3_column_bytes(st, 1),
-                                               sqlite3_column_blob(st, 1));
+    struct vres st;
+    vres_open(db, &st, SQL_NOTICES, 1, PB__MESSAGE_TYPE__MT_COMMAND, 0, 0);
+    while (vres_next(&st)) {
+        int64_t user = vres_int(&st, 0);
+        size_t len = 0;
+        const uint8_t *notice = vres_blob(&st, 1, &len);
+        Pb__Command *cmd = pb__command__unpack(NULL, len, notice);
         cr_assert_not_null(cmd, "a notice that is not a pb.Command");
         cr_assert_eq(cmd->code, 1, "a command that is not a recall notice");
         Pb__RecallInput *ri = pb__recall_input__unpack(NULL, cmd->data.len, cmd->data.data);
@@ -455,7 +563,7 @@ static void check_recalls(sqlite3 *db)
         pb__recall_input__free_unpacked(ri, NULL);
         pb__command__free_unpacked(cmd, NULL);
     }
-    sqlite3_finalize(st);
+    vres_close(&st);
     cr_assert_eq(n, (size_t)recalled * 2, "%zu notices for %lld recalled messages", n,
                  (long long)recalled);
     qsort(ids, n, sizeof *ids, cmp_i64);
@@ -465,7 +573,7 @@ static void check_recalls(sqlite3 *db)
     free(ids);
 }
 
-static void check_acks(sqlite3 *db, const struct worker *ws)
+static void check_acks(const struct vdb *db, const struct worker *ws)
 {
     for (int i = 0; i < NTHREADS; i++) {
         int64_t ack =
@@ -538,6 +646,15 @@ Test(crash, kill9_keeps_every_acknowledged_write, .timeout = 900)
     tl_stop(&srv);
     use_synchronous_full(&srv);
     tl_restart(&srv);
+    /*
+     * On PostgreSQL what synchronous: full is for SQLite is the server's: a commit is
+     * acknowledged after its WAL is flushed. The tests' server (tools/pgtmp.sh) must run so,
+     * else "acknowledged" would promise less here than on SQLite.
+     */
+    if (tl_pg())
+        cr_assert_eq(tl_query_int(srv.db, "SELECT current_setting('fsync') = 'on' AND "
+                                          "current_setting('synchronous_commit') = 'on'"),
+                     1, "the test server must run with fsync and synchronous_commit on");
 
     /* Sign everyone in once, before any kill; no one signs in again. */
     struct gim_client *c = tl_client(&srv);
@@ -591,20 +708,34 @@ Test(crash, kill9_keeps_every_acknowledged_write, .timeout = 900)
 
     /* The final state is the one right after a crash. */
     tl_kill9(&srv);
-    sqlite3 *db = NULL;
-    cr_assert_eq(sqlite3_open_v2(srv.db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    /* Closing must not checkpoint: gim-logic's own start-up must scrub the WAL (below). */
-    cr_assert_eq(sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    integrity_ok(db);
+    struct vdb db = {0};
+    if (tl_pg()) {
+        db.pg = PQconnectdb(srv.pg_url);
+        cr_assert_eq(PQstatus(db.pg), CONNECTION_OK, "%s", PQerrorMessage(db.pg));
+    } else {
+        cr_assert_eq(sqlite3_open_v2(srv.db, &db.lite, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        /* Closing must not checkpoint: gim-logic's own start-up must scrub the WAL (below). */
+        cr_assert_eq(sqlite3_db_config(db.lite, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL),
+                     SQLITE_OK);
+        sqlite3_busy_timeout(db.lite, 5000);
+        integrity_ok(db.lite);
+    }
     for (int i = 0; i < NTHREADS; i++)
-        check_sends(db, &ws[i]);
-    check_inboxes(db);
-    check_copies(db);
-    check_once(db, ws);
-    check_recalls(db);
-    check_acks(db, ws);
-    sqlite3_close(db);
+        check_sends(&db, &ws[i]);
+    check_inboxes(&db);
+    check_copies(&db);
+    check_once(&db, ws);
+    check_recalls(&db);
+    check_acks(&db, ws);
+    if (db.pg)
+        PQfinish(db.pg);
+    sqlite3_close(db.lite);
+    if (tl_pg()) {
+        /* The rest is about SQLite's files (gim.db, gim.db-wal); none on PostgreSQL. */
+        for (int i = 0; i < NTHREADS; i++)
+            free(ws[i].sends);
+        return;
+    }
 
     /*
      * Then gim-logic itself starts on it. Issue 11, scenario 3: a kill

@@ -45,64 +45,6 @@ const struct handler *dispatch_handler(int type)
 
 #define job_request(j) ((struct request *)((char *)(j)-offsetof(struct request, job)))
 
-/*
- * The request types the PostgreSQL backend serves (issue 17, phase 1: the
- * core path; phase 2: groups and the business API's group and send
- * requests). Everything else answers EC_UNAVAILABLE there, from here only:
- * no handler of an unported type ever runs on a PostgreSQL connection.
- * docs/scale-out.md lists the same.
- */
-static bool pg_serves(int type)
-{
-    switch (type) {
-    case PB__PACKAGE_TYPE__PT_SIGN_IN:
-    case PB__PACKAGE_TYPE__PT_SIGN_OUT:
-    case PB__PACKAGE_TYPE__PT_HEARTBEAT:
-    case PB__PACKAGE_TYPE__PT_GATEWAY_LEASE:
-    case PB__PACKAGE_TYPE__PT_MESSAGE:
-    case PB__PACKAGE_TYPE__PT_MESSAGE_ACK:
-    case PB__PACKAGE_TYPE__PT_SYNC:
-    case PB__PACKAGE_TYPE__PT_RECALL:
-    case PB__PACKAGE_TYPE__PT_ADMIN_RECALL:
-    case PB__PACKAGE_TYPE__PT_ADMIN_KICK:
-    case PB__PACKAGE_TYPE__PT_ADMIN_ERASE:
-    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_CREATE:
-    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_UPDATE:
-    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_DISSOLVE:
-    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_ADD_MEMBERS:
-    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_REMOVE_MEMBERS:
-    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_SET_ROLE:
-    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_GET:
-    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_MEMBERS:
-    case PB__PACKAGE_TYPE__PT_ADMIN_SEND: /* not to a room: see dispatch_pg_unsupported */
-    case PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM:
-        return true;
-    default:
-        return false;
-    }
-}
-
-gim_err dispatch_pg_unsupported(struct request *r)
-{
-    if (!r->cfg || !config_is_postgres(r->cfg))
-        return GIM_OK;
-    const char *what = NULL;
-    if (!pg_serves(r->type) || !r->h || !pg_serves(r->h->type))
-        what = r->h ? r->h->name : "this request type";
-    else if (r->h == &handle_admin_send && r->in) {
-        const Pb__Message *m = ((const Pb__AdminSendInput *)r->in)->message;
-        if (m && m->receiver_type == PB__RECEIVER_TYPE__RT_ROOM)
-            what = "admin send to a room";
-    }
-    if (!what)
-        return GIM_OK;
-    return request_fail(r, GIM_EUNAVAILABLE,
-                        "%s: not supported by the postgres backend yet (database.backend: "
-                        "postgres serves every request type but an operator send to a room; "
-                        "see docs/scale-out.md)",
-                        what);
-}
-
 static gim_err job_exec(struct write_job *job, struct wctx *w)
 {
     struct request *r = job_request(job);
@@ -224,8 +166,6 @@ enum dispatch_next dispatch_begin(const struct dispatch *d, struct request *r, c
             r->code = GIM_EINTERNAL;
         return DISPATCH_REPLY;
     }
-    if (dispatch_pg_unsupported(r) != GIM_OK)
-        return DISPATCH_REPLY;
     if (r->answered)
         return DISPATCH_REPLY;
     if (h->write) {

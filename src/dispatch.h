@@ -32,15 +32,6 @@ enum dispatch_next { DISPATCH_REPLY, DISPATCH_WRITE };
 enum dispatch_next dispatch_begin(const struct dispatch *d, struct request *r, const uint8_t *buf,
                                   size_t len, struct store_conn *ro);
 
-/*
- * With database.backend postgres, a request the PostgreSQL backend does not
- * serve yet (anything but sign-in/out, heartbeat, lease, sends to a user,
- * sync and ack): fails r with GIM_EUNAVAILABLE and a message saying so, and
- * returns that. GIM_OK otherwise (and always on SQLite). r->h and, for
- * sends, r->in must be set (after prepare). The business API calls it too.
- */
-gim_err dispatch_pg_unsupported(struct request *r);
-
 /* The handler for a PackageType, or NULL. */
 const struct handler *dispatch_handler(int type);
 

@@ -223,10 +223,26 @@ gim_err fanout_user(struct wctx *w, struct fanout *f, int64_t user_id)
     return store_is_pg(w->db) ? targets_pg(w, f, PG_USER_TARGETS, user_id) : GIM_OK;
 }
 
+/*
+ * PostgreSQL: the push targets are the room's subscribers in the device
+ * table, read after room_append() so the room's row lock keeps a concurrent
+ * subscribe from slipping in before the commit (room_subscribers), as a
+ * client's room send does.
+ */
 gim_err fanout_room(struct wctx *w, struct fanout *f)
 {
     struct message_new m = message_new_of(&f->msg);
-    return room_append(w, f->msg.receiver_id, &m, &f->room_seq);
+    gim_err e = room_append(w, f->msg.receiver_id, &m, &f->room_seq);
+    if (e != GIM_OK || !store_is_pg(w->db))
+        return e;
+    free(f->targets);
+    f->targets = NULL;
+    f->cap_targets = f->n_targets = 0;
+    if ((e = room_subscribers(w->db, f->msg.receiver_id, &f->targets, &f->n_targets)) != GIM_OK)
+        return e;
+    f->cap_targets = f->n_targets;
+    f->targets_known = true;
+    return GIM_OK;
 }
 
 static int cmp_session_user(const void *a, const void *b)
@@ -261,7 +277,10 @@ void fanout_push(struct wctx *w, struct fanout *f)
     push_msg_init(&pm);
     if (f->room_seq) {
         f->msg.seq = f->room_seq;
-        push_msg_room(&pm, w->presence, f->msg.receiver_id);
+        if (f->targets_known) /* PostgreSQL: from the device table */
+            push_msg_room_of(&pm, f->targets, f->n_targets, f->msg.receiver_id);
+        else
+            push_msg_room(&pm, w->presence, f->msg.receiver_id);
         push_msg_send(w->push, &pm, 0, &f->msg);
         push_msg_free(&pm);
         return;

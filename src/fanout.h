@@ -53,7 +53,8 @@ struct fanout {
     int64_t room_seq;   /* a room copy: its seq in the room log */
     int64_t sender_seq; /* a user's group send: its own copy's seq (the row's sender_seq); else 0 */
     int64_t message_id; /* the last message row written */
-    /* PostgreSQL: the copies' users' online devices, from the device table (owned). */
+    /* PostgreSQL: the copies' users' (or the room's) online devices, from the device table (owned).
+     */
     struct session *targets;
     size_t n_targets, cap_targets;
     bool targets_known; /* targets holds them (none online included): push from there */
@@ -76,7 +77,10 @@ gim_err fanout_group(struct wctx *w, struct fanout *f, const int64_t *ids, size_
 /* One message of its own in user_id's inbox, receiver RT_USER/user_id. */
 gim_err fanout_user(struct wctx *w, struct fanout *f, int64_t user_id);
 
-/* One entry in the log of room f->msg.receiver_id; f->room_seq is its seq. */
+/*
+ * One entry in the log of room f->msg.receiver_id; f->room_seq is its seq.
+ * On PostgreSQL f->targets are then the room's subscribed devices.
+ */
 gim_err fanout_room(struct wctx *w, struct fanout *f);
 
 /*

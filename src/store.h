@@ -32,8 +32,8 @@ struct gim_config;
  * connection, pgstore.h). The operations of the core path (the writer's
  * batch, seqs, messages, inbox pages, devices, idempotency, sessions) test
  * store_is_pg() once and run their own SQL for each backend, side by side
- * in the module that owns the operation; whatever else a backend does not
- * serve yet is refused in one place (dispatch.c, dispatch_pg_unsupported).
+ * in the module that owns the operation; both backends serve every request
+ * type.
  * The operations, and where each backend's SQL lives:
  *   transaction, savepoint per job, commit/rollback, retry   writer_run_batch (writer.c)
  *   next seq of a user, the user's last seq                   seq_next, seq_last (seq.c)

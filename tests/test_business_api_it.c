@@ -947,32 +947,24 @@ Test(business_send, system_and_business_messages_to_users_lists_groups_and_rooms
     pb__group_info__free_unpacked(g, NULL);
 
     /* To a room: an entry of the room's log, pushed to its subscribed devices. */
-    if (tl_pg()) { /* rooms are not served by the postgres backend yet (docs/scale-out.md) */
-        m.receiver_type = PB__RECEIVER_TYPE__RT_ROOM;
-        m.receiver_id = 40;
-        op_fails(PB__PACKAGE_TYPE__PT_ADMIN_SEND, &si.base, PB__ERROR_CODE__EC_UNAVAILABLE,
-                 "an admin send to a room on postgres");
-    } else {
-        Pb__SubscribeRoomInput sub = PB__SUBSCRIBE_ROOM_INPUT__INIT;
-        sub.room_id = 40;
-        Pb__Output *out =
-            tl_call(cli, &r, PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM, next_rid++, &sub.base);
-        cr_assert_eq(out->code, 0, "%s", out->message);
-        pb__output__free_unpacked(out, NULL);
-        m.receiver_type = PB__RECEIVER_TYPE__RT_ROOM;
-        m.receiver_id = 40;
-        so = admin_send(&si, 0);
-        cr_assert_eq(so->room_seq, 1);
-        cr_assert_eq(so->recipients, 0);
-        pb__admin_send_output__free_unpacked(so, NULL);
-        cr_assert_eq(qi("SELECT count(*) FROM room_message WHERE room_id = 40 AND seq = 1 AND "
-                        "sender_type = 3 AND sender_id = 7000"),
-                     1);
-        ms = await_push(gw, 51, 3000);
-        cr_assert(ms && ms->message->receiver_type == PB__RECEIVER_TYPE__RT_ROOM &&
-                  ms->message->seq == 1);
-        pb__message_send__free_unpacked(ms, NULL);
-    }
+    Pb__SubscribeRoomInput sub = PB__SUBSCRIBE_ROOM_INPUT__INIT;
+    sub.room_id = 40;
+    Pb__Output *out = tl_call(cli, &r, PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM, next_rid++, &sub.base);
+    cr_assert_eq(out->code, 0, "%s", out->message);
+    pb__output__free_unpacked(out, NULL);
+    m.receiver_type = PB__RECEIVER_TYPE__RT_ROOM;
+    m.receiver_id = 40;
+    so = admin_send(&si, 0);
+    cr_assert_eq(so->room_seq, 1);
+    cr_assert_eq(so->recipients, 0);
+    pb__admin_send_output__free_unpacked(so, NULL);
+    cr_assert_eq(qi("SELECT count(*) FROM room_message WHERE room_id = 40 AND seq = 1 AND "
+                    "sender_type = 3 AND sender_id = 7000"),
+                 1);
+    ms = await_push(gw, 51, 3000);
+    cr_assert(ms && ms->message->receiver_type == PB__RECEIVER_TYPE__RT_ROOM &&
+              ms->message->seq == 1);
+    pb__message_send__free_unpacked(ms, NULL);
 
     /* Every content type goes, as a client's would (a business command code >= 1000). */
     m.receiver_type = PB__RECEIVER_TYPE__RT_USER;
@@ -1171,8 +1163,6 @@ Test(business_group, ten_thousand_members_and_a_removed_member_is_out, .fini = t
 /* A group notice is the IM's own: neither an operator nor the group's owner can recall it. */
 Test(business_group, notices_cannot_be_recalled, .fini = teardown, .timeout = 60)
 {
-    if (tl_pg())
-        cr_skip_test("recall is not served by the postgres backend yet (docs/scale-out.md)");
     struct client_conn a;
     start("");
     cr_assert_eq(tl_signin(cli, &a, 1, 11, "gwA"), 0);

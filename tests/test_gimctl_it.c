@@ -491,8 +491,6 @@ Test(gimctl, two_user_conversation_with_ack_and_recall)
     cr_assert_str_eq(line(out, 0), want);
     cr_assert_eq(q("SELECT ack_seq FROM device WHERE device_id = 201"), r1);
 
-    if (tl_pg()) /* the rest recalls, which the postgres backend does not serve yet */
-        return;
     /* Only the sender may recall. */
     cr_assert_eq(ctl("--user 2 --device 201 recall %lld", (long long)r2), 1);
     cr_assert(strstr(err, "gimctl recall: EC_"), "%s", err);

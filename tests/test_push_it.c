@@ -287,14 +287,8 @@ Test(push_timeout_it, a_device_that_stops_heartbeating_goes_offline)
     room.room_id = 3;
     /* Taken before the request: the server saw it (its last_seen) no earlier than this. */
     int64_t last_request = now_ms();
-    /* PostgreSQL: rooms are not served on this branch (pg-rooms); a heartbeat is the last
-     * request instead. */
-    if (tl_pg()) {
-        cr_assert_eq(tl_code(cli, &quiet, PB__PACKAGE_TYPE__PT_HEARTBEAT, 1, NULL), 0);
-    } else {
-        cr_assert_eq(tl_code(cli, &quiet, PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM, 1, &room.base), 0);
-        cr_assert_eq(qi("SELECT room_id FROM device WHERE device_id = %lld", 11), 3);
-    }
+    cr_assert_eq(tl_code(cli, &quiet, PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM, 1, &room.base), 0);
+    cr_assert_eq(qi("SELECT room_id FROM device WHERE device_id = %lld", 11), 3);
 
     /* busy heartbeats every 200 ms; quiet sends nothing until the sweeper takes it. */
     int64_t offline_at = 0;

@@ -277,9 +277,6 @@ Test(recall_it, recall_erases_the_content_from_database_and_wal, .fini = teardow
 Test(recall_it, window_expires_but_group_admins_may_still_recall, .fini = teardown, .timeout = 60)
 {
     struct client_conn a, b, admin;
-    if (tl_pg())
-        cr_skip_test("group sends are not served by the postgres backend on this branch "
-                     "(pg-groups ports them; the recall of a group message is written for both)");
     start("recall: {window_seconds: 1}");
     sql("INSERT INTO chat_group (group_id, name, owner_id, created_at) VALUES (60, 'g', 5, 0);"
         "INSERT INTO group_member (group_id, user_id, role, joined_at) VALUES "

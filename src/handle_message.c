@@ -632,10 +632,11 @@ static gim_err send_write_pg(struct request *r, struct wctx *w, struct send_stat
 /*
  * PostgreSQL: the seq rows this send will lock, for the writer's lock of
  * the whole batch (write_job.locks): the sender's and the receiver's for a
- * user send, the room's for a room send, the members' for a group send
- * (read now without a lock; one who joins before send_group reads them
- * again is locked by the fan-out itself). A replayed retry locks them for
- * nothing, which costs it nothing.
+ * user send, the room's for a room send, the group's row (shared, as
+ * send_group takes it) and the members' for a group send (read now without
+ * a lock; one who joins before send_group reads them again is locked by the
+ * fan-out itself). A replayed retry locks them for nothing, which costs it
+ * nothing.
  */
 static gim_err send_locks(struct request *r, struct wctx *w, struct writer_locks *l)
 {
@@ -647,7 +648,8 @@ static gim_err send_locks(struct request *r, struct wctx *w, struct writer_locks
     case PB__RECEIVER_TYPE__RT_ROOM:
         return writer_lock_room(l, s->msg.receiver_id);
     case PB__RECEIVER_TYPE__RT_GROUP:
-        if ((e = group_members(w->db, s->msg.receiver_id, &ids, &n)) != GIM_OK)
+        if ((e = writer_lock_group(l, s->msg.receiver_id)) != GIM_OK ||
+            (e = group_members(w->db, s->msg.receiver_id, &ids, &n)) != GIM_OK)
             return e;
         for (size_t i = 0; e == GIM_OK && i < n; i++)
             e = writer_lock_user(l, ids[i]);

@@ -9,6 +9,7 @@
 
 #include "busy.h"
 #include "config.h"
+#include "group.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgstore.h"
@@ -153,8 +154,11 @@ struct lock_ids {
     size_t n, cap;
 };
 
+/* In the order they are locked: a group send share-locks its group before it takes seqs. */
+enum { LOCK_GROUP, LOCK_USER, LOCK_ROOM, LOCK_KINDS };
+
 struct writer_locks {
-    struct lock_ids kinds[2]; /* [SEQ_USER], [SEQ_ROOM] */
+    struct lock_ids kinds[LOCK_KINDS];
 };
 
 static gim_err lock_add(struct lock_ids *l, int64_t id)
@@ -173,12 +177,17 @@ static gim_err lock_add(struct lock_ids *l, int64_t id)
 
 gim_err writer_lock_user(struct writer_locks *l, int64_t user_id)
 {
-    return lock_add(&l->kinds[SEQ_USER], user_id);
+    return lock_add(&l->kinds[LOCK_USER], user_id);
 }
 
 gim_err writer_lock_room(struct writer_locks *l, int64_t room_id)
 {
-    return lock_add(&l->kinds[SEQ_ROOM], room_id);
+    return lock_add(&l->kinds[LOCK_ROOM], room_id);
+}
+
+gim_err writer_lock_group(struct writer_locks *l, int64_t group_id)
+{
+    return lock_add(&l->kinds[LOCK_GROUP], group_id);
 }
 
 static int cmp_id(const void *a, const void *b)
@@ -188,20 +197,20 @@ static int cmp_id(const void *a, const void *b)
 }
 
 /*
- * The batch's seq rows, locked before its first job: every job's declared
- * ids, sorted and de-duplicated, users then rooms (the one global order
- * every instance's batches follow; a lone job's own ascending order is
+ * The batch's rows, locked before its first job: every job's declared ids,
+ * sorted and de-duplicated, groups (shared) then users then rooms (the one
+ * global order every instance's batches follow; a lone job's own order is
  * that order too, so it needs none of this).
  */
 static gim_err lock_batch(struct wctx *w, struct write_job **jobs, int n, struct writer_locks *l)
 {
     gim_err e = GIM_OK;
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < LOCK_KINDS; k++)
         l->kinds[k].n = 0;
     for (int i = 0; e == GIM_OK && i < n; i++)
         if (jobs[i]->locks)
             e = jobs[i]->locks(jobs[i], w, l);
-    for (int k = 0; e == GIM_OK && k < 2; k++) {
+    for (int k = 0; e == GIM_OK && k < LOCK_KINDS; k++) {
         struct lock_ids *li = &l->kinds[k];
         if (li->n == 0)
             continue;
@@ -211,7 +220,8 @@ static gim_err lock_batch(struct wctx *w, struct write_job **jobs, int n, struct
             if (li->ids[i] != li->ids[m - 1])
                 li->ids[m++] = li->ids[i];
         li->n = m;
-        e = seq_lock(w->db, k == 0 ? SEQ_USER : SEQ_ROOM, li->ids, li->n);
+        e = k == LOCK_GROUP ? group_lock_share(w->db, li->ids, li->n)
+                            : seq_lock(w->db, k == LOCK_USER ? SEQ_USER : SEQ_ROOM, li->ids, li->n);
     }
     return pgstore_retryable(w->db) ? GIM_EUNAVAILABLE : e;
 }
@@ -258,7 +268,7 @@ static void run_batch_pg(struct wctx *w, struct write_job **jobs, int n, gim_err
     for (int i = 0; i < n; i++)
         res[i] = batch;
 out:
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < LOCK_KINDS; k++)
         free(locks.kinds[k].ids);
 }
 

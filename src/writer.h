@@ -33,8 +33,9 @@
  * opposite orders across their jobs (and each deadlock costs the batch
  * PostgreSQL's deadlock_timeout, 1 s). So before a batch of several jobs
  * runs, the writer asks each job which seq rows it will lock (locks()),
- * and locks them all, users then rooms, each in ascending id order
- * (seq_lock); the jobs then take their seqs on rows already locked.
+ * and locks them all, group rows (shared, as a group send does) then user
+ * then room seq rows, each in ascending id order (group_lock_share,
+ * seq_lock); the jobs then lock rows their transaction already holds.
  *
  * What maintenance does is not the writer's business: main hands it in
  * (maint_run, maint.h) as a writer_maint_fn, so the writer needs no
@@ -59,6 +60,8 @@ struct writer_locks;
 /* Adds user_id's (room_id's) seq row to the batch's locks. GIM_ENOMEM at worst. */
 gim_err writer_lock_user(struct writer_locks *l, int64_t user_id);
 gim_err writer_lock_room(struct writer_locks *l, int64_t room_id);
+/* Adds group_id's row, share-locked as a group send does (group.h) before the seq rows. */
+gim_err writer_lock_group(struct writer_locks *l, int64_t group_id);
 
 struct write_job {
     struct write_job *next;
@@ -72,7 +75,7 @@ struct write_job {
      * outside the database (reply, error, handler state). NULL: nothing to undo. */
     void (*reset)(struct write_job *job);
     /* PostgreSQL, before any job of a batch of several runs (and again before
-     * each retry), inside the transaction: declares the seq rows exec() will
+     * each retry), inside the transaction: declares the rows exec() will
      * lock (writer_lock_*), read without locks. The writer locks every job's
      * rows at once in one global order, so two instances' batches cannot
      * deadlock on seq rows. Only a hint: exec() must still be right when it

@@ -98,15 +98,15 @@ gim_err group_exists(struct store_conn *db, int64_t group_id, enum group_lock lo
 }
 
 /*
- * A batch's groups, share-locked in ascending id order: the ORDER BY is
- * applied before the locking clause (PostgreSQL's SELECT reference, "The
- * Locking Clause"), so the rows are locked as they come out of the sort.
+ * A batch's groups, locked in ascending id order: the ORDER BY is applied
+ * before the locking clause (PostgreSQL's SELECT reference, "The Locking
+ * Clause"), so the rows are locked as they come out of the sort.
  */
-static const char PG_LOCK_SHARE_MANY[] =
+static const char PG_LOCK_MANY[] =
     "SELECT 1 FROM chat_group WHERE group_id = ANY($1::text::bigint[]) ORDER BY group_id "
-    "FOR SHARE";
+    "FOR UPDATE";
 
-gim_err group_lock_share(struct store_conn *db, const int64_t *ids, size_t n)
+gim_err group_lock_batch(struct store_conn *db, const int64_t *ids, size_t n)
 {
     if (!store_is_pg(db) || n == 0)
         return GIM_OK;
@@ -116,7 +116,7 @@ gim_err group_lock_share(struct store_conn *db, const int64_t *ids, size_t n)
     char *arr = NULL;
     gim_err e = seq_array_literal(ids, n, &arr);
     if (e == GIM_OK)
-        e = PG_RUN(db, PG_LOCK_SHARE_MANY, NULL, NULL, STORE_TEXT(arr));
+        e = PG_RUN(db, PG_LOCK_MANY, NULL, NULL, STORE_TEXT(arr));
     free(arr);
     return e;
 }

@@ -259,7 +259,7 @@ out:
 /*
  * PostgreSQL: the seq rows this send will lock, for the writer's lock of the
  * whole batch (write_job.locks): the listed users or the one receiver, the
- * group's row (shared, as send_group takes it) and its members (read now
+ * group's row (send_group locks it) and its members (read now
  * without a lock; send_group reads them again under the group's lock), or
  * the room.
  */

@@ -632,8 +632,8 @@ static gim_err send_write_pg(struct request *r, struct wctx *w, struct send_stat
 /*
  * PostgreSQL: the seq rows this send will lock, for the writer's lock of
  * the whole batch (write_job.locks): the sender's and the receiver's for a
- * user send, the room's for a room send, the group's row (shared, as
- * send_group takes it) and the members' for a group send (read now without
+ * user send, the room's for a room send, the group's row (send_group
+ * locks it) and the members' for a group send (read now without
  * a lock; one who joins before send_group reads them again is locked by the
  * fan-out itself). A replayed retry locks them for nothing, which costs it
  * nothing.

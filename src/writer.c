@@ -154,7 +154,7 @@ struct lock_ids {
     size_t n, cap;
 };
 
-/* In the order they are locked: a group send share-locks its group before it takes seqs. */
+/* In the order they are locked: a group's send or change locks its group before it takes seqs. */
 enum { LOCK_GROUP, LOCK_USER, LOCK_ROOM, LOCK_KINDS };
 
 struct writer_locks {
@@ -198,7 +198,7 @@ static int cmp_id(const void *a, const void *b)
 
 /*
  * The batch's rows, locked before its first job: every job's declared ids,
- * sorted and de-duplicated, groups (shared) then users then rooms (the one
+ * sorted and de-duplicated, groups then users then rooms (the one
  * global order every instance's batches follow; a lone job's own order is
  * that order too, so it needs none of this).
  */
@@ -220,7 +220,7 @@ static gim_err lock_batch(struct wctx *w, struct write_job **jobs, int n, struct
             if (li->ids[i] != li->ids[m - 1])
                 li->ids[m++] = li->ids[i];
         li->n = m;
-        e = k == LOCK_GROUP ? group_lock_share(w->db, li->ids, li->n)
+        e = k == LOCK_GROUP ? group_lock_batch(w->db, li->ids, li->n)
                             : seq_lock(w->db, k == LOCK_USER ? SEQ_USER : SEQ_ROOM, li->ids, li->n);
     }
     return pgstore_retryable(w->db) ? GIM_EUNAVAILABLE : e;

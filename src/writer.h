@@ -33,8 +33,8 @@
  * opposite orders across their jobs (and each deadlock costs the batch
  * PostgreSQL's deadlock_timeout, 1 s). So before a batch of several jobs
  * runs, the writer asks each job which seq rows it will lock (locks()),
- * and locks them all, group rows (shared, as a group send does) then user
- * then room seq rows, each in ascending id order (group_lock_share,
+ * and locks them all, group rows (as a group's send or change does) then
+ * user then room seq rows, each in ascending id order (group_lock_batch,
  * seq_lock); the jobs then lock rows their transaction already holds.
  *
  * What maintenance does is not the writer's business: main hands it in
@@ -60,7 +60,7 @@ struct writer_locks;
 /* Adds user_id's (room_id's) seq row to the batch's locks. GIM_ENOMEM at worst. */
 gim_err writer_lock_user(struct writer_locks *l, int64_t user_id);
 gim_err writer_lock_room(struct writer_locks *l, int64_t room_id);
-/* Adds group_id's row, share-locked as a group send does (group.h) before the seq rows. */
+/* Adds group_id's row, locked before the seq rows as a group's send or change does (group.h). */
 gim_err writer_lock_group(struct writer_locks *l, int64_t group_id);
 
 struct write_job {

@@ -65,6 +65,12 @@ static void job_reset(struct write_job *job)
     r->out_len = 0;
 }
 
+static gim_err job_locks(struct write_job *job, struct wctx *w, struct writer_locks *l)
+{
+    struct request *r = job_request(job);
+    return r->h->locks(r, w, l);
+}
+
 static void job_done(struct write_job *job, struct wctx *w, gim_err err)
 {
     struct request *r = job_request(job);
@@ -172,6 +178,7 @@ enum dispatch_next dispatch_begin(const struct dispatch *d, struct request *r, c
         r->job.exec = job_exec;
         r->job.done = job_done;
         r->job.reset = job_reset;
+        r->job.locks = h->locks ? job_locks : NULL;
         return DISPATCH_WRITE;
     }
     if (h->read && h->read(r, ro) != GIM_OK && r->code == GIM_OK)

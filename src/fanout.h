@@ -20,11 +20,13 @@
  * PostgreSQL (store_is_pg): the seqs are taken in the database in
  * ascending user id order (fanout_group sorts when it has to), so two
  * instances fanning out to overlapping groups lock the members' user_seq
- * rows in the same order and cannot deadlock on each other (a deadlock
- * across the jobs of two batches still can: the writer retries the whole
- * batch). The push targets are read from the device table in the same
- * transaction (f->targets), since the devices may be signed in at any
- * instance; SQLite pushes from presence as before.
+ * rows in the same order and cannot deadlock on each other; across the
+ * jobs of a batch, the writer locks every job's declared rows first in the
+ * same global order (writer.h; the callers declare the members), and a
+ * deadlock it could not foresee retries the whole batch. The push targets
+ * are read from the device table in the same transaction (f->targets),
+ * since the devices may be signed in at any instance; SQLite pushes from
+ * presence as before.
  *
  * Ownership: the caller fills f->msg (fanout_init), whose content and
  * mentions it keeps alive until fanout_free(); the fanout owns f->to.

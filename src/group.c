@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "pgstore.h"
+#include "seq.h"
 
 static const char SQL_ROLE[] = "SELECT role FROM group_member WHERE group_id = ?1 AND user_id = ?2";
 static const char SQL_MEMBERS[] =
@@ -93,6 +94,30 @@ gim_err group_exists(struct store_conn *db, int64_t group_id, enum group_lock lo
     if (e == GIM_OK)
         *exists = PQntuples(res) > 0;
     PQclear(res);
+    return e;
+}
+
+/*
+ * A batch's groups, locked in ascending id order: the ORDER BY is applied
+ * before the locking clause (PostgreSQL's SELECT reference, "The Locking
+ * Clause"), so the rows are locked as they come out of the sort.
+ */
+static const char PG_LOCK_MANY[] =
+    "SELECT 1 FROM chat_group WHERE group_id = ANY($1::text::bigint[]) ORDER BY group_id "
+    "FOR UPDATE";
+
+gim_err group_lock_batch(struct store_conn *db, const int64_t *ids, size_t n)
+{
+    if (!store_is_pg(db) || n == 0)
+        return GIM_OK;
+    for (size_t i = 1; i < n; i++)
+        if (ids[i - 1] >= ids[i])
+            return GIM_EINTERNAL; /* the contract: ascending, distinct */
+    char *arr = NULL;
+    gim_err e = seq_array_literal(ids, n, &arr);
+    if (e == GIM_OK)
+        e = PG_RUN(db, PG_LOCK_MANY, NULL, NULL, STORE_TEXT(arr));
+    free(arr);
     return e;
 }
 

@@ -40,6 +40,18 @@ enum group_lock { GROUP_LOCK_NONE = 0, GROUP_LOCK_SHARE, GROUP_LOCK_UPDATE };
 gim_err group_exists(struct store_conn *db, int64_t group_id, enum group_lock lock, bool *exists);
 
 /*
+ * PostgreSQL: locks the rows of groups ids[0..n) (ascending, distinct) until
+ * the commit, in ascending id order, as group_exists(GROUP_LOCK_UPDATE) would
+ * one by one: the writer's lock of a batch's groups before their seq rows
+ * (writer.c). FOR UPDATE, the strongest lock a group's send (shared) or
+ * change takes, so a job that takes its own later never has to upgrade a
+ * lock another instance shares. It costs sends nothing: two sends to one
+ * group wait for each other anyway, on the members' seq rows. A missing
+ * group locks nothing. No-op on SQLite.
+ */
+gim_err group_lock_batch(struct store_conn *db, const int64_t *ids, size_t n);
+
+/*
  * The member ids of group_id in ascending order, into a malloc'ed array the
  * caller frees (*ids is NULL when there are none).
  */

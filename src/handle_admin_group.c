@@ -804,9 +804,32 @@ out:
     return e;
 }
 
+/*
+ * PostgreSQL: the rows a change of members will lock, for the writer's lock
+ * of the whole batch (write_job.locks): the group's row, then the seq rows
+ * of its notice's recipients, the members (read now without a lock) and the
+ * users the request names (added, or removed).
+ */
+static gim_err members_locks(struct request *r, struct wctx *w, struct writer_locks *l)
+{
+    const Pb__AdminGroupMembersInput *in = (const Pb__AdminGroupMembersInput *)r->in;
+    struct group_job *j = r->scratch;
+    int64_t *ids = NULL;
+    size_t n = 0;
+    gim_err e = writer_lock_group(l, in->group_id);
+    if (e == GIM_OK)
+        e = group_members(w->db, in->group_id, &ids, &n);
+    for (size_t i = 0; e == GIM_OK && i < n; i++)
+        e = writer_lock_user(l, ids[i]);
+    for (size_t i = 0; e == GIM_OK && i < j->n_ids; i++)
+        e = writer_lock_user(l, j->ids[i]);
+    free(ids);
+    return e;
+}
+
 /* --- the handlers -------------------------------------------------------- */
 
-#define GROUP_WRITE(var, t, n, p, wr)                                                              \
+#define GROUP_WRITE_LOCKS(var, t, n, p, wr, lk)                                                    \
     const struct handler var = {                                                                   \
         .type = t,                                                                                 \
         .name = n,                                                                                 \
@@ -814,8 +837,10 @@ out:
         .prepare = p,                                                                              \
         .write = wr,                                                                               \
         .committed = job_committed,                                                                \
+        .locks = lk,                                                                               \
         .cleanup = job_cleanup,                                                                    \
     }
+#define GROUP_WRITE(var, t, n, p, wr) GROUP_WRITE_LOCKS(var, t, n, p, wr, NULL)
 
 GROUP_WRITE(handle_admin_group_create, PB__PACKAGE_TYPE__PT_ADMIN_GROUP_CREATE,
             "admin_group_create", create_prepare, create_write);
@@ -823,10 +848,10 @@ GROUP_WRITE(handle_admin_group_update, PB__PACKAGE_TYPE__PT_ADMIN_GROUP_UPDATE,
             "admin_group_update", update_prepare, update_write);
 GROUP_WRITE(handle_admin_group_dissolve, PB__PACKAGE_TYPE__PT_ADMIN_GROUP_DISSOLVE,
             "admin_group_dissolve", dissolve_prepare, dissolve_write);
-GROUP_WRITE(handle_admin_group_add, PB__PACKAGE_TYPE__PT_ADMIN_GROUP_ADD_MEMBERS,
-            "admin_group_add_members", add_prepare, add_write);
-GROUP_WRITE(handle_admin_group_remove, PB__PACKAGE_TYPE__PT_ADMIN_GROUP_REMOVE_MEMBERS,
-            "admin_group_remove_members", remove_prepare, remove_write);
+GROUP_WRITE_LOCKS(handle_admin_group_add, PB__PACKAGE_TYPE__PT_ADMIN_GROUP_ADD_MEMBERS,
+                  "admin_group_add_members", add_prepare, add_write, members_locks);
+GROUP_WRITE_LOCKS(handle_admin_group_remove, PB__PACKAGE_TYPE__PT_ADMIN_GROUP_REMOVE_MEMBERS,
+                  "admin_group_remove_members", remove_prepare, remove_write, members_locks);
 GROUP_WRITE(handle_admin_group_role, PB__PACKAGE_TYPE__PT_ADMIN_GROUP_SET_ROLE,
             "admin_group_set_role", role_prepare, role_write);
 

@@ -256,6 +256,39 @@ out:
     return e;
 }
 
+/*
+ * PostgreSQL: the seq rows this send will lock, for the writer's lock of the
+ * whole batch (write_job.locks): the listed users or the one receiver, the
+ * group's row (send_group locks it) and its members (read now
+ * without a lock; send_group reads them again under the group's lock), or
+ * the room.
+ */
+static gim_err send_locks(struct request *r, struct wctx *w, struct writer_locks *l)
+{
+    struct admin_send *s = r->scratch;
+    int64_t *ids = NULL;
+    size_t n = 0;
+    gim_err e = GIM_OK;
+    switch (s->f.msg.receiver_type) {
+    case PB__RECEIVER_TYPE__RT_USER:
+        if (!s->list)
+            return writer_lock_user(l, s->f.msg.receiver_id);
+        for (size_t i = 0; e == GIM_OK && i < s->n_ids; i++)
+            e = writer_lock_user(l, s->ids[i]);
+        return e;
+    case PB__RECEIVER_TYPE__RT_GROUP:
+        if ((e = writer_lock_group(l, s->f.msg.receiver_id)) != GIM_OK ||
+            (e = group_members(w->db, s->f.msg.receiver_id, &ids, &n)) != GIM_OK)
+            return e;
+        for (size_t i = 0; e == GIM_OK && i < n; i++)
+            e = writer_lock_user(l, ids[i]);
+        free(ids);
+        return e;
+    default:
+        return writer_lock_room(l, s->f.msg.receiver_id);
+    }
+}
+
 static void send_committed(struct request *r, struct wctx *w)
 {
     struct admin_send *s = r->scratch;
@@ -286,5 +319,6 @@ const struct handler handle_admin_send = {
     .prepare = send_prepare,
     .write = send_write,
     .committed = send_committed,
+    .locks = send_locks,
     .cleanup = send_cleanup,
 };

@@ -43,6 +43,9 @@ struct handler {
     gim_err (*read)(struct request *r, struct store_conn *ro);
     gim_err (*write)(struct request *r, struct wctx *w);
     void (*committed)(struct request *r, struct wctx *w);
+    /* PostgreSQL: the seq rows write() will lock, declared before its batch
+     * runs (write_job.locks, writer.h). NULL: none. */
+    gim_err (*locks)(struct request *r, struct wctx *w, struct writer_locks *l);
     /* Frees r->scratch; NULL when the handler keeps none. */
     void (*cleanup)(struct request *r);
 };

@@ -243,6 +243,43 @@ static const char PG_NEXT_USERS[] =
     "ON CONFLICT (user_id) DO UPDATE SET seq = user_seq.seq + 1 RETURNING user_id, seq) "
     "SELECT user_id, seq FROM s ORDER BY user_id";
 
+/*
+ * PostgreSQL: a batch's seq rows locked before its jobs run (seq_lock). One
+ * pass in ascending id order (the ORDER BY feeds the insert in that order),
+ * in which each key is either inserted (a missing row, seq 0: the next
+ * upsert makes it 1) or, when it exists, locked by the DO UPDATE: "all rows
+ * will be locked when the ON CONFLICT DO UPDATE action is taken", even those
+ * its WHERE leaves unchanged (PostgreSQL's INSERT documentation), so no new
+ * row version is written. The lock is FOR NO KEY UPDATE, the one the seq
+ * upserts take. An insert that meets another transaction's uncommitted
+ * insert of the same key waits for it at that key, in the same ascending
+ * pass, so inserting cannot take the rows in another order either.
+ */
+static const char PG_LOCK_USERS[] =
+    "INSERT INTO user_seq (user_id, seq) "
+    "SELECT u, 0 FROM unnest($1::text::bigint[]) AS u ORDER BY u "
+    "ON CONFLICT (user_id) DO UPDATE SET seq = user_seq.seq WHERE false";
+static const char PG_LOCK_ROOMS[] =
+    "INSERT INTO room_seq (room_id, seq) "
+    "SELECT r, 0 FROM unnest($1::text::bigint[]) AS r ORDER BY r "
+    "ON CONFLICT (room_id) DO UPDATE SET seq = room_seq.seq WHERE false";
+
+gim_err seq_lock(struct store_conn *db, enum seq_kind kind, const int64_t *ids, size_t n)
+{
+    if (!store_is_pg(db) || n == 0)
+        return GIM_OK;
+    for (size_t i = 1; i < n; i++)
+        if (ids[i - 1] >= ids[i])
+            return GIM_EINTERNAL; /* the contract: ascending, distinct */
+    char *arr = NULL;
+    gim_err e = seq_array_literal(ids, n, &arr);
+    if (e == GIM_OK)
+        e = PG_RUN(db, kind == SEQ_USER ? PG_LOCK_USERS : PG_LOCK_ROOMS, NULL, NULL,
+                   STORE_TEXT(arr));
+    free(arr);
+    return e;
+}
+
 gim_err seq_array_literal(const int64_t *ids, size_t n, char **out)
 {
     /* "{" + n ids of at most 20 characters and a comma + "}" */

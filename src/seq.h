@@ -50,6 +50,15 @@ gim_err seq_next_users(struct seq *s, struct store_conn *db, const int64_t *ids,
                        int64_t *out);
 
 /*
+ * PostgreSQL: row-locks the seq rows of ids[0..n) (ascending, distinct) of
+ * kind until the commit, in ascending id order, creating the missing ones
+ * (seq 0, which reads as "none yet" like a missing row): the writer's lock
+ * of a whole batch's rows before its jobs run (writer.c). No-op on SQLite,
+ * whose one writer needs no row locks.
+ */
+gim_err seq_lock(struct store_conn *db, enum seq_kind kind, const int64_t *ids, size_t n);
+
+/*
  * ids[0..n) as a PostgreSQL array literal, "{1,2,3}", for a bigint[]
  * parameter (sent as text). *out is malloc'ed; the caller frees it.
  */

@@ -9,6 +9,7 @@
 
 #include "busy.h"
 #include "config.h"
+#include "group.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgstore.h"
@@ -147,12 +148,93 @@ static gim_err run_job_pg(struct wctx *w, struct write_job *job, bool alone)
     return e;
 }
 
+/* The ids of one kind a batch locks first: grown by writer_lock_*, then sorted. */
+struct lock_ids {
+    int64_t *ids;
+    size_t n, cap;
+};
+
+/* In the order they are locked: a group's send or change locks its group before it takes seqs. */
+enum { LOCK_GROUP, LOCK_USER, LOCK_ROOM, LOCK_KINDS };
+
+struct writer_locks {
+    struct lock_ids kinds[LOCK_KINDS];
+};
+
+static gim_err lock_add(struct lock_ids *l, int64_t id)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        int64_t *ids = realloc(l->ids, cap * sizeof *ids);
+        if (!ids)
+            return GIM_ENOMEM;
+        l->ids = ids;
+        l->cap = cap;
+    }
+    l->ids[l->n++] = id;
+    return GIM_OK;
+}
+
+gim_err writer_lock_user(struct writer_locks *l, int64_t user_id)
+{
+    return lock_add(&l->kinds[LOCK_USER], user_id);
+}
+
+gim_err writer_lock_room(struct writer_locks *l, int64_t room_id)
+{
+    return lock_add(&l->kinds[LOCK_ROOM], room_id);
+}
+
+gim_err writer_lock_group(struct writer_locks *l, int64_t group_id)
+{
+    return lock_add(&l->kinds[LOCK_GROUP], group_id);
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/*
+ * The batch's rows, locked before its first job: every job's declared ids,
+ * sorted and de-duplicated, groups then users then rooms (the one
+ * global order every instance's batches follow; a lone job's own order is
+ * that order too, so it needs none of this).
+ */
+static gim_err lock_batch(struct wctx *w, struct write_job **jobs, int n, struct writer_locks *l)
+{
+    gim_err e = GIM_OK;
+    for (int k = 0; k < LOCK_KINDS; k++)
+        l->kinds[k].n = 0;
+    for (int i = 0; e == GIM_OK && i < n; i++)
+        if (jobs[i]->locks)
+            e = jobs[i]->locks(jobs[i], w, l);
+    for (int k = 0; e == GIM_OK && k < LOCK_KINDS; k++) {
+        struct lock_ids *li = &l->kinds[k];
+        if (li->n == 0)
+            continue;
+        qsort(li->ids, li->n, sizeof *li->ids, cmp_id);
+        size_t m = 1;
+        for (size_t i = 1; i < li->n; i++)
+            if (li->ids[i] != li->ids[m - 1])
+                li->ids[m++] = li->ids[i];
+        li->n = m;
+        e = k == LOCK_GROUP ? group_lock_batch(w->db, li->ids, li->n)
+                            : seq_lock(w->db, k == LOCK_USER ? SEQ_USER : SEQ_ROOM, li->ids, li->n);
+    }
+    return pgstore_retryable(w->db) ? GIM_EUNAVAILABLE : e;
+}
+
 static void run_batch_pg(struct wctx *w, struct write_job **jobs, int n, gim_err *res)
 {
     gim_err batch = GIM_OK;
+    struct writer_locks locks = {0};
     for (int attempt = 1;; attempt++) {
         batch = pgstore_begin(w->db);
         w->now_ms = gim_clock_now(&w->clock);
+        if (batch == GIM_OK && n > 1)
+            batch = lock_batch(w, jobs, n, &locks);
         for (int i = 0; i < n; i++) {
             res[i] = batch;
             if (batch != GIM_OK)
@@ -166,12 +248,12 @@ static void run_batch_pg(struct wctx *w, struct write_job **jobs, int n, gim_err
         }
         if (batch == GIM_OK && n == 1 && res[0] != GIM_OK) {
             pgstore_exec(w->db, "ROLLBACK"); /* the lone job failed: undo its work */
-            return;
+            goto out;
         }
         if (batch == GIM_OK)
             batch = pgstore_commit(w->db);
         if (batch == GIM_OK)
-            return;
+            goto out;
         bool retry = pgstore_retryable(w->db);
         if (pgstore_in_transaction(w->db))
             pgstore_exec(w->db, "ROLLBACK");
@@ -185,6 +267,9 @@ static void run_batch_pg(struct wctx *w, struct write_job **jobs, int n, gim_err
     }
     for (int i = 0; i < n; i++)
         res[i] = batch;
+out:
+    for (int k = 0; k < LOCK_KINDS; k++)
+        free(locks.kinds[k].ids);
 }
 
 void writer_run_batch(struct wctx *w, struct write_job **jobs, int n)

@@ -27,6 +27,16 @@
  * Nothing was answered yet (replies follow the commit), so a retried batch
  * is invisible to clients, and a failed one changed nothing.
  *
+ * Deadlocks between instances are avoided rather than retried where the
+ * writer can: a job locks its own seq rows in ascending id order, but a
+ * batch runs many jobs, so two batches could still lock the same users in
+ * opposite orders across their jobs (and each deadlock costs the batch
+ * PostgreSQL's deadlock_timeout, 1 s). So before a batch of several jobs
+ * runs, the writer asks each job which seq rows it will lock (locks()),
+ * and locks them all, group rows (as a group's send or change does) then
+ * user then room seq rows, each in ascending id order (group_lock_batch,
+ * seq_lock); the jobs then lock rows their transaction already holds.
+ *
  * What maintenance does is not the writer's business: main hands it in
  * (maint_run, maint.h) as a writer_maint_fn, so the writer needs no
  * maintenance header and maintenance none of the writer's.
@@ -40,6 +50,19 @@
 #include "err.h"
 #include "wctx.h"
 
+/*
+ * PostgreSQL: the seq rows a batch locks before its first job (writer.c).
+ * Jobs declare theirs with writer_lock_user()/writer_lock_room(); the writer
+ * owns the set.
+ */
+struct writer_locks;
+
+/* Adds user_id's (room_id's) seq row to the batch's locks. GIM_ENOMEM at worst. */
+gim_err writer_lock_user(struct writer_locks *l, int64_t user_id);
+gim_err writer_lock_room(struct writer_locks *l, int64_t room_id);
+/* Adds group_id's row, locked before the seq rows as a group's send or change does (group.h). */
+gim_err writer_lock_group(struct writer_locks *l, int64_t group_id);
+
 struct write_job {
     struct write_job *next;
     /* Runs inside the transaction, under a savepoint. GIM_OK keeps its work. */
@@ -51,6 +74,15 @@ struct write_job {
      * deadlock or a serialization failure): undoes whatever exec() changed
      * outside the database (reply, error, handler state). NULL: nothing to undo. */
     void (*reset)(struct write_job *job);
+    /* PostgreSQL, before any job of a batch of several runs (and again before
+     * each retry), inside the transaction: declares the rows exec() will
+     * lock (writer_lock_*), read without locks. The writer locks every job's
+     * rows at once in one global order, so two instances' batches cannot
+     * deadlock on seq rows. Only a hint: exec() must still be right when it
+     * locks rows it did not declare (a group that grew meanwhile), it just
+     * may deadlock then, and the batch is retried. Any error fails the batch
+     * (a failed statement aborts the transaction). NULL: declares nothing. */
+    gim_err (*locks)(struct write_job *job, struct wctx *w, struct writer_locks *l);
 };
 
 struct writer;

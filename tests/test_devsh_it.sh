@@ -31,9 +31,12 @@ cleanup() {
 trap cleanup EXIT
 
 # Three free TCP ports for the gateway (the defaults 8080/8081/8480 may be taken on a shared
-# machine): nothing answers a connect on them.
+# machine): nothing answers a connect on them. Below the kernel's ephemeral range and below
+# tools/pgtmp.sh's (20000-31999): a port in the ephemeral range can be held by another test's
+# client socket, which no connect finds, and the gateway then failed with "Address in use"
+# (seen once in CI with port 42510).
 ports=()
-p=$((20000 + RANDOM % 30000))
+p=$((10000 + RANDOM % 9000))
 while ((${#ports[@]} < 3)); do
     p=$((p + 1))
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || ports+=("$p")

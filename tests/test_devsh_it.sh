@@ -126,9 +126,13 @@ wait "$dp" || rc=$?
 dp=""
 [[ $rc == 0 ]] || fail "dev.sh run exit $rc after SIGTERM"
 # The gateway stops first (so its sign-outs reach gim-logic), then gim-logic; both cleanly.
-order=$(grep -oE '^(gateway|logic) +\| .* msg="(stopping|stopped)"' "$tmp/out" | sed -E 's/ +\|.*msg=/ /' | tr '\n' ' ')
-[[ $order == 'gateway "stopping" gateway "stopped" logic "stopping" logic "stopped" ' ]] ||
-    fail "stop order: $order"
+# By the lines' own times (ISO 8601 UTC, ms: they compare as strings), not by their order in
+# the output: the two processes' lines reach it through two pipes, and a "stopped" of the
+# gateway was seen printed after gim-logic's "stopping" that came 1 ms later.
+at() { grep -m1 -oE "^$1 +\| ts=[^ ]+ level=info msg=\"$2\"" "$tmp/out" | sed -E 's/.*ts=([^ ]+).*/\1/'; }
+t1=$(at gateway stopping) t2=$(at gateway stopped) t3=$(at logic stopping) t4=$(at logic stopped)
+[[ -n $t1 && -n $t2 && -n $t3 && -n $t4 && ! $t2 < $t1 && ! $t3 < $t2 && ! $t4 < $t3 ]] ||
+    fail "stop order: gateway stopping $t1, stopped $t2; gim-logic stopping $t3, stopped $t4"
 grep -q '^gateway | .*msg="stopped" clean' "$tmp/out" || fail "the gateway did not stop cleanly"
 grep -q '^logic   | .*msg="stopped" clean' "$tmp/out" || fail "gim-logic did not stop cleanly"
 

@@ -24,6 +24,11 @@
 /* How long a client may take to send a body it announced, before the connection is dropped. */
 #define BODY_TIMEOUT_MS 10000
 
+/* How long an answer given while stopping may take to reach the client's socket. The answer
+ * is a few hundred bytes to a client that waits for it, so the kernel takes it at once; the
+ * bound only keeps a client that stopped reading long ago from holding up the stop. */
+#define DRAIN_TIMEOUT_MS 2000
+
 /* The gateway_id of API requests in logs and in the envelope (operator requests need no session).
  */
 #define API_GATEWAY "http-api"
@@ -31,9 +36,10 @@
 /* One HTTP request, from nng's callback to the answer. */
 struct api_call {
     struct api *api;
-    nng_aio *haio; /* nng's handler aio: finished with the answer, never before */
-    nng_aio *rx;   /* writes "100 Continue" (continuing), then reads the body */
-    nng_http_conn *conn;
+    nng_aio *haio;       /* nng's handler aio: finished with the answer, never before */
+    nng_aio *rx;         /* writes "100 Continue" (continuing), then reads the body */
+    nng_http_conn *conn; /* nng's, borrowed (answers given while stopping take it: deliver()) */
+    nng_http_req *hreq;  /* nng's, borrowed (likewise) */
     bool continuing;
     struct api_call *rprev, *rnext; /* in api.reading while rx is busy */
     const struct apiroute *route;
@@ -46,10 +52,30 @@ struct api_call {
 };
 
 /*
+ * An answer given while stopping, which gim-logic writes itself instead of
+ * nng's server: nng_http_server_stop() closes every connection at once, also
+ * one whose answer nng has not written yet, so the client would see the
+ * connection drop instead of its 503 (CI saw it: a kick answered while
+ * stopping never reached the test). The connection is taken from the server
+ * (nng_http_hijack), the answer is written with an aio of ours, and the call
+ * stays in `active` until the write is done, so api_stop() stops the server
+ * only after every answer left. The records are freed by api_stop(), after
+ * the last write: an aio cannot be freed from its own callback.
+ */
+struct api_drain {
+    struct api *api;
+    nng_aio *aio;
+    nng_http_conn *conn; /* ours since the hijack: closed and freed by api_stop() */
+    nng_http_req *req;   /* likewise (a hijacker disposes of the request, http.h) */
+    nng_http_res *res;
+    struct api_drain *next;
+};
+
+/*
  * Like http.c: nng frees the handler (and calls its destructor) when the
  * server is reaped, which may be after api_stop() returned, so the struct is
  * reference counted (the owner plus the handler), and a callback that starts
- * after api_stop() began finds `closed` and answers 503 without touching
+ * after api_close() finds `closed` and answers 503 without touching
  * anything else.
  */
 struct api {
@@ -57,9 +83,10 @@ struct api {
     pthread_cond_t idle; /* active reached 0 */
     pthread_cond_t work; /* the queue has a call, or stop */
     int refs;
-    int active; /* calls admitted and not yet answered */
+    int active; /* calls admitted and not yet answered, plus answers being drained */
     bool closed;
-    bool stop; /* workers: exit */
+    struct api_drain *drained; /* every answer written while stopping: api_stop() frees them */
+    bool stop;                 /* workers: exit */
     struct api_call *head, *tail;
     struct api_call *reading; /* calls waiting for their body: api_stop() aborts them */
     pthread_t *threads;
@@ -117,12 +144,64 @@ static uint16_t http_status(gim_err e)
     }
 }
 
+static void leave(struct api *a);
+
+/* A drained answer reached the client's socket (or failed to: the client is gone). */
+static void drain_done(void *arg)
+{
+    struct api_drain *d = arg;
+    if (nng_aio_result(d->aio) != 0)
+        log_debug("api answer while stopping not delivered", "error=\"%s\"",
+                  nng_strerror(nng_aio_result(d->aio)));
+    leave(d->api);
+}
+
+/*
+ * Hands res (consumed) to the client of haio. While the API runs, nng's server
+ * writes it and keeps the connection alive. Once api_close() began, the
+ * answer is drained (struct api_drain) and the connection ends after it.
+ */
+static void deliver(struct api *a, nng_aio *haio, nng_http_conn *conn, nng_http_req *req,
+                    nng_http_res *res)
+{
+    struct api_drain *d = NULL;
+    pthread_mutex_lock(&a->mu);
+    if (a->closed && conn && req && (d = calloc(1, sizeof *d)) &&
+        nng_aio_alloc(&d->aio, drain_done, d) == 0 &&
+        nng_http_res_set_header(res, "Connection", "close") == 0) {
+        d->api = a;
+        d->conn = conn;
+        d->req = req;
+        d->res = res;
+        d->next = a->drained;
+        a->drained = d;
+        a->active++; /* until drain_done() */
+    } else if (d) {
+        if (d->aio)
+            nng_aio_free(d->aio);
+        free(d);
+        d = NULL; /* out of memory: nng's server writes it, as while running */
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (!d) {
+        nng_aio_set_output(haio, 0, res);
+        nng_aio_finish(haio, 0);
+        return;
+    }
+    nng_http_hijack(conn); /* the server forgets the connection when haio finishes empty */
+    nng_aio_finish(haio, 0);
+    nng_aio_set_timeout(d->aio, DRAIN_TIMEOUT_MS);
+    nng_http_conn_write_res(conn, res, d->aio);
+}
+
 /*
  * Finishes nng's handler aio with status and body (a JSON value, consumed;
  * NULL = no body). close: the connection ends after the answer (a body was
- * left unread, so the next bytes are not a request).
+ * left unread, so the next bytes are not a request). conn and req are nng's
+ * for this request (deliver()).
  */
-static void send_json(nng_aio *haio, uint16_t status, json_t *body, bool close, const char *allow)
+static void send_json(struct api *a, nng_aio *haio, nng_http_conn *conn, nng_http_req *req,
+                      uint16_t status, json_t *body, bool close, const char *allow)
 {
     nng_http_res *res = NULL;
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
@@ -151,11 +230,11 @@ static void send_json(nng_aio *haio, uint16_t status, json_t *body, bool close, 
         nng_aio_finish(haio, rv); /* nng drops the connection */
         return;
     }
-    nng_aio_set_output(haio, 0, res);
-    nng_aio_finish(haio, 0);
+    deliver(a, haio, conn, req, res);
 }
 
-static void send_error(nng_aio *haio, gim_err code, const char *msg, bool close, const char *allow)
+static void send_error(struct api *a, nng_aio *haio, nng_http_conn *conn, nng_http_req *req,
+                       gim_err code, const char *msg, bool close, const char *allow)
 {
     const char *name = gim_err_name((gim_err)gim_err_wire(code));
     json_t *j = json_pack("{s:s, s:s}", "code", name, "message", msg);
@@ -169,7 +248,7 @@ static void send_error(nng_aio *haio, gim_err code, const char *msg, bool close,
         safe[i] = '\0';
         j = json_pack("{s:s, s:s}", "code", name, "message", safe);
     }
-    send_json(haio, http_status(code), j, close, allow);
+    send_json(a, haio, conn, req, http_status(code), j, close, allow);
 }
 
 static void call_free(struct api_call *c)
@@ -205,9 +284,10 @@ static void answer(struct api_call *c)
                   c->route->pattern, r->type, gim_err_name(r->code), (long long)(dur / 1000));
     }
     if (r->code != GIM_OK) {
-        send_error(c->haio, r->code, r->errmsg[0] ? r->errmsg : gim_err_name(r->code), false, NULL);
+        send_error(a, c->haio, c->conn, c->hreq, r->code,
+                   r->errmsg[0] ? r->errmsg : gim_err_name(r->code), false, NULL);
     } else if (!c->route->decode) {
-        send_json(c->haio, (uint16_t)c->route->ok_status, NULL, false, NULL);
+        send_json(a, c->haio, c->conn, c->hreq, (uint16_t)c->route->ok_status, NULL, false, NULL);
     } else {
         json_t *j = NULL;
         ProtobufCMessage *m = protobuf_c_message_unpack(c->route->reply, NULL, r->out_len, r->out);
@@ -216,10 +296,10 @@ static void answer(struct api_call *c)
             protobuf_c_message_free_unpacked(m, NULL);
         }
         if (j)
-            send_json(c->haio, (uint16_t)c->route->ok_status, j, false, NULL);
+            send_json(a, c->haio, c->conn, c->hreq, (uint16_t)c->route->ok_status, j, false, NULL);
         else
-            send_error(c->haio, GIM_EINTERNAL, "the reply could not be encoded as JSON", false,
-                       NULL);
+            send_error(a, c->haio, c->conn, c->hreq, GIM_EINTERNAL,
+                       "the reply could not be encoded as JSON", false, NULL);
     }
     call_free(c);
     leave(a);
@@ -232,7 +312,7 @@ static void answer_early(struct api_call *c, gim_err code, const char *msg)
     log_debug("api request refused", "path=%s code=%s reason=\"%s\"", c->route->pattern,
               gim_err_name(code), msg);
     metrics_rejected(a->metrics);
-    send_error(c->haio, code, msg, false, NULL);
+    send_error(a, c->haio, c->conn, c->hreq, code, msg, false, NULL);
     call_free(c);
     leave(a);
 }
@@ -458,7 +538,7 @@ static void on_request(nng_aio *haio)
         a->active++;
     pthread_mutex_unlock(&a->mu);
     if (!open) {
-        send_error(haio, GIM_EUNAVAILABLE, "shutting down", true, NULL);
+        send_error(a, haio, conn, req, GIM_EUNAVAILABLE, "shutting down", true, NULL);
         return;
     }
     struct api_call *c = calloc(1, sizeof *c);
@@ -470,6 +550,8 @@ static void on_request(nng_aio *haio)
     }
     c->api = a;
     c->haio = haio;
+    c->conn = conn;
+    c->hreq = req;
     char *q = strchr(c->uri, '?');
     if (q) {
         *q = '\0';
@@ -484,15 +566,15 @@ static void on_request(nng_aio *haio)
         static const struct apiroute none = {.method = "?", .pattern = "?"};
         c->route = &none;
         if (m == APIROUTE_BAD_PARAM)
-            send_error(haio, GIM_EBADREQ, why, has_body, NULL);
+            send_error(a, haio, conn, req, GIM_EBADREQ, why, has_body, NULL);
         else if (m == APIROUTE_NO_METHOD)
-            send_json(haio, 405,
+            send_json(a, haio, conn, req, 405,
                       json_pack("{s:s, s:s}", "code", "EC_BAD_REQUEST", "message",
                                 "method not allowed on this path"),
                       has_body, allow);
         else
-            send_error(haio, GIM_ENOTFOUND, "no such route (docs/openapi.json lists them)",
-                       has_body, NULL);
+            send_error(a, haio, conn, req, GIM_ENOTFOUND,
+                       "no such route (docs/openapi.json lists them)", has_body, NULL);
         call_free(c);
         leave(a);
         return;
@@ -504,14 +586,14 @@ static void on_request(nng_aio *haio)
     uint64_t len = 0;
     char *end = NULL;
     if (te) {
-        send_error(haio, GIM_EBADREQ, "send the body with a Content-Length (no Transfer-Encoding)",
-                   true, NULL);
+        send_error(a, haio, conn, req, GIM_EBADREQ,
+                   "send the body with a Content-Length (no Transfer-Encoding)", true, NULL);
         call_free(c);
         leave(a);
         return;
     }
     if (cl && (cl[0] < '0' || cl[0] > '9' || (len = strtoull(cl, &end, 10), *end != '\0'))) {
-        send_error(haio, GIM_EBADREQ, "bad Content-Length", true, NULL);
+        send_error(a, haio, conn, req, GIM_EBADREQ, "bad Content-Length", true, NULL);
         call_free(c);
         leave(a);
         return;
@@ -519,7 +601,7 @@ static void on_request(nng_aio *haio)
     if (len > a->cfg->api.max_body_bytes) {
         snprintf(why, sizeof why, "the body is %llu bytes; api.max_body_bytes is %u",
                  (unsigned long long)len, a->cfg->api.max_body_bytes);
-        send_error(haio, GIM_ETOOLARGE, why, true, NULL);
+        send_error(a, haio, conn, req, GIM_ETOOLARGE, why, true, NULL);
         call_free(c);
         leave(a);
         return;
@@ -536,7 +618,6 @@ static void on_request(nng_aio *haio)
     }
     const char *expect = nng_http_req_get_header(req, "Expect");
     c->body_len = len;
-    c->conn = conn;
     c->continuing = expect && strcasecmp(expect, "100-continue") == 0;
     read_body(c);
 }
@@ -700,7 +781,7 @@ fail:
     return e;
 }
 
-void api_stop(struct api *a)
+void api_close(struct api *a)
 {
     if (!a)
         return;
@@ -710,10 +791,21 @@ void api_stop(struct api *a)
      * callbacks run on nng's threads, not inside the abort, so mu may be held here. */
     for (struct api_call *c = a->reading; c; c = c->rnext)
         nng_aio_abort(c->rx, NNG_ECLOSED);
+    pthread_mutex_unlock(&a->mu);
+}
+
+void api_stop(struct api *a)
+{
+    if (!a)
+        return;
+    api_close(a);
+    pthread_mutex_lock(&a->mu);
     while (a->active > 0)
         pthread_cond_wait(&a->idle, &a->mu);
     a->stop = true;
     pthread_cond_broadcast(&a->work);
+    struct api_drain *drained = a->drained;
+    a->drained = NULL;
     pthread_mutex_unlock(&a->mu);
     for (int i = 0; i < a->created; i++)
         pthread_join(a->threads[i], NULL);
@@ -721,6 +813,15 @@ void api_stop(struct api *a)
         nng_http_server_stop(a->srv);
         nng_http_server_release(a->srv);
         a->srv = NULL;
+    }
+    while (drained) {
+        struct api_drain *d = drained;
+        drained = d->next;
+        nng_aio_free(d->aio); /* waits for drain_done() to return */
+        nng_http_conn_close(d->conn);
+        nng_http_req_free(d->req);
+        nng_http_res_free(d->res);
+        free(d);
     }
     if (a->tls)
         nng_tls_config_free(a->tls);

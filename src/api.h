@@ -25,7 +25,10 @@
  *
  * The structures in api_opts are borrowed and must outlive api_stop(),
  * which answers every request in flight (so the writer must still run),
- * then stops the server.
+ * then stops the server. A stop begins with api_close(): from then on a new
+ * request is answered 503 EC_UNAVAILABLE, and every answer is written by
+ * gim-logic itself, the connection closed after it, so that stopping nng's
+ * server (which drops its connections at once) cuts none of them.
  */
 #ifndef GIM_API_H
 #define GIM_API_H
@@ -54,5 +57,12 @@ gim_err api_start(struct api **out, const struct api_opts *o, char *errbuf, size
 
 /* Refuses new requests (503), answers those in flight, stops the server and frees it. */
 void api_stop(struct api *a);
+
+/*
+ * The first step of api_stop(), for a stop that fails writes before it waits
+ * for them (main.c): answers given from now on are each delivered before the
+ * server stops. Idempotent; NULL is a no-op.
+ */
+void api_close(struct api *a);
 
 #endif

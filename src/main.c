@@ -170,6 +170,8 @@ static gim_err app_start(struct app *a, char *err, size_t errlen)
 static void app_stop(struct app *a)
 {
     http_stop(a->http);
+    /* Before the writer fails its waiting writes: their answers must reach the clients. */
+    api_close(a->api);
     /* First, so that the drain never waits for a lock (another process's, for up to
      * busy_timeout_ms): a write that finds the database locked now fails at once. */
     writer_stop_waiting(a->writer);

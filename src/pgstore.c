@@ -11,6 +11,7 @@
 #include "config.h"
 #include "log.h"
 #include "migration.h"
+#include "storage.h"
 
 #define PG_STMT_CACHE 512 /* ~70 statements after phase 2; open addressing stays sparse */
 
@@ -450,6 +451,7 @@ gim_err pgstore_open(const struct gim_config *cfg, enum store_mode mode, struct 
     }
     pthread_mutex_init(&p->cancel_mu, NULL);
     c->backend = STORE_PG;
+    c->ops = &storage_pg;
     c->pg = p;
     p->lock_ms = cfg->database.busy_timeout_ms;
     c->readonly = mode == STORE_READER;

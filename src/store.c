@@ -12,6 +12,7 @@
 #include "log.h"
 #include "migration.h"
 #include "pgstore.h"
+#include "storage.h"
 
 static const char SQL_MIGRATIONS_TABLE[] = "CREATE TABLE IF NOT EXISTS schema_migrations (\n"
                                            "    version    INTEGER PRIMARY KEY,\n"
@@ -252,6 +253,7 @@ gim_err store_open(const struct gim_config *cfg, enum store_mode mode, struct st
         goto fail;
     }
     c->readonly = mode == STORE_READER;
+    c->ops = &storage_sqlite;
     int flags =
         mode == STORE_WRITER ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
     flags |= SQLITE_OPEN_NOMUTEX; /* one thread per connection */

@@ -66,10 +66,12 @@ struct gim_config;
 enum store_backend { STORE_SQLITE = 0, STORE_PG = 1 };
 
 struct pgstore;
+struct storage_ops;
 
 struct store_conn {
     sqlite3 *db;
     enum store_backend backend;
+    const struct storage_ops *ops; /* the backend's operations (storage.h) */
     struct pgstore *pg; /* STORE_PG only */
     bool readonly;
     struct {

@@ -42,6 +42,7 @@ struct push {
     struct push_job *head, *tail;
     size_t queued_bytes;
     bool busy; /* the thread is publishing a job it took off the queue */
+    bool held; /* push_hold(): the thread takes no job (tests) */
     bool stopping, started;
 };
 
@@ -166,7 +167,7 @@ static void *push_main(void *arg)
         log_debug("push thread keeps its priority", "error=\"%s\"", strerror(errno));
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->head && !p->stopping)
+        while ((!p->head || p->held) && !p->stopping)
             pthread_cond_wait(&p->cv, &p->mu);
         struct push_job *j = p->head;
         if (!j)
@@ -295,6 +296,14 @@ void push_deliver(struct push *p, const struct session *sessions, size_t n, int6
         p->head = j;
     p->tail = j;
     p->queued_bytes += bytes;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void push_hold(struct push *p, bool hold)
+{
+    pthread_mutex_lock(&p->mu);
+    p->held = hold;
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
 }

@@ -19,6 +19,7 @@
 #ifndef GIM_PUSH_H
 #define GIM_PUSH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -92,6 +93,13 @@ void push_msg_room_of(struct push_msg *m, const struct session *ss, size_t n, in
  */
 void push_msg_send(struct push *p, struct push_msg *m, int64_t exclude_device,
                    const Pb__Message *msg);
+
+/*
+ * Tests: while held, push's thread takes no job off the queue (push_deliver() still queues
+ * and returns; push_close() publishes everything anyway). Shows that the caller's thread
+ * does none of the publishing, without timing it.
+ */
+void push_hold(struct push *p, bool hold);
 
 /* Waits until everything queued so far is published (tests; push_close does it itself). */
 void push_flush(struct push *p);

@@ -43,13 +43,6 @@ static void teardown(void)
 
 TestSuite(push, .init = setup, .fini = teardown);
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct session sess(int64_t device, const char *gw)
 {
     struct session s = {.device_id = device, .user_id = device / 10};
@@ -161,17 +154,19 @@ Test(push, a_20000_gateway_fanout_does_not_hold_the_caller)
         ss[i] = sess(1000000 + i, gw);
     }
     Pb__Output o = output("a room message");
-    int64_t t0 = now_ms();
+    /* push's thread is held: if push_deliver() grouped or published on the caller's thread
+     * (as it did before issue 11), something would be published when it returns. How long
+     * the caller is held is measured by tools/gim-fanout (docs/benchmarks.md, scenario 6), not
+     * here. */
+    push_hold(pu, true);
     push_deliver(pu, ss, N, 1000000, &o);
-    int64_t held = now_ms() - t0;
-    cr_assert_lt(held, 500, "push_deliver held its caller %lld ms for %d gateways", (long long)held,
-                 N);
-
-    /* And it is all published, one Delivery per gateway but the sender's, within seconds. */
-    for (int i = 0; i < 100 && push_published(pu) < N - 1; i++)
-        usleep(50 * 1000);
+    free(ss); /* the sessions were copied */
+    cr_assert_eq(push_published(pu), 0, "published on the caller's thread");
+    push_hold(pu, false);
+    /* And it is all published, one Delivery per gateway but the sender's. */
+    push_flush(pu);
     cr_assert_eq(push_published(pu), N - 1);
-    free(ss);
+    cr_assert_eq(push_dropped(pu), 0);
 }
 
 /* A SUB on the test's PUB that receives everything, waiting at most ms for each message. */

@@ -12,9 +12,7 @@
  * Runs only on PostgreSQL (ctest sets GIM_TEST_BACKEND=postgres for it).
  */
 #include <criterion/criterion.h>
-#include <libpq-fe.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,52 +22,18 @@
 #include "testlib.h"
 
 static struct tl_server a, b;
-/* The checks' own connection to the instances' database: one for hundreds of queries. */
-static PGconn *check_conn;
 
 static void setup(void)
 {
-    if (!tl_pg())
-        cr_skip_test("runs on PostgreSQL only (GIM_TEST_BACKEND=postgres)");
-    tl_start(&a, NULL);
-    tl_start_shared(&b, &a, NULL);
+    tl_start_pair(&a, &b, NULL);
 }
 
 static void teardown(void)
 {
-    if (check_conn)
-        PQfinish(check_conn);
-    check_conn = NULL;
-    if (b.pid)
-        tl_cleanup(&b);
-    if (a.pid)
-        tl_cleanup(&a);
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
+    tl_cleanup_pair(&a, &b);
 }
 
 TestSuite(pg_groups_it, .init = setup, .fini = teardown, .timeout = 240);
-
-static int64_t qf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int64_t qf(const char *fmt, ...)
-{
-    char sql[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof sql, fmt, ap);
-    va_end(ap);
-    if (!check_conn) {
-        check_conn = PQconnectdb(a.pg_url);
-        cr_assert_eq(PQstatus(check_conn), CONNECTION_OK, "%s", PQerrorMessage(check_conn));
-    }
-    PGresult *res = PQexec(check_conn, sql);
-    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(check_conn));
-    int64_t v = PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)
-                    ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
-                    : -1;
-    PQclear(res);
-    return v;
-}
 
 /* ---- concurrent group sends on two instances ---------------------------- */
 
@@ -236,13 +200,17 @@ Test(pg_groups_it, concurrent_group_sends_on_two_instances_are_gap_free)
     /* Every inbox: seqs 1..N, no gap, no repeat; user_seq says N. */
     int64_t copies = 0;
     for (int u = 1; u <= USERS; u++) {
-        int64_t n = qf("SELECT count(*) FROM inbox WHERE user_id = %d", u);
+        int64_t n = tl_query_intf(a.db, "SELECT count(*) FROM inbox WHERE user_id = %d", u);
         cr_assert_gt(n, 0, "user %d has an inbox", u);
-        cr_assert_eq(qf("SELECT min(seq) FROM inbox WHERE user_id = %d", u), 1, "user %d", u);
-        cr_assert_eq(qf("SELECT max(seq) FROM inbox WHERE user_id = %d", u), n, "user %d", u);
-        cr_assert_eq(qf("SELECT count(DISTINCT seq) FROM inbox WHERE user_id = %d", u), n,
+        cr_assert_eq(tl_query_intf(a.db, "SELECT min(seq) FROM inbox WHERE user_id = %d", u), 1,
                      "user %d", u);
-        cr_assert_eq(qf("SELECT seq FROM user_seq WHERE user_id = %d", u), n, "user %d", u);
+        cr_assert_eq(tl_query_intf(a.db, "SELECT max(seq) FROM inbox WHERE user_id = %d", u), n,
+                     "user %d", u);
+        cr_assert_eq(
+            tl_query_intf(a.db, "SELECT count(DISTINCT seq) FROM inbox WHERE user_id = %d", u), n,
+            "user %d", u);
+        cr_assert_eq(tl_query_intf(a.db, "SELECT seq FROM user_seq WHERE user_id = %d", u), n,
+                     "user %d", u);
         copies += n;
     }
 
@@ -251,13 +219,14 @@ Test(pg_groups_it, concurrent_group_sends_on_two_instances_are_gap_free)
     for (int i = 0; i < USERS; i++)
         for (int k = 0; k < ss[i].n_acks; k++) {
             const struct ack *ack = &ss[i].acks[k];
-            int64_t id = qf("SELECT m.id FROM inbox i JOIN message m ON m.id = i.message_id "
-                            "WHERE i.user_id = %lld AND i.seq = %lld AND m.sender_id = %lld AND "
-                            "m.sender_seq = %lld AND m.receiver_type = %d AND m.receiver_id = "
-                            "%lld AND m.content = convert_to('%s', 'UTF8')",
-                            (long long)ss[i].user, (long long)ack->seq, (long long)ss[i].user,
-                            (long long)ack->seq, ack->receiver_type, (long long)ack->receiver_id,
-                            ack->content);
+            int64_t id = tl_query_intf(
+                a.db,
+                "SELECT m.id FROM inbox i JOIN message m ON m.id = i.message_id "
+                "WHERE i.user_id = %lld AND i.seq = %lld AND m.sender_id = %lld AND "
+                "m.sender_seq = %lld AND m.receiver_type = %d AND m.receiver_id = "
+                "%lld AND m.content = convert_to('%s', 'UTF8')",
+                (long long)ss[i].user, (long long)ack->seq, (long long)ss[i].user,
+                (long long)ack->seq, ack->receiver_type, (long long)ack->receiver_id, ack->content);
             cr_assert_gt(id, 0, "user %lld seq %lld (%s) is not stored as acknowledged",
                          (long long)ss[i].user, (long long)ack->seq, ack->content);
             if (ack->receiver_type == PB__RECEIVER_TYPE__RT_GROUP) {
@@ -265,18 +234,20 @@ Test(pg_groups_it, concurrent_group_sends_on_two_instances_are_gap_free)
                 for (int g = 0; g < NGROUPS; g++)
                     if (groups[g].id == ack->receiver_id)
                         size = groups[g].n;
-                cr_assert_eq(qf("SELECT count(*) FROM group_copy c JOIN inbox i ON i.user_id = "
-                                "c.user_id AND i.seq = c.seq AND i.message_id = c.message_id "
-                                "WHERE c.message_id = %lld",
-                                (long long)id),
-                             size, "group message %lld: one copy per member", (long long)id);
+                cr_assert_eq(
+                    tl_query_intf(a.db,
+                                  "SELECT count(*) FROM group_copy c JOIN inbox i ON i.user_id = "
+                                  "c.user_id AND i.seq = c.seq AND i.message_id = c.message_id "
+                                  "WHERE c.message_id = %lld",
+                                  (long long)id),
+                    size, "group message %lld: one copy per member", (long long)id);
                 expected += size;
             } else {
                 expected += ack->receiver_id == ss[i].user ? 1 : 2;
             }
         }
     cr_assert_eq(copies, expected, "no copy beyond the acknowledged sends'");
-    cr_assert_eq(qf("SELECT count(*) FROM message"), USERS * SENDS);
+    cr_assert_eq(tl_query_intf(a.db, "SELECT count(*) FROM message"), USERS * SENDS);
 }
 
 /* ---- an operator request retried on two instances at once ---------------- */
@@ -398,17 +369,24 @@ Test(pg_groups_it, an_operator_request_retried_on_two_instances_applies_once)
         cr_assert_gt(ra.recipients[i], 0, "send-%d: the copies in the list's order", i);
         cr_assert_eq(ra.recipients[i], rb.recipients[i], "send-%d: the same reply at A and B", i);
     }
-    cr_assert_eq(qf("SELECT count(*) FROM chat_group"), N, "each create applied once");
-    cr_assert_eq(qf("SELECT count(*) FROM group_member"), 4 * N);
+    cr_assert_eq(tl_query_intf(a.db, "SELECT count(*) FROM chat_group"), N,
+                 "each create applied once");
+    cr_assert_eq(tl_query_intf(a.db, "SELECT count(*) FROM group_member"), 4 * N);
     /* One added notice per group in each member's inbox, seqs 1..N. */
     for (int u = 1; u <= 4; u++) {
-        cr_assert_eq(qf("SELECT count(*) FROM inbox WHERE user_id = %d", u), N, "user %d", u);
-        cr_assert_eq(qf("SELECT max(seq) FROM inbox WHERE user_id = %d", u), N, "user %d", u);
+        cr_assert_eq(tl_query_intf(a.db, "SELECT count(*) FROM inbox WHERE user_id = %d", u), N,
+                     "user %d", u);
+        cr_assert_eq(tl_query_intf(a.db, "SELECT max(seq) FROM inbox WHERE user_id = %d", u), N,
+                     "user %d", u);
     }
     /* Each list send applied once: one copy a user a key. */
     for (int u = 7; u <= 9; u++) {
-        cr_assert_eq(qf("SELECT count(*) FROM inbox WHERE user_id = %d", u), N, "user %d", u);
-        cr_assert_eq(qf("SELECT max(seq) FROM inbox WHERE user_id = %d", u), N, "user %d", u);
+        cr_assert_eq(tl_query_intf(a.db, "SELECT count(*) FROM inbox WHERE user_id = %d", u), N,
+                     "user %d", u);
+        cr_assert_eq(tl_query_intf(a.db, "SELECT max(seq) FROM inbox WHERE user_id = %d", u), N,
+                     "user %d", u);
     }
-    cr_assert_eq(qf("SELECT count(*) FROM operator_idempotency WHERE reply IS NOT NULL"), 2 * N);
+    cr_assert_eq(
+        tl_query_intf(a.db, "SELECT count(*) FROM operator_idempotency WHERE reply IS NOT NULL"),
+        2 * N);
 }

@@ -13,10 +13,8 @@
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <libpq-fe.h>
 #include <netinet/in.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,51 +27,18 @@
 #include "testlib.h"
 
 static struct tl_server a, b;
-static PGconn *check_conn;
 
 static void setup(void)
 {
-    if (!tl_pg())
-        cr_skip_test("runs on PostgreSQL only (GIM_TEST_BACKEND=postgres)");
-    tl_start(&a, NULL);
-    tl_start_shared(&b, &a, NULL);
+    tl_start_pair(&a, &b, NULL);
 }
 
 static void teardown(void)
 {
-    if (check_conn)
-        PQfinish(check_conn);
-    check_conn = NULL;
-    if (b.pid)
-        tl_cleanup(&b);
-    if (a.pid)
-        tl_cleanup(&a);
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
+    tl_cleanup_pair(&a, &b);
 }
 
 TestSuite(pg_lockorder_it, .init = setup, .fini = teardown, .timeout = 240);
-
-static int64_t qf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int64_t qf(const char *fmt, ...)
-{
-    char sql[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof sql, fmt, ap);
-    va_end(ap);
-    if (!check_conn) {
-        check_conn = PQconnectdb(a.pg_url);
-        cr_assert_eq(PQstatus(check_conn), CONNECTION_OK, "%s", PQerrorMessage(check_conn));
-    }
-    PGresult *res = PQexec(check_conn, sql);
-    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(check_conn));
-    int64_t v = PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)
-                    ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
-                    : -1;
-    PQclear(res);
-    return v;
-}
 
 /* Restarts s with /metrics on a free port and waits for its HTTP listener. */
 static int with_http(struct tl_server *s)
@@ -380,27 +345,32 @@ static void run(bool to_groups, bool churn)
 
     /* Every inbox: seqs 1..N, no gap, no repeat; user_seq says N. */
     for (int u = 1; u <= (churn ? CHURN_USER : USERS); u++) {
-        int64_t n = qf("SELECT count(*) FROM inbox WHERE user_id = %d", u);
+        int64_t n = tl_query_intf(a.db, "SELECT count(*) FROM inbox WHERE user_id = %d", u);
         cr_assert_gt(n, 0, "user %d has an inbox", u);
-        cr_assert_eq(qf("SELECT min(seq) FROM inbox WHERE user_id = %d", u), 1, "user %d", u);
-        cr_assert_eq(qf("SELECT max(seq) FROM inbox WHERE user_id = %d", u), n, "user %d", u);
-        cr_assert_eq(qf("SELECT count(DISTINCT seq) FROM inbox WHERE user_id = %d", u), n,
+        cr_assert_eq(tl_query_intf(a.db, "SELECT min(seq) FROM inbox WHERE user_id = %d", u), 1,
                      "user %d", u);
-        cr_assert_eq(qf("SELECT seq FROM user_seq WHERE user_id = %d", u), n, "user %d", u);
+        cr_assert_eq(tl_query_intf(a.db, "SELECT max(seq) FROM inbox WHERE user_id = %d", u), n,
+                     "user %d", u);
+        cr_assert_eq(
+            tl_query_intf(a.db, "SELECT count(DISTINCT seq) FROM inbox WHERE user_id = %d", u), n,
+            "user %d", u);
+        cr_assert_eq(tl_query_intf(a.db, "SELECT seq FROM user_seq WHERE user_id = %d", u), n,
+                     "user %d", u);
     }
     /* Every acknowledged send is in its sender's inbox under the seq its reply said. */
     for (int i = 0; i < USERS; i++)
         for (int k = 0; k < ss[i].n_acks; k++)
-            cr_assert_eq(qf("SELECT m.receiver_id FROM inbox i JOIN message m ON m.id = "
-                            "i.message_id WHERE i.user_id = %lld AND i.seq = %lld AND "
-                            "m.sender_id = %lld AND m.sender_seq = %lld",
-                            (long long)ss[i].user, (long long)ss[i].seqs[k], (long long)ss[i].user,
-                            (long long)ss[i].seqs[k]),
+            cr_assert_eq(tl_query_intf(a.db,
+                                       "SELECT m.receiver_id FROM inbox i JOIN message m ON m.id = "
+                                       "i.message_id WHERE i.user_id = %lld AND i.seq = %lld AND "
+                                       "m.sender_id = %lld AND m.sender_seq = %lld",
+                                       (long long)ss[i].user, (long long)ss[i].seqs[k],
+                                       (long long)ss[i].user, (long long)ss[i].seqs[k]),
                          ss[i].receivers[k], "user %lld seq %lld", (long long)ss[i].user,
                          (long long)ss[i].seqs[k]);
-    cr_assert_eq(
-        qf("SELECT count(*) FROM message WHERE sender_type = %d", PB__SENDER_TYPE__ST_USER),
-        USERS * SENDS);
+    cr_assert_eq(tl_query_intf(a.db, "SELECT count(*) FROM message WHERE sender_type = %d",
+                               PB__SENDER_TYPE__ST_USER),
+                 USERS * SENDS);
     /* The point: the two instances' batches never locked seq rows in opposite orders. */
     cr_assert_eq(deadlocks, 0, "%d deadlocks between the instances' batches (see %s, %s)",
                  deadlocks, a.log, b.log);

@@ -31,11 +31,8 @@ static const struct client_conn ops = {.gateway_id = "ops", .client_addr = "test
 
 static void start_both(const char *extra)
 {
-    if (!tl_pg())
-        cr_skip_test("runs on PostgreSQL only (GIM_TEST_BACKEND=postgres)");
-    tl_start(&a, extra);
+    tl_start_pair(&a, &b, extra);
     ca = tl_client(&a);
-    tl_start_shared(&b, &a, extra);
     cb = tl_client(&b);
 }
 
@@ -46,12 +43,7 @@ static void teardown(void)
     if (ca)
         client_close(ca);
     cb = ca = NULL;
-    if (b.dir[0])
-        tl_cleanup(&b);
-    if (a.dir[0])
-        tl_cleanup(&a);
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
+    tl_cleanup_pair(&a, &b);
 }
 
 TestSuite(pg_maint_it, .fini = teardown, .timeout = 90);

@@ -36,11 +36,8 @@ static struct gim_client *ca, *cb;
 
 static void setup(void)
 {
-    if (!tl_pg())
-        cr_skip_test("runs on PostgreSQL only (GIM_TEST_BACKEND=postgres)");
-    tl_start(&a, EXTRA);
+    tl_start_pair(&a, &b, EXTRA);
     ca = tl_client(&a);
-    tl_start_shared(&b, &a, EXTRA);
     cb = tl_client(&b);
 }
 
@@ -51,12 +48,7 @@ static void teardown(void)
     if (ca)
         client_close(ca);
     cb = ca = NULL;
-    if (b.pid)
-        tl_cleanup(&b);
-    if (a.pid)
-        tl_cleanup(&a);
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
+    tl_cleanup_pair(&a, &b);
 }
 
 TestSuite(pg_room_it, .init = setup, .fini = teardown, .timeout = 120);

@@ -3,7 +3,9 @@
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sqlite3.h>
@@ -54,13 +56,36 @@ static const char *pg_url_of(const char *db)
     return NULL;
 }
 
+/*
+ * The connection the checks run on: one for every query on the same database (a test
+ * that checks every member's inbox runs hundreds), opened again when the URL changes or
+ * the connection broke; tl_cleanup() closes it before it drops the database.
+ */
+static PGconn *query_conn;
+static char query_url[PGT_URL_MAX];
+static pthread_mutex_t query_mu = PTHREAD_MUTEX_INITIALIZER; /* tests query from threads too */
+
+static void pg_query_close(void)
+{
+    if (query_conn)
+        PQfinish(query_conn);
+    query_conn = NULL;
+    query_url[0] = '\0';
+}
+
 /* One query on url: the first column of the first row as int64 (-1 without a row). */
 static int64_t pg_query(const char *url, const char *sql, bool want_row)
 {
-    PGconn *c = PQconnectdb(url);
-    cr_assert(c && PQstatus(c) == CONNECTION_OK, "cannot connect to %s: %s", url,
-              c ? PQerrorMessage(c) : "");
-    PGresult *r = PQexec(c, sql);
+    pthread_mutex_lock(&query_mu);
+    if (query_conn && (strcmp(query_url, url) != 0 || PQstatus(query_conn) != CONNECTION_OK))
+        pg_query_close();
+    if (!query_conn) {
+        query_conn = PQconnectdb(url);
+        cr_assert(query_conn && PQstatus(query_conn) == CONNECTION_OK, "cannot connect to %s: %s",
+                  url, query_conn ? PQerrorMessage(query_conn) : "");
+        snprintf(query_url, sizeof query_url, "%s", url);
+    }
+    PGresult *r = PQexec(query_conn, sql);
     ExecStatusType st = PQresultStatus(r);
     cr_assert(st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK, "%s: %s", sql,
               PQresultErrorMessage(r));
@@ -70,7 +95,7 @@ static int64_t pg_query(const char *url, const char *sql, bool want_row)
         v = strcmp(t, "t") == 0 ? 1 : strcmp(t, "f") == 0 ? 0 : strtoll(t, NULL, 10);
     }
     PQclear(r);
-    PQfinish(c);
+    pthread_mutex_unlock(&query_mu);
     return v;
 }
 
@@ -276,6 +301,10 @@ void tl_cleanup(struct tl_server *s)
     char cmd[256];
     if (s->pid > 0)
         tl_kill9(s);
+    pthread_mutex_lock(&query_mu);
+    if (s->pg_url[0] && strcmp(query_url, s->pg_url) == 0)
+        pg_query_close();
+    pthread_mutex_unlock(&query_mu);
     if (getenv("GIM_TEST_KEEP"))
         return;
     if (s->pg_url[0] && !s->pg_shared)
@@ -349,6 +378,35 @@ int64_t tl_query_int(const char *db, const char *sql)
     sqlite3_finalize(st);
     sqlite3_close(h);
     return v;
+}
+
+int64_t tl_query_intf(const char *db, const char *fmt, ...)
+{
+    char sql[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    cr_assert(n >= 0 && (size_t)n < sizeof sql, "query too long: %s", fmt);
+    return tl_query_int(db, sql);
+}
+
+void tl_start_pair(struct tl_server *a, struct tl_server *b, const char *extra_yaml)
+{
+    if (!tl_pg())
+        cr_skip_test("runs on PostgreSQL only (GIM_TEST_BACKEND=postgres)");
+    tl_start(a, extra_yaml);
+    tl_start_shared(b, a, extra_yaml);
+}
+
+void tl_cleanup_pair(struct tl_server *a, struct tl_server *b)
+{
+    if (b->dir[0]) /* started (tl_cleanup kills it if it still runs) */
+        tl_cleanup(b);
+    if (a->dir[0])
+        tl_cleanup(a);
+    memset(a, 0, sizeof *a);
+    memset(b, 0, sizeof *b);
 }
 
 Pb__Output *tl_call_raw(struct gim_client *c, const void *buf, size_t len)

@@ -55,6 +55,12 @@ bool tl_pg(void);
  */
 void tl_start_shared(struct tl_server *s, const struct tl_server *first, const char *extra_yaml);
 
+/* Two instances on one PostgreSQL database (tl_start, then tl_start_shared), for suites that
+ * run only there: skips the test on SQLite. tl_cleanup_pair() stops and removes both (b
+ * first: a drops the database) and zeroes them for the next test. */
+void tl_start_pair(struct tl_server *a, struct tl_server *b, const char *extra_yaml);
+void tl_cleanup_pair(struct tl_server *a, struct tl_server *b);
+
 /* Runs sql (no result) on s's database, either backend; fails the test on error. */
 void tl_exec(const struct tl_server *s, const char *sql);
 
@@ -122,6 +128,9 @@ int tl_code(struct gim_client *c, const struct client_conn *conn, int type, int6
  * (-1 without a row). On PostgreSQL db is a tl_server's db path and the query runs on its
  * database. */
 int64_t tl_query_int(const char *db, const char *sql);
+
+/* tl_query_int with the query formatted printf-style (numbers only: never quote strings in). */
+int64_t tl_query_intf(const char *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Sends raw bytes (not a GatewayRequest) and returns the decoded Output. */
 Pb__Output *tl_call_raw(struct gim_client *c, const void *buf, size_t len);

@@ -496,33 +496,9 @@ static int64_t metric(const char *body, const char *name)
     return p ? strtoll(p + strlen(key), NULL, 10) : -1;
 }
 
-/* Restarts A with /metrics and /healthz (which reads PostgreSQL on its own connection). The
- * HTTP listener starts after the REP socket tl_restart waits for: wait for it too. */
-static int with_http(void)
-{
-    int port = tl_free_port();
-    snprintf(a.http, sizeof a.http, "http://127.0.0.1:%d", port);
-    cr_assert_eq(tl_stop(&a), 0);
-    tl_reconfigure(&a, NULL, NULL);
-    tl_restart(&a);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    for (int i = 0;; i++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        bool up = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-        if (fd >= 0)
-            close(fd);
-        if (up)
-            return port;
-        cr_assert_lt(i, 200, "no HTTP listener on port %d after 10 s; see %s", port, a.log);
-        usleep(50 * 1000);
-    }
-}
-
 Test(pg_it, a_deadlock_retries_the_batch)
 {
-    int port = with_http();
+    int port = tl_enable_http(&a);
     struct ht_resp hr;
     ht_call(port, "GET", "/healthz", NULL, NULL, NULL, &hr);
     cr_assert_eq(hr.status, 200, "healthz on postgres: %s", hr.body);
@@ -883,7 +859,7 @@ static void *bad_acks(void *arg)
  */
 Test(pg_it, a_failing_job_leaves_its_batch_neighbours_alone)
 {
-    int port = with_http();
+    int port = tl_enable_http(&a);
     struct client_conn u1, u2;
     cr_assert_eq(tl_signin(ca, &u1, 1, 11, "gw1"), 0);
     cr_assert_eq(tl_signin(ca, &u2, 2, 21, "gw2"), 0);

@@ -40,29 +40,6 @@ static void teardown(void)
 
 TestSuite(pg_lockorder_it, .init = setup, .fini = teardown, .timeout = 240);
 
-/* Restarts s with /metrics on a free port and waits for its HTTP listener. */
-static int with_http(struct tl_server *s)
-{
-    int port = tl_free_port();
-    snprintf(s->http, sizeof s->http, "http://127.0.0.1:%d", port);
-    cr_assert_eq(tl_stop(s), 0);
-    tl_reconfigure(s, NULL, NULL);
-    tl_restart(s);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    for (int i = 0;; i++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        bool up = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-        if (fd >= 0)
-            close(fd);
-        if (up)
-            return port;
-        cr_assert_lt(i, 200, "no HTTP listener on port %d after 10 s; see %s", port, s->log);
-        usleep(50 * 1000);
-    }
-}
-
 /* gim_write_batch_retries_total of the instance on port. */
 static int64_t batch_retries(int port)
 {
@@ -267,7 +244,7 @@ static void run(bool to_groups, bool churn)
     _Atomic bool stop = false;
     struct churner chs[2] = {{.url = a.url, .group = 101, .stop = &stop},
                              {.url = b.url, .group = 102, .stop = &stop}};
-    int port_a = with_http(&a), port_b = with_http(&b);
+    int port_a = tl_enable_http(&a), port_b = tl_enable_http(&b);
     for (int g = 0; to_groups && g < NGROUPS; g++) {
         snprintf(sql, sizeof sql,
                  "INSERT INTO chat_group (group_id, name, owner_id, created_at) VALUES (%lld, 'g', "

@@ -474,3 +474,25 @@ FILE *tl_hold_write_lock(const char *db, const char *mode)
     cr_assert(tl_write_locked(db), "the sqlite3 CLI did not take the write lock");
     return p;
 }
+
+int tl_enable_http(struct tl_server *s)
+{
+    int port = tl_free_port();
+    snprintf(s->http, sizeof s->http, "http://127.0.0.1:%d", port);
+    cr_assert_eq(tl_stop(s), 0);
+    tl_reconfigure(s, NULL, NULL);
+    tl_restart(s);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    for (int i = 0;; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        bool up = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+        if (fd >= 0)
+            close(fd);
+        if (up)
+            return port;
+        cr_assert_lt(i, 200, "no HTTP listener on port %d after 10 s; see %s", port, s->log);
+        usleep(50 * 1000);
+    }
+}

@@ -92,6 +92,11 @@ FILE *tl_hold_write_lock(const char *db, const char *mode);
 /* Starts the binary again on the same directory and config. */
 void tl_restart(struct tl_server *s);
 
+/* Restarts s (its config rewritten, tl_reconfigure) with /metrics and /healthz on a free
+ * port, and waits until that HTTP listener accepts: it starts after the REP socket
+ * tl_restart waits for. Returns the port. */
+int tl_enable_http(struct tl_server *s);
+
 /* Rewrites the config for the next tl_restart: database_keys go into the
  * database mapping (e.g. "busy_timeout_ms: 300"), extra_yaml replaces the
  * extra YAML; NULL means none. */

@@ -72,7 +72,7 @@ struct store_conn {
     sqlite3 *db;
     enum store_backend backend;
     const struct storage_ops *ops; /* the backend's operations (storage.h) */
-    struct pgstore *pg; /* STORE_PG only */
+    struct pgstore *pg;            /* STORE_PG only */
     bool readonly;
     struct {
         const char *sql;

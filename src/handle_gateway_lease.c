@@ -22,28 +22,9 @@
 #include "dispatch.h"
 #include "handlers.h"
 #include "log.h"
-#include "pgstore.h"
 #include "presence.h"
 #include "request.h"
-
-static const char SQL_BOOT_GET[] = "SELECT boot_id FROM gateway WHERE gateway_id = ?1";
-static const char SQL_BOOT_PUT[] =
-    "INSERT INTO gateway (gateway_id, boot_id, booted_at) VALUES (?1, ?2, ?3) "
-    "ON CONFLICT (gateway_id) DO UPDATE SET boot_id = excluded.boot_id, "
-    "booted_at = excluded.booted_at WHERE gateway.boot_id <> excluded.boot_id";
-static const char SQL_SIGN_OUT_GATEWAY[] =
-    "UPDATE device SET online = 0, room_id = 0, updated_at = ?2 "
-    "WHERE gateway_id = ?1 AND online = 1";
-
-/* PostgreSQL: the same statements ($n). */
-static const char PG_BOOT_GET[] = "SELECT boot_id FROM gateway WHERE gateway_id = $1";
-static const char PG_BOOT_PUT[] =
-    "INSERT INTO gateway (gateway_id, boot_id, booted_at) VALUES ($1, $2, $3) "
-    "ON CONFLICT (gateway_id) DO UPDATE SET boot_id = excluded.boot_id, "
-    "booted_at = excluded.booted_at WHERE gateway.boot_id <> excluded.boot_id";
-static const char PG_SIGN_OUT_GATEWAY[] =
-    "UPDATE device SET online = 0, room_id = 0, updated_at = $2 "
-    "WHERE gateway_id = $1 AND online = 1";
+#include "storage.h"
 
 struct lease_state {
     bool restarted; /* the stored boot differed: sign the gateway's sessions out */
@@ -83,33 +64,8 @@ static gim_err lease_write(struct request *r, struct wctx *w)
 {
     const Pb__GatewayLeaseInput *in = (const Pb__GatewayLeaseInput *)r->in;
     struct lease_state *ls = r->scratch;
-    const char *gw = r->env->gateway_id;
-    int rc;
-
-    gim_err e;
-    if (store_is_pg(w->db)) {
-        PGresult *res = NULL;
-        if ((e = PG_RUN(w->db, PG_BOOT_GET, &res, NULL, STORE_TEXT(gw))) != GIM_OK)
-            return request_fail(r, e, "lease: cannot read the gateway");
-        ls->restarted = PQntuples(res) == 1 && pgstore_int(res, 0, 0) != in->boot_id;
-        PQclear(res);
-    } else {
-        sqlite3_stmt *st = store_stmt(w->db, SQL_BOOT_GET);
-        if (!st)
-            return request_fail(r, GIM_EINTERNAL, "lease: cannot prepare statement");
-        if ((rc = STORE_BIND(st, STORE_TEXT(gw))) == SQLITE_OK)
-            rc = sqlite3_step(st);
-        ls->restarted = rc == SQLITE_ROW && sqlite3_column_int64(st, 0) != in->boot_id;
-        store_done(st);
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-            return request_fail(r, store_err(rc), "lease: cannot read the gateway");
-    }
-
-    if (ls->restarted && (e = STORE_RUN2(w->db, SQL_SIGN_OUT_GATEWAY, PG_SIGN_OUT_GATEWAY, NULL,
-                                         STORE_TEXT(gw), STORE_INT(w->now_ms))) != GIM_OK)
-        return request_fail(r, e, "lease: cannot sign the gateway's devices out");
-    if ((e = STORE_RUN2(w->db, SQL_BOOT_PUT, PG_BOOT_PUT, NULL, STORE_TEXT(gw),
-                        STORE_INT(in->boot_id), STORE_INT(w->now_ms))) != GIM_OK)
+    gim_err e = storage(w->db)->device->lease(w, r->env->gateway_id, in->boot_id, &ls->restarted);
+    if (e != GIM_OK)
         return request_fail(r, e, "lease: cannot record the gateway");
     return GIM_OK;
 }

@@ -16,12 +16,7 @@
 #include "log.h"
 #include "request.h"
 #include "seq.h"
-
-/* The user guard: a device that signed in as someone else since must keep its new row. */
-static const char SQL_ACK[] = "UPDATE device SET ack_seq = ?1, ack_time = ?2, updated_at = ?3 "
-                              "WHERE device_id = ?4 AND user_id = ?5 AND ack_seq < ?1";
-static const char PG_ACK[] = "UPDATE device SET ack_seq = $1, ack_time = $2, updated_at = $3 "
-                             "WHERE device_id = $4 AND user_id = $5 AND ack_seq < $1";
+#include "storage.h"
 
 static gim_err ack_prepare(struct request *r)
 {
@@ -47,9 +42,9 @@ static gim_err ack_write(struct request *r, struct wctx *w)
                             "ack: device_ack %" PRId64 " is above the highest seq %" PRId64,
                             in->device_ack, last);
 
-    e = STORE_RUN2(w->db, SQL_ACK, PG_ACK, NULL, STORE_INT(in->device_ack),
-                   STORE_INT(in->receive_time), STORE_INT(w->now_ms), STORE_INT(r->sess.device_id),
-                   STORE_INT(r->sess.user_id));
+    /* Guarded by the user: a device that signed in as someone else since keeps its new row. */
+    e = storage(w->db)->device->ack(w, r->sess.device_id, r->sess.user_id, in->device_ack,
+                                    in->receive_time);
     if (e != GIM_OK) {
         log_warn("ack write failed", "device=%" PRId64 " code=%s error=\"%s\"", r->sess.device_id,
                  gim_err_name(e), store_errmsg(w->db));

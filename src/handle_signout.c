@@ -1,11 +1,11 @@
 /*
  * PT_SIGN_OUT: the gateway closed a connection; the device goes offline.
  *
- * The UPDATE is guarded by the caller's user and gateway: when a device has
+ * The sign-out is guarded by the caller's user and gateway: when a device has
  * already signed in again elsewhere (its sign-in queued ahead of this
  * sign-out), the late sign-out of the old connection must not take the new
  * session down. (The presence sweeper and kicks sign a device out whatever
- * its session: maint_signout in maint.c.)
+ * its session: maint_signout in maint.c, storage.h's kick.)
  */
 #include <inttypes.h>
 
@@ -13,17 +13,12 @@
 #include "log.h"
 #include "presence.h"
 #include "request.h"
-
-static const char SQL_SIGN_OUT[] = "UPDATE device SET online = 0, room_id = 0, updated_at = ?1 "
-                                   "WHERE device_id = ?2 AND user_id = ?3 AND gateway_id = ?4";
-static const char PG_SIGN_OUT[] = "UPDATE device SET online = 0, room_id = 0, updated_at = $1 "
-                                  "WHERE device_id = $2 AND user_id = $3 AND gateway_id = $4";
+#include "storage.h"
 
 static gim_err mark_offline(struct wctx *w, int64_t device_id, int64_t user_id,
                             const char *gateway_id)
 {
-    gim_err e = STORE_RUN2(w->db, SQL_SIGN_OUT, PG_SIGN_OUT, NULL, STORE_INT(w->now_ms),
-                           STORE_INT(device_id), STORE_INT(user_id), STORE_TEXT(gateway_id));
+    gim_err e = storage(w->db)->device->sign_out(w, device_id, user_id, gateway_id);
     if (e != GIM_OK)
         log_warn("sign-out write failed", "device=%" PRId64 " code=%s error=\"%s\"", device_id,
                  gim_err_name(e), store_errmsg(w->db));

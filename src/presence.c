@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "pgstore.h"
+#include "storage.h"
 
 /*
  * Sessions are individually allocated entries, found through three
@@ -369,75 +369,34 @@ void presence_close(struct presence *p)
     free(p);
 }
 
-static const char SQL_LOAD[] =
-    "SELECT device_id, user_id, gateway_id, room_id FROM device WHERE online = 1";
+struct load_ctx {
+    struct presence *p;
+    bool put_failed; /* the failure was ours, logged here, not the database's */
+};
 
-static gim_err load_pg(struct presence *p, struct store_conn *db, int64_t now_ms)
+/* presence_load's put: one session at a time, so no lock is held across disk reads. */
+static gim_err load_put(void *arg, const struct session *s)
 {
-    static const char PG_LOAD[] =
-        "SELECT device_id, user_id, gateway_id, room_id FROM device WHERE online = 1";
-    PGresult *res = NULL;
-    gim_err e = PG_RUN0(db, PG_LOAD, &res, NULL);
+    struct load_ctx *ctx = arg;
+    gim_err e = presence_put(ctx->p, s);
     if (e != GIM_OK) {
-        log_error("presence load failed", "code=%s sqlstate=%s", gim_err_name(e),
-                  pgstore_sqlstate(db));
-        return e;
+        ctx->put_failed = true;
+        log_error("presence load failed", "device_id=%lld error=%s", (long long)s->device_id,
+                  gim_err_name(e));
     }
-    int n = PQntuples(res);
-    for (int i = 0; i < n && e == GIM_OK; i++) {
-        size_t len = 0;
-        const uint8_t *gw = pgstore_blob(res, i, 2, &len);
-        struct session s = {.device_id = pgstore_int(res, i, 0),
-                            .user_id = pgstore_int(res, i, 1),
-                            .room_id = pgstore_int(res, i, 3),
-                            .last_seen_ms = now_ms};
-        copy_gateway(s.gateway_id, gw ? (const char *)gw : "", len);
-        e = presence_put(p, &s);
-    }
-    PQclear(res);
-    if (e == GIM_OK)
-        log_info("presence loaded", "sessions=%d backend=postgres", n);
     return e;
 }
 
 gim_err presence_load(struct presence *p, struct store_conn *db, int64_t now_ms)
 {
-    if (store_is_pg(db))
-        return load_pg(p, db, now_ms);
-    gim_err e = GIM_OK;
+    struct load_ctx ctx = {.p = p};
     size_t n = 0;
-    int rc;
-    sqlite3_stmt *st = store_stmt(db, SQL_LOAD);
-    if (!st)
-        return GIM_EINTERNAL;
-    /* One row at a time through presence_put: no lock is held across disk reads. */
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct session s = {
-            .device_id = sqlite3_column_int64(st, 0),
-            .user_id = sqlite3_column_int64(st, 1),
-            .room_id = sqlite3_column_int64(st, 3),
-            .last_seen_ms = now_ms,
-        };
-        const char *gw = (const char *)sqlite3_column_text(st, 2);
-        if (gw)
-            copy_gateway(s.gateway_id, gw, (size_t)sqlite3_column_bytes(st, 2));
-        if ((e = presence_put(p, &s)) != GIM_OK) {
-            log_error("presence load failed", "device_id=%lld error=%s", (long long)s.device_id,
-                      gim_err_name(e));
-            goto out;
-        }
-        n++;
-    }
-    if (rc != SQLITE_DONE) {
-        e = store_err(rc);
-        if (e == GIM_OK)
-            e = GIM_EINTERNAL;
-        log_error("presence load failed", "rc=%d error=\"%s\"", rc, sqlite3_errmsg(db->db));
-        goto out;
-    }
-    log_info("presence loaded", "sessions=%zu", n);
-out:
-    store_done(st);
+    gim_err e = storage(db)->device->load_sessions(db, now_ms, load_put, &ctx, &n);
+    if (e == GIM_OK)
+        log_info("presence loaded", "sessions=%zu backend=%s", n, storage(db)->name);
+    else if (!ctx.put_failed)
+        log_error("presence load failed", "code=%s error=\"%s\"", gim_err_name(e),
+                  store_errmsg(db));
     return e;
 }
 
@@ -529,9 +488,6 @@ gim_err presence_check(struct presence *p, int64_t user_id, int64_t device_id,
     return e;
 }
 
-static const char PG_SESSION[] =
-    "SELECT user_id, gateway_id, room_id FROM device WHERE device_id = $1 AND online = 1";
-
 gim_err presence_check_shared(struct presence *p, struct store_conn *db, int64_t user_id,
                               int64_t device_id, const char *gateway_id, int64_t now_ms,
                               struct session *out)
@@ -555,23 +511,12 @@ gim_err presence_check_shared(struct presence *p, struct store_conn *db, int64_t
     if (!gateway_id)
         return GIM_EUNAUTH;
 
-    PGresult *res = NULL;
-    gim_err e = pgstore_ready(db);
-    if (e == GIM_OK)
-        e = PG_RUN(db, PG_SESSION, &res, NULL, STORE_INT(device_id));
-    if (e != GIM_OK) /* the database is away: nothing this request does could succeed */
-        return cached ? GIM_OK : GIM_EUNAVAILABLE;
     struct session s = {.device_id = device_id, .last_seen_ms = now_ms};
     bool valid = false;
-    if (PQntuples(res) == 1) {
-        size_t len = 0;
-        const uint8_t *gw = pgstore_blob(res, 0, 1, &len);
-        s.user_id = pgstore_int(res, 0, 0);
-        s.room_id = pgstore_int(res, 0, 2);
-        copy_gateway(s.gateway_id, gw ? (const char *)gw : "", len);
-        valid = s.user_id == user_id && strcmp(s.gateway_id, gateway_id) == 0;
-    }
-    PQclear(res);
+    gim_err e = storage(db)->device->session(db, device_id, &s, &valid);
+    if (e != GIM_OK) /* the database is away: nothing this request does could succeed */
+        return cached ? GIM_OK : GIM_EUNAVAILABLE;
+    valid = valid && s.user_id == user_id && strcmp(s.gateway_id, gateway_id) == 0;
     if (!valid) {
         /* Signed out, kicked or moved at another instance: forget what we cached. */
         if (cached)

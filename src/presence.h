@@ -4,8 +4,9 @@
  * Every request but sign-in is authenticated here (device -> user, gateway),
  * so lookups must be cheap and concurrent: a reader-writer lock guards the
  * table, and last_seen is refreshed without taking the write lock. The
- * device table in SQLite mirrors sign-in/sign-out transitions (not every
- * heartbeat) and is reloaded at start-up, so a restart signs no one out.
+ * device table mirrors sign-in/sign-out transitions (not every heartbeat)
+ * and is reloaded at start-up (storage.h, device->load_sessions), so a
+ * restart signs no one out.
  *
  * Only the writer thread adds and removes sessions, after the commit that
  * records the change; any thread may look up.
@@ -60,17 +61,18 @@ gim_err presence_check(struct presence *p, int64_t user_id, int64_t device_id,
                        const char *gateway_id, int64_t now_ms, struct session *out);
 
 /*
- * PostgreSQL (several instances): presence is a cache of the device table.
- * As presence_check, but a session this instance does not hold (signed in
- * through another instance), or has not seen confirmed by the database for
- * PRESENCE_RECHECK_MS, is looked up in the device table on db (the
- * caller's read connection): online there with the same user and gateway,
- * it is cached and served; else a cached copy is dropped (a sign-out or
- * kick committed at another instance) and the answer is GIM_EUNAUTH. So a
- * session ended elsewhere is served here for at most PRESENCE_RECHECK_MS
- * more. With the database away, a cached session is served (the request
- * itself then fails at the database) and an unknown one gets
- * GIM_EUNAVAILABLE, not GIM_EUNAUTH: the client must not sign in again.
+ * PostgreSQL (several instances, storage.h's shared_sessions): presence is
+ * a cache of the device table. As presence_check, but a session this
+ * instance does not hold (signed in through another instance), or has not
+ * seen confirmed by the database for PRESENCE_RECHECK_MS, is looked up in
+ * the device table on db (the caller's read connection; device->session):
+ * online there with the same user and gateway, it is cached and served;
+ * else a cached copy is dropped (a sign-out or kick committed at another
+ * instance) and the answer is GIM_EUNAUTH. So a session ended elsewhere is
+ * served here for at most PRESENCE_RECHECK_MS more. With the database
+ * away, a cached session is served (the request itself then fails at the
+ * database) and an unknown one gets GIM_EUNAVAILABLE, not GIM_EUNAUTH: the
+ * client must not sign in again.
  * Unlike presence_put's other callers, any thread calls this.
  */
 #define PRESENCE_RECHECK_MS 1000

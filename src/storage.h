@@ -60,8 +60,90 @@ struct storage_message_ops {
  * another instance made, health gauges (presence.c, handle_signin.c, handle_signout.c,
  * handle_message_ack.c, handle_gateway_lease.c, kick.c, http.c, busy.c)
  */
+struct session; /* presence.h */
+
 struct storage_device_ops {
-    int placeholder_; /* until the area's operations move here */
+    /*
+     * Whether several instances share the sessions (PostgreSQL): the device
+     * table is then the truth and each instance's presence a cache of it
+     * (presence_check_shared re-reads it, a kick tells the row's gateway, a
+     * sign-in reads the session it replaces). false (SQLite, one instance):
+     * the instance's presence is the truth and the table its copy for
+     * restarts.
+     */
+    bool shared_sessions;
+
+    /*
+     * Sign-in of s->device_id as s->user_id at s->gateway_id (writer's tx):
+     * when the row names another user, drops the device's idempotency
+     * records (sends and room sends: the new user's request_ids must not
+     * meet them) and adds how many to *dropped; then upserts the row online,
+     * room 0, with client_addr (not NULL) and w->now_ms, keeping its acks
+     * for the same user and zeroing them for another. With shared_sessions,
+     * first reads into *old the session the row held (device_id, user_id,
+     * gateway_id; device_id 0 when it was offline or had no row) and locks
+     * the row until the commit, so a sign-in of the same device at another
+     * instance waits; without, *old is zeroed (presence knows). Nothing
+     * written on failure beyond the job's savepoint.
+     */
+    gim_err (*sign_in)(struct wctx *w, const struct session *s, const char *client_addr,
+                       struct session *old, int *dropped);
+
+    /*
+     * Sign-out of a connection (writer's tx): marks device_id offline, room 0,
+     * only while its row still names user_id and gateway_id (a late sign-out
+     * of an old connection leaves a newer sign-in alone). No row matching is
+     * GIM_OK.
+     */
+    gim_err (*sign_out)(struct wctx *w, int64_t device_id, int64_t user_id, const char *gateway_id);
+
+    /*
+     * An ack (writer's tx): sets the device's ack_seq and ack_time (and
+     * updated_at = w->now_ms) only while the row names user_id and its
+     * ack_seq is below ack_seq: acks only move forward. Nothing matching is
+     * GIM_OK.
+     */
+    gim_err (*ack)(struct wctx *w, int64_t device_id, int64_t user_id, int64_t ack_seq,
+                   int64_t ack_time);
+
+    /*
+     * A gateway's lease with a boot_id presence does not hold (writer's tx):
+     * *restarted = the gateway table holds another boot for gateway_id (the
+     * gateway restarted: its connections are gone), and then every device
+     * online at gateway_id is marked offline; then boot_id is stored (at
+     * w->now_ms) unless it is the one stored.
+     */
+    gim_err (*lease)(struct wctx *w, const char *gateway_id, int64_t boot_id, bool *restarted);
+
+    /*
+     * A kick (writer's tx): reads device_id's row into *row (device_id,
+     * user_id, gateway_id "" if it has none; room_id and last_seen_ms 0) and
+     * *was_online, then marks it offline (online = 0, room_id = 0). With
+     * shared_sessions the row is locked until the commit (a sign-in of the
+     * device at another instance waits, then wins). GIM_ENOTFOUND when the
+     * device has no row (nothing written).
+     */
+    gim_err (*kick)(struct wctx *w, int64_t device_id, struct session *row, bool *was_online);
+
+    /*
+     * Every session the device table holds online, at start-up, on c: calls
+     * put(arg, s) once per session (s borrowed for the call; device_id,
+     * user_id, room_id, gateway_id, last_seen_ms = now_ms) and stops at its
+     * first error, which it returns; *n gets how many put() accepted. A
+     * failed read is its storage error (store_errmsg(c) says more).
+     */
+    gim_err (*load_sessions)(struct store_conn *c, int64_t now_ms,
+                             gim_err (*put)(void *arg, const struct session *s), void *arg,
+                             size_t *n);
+
+    /*
+     * The session device_id has now in the device table, whichever instance
+     * made it, on c (any thread's read connection; a broken PostgreSQL
+     * connection is re-established first): *found = it is online there,
+     * and then *out gets device_id, user_id, room_id, gateway_id
+     * (last_seen_ms untouched). GIM_EUNAVAILABLE while the database is away.
+     */
+    gim_err (*session)(struct store_conn *c, int64_t device_id, struct session *out, bool *found);
 };
 /* ==== end of device ========================================================= */
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "presence.h"
+#include "storage.h"
 #include "store.h"
 
 static struct presence *p;
@@ -414,6 +415,7 @@ static struct store_conn *open_temp_db(char *path, size_t len)
     close(fd);
     struct store_conn *c = calloc(1, sizeof *c);
     cr_assert_not_null(c);
+    c->ops = &storage_sqlite; /* as store_open() sets it */
     cr_assert_eq(sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
     cr_assert_eq(store_exec(c, DEVICE_DDL), GIM_OK);
     return c;
@@ -464,6 +466,43 @@ Test(presence, load_from_database)
     unlink(path);
 }
 
+/*
+ * The shared-session check reads the device table through the backend's
+ * session operation (storage.h): a session this presence never held is
+ * found there and cached; once the row is offline, a check past
+ * PRESENCE_RECHECK_MS drops the cached copy; another gateway or user in
+ * the row is refused.
+ */
+Test(presence, check_shared_reads_the_device_table)
+{
+    char path[64];
+    struct store_conn *c = open_temp_db(path, sizeof path);
+    cr_assert_eq(store_exec(c,
+                            "INSERT INTO device (device_id, user_id, gateway_id, online, "
+                            "room_id, created_at, updated_at) VALUES (5, 50, 'gw-x', 1, 7, 0, 0)"),
+                 GIM_OK);
+    struct session s = {0};
+    cr_assert_eq(presence_check_shared(p, c, 50, 5, "gw-x", 1000, &s), GIM_OK);
+    cr_assert_eq(s.device_id, 5);
+    cr_assert_eq(s.user_id, 50);
+    cr_assert_eq(s.room_id, 7);
+    cr_assert_str_eq(s.gateway_id, "gw-x");
+    cr_assert(presence_get(p, 5, &s), "the session read from the table is cached");
+    cr_assert_eq(presence_check_shared(p, c, 51, 5, "gw-x", 1000, NULL), GIM_EUNAUTH,
+                 "another user");
+    cr_assert_eq(presence_check_shared(p, c, 50, 5, "gw-y", 1000, NULL), GIM_EUNAUTH,
+                 "another gateway");
+
+    cr_assert_eq(store_exec(c, "UPDATE device SET online = 0 WHERE device_id = 5"), GIM_OK);
+    cr_assert_eq(presence_check_shared(p, c, 50, 5, "gw-x", 1000 + PRESENCE_RECHECK_MS - 1, NULL),
+                 GIM_OK, "still fresh: served from the cache");
+    cr_assert_eq(presence_check_shared(p, c, 50, 5, "gw-x", 1000 + PRESENCE_RECHECK_MS, NULL),
+                 GIM_EUNAUTH, "signed out in the table");
+    cr_assert_not(presence_get(p, 5, &s), "the cached copy is dropped");
+    store_close(c);
+    unlink(path);
+}
+
 Test(presence, load_without_table_fails)
 {
     char path[64];
@@ -473,6 +512,7 @@ Test(presence, load_without_table_fails)
     close(fd);
     struct store_conn *c = calloc(1, sizeof *c);
     cr_assert_not_null(c);
+    c->ops = &storage_sqlite; /* as store_open() sets it */
     cr_assert_eq(sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
     cr_assert_neq(presence_load(p, c, 1), GIM_OK);
     size_t n;

@@ -15,6 +15,10 @@
  * and retention run on the one instance holding the maintenance advisory
  * lock (maint.c says how the sweep's bound follows; docs/scale-out.md).
  * There is no WAL scrub there.
+ *
+ * The steps are the same for both backends; what each asks of the database
+ * is an operation of storage(c)->maint (storage.h), whose SQL is in
+ * src/storage/sqlite_maint.c and pg_maint.c.
  */
 #ifndef GIM_MAINT_H
 #define GIM_MAINT_H

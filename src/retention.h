@@ -16,10 +16,11 @@
  * back — is pruned once the head reaches it.)
  *
  * Runs on the writer thread with the writer's connection, never inside a
- * batch: each call is one short transaction of its own. On PostgreSQL the
- * same steps run with their own SQL, on the instance holding the
- * maintenance lock (maint.c); deleted rows stay in the table's files until
- * VACUUM (docs/scale-out.md).
+ * batch: each call is one short transaction of its own. The steps are the
+ * same on both backends, each with its own SQL (storage.h, maint:
+ * src/storage/sqlite_maint.c, pg_maint.c); on PostgreSQL they run on the
+ * instance holding the maintenance lock (maint.c), and deleted rows stay
+ * in the table's files until VACUUM (docs/scale-out.md).
  */
 #ifndef GIM_RETENTION_H
 #define GIM_RETENTION_H

@@ -182,7 +182,64 @@ struct storage_recall_ops {
  * maintenance: seen times, presence sweep, idempotency pruning, retention (maint.c, retention.c)
  */
 struct storage_maint_ops {
-    int placeholder_; /* until the area's operations move here */
+    /*
+     * Whether several instances share the database's sessions (PostgreSQL):
+     * then each instance writes what it saw (seen, seen_gateway) and the
+     * holder of the maintenance lock signs out, in the database, the devices
+     * no instance saw for the timeout (sweep). False (SQLite): this
+     * process's presence table is the truth, the sweep signs out what it
+     * expires (sign_out), and seen, seen_gateway and sweep are NULL.
+     */
+    bool shared_sessions;
+
+    /* w->db is up before a pass: a broken connection is re-established here. GIM_EUNAVAILABLE
+     * while the server is away (SQLite: always GIM_OK). */
+    gim_err (*ready)(struct wctx *w);
+    /* Whether this instance runs the sweep, pruning and retention: true once w->db holds the
+     * maintenance lock (PostgreSQL: an advisory lock kept for the connection's life; SQLite: the
+     * one writer of the file, always true). */
+    bool (*try_lock)(struct wctx *w);
+
+    /* Maintenance's own short transaction on w->db, outside any batch (SQLite: BEGIN IMMEDIATE).
+     * in_transaction says whether one (anyone's) is open; rollback rolls back the open one, if
+     * any, and never fails. */
+    gim_err (*begin)(struct wctx *w);
+    gim_err (*commit)(struct wctx *w);
+    void (*rollback)(struct wctx *w);
+    bool (*in_transaction)(struct wctx *w);
+
+    /* Marks device_id offline (online = 0, room_id = 0, updated_at = w->now_ms), whatever user
+     * or gateway it is on, inside the caller's transaction; logs a failure. A device without a
+     * row is not an error. */
+    gim_err (*sign_out)(struct wctx *w, int64_t device_id);
+
+    /* shared_sessions only, autocommit. Raises device.updated_at of the online devices ids[i]
+     * to seen[i] (never lowers it). */
+    gim_err (*seen)(struct wctx *w, const int64_t *ids, const int64_t *seen, size_t n);
+    /* Raises updated_at of every online device of gateway to at (never lowers it). */
+    gim_err (*seen_gateway)(struct wctx *w, const char *gateway, int64_t at);
+    /* Signs out (as sign_out) up to max online devices whose updated_at is before cutoff, in one
+     * statement, and puts their ids in ids[0..*n): *n == max means more may remain. */
+    gim_err (*sweep)(struct wctx *w, int64_t cutoff, int64_t *ids, size_t max, size_t *n);
+
+    /* SQLite: truncates the WAL so erased content leaves the file; GIM_EUNAVAILABLE while readers
+     * still need it (try again later). PostgreSQL: nothing to do here (GIM_OK). */
+    gim_err (*scrub_wal)(struct wctx *w);
+
+    /* Autocommit, each deletes up to max_rows records created before cutoff and sets *n to how
+     * many: send records (and key rows whose message or room details are gone), room send
+     * details, operator records (PostgreSQL keeps those: *n = 0). */
+    gim_err (*prune_idempotency)(struct wctx *w, int64_t cutoff, int max_rows, int *n);
+    gim_err (*prune_room_idempotency)(struct wctx *w, int64_t cutoff, int max_rows, int *n);
+    gim_err (*prune_operator_idempotency)(struct wctx *w, int64_t cutoff, int max_rows, int *n);
+
+    /* Inside the caller's transaction (begin). Deletes up to max_rows of the oldest messages
+     * (by id, within the head of the table) sent before cutoff, each with its inbox entries,
+     * group copies and idempotency record; *n is how many. SQLite asks for the WAL scrub
+     * (w->scrub_wal) when it deleted any. */
+    gim_err (*retention_messages)(struct wctx *w, int64_t cutoff, int max_rows, int *n);
+    /* The same for room log entries, with their room idempotency records. */
+    gim_err (*retention_rooms)(struct wctx *w, int64_t cutoff, int max_rows, int *n);
 };
 /* ==== end of maint ========================================================= */
 

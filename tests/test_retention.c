@@ -17,6 +17,7 @@
 #include "message.h"
 #include "retention.h"
 #include "seq.h"
+#include "storage.h"
 #include "store.h"
 #include "writer.h"
 
@@ -538,4 +539,32 @@ Test(retention, the_maintenance_pass_prunes_expired_idempotency_records)
                  "701 expired, 703 expired, 705 names no message, 706 has no details");
     cr_assert_eq(count("SELECT group_concat(request_id) FROM room_idempotency"), 704);
     cr_assert_eq(count("SELECT count(*) FROM message"), 3, "records go, messages stay");
+}
+
+/*
+ * The maint operations of both backends (storage.h): every operation is
+ * there, and the three of shared sessions exactly where sessions are shared
+ * (maint_run calls them only then; a missing one would crash a pass).
+ */
+static void check_maint_ops(const struct storage_ops *b)
+{
+    const struct storage_maint_ops *m = b->maint;
+    cr_assert_not_null(m, "%s", b->name);
+    cr_assert(m->ready && m->try_lock && m->begin && m->commit && m->rollback &&
+                  m->in_transaction && m->sign_out && m->scrub_wal && m->prune_idempotency &&
+                  m->prune_room_idempotency && m->prune_operator_idempotency &&
+                  m->retention_messages && m->retention_rooms,
+              "%s: an operation is missing", b->name);
+    cr_assert_eq(m->seen != NULL, m->shared_sessions, "%s", b->name);
+    cr_assert_eq(m->seen_gateway != NULL, m->shared_sessions, "%s", b->name);
+    cr_assert_eq(m->sweep != NULL, m->shared_sessions, "%s", b->name);
+}
+
+Test(retention, both_backends_implement_every_maint_operation)
+{
+    check_maint_ops(&storage_sqlite);
+    check_maint_ops(&storage_pg);
+    cr_assert(!storage_sqlite.maint->shared_sessions, "one SQLite file, one writer");
+    cr_assert(storage_pg.maint->shared_sessions, "several instances on one PostgreSQL");
+    cr_assert_eq(storage(db), &storage_sqlite, "store_open() sets the connection's backend");
 }

@@ -41,6 +41,7 @@ scan() {
 # The scanner: a small C lexer (block and line comments, string and char literals with
 # escapes, preprocessor includes) that checks each line's code and each group of adjacent
 # literals.
+# shellcheck disable=SC2016 # the $ are awk's own, not the shell's
 AWK_SCAN='
 function report(line, what) {
     printf "%s:%d: %s: %s\n", FILE, line, what, trim(src[line])

@@ -15,7 +15,10 @@
  * presence (set after the commit by the caller). Sign-in, sign-out and the
  * presence sweeper reset it to 0.
  *
- * PostgreSQL (several instances on one database, room.c): the room seq is
+ * Storage: room_append takes the room's seq (seq.c) and the rest is the
+ * room operations of storage.h, one implementation per backend
+ * (src/storage/sqlite_room.c, src/storage/pg_room.c); this module holds no
+ * SQL. PostgreSQL (several instances on one database): the room seq is
  * taken in the database (seq.c) and its row stays locked until the commit,
  * which orders a room's sends and subscriptions across instances; pushes
  * go to the subscribers the device table names in the sending transaction

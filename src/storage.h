@@ -160,10 +160,66 @@ struct storage_group_ops {
 
 /* ==== room ================================================================ */
 /*
- * rooms: a room's seq, log entries, pages, subscriptions, subscribers, room idempotency (room.c)
+ * rooms: a room's log entries, pages, subscriptions, subscribers (room.c). A room's seq is taken
+ * by the message area (seq_next, SEQ_ROOM; on PostgreSQL it locks the room's row until the
+ * commit) and room idempotency is a send's (handle_message.c); room.c's functions call these.
  */
+struct arena;
+struct message_new;
+struct message_view;
+struct session;
+
 struct storage_room_ops {
-    int placeholder_; /* until the area's operations move here */
+    /*
+     * Stores m (its sender, mentions, type, content and send_time; receiver and seq fields are
+     * ignored) as entry seq of room_id's log, seq being the room's next seq the caller took in
+     * this transaction; then, when seq > retain, deletes the entries up to seq - retain, so the
+     * log keeps its last retain entries (the oldest one, or a few after retain was lowered).
+     * Writer, in its transaction. GIM_ENOMEM, or the failed statement's error.
+     */
+    gim_err (*append)(struct wctx *w, int64_t room_id, int64_t seq, const struct message_new *m,
+                      int64_t retain);
+    /*
+     * Entry seq of room_id's log as a pb.Message (receiver RT_ROOM/room_id, seq = the room seq)
+     * in *out, built in *a, which this initialises (zeroed first, then sized to fit the row);
+     * the caller frees *a with arena_free(), on failure too. GIM_ENOTFOUND when the entry was
+     * pruned or never existed.
+     */
+    gim_err (*load)(struct store_conn *db, int64_t room_id, int64_t seq, struct arena *a,
+                    struct message_view **out);
+    /*
+     * One page of room_id's log after room seq `after` (0 = from the oldest retained entry), in
+     * seq order: at most page_size entries and the byte budget max_bytes, with has_more, as
+     * message_page() builds it. *buf (malloc'ed, *len bytes; NULL on failure) is the encoded
+     * pb.SyncOutput, the caller's to free. On PostgreSQL one statement (one snapshot): room
+     * seq N+1 is never in a page without N.
+     */
+    gim_err (*page)(struct store_conn *db, int64_t room_id, int64_t after, size_t page_size,
+                    size_t max_bytes, uint8_t **buf, size_t *len);
+    /*
+     * Records that the device of session s is subscribed to room_id (0 = none), updated_at =
+     * now_ms, guarded by the whole session (device, user, gateway, online). GIM_EUNAUTH when
+     * the device row no longer holds that session. On PostgreSQL it first locks the device row,
+     * then the rooms left and joined by ascending id (the row lock a room send takes with its
+     * seq), until the commit. Writer connection, in its transaction.
+     */
+    gim_err (*subscribe)(struct store_conn *db, const struct session *s, int64_t room_id,
+                         int64_t now_ms);
+    /*
+     * The room the device of session s is subscribed to as of this transaction (0 = none) in
+     * *room_id (0 on failure too). GIM_EUNAUTH when the device row no longer holds that
+     * session.
+     */
+    gim_err (*subscribed)(struct store_conn *db, const struct session *s, int64_t *room_id);
+    /*
+     * PostgreSQL: the online devices subscribed to room_id as of this transaction, whichever
+     * instance they subscribed through (the push targets of a room send; call it after the
+     * send's seq so the room's row lock keeps a subscribe from slipping in before the commit).
+     * *out is a calloc'ed array of *n sessions (NULL when none; NULL and 0 on failure) the
+     * caller frees. SQLite: GIM_EINTERNAL, always: its pushes follow presence, which the one
+     * writer keeps exact.
+     */
+    gim_err (*subscribers)(struct store_conn *db, int64_t room_id, struct session **out, size_t *n);
 };
 /* ==== end of room ========================================================= */
 

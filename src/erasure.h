@@ -24,14 +24,17 @@
  *      their seqs), scanning every room log in (room, seq) order.
  * The user_seq row stays: should the user id come back, its seqs go on from
  * where they were, so no device ever sees a seq reused. Content that left the
- * b-tree is still in old WAL frames: a step that erased any sets
- * w->scrub_wal, like a recall.
+ * b-tree is still in old WAL frames: a step that erased any asks for the
+ * WAL scrub (storage.h, recall->erased: w->scrub_wal on SQLite), like a
+ * recall.
  *
- * PostgreSQL: the same parts with each statement's own SQL (erasure.c);
- * the erasure row is locked first so two instances never step the same
- * erasure at once; the deleted devices' sessions cached at other instances
- * end within PRESENCE_RECHECK_MS; there is no WAL to scrub (what erased
- * means there: docs/scale-out.md).
+ * The database steps are the erasure operations of the recall area of
+ * storage.h, one implementation per backend (src/storage/sqlite_recall.c,
+ * pg_recall.c); this module keeps the order of the parts and the budget.
+ * PostgreSQL: the erasure row is locked first so two instances never step
+ * the same erasure at once; the deleted devices' sessions cached at other
+ * instances end within PRESENCE_RECHECK_MS; there is no WAL to scrub (what
+ * erased means there: docs/scale-out.md).
  *
  * Runs on the writer thread only. Ownership: an erasure_result owns its
  * kicked array; release it with erasure_result_free().

@@ -17,9 +17,12 @@
  * Command in connect.ext.proto). Notices themselves cannot be recalled (EC_FORBIDDEN): they carry
  * no user content, and recalling one would only breed more notices.
  *
- * On PostgreSQL the same steps run with their own SQL (recall.c): the
- * message row is locked first, the notices' seqs are taken in the database
- * in ascending user id, and the push targets come from the device table.
+ * The database steps are operations of the recall area of storage.h
+ * (find and lock the message, erase it and list its copies, the push
+ * targets, the WAL scrub request), one implementation per backend in
+ * src/storage/sqlite_recall.c and pg_recall.c. On PostgreSQL the message
+ * row is locked first, the notices' seqs are taken in the database in
+ * ascending user id, and the push targets come from the device table.
  * There is no WAL to scrub there: docs/scale-out.md says what "erased"
  * means on PostgreSQL.
  *

@@ -21,6 +21,7 @@
 #include "recall.h"
 #include "request.h"
 #include "seq.h"
+#include "storage.h"
 #include "store.h"
 #include "writer.h"
 
@@ -705,4 +706,47 @@ Test(recall, committed_pushes_each_notice_to_its_users_other_devices)
     nng_close(sub);
     push_close(pu);
     presence_close(p);
+}
+
+/* The recall area of storage.h: both backends implement every operation (no NULL to call). */
+static void assert_recall_ops(const struct storage_ops *b)
+{
+    const struct storage_recall_ops *o = b->recall;
+    cr_assert_not_null(o, "%s", b->name);
+#define HAS(op) cr_assert(o->op != NULL, "%s: recall operation " #op " missing", b->name)
+    HAS(find);
+    HAS(role);
+    HAS(erase);
+    HAS(targets);
+    HAS(erased);
+    HAS(erasure_state);
+    HAS(erasure_start);
+    HAS(erasure_cursor);
+    HAS(erasure_finish);
+    HAS(erasure_devices);
+    HAS(erasure_device_idem);
+    HAS(erasure_device_room_idem);
+    HAS(erasure_device_delete);
+    HAS(erasure_memberships);
+    HAS(erasure_inbox);
+    HAS(erasure_entry);
+    HAS(erasure_room_scan);
+    HAS(erasure_room_erase);
+#undef HAS
+}
+
+Test(recall, storage_ops_complete)
+{
+    assert_recall_ops(&storage_sqlite);
+    assert_recall_ops(&storage_pg);
+}
+
+/* Erased content asks for the WAL scrub on SQLite only (PostgreSQL has no WAL file to scrub). */
+Test(recall, erased_asks_scrub_on_sqlite_only)
+{
+    struct wctx a = {0}, b = {0};
+    storage_sqlite.recall->erased(&a);
+    cr_assert(a.scrub_wal);
+    storage_pg.recall->erased(&b);
+    cr_assert_not(b.scrub_wal);
 }

@@ -58,7 +58,8 @@ struct message_new;
 struct message_view;
 struct session;
 
-/* A send's idempotency record (device_id, request_id), as idem_claim found it. */
+/* A send's idempotency record (device_id, request_id), as idem_claim found it: the fields
+ * after fresh are set only when a record was found (!fresh). */
 struct message_idem {
     bool fresh;         /* no record: the key is new (on PostgreSQL now claimed, see idem_claim) */
     bool has_message;   /* the record names a message (a user or group send) */

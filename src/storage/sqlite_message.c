@@ -295,7 +295,7 @@ static gim_err idem_claim(struct wctx *w, int64_t device_id, int64_t request_id,
                           struct message_idem *out)
 {
     sqlite3_stmt *st = store_stmt(w->db, SQL_IDEM_GET);
-    *out = (struct message_idem){.fresh = true};
+    out->fresh = true; /* the other fields are set when a record is found */
     if (!st)
         return GIM_EINTERNAL;
     int rc = STORE_BIND(st, STORE_INT(device_id), STORE_INT(request_id));
@@ -399,7 +399,9 @@ static gim_err inbox_page(struct store_conn *ro, int64_t user_id, int64_t after,
         return GIM_EINTERNAL;
     int rc =
         STORE_BIND(st, STORE_INT(user_id), STORE_INT(after), STORE_INT((int64_t)page_size + 1));
-    gim_err e = rc == SQLITE_OK ? message_page(st, page_size, max_bytes, buf, len) : store_err(rc);
+    const struct message_rows rows = {.src = st, .next = page_next, .view = page_view};
+    gim_err e =
+        rc == SQLITE_OK ? message_page_rows(&rows, page_size, max_bytes, buf, len) : store_err(rc);
     store_done(st);
     return e;
 }

@@ -10,9 +10,10 @@
  * so a new phone does not download years of history another device already
  * showed.
  *
- * The paging itself (count, byte budget, has_more, the encoding) is
- * message_page(), shared with the room logs: it hands back the encoded
- * SyncOutput, which becomes the reply's data as it is.
+ * The page is the storage operation inbox_page (storage.h); the paging itself
+ * (count, byte budget, has_more, the encoding) is message_page_rows(), shared
+ * with the room logs: it hands back the encoded SyncOutput, which becomes the
+ * reply's data as it is.
  */
 #include <inttypes.h>
 
@@ -20,22 +21,8 @@
 #include "handlers.h"
 #include "log.h"
 #include "message.h"
-#include "pgstore.h"
 #include "request.h"
-
-static const char SQL_PAGE[] = "SELECT i.seq, " MESSAGE_COLUMNS " FROM inbox i "
-                               "JOIN message m ON m.id = i.message_id "
-                               "WHERE i.user_id = ?1 AND i.seq > ?2 ORDER BY i.seq LIMIT ?3";
-static const char SQL_MAX_ACK[] = "SELECT max(ack_seq) FROM device WHERE user_id = ?1";
-/*
- * PostgreSQL: the same page, in one statement (one snapshot). Seqs of a
- * user are taken under the row lock of user_seq (seq.c), so N+1 commits
- * after N and no snapshot holds N+1 without N.
- */
-static const char PG_PAGE[] = "SELECT i.seq, " MESSAGE_COLUMNS " FROM inbox i "
-                              "JOIN message m ON m.id = i.message_id "
-                              "WHERE i.user_id = $1 AND i.seq > $2 ORDER BY i.seq LIMIT $3";
-static const char PG_MAX_ACK[] = "SELECT coalesce(max(ack_seq), 0) FROM device WHERE user_id = $1";
+#include "storage.h"
 
 static gim_err sync_prepare(struct request *r)
 {
@@ -48,89 +35,30 @@ static gim_err sync_prepare(struct request *r)
     return GIM_OK;
 }
 
-/* The highest seq any device of user acknowledged; 0 when none did. */
-static gim_err max_ack(struct request *r, struct store_conn *ro, int64_t *out)
-{
-    sqlite3_stmt *st = store_stmt(ro, SQL_MAX_ACK);
-    if (!st)
-        return request_fail(r, GIM_EINTERNAL, "sync: cannot prepare statement");
-    int rc = STORE_BIND(st, STORE_INT(r->sess.user_id));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0; /* max() of nothing is NULL -> 0 */
-    store_done(st);
-    if (rc != SQLITE_ROW)
-        return request_fail(r, store_err(rc), "sync: cannot read the devices' acks");
-    return GIM_OK;
-}
-
-static gim_err sync_read_pg(struct request *r, struct store_conn *ro)
-{
-    const Pb__SyncInput *in = (const Pb__SyncInput *)r->in;
-    size_t page = r->cfg->sync.page_size;
-    int64_t after = in->seq;
-    uint8_t *page_buf = NULL;
-    size_t page_len = 0;
-    PGresult *res = NULL;
-    gim_err e = pgstore_ready(ro);
-    if (e != GIM_OK)
-        return request_fail(r, e, "sync: database unavailable, retry later");
-    if (after == 0) {
-        if ((e = PG_RUN(ro, PG_MAX_ACK, &res, NULL, STORE_INT(r->sess.user_id))) != GIM_OK)
-            return request_fail(r, e, "sync: cannot read the devices' acks");
-        after = pgstore_int(res, 0, 0);
-        PQclear(res);
-        res = NULL;
-    }
-    if ((e = PG_RUN(ro, PG_PAGE, &res, NULL, STORE_INT(r->sess.user_id), STORE_INT(after),
-                    STORE_INT((int64_t)page + 1))) != GIM_OK)
-        return request_fail(r, e, "sync: cannot read the inbox");
-    size_t budget = message_page_budget(r->cfg->sync.max_bytes, r->type, r->request_id);
-    e = message_page_pg(res, page, budget, &page_buf, &page_len);
-    PQclear(res);
-    if (e != GIM_OK)
-        return request_fail(r, e, "sync: %s",
-                            e == GIM_ENOMEM ? "out of memory" : "cannot encode the page");
-    request_take_reply(r, page_buf, page_len);
-    return GIM_OK;
-}
-
+/* One page on the worker's read-only connection (storage(ro)->message: one statement each). */
 static gim_err sync_read(struct request *r, struct store_conn *ro)
 {
-    if (store_is_pg(ro))
-        return sync_read_pg(r, ro);
+    const struct storage_message_ops *ops = storage(ro)->message;
     const Pb__SyncInput *in = (const Pb__SyncInput *)r->in;
     size_t page = r->cfg->sync.page_size;
     uint8_t *page_buf = NULL;
     size_t page_len = 0;
-    sqlite3_stmt *st = NULL;
     int64_t after = in->seq;
     gim_err e;
 
-    if (after == 0 && (e = max_ack(r, ro, &after)) != GIM_OK)
-        return e;
-    if (!(st = store_stmt(ro, SQL_PAGE))) {
-        e = request_fail(r, GIM_EINTERNAL, "sync: cannot prepare statement");
-        goto out;
-    }
+    if (after == 0 && (e = ops->max_ack(ro, r->sess.user_id, &after)) != GIM_OK)
+        return request_fail(r, e, "sync: cannot read the devices' acks");
     size_t budget = message_page_budget(r->cfg->sync.max_bytes, r->type, r->request_id);
-    int rc =
-        STORE_BIND(st, STORE_INT(r->sess.user_id), STORE_INT(after), STORE_INT((int64_t)page + 1));
-    e = rc == SQLITE_OK ? message_page(st, page, budget, &page_buf, &page_len) : store_err(rc);
+    e = ops->inbox_page(ro, r->sess.user_id, after, page, budget, &page_buf, &page_len);
+    if (e == GIM_ENOMEM)
+        return request_fail(r, e, "sync: out of memory");
     if (e != GIM_OK) {
-        if (e == GIM_ENOMEM) {
-            request_fail(r, e, "sync: out of memory");
-            goto out;
-        }
         log_warn("sync read failed", "user=%" PRId64 " code=%s error=\"%s\"", r->sess.user_id,
-                 gim_err_name(e), sqlite3_errmsg(ro->db));
-        request_fail(r, e, "sync: cannot read the inbox");
-        goto out;
+                 gim_err_name(e), store_errmsg(ro));
+        return request_fail(r, e, "sync: cannot read the inbox");
     }
     request_take_reply(r, page_buf, page_len);
-out:
-    store_done(st);
-    return e;
+    return GIM_OK;
 }
 
 const struct handler handle_sync = {

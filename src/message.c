@@ -6,23 +6,7 @@
 #include <string.h>
 
 #include "config.h"
-#include "pgstore.h"
-
-static const char SQL_INSERT[] =
-    "INSERT INTO message (sender_type, sender_id, sender_device_id, receiver_type, receiver_id, "
-    "to_user_ids, message_type, content, send_time, status, sender_seq, receiver_seq) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11)";
-static const char SQL_INBOX_ADD[] =
-    "INSERT INTO inbox (user_id, seq, message_id) VALUES (?1, ?2, ?3)";
-static const char SQL_LOAD[] = "SELECT " MESSAGE_COLUMNS " FROM message m WHERE m.id = ?1";
-/* PostgreSQL: the same rows; the id comes back from the insert itself. */
-static const char PG_INSERT[] =
-    "INSERT INTO message (sender_type, sender_id, sender_device_id, receiver_type, receiver_id, "
-    "to_user_ids, message_type, content, send_time, status, sender_seq, receiver_seq) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $11) RETURNING id";
-static const char PG_INBOX_ADD[] =
-    "INSERT INTO inbox (user_id, seq, message_id) VALUES ($1, $2, $3)";
-static const char PG_LOAD[] = "SELECT " MESSAGE_COLUMNS " FROM message m WHERE m.id = $1";
+#include "storage.h"
 
 gim_err arena_init(struct arena *a, size_t cap)
 {
@@ -70,7 +54,7 @@ void message_ids_free(struct message_ids *ids)
     ids->blob = NULL;
 }
 
-static int64_t *unpack_ids(const uint8_t *buf, size_t len, size_t *n, struct arena *a)
+int64_t *message_ids_unpack(const uint8_t *buf, size_t len, size_t *n, struct arena *a)
 {
     *n = len / 8;
     if (*n == 0)
@@ -87,76 +71,6 @@ static int64_t *unpack_ids(const uint8_t *buf, size_t len, size_t *n, struct are
         ids[i] = (int64_t)v;
     }
     return ids;
-}
-
-struct message_view *message_from_row(sqlite3_stmt *st, int col, int64_t seq, struct arena *a)
-{
-    struct message_view *v = arena_alloc(a, sizeof *v);
-    if (!v)
-        return NULL;
-    pb__message__init(&v->msg);
-    pb__sender__init(&v->sender);
-    v->msg.sender = &v->sender;
-    v->sender.sender_type = sqlite3_column_int(st, col + 0);
-    v->sender.sender_id = sqlite3_column_int64(st, col + 1);
-    v->sender.device_id = sqlite3_column_int64(st, col + 2);
-    v->msg.receiver_type = sqlite3_column_int(st, col + 3);
-    v->msg.receiver_id = sqlite3_column_int64(st, col + 4);
-    const uint8_t *ids = sqlite3_column_blob(st, col + 5);
-    size_t ids_len = (size_t)sqlite3_column_bytes(st, col + 5);
-    v->msg.to_user_ids = unpack_ids(ids, ids_len, &v->msg.n_to_user_ids, a);
-    if (ids_len >= 8 && !v->msg.to_user_ids)
-        return NULL;
-    v->msg.message_type = sqlite3_column_int(st, col + 6);
-    const void *content = sqlite3_column_blob(st, col + 7);
-    size_t clen = (size_t)sqlite3_column_bytes(st, col + 7);
-    if (clen) {
-        uint8_t *c = arena_alloc(a, clen);
-        if (!c)
-            return NULL;
-        memcpy(c, content, clen);
-        v->msg.message_content.data = c;
-        v->msg.message_content.len = clen;
-    }
-    v->msg.send_time = sqlite3_column_int64(st, col + 8);
-    v->msg.status = sqlite3_column_int(st, col + 9);
-    v->msg.seq = seq;
-    return v;
-}
-
-struct message_view *message_from_pgrow(const PGresult *res, int row, int col, int64_t seq,
-                                        struct arena *a)
-{
-    struct message_view *v = arena_alloc(a, sizeof *v);
-    size_t ids_len = 0, clen = 0;
-    if (!v)
-        return NULL;
-    pb__message__init(&v->msg);
-    pb__sender__init(&v->sender);
-    v->msg.sender = &v->sender;
-    v->sender.sender_type = (int)pgstore_int(res, row, col + 0);
-    v->sender.sender_id = pgstore_int(res, row, col + 1);
-    v->sender.device_id = pgstore_int(res, row, col + 2);
-    v->msg.receiver_type = (int)pgstore_int(res, row, col + 3);
-    v->msg.receiver_id = pgstore_int(res, row, col + 4);
-    const uint8_t *ids = pgstore_blob(res, row, col + 5, &ids_len);
-    v->msg.to_user_ids = unpack_ids(ids, ids_len, &v->msg.n_to_user_ids, a);
-    if (ids_len >= 8 && !v->msg.to_user_ids)
-        return NULL;
-    v->msg.message_type = (int)pgstore_int(res, row, col + 6);
-    const uint8_t *content = pgstore_blob(res, row, col + 7, &clen);
-    if (clen) {
-        uint8_t *c = arena_alloc(a, clen);
-        if (!c)
-            return NULL;
-        memcpy(c, content, clen);
-        v->msg.message_content.data = c;
-        v->msg.message_content.len = clen;
-    }
-    v->msg.send_time = pgstore_int(res, row, col + 8);
-    v->msg.status = (int)pgstore_int(res, row, col + 9);
-    v->msg.seq = seq;
-    return v;
 }
 
 struct message_new message_new_of(const Pb__Message *m)
@@ -176,87 +90,26 @@ struct message_new message_new_of(const Pb__Message *m)
     };
 }
 
-static gim_err insert_pg(struct store_conn *db, const struct message_new *m, int64_t *id)
-{
-    struct message_ids ids;
-    PGresult *res = NULL;
-    if (message_ids_pack(&ids, m->to_user_ids, m->n_to_user_ids) != GIM_OK)
-        return GIM_ENOMEM;
-    gim_err e =
-        PG_RUN(db, PG_INSERT, &res, NULL, STORE_INT(m->sender_type), STORE_INT(m->sender_id),
-               STORE_INT(m->sender_device_id), STORE_INT(m->receiver_type),
-               STORE_INT(m->receiver_id), STORE_BLOB(ids.blob, ids.len), STORE_INT(m->message_type),
-               STORE_BLOB(m->content ? (const void *)m->content : "", m->content_len),
-               STORE_INT(m->send_time), STORE_INT(m->sender_seq), STORE_INT(m->receiver_seq));
-    message_ids_free(&ids);
-    if (e == GIM_OK)
-        *id = pgstore_int(res, 0, 0);
-    PQclear(res);
-    return e;
-}
-
+/*
+ * The operations other modules call by these names (fanout.c, recall.c): the message area's
+ * storage operations (storage.h), for a connection alone.
+ */
 gim_err message_insert(struct store_conn *db, const struct message_new *m, int64_t *id)
 {
-    if (store_is_pg(db))
-        return insert_pg(db, m, id);
-    sqlite3_stmt *st = store_stmt(db, SQL_INSERT);
-    struct message_ids ids;
-    if (!st)
-        return GIM_EINTERNAL;
-    if (message_ids_pack(&ids, m->to_user_ids, m->n_to_user_ids) != GIM_OK)
-        return GIM_ENOMEM;
-    /* Never NULL content: NULL means "erased" (recall), an empty message is not that. */
-    int rc = STORE_BIND(
-        st, STORE_INT(m->sender_type), STORE_INT(m->sender_id), STORE_INT(m->sender_device_id),
-        STORE_INT(m->receiver_type), STORE_INT(m->receiver_id), STORE_BLOB(ids.blob, ids.len),
-        STORE_INT(m->message_type),
-        STORE_BLOB(m->content ? (const void *)m->content : "", m->content_len),
-        STORE_INT(m->send_time), STORE_INT(m->sender_seq), STORE_INT(m->receiver_seq));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    store_done(st);
-    message_ids_free(&ids);
-    if (rc != SQLITE_DONE)
-        return store_err(rc);
-    *id = sqlite3_last_insert_rowid(db->db);
-    return GIM_OK;
+    struct wctx w = {.db = db};
+    return storage(db)->message->insert(&w, m, id);
 }
 
 gim_err message_inbox_add(struct store_conn *db, int64_t user_id, int64_t seq, int64_t message_id)
 {
-    if (store_is_pg(db))
-        return PG_RUN(db, PG_INBOX_ADD, NULL, NULL, STORE_INT(user_id), STORE_INT(seq),
-                      STORE_INT(message_id));
-    return STORE_RUN(db, SQL_INBOX_ADD, NULL, STORE_INT(user_id), STORE_INT(seq),
-                     STORE_INT(message_id));
+    struct wctx w = {.db = db};
+    return storage(db)->message->inbox_add(&w, user_id, seq, message_id);
 }
 
 gim_err message_load(struct store_conn *db, int64_t message_id, int64_t seq, struct arena *a,
                      struct message_view **out)
 {
-    if (store_is_pg(db)) {
-        PGresult *res = NULL;
-        gim_err e = PG_RUN(db, PG_LOAD, &res, NULL, STORE_INT(message_id));
-        if (e == GIM_OK && PQntuples(res) == 0)
-            e = GIM_ENOTFOUND;
-        else if (e == GIM_OK)
-            e = (*out = message_from_pgrow(res, 0, 0, seq, a)) ? GIM_OK : GIM_ENOMEM;
-        PQclear(res);
-        return e;
-    }
-    sqlite3_stmt *st = store_stmt(db, SQL_LOAD);
-    gim_err e = GIM_OK;
-    if (!st)
-        return GIM_EINTERNAL;
-    int rc = STORE_BIND(st, STORE_INT(message_id));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        e = (*out = message_from_row(st, 0, seq, a)) ? GIM_OK : GIM_ENOMEM;
-    else
-        e = rc == SQLITE_DONE ? GIM_ENOTFOUND : store_err(rc);
-    store_done(st);
-    return e;
+    return storage(db)->message->load(db, message_id, seq, a, out);
 }
 
 /* SyncOutput.has_more = true on the wire: tag + one byte. */
@@ -353,17 +206,18 @@ static size_t varint_put(uint8_t *p, uint64_t v)
  * sized three times (the budget here, then the size pass and the nested pack
  * of the whole SyncOutput) and the page went through a second buffer: this
  * saved 8-10 % of a sync's instructions (callgrind, docs/benchmarks.md).
+ * The rows come from the backend (rows->next, rows->view): one loop for
+ * both, SQLite's statement and PostgreSQL's result (storage/).
  */
-gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, uint8_t **bufp,
-                     size_t *lenp)
+gim_err message_page_rows(const struct message_rows *rows, size_t page_size, size_t max_bytes,
+                          uint8_t **bufp, size_t *lenp)
 {
     struct arena a = {0};
     size_t cap = max_bytes > HAS_MORE_BYTES ? max_bytes : HAS_MORE_BYTES;
     uint8_t *buf = malloc(cap);
-    size_t used = 0, n = 0;
-    bool more = false;
+    size_t used = 0, n = 0, need = 0;
+    bool more = false, row = false;
     gim_err e = GIM_OK;
-    int rc;
 
     *bufp = NULL;
     *lenp = 0;
@@ -371,14 +225,11 @@ gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, uint8
         e = GIM_ENOMEM;
         goto out;
     }
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((e = rows->next(rows->src, &row, &need)) == GIM_OK && row) {
         if (n == page_size) {
             more = true; /* the extra row: more remain */
             break;
         }
-        /* Sized from the row: the mentions blob (1 + 5) and the content (1 + 7). */
-        size_t need = MESSAGE_VIEW_OVERHEAD + (size_t)sqlite3_column_bytes(st, 1 + 5) +
-                      (size_t)sqlite3_column_bytes(st, 1 + 7);
         if (need > a.cap) {
             arena_free(&a);
             if (arena_init(&a, need) != GIM_OK) {
@@ -387,7 +238,7 @@ gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, uint8
             }
         }
         a.len = 0; /* the previous row is packed: its view is no longer needed */
-        struct message_view *v = message_from_row(st, 1, sqlite3_column_int64(st, 0), &a);
+        struct message_view *v = rows->view(rows->src, &a);
         if (!v) {
             e = GIM_EINTERNAL; /* sized to fit: a miss is a bug */
             goto out;
@@ -413,81 +264,8 @@ gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, uint8
         used += pb__message__pack(&v->msg, buf + used);
         n++;
     }
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        e = store_err(rc);
-        e = e != GIM_OK ? e : GIM_EINTERNAL;
+    if (e != GIM_OK)
         goto out;
-    }
-    if (more) {
-        buf[used++] = TAG_HAS_MORE;
-        buf[used++] = 1;
-    }
-    *bufp = buf;
-    *lenp = used;
-    buf = NULL;
-out:
-    free(buf);
-    arena_free(&a);
-    return e;
-}
-
-gim_err message_page_pg(const PGresult *res, size_t page_size, size_t max_bytes, uint8_t **bufp,
-                        size_t *lenp)
-{
-    struct arena a = {0};
-    size_t cap = max_bytes > HAS_MORE_BYTES ? max_bytes : HAS_MORE_BYTES;
-    uint8_t *buf = malloc(cap);
-    size_t used = 0, n = 0, rows = (size_t)PQntuples(res);
-    bool more = false;
-    gim_err e = GIM_OK;
-
-    *bufp = NULL;
-    *lenp = 0;
-    if (!buf || arena_init(&a, MESSAGE_VIEW_OVERHEAD + 1024) != GIM_OK) {
-        e = GIM_ENOMEM;
-        goto out;
-    }
-    for (size_t row = 0; row < rows; row++) {
-        if (n == page_size) {
-            more = true;
-            break;
-        }
-        size_t need = MESSAGE_VIEW_OVERHEAD + (size_t)PQgetlength(res, (int)row, 1 + 5) +
-                      (size_t)PQgetlength(res, (int)row, 1 + 7);
-        if (need > a.cap) {
-            arena_free(&a);
-            if (arena_init(&a, need) != GIM_OK) {
-                e = GIM_ENOMEM;
-                goto out;
-            }
-        }
-        a.len = 0;
-        struct message_view *v =
-            message_from_pgrow(res, (int)row, 1, pgstore_int(res, (int)row, 0), &a);
-        if (!v) {
-            e = GIM_EINTERNAL;
-            goto out;
-        }
-        size_t len = pb__message__get_packed_size(&v->msg);
-        size_t framed = 1 + varint_size(len) + len;
-        if (n > 0 && used + framed + HAS_MORE_BYTES > max_bytes) {
-            more = true;
-            break;
-        }
-        if (used + framed + HAS_MORE_BYTES > cap) {
-            uint8_t *bigger = realloc(buf, used + framed + HAS_MORE_BYTES);
-            if (!bigger) {
-                e = GIM_ENOMEM;
-                goto out;
-            }
-            buf = bigger;
-            cap = used + framed + HAS_MORE_BYTES;
-        }
-        buf[used++] = TAG_MESSAGES;
-        used += varint_put(buf + used, len);
-        used += pb__message__pack(&v->msg, buf + used);
-        n++;
-    }
     if (more) {
         buf[used++] = TAG_HAS_MORE;
         buf[used++] = 1;

@@ -2,9 +2,12 @@
  * message: stored messages, between database rows and pb.Message.
  *
  * The message table holds one row per message; inbox rows (user_id, seq)
- * point at it. Every module that reads a message back (sync, idempotent
- * replies, recall notices, pushes) selects MESSAGE_COLUMNS and turns the row
- * into a pb.Message with message_from_row(), so the mapping lives here once.
+ * point at it. Storing and reading them are the message area's storage
+ * operations (storage.h); the row decoding both backends share
+ * (MESSAGE_COLUMNS, message_from_row, message_from_pgrow) lives with them
+ * (storage/sqlite_int.h, storage/pg_int.h). This module keeps what needs no
+ * database: the pb.Message views, the checks of a send, the encoding of a
+ * page, and the functions other modules call by name.
  *
  * to_user_ids is stored as a blob of little-endian int64s (NULL when empty):
  * compact, and never parsed as text.
@@ -15,17 +18,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <libpq-fe.h>
+#include <stdbool.h>
 
 #include "err.h"
 #include "proto.h"
 #include "store.h"
-
-/* The columns message_from_row() expects, in order, from table alias m. */
-#define MESSAGE_COLUMNS                                                                            \
-    "m.sender_type, m.sender_id, m.sender_device_id, m.receiver_type, m.receiver_id, "             \
-    "m.to_user_ids, m.message_type, m.content, m.send_time, m.status"
-#define MESSAGE_NCOLUMNS 10
 
 /*
  * A bounded bump allocator for building replies: everything a reply points
@@ -47,17 +44,6 @@ struct message_view {
 
 /* Arena room for one loaded view besides its two blobs: the view and alignment padding. */
 #define MESSAGE_VIEW_OVERHEAD (sizeof(struct message_view) + 3 * 16)
-
-/*
- * Fills a message_view from the row st is on, reading MESSAGE_COLUMNS from
- * column col; seq is the copy's seq. Blobs are copied into a (so the view
- * survives the next step). Returns NULL when a is full.
- */
-struct message_view *message_from_row(sqlite3_stmt *st, int col, int64_t seq, struct arena *a);
-
-/* The same from row `row` of a binary PostgreSQL result (pgstore.h). */
-struct message_view *message_from_pgrow(const PGresult *res, int row, int col, int64_t seq,
-                                        struct arena *a);
 
 struct gim_config;
 
@@ -94,7 +80,7 @@ struct message_new {
  */
 struct message_new message_new_of(const Pb__Message *m);
 
-/* Inserts the message row; *id is its message id. (Both backends, as the three below.) */
+/* Inserts the message row; *id is its message id (storage(db)->message->insert). */
 gim_err message_insert(struct store_conn *db, const struct message_new *m, int64_t *id);
 
 /* Adds the inbox entry (user_id, seq) -> message_id. */
@@ -125,30 +111,40 @@ gim_err message_ids_pack(struct message_ids *out, const int64_t *ids, size_t n);
 void message_ids_free(struct message_ids *ids);
 
 /*
- * One page of a log, shared by PT_SYNC (inboxes) and rooms. st is bound and
- * not yet stepped; its rows are a seq followed by MESSAGE_COLUMNS, in
- * ascending seq, and it asks for page_size + 1 rows: the extra row answers
- * has_more without a second query. On success *buf (malloc'ed, *len bytes;
- * the caller frees it or hands it to request_take_reply) is the encoded
- * pb.SyncOutput of at most page_size messages, at most max_bytes long (see
- * message_page_budget), but always one message when any row exists: a single
- * message over the budget goes out alone. Config makes that impossible for
- * messages accepted under the current limits (message_page_worst_single);
- * only one stored under larger limits can do it. has_more is set exactly
- * when rows remain. Each message is sized and packed once. A failed step
- * returns store_err() of it and *buf stays NULL; st is left for the caller
- * to store_done().
+ * The ids of a stored blob (buf, len bytes) in an array allocated in a, *n of
+ * them; NULL when there are none, or (with *n = 0) when a is full.
  */
-gim_err message_page(sqlite3_stmt *st, size_t page_size, size_t max_bytes, uint8_t **buf,
-                     size_t *len);
+int64_t *message_ids_unpack(const uint8_t *buf, size_t len, size_t *n, struct arena *a);
 
 /*
- * message_page() for PostgreSQL: the rows are those of res (a binary result
- * of the same columns, page_size + 1 rows at most), same encoding, same
- * budget, same has_more.
+ * Where a page's rows come from (a backend's statement or result, storage/):
+ * next() moves to the next row, *row says whether there is one and *need
+ * how many arena bytes its view takes (MESSAGE_VIEW_OVERHEAD + its blobs);
+ * it returns the failed step's error. view() builds the current row's view
+ * (its seq the row's) in a, NULL when a is full.
  */
-gim_err message_page_pg(const PGresult *res, size_t page_size, size_t max_bytes, uint8_t **buf,
-                        size_t *len);
+struct message_rows {
+    void *src;
+    gim_err (*next)(void *src, bool *row, size_t *need);
+    struct message_view *(*view)(void *src, struct arena *a);
+};
+
+/*
+ * One page of a log, shared by PT_SYNC (inboxes) and rooms: rows in ascending
+ * seq, page_size + 1 of them at most: the extra row answers has_more without
+ * a second query. On success *buf (malloc'ed, *len bytes; the caller frees it
+ * or hands it to request_take_reply) is the encoded pb.SyncOutput of at most
+ * page_size messages, at most max_bytes long (see message_page_budget), but
+ * always one message when any row exists: a single message over the budget
+ * goes out alone. Config makes that impossible for messages accepted under
+ * the current limits (message_page_worst_single); only one stored under
+ * larger limits can do it. has_more is set exactly when rows remain. Each
+ * message is sized and packed once. A failed next() returns its error and
+ * *buf stays NULL. The backends' message_page() and message_page_pg()
+ * (storage/sqlite_int.h, storage/pg_int.h) run it on their rows.
+ */
+gim_err message_page_rows(const struct message_rows *rows, size_t page_size, size_t max_bytes,
+                          uint8_t **buf, size_t *len);
 
 /*
  * The byte budget to give message_page() so that the whole reply, the encoded
@@ -166,5 +162,12 @@ size_t message_page_budget(size_t max_bytes, int type, int64_t request_id);
  * every such message fits a page on its own.
  */
 size_t message_page_worst_single(uint32_t max_content_bytes, uint32_t max_mentions);
+
+/*
+ * Until the modules that decode rows themselves (room.c, recall.c, gimctl) call
+ * storage operations, the backends' row helpers stay reachable from here.
+ */
+#include "storage/pg_int.h"
+#include "storage/sqlite_int.h"
 
 #endif

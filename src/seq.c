@@ -5,8 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
-#include "pgstore.h"
+#include "storage.h"
 
 /*
  * An open-addressing table keyed by (kind, id). Entries are never deleted
@@ -35,41 +34,6 @@ struct seq {
     size_t *dirty; /* slots to flush */
     size_t dirty_len, dirty_cap;
 };
-
-static const char SQL_LOAD_USER[] = "SELECT seq FROM user_seq WHERE user_id = ?1";
-static const char SQL_LOAD_ROOM[] = "SELECT seq FROM room_seq WHERE room_id = ?1";
-static const char SQL_SAVE_USER[] = "INSERT INTO user_seq (user_id, seq) VALUES (?1, ?2) "
-                                    "ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq";
-static const char SQL_SAVE_ROOM[] = "INSERT INTO room_seq (room_id, seq) VALUES (?1, ?2) "
-                                    "ON CONFLICT (room_id) DO UPDATE SET seq = excluded.seq";
-
-/*
- * PostgreSQL: several instances take seqs of the same user, so the counter
- * lives in the database, not here. The upsert takes the next seq and locks
- * the user's row until the commit: another instance's send to the same
- * user waits for it, so seqs never repeat or gap and N+1 cannot commit (or
- * become visible) before N. A rolled-back savepoint gives its seq back with
- * the row. Nothing is cached, so seq_mark/rollback/flush have nothing to do.
- */
-static const char PG_NEXT_USER[] =
-    "INSERT INTO user_seq (user_id, seq) VALUES ($1, 1) "
-    "ON CONFLICT (user_id) DO UPDATE SET seq = user_seq.seq + 1 RETURNING seq";
-static const char PG_LAST_USER[] = "SELECT seq FROM user_seq WHERE user_id = $1";
-/* A room's log: the same, on room_seq (room.c's subscribe takes the same row lock). */
-static const char PG_NEXT_ROOM[] =
-    "INSERT INTO room_seq (room_id, seq) VALUES ($1, 1) "
-    "ON CONFLICT (room_id) DO UPDATE SET seq = room_seq.seq + 1 RETURNING seq";
-static const char PG_LAST_ROOM[] = "SELECT seq FROM room_seq WHERE room_id = $1";
-
-static gim_err pg_seq(struct store_conn *db, const char *sql, int64_t id, int64_t *out)
-{
-    PGresult *res = NULL;
-    gim_err e = PG_RUN(db, sql, &res, NULL, STORE_INT(id));
-    if (e == GIM_OK)
-        *out = PQntuples(res) > 0 ? pgstore_int(res, 0, 0) : 0;
-    PQclear(res);
-    return e;
-}
 
 gim_err seq_open(struct seq **out)
 {
@@ -149,7 +113,7 @@ static gim_err grow(struct seq *s)
 }
 
 static gim_err load(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id,
-                    size_t *slot)
+                    seq_load_fn read, size_t *slot)
 {
     size_t i = probe(s, kind, id);
     if (s->tab[i].used) {
@@ -162,16 +126,10 @@ static gim_err load(struct seq *s, struct store_conn *db, enum seq_kind kind, in
             return e;
         i = probe(s, kind, id);
     }
-    sqlite3_stmt *st = store_stmt(db, kind == SEQ_USER ? SQL_LOAD_USER : SQL_LOAD_ROOM);
-    if (!st)
-        return GIM_EINTERNAL;
-    int rc = STORE_BIND(st, STORE_INT(id));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    int64_t last = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    store_done(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return store_err(rc);
+    int64_t last = 0;
+    gim_err e = read(db, kind, id, &last);
+    if (e != GIM_OK)
+        return e;
     s->tab[i] = (struct counter){.id = id, .last = last, .kind = (uint8_t)kind, .used = true};
     s->count++;
     *slot = i;
@@ -204,12 +162,11 @@ static gim_err push_undo(struct seq *s, size_t slot)
     return GIM_OK;
 }
 
-gim_err seq_next(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id, int64_t *out)
+gim_err seq_cache_next(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id,
+                       seq_load_fn read, int64_t *out)
 {
-    if (store_is_pg(db))
-        return pg_seq(db, kind == SEQ_USER ? PG_NEXT_USER : PG_NEXT_ROOM, id, out);
     size_t slot;
-    gim_err e = load(s, db, kind, id, &slot);
+    gim_err e = load(s, db, kind, id, read, &slot);
     if (e != GIM_OK)
         return e;
     if ((e = push_undo(s, slot)) != GIM_OK)
@@ -220,64 +177,62 @@ gim_err seq_next(struct seq *s, struct store_conn *db, enum seq_kind kind, int64
     return GIM_OK;
 }
 
-gim_err seq_last(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id, int64_t *out)
+gim_err seq_cache_last(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id,
+                       seq_load_fn read, int64_t *out)
 {
-    if (store_is_pg(db))
-        return pg_seq(db, kind == SEQ_USER ? PG_LAST_USER : PG_LAST_ROOM, id, out);
     size_t slot;
-    gim_err e = load(s, db, kind, id, &slot);
+    gim_err e = load(s, db, kind, id, read, &slot);
     if (e == GIM_OK)
         *out = s->tab[slot].last;
     return e;
 }
 
-/*
- * PostgreSQL: the next seqs of many users in one statement (a group's fan-out):
- * the rows are upserted in ascending user id order, so the row locks are
- * taken in that order whatever the caller's, and the result comes back in
- * it. $1 is the ids as an array literal ("{1,2,3}"), a parameter like any.
- */
-static const char PG_NEXT_USERS[] =
-    "WITH s AS (INSERT INTO user_seq (user_id, seq) "
-    "SELECT u, 1 FROM unnest($1::text::bigint[]) AS u ORDER BY u "
-    "ON CONFLICT (user_id) DO UPDATE SET seq = user_seq.seq + 1 RETURNING user_id, seq) "
-    "SELECT user_id, seq FROM s ORDER BY user_id";
+gim_err seq_cache_flush(struct seq *s, struct store_conn *db, seq_save_fn save)
+{
+    for (size_t i = 0; i < s->dirty_len; i++) {
+        struct counter *c = &s->tab[s->dirty[i]];
+        if (!c->dirty)
+            continue;
+        gim_err e = save(db, (enum seq_kind)c->kind, c->id, c->last);
+        if (e != GIM_OK)
+            return e;
+    }
+    return GIM_OK;
+}
 
 /*
- * PostgreSQL: a batch's seq rows locked before its jobs run (seq_lock). One
- * pass in ascending id order (the ORDER BY feeds the insert in that order),
- * in which each key is either inserted (a missing row, seq 0: the next
- * upsert makes it 1) or, when it exists, locked by the DO UPDATE: "all rows
- * will be locked when the ON CONFLICT DO UPDATE action is taken", even those
- * its WHERE leaves unchanged (PostgreSQL's INSERT documentation), so no new
- * row version is written. The lock is FOR NO KEY UPDATE, the one the seq
- * upserts take. An insert that meets another transaction's uncommitted
- * insert of the same key waits for it at that key, in the same ascending
- * pass, so inserting cannot take the rows in another order either.
+ * The seq operations by the names the writer and the other modules call:
+ * the message area's storage operations (storage.h) on db's backend.
  */
-static const char PG_LOCK_USERS[] =
-    "INSERT INTO user_seq (user_id, seq) "
-    "SELECT u, 0 FROM unnest($1::text::bigint[]) AS u ORDER BY u "
-    "ON CONFLICT (user_id) DO UPDATE SET seq = user_seq.seq WHERE false";
-static const char PG_LOCK_ROOMS[] =
-    "INSERT INTO room_seq (room_id, seq) "
-    "SELECT r, 0 FROM unnest($1::text::bigint[]) AS r ORDER BY r "
-    "ON CONFLICT (room_id) DO UPDATE SET seq = room_seq.seq WHERE false";
+gim_err seq_next(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id, int64_t *out)
+{
+    struct wctx w = {.db = db, .seq = s};
+    return storage(db)->message->next_seq(&w, kind, id, out);
+}
+
+gim_err seq_last(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id, int64_t *out)
+{
+    struct wctx w = {.db = db, .seq = s};
+    return storage(db)->message->last_seq(&w, kind, id, out);
+}
+
+gim_err seq_next_users(struct seq *s, struct store_conn *db, const int64_t *ids, size_t n,
+                       int64_t *out)
+{
+    struct wctx w = {.db = db, .seq = s};
+    return storage(db)->message->next_user_seqs(&w, ids, n, out);
+}
 
 gim_err seq_lock(struct store_conn *db, enum seq_kind kind, const int64_t *ids, size_t n)
 {
-    if (!store_is_pg(db) || n == 0)
-        return GIM_OK;
-    for (size_t i = 1; i < n; i++)
-        if (ids[i - 1] >= ids[i])
-            return GIM_EINTERNAL; /* the contract: ascending, distinct */
-    char *arr = NULL;
-    gim_err e = seq_array_literal(ids, n, &arr);
-    if (e == GIM_OK)
-        e = PG_RUN(db, kind == SEQ_USER ? PG_LOCK_USERS : PG_LOCK_ROOMS, NULL, NULL,
-                   STORE_TEXT(arr));
-    free(arr);
-    return e;
+    struct wctx w = {.db = db};
+    return storage(db)->message->lock_seqs(&w, kind, ids, n);
+}
+
+gim_err seq_flush(struct seq *s, struct store_conn *db)
+{
+    struct wctx w = {.db = db, .seq = s};
+    return storage(db)->message->flush_seqs(&w);
 }
 
 gim_err seq_array_literal(const int64_t *ids, size_t n, char **out)
@@ -295,39 +250,6 @@ gim_err seq_array_literal(const int64_t *ids, size_t n, char **out)
     return GIM_OK;
 }
 
-gim_err seq_next_users(struct seq *s, struct store_conn *db, const int64_t *ids, size_t n,
-                       int64_t *out)
-{
-    if (!store_is_pg(db)) {
-        for (size_t i = 0; i < n; i++) {
-            gim_err e = seq_next(s, db, SEQ_USER, ids[i], &out[i]);
-            if (e != GIM_OK)
-                return e;
-        }
-        return GIM_OK;
-    }
-    if (n == 0)
-        return GIM_OK;
-    for (size_t i = 1; i < n; i++)
-        if (ids[i - 1] >= ids[i])
-            return GIM_EINTERNAL; /* the contract: ascending, distinct */
-    char *arr = NULL;
-    PGresult *res = NULL;
-    gim_err e = seq_array_literal(ids, n, &arr);
-    if (e == GIM_OK)
-        e = PG_RUN(db, PG_NEXT_USERS, &res, NULL, STORE_TEXT(arr));
-    if (e == GIM_OK && (size_t)PQntuples(res) != n)
-        e = GIM_EINTERNAL;
-    for (size_t i = 0; e == GIM_OK && i < n; i++) {
-        if (pgstore_int(res, (int)i, 0) != ids[i])
-            e = GIM_EINTERNAL;
-        out[i] = pgstore_int(res, (int)i, 1);
-    }
-    PQclear(res);
-    free(arr);
-    return e;
-}
-
 size_t seq_mark(struct seq *s)
 {
     return s->undo_len;
@@ -341,27 +263,6 @@ void seq_rollback(struct seq *s, size_t mark)
         s->tab[u->slot].dirty = u->dirty;
     }
     /* A slot whose dirty flag went back to false stays listed; flush skips it. */
-}
-
-gim_err seq_flush(struct seq *s, struct store_conn *db)
-{
-    for (size_t i = 0; i < s->dirty_len; i++) {
-        struct counter *c = &s->tab[s->dirty[i]];
-        if (!c->dirty)
-            continue;
-        sqlite3_stmt *st = store_stmt(db, c->kind == SEQ_USER ? SQL_SAVE_USER : SQL_SAVE_ROOM);
-        if (!st)
-            return GIM_EINTERNAL;
-        int rc = STORE_BIND(st, STORE_INT(c->id), STORE_INT(c->last));
-        if (rc == SQLITE_OK)
-            rc = sqlite3_step(st);
-        store_done(st);
-        if (rc != SQLITE_DONE) {
-            log_warn("seq flush failed", "id=%lld rc=%d", (long long)c->id, rc);
-            return store_err(rc);
-        }
-    }
-    return GIM_OK;
 }
 
 void seq_committed(struct seq *s)

@@ -12,9 +12,15 @@
  * commit, seq_reset() forgets everything and counters reload from the
  * database. Not thread-safe: only the writer thread touches it.
  *
- * PostgreSQL (store_is_pg): seqs are taken in the database instead, one
- * upsert per seq that row-locks the user's (or room's) counter until the commit, since
- * several instances write at once (seq.c). The rest is a no-op there.
+ * PostgreSQL: seqs are taken in the database instead, one upsert per seq
+ * that row-locks the user's (or room's) counter until the commit, since
+ * several instances write at once. The rest is a no-op there.
+ *
+ * Taking, reading, locking and flushing seqs are the message area's storage
+ * operations (storage.h; SQL in storage/sqlite_message.c and pg_message.c);
+ * seq_next, seq_last, seq_next_users, seq_lock and seq_flush run them on the
+ * connection's backend. This module keeps the in-memory counters, which the
+ * SQLite backend reads and fills through seq_cache_*.
  */
 #ifndef GIM_SEQ_H
 #define GIM_SEQ_H
@@ -63,6 +69,20 @@ gim_err seq_lock(struct store_conn *db, enum seq_kind kind, const int64_t *ids, 
  * parameter (sent as text). *out is malloc'ed; the caller frees it.
  */
 gim_err seq_array_literal(const int64_t *ids, size_t n, char **out);
+
+/*
+ * The in-memory counters, for the SQLite backend. A counter not yet cached is
+ * read by read() (the stored last seq, 0 if none) on db; flushing hands each
+ * changed counter to save(). Their errors are returned as they are.
+ */
+typedef gim_err (*seq_load_fn)(struct store_conn *db, enum seq_kind kind, int64_t id,
+                               int64_t *last);
+typedef gim_err (*seq_save_fn)(struct store_conn *db, enum seq_kind kind, int64_t id, int64_t last);
+gim_err seq_cache_next(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id,
+                       seq_load_fn read, int64_t *out);
+gim_err seq_cache_last(struct seq *s, struct store_conn *db, enum seq_kind kind, int64_t id,
+                       seq_load_fn read, int64_t *out);
+gim_err seq_cache_flush(struct seq *s, struct store_conn *db, seq_save_fn save);
 
 /* A point to roll back to; valid until seq_committed() or seq_reset(). */
 size_t seq_mark(struct seq *s);

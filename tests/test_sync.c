@@ -711,3 +711,69 @@ Test(sync, page_budget_leaves_room_for_the_output_fields)
     cr_assert_eq(message_page_budget(65534, PB__PACKAGE_TYPE__PT_SYNC, -1), 65534 - 17);
     cr_assert_eq(message_page_budget(10, PB__PACKAGE_TYPE__PT_SYNC, -1), 0);
 }
+
+/*
+ * message_page_rows() takes its rows from any source (storage/: SQLite's
+ * statement, PostgreSQL's result): rows made here, with no database, page
+ * the same way, and a source that fails mid-page fails the page whole.
+ */
+struct made_rows {
+    int at, n, fail_at; /* fail_at: the row whose next() fails, -1 for none */
+    char content[8];
+};
+
+static gim_err made_next(void *src, bool *row, size_t *need)
+{
+    struct made_rows *m = src;
+    if (++m->at == m->fail_at)
+        return GIM_EUNAVAILABLE;
+    *row = m->at < m->n;
+    *need = MESSAGE_VIEW_OVERHEAD + sizeof m->content;
+    return GIM_OK;
+}
+
+static struct message_view *made_view(void *src, struct arena *a)
+{
+    struct made_rows *m = src;
+    struct message_view *v = arena_alloc(a, sizeof *v);
+    uint8_t *c = arena_alloc(a, sizeof m->content);
+    if (!v || !c)
+        return NULL;
+    pb__message__init(&v->msg);
+    pb__sender__init(&v->sender);
+    v->msg.sender = &v->sender;
+    v->sender.sender_id = 7;
+    v->msg.receiver_id = 9;
+    snprintf(m->content, sizeof m->content, "row %d", m->at);
+    memcpy(c, m->content, sizeof m->content);
+    v->msg.message_content.data = c;
+    v->msg.message_content.len = strlen(m->content);
+    v->msg.seq = 100 + m->at;
+    return v;
+}
+
+Test(sync, page_rows_from_any_source)
+{
+    struct made_rows m = {.at = -1, .n = 3, .fail_at = -1};
+    const struct message_rows rows = {.src = &m, .next = made_next, .view = made_view};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    cr_assert_eq(message_page_rows(&rows, 2, 1024, &buf, &len), GIM_OK);
+    Pb__SyncOutput *out = pb__sync_output__unpack(NULL, len, buf);
+    cr_assert_not_null(out);
+    cr_assert_eq(out->n_messages, 2);
+    cr_assert(out->has_more, "the third row is more");
+    cr_assert_eq(out->messages[0]->seq, 100);
+    cr_assert_eq(out->messages[1]->seq, 101);
+    cr_assert_eq(out->messages[1]->message_content.len, 5);
+    cr_assert(memcmp(out->messages[1]->message_content.data, "row 1", 5) == 0);
+    pb__sync_output__free_unpacked(out, NULL);
+    free(buf);
+
+    m = (struct made_rows){.at = -1, .n = 3, .fail_at = 1};
+    buf = NULL;
+    len = 7;
+    cr_assert_eq(message_page_rows(&rows, 5, 1024, &buf, &len), GIM_EUNAVAILABLE);
+    cr_assert_null(buf, "a failed source gives no page");
+    cr_assert_eq(len, 0);
+}

@@ -22,7 +22,7 @@
  * both backends share (the copies' bookkeeping and the pushes).
  *
  * PostgreSQL: the seqs are taken in the database in
- * ascending user id order (fanout_group sorts when it has to), so two
+ * ascending user id order (the backend sorts when it has to), so two
  * instances fanning out to overlapping groups lock the members' user_seq
  * rows in the same order and cannot deadlock on each other; across the
  * jobs of a batch, the writer locks every job's declared rows first in the

@@ -17,8 +17,12 @@
  * (PT_MESSAGE, handle_message.c) is written by fanout_group() as well, so
  * group fan-out exists once for both backends.
  *
- * PostgreSQL (store_is_pg): the seqs are taken in the database in
- * ascending user id order (fanout_group sorts when it has to), so two
+ * The rows, seqs and push targets are the storage interface's group area
+ * (storage.h: fanout_group, user_order, targets_*); fanout.c keeps what
+ * both backends share (the copies' bookkeeping and the pushes).
+ *
+ * PostgreSQL: the seqs are taken in the database in
+ * ascending user id order (the backend sorts when it has to), so two
  * instances fanning out to overlapping groups lock the members' user_seq
  * rows in the same order and cannot deadlock on each other; across the
  * jobs of a batch, the writer locks every job's declared rows first in the
@@ -78,6 +82,13 @@ gim_err fanout_group(struct wctx *w, struct fanout *f, const int64_t *ids, size_
 
 /* One message of its own in user_id's inbox, receiver RT_USER/user_id. */
 gim_err fanout_user(struct wctx *w, struct fanout *f, int64_t user_id);
+
+/*
+ * fanout_user() for each of ids[0..n) (distinct), their seqs taken in the
+ * backend's order (storage.h, user_order: PostgreSQL's ascending ids), the
+ * copies then appended to f->to in ids' order.
+ */
+gim_err fanout_users(struct wctx *w, struct fanout *f, const int64_t *ids, size_t n);
 
 /*
  * One entry in the log of room f->msg.receiver_id; f->room_seq is its seq.

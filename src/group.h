@@ -3,12 +3,17 @@
  *
  * Membership is read from the database on every request (inside the
  * writer's transaction for sends and recalls), never cached, so changes made
- * by the business API (or the sqlite3 CLI) take effect on the next request.
+ * by the business API (or the database's own client) take effect on the next request.
  *
  * The business API's group operations (handle_admin_group.c) change groups here,
  * inside the writer's transaction: the rows of chat_group and group_member,
  * and the content of the group notices that tell members about a change
  * (MT_COMMAND, Command{code, GroupNotice}; docs/protocol.md).
+ *
+ * The database work is the storage interface's group area (storage.h,
+ * storage(db)->group, implemented in src/storage/sqlite_group.c and
+ * pg_group.c); the functions below are its entry points for other modules
+ * and keep no SQL of their own.
  */
 #ifndef GIM_GROUP_H
 #define GIM_GROUP_H
@@ -16,8 +21,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#include <libpq-fe.h>
 
 #include "err.h"
 #include "proto.h"
@@ -31,19 +34,23 @@ gim_err group_role(struct store_conn *db, int64_t group_id, int64_t user_id, enu
 /*
  * Whether group_id exists, into *exists. On PostgreSQL the row can be locked
  * until the commit as well: GROUP_LOCK_SHARE by a send (which reads the
- * members), GROUP_LOCK_UPDATE by a change of the members or of the group,
+ * members), and by a change of the members or of the group GROUP_LOCK_UPDATE,
  * so that a send on another instance sees the membership either before
  * the change or after it, never half of it. SQLite has one writer and
  * ignores lock.
  */
-enum group_lock { GROUP_LOCK_NONE = 0, GROUP_LOCK_SHARE, GROUP_LOCK_UPDATE };
+enum group_lock {
+    GROUP_LOCK_NONE = 0,
+    GROUP_LOCK_SHARE,
+    GROUP_LOCK_UPDATE,
+};
 gim_err group_exists(struct store_conn *db, int64_t group_id, enum group_lock lock, bool *exists);
 
 /*
  * PostgreSQL: locks the rows of groups ids[0..n) (ascending, distinct) until
  * the commit, in ascending id order, as group_exists(GROUP_LOCK_UPDATE) would
  * one by one: the writer's lock of a batch's groups before their seq rows
- * (writer.c). FOR UPDATE, the strongest lock a group's send (shared) or
+ * (writer.c). FOR UPDATE: the strongest lock a group's send (shared) or
  * change takes, so a job that takes its own later never has to upgrade a
  * lock another instance shares. It costs sends nothing: two sends to one
  * group wait for each other anyway, on the members' seq rows. A missing
@@ -59,9 +66,6 @@ gim_err group_members(struct store_conn *db, int64_t group_id, int64_t **ids, si
 
 /* Parses 'owner'/'admin'/'member'; GROUP_NONE for anything else. */
 enum group_role group_role_parse(const char *s);
-
-/* The same of the text at (row, col) of a binary PostgreSQL result (pgstore.h). */
-enum group_role group_role_of_pgrow(const PGresult *res, int row, int col);
 
 /* The stored name of a role ('owner', 'admin', 'member'); NULL for GROUP_NONE. */
 const char *group_role_name(enum group_role role);
@@ -89,6 +93,13 @@ gim_err group_info_load(struct store_conn *db, int64_t group_id, struct group_in
 void group_info_pb(const struct group_info *g, Pb__GroupInfo *out);
 
 void group_info_free(struct group_info *g);
+
+/* One member as a page of members lists it (storage(db)->group->member_page). */
+struct group_member {
+    int64_t user_id;
+    enum group_role role;
+    int64_t joined_at;
+};
 
 /*
  * Creates a group with owner_id as its owner (a member with GROUP_OWNER) and

@@ -26,8 +26,8 @@
 #include "handlers.h"
 #include "log.h"
 #include "operator.h"
-#include "pgstore.h"
 #include "request.h"
+#include "storage.h"
 
 /* Bounds of the group's own fields, in bytes. */
 #define NAME_MAX_BYTES   256
@@ -36,18 +36,6 @@
 /* PT_ADMIN_GROUP_MEMBERS page sizes. */
 #define PAGE_DEFAULT 100
 #define PAGE_MAX     1000
-
-static const char SQL_MEMBER[] =
-    "SELECT role, joined_at FROM group_member WHERE group_id = ?1 AND user_id = ?2";
-static const char SQL_PAGE[] =
-    "SELECT user_id, role, joined_at FROM group_member WHERE group_id = ?1 AND user_id > ?2 "
-    "ORDER BY user_id LIMIT ?3";
-/* PostgreSQL: the same reads, $n parameters. */
-static const char PG_MEMBER[] =
-    "SELECT role, joined_at FROM group_member WHERE group_id = $1 AND user_id = $2";
-static const char PG_PAGE[] =
-    "SELECT user_id, role, joined_at FROM group_member WHERE group_id = $1 AND user_id > $2 "
-    "ORDER BY user_id LIMIT $3";
 
 struct group_job {
     struct operator_idem idem;
@@ -151,8 +139,8 @@ static gim_err check_fields(struct request *r, const char *what, const char *nam
     return GIM_OK;
 }
 
-static gim_err storage(struct request *r, struct wctx *w, gim_err e, const char *what,
-                       const char *step)
+static gim_err failed(struct request *r, struct wctx *w, gim_err e, const char *what,
+                      const char *step)
 {
     if (e == GIM_ENOMEM)
         return request_fail(r, e, "out of memory");
@@ -173,12 +161,31 @@ static gim_err must_exist(struct request *r, struct store_conn *db, struct wctx 
                           int64_t group_id, const char *what)
 {
     bool exists = false;
-    gim_err e = group_exists(db, group_id, w ? GROUP_LOCK_UPDATE : GROUP_LOCK_NONE, &exists);
+    enum group_lock lock = GROUP_LOCK_NONE;
+    if (w)
+        lock = GROUP_LOCK_UPDATE;
+    gim_err e = group_exists(db, group_id, lock, &exists);
     if (e == GIM_OK && exists)
         return GIM_OK;
     if (e == GIM_OK)
         return request_fail(r, GIM_ENOTFOUND, "%s: no group %" PRId64, what, group_id);
-    return w ? storage(r, w, e, what, "group") : request_fail(r, e, "%s: storage error", what);
+    return w ? failed(r, w, e, what, "group") : request_fail(r, e, "%s: storage error", what);
+}
+
+/*
+ * Every write starts here: forgets what an earlier run of the job wrote (a
+ * retried batch runs it again), asks the idempotency record (GIM_OK with
+ * j->idem.replayed set: answered from it, nothing else runs) and, for a
+ * group_id other than 0, checks and locks the group (must_exist).
+ */
+static gim_err write_begin(struct request *r, struct wctx *w, struct group_job *j, int64_t group_id,
+                           const char *what)
+{
+    job_restart(j);
+    gim_err e = operator_idem_replay(r, w, &j->idem, what);
+    if (e != GIM_OK || j->idem.replayed || group_id == 0)
+        return e;
+    return must_exist(r, w->db, w, group_id, what);
 }
 
 /*
@@ -196,10 +203,10 @@ static gim_err notify(struct request *r, struct wctx *w, struct group_job *j, co
     size_t n = 0, len = 0;
     gim_err e = group_members(w->db, group_id, &members, &n);
     if (e != GIM_OK)
-        return storage(r, w, e, what, "members");
+        return failed(r, w, e, what, "members");
     if ((e = group_notice_content(code, group_id, user_ids, n_user_ids, g, role, &j->content,
                                   &len)) != GIM_OK) {
-        e = storage(r, w, e, what, "notice");
+        e = failed(r, w, e, what, "notice");
         goto out;
     }
     j->notice.sender.sender_type = PB__SENDER_TYPE__ST_SYSTEM;
@@ -212,7 +219,7 @@ static gim_err notify(struct request *r, struct wctx *w, struct group_job *j, co
     if (n_extra > 0) {
         int64_t *all = realloc(members, (n + n_extra) * sizeof *all);
         if (!all) {
-            e = storage(r, w, GIM_ENOMEM, what, "notice");
+            e = failed(r, w, GIM_ENOMEM, what, "notice");
             goto out;
         }
         members = all;
@@ -222,7 +229,7 @@ static gim_err notify(struct request *r, struct wctx *w, struct group_job *j, co
         qsort(members, n, sizeof *members, cmp_id);
     }
     if (n > 0 && (e = fanout_group(w, &j->notice, members, n)) != GIM_OK) {
-        e = storage(r, w, e, what, "notice");
+        e = failed(r, w, e, what, "notice");
         goto out;
     }
     j->notify = n > 0;
@@ -237,9 +244,28 @@ static gim_err reply_group(struct request *r, struct wctx *w, int64_t group_id,
 {
     gim_err e = group_info_load(w->db, group_id, info);
     if (e != GIM_OK)
-        return storage(r, w, e, what, "group");
+        return failed(r, w, e, what, "group");
     group_info_pb(info, pb);
     return request_set_reply(r, &pb->base);
+}
+
+/*
+ * The start of a prepare() whose input names a group: operator_decode()
+ * of d (the token checked), then the input's group_id must be > 0.
+ */
+static gim_err decode_group(struct request *r, const ProtobufCMessageDescriptor *d,
+                            const char *what)
+{
+    gim_err e = operator_decode(r, d, what);
+    if (e != GIM_OK)
+        return e;
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(d, "group_id");
+    if (!f || f->type != PROTOBUF_C_TYPE_INT64)
+        return request_fail(r, GIM_EINTERNAL, "%s: the input has no group_id", what);
+    if (*(const int64_t *)((const char *)r->in + f->offset) <= 0)
+        return request_fail(r, GIM_EBADREQ, "%s: group_id must be > 0", what);
+    return GIM_OK;
 }
 
 /* --- create -------------------------------------------------------------- */
@@ -285,24 +311,23 @@ static gim_err create_write(struct request *r, struct wctx *w)
     Pb__GroupInfo pb;
     int64_t gid = 0;
     bool added;
-    job_restart(j);
-    gim_err e = operator_idem_replay(r, w, &j->idem, what);
+    gim_err e = write_begin(r, w, j, 0, what);
     if (e != GIM_OK || j->idem.replayed)
         return e;
     if ((e = group_create(w->db, in->name, in->avatar_url, in->extra, in->owner_id, w->now_ms,
                           &gid)) != GIM_OK)
-        return storage(r, w, e, what, "group");
+        return failed(r, w, e, what, "group");
     for (size_t i = 0; i < j->n_ids; i++)
         if ((e = group_member_add(w->db, gid, j->ids[i], GROUP_MEMBER, w->now_ms, &added)) !=
             GIM_OK)
-            return storage(r, w, e, what, "member");
+            return failed(r, w, e, what, "member");
     if ((e = reply_group(r, w, gid, &info, &pb, what)) != GIM_OK)
         goto out;
     /* Everyone in it was added: the notice names them all, the owner included. */
     int64_t *all = NULL;
     size_t n_all = 0;
     if ((e = group_members(w->db, gid, &all, &n_all)) != GIM_OK) {
-        e = storage(r, w, e, what, "members");
+        e = failed(r, w, e, what, "members");
         goto out;
     }
     e = notify(r, w, j, what, GROUP_NOTICE_ADDED, gid, all, n_all, &pb, GROUP_NONE, NULL, 0);
@@ -322,12 +347,10 @@ out:
 static gim_err update_prepare(struct request *r)
 {
     const char *what = "group update";
-    gim_err e = operator_decode(r, &pb__admin_group_update_input__descriptor, what);
+    gim_err e = decode_group(r, &pb__admin_group_update_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     Pb__AdminGroupUpdateInput *in = (Pb__AdminGroupUpdateInput *)r->in;
-    if (in->group_id <= 0)
-        return request_fail(r, GIM_EBADREQ, "%s: group_id must be > 0", what);
     if (in->n_fields == 0)
         return request_fail(r, GIM_EBADREQ,
                             "%s: fields is empty: name what changes (name, avatar_url, extra)",
@@ -361,16 +384,13 @@ static gim_err update_write(struct request *r, struct wctx *w)
     struct group_job *j = r->scratch;
     struct group_info info = {0};
     Pb__GroupInfo pb;
-    job_restart(j);
-    gim_err e = operator_idem_replay(r, w, &j->idem, what);
+    gim_err e = write_begin(r, w, j, in->group_id, what);
     if (e != GIM_OK || j->idem.replayed)
-        return e;
-    if ((e = must_exist(r, w->db, w, in->group_id, what)) != GIM_OK)
         return e;
     if ((e = group_update(w->db, in->group_id, has_field(in, "name") ? in->name : NULL,
                           has_field(in, "avatar_url") ? in->avatar_url : NULL,
                           has_field(in, "extra") ? in->extra : NULL, w->now_ms)) != GIM_OK)
-        return storage(r, w, e, what, "group");
+        return failed(r, w, e, what, "group");
     if ((e = reply_group(r, w, in->group_id, &info, &pb, what)) == GIM_OK &&
         (e = notify(r, w, j, what, GROUP_NOTICE_UPDATED, in->group_id, NULL, 0, &pb, GROUP_NONE,
                     NULL, 0)) == GIM_OK)
@@ -383,12 +403,10 @@ static gim_err update_write(struct request *r, struct wctx *w)
 
 static gim_err group_input_prepare(struct request *r, const char *what, bool write)
 {
-    gim_err e = operator_decode(r, &pb__admin_group_input__descriptor, what);
+    gim_err e = decode_group(r, &pb__admin_group_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     Pb__AdminGroupInput *in = (Pb__AdminGroupInput *)r->in;
-    if (in->group_id <= 0)
-        return request_fail(r, GIM_EBADREQ, "%s: group_id must be > 0", what);
     if (!write)
         return GIM_OK;
     struct group_job *j = job_new(r);
@@ -409,17 +427,14 @@ static gim_err dissolve_write(struct request *r, struct wctx *w)
     struct group_job *j = r->scratch;
     int64_t *members = NULL;
     size_t n = 0;
-    job_restart(j);
-    gim_err e = operator_idem_replay(r, w, &j->idem, what);
+    gim_err e = write_begin(r, w, j, in->group_id, what);
     if (e != GIM_OK || j->idem.replayed)
-        return e;
-    if ((e = must_exist(r, w->db, w, in->group_id, what)) != GIM_OK)
         return e;
     /* The notice goes to the members the group had: read them before they go. */
     if ((e = group_members(w->db, in->group_id, &members, &n)) != GIM_OK)
-        return storage(r, w, e, what, "members");
+        return failed(r, w, e, what, "members");
     if ((e = group_delete(w->db, in->group_id)) != GIM_OK) {
-        e = storage(r, w, e, what, "group");
+        e = failed(r, w, e, what, "group");
         goto out;
     }
     if ((e = notify(r, w, j, what, GROUP_NOTICE_DISSOLVED, in->group_id, NULL, 0, NULL, GROUP_NONE,
@@ -457,12 +472,10 @@ static gim_err get_read(struct request *r, struct store_conn *ro)
 
 static gim_err members_prepare(struct request *r, const char *what, bool add)
 {
-    gim_err e = operator_decode(r, &pb__admin_group_members_input__descriptor, what);
+    gim_err e = decode_group(r, &pb__admin_group_members_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     Pb__AdminGroupMembersInput *in = (Pb__AdminGroupMembersInput *)r->in;
-    if (in->group_id <= 0)
-        return request_fail(r, GIM_EBADREQ, "%s: group_id must be > 0", what);
     if (in->n_user_ids == 0)
         return request_fail(r, GIM_EBADREQ, "%s: user_ids is empty", what);
     uint32_t max = r->cfg->limits.max_group_members;
@@ -513,15 +526,12 @@ static gim_err members_write(struct request *r, struct wctx *w, bool add)
     struct split s = {0};
     struct group_info info = {0};
     Pb__GroupInfo pb;
-    job_restart(j);
-    gim_err e = operator_idem_replay(r, w, &j->idem, what);
+    gim_err e = write_begin(r, w, j, in->group_id, what);
     if (e != GIM_OK || j->idem.replayed)
-        return e;
-    if ((e = must_exist(r, w->db, w, in->group_id, what)) != GIM_OK)
         return e;
     if (!(s.changed = malloc(j->n_ids * sizeof *s.changed)) ||
         !(s.unchanged = malloc(j->n_ids * sizeof *s.unchanged))) {
-        e = storage(r, w, GIM_ENOMEM, what, "members");
+        e = failed(r, w, GIM_ENOMEM, what, "members");
         goto out;
     }
     enum group_role role =
@@ -531,7 +541,7 @@ static gim_err members_write(struct request *r, struct wctx *w, bool add)
         if (!add) {
             enum group_role now = GROUP_NONE;
             if ((e = group_role(w->db, in->group_id, j->ids[i], &now)) != GIM_OK) {
-                e = storage(r, w, e, what, "member");
+                e = failed(r, w, e, what, "member");
                 goto out;
             }
             if (now == GROUP_OWNER) {
@@ -546,7 +556,7 @@ static gim_err members_write(struct request *r, struct wctx *w, bool add)
         e = add ? group_member_add(w->db, in->group_id, j->ids[i], role, w->now_ms, &changed)
                 : group_member_remove(w->db, in->group_id, j->ids[i], &changed);
         if (e != GIM_OK) {
-            e = storage(r, w, e, what, "member");
+            e = failed(r, w, e, what, "member");
             goto out;
         }
         if (changed)
@@ -556,7 +566,7 @@ static gim_err members_write(struct request *r, struct wctx *w, bool add)
     }
     int64_t count = 0;
     if ((e = group_member_count(w->db, in->group_id, &count)) != GIM_OK) {
-        e = storage(r, w, e, what, "members");
+        e = failed(r, w, e, what, "members");
         goto out;
     }
     uint32_t max = w->cfg->limits.max_group_members;
@@ -569,11 +579,11 @@ static gim_err members_write(struct request *r, struct wctx *w, bool add)
     }
     if (s.n_changed > 0) {
         if ((e = group_touch(w->db, in->group_id, w->now_ms)) != GIM_OK) {
-            e = storage(r, w, e, what, "group");
+            e = failed(r, w, e, what, "group");
             goto out;
         }
         if ((e = group_info_load(w->db, in->group_id, &info)) != GIM_OK) {
-            e = storage(r, w, e, what, "group");
+            e = failed(r, w, e, what, "group");
             goto out;
         }
         group_info_pb(&info, &pb);
@@ -630,36 +640,6 @@ static gim_err role_prepare(struct request *r)
     return operator_idem_init(r, &j->idem, r->in, &in->token, &in->idempotency_key, what);
 }
 
-/* The role and join time of a member; GIM_ENOTFOUND when not one. */
-static gim_err member_get(struct store_conn *db, int64_t group_id, int64_t user_id,
-                          enum group_role *role, int64_t *joined_at)
-{
-    if (store_is_pg(db)) {
-        PGresult *res = NULL;
-        gim_err e = PG_RUN(db, PG_MEMBER, &res, NULL, STORE_INT(group_id), STORE_INT(user_id));
-        if (e == GIM_OK && PQntuples(res) == 0)
-            e = GIM_ENOTFOUND;
-        if (e == GIM_OK) {
-            *role = group_role_of_pgrow(res, 0, 0);
-            *joined_at = pgstore_int(res, 0, 1);
-        }
-        PQclear(res);
-        return e;
-    }
-    sqlite3_stmt *st = store_stmt(db, SQL_MEMBER);
-    if (!st)
-        return GIM_EINTERNAL;
-    int rc = STORE_BIND(st, STORE_INT(group_id), STORE_INT(user_id));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *role = group_role_parse((const char *)sqlite3_column_text(st, 0));
-        *joined_at = sqlite3_column_int64(st, 1);
-    }
-    store_done(st);
-    return rc == SQLITE_ROW ? GIM_OK : rc == SQLITE_DONE ? GIM_ENOTFOUND : store_err(rc);
-}
-
 static gim_err role_write(struct request *r, struct wctx *w)
 {
     const char *what = "group set role";
@@ -669,18 +649,15 @@ static gim_err role_write(struct request *r, struct wctx *w)
     Pb__GroupInfo pb;
     enum group_role now = GROUP_NONE, want = (enum group_role)in->role;
     int64_t joined = 0;
-    job_restart(j);
-    gim_err e = operator_idem_replay(r, w, &j->idem, what);
+    gim_err e = write_begin(r, w, j, in->group_id, what);
     if (e != GIM_OK || j->idem.replayed)
         return e;
-    if ((e = must_exist(r, w->db, w, in->group_id, what)) != GIM_OK)
-        return e;
-    e = member_get(w->db, in->group_id, in->user_id, &now, &joined);
+    e = storage(w->db)->group->member_get(w->db, in->group_id, in->user_id, &now, &joined);
     if (e == GIM_ENOTFOUND)
         return request_fail(r, e, "%s: user %" PRId64 " is not a member of group %" PRId64, what,
                             in->user_id, in->group_id);
     if (e != GIM_OK)
-        return storage(r, w, e, what, "member");
+        return failed(r, w, e, what, "member");
     if (now == GROUP_OWNER && want != GROUP_OWNER)
         return request_fail(r, GIM_EBADREQ,
                             "%s: user %" PRId64 " is the owner: give GR_OWNER to another member "
@@ -691,18 +668,18 @@ static gim_err role_write(struct request *r, struct wctx *w)
         if (want == GROUP_OWNER) {
             struct group_info before = {0};
             if ((e = group_info_load(w->db, in->group_id, &before)) != GIM_OK)
-                return storage(r, w, e, what, "group");
+                return failed(r, w, e, what, "group");
             old_owner = before.owner_id;
             group_info_free(&before);
             if (old_owner != in->user_id &&
                 (e = group_member_set_role(w->db, in->group_id, old_owner, GROUP_ADMIN)) != GIM_OK)
-                return storage(r, w, e, what, "member");
+                return failed(r, w, e, what, "member");
         }
         if ((e = group_member_set_role(w->db, in->group_id, in->user_id, want)) != GIM_OK ||
             (e = group_touch(w->db, in->group_id, w->now_ms)) != GIM_OK)
-            return storage(r, w, e, what, "member");
+            return failed(r, w, e, what, "member");
         if ((e = group_info_load(w->db, in->group_id, &info)) != GIM_OK)
-            return storage(r, w, e, what, "group");
+            return failed(r, w, e, what, "group");
         group_info_pb(&info, &pb);
         int64_t who = in->user_id;
         e = notify(r, w, j, what, GROUP_NOTICE_ROLE, in->group_id, &who, 1, &pb, want, NULL, 0);
@@ -724,12 +701,10 @@ static gim_err role_write(struct request *r, struct wctx *w)
 static gim_err list_prepare(struct request *r)
 {
     const char *what = "group members";
-    gim_err e = operator_decode(r, &pb__admin_group_member_list_input__descriptor, what);
+    gim_err e = decode_group(r, &pb__admin_group_member_list_input__descriptor, what);
     if (e != GIM_OK)
         return e;
     const Pb__AdminGroupMemberListInput *in = (const Pb__AdminGroupMemberListInput *)r->in;
-    if (in->group_id <= 0)
-        return request_fail(r, GIM_EBADREQ, "%s: group_id must be > 0", what);
     if (in->after_user_id < 0)
         return request_fail(r, GIM_EBADREQ, "%s: after_user_id must be >= 0", what);
     if (in->limit < 0 || in->limit > PAGE_MAX)
@@ -743,56 +718,29 @@ static gim_err list_read(struct request *r, struct store_conn *ro)
     const char *what = "group members";
     const Pb__AdminGroupMemberListInput *in = (const Pb__AdminGroupMemberListInput *)r->in;
     size_t limit = in->limit ? (size_t)in->limit : PAGE_DEFAULT, n = 0;
-    Pb__GroupMember *rows = NULL, **ptrs = NULL;
+    struct group_member *rows = NULL;
+    Pb__GroupMember *pbs = NULL, **ptrs = NULL;
     gim_err e = must_exist(r, ro, NULL, in->group_id, what);
     if (e != GIM_OK)
         return e;
-    if (!(rows = calloc(limit + 1, sizeof *rows)) || !(ptrs = calloc(limit + 1, sizeof *ptrs))) {
+    if (!(rows = calloc(limit + 1, sizeof *rows)) || !(pbs = calloc(limit + 1, sizeof *pbs)) ||
+        !(ptrs = calloc(limit + 1, sizeof *ptrs))) {
         e = request_fail(r, GIM_ENOMEM, "out of memory");
         goto out;
     }
-    if (store_is_pg(ro)) {
-        PGresult *res = NULL;
-        e = PG_RUN(ro, PG_PAGE, &res, NULL, STORE_INT(in->group_id), STORE_INT(in->after_user_id),
-                   STORE_INT((int64_t)limit + 1));
-        if (e != GIM_OK) {
-            e = request_fail(r, e, "%s: storage error", what);
-            goto out;
-        }
-        for (int i = 0; i < PQntuples(res) && n <= limit; i++, n++) {
-            pb__group_member__init(&rows[n]);
-            rows[n].user_id = pgstore_int(res, i, 0);
-            rows[n].role = (Pb__GroupRole)group_role_of_pgrow(res, i, 1);
-            rows[n].joined_at = pgstore_int(res, i, 2);
-            ptrs[n] = &rows[n];
-        }
-        PQclear(res);
-        goto reply;
-    }
-    sqlite3_stmt *st = store_stmt(ro, SQL_PAGE);
-    if (!st) {
-        e = request_fail(r, GIM_EINTERNAL, "%s: storage error", what);
-        goto out;
-    }
     /* limit + 1: the one more answers has_more. */
-    int rc = STORE_BIND(st, STORE_INT(in->group_id), STORE_INT(in->after_user_id),
-                        STORE_INT((int64_t)limit + 1));
-    if (rc == SQLITE_OK)
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW && n <= limit) {
-            pb__group_member__init(&rows[n]);
-            rows[n].user_id = sqlite3_column_int64(st, 0);
-            rows[n].role =
-                (Pb__GroupRole)group_role_parse((const char *)sqlite3_column_text(st, 1));
-            rows[n].joined_at = sqlite3_column_int64(st, 2);
-            ptrs[n] = &rows[n];
-            n++;
-        }
-    store_done(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        e = request_fail(r, store_err(rc), "%s: storage error", what);
+    e = storage(ro)->group->member_page(ro, in->group_id, in->after_user_id, limit + 1, rows, &n);
+    if (e != GIM_OK) {
+        e = request_fail(r, e, "%s: storage error", what);
         goto out;
     }
-reply:;
+    for (size_t i = 0; i < n; i++) {
+        pb__group_member__init(&pbs[i]);
+        pbs[i].user_id = rows[i].user_id;
+        pbs[i].role = (Pb__GroupRole)rows[i].role;
+        pbs[i].joined_at = rows[i].joined_at;
+        ptrs[i] = &pbs[i];
+    }
     Pb__AdminGroupMemberListOutput out = PB__ADMIN_GROUP_MEMBER_LIST_OUTPUT__INIT;
     out.has_more = n > limit;
     out.members = ptrs;
@@ -800,6 +748,7 @@ reply:;
     e = request_set_reply(r, &out.base);
 out:
     free(rows);
+    free(pbs);
     free(ptrs);
     return e;
 }

@@ -159,49 +159,6 @@ static gim_err send_group(struct request *r, struct wctx *w, struct admin_send *
     return e == GIM_OK ? GIM_OK : failed(r, w, e, "members");
 }
 
-static int cmp_pos(const void *a, const void *b, void *ids)
-{
-    int64_t x = ((const int64_t *)ids)[*(const size_t *)a];
-    int64_t y = ((const int64_t *)ids)[*(const size_t *)b];
-    return (x > y) - (x < y);
-}
-
-/*
- * A list send: one copy each, in the list's order on SQLite. PostgreSQL
- * takes the users' seqs (row locks) in ascending id order, like every
- * multi-user write there, and then puts the copies back in the list's order
- * for the reply.
- */
-static gim_err send_list(struct wctx *w, struct admin_send *s)
-{
-    gim_err e = GIM_OK;
-    if (!store_is_pg(w->db)) {
-        for (size_t i = 0; i < s->n_ids && e == GIM_OK; i++)
-            e = fanout_user(w, &s->f, s->ids[i]);
-        return e;
-    }
-    size_t *pos = malloc(s->n_ids * sizeof *pos);
-    struct fanout_copy *copies = malloc(s->n_ids * sizeof *copies);
-    if (!pos || !copies) {
-        e = GIM_ENOMEM;
-        goto out;
-    }
-    for (size_t i = 0; i < s->n_ids; i++)
-        pos[i] = i;
-    qsort_r(pos, s->n_ids, sizeof *pos, cmp_pos, s->ids);
-    for (size_t i = 0; i < s->n_ids && e == GIM_OK; i++)
-        e = fanout_user(w, &s->f, s->ids[pos[i]]);
-    if (e != GIM_OK)
-        goto out;
-    for (size_t i = 0; i < s->n_ids; i++)
-        copies[pos[i]] = s->f.to[i];
-    memcpy(s->f.to, copies, s->n_ids * sizeof *copies);
-out:
-    free(pos);
-    free(copies);
-    return e;
-}
-
 static gim_err send_write(struct request *r, struct wctx *w)
 {
     struct admin_send *s = r->scratch;
@@ -212,7 +169,9 @@ static gim_err send_write(struct request *r, struct wctx *w)
     s->f.msg.send_time = w->now_ms;
     switch (s->f.msg.receiver_type) {
     case PB__RECEIVER_TYPE__RT_USER:
-        e = s->list ? send_list(w, s) : fanout_user(w, &s->f, s->f.msg.receiver_id);
+        /* A list send: one copy each, reported in the list's order (fanout_users). */
+        e = s->list ? fanout_users(w, &s->f, s->ids, s->n_ids)
+                    : fanout_user(w, &s->f, s->f.msg.receiver_id);
         if (e != GIM_OK)
             return failed(r, w, e, "inbox");
         break;

@@ -8,7 +8,7 @@
 
 #include "auth.h"
 #include "config.h"
-#include "pgstore.h"
+#include "storage.h"
 #include "wctx.h"
 
 gim_err operator_auth(struct request *r, const char *token, const char *what)
@@ -31,91 +31,6 @@ gim_err operator_decode(struct request *r, const ProtobufCMessageDescriptor *d, 
     if (!f || f->type != PROTOBUF_C_TYPE_STRING || strcmp(f->name, "token") != 0)
         return request_fail(r, GIM_EINTERNAL, "%s: the input has no operator token", what);
     return operator_auth(r, *(const char *const *)((const char *)r->in + f->offset), what);
-}
-
-static const char SQL_IDEM_GET[] =
-    "SELECT type, request, reply, created_at FROM operator_idempotency WHERE idem_key = ?1";
-/* A record older than the window may still be there (pruning is lazy): it is replaced. */
-static const char SQL_IDEM_PUT[] =
-    "INSERT INTO operator_idempotency (idem_key, type, request, reply, created_at) "
-    "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (idem_key) DO UPDATE SET type = excluded.type, "
-    "request = excluded.request, reply = excluded.reply, created_at = excluded.created_at";
-
-/*
- * PostgreSQL (several instances on one database): the key is claimed
- * first, with a row of this request and no reply. The same retry reaching
- * two instances at once inserts the same key twice: the second insert
- * waits on the first's uncommitted row until it commits, then finds it
- * (claimed 0) and reads it, so the retry applies once and answers from the
- * record; had the first rolled back, the second claims the key itself. A
- * failed request's savepoint takes its claim back with its change.
- */
-static const char PG_IDEM_CLAIM[] =
-    "INSERT INTO operator_idempotency (idem_key, type, request, reply, created_at) "
-    "VALUES ($1, $2, $3, NULL, $4) ON CONFLICT (idem_key) DO NOTHING";
-static const char PG_IDEM_GET[] = "SELECT type, request, reply, created_at FROM "
-                                  "operator_idempotency WHERE idem_key = $1 FOR UPDATE";
-/* An expired record is taken over by the request running again. */
-static const char PG_IDEM_TAKE[] =
-    "UPDATE operator_idempotency SET type = $2, request = $3, reply = NULL, created_at = $4 "
-    "WHERE idem_key = $1";
-static const char PG_IDEM_SET[] = "UPDATE operator_idempotency SET reply = $2 WHERE idem_key = $1";
-
-/* The stored reply (NULL: none) becomes r's. */
-static gim_err replay_reply(struct request *r, const void *reply, size_t len, bool has)
-{
-    free(r->out);
-    r->out = NULL;
-    r->out_len = 0;
-    if (!has)
-        return GIM_OK;
-    if (!(r->out = malloc(len ? len : 1)))
-        return request_fail(r, GIM_ENOMEM, "out of memory");
-    if (len)
-        memcpy(r->out, reply, len);
-    r->out_len = len;
-    return GIM_OK;
-}
-
-static gim_err idem_replay_pg(struct request *r, struct wctx *w, struct operator_idem *idem,
-                              const char *what)
-{
-    PGresult *res = NULL;
-    int claimed = 0;
-    const struct store_val body =
-        STORE_BLOB(idem->body_len ? (const void *)idem->body : "", idem->body_len);
-    gim_err e = PG_RUN(w->db, PG_IDEM_CLAIM, NULL, &claimed, STORE_TEXT(idem->key),
-                       STORE_INT(r->type), body, STORE_INT(w->now_ms));
-    if (e == GIM_OK && claimed)
-        return GIM_OK; /* new: the request runs */
-    if (e == GIM_OK)
-        e = PG_RUN(w->db, PG_IDEM_GET, &res, NULL, STORE_TEXT(idem->key));
-    if (e != GIM_OK || PQntuples(res) != 1) {
-        PQclear(res);
-        return request_fail(r, e != GIM_OK ? e : GIM_EINTERNAL,
-                            "%s: cannot read the idempotency records", what);
-    }
-    size_t body_len = 0, reply_len = 0;
-    const uint8_t *stored = pgstore_blob(res, 0, 1, &body_len);
-    const uint8_t *reply = pgstore_blob(res, 0, 2, &reply_len);
-    if (pgstore_int(res, 0, 3) < w->now_ms - (int64_t)w->cfg->idempotency.window_seconds * 1000) {
-        PQclear(res); /* expired: the request runs again, its record replaces this one */
-        e = PG_RUN(w->db, PG_IDEM_TAKE, NULL, NULL, STORE_TEXT(idem->key), STORE_INT(r->type), body,
-                   STORE_INT(w->now_ms));
-        return e == GIM_OK ? GIM_OK : request_fail(r, e, "%s: cannot record the request", what);
-    }
-    if (pgstore_int(res, 0, 0) != r->type || body_len != idem->body_len ||
-        (body_len > 0 && memcmp(stored, idem->body, body_len) != 0)) {
-        PQclear(res);
-        return request_fail(r, GIM_EBADREQ,
-                            "%s: idempotency key already used by a different request "
-                            "(a retry must repeat the request exactly; use a new key)",
-                            what);
-    }
-    idem->replayed = true;
-    e = replay_reply(r, reply, reply_len, !pgstore_null(res, 0, 2));
-    PQclear(res);
-    return e;
 }
 
 gim_err operator_idem_init(struct request *r, struct operator_idem *idem, ProtobufCMessage *m,
@@ -150,58 +65,40 @@ gim_err operator_idem_init(struct request *r, struct operator_idem *idem, Protob
     return GIM_OK;
 }
 
+/*
+ * The claim is the backend's (storage.h, op_idem_claim: SQLite reads the
+ * record; PostgreSQL claims the key first, so the same retry reaching two
+ * instances at once applies once).
+ */
 gim_err operator_idem_replay(struct request *r, struct wctx *w, struct operator_idem *idem,
                              const char *what)
 {
-    gim_err e = GIM_OK;
     idem->replayed = false;
     if (!idem->key)
         return GIM_OK;
-    if (store_is_pg(w->db))
-        return idem_replay_pg(r, w, idem, what);
-    sqlite3_stmt *st = store_stmt(w->db, SQL_IDEM_GET);
-    if (!st)
-        return request_fail(r, GIM_EINTERNAL, "%s: cannot read the idempotency records", what);
-    int rc = STORE_BIND(st, STORE_TEXT(idem->key));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE)
-        goto out;
-    if (rc != SQLITE_ROW) {
-        e = request_fail(r, store_err(rc), "%s: cannot read the idempotency records", what);
-        goto out;
+    enum storage_op_idem found = STORAGE_OP_IDEM_NEW;
+    uint8_t *reply = NULL;
+    size_t reply_len = 0;
+    int64_t expired_before = w->now_ms - (int64_t)w->cfg->idempotency.window_seconds * 1000;
+    gim_err e =
+        storage(w->db)->group->op_idem_claim(w, idem->key, r->type, idem->body, idem->body_len,
+                                             expired_before, &found, &reply, &reply_len);
+    if (e == GIM_ENOMEM)
+        return request_fail(r, e, "out of memory");
+    if (e != GIM_OK)
+        return request_fail(r, e, "%s: cannot read the idempotency records", what);
+    if (found == STORAGE_OP_IDEM_OTHER)
+        return request_fail(r, GIM_EBADREQ,
+                            "%s: idempotency key already used by a different request "
+                            "(a retry must repeat the request exactly; use a new key)",
+                            what);
+    if (found == STORAGE_OP_IDEM_REPLAY) { /* the stored reply (none: NULL) becomes r's */
+        idem->replayed = true;
+        free(r->out);
+        r->out = reply;
+        r->out_len = reply_len;
     }
-    if (sqlite3_column_int64(st, 3) <
-        w->now_ms - (int64_t)w->cfg->idempotency.window_seconds * 1000)
-        goto out; /* expired: the request runs again, and its record replaces this one */
-    const void *body = sqlite3_column_blob(st, 1);
-    size_t body_len = (size_t)sqlite3_column_bytes(st, 1);
-    if (sqlite3_column_int(st, 0) != r->type || body_len != idem->body_len ||
-        (body_len > 0 && memcmp(body, idem->body, body_len) != 0)) {
-        e = request_fail(r, GIM_EBADREQ,
-                         "%s: idempotency key already used by a different request "
-                         "(a retry must repeat the request exactly; use a new key)",
-                         what);
-        goto out;
-    }
-    idem->replayed = true;
-    free(r->out);
-    r->out = NULL;
-    r->out_len = 0;
-    if (sqlite3_column_type(st, 2) != SQLITE_NULL) {
-        size_t len = (size_t)sqlite3_column_bytes(st, 2);
-        const void *reply = sqlite3_column_blob(st, 2);
-        if (!(r->out = malloc(len ? len : 1))) {
-            e = request_fail(r, GIM_ENOMEM, "out of memory");
-            goto out;
-        }
-        if (len)
-            memcpy(r->out, reply, len);
-        r->out_len = len;
-    }
-out:
-    store_done(st);
-    return e;
+    return GIM_OK;
 }
 
 gim_err operator_idem_remember(struct request *r, struct wctx *w, const struct operator_idem *idem,
@@ -209,17 +106,8 @@ gim_err operator_idem_remember(struct request *r, struct wctx *w, const struct o
 {
     if (!idem->key)
         return GIM_OK;
-    if (store_is_pg(w->db)) { /* the claim made the row: the reply completes it */
-        gim_err e = PG_RUN(w->db, PG_IDEM_SET, NULL, NULL, STORE_TEXT(idem->key),
-                           r->out ? STORE_BLOB(r->out_len ? (const void *)r->out : "", r->out_len)
-                                  : STORE_NULL);
-        return e == GIM_OK ? GIM_OK : request_fail(r, e, "%s: cannot record the request", what);
-    }
-    gim_err e = STORE_RUN(
-        w->db, SQL_IDEM_PUT, NULL, STORE_TEXT(idem->key), STORE_INT(r->type),
-        STORE_BLOB(idem->body_len ? (const void *)idem->body : "", idem->body_len),
-        r->out ? STORE_BLOB(r->out_len ? (const void *)r->out : "", r->out_len) : STORE_NULL,
-        STORE_INT(w->now_ms));
+    gim_err e = storage(w->db)->group->op_idem_put(w, idem->key, r->type, idem->body,
+                                                   idem->body_len, r->out, r->out_len);
     if (e != GIM_OK)
         return request_fail(r, e, "%s: cannot record the request", what);
     return GIM_OK;

@@ -5,10 +5,10 @@
  * one read-only connection per worker thread, all on the same WAL database.
  * A connection is used by one thread at a time; nothing here locks.
  *
- * Statements: modules keep their SQL as `static const char SQL_X[]` next to
- * the code that runs it and call store_stmt(conn, SQL_X), which prepares it
- * once per connection (keyed by the string's address) and hands back the
- * reset statement. Call store_done() when finished so readers release their
+ * Statements: the storage layer (src/storage/sqlite_*.c) keeps its SQL as
+ * `static const char SQL_X[]` next to the code that runs it and calls
+ * store_stmt(conn, SQL_X), which prepares it once per connection (keyed by
+ * the string's address) and hands back the reset statement. Call store_done() when finished so readers release their
  * snapshot (an unreset SELECT pins the WAL and blocks checkpoints).
  */
 #ifndef GIM_STORE_H
@@ -26,42 +26,14 @@ struct gim_config;
 #define STORE_STMT_CACHE 128
 
 /*
- * The storage seam (issue 17). A connection knows its backend: SQLite (the
- * embedded default; db is the connection and everything below applies) or
- * PostgreSQL (database.backend: postgres; db is NULL and pg holds the libpq
- * connection, pgstore.h). The operations of the core path (the writer's
- * batch, seqs, messages, inbox pages, devices, idempotency, sessions) test
- * store_is_pg() once and run their own SQL for each backend, side by side
- * in the module that owns the operation; both backends serve every request
- * type.
- * The operations, and where each backend's SQL lives:
- *   transaction, savepoint per job, commit/rollback, retry   writer_run_batch (writer.c)
- *   next seq of a user, the user's last seq                   seq_next, seq_last (seq.c)
- *   insert a message, add an inbox entry, load a message      message_insert, message_inbox_add,
- *                                                             message_load (message.c)
- *   an inbox page and the devices' max ack (sync)             handle_sync.c, message_page[_pg]
- *   idempotency get/claim/put of a send, push targets         handle_message.c
- *   device sign-in, sign-out, ack; gateway lease sign-out     handle_signin.c, handle_signout.c,
- *                                                             handle_message_ack.c,
- *                                                             handle_gateway_lease.c
- *   load sessions; a session another instance made            presence_load,
- *                                                             presence_check_shared (presence.c)
- *   recall: lock the message, erase, notices, push targets    recall_apply (recall.c)
- *   kick; erasure steps                                       kick_apply (kick.c),
- *                                                             erasure_step (erasure.c)
- *   maintenance: seen times, presence sweep, idempotency      maint_run (maint.c),
- *   pruning, retention                                        retention_run (retention.c)
- *   groups: membership (locked by sends and changes), rows,   group.c
- *   ids
- *   group fan-out (group sends, notices, operator sends) and  fanout.c (fanout_group,
- *   its push targets                                          fanout_user)
- *   operator idempotency (claimed first on PostgreSQL)        operator.c
- *   a room's seq, log entry, page; subscribe; subscribers     seq_next (seq.c), room_append,
- *                                                             room_page, room_load,
- *                                                             room_subscribe, room_subscribers
- *                                                             (room.c)
- * SQLite's code there is the code that was there, at the same cost
- * (docs/benchmarks.md, "Issue 17").
+ * A connection knows its backend: SQLite (the embedded default; db is the
+ * connection and everything in this header applies) or PostgreSQL
+ * (database.backend: postgres; db is NULL and pg holds the libpq connection,
+ * pgstore.h), and carries that backend's table of operations (ops,
+ * storage.h). Everything the service asks of its database goes through
+ * those operations; this header and pgstore.h are the tools their
+ * implementations in src/storage/ use, and nothing else calls them
+ * (test_storage_seam checks).
  */
 enum store_backend { STORE_SQLITE = 0, STORE_PG = 1 };
 

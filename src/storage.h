@@ -10,7 +10,7 @@
  * in pg_*.c (several instances on one database: seqs and row locks in the
  * database, claim-first idempotency). A connection carries its backend's
  * table (store_conn.ops, set by store_open()), so the request path calls
- *     e = storage(w->db)->message->page(...);
+ *     e = storage(ro)->message->inbox_page(...);
  * and never tests the backend; no file outside src/storage/, store.c and
  * pgstore.c contains SQL or calls SQLite or libpq (test_storage_seam checks).
  *

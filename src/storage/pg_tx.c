@@ -6,7 +6,6 @@
  */
 #include <stdio.h>
 
-#include "config.h"
 #include "group.h"
 #include "pgstore.h"
 #include "presence.h"

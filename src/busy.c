@@ -32,8 +32,7 @@ void busy_wait_destroy(struct busy_wait *b)
     pthread_cond_destroy(&b->cv);
 }
 
-/* SQLite's busy handler: nonzero = try the lock again, 0 = give up (SQLITE_BUSY). */
-static int on_busy(void *arg, int count)
+int busy_wait_handler(void *arg, int count)
 {
     struct busy_wait *b = arg;
     int64_t now = gim_clock_mono_ns() / 1000000;
@@ -60,7 +59,7 @@ void busy_wait_install(struct busy_wait *b, sqlite3 *db)
 {
     if (!db) /* a PostgreSQL connection: no SQLite lock to wait for */
         return;
-    sqlite3_busy_handler(db, on_busy, b);
+    sqlite3_busy_handler(db, busy_wait_handler, b);
 }
 
 void busy_wait_cancel(struct busy_wait *b)

@@ -32,7 +32,20 @@ struct busy_wait {
 void busy_wait_init(struct busy_wait *b, uint32_t timeout_ms);
 void busy_wait_destroy(struct busy_wait *b);
 
-/* Makes db wait at most b->timeout_ms for a lock, and never after busy_wait_cancel(b). */
+/*
+ * The busy handler (arg is a struct busy_wait; count: how many times it was
+ * called in this wait, 0 at the start): nonzero = try the lock again after
+ * the nap it took, 0 = give up (SQLITE_BUSY). The writer's connection gets it
+ * through storage(c)->tx->wait_locks (storage.h).
+ */
+int busy_wait_handler(void *arg, int count);
+
+/*
+ * Makes db wait at most b->timeout_ms for a lock, and never after
+ * busy_wait_cancel(b). Kept for the workers' read connections (server.c)
+ * and test_busy until they go through tx->wait_locks; then this and the
+ * SQLite header leave busy.h.
+ */
 void busy_wait_install(struct busy_wait *b, sqlite3 *db);
 
 /* Ends every wait in progress and every later one at once; cannot be undone. */

@@ -4,7 +4,6 @@
 #include <nng/nng.h>
 #include <nng/supplemental/http/http.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,14 +14,11 @@
 #include "httpreply.h"
 #include "log.h"
 #include "metrics.h"
-#include "pgstore.h"
 #include "presence.h"
 #include "push.h"
 #include "server.h"
+#include "storage.h"
 #include "writer.h"
-
-/* How long /healthz waits for the write lock before it calls the database unwritable. */
-#define HEALTH_BUSY_MS 100
 
 /*
  * nng frees a handler (and calls our destructor) when the server is reaped,
@@ -36,9 +32,8 @@ struct http {
     int refs;
     int active; /* callbacks between enter() and leave() */
     bool closed;
-    pthread_mutex_t db_mu;        /* one probe at a time on the health connection */
-    sqlite3 *health;              /* our own connection: the writer's is not thread-safe */
-    struct store_conn *pg_health; /* database.backend postgres: ours, likewise */
+    pthread_mutex_t db_mu;     /* one probe at a time on the health connection */
+    struct store_conn *health; /* our own connection: the writer's is not thread-safe */
     char *db_path, *wal_path;
     nng_http_server *srv;
     struct http_opts o;
@@ -123,32 +118,11 @@ static void on_metrics(nng_aio *aio)
     free(buf);
 }
 
-/*
- * Takes and drops the write lock on our own connection: cheap, and it fails
- * exactly when the writer could not write (locked, read-only, I/O error).
- */
+/* Whether the writer could write now, on our own connection (tx->health_writable, storage.h). */
 static bool db_writable(struct http *h, char *reason, size_t len)
 {
-    static const char PG_WRITABLE[] = "SELECT NOT pg_is_in_recovery()";
-    bool ok = false;
     pthread_mutex_lock(&h->db_mu);
-    if (h->pg_health) {
-        /* Reachable, and a primary (a standby in recovery cannot take writes). */
-        PGresult *res = NULL;
-        gim_err e = pgstore_ready(h->pg_health);
-        if (e == GIM_OK)
-            e = PG_RUN0(h->pg_health, PG_WRITABLE, &res, NULL);
-        ok = e == GIM_OK && PQntuples(res) == 1 && pgstore_int(res, 0, 0) != 0;
-        if (!ok)
-            snprintf(reason, len, "database not writable: %s",
-                     e != GIM_OK ? "postgres unreachable" : "postgres is in recovery (a standby)");
-        PQclear(res);
-    } else if (sqlite3_exec(h->health, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK) {
-        ok = true;
-        sqlite3_exec(h->health, "ROLLBACK", NULL, NULL, NULL);
-    } else {
-        snprintf(reason, len, "database not writable: %s", sqlite3_errmsg(h->health));
-    }
+    bool ok = storage(h->health)->tx->health_writable(h->health, reason, len);
     pthread_mutex_unlock(&h->db_mu);
     return ok;
 }
@@ -205,17 +179,11 @@ static gim_err open_health(struct http *h, char *errbuf, size_t errlen)
         return GIM_ENOMEM;
     }
     snprintf(h->wal_path, n, "%s-wal", h->db_path);
-    if (config_is_postgres(h->o.cfg))
-        return store_open(h->o.cfg, STORE_READER, &h->pg_health, errbuf, errlen);
-    int rc =
-        sqlite3_open_v2(h->db_path, &h->health, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        snprintf(errbuf, errlen, "http: cannot open database %s for health checks: %s", h->db_path,
-                 h->health ? sqlite3_errmsg(h->health) : sqlite3_errstr(rc));
-        return GIM_EIO;
+    if (!h->o.storage) {
+        snprintf(errbuf, errlen, "http: no database backend given");
+        return GIM_ECONFIG;
     }
-    sqlite3_busy_timeout(h->health, HEALTH_BUSY_MS);
-    return GIM_OK;
+    return h->o.storage->tx->health_open(h->o.cfg, &h->health, errbuf, errlen);
 }
 
 static void log_bound(struct http *h)
@@ -304,9 +272,7 @@ void http_stop(struct http *h)
         nng_http_server_stop(h->srv);
         nng_http_server_release(h->srv);
     }
-    sqlite3_close(h->health);
+    store_close(h->health);
     h->health = NULL;
-    store_close(h->pg_health);
-    h->pg_health = NULL;
     http_unref(h);
 }

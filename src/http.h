@@ -21,6 +21,7 @@
 struct gim_config;
 struct metrics;
 struct presence;
+struct storage_ops;
 struct server;
 struct push;
 struct writer;
@@ -32,6 +33,8 @@ struct http_opts {
     struct server *server;
     struct push *push;
     struct writer *writer; /* NULL: no writer gauge */
+    /* The database's backend (storage(db), storage.h): its health probe. */
+    const struct storage_ops *storage;
 };
 
 struct http;

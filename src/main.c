@@ -29,11 +29,11 @@
 #include "log.h"
 #include "maint.h"
 #include "metrics.h"
-#include "pgstore.h"
 #include "presence.h"
 #include "push.h"
 #include "seq.h"
 #include "server.h"
+#include "storage.h"
 #include "store.h"
 #include "writer.h"
 
@@ -116,12 +116,13 @@ static gim_err app_start(struct app *a, char *err, size_t errlen)
     gim_err e;
     if ((e = store_open(&a->cfg, STORE_WRITER, &a->db, err, errlen)) != GIM_OK)
         return e;
-    if (store_is_pg(a->db))
-        log_info("database open", "backend=postgres schema_version=%d",
-                 pgstore_schema_version()); /* never the URL: it may hold a password */
+    const struct storage_tx_ops *tx = storage(a->db)->tx;
+    const char *where = tx->location(&a->cfg); /* NULL for a URL: it may hold a password */
+    if (where)
+        log_info("database open", "path=%s schema_version=%d", where, tx->schema_version());
     else
-        log_info("database open", "path=%s schema_version=%d", a->cfg.database.path,
-                 store_schema_version());
+        log_info("database open", "backend=%s schema_version=%d", storage(a->db)->name,
+                 tx->schema_version());
     if ((e = presence_open(&a->presence)) != GIM_OK)
         return e;
     if ((e = presence_load(a->presence, a->db, gim_clock_real_ms(NULL))) != GIM_OK) {
@@ -163,7 +164,8 @@ static gim_err app_start(struct app *a, char *err, size_t errlen)
                            .presence = a->presence,
                            .server = a->server,
                            .push = a->push,
-                           .writer = a->writer};
+                           .writer = a->writer,
+                           .storage = storage(a->db)};
     return http_start(&a->http, &ho, err, errlen);
 }
 

@@ -9,11 +9,10 @@
 
 #include "busy.h"
 #include "config.h"
-#include "group.h"
 #include "log.h"
 #include "metrics.h"
-#include "pgstore.h"
 #include "seq.h"
+#include "storage.h"
 
 struct writer {
     struct wctx *w;
@@ -31,7 +30,7 @@ struct writer {
     pthread_t ckpt_thread;
     pthread_mutex_t ckpt_mu;
     pthread_cond_t ckpt_cv;
-    bool ckpt_started, ckpt_due, scrub_due, ckpt_stop;
+    bool ckpt_started, ckpt_hooked, ckpt_due, scrub_due, ckpt_stop;
     int64_t pinned_until_ms; /* writer thread only: see wal_hook */
 };
 
@@ -57,7 +56,7 @@ struct writer {
  * but its old versions sit in WAL frames until a TRUNCATE checkpoint copies
  * every frame back and cuts the WAL file to 0 bytes. That needs the write
  * lock and every reader off the WAL, so it cannot finish while a reader
- * holds an older snapshot (an sqlite3 shell in a transaction, `.backup`,
+ * holds an older snapshot (the SQLite shell in a transaction, `.backup`,
  * `VACUUM INTO`): the reader may still read those very frames, and the
  * erased version cannot even be copied into the database file before it
  * lets go. The writer once ran it on its own connection and so waited the
@@ -77,40 +76,25 @@ struct writer {
 #define SCRUB_MAX_RETRY_MS   500 /* ... to this: done within 0.5 s of the last reader leaving */
 
 /*
- * Two of these run per job: cached statements instead of sqlite3_exec, which
- * parses the text every time. Not measured on its own: it is part of the
- * checkpointer's before/after in docs/benchmarks.md.
+ * Runs one job under its own savepoint so its failure undoes only its own
+ * work. alone: the batch's only job (PostgreSQL skips its savepoint, see
+ * storage.h). A deadlock or serialization failure fails it with
+ * GIM_EUNAVAILABLE: the whole batch runs again.
  */
-static const char SQL_SAVEPOINT[] = "SAVEPOINT job";
-static const char SQL_RELEASE[] = "RELEASE job";
-static const char SQL_ROLLBACK_TO[] = "ROLLBACK TO job";
-
-static gim_err step_once(struct store_conn *db, const char *sql)
-{
-    sqlite3_stmt *st = store_stmt(db, sql);
-    if (!st)
-        return GIM_EINTERNAL;
-    int rc = sqlite3_step(st);
-    store_done(st);
-    if (rc != SQLITE_DONE) {
-        log_warn("sql failed", "sql=\"%s\" rc=%d error=\"%s\"", sql, rc, sqlite3_errmsg(db->db));
-        return store_err(rc);
-    }
-    return GIM_OK;
-}
-
-/* Runs one job under its own savepoint so its failure undoes only its own work. */
-static gim_err run_job(struct wctx *w, struct write_job *job)
+static gim_err run_job(struct wctx *w, const struct storage_tx_ops *tx, struct write_job *job,
+                       bool alone)
 {
     size_t mark = seq_mark(w->seq);
-    gim_err e = step_once(w->db, SQL_SAVEPOINT);
+    gim_err e = tx->savepoint(w->db, alone);
     if (e != GIM_OK)
         return e;
     e = job->exec(job, w);
+    if (tx->retryable(w->db))
+        return GIM_EUNAVAILABLE; /* the whole batch runs again */
     if (e == GIM_OK)
-        return step_once(w->db, SQL_RELEASE);
+        return tx->release(w->db, alone);
     seq_rollback(w->seq, mark);
-    if (step_once(w->db, SQL_ROLLBACK_TO) != GIM_OK || step_once(w->db, SQL_RELEASE) != GIM_OK)
+    if (tx->rollback_to(w->db, alone) != GIM_OK)
         return GIM_EINTERNAL; /* the transaction is unusable: the batch will fail */
     return e;
 }
@@ -119,34 +103,11 @@ static gim_err run_job(struct wctx *w, struct write_job *job)
  * PostgreSQL: how often a batch runs again after a deadlock or serialization
  * failure before its jobs get EC_UNAVAILABLE, and the pause before each
  * retry (times the attempt, so that two instances that deadlocked do not
- * meet again in the same order at once).
+ * meet again in the same order at once). SQLite's failures are never
+ * retryable.
  */
 #define WRITER_PG_TRIES    5
 #define WRITER_PG_PAUSE_US 2000
-
-/*
- * A job alone in its batch needs no savepoint (two round trips): its failure
- * rolls the whole transaction back, which holds nothing else.
- */
-static gim_err run_job_pg(struct wctx *w, struct write_job *job, bool alone)
-{
-    if (alone) {
-        gim_err e = job->exec(job, w);
-        return pgstore_retryable(w->db) ? GIM_EUNAVAILABLE : e;
-    }
-    gim_err e = pgstore_exec(w->db, "SAVEPOINT job");
-    if (e != GIM_OK)
-        return e;
-    e = job->exec(job, w);
-    if (pgstore_retryable(w->db))
-        return GIM_EUNAVAILABLE; /* the whole batch runs again */
-    if (e == GIM_OK)
-        return pgstore_exec(w->db, "RELEASE job");
-    if (pgstore_exec(w->db, "ROLLBACK TO job") != GIM_OK ||
-        pgstore_exec(w->db, "RELEASE job") != GIM_OK)
-        return GIM_EINTERNAL;
-    return e;
-}
 
 /* The ids of one kind a batch locks first: grown by writer_lock_*, then sorted. */
 struct lock_ids {
@@ -202,7 +163,8 @@ static int cmp_id(const void *a, const void *b)
  * global order every instance's batches follow; a lone job's own order is
  * that order too, so it needs none of this).
  */
-static gim_err lock_batch(struct wctx *w, struct write_job **jobs, int n, struct writer_locks *l)
+static gim_err lock_batch(struct wctx *w, const struct storage_tx_ops *tx, struct write_job **jobs,
+                          int n, struct writer_locks *l)
 {
     gim_err e = GIM_OK;
     for (int k = 0; k < LOCK_KINDS; k++)
@@ -220,95 +182,71 @@ static gim_err lock_batch(struct wctx *w, struct write_job **jobs, int n, struct
             if (li->ids[i] != li->ids[m - 1])
                 li->ids[m++] = li->ids[i];
         li->n = m;
-        e = k == LOCK_GROUP ? group_lock_batch(w->db, li->ids, li->n)
-                            : seq_lock(w->db, k == LOCK_USER ? SEQ_USER : SEQ_ROOM, li->ids, li->n);
     }
-    return pgstore_retryable(w->db) ? GIM_EUNAVAILABLE : e;
+    if (e == GIM_OK)
+        e = tx->lock_batch(w->db, l->kinds[LOCK_GROUP].ids, l->kinds[LOCK_GROUP].n,
+                           l->kinds[LOCK_USER].ids, l->kinds[LOCK_USER].n, l->kinds[LOCK_ROOM].ids,
+                           l->kinds[LOCK_ROOM].n);
+    return tx->retryable(w->db) ? GIM_EUNAVAILABLE : e;
 }
 
-static void run_batch_pg(struct wctx *w, struct write_job **jobs, int n, gim_err *res)
+/*
+ * One transaction for the batch, a savepoint per job, one commit (group
+ * commit), then the done()s. On PostgreSQL the batch's rows are locked first
+ * (lock_batch) and a deadlock or serialization failure runs the whole batch
+ * again; SQLite's one writer needs neither.
+ */
+void writer_run_batch(struct wctx *w, struct write_job **jobs, int n)
 {
-    gim_err batch = GIM_OK;
+    const struct storage_tx_ops *tx = storage(w->db)->tx;
+    gim_err res[n > 0 ? n : 1];
     struct writer_locks locks = {0};
+    bool scrub_before = w->scrub_wal; /* a recall committed earlier still needs its scrub */
+    gim_err batch = GIM_OK;
     for (int attempt = 1;; attempt++) {
-        batch = pgstore_begin(w->db);
+        batch = tx->begin(w->db);
         w->now_ms = gim_clock_now(&w->clock);
-        if (batch == GIM_OK && n > 1)
-            batch = lock_batch(w, jobs, n, &locks);
+        if (batch == GIM_OK && n > 1 && tx->lock_batch)
+            batch = lock_batch(w, tx, jobs, n, &locks);
         for (int i = 0; i < n; i++) {
             res[i] = batch;
             if (batch != GIM_OK)
                 continue;
             if (attempt > 1 && jobs[i]->reset)
                 jobs[i]->reset(jobs[i]);
-            res[i] = run_job_pg(w, jobs[i], n == 1);
-            /* A lost connection or transaction fails the neighbours too. */
-            if (pgstore_retryable(w->db) || !pgstore_in_transaction(w->db))
+            res[i] = run_job(w, tx, jobs[i], n == 1);
+            /* Only a lost transaction fails the neighbours: SQLite rolls the whole
+             * transaction back by itself on some errors (full disk, I/O), and the
+             * jobs after it must not run in autocommit mode. */
+            if (tx->lost(w->db))
                 batch = GIM_EUNAVAILABLE;
         }
-        if (batch == GIM_OK && n == 1 && res[0] != GIM_OK) {
-            pgstore_exec(w->db, "ROLLBACK"); /* the lone job failed: undo its work */
-            goto out;
+        if (batch == GIM_OK)
+            batch = seq_flush(w->seq, w->db);
+        if (batch == GIM_OK)
+            batch = tx->commit(w->db, n > 1 || res[0] == GIM_OK);
+        if (batch == GIM_OK) {
+            seq_committed(w->seq);
+            break;
         }
-        if (batch == GIM_OK)
-            batch = pgstore_commit(w->db);
-        if (batch == GIM_OK)
-            goto out;
-        bool retry = pgstore_retryable(w->db);
-        if (pgstore_in_transaction(w->db))
-            pgstore_exec(w->db, "ROLLBACK");
+        bool retry = tx->retryable(w->db);
+        tx->rollback(w->db);
+        seq_reset(w->seq);
+        w->scrub_wal = scrub_before;
         if (!retry || attempt == WRITER_PG_TRIES) {
-            log_warn("write batch failed", "jobs=%d code=%s sqlstate=%s attempts=%d", n,
-                     gim_err_name(batch), pgstore_sqlstate(w->db), attempt);
+            const char *state = tx->sqlstate ? tx->sqlstate(w->db) : NULL;
+            if (state)
+                log_warn("write batch failed", "jobs=%d code=%s sqlstate=%s attempts=%d", n,
+                         gim_err_name(batch), state, attempt);
+            else
+                log_warn("write batch failed", "jobs=%d code=%s", n, gim_err_name(batch));
             break;
         }
         metrics_batch_retry(w->metrics);
         usleep((useconds_t)(WRITER_PG_PAUSE_US * attempt));
     }
-    for (int i = 0; i < n; i++)
-        res[i] = batch;
-out:
     for (int k = 0; k < LOCK_KINDS; k++)
         free(locks.kinds[k].ids);
-}
-
-void writer_run_batch(struct wctx *w, struct write_job **jobs, int n)
-{
-    gim_err res[n > 0 ? n : 1];
-    if (store_is_pg(w->db)) {
-        run_batch_pg(w, jobs, n, res);
-        metrics_batch(w->metrics, n);
-        for (int i = 0; i < n; i++)
-            jobs[i]->done(jobs[i], w, res[i]);
-        return;
-    }
-    bool scrub_before = w->scrub_wal; /* a recall committed earlier still needs its scrub */
-    gim_err batch = store_exec(w->db, "BEGIN IMMEDIATE");
-    w->now_ms = gim_clock_now(&w->clock);
-    for (int i = 0; i < n; i++) {
-        res[i] = batch;
-        if (batch != GIM_OK)
-            continue;
-        res[i] = run_job(w, jobs[i]);
-        /* Only a lost transaction fails the neighbours: SQLite rolls the whole
-         * transaction back by itself on some errors (full disk, I/O), and the
-         * jobs after it must not run in autocommit mode. */
-        if (sqlite3_get_autocommit(w->db->db))
-            batch = GIM_EUNAVAILABLE;
-    }
-    if (batch == GIM_OK)
-        batch = seq_flush(w->seq, w->db);
-    if (batch == GIM_OK)
-        batch = store_exec(w->db, "COMMIT");
-    if (batch == GIM_OK) {
-        seq_committed(w->seq);
-    } else {
-        log_warn("write batch failed", "jobs=%d code=%s", n, gim_err_name(batch));
-        if (!sqlite3_get_autocommit(w->db->db))
-            sqlite3_exec(w->db->db, "ROLLBACK", NULL, NULL, NULL);
-        seq_reset(w->seq);
-        w->scrub_wal = scrub_before;
-    }
     metrics_batch(w->metrics, n);
     for (int i = 0; i < n; i++)
         jobs[i]->done(jobs[i], w, batch == GIM_OK ? res[i] : batch);
@@ -380,21 +318,21 @@ static void *writer_main(void *arg)
  * A reader on an older snapshot pins the WAL: no checkpoint can copy past
  * its snapshot, the WAL only grows, and a PASSIVE pass after every commit
  * then bought nothing and cost a third of the send rate (its walk of the
- * pinned WAL; 300 senders, one sqlite3 shell in a transaction: ~6,000 ->
+ * pinned WAL; 300 senders, one SQLite shell in a transaction: ~6,000 ->
  * ~10,000 sends/s once skipped). So after a pass that left frames behind,
  * the writer tries again only after CKPT_PINNED_RETRY_MS.
  */
-static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+static void wal_hook(void *arg, int frames)
 {
     struct writer *wr = arg;
     if (frames >= CKPT_WRITER_FRAMES) {
         int64_t now = gim_clock_real_ms(NULL);
         if (now < wr->pinned_until_ms)
-            return SQLITE_OK;
+            return;
         int log_frames = 0, copied = 0;
-        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
+        storage(wr->w->db)->tx->checkpoint(wr->w->db, &log_frames, &copied);
         wr->pinned_until_ms = copied < log_frames ? now + CKPT_PINNED_RETRY_MS : 0;
-        return SQLITE_OK;
+        return;
     }
     if (frames >= CKPT_FRAMES) {
         pthread_mutex_lock(&wr->ckpt_mu);
@@ -402,33 +340,6 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
         pthread_cond_signal(&wr->ckpt_cv);
         pthread_mutex_unlock(&wr->ckpt_mu);
     }
-    return SQLITE_OK;
-}
-
-/* The checkpoint connection's busy handler: a few 1 ms naps, never the configured timeout. */
-static int ckpt_busy(void *arg, int count)
-{
-    (void)arg;
-    if (count >= SCRUB_BUSY_TRIES)
-        return 0;
-    usleep(1000);
-    return 1;
-}
-
-/* One attempt at the scrub; true when the WAL was copied back and truncated. */
-static bool scrub_once(struct store_conn *db)
-{
-    int log_frames = -1, copied = -1;
-    int rc =
-        sqlite3_wal_checkpoint_v2(db->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
-    /* Frames left behind: a reader holds an older snapshot. TRUNCATE would fail too, after
-     * holding the write lock while it waited: do not even try. */
-    if (rc != SQLITE_OK || copied < log_frames)
-        return false;
-    rc = sqlite3_wal_checkpoint_v2(db->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log_frames, &copied);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
-        log_warn("wal scrub failed", "rc=%d error=\"%s\"", rc, sqlite3_errmsg(db->db));
-    return rc == SQLITE_OK;
 }
 
 static void deadline_in(struct timespec *ts, int64_t ms)
@@ -469,7 +380,7 @@ static void *ckpt_main(void *arg)
             int64_t now = gim_clock_real_ms(NULL);
             if (attempts++ == 0)
                 since_ms = now;
-            if (scrub_once(wr->ckpt_db)) {
+            if (storage(wr->ckpt_db)->tx->scrub(wr->ckpt_db)) {
                 if (attempts > 1)
                     log_info("wal scrubbed", "attempts=%lld waited_ms=%lld", (long long)attempts,
                              (long long)(now - since_ms));
@@ -484,11 +395,7 @@ static void *ckpt_main(void *arg)
                 failed = true;
             }
         } else {
-            int rc = sqlite3_wal_checkpoint_v2(wr->ckpt_db->db, NULL, SQLITE_CHECKPOINT_PASSIVE,
-                                               NULL, NULL);
-            if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-                log_warn("checkpoint failed", "rc=%d error=\"%s\"", rc,
-                         sqlite3_errmsg(wr->ckpt_db->db));
+            storage(wr->ckpt_db)->tx->checkpoint(wr->ckpt_db, NULL, NULL);
         }
         pthread_mutex_lock(&wr->ckpt_mu);
         if (failed)
@@ -519,16 +426,15 @@ static void ckpt_start(struct writer *wr)
     char err[256] = "";
     pthread_mutex_init(&wr->ckpt_mu, NULL);
     pthread_cond_init(&wr->ckpt_cv, NULL);
-    if (store_is_pg(wr->w->db)) /* PostgreSQL checkpoints by itself */
-        return;
-    if (sqlite3_db_filename(wr->w->db->db, "main") == NULL ||
-        !*sqlite3_db_filename(wr->w->db->db, "main"))
-        return;
-    if (store_open(wr->w->cfg, STORE_WRITER, &wr->ckpt_db, err, sizeof err) != GIM_OK) {
+    const struct storage_tx_ops *tx = storage(wr->w->db)->tx;
+    /* None on PostgreSQL (it checkpoints by itself) nor for an in-memory database. */
+    if (tx->checkpointer_open(wr->w->cfg, wr->w->db, SCRUB_BUSY_TRIES, &wr->ckpt_db, err,
+                              sizeof err) != GIM_OK) {
         log_warn("checkpoints stay in the writer", "reason=\"%s\"", err);
         return;
     }
-    sqlite3_busy_handler(wr->ckpt_db->db, ckpt_busy, NULL);
+    if (!wr->ckpt_db)
+        return;
     /* A crash may have left erased content in the WAL (see SCRUB_BUSY_TRIES): scrub once. */
     wr->scrub_due = true;
     if (pthread_create(&wr->ckpt_thread, NULL, ckpt_main, wr) != 0) {
@@ -538,13 +444,15 @@ static void ckpt_start(struct writer *wr)
     }
     pthread_setname_np(wr->ckpt_thread, "gim-checkpoint");
     wr->ckpt_started = true;
-    sqlite3_wal_hook(wr->w->db->db, wal_hook, wr); /* replaces wal_autocheckpoint */
+    /* Without the hook (out of memory) SQLite keeps checkpointing in COMMIT: slower, correct. */
+    wr->ckpt_hooked = tx->checkpoint_hook(wr->w->db, wal_hook, wr) == GIM_OK;
 }
 
 static void ckpt_stop(struct writer *wr)
 {
     if (wr->ckpt_started) {
-        sqlite3_wal_autocheckpoint(wr->w->db->db, 1000); /* removes wal_hook: SQLite's default */
+        if (wr->ckpt_hooked) /* SQLite's own checkpoints again */
+            storage(wr->w->db)->tx->checkpoint_hook(wr->w->db, NULL, NULL);
         pthread_mutex_lock(&wr->ckpt_mu);
         wr->ckpt_stop = true;
         pthread_cond_signal(&wr->ckpt_cv);
@@ -559,8 +467,7 @@ static void ckpt_stop(struct writer *wr)
 /* Gives the connection back its plain busy_timeout: wr->busy is about to go. */
 static void busy_release(struct writer *wr)
 {
-    if (!store_is_pg(wr->w->db))
-        sqlite3_busy_timeout(wr->w->db->db, (int)wr->w->cfg->database.busy_timeout_ms);
+    storage(wr->w->db)->tx->wait_locks(wr->w->db, NULL, wr->w->cfg->database.busy_timeout_ms);
     busy_wait_destroy(&wr->busy);
 }
 
@@ -574,7 +481,7 @@ gim_err writer_start(struct writer **out, struct wctx *w, writer_maint_fn mainta
     pthread_mutex_init(&wr->mu, NULL);
     pthread_cond_init(&wr->cv, NULL);
     busy_wait_init(&wr->busy, w->cfg->database.busy_timeout_ms);
-    busy_wait_install(&wr->busy, w->db->db);
+    storage(w->db)->tx->wait_locks(w->db, &wr->busy, w->cfg->database.busy_timeout_ms);
     ckpt_start(wr);
     if (pthread_create(&wr->thread, NULL, writer_main, wr) != 0) {
         ckpt_stop(wr);
@@ -615,10 +522,10 @@ uint64_t writer_pending(struct writer *wr)
 
 void writer_stop_waiting(struct writer *wr)
 {
-    if (wr && store_is_pg(wr->w->db))
-        pgstore_stop_waiting(wr->w->db);
-    if (wr)
-        busy_wait_cancel(&wr->busy);
+    if (!wr)
+        return;
+    storage(wr->w->db)->tx->stop_waiting(wr->w->db);
+    busy_wait_cancel(&wr->busy);
 }
 
 void writer_stop(struct writer *wr)

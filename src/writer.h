@@ -18,6 +18,10 @@
  * (writer.c). Without that thread (an in-memory database; gimctl and tests
  * calling maint_run) maintenance scrubs on the writer's connection.
  *
+ * The transaction's steps are the tx operations of the connection's
+ * backend (storage(c)->tx, storage.h): the batch is one flow, and SQLite's
+ * steps are the statements they always were.
+ *
  * On PostgreSQL (database.backend: postgres) the batch is the same, one
  * transaction with a savepoint per job, per instance: several instances
  * commit side by side, and seqs are taken in the database (seq.h). A
@@ -34,8 +38,9 @@
  * PostgreSQL's deadlock_timeout, 1 s). So before a batch of several jobs
  * runs, the writer asks each job which seq rows it will lock (locks()),
  * and locks them all, group rows (as a group's send or change does) then
- * user then room seq rows, each in ascending id order (group_lock_batch,
- * seq_lock); the jobs then lock rows their transaction already holds.
+ * user then room seq rows, each in ascending id order (the tx area's
+ * lock_batch, storage.h); the jobs then lock rows their transaction
+ * already holds.
  *
  * What maintenance does is not the writer's business: main hands it in
  * (maint_run, maint.h) as a writer_maint_fn, so the writer needs no

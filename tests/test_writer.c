@@ -16,6 +16,7 @@
 #include "config.h"
 #include "presence.h"
 #include "seq.h"
+#include "storage.h"
 #include "store.h"
 #include "writer.h"
 
@@ -184,6 +185,63 @@ Test(writer, a_failed_batch_keeps_an_earlier_recall_s_wal_scrub)
     run(t, 1);
     cr_assert_neq(t[0].result, GIM_OK);
     cr_assert(w.scrub_wal, "the erased content must still leave the WAL");
+}
+
+Test(writer, a_lone_failing_job_changes_nothing_and_gives_back_its_seq)
+{
+    struct tjob t[1];
+    init(t, 1);
+    t[0].fail = true; /* alone: PostgreSQL would skip its savepoint, SQLite keeps it */
+    run(t, 1);
+    cr_assert_eq(t[0].result, GIM_EFORBIDDEN);
+    cr_assert_eq(count_from_outside(1), 0, "the failed job's row must not be committed");
+    struct tjob next;
+    init(&next, 1);
+    run(&next, 1);
+    cr_assert_eq(next.result, GIM_OK);
+    cr_assert_eq(next.seq, 1, "the failed job's seq is reused: no gap");
+}
+
+/* Every tx operation the writer, http and dispatch call exists on both backends (storage.h); only
+ * the two SQLite has no use for may be NULL there. */
+Test(writer, both_backends_fill_every_tx_operation)
+{
+    const struct storage_ops *backends[] = {&storage_sqlite, &storage_pg};
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
+        const struct storage_tx_ops *tx = backends[i]->tx;
+        const char *name = backends[i]->name;
+        cr_assert(tx->begin && tx->savepoint && tx->release && tx->rollback_to && tx->lost &&
+                      tx->commit && tx->rollback && tx->retryable,
+                  "%s: a transaction operation is missing", name);
+        cr_assert(tx->wait_locks && tx->stop_waiting && tx->checkpointer_open &&
+                      tx->checkpoint_hook && tx->checkpoint && tx->scrub,
+                  "%s: a lock wait or checkpoint operation is missing", name);
+        cr_assert(tx->health_open && tx->health_writable && tx->schema_version && tx->location &&
+                      tx->session_check,
+                  "%s: a health, start-up or session operation is missing", name);
+    }
+    /* PostgreSQL's instances deadlock unless batches lock in one order, and its failures say
+     * why: both are needed there. */
+    cr_assert_not_null(storage_pg.tx->lock_batch);
+    cr_assert_not_null(storage_pg.tx->sqlstate);
+    cr_assert_eq(storage_sqlite.tx->schema_version(), store_schema_version());
+    cr_assert_str_eq(storage_sqlite.tx->location(&cfg), path);
+    cr_assert_null(storage_pg.tx->location(&cfg), "never a URL in the log");
+}
+
+/* SQLite's writer never retries: a failure there is not a deadlock with another instance. */
+Test(writer, sqlite_failures_are_never_retryable_and_a_rollback_ends_the_transaction)
+{
+    const struct storage_tx_ops *tx = storage(db)->tx;
+    cr_assert_eq(tx->begin(db), GIM_OK);
+    cr_assert_not(tx->lost(db));
+    cr_assert_neq(store_exec(db, "INSERT INTO nosuchtable VALUES (1)"), GIM_OK);
+    cr_assert_not(tx->retryable(db));
+    tx->rollback(db);
+    cr_assert(tx->lost(db), "no transaction is left open after rollback");
+    tx->rollback(db); /* nothing open: a no-op */
+    cr_assert_eq(tx->begin(db), GIM_OK);
+    cr_assert_eq(tx->commit(db, true), GIM_OK);
 }
 
 Test(writer, the_thread_commits_queued_jobs_in_groups)

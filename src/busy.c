@@ -55,13 +55,6 @@ int busy_wait_handler(void *arg, int count)
     return again;
 }
 
-void busy_wait_install(struct busy_wait *b, sqlite3 *db)
-{
-    if (!db) /* a PostgreSQL connection: no SQLite lock to wait for */
-        return;
-    sqlite3_busy_handler(db, busy_wait_handler, b);
-}
-
 void busy_wait_cancel(struct busy_wait *b)
 {
     pthread_mutex_lock(&b->mu);

@@ -5,8 +5,9 @@
  * SQLite's busy_timeout sleeps in a loop nothing can interrupt (not even
  * sqlite3_interrupt), so a writer waiting on a lock held by the sqlite3 CLI
  * held up a stop for as long as database.busy_timeout_ms, up to 10 minutes.
- * busy_wait_install() replaces busy_timeout on a connection with a handler
- * that waits the same total time on a condition variable, and
+ * busy_wait_handler() replaces busy_timeout on a connection (installed by
+ * the storage layer: storage(c)->tx->wait_locks) with a handler that waits
+ * the same total time on a condition variable, and
  * busy_wait_cancel() wakes every waiter and makes this and every later wait
  * give up at once. A wait that gives up fails its statement with
  * SQLITE_BUSY, exactly as a timeout does (EC_UNAVAILABLE, nothing written).
@@ -18,7 +19,6 @@
 #define GIM_BUSY_H
 
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -39,14 +39,6 @@ void busy_wait_destroy(struct busy_wait *b);
  * through storage(c)->tx->wait_locks (storage.h).
  */
 int busy_wait_handler(void *arg, int count);
-
-/*
- * Makes db wait at most b->timeout_ms for a lock, and never after
- * busy_wait_cancel(b). Kept for the workers' read connections (server.c)
- * and test_busy until they go through tx->wait_locks; then this and the
- * SQLite header leave busy.h.
- */
-void busy_wait_install(struct busy_wait *b, sqlite3 *db);
 
 /* Ends every wait in progress and every later one at once; cannot be undone. */
 void busy_wait_cancel(struct busy_wait *b);

@@ -19,6 +19,7 @@
 #include "metrics.h"
 #include "textfile.h"
 #include "writer.h"
+#include "storage.h"
 
 enum ctx_state { CTX_IDLE, CTX_RECV, CTX_WORK, CTX_SEND };
 
@@ -380,7 +381,7 @@ static gim_err start_workers(struct server *s, const struct server_opts *o, char
         pthread_cond_init(&w->cv, NULL);
         if ((e = store_open(o->cfg, STORE_READER, &w->ro, errbuf, errlen)) != GIM_OK)
             return e;
-        busy_wait_install(&s->rbusy, w->ro->db);
+        storage(w->ro)->tx->wait_locks(w->ro, &s->rbusy, s->rbusy.timeout_ms);
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             snprintf(errbuf, errlen, "cannot start worker thread");
             return GIM_EINTERNAL;

@@ -59,7 +59,7 @@ static void *try_write(void *arg)
     struct attempt *a = arg;
     sqlite3 *h = NULL;
     cr_assert_eq(sqlite3_open(db, &h), SQLITE_OK);
-    busy_wait_install(a->b, h);
+    sqlite3_busy_handler(h, busy_wait_handler, a->b); /* as storage's tx->wait_locks does */
     int64_t t = now_ms();
     a->rc = sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     a->took_ms = now_ms() - t;

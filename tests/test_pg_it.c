@@ -583,54 +583,6 @@ Test(pg_it, a_lost_connection_is_reestablished)
 /* --- kill -9 under load ---------------------------------------------------- */
 
 #define CRASH_THREADS 3
-#define CRASH_MAX     4096
-
-struct crasher {
-    const char *url;
-    int64_t user, device, to;
-    int64_t ids[CRASH_MAX], seqs[CRASH_MAX]; /* acknowledged sends */
-    int n, unauth, other;
-};
-
-static atomic_bool crash_stop;
-
-static void *crash_main(void *arg)
-{
-    struct crasher *w = arg;
-    struct gim_client *c = NULL;
-    struct client_conn conn = {.user_id = w->user, .device_id = w->device, .gateway_id = "gw"};
-    static const uint8_t content[] = {0x0a, 0x01, 'k'};
-    /* Short timeouts, many attempts: a request lost in a kill is resent (same bytes). */
-    if (client_open(&c, w->url, 1000, 30) != GIM_OK)
-        return NULL;
-    for (int64_t id = 1; !atomic_load(&crash_stop) && w->n < CRASH_MAX; id++) {
-        Pb__Message m = PB__MESSAGE__INIT;
-        m.receiver_type = PB__RECEIVER_TYPE__RT_USER;
-        m.receiver_id = w->to;
-        m.message_type = PB__MESSAGE_TYPE__MT_TEXT;
-        m.message_content.data = (uint8_t *)content;
-        m.message_content.len = sizeof content;
-        Pb__MessageSend send = PB__MESSAGE_SEND__INIT;
-        send.message = &m;
-        Pb__Output *out = NULL;
-        if (client_request(c, &conn, PB__PACKAGE_TYPE__PT_MESSAGE, id, &send.base, &out) != GIM_OK)
-            continue; /* no reply: may or may not be stored */
-        if (out->code == 0) {
-            Pb__MessageSend *ms = pb__message_send__unpack(NULL, out->data.len, out->data.data);
-            w->ids[w->n] = id;
-            w->seqs[w->n++] = ms && ms->message ? ms->message->seq : -1;
-            if (ms)
-                pb__message_send__free_unpacked(ms, NULL);
-        } else if (out->code == PB__ERROR_CODE__EC_UNAUTHENTICATED) {
-            w->unauth++;
-        } else if (out->code != PB__ERROR_CODE__EC_UNAVAILABLE) {
-            w->other++;
-        }
-        pb__output__free_unpacked(out, NULL);
-    }
-    client_close(c);
-    return NULL;
-}
 
 /*
  * Senders on three devices while the service is killed (-9) and restarted
@@ -640,17 +592,8 @@ static void *crash_main(void *arg)
  */
 Test(pg_it, kill9_keeps_every_acknowledged_send, .timeout = 180)
 {
-    static struct crasher ws[CRASH_THREADS];
-    pthread_t th[CRASH_THREADS];
-    for (int i = 0; i < CRASH_THREADS; i++) {
-        struct client_conn conn;
-        ws[i] = (struct crasher){
-            .url = a.url, .user = 10 + i, .device = 100 + i, .to = 10 + (i + 1) % CRASH_THREADS};
-        cr_assert_eq(tl_signin(ca, &conn, ws[i].user, ws[i].device, "gw"), 0);
-    }
-    atomic_store(&crash_stop, false);
-    for (int i = 0; i < CRASH_THREADS; i++)
-        pthread_create(&th[i], NULL, crash_main, &ws[i]);
+    static struct tl_sender ws[CRASH_THREADS];
+    tl_senders_start(&a, ca, ws, CRASH_THREADS);
     unsigned seed = (unsigned)time(NULL);
     cr_log_info("seed %u", seed);
     for (int k = 0; k < 3; k++) {
@@ -659,51 +602,8 @@ Test(pg_it, kill9_keeps_every_acknowledged_send, .timeout = 180)
         tl_restart(&a);
     }
     usleep(500 * 1000);
-    atomic_store(&crash_stop, true);
-    for (int i = 0; i < CRASH_THREADS; i++)
-        pthread_join(th[i], NULL);
-
-    int total = 0;
-    char sql[512];
-    for (int i = 0; i < CRASH_THREADS; i++) {
-        const struct crasher *w = &ws[i];
-        cr_assert_eq(w->unauth, 0, "device %lld lost its session in a restart",
-                     (long long)w->device);
-        cr_assert_eq(w->other, 0, "device %lld got unexpected codes", (long long)w->device);
-        total += w->n;
-        /* All of the thread's acknowledged (request_id, seq) in one query. */
-        size_t cap = 256 + (size_t)w->n * 48, at = 0;
-        char *big = malloc(cap);
-        cr_assert_not_null(big);
-        at += (size_t)snprintf(big + at, cap - at, "SELECT count(*) FROM (VALUES ");
-        for (int j = 0; j < w->n; j++)
-            at += (size_t)snprintf(big + at, cap - at, "%s(%lld, %lld)", j ? ", " : "",
-                                   (long long)w->ids[j], (long long)w->seqs[j]);
-        snprintf(big + at, cap - at,
-                 ") v (id, seq) JOIN idempotency k ON k.device_id = %lld AND k.request_id = v.id "
-                 "JOIN message m ON m.id = k.message_id JOIN inbox i ON i.message_id = m.id AND "
-                 "i.user_id = %lld AND i.seq = v.seq",
-                 (long long)w->device, (long long)w->user);
-        if (w->n > 0)
-            cr_assert_eq(tl_query_int(a.db, big), w->n,
-                         "every acknowledged send of device %lld, at its seq",
-                         (long long)w->device);
-        free(big);
-        snprintf(sql, sizeof sql,
-                 "SELECT count(*) = max(seq) AND max(seq) = (SELECT seq FROM user_seq WHERE "
-                 "user_id = %lld) FROM inbox WHERE user_id = %lld",
-                 (long long)w->user, (long long)w->user);
-        cr_assert_eq(tl_query_int(a.db, sql), 1, "user %lld's inbox is 1..N = user_seq",
-                     (long long)w->user);
-    }
-    cr_assert_gt(total, 0, "nothing was acknowledged");
-    cr_assert_eq(tl_query_int(a.db, "SELECT count(*) FROM message m WHERE (SELECT count(*) FROM "
-                                    "inbox i WHERE i.message_id = m.id) <> 2"),
-                 0, "every message has exactly its two copies");
-    cr_assert_eq(tl_query_int(a.db, "SELECT count(*) FROM message"),
-                 tl_query_int(a.db, "SELECT count(*) FROM idempotency"),
-                 "no send stored twice (each has one record)");
-    cr_log_info("acknowledged sends: %d", total);
+    tl_senders_stop(ws, CRASH_THREADS);
+    cr_log_info("acknowledged sends: %d", tl_senders_check(&a, ws, CRASH_THREADS));
 }
 
 /*

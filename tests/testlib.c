@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sqlite3.h>
@@ -495,4 +496,108 @@ int tl_enable_http(struct tl_server *s)
         cr_assert_lt(i, 200, "no HTTP listener on port %d after 10 s; see %s", port, s->log);
         usleep(50 * 1000);
     }
+}
+
+static void *sender_main(void *arg)
+{
+    struct tl_sender *w = arg;
+    struct gim_client *c = NULL;
+    struct client_conn conn = {.user_id = w->user, .device_id = w->device, .gateway_id = "gw"};
+    static const uint8_t content[] = {0x0a, 0x01, 'k'};
+    if (client_open(&c, w->url, 1000, 30) != GIM_OK)
+        return NULL;
+    for (int64_t id = 1; !atomic_load(&w->stop) && w->n < TL_SENDER_MAX; id++) {
+        Pb__Message m = PB__MESSAGE__INIT;
+        m.receiver_type = PB__RECEIVER_TYPE__RT_USER;
+        m.receiver_id = w->to;
+        m.message_type = PB__MESSAGE_TYPE__MT_TEXT;
+        m.message_content.data = (uint8_t *)content;
+        m.message_content.len = sizeof content;
+        Pb__MessageSend send = PB__MESSAGE_SEND__INIT;
+        send.message = &m;
+        Pb__Output *out = NULL;
+        if (client_request(c, &conn, PB__PACKAGE_TYPE__PT_MESSAGE, id, &send.base, &out) != GIM_OK)
+            continue; /* no reply: may or may not be stored */
+        if (out->code == 0) {
+            Pb__MessageSend *ms = pb__message_send__unpack(NULL, out->data.len, out->data.data);
+            w->ids[w->n] = id;
+            w->seqs[w->n++] = ms && ms->message ? ms->message->seq : -1;
+            if (ms)
+                pb__message_send__free_unpacked(ms, NULL);
+        } else if (out->code == PB__ERROR_CODE__EC_UNAUTHENTICATED) {
+            w->unauth++;
+        } else if (out->code != PB__ERROR_CODE__EC_UNAVAILABLE) {
+            w->other++;
+        }
+        pb__output__free_unpacked(out, NULL);
+    }
+    client_close(c);
+    return NULL;
+}
+
+void tl_senders_start(const struct tl_server *s, struct gim_client *c, struct tl_sender *ws, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct client_conn conn;
+        memset(&ws[i], 0, sizeof ws[i]);
+        ws[i].url = s->url;
+        ws[i].user = 10 + i;
+        ws[i].device = 100 + i;
+        ws[i].to = 10 + (i + 1) % n;
+        cr_assert_eq(tl_signin(c, &conn, ws[i].user, ws[i].device, "gw"), 0);
+    }
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(pthread_create(&ws[i].thread, NULL, sender_main, &ws[i]), 0);
+}
+
+void tl_senders_stop(struct tl_sender *ws, int n)
+{
+    for (int i = 0; i < n; i++)
+        atomic_store(&ws[i].stop, true);
+    for (int i = 0; i < n; i++)
+        pthread_join(ws[i].thread, NULL);
+}
+
+int tl_senders_check(const struct tl_server *s, const struct tl_sender *ws, int n)
+{
+    int total = 0;
+    char sql[512];
+    for (int i = 0; i < n; i++) {
+        const struct tl_sender *w = &ws[i];
+        cr_assert_eq(w->unauth, 0, "device %lld lost its session", (long long)w->device);
+        cr_assert_eq(w->other, 0, "device %lld got unexpected codes", (long long)w->device);
+        total += w->n;
+        /* All of the thread's acknowledged (request_id, seq) in one query. */
+        size_t cap = 256 + (size_t)w->n * 48, at = 0;
+        char *big = malloc(cap);
+        cr_assert_not_null(big);
+        at += (size_t)snprintf(big + at, cap - at, "SELECT count(*) FROM (VALUES ");
+        for (int j = 0; j < w->n; j++)
+            at += (size_t)snprintf(big + at, cap - at, "%s(%lld, %lld)", j ? ", " : "",
+                                   (long long)w->ids[j], (long long)w->seqs[j]);
+        snprintf(big + at, cap - at,
+                 ") v (id, seq) JOIN idempotency k ON k.device_id = %lld AND k.request_id = v.id "
+                 "JOIN message m ON m.id = k.message_id JOIN inbox i ON i.message_id = m.id AND "
+                 "i.user_id = %lld AND i.seq = v.seq",
+                 (long long)w->device, (long long)w->user);
+        if (w->n > 0)
+            cr_assert_eq(tl_query_int(s->db, big), w->n,
+                         "every acknowledged send of device %lld, at its seq",
+                         (long long)w->device);
+        free(big);
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) = max(seq) AND max(seq) = (SELECT seq FROM user_seq WHERE "
+                 "user_id = %lld) FROM inbox WHERE user_id = %lld",
+                 (long long)w->user, (long long)w->user);
+        cr_assert_eq(tl_query_int(s->db, sql), 1, "user %lld's inbox is 1..N = user_seq",
+                     (long long)w->user);
+    }
+    cr_assert_gt(total, 0, "nothing was acknowledged");
+    cr_assert_eq(tl_query_int(s->db, "SELECT count(*) FROM message m WHERE (SELECT count(*) FROM "
+                                     "inbox i WHERE i.message_id = m.id) <> 2"),
+                 0, "every message has exactly its two copies");
+    cr_assert_eq(tl_query_int(s->db, "SELECT count(*) FROM message"),
+                 tl_query_int(s->db, "SELECT count(*) FROM idempotency"),
+                 "no send stored twice (each has one record)");
+    return total;
 }

@@ -18,6 +18,7 @@
 #ifndef GIM_TESTLIB_H
 #define GIM_TESTLIB_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -136,6 +137,30 @@ int64_t tl_query_int(const char *db, const char *sql);
 
 /* tl_query_int with the query formatted printf-style (numbers only: never quote strings in). */
 int64_t tl_query_intf(const char *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Crash tests' senders: a thread each, sending 1:1 messages with request ids 1, 2, ...
+ * through its own client (short timeouts, many attempts: a request lost in a crash is resent
+ * with the same bytes) until stopped, recording every acknowledged send. tl_senders_start
+ * signs n devices in through c (users 10.., devices 100.., each sending to the next user)
+ * and starts the threads on s; tl_senders_stop joins them; tl_senders_check asserts on s's
+ * database that every acknowledged send is stored once, at the seq its reply named, with
+ * both copies; that every sender's inbox is 1..N = user_seq; that no session was lost (no
+ * EC_UNAUTHENTICATED) and no answer but OK or EC_UNAVAILABLE came; and returns how many
+ * sends were acknowledged (at least one, or it fails). ws must stay alive until stopped.
+ */
+#define TL_SENDER_MAX 4096
+struct tl_sender {
+    const char *url;
+    int64_t user, device, to;
+    int64_t ids[TL_SENDER_MAX], seqs[TL_SENDER_MAX]; /* acknowledged sends */
+    int n, unauth, other;
+    _Atomic bool stop;
+    pthread_t thread;
+};
+void tl_senders_start(const struct tl_server *s, struct gim_client *c, struct tl_sender *ws, int n);
+void tl_senders_stop(struct tl_sender *ws, int n);
+int tl_senders_check(const struct tl_server *s, const struct tl_sender *ws, int n);
 
 /* Sends raw bytes (not a GatewayRequest) and returns the decoded Output. */
 Pb__Output *tl_call_raw(struct gim_client *c, const void *buf, size_t len);

@@ -12,6 +12,12 @@
 #                              Idempotent: no DIR, nothing to do, exit 0. It refuses a DIR
 #                              that pgtmp.sh did not make.
 #   tools/pgtmp.sh status DIR  exit 0 and the URL if the server in DIR runs, else exit 1.
+#   tools/pgtmp.sh crash DIR [SECONDS]
+#                              a crash of the server in DIR: every server process killed
+#                              (SIGKILL, no shutdown checkpoint, connections cut), down for
+#                              SECONDS (default 1), then started again on the same cluster and
+#                              port, recovering from its WAL as after a power loss. For tests
+#                              of what a client of the database sees across a crash.
 #   tools/pgtmp.sh bins        the server programs it runs, one a line (tools/setup.sh checks
 #                              that they come from the packages it installs).
 #
@@ -55,7 +61,7 @@ die() {
 }
 
 usage() {
-    echo "usage: $0 start DIR | stop DIR | status DIR | bins" >&2
+    echo "usage: $0 start DIR | stop DIR | status DIR | crash DIR [SECONDS] | bins" >&2
     exit 2
 }
 
@@ -186,6 +192,37 @@ cmd_status() {
     url_for "$PORT"
 }
 
+cmd_crash() {
+    local dir=$1 down=${2:-1} pid
+    { load_state "$dir" && running; } || die "no server running in $dir"
+    need_bins
+    server_user
+    # The postmaster and every backend at once, as a machine that loses power: SIGKILL to the
+    # postmaster alone would leave its backends serving until they notice.
+    pid=$(head -n 1 "$CLUSTER/postmaster.pid")
+    if [[ $(ps -o sid= -p "$pid" | tr -d ' ') == "$pid" ]]; then
+        pkill -KILL -s "$pid" # pg_ctl starts the postmaster in a session of its own
+    else
+        pkill -KILL -P "$pid" || true
+        kill -KILL "$pid"
+    fi
+    local i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    ! kill -0 "$pid" 2>/dev/null || die "the server (pid $pid) survived SIGKILL"
+    sleep "$down"
+    local slog=$CLUSTER/server.log
+    # pg_ctl removes the stale postmaster.pid itself once no process holds it.
+    as_server "$BINDIR/pg_ctl" start -D "$CLUSTER" -l "$slog" -w -t 60 -o "-p $PORT" \
+        >/dev/null 2>&1 || {
+        tail -n 20 "$slog" >&2 || true
+        die "the server did not come back after the crash"
+    }
+    echo "pgtmp.sh: crashed and restarted the server in $dir (port $PORT)" >&2
+}
+
 cmd_start() {
     local dir=$1
     need_bins
@@ -300,6 +337,11 @@ start | stop | status)
     (($# == 2)) || usage
     [[ -n $2 ]] || usage
     "cmd_$1" "$2"
+    ;;
+crash)
+    (($# == 2 || $# == 3)) || usage
+    [[ -n $2 ]] || usage
+    cmd_crash "$2" "${3:-1}"
     ;;
 *) usage ;;
 esac

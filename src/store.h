@@ -8,8 +8,8 @@
  * Statements: the storage layer (src/storage/sqlite_*.c) keeps its SQL as
  * `static const char SQL_X[]` next to the code that runs it and calls
  * store_stmt(conn, SQL_X), which prepares it once per connection (keyed by
- * the string's address) and hands back the reset statement. Call store_done() when finished so readers release their
- * snapshot (an unreset SELECT pins the WAL and blocks checkpoints).
+ * the string's address) and hands back the reset statement. Call store_done() when finished so
+ * readers release their snapshot (an unreset SELECT pins the WAL and blocks checkpoints).
  */
 #ifndef GIM_STORE_H
 #define GIM_STORE_H

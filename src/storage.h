@@ -232,14 +232,6 @@ struct storage_message_ops {
     gim_err (*send_user)(struct wctx *w, struct message_new *m, int64_t request_id,
                          struct message_stored *out, const char **what);
     /*
-     * The sender's role (an enum group_role, GROUP_NONE when not a member) in group gid and
-     * whether the group exists (read only when the role is GROUP_NONE on SQLite), for a group
-     * send: on PostgreSQL the group's row is share-locked first, so a membership change on
-     * another instance waits for this send (or it for the change). *what names the failed step.
-     */
-    gim_err (*send_group_role)(struct wctx *w, int64_t gid, int64_t user_id, int *role,
-                               bool *exists, const char **what);
-    /*
      * A room send's push targets, read in the transaction after the room's entry was appended:
      * PostgreSQL: the online devices subscribed to room_id (*targets calloc'ed, the caller's;
      * *known = true). SQLite: nothing read, *known = false (pushes follow presence).
@@ -378,7 +370,8 @@ struct storage_device_ops {
 /*
  * groups: rows, membership (locked by sends and changes), ids, fan-out of group sends, notices and
  * operator sends with their push targets, operator idempotency (group.c, fanout.c, operator.c,
- * handle_admin_group.c, handle_admin_send.c)
+ * handle_admin_group.c, handle_admin_send.c; the roles a group send and a recall check,
+ * handle_message.c and recall.c)
  */
 #include "group.h" /* enum group_role, enum group_lock, struct group_info, struct group_member */
 
@@ -405,6 +398,16 @@ struct storage_group_ops {
      * writer ignores lock.
      */
     gim_err (*exists)(struct store_conn *db, int64_t group_id, enum group_lock lock, bool *exists);
+    /*
+     * A group send's sender: user_id's role in group_id into *role (GROUP_NONE when not a member)
+     * and whether the group exists into *exists (read only when the role is GROUP_NONE on SQLite;
+     * true otherwise). On PostgreSQL the group's row is share-locked first (exists,
+     * GROUP_LOCK_SHARE), so a membership change on another instance waits for this send (or it
+     * for the change). Writer's connection, in its transaction. On failure *what names the
+     * failed step ("group", "membership") for the log.
+     */
+    gim_err (*send_role)(struct store_conn *db, int64_t group_id, int64_t user_id,
+                         enum group_role *role, bool *exists, const char **what);
     /*
      * PostgreSQL: locks the rows of groups ids[0..n) (ascending and distinct, else
      * GIM_EINTERNAL) FOR UPDATE in ascending id order until the commit (the writer's lock of a
@@ -633,8 +636,7 @@ struct storage_recall_ops {
      * such entry.
      */
     gim_err (*find)(struct wctx *w, int64_t user_id, int64_t seq, struct storage_recall_msg *m);
-    /* user_id's role in group_id into *role (an enum group_role; GROUP_NONE when not a member). */
-    gim_err (*role)(struct wctx *w, int64_t group_id, int64_t user_id, int *role);
+    /* (The actor's role in a group message's group is the group area's role.) */
     /*
      * Erases m's content (status MS_RECALL, content NULL) and lists the
      * copies that get a notice: a group message's member copies, a 1:1

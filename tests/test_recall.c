@@ -715,7 +715,6 @@ static void assert_recall_ops(const struct storage_ops *b)
     cr_assert_not_null(o, "%s", b->name);
 #define HAS(op) cr_assert(o->op != NULL, "%s: recall operation " #op " missing", b->name)
     HAS(find);
-    HAS(role);
     HAS(erase);
     HAS(targets);
     HAS(erased);

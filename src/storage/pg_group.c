@@ -161,6 +161,29 @@ static gim_err exists(struct store_conn *db, int64_t group_id, enum group_lock l
     return e;
 }
 
+/*
+ * The group's row share-locked first: a membership change on another
+ * instance waits for this send (or this send for it), so the members the
+ * send reads next are the members.
+ */
+static gim_err send_role(struct store_conn *db, int64_t group_id, int64_t user_id,
+                         enum group_role *r, bool *ok, const char **what)
+{
+    gim_err e = exists(db, group_id, GROUP_LOCK_SHARE, ok);
+    *r = GROUP_NONE;
+    if (e != GIM_OK) {
+        *what = "group";
+        return e;
+    }
+    if (!*ok)
+        return GIM_OK;
+    if ((e = role(db, group_id, user_id, r)) != GIM_OK) {
+        *what = "membership";
+        *r = GROUP_NONE;
+    }
+    return e;
+}
+
 static gim_err lock_batch(struct store_conn *db, const int64_t *ids, size_t n)
 {
     if (n == 0)
@@ -534,6 +557,7 @@ static gim_err op_idem_put(struct wctx *w, const char *key, int type, const uint
 const struct storage_group_ops storage_pg_group = {
     .role = role,
     .exists = exists,
+    .send_role = send_role,
     .lock_batch = lock_batch,
     .members = members,
     .member_count = member_count,

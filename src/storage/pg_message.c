@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "group.h"
 #include "message.h"
 #include "pgstore.h"
 #include "presence.h"
@@ -363,31 +362,6 @@ static gim_err send_user(struct wctx *w, struct message_new *m, int64_t request_
     return GIM_OK;
 }
 
-/*
- * The group's row share-locked first: a membership change on another
- * instance waits for this send (or this send for it), so the members the
- * send reads next are the members.
- */
-static gim_err send_group_role(struct wctx *w, int64_t gid, int64_t user_id, int *role,
-                               bool *exists, const char **what)
-{
-    enum group_role r = GROUP_NONE;
-    gim_err e = group_exists(w->db, gid, GROUP_LOCK_SHARE, exists);
-    *role = (int)GROUP_NONE;
-    if (e != GIM_OK) {
-        *what = "group";
-        return e;
-    }
-    if (!*exists)
-        return GIM_OK;
-    if ((e = group_role(w->db, gid, user_id, &r)) != GIM_OK) {
-        *what = "membership";
-        return e;
-    }
-    *role = (int)r;
-    return GIM_OK;
-}
-
 /* The room's subscribers as the device table says in this transaction (room_subscribers). */
 static gim_err send_room_targets(struct wctx *w, int64_t room_id, struct session **targets,
                                  size_t *n, bool *known)
@@ -533,7 +507,6 @@ const struct storage_message_ops storage_pg_message = {
     .inbox_add = inbox_add,
     .load = load,
     .send_user = send_user,
-    .send_group_role = send_group_role,
     .send_room_targets = send_room_targets,
     .idem_claim = idem_claim,
     .idem_take_over = idem_take_over,

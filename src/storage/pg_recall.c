@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "group.h"
 #include "kick.h"
 #include "pgstore.h"
 #include "presence.h"
@@ -48,8 +47,6 @@ static const char PG_GROUP_COPIES[] =
     "SELECT g.user_id, g.seq FROM group_copy g JOIN inbox i ON i.user_id = g.user_id "
     "AND i.seq = g.seq AND i.message_id = g.message_id WHERE g.message_id = $1 "
     "ORDER BY g.user_id";
-/* The actor's role in the message's group (group_role's query, for this backend). */
-static const char PG_ROLE[] = "SELECT role FROM group_member WHERE group_id = $1 AND user_id = $2";
 /* $1: the users as an array literal ("{1,2}"): one statement for any number of them. */
 static const char PG_TARGETS[] = "SELECT device_id, user_id, gateway_id, room_id FROM device "
                                  "WHERE online = 1 AND user_id = ANY ($1::bigint[])";
@@ -90,22 +87,6 @@ static gim_err find(struct wctx *w, int64_t user_id, int64_t seq, struct storage
     t->receiver_seq = pgstore_int(res, 0, 10);
     PQclear(res);
     return GIM_OK;
-}
-
-static gim_err role(struct wctx *w, int64_t group_id, int64_t user_id, int *out)
-{
-    PGresult *res = NULL;
-    char text[16] = "";
-    gim_err e = PG_RUN(w->db, PG_ROLE, &res, NULL, STORE_INT(group_id), STORE_INT(user_id));
-    if (e == GIM_OK && PQntuples(res) == 1) {
-        size_t len = 0;
-        const uint8_t *r = pgstore_blob(res, 0, 0, &len);
-        if (r && len < sizeof text)
-            memcpy(text, r, len);
-    }
-    PQclear(res);
-    *out = (int)group_role_parse(text);
-    return e;
 }
 
 /* Whether (user_id, seq) of the inbox still points at message_id. */
@@ -491,7 +472,6 @@ static gim_err erasure_room_erase(struct wctx *w, int64_t room_id, int64_t seq)
 
 const struct storage_recall_ops storage_pg_recall = {
     .find = find,
-    .role = role,
     .erase = erase,
     .targets = targets,
     .erased = erased,

@@ -21,7 +21,11 @@ static int64_t retention_due_ms;
 
 gim_err maint_signout(struct wctx *w, int64_t device_id)
 {
-    return storage(w->db)->maint->sign_out(w, device_id);
+    gim_err e = storage(w->db)->device->sign_out_any(w, device_id);
+    if (e != GIM_OK)
+        log_warn("sign-out write failed", "device=%" PRId64 " error=\"%s\"", device_id,
+                 store_errmsg(w->db));
+    return e;
 }
 
 /*
@@ -40,7 +44,7 @@ static size_t sweep_slice(struct wctx *w, int64_t cutoff)
     if ((e = m->begin(w)) != GIM_OK)
         goto fail;
     for (size_t i = 0; i < n; i++)
-        if ((e = m->sign_out(w, ids[i])) != GIM_OK)
+        if ((e = maint_signout(w, ids[i])) != GIM_OK)
             goto rollback;
     if ((e = m->commit(w)) != GIM_OK)
         goto rollback;

@@ -317,6 +317,14 @@ struct storage_device_ops {
     gim_err (*sign_out)(struct wctx *w, int64_t device_id, int64_t user_id, const char *gateway_id);
 
     /*
+     * Sign-out of a device whatever its session (writer's tx; the presence
+     * sweeper's, maint_signout): marks device_id offline (online = 0, room_id
+     * = 0, updated_at = w->now_ms), whatever user or gateway it is on. A
+     * device without a row is GIM_OK. kick runs the same statement.
+     */
+    gim_err (*sign_out_any)(struct wctx *w, int64_t device_id);
+
+    /*
      * An ack (writer's tx): sets the device's ack_seq and ack_time (and
      * updated_at = w->now_ms) only while the row names user_id and its
      * ack_seq is below ack_seq: acks only move forward. Nothing matching is
@@ -337,7 +345,7 @@ struct storage_device_ops {
     /*
      * A kick (writer's tx): reads device_id's row into *row (device_id,
      * user_id, gateway_id "" if it has none; room_id and last_seen_ms 0) and
-     * *was_online, then marks it offline (online = 0, room_id = 0). With
+     * *was_online, then marks it offline as sign_out_any does. With
      * shared_sessions the row is locked until the commit (a sign-in of the
      * device at another instance waits, then wins). GIM_ENOTFOUND when the
      * device has no row (nothing written).
@@ -738,7 +746,8 @@ struct storage_maint_ops {
      * holder of the maintenance lock signs out, in the database, the devices
      * no instance saw for the timeout (sweep). False (SQLite): this
      * process's presence table is the truth, the sweep signs out what it
-     * expires (sign_out), and seen, seen_gateway and sweep are NULL.
+     * expires (the device area's sign_out_any), and seen, seen_gateway and
+     * sweep are NULL.
      */
     bool shared_sessions;
 
@@ -758,18 +767,14 @@ struct storage_maint_ops {
     void (*rollback)(struct wctx *w);
     bool (*in_transaction)(struct wctx *w);
 
-    /* Marks device_id offline (online = 0, room_id = 0, updated_at = w->now_ms), whatever user
-     * or gateway it is on, inside the caller's transaction; logs a failure. A device without a
-     * row is not an error. */
-    gim_err (*sign_out)(struct wctx *w, int64_t device_id);
-
     /* shared_sessions only, autocommit. Raises device.updated_at of the online devices ids[i]
      * to seen[i] (never lowers it). */
     gim_err (*seen)(struct wctx *w, const int64_t *ids, const int64_t *seen, size_t n);
     /* Raises updated_at of every online device of gateway to at (never lowers it). */
     gim_err (*seen_gateway)(struct wctx *w, const char *gateway, int64_t at);
-    /* Signs out (as sign_out) up to max online devices whose updated_at is before cutoff, in one
-     * statement, and puts their ids in ids[0..*n): *n == max means more may remain. */
+    /* Signs out (as the device area's sign_out_any) up to max online devices whose updated_at is
+     * before cutoff, in one statement, and puts their ids in ids[0..*n): *n == max means more may
+     * remain. */
     gim_err (*sweep)(struct wctx *w, int64_t cutoff, int64_t *ids, size_t max, size_t *n);
 
     /* SQLite: truncates the WAL so erased content leaves the file; GIM_EUNAVAILABLE while readers

@@ -551,7 +551,7 @@ static void check_maint_ops(const struct storage_ops *b)
     const struct storage_maint_ops *m = b->maint;
     cr_assert_not_null(m, "%s", b->name);
     cr_assert(m->ready && m->try_lock && m->begin && m->commit && m->rollback &&
-                  m->in_transaction && m->sign_out && m->scrub_wal && m->prune_idempotency &&
+                  m->in_transaction && m->scrub_wal && m->prune_idempotency &&
                   m->prune_room_idempotency && m->prune_operator_idempotency &&
                   m->retention_messages && m->retention_rooms,
               "%s: an operation is missing", b->name);

@@ -137,6 +137,11 @@ static gim_err lease(struct wctx *w, const char *gateway_id, int64_t boot_id, bo
                   STORE_INT(w->now_ms));
 }
 
+static gim_err sign_out_any(struct wctx *w, int64_t device_id)
+{
+    return PG_RUN(w->db, PG_SIGN_OUT_ANY, NULL, NULL, STORE_INT(w->now_ms), STORE_INT(device_id));
+}
+
 static gim_err kick(struct wctx *w, int64_t device_id, struct session *row, bool *was_online)
 {
     PGresult *res = NULL;
@@ -154,7 +159,7 @@ static gim_err kick(struct wctx *w, int64_t device_id, struct session *row, bool
     *was_online = pgstore_int(res, 0, 1) != 0;
     copy_gateway(row->gateway_id, res, 0, 2);
     PQclear(res);
-    return PG_RUN(w->db, PG_SIGN_OUT_ANY, NULL, NULL, STORE_INT(w->now_ms), STORE_INT(device_id));
+    return sign_out_any(w, device_id);
 }
 
 static gim_err load_sessions(struct store_conn *c, int64_t now_ms,
@@ -206,6 +211,7 @@ const struct storage_device_ops storage_pg_device = {
     .sign_out = sign_out,
     .ack = ack,
     .lease = lease,
+    .sign_out_any = sign_out_any,
     .kick = kick,
     .load_sessions = load_sessions,
     .session = session,

@@ -20,9 +20,6 @@
 /* How far into the head of the message table one retention call looks, in multiples of max. */
 #define HEAD_WINDOW 4
 
-static const char PG_SIGN_OUT[] =
-    "UPDATE device SET online = 0, room_id = 0, updated_at = $1 WHERE device_id = $2";
-
 static const char PG_PRUNE_IDEM[] =
     "DELETE FROM idempotency WHERE ctid IN (SELECT i.ctid FROM idempotency i "
     "LEFT JOIN message m ON m.id = i.message_id "
@@ -100,15 +97,6 @@ static void rollback(struct wctx *w)
 {
     if (pgstore_in_transaction(w->db))
         pgstore_exec(w->db, "ROLLBACK");
-}
-
-static gim_err sign_out(struct wctx *w, int64_t device_id)
-{
-    gim_err e = PG_RUN(w->db, PG_SIGN_OUT, NULL, NULL, STORE_INT(w->now_ms), STORE_INT(device_id));
-    if (e != GIM_OK)
-        log_warn("sign-out write failed", "device=%" PRId64 " error=\"%s\"", device_id,
-                 pgstore_sqlstate(w->db));
-    return e;
 }
 
 /* v[0..n) as a PostgreSQL array literal into a malloc'ed string; NULL when out of memory. */
@@ -276,7 +264,6 @@ const struct storage_maint_ops storage_pg_maint = {
     .commit = commit,
     .rollback = rollback,
     .in_transaction = in_transaction,
-    .sign_out = sign_out,
     .seen = seen,
     .seen_gateway = seen_gateway,
     .sweep = sweep,

@@ -44,21 +44,20 @@
  * commit, and on a failure rollback and, while retryable() says so, the
  * whole batch again. SQLite runs exactly its old steps (BEGIN IMMEDIATE,
  * cached SAVEPOINT/RELEASE statements, COMMIT) and is never retryable; the
- * lock waits, checkpoints and WAL scrub of the writer, the /healthz probe,
- * the schema version logged at start-up and how a request's session is
- * checked are here too. Connections are the writer's unless said otherwise.
+ * lock waits, checkpoints and WAL scrub of the writer, the /healthz probe
+ * and the schema version logged at start-up are here too. Connections are
+ * the writer's unless said otherwise.
  */
 struct busy_wait;
-struct presence;
-struct session;
 struct gim_config;
 
 /* The batch's transaction hands this to checkpoint_hook's fn: the WAL's size in pages. */
 typedef void (*storage_wal_fn)(void *arg, int frames);
 
 struct storage_tx_ops {
-    /* Opens the batch's transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL:
-     * after pgstore_ready, BEGIN, and clears retryable()). */
+    /* Opens the batch's transaction, or maintenance's own short one outside
+     * any batch (SQLite: BEGIN IMMEDIATE; PostgreSQL: after pgstore_ready,
+     * BEGIN, and clears retryable()). */
     gim_err (*begin)(struct store_conn *c);
     /* A job's savepoint, taken before it runs. alone: the job is the batch's
      * only one, and a backend may skip the savepoint (PostgreSQL: two round
@@ -78,8 +77,11 @@ struct storage_tx_ops {
      * nothing is to be kept, so a backend may roll back instead (PostgreSQL,
      * whose failed statement aborted the transaction); GIM_OK then. */
     gim_err (*commit)(struct store_conn *c, bool keep);
-    /* After a failed batch: rolls back whatever transaction is still open. */
+    /* After a failed batch: rolls back whatever transaction is still open,
+     * if any; never fails. */
     void (*rollback)(struct store_conn *c);
+    /* Whether a transaction (anyone's) is open on c. */
+    bool (*in_transaction)(const struct store_conn *c);
     /* The last failure was a deadlock (40P01) or a serialization failure
      * (40001): running the whole batch again may succeed. Never on SQLite. */
     bool (*retryable)(const struct store_conn *c);
@@ -139,14 +141,6 @@ struct storage_tx_ops {
      * a password). */
     int (*schema_version)(void);
     const char *(*location)(const struct gim_config *cfg);
-
-    /* Authenticates a request (presence.h, presence_check): SQLite's one
-     * instance holds every session; on PostgreSQL a session another
-     * instance made is looked up on ro, the caller's read connection
-     * (presence_check_shared). */
-    gim_err (*session_check)(struct presence *p, struct store_conn *ro, int64_t user_id,
-                             int64_t device_id, const char *gateway_id, int64_t now_ms,
-                             struct session *out);
 };
 /* ==== end of tx ========================================================= */
 
@@ -282,16 +276,6 @@ struct storage_message_ops {
 struct session; /* presence.h */
 
 struct storage_device_ops {
-    /*
-     * Whether several instances share the sessions (PostgreSQL): the device
-     * table is then the truth and each instance's presence a cache of it
-     * (presence_check_shared re-reads it, a kick tells the row's gateway, a
-     * sign-in reads the session it replaces). false (SQLite, one instance):
-     * the instance's presence is the truth and the table its copy for
-     * restarts.
-     */
-    bool shared_sessions;
-
     /*
      * Sign-in of s->device_id as s->user_id at s->gateway_id (writer's tx):
      * when the row names another user, drops the device's idempotency
@@ -741,15 +725,12 @@ struct storage_recall_ops {
  */
 struct storage_maint_ops {
     /*
-     * Whether several instances share the database's sessions (PostgreSQL):
-     * then each instance writes what it saw (seen, seen_gateway) and the
-     * holder of the maintenance lock signs out, in the database, the devices
-     * no instance saw for the timeout (sweep). False (SQLite): this
-     * process's presence table is the truth, the sweep signs out what it
-     * expires (the device area's sign_out_any), and seen, seen_gateway and
+     * With shared_sessions (struct storage_ops) each instance writes what it saw (seen,
+     * seen_gateway) and the holder of the maintenance lock signs out, in the database, the
+     * devices no instance saw for the timeout (sweep); without, the sweep signs out what this
+     * process's presence expires (the device area's sign_out_any), and seen, seen_gateway and
      * sweep are NULL.
      */
-    bool shared_sessions;
 
     /* w->db is up before a pass: a broken connection is re-established here. GIM_EUNAVAILABLE
      * while the server is away (SQLite: always GIM_OK). */
@@ -759,13 +740,8 @@ struct storage_maint_ops {
      * one writer of the file, always true). */
     bool (*try_lock)(struct wctx *w);
 
-    /* Maintenance's own short transaction on w->db, outside any batch (SQLite: BEGIN IMMEDIATE).
-     * in_transaction says whether one (anyone's) is open; rollback rolls back the open one, if
-     * any, and never fails. */
-    gim_err (*begin)(struct wctx *w);
-    gim_err (*commit)(struct wctx *w);
-    void (*rollback)(struct wctx *w);
-    bool (*in_transaction)(struct wctx *w);
+    /* Maintenance's own short transactions on w->db, outside any batch, are the tx area's
+     * (begin, commit(c, true), rollback; in_transaction). */
 
     /* shared_sessions only, autocommit. Raises device.updated_at of the online devices ids[i]
      * to seen[i] (never lowers it). */
@@ -788,7 +764,7 @@ struct storage_maint_ops {
     gim_err (*prune_room_idempotency)(struct wctx *w, int64_t cutoff, int max_rows, int *n);
     gim_err (*prune_operator_idempotency)(struct wctx *w, int64_t cutoff, int max_rows, int *n);
 
-    /* Inside the caller's transaction (begin). Deletes up to max_rows of the oldest messages
+    /* Inside the caller's transaction (tx->begin). Deletes up to max_rows of the oldest messages
      * (by id, within the head of the table) sent before cutoff, each with its inbox entries,
      * group copies and idempotency record; *n is how many. SQLite asks for the WAL scrub
      * (w->scrub_wal) when it deleted any. */
@@ -801,6 +777,17 @@ struct storage_maint_ops {
 /* One backend: a table per area. */
 struct storage_ops {
     const char *name; /* "sqlite", "postgres" */
+    /*
+     * Whether several instances share the sessions (PostgreSQL): the device table is then the
+     * truth and each instance's presence a cache of it. A request's session is checked with
+     * presence_check_shared (dispatch.c: one made by another instance is read on the worker's
+     * connection), a sign-in reads the session it replaces (device area, sign_in), a kick tells
+     * the row's gateway (kick.c), each instance writes the times it saw its devices and one
+     * instance sweeps them in the database (maint area). false (SQLite, one instance): this
+     * process's presence is the truth (presence_check) and the device table its copy for
+     * restarts.
+     */
+    bool shared_sessions;
     const struct storage_tx_ops *tx;
     const struct storage_message_ops *message;
     const struct storage_device_ops *device;

@@ -78,27 +78,6 @@ static bool try_lock(struct wctx *w)
     return pgstore_try_lock(w->db, PGSTORE_LOCK_MAINT);
 }
 
-static gim_err begin(struct wctx *w)
-{
-    return pgstore_begin(w->db);
-}
-
-static gim_err commit(struct wctx *w)
-{
-    return pgstore_exec(w->db, "COMMIT");
-}
-
-static bool in_transaction(struct wctx *w)
-{
-    return pgstore_in_transaction(w->db);
-}
-
-static void rollback(struct wctx *w)
-{
-    if (pgstore_in_transaction(w->db))
-        pgstore_exec(w->db, "ROLLBACK");
-}
-
 /* v[0..n) as a PostgreSQL array literal into a malloc'ed string; NULL when out of memory. */
 static char *array_literal(const int64_t *v, size_t n)
 {
@@ -257,13 +236,8 @@ static gim_err retention_rooms(struct wctx *w, int64_t cutoff, int max, int *del
 }
 
 const struct storage_maint_ops storage_pg_maint = {
-    .shared_sessions = true,
     .ready = ready,
     .try_lock = try_lock,
-    .begin = begin,
-    .commit = commit,
-    .rollback = rollback,
-    .in_transaction = in_transaction,
     .seen = seen,
     .seen_gateway = seen_gateway,
     .sweep = sweep,

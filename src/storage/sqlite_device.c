@@ -212,7 +212,6 @@ static gim_err session(struct store_conn *c, int64_t device_id, struct session *
 }
 
 const struct storage_device_ops storage_sqlite_device = {
-    .shared_sessions = false,
     .sign_in = sign_in,
     .sign_out = sign_out,
     .ack = ack,

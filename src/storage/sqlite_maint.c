@@ -86,28 +86,6 @@ static bool try_lock(struct wctx *w)
     return true;
 }
 
-static gim_err begin(struct wctx *w)
-{
-    return store_exec(w->db, "BEGIN IMMEDIATE");
-}
-
-static gim_err commit(struct wctx *w)
-{
-    return store_exec(w->db, "COMMIT");
-}
-
-static bool in_transaction(struct wctx *w)
-{
-    return !sqlite3_get_autocommit(w->db->db);
-}
-
-/* A failed COMMIT (busy) leaves the transaction open: it is rolled back here too. */
-static void rollback(struct wctx *w)
-{
-    if (!sqlite3_get_autocommit(w->db->db))
-        sqlite3_exec(w->db->db, "ROLLBACK", NULL, NULL, NULL);
-}
-
 /* Recalled content must leave the WAL file too: truncate it once readers allow. */
 static gim_err scrub_wal(struct wctx *w)
 {
@@ -302,13 +280,8 @@ out:
 }
 
 const struct storage_maint_ops storage_sqlite_maint = {
-    .shared_sessions = false,
     .ready = ready,
     .try_lock = try_lock,
-    .begin = begin,
-    .commit = commit,
-    .rollback = rollback,
-    .in_transaction = in_transaction,
     .seen = NULL,
     .seen_gateway = NULL,
     .sweep = NULL,

@@ -22,6 +22,7 @@
 #include "request.h"
 #include "seq.h"
 #include "storage.h"
+#include "storage/sqlite_int.h"
 #include "store.h"
 #include "writer.h"
 

@@ -22,6 +22,7 @@
 #include "room.h"
 #include "seq.h"
 #include "storage.h"
+#include "storage/pg_int.h"
 
 static const char PG_ROLE[] = "SELECT role FROM group_member WHERE group_id = $1 AND user_id = $2";
 static const char PG_MEMBERS[] =
@@ -192,7 +193,7 @@ static gim_err lock_batch(struct store_conn *db, const int64_t *ids, size_t n)
         if (ids[i - 1] >= ids[i])
             return GIM_EINTERNAL; /* the contract: ascending, distinct */
     char *arr = NULL;
-    gim_err e = seq_array_literal(ids, n, &arr);
+    gim_err e = pg_array_literal(ids, n, &arr);
     if (e == GIM_OK)
         e = PG_RUN(db, PG_LOCK_MANY, NULL, NULL, STORE_TEXT(arr));
     free(arr);
@@ -381,8 +382,8 @@ static gim_err copy_rows(struct wctx *w, struct message_new *m, const int64_t *i
             m->sender_seq = seqs[i];
     }
     if ((e = message_insert(w->db, m, id)) != GIM_OK ||
-        (e = seq_array_literal(ids, n, &arr_ids)) != GIM_OK ||
-        (e = seq_array_literal(seqs, n, &arr_seqs)) != GIM_OK)
+        (e = pg_array_literal(ids, n, &arr_ids)) != GIM_OK ||
+        (e = pg_array_literal(seqs, n, &arr_seqs)) != GIM_OK)
         goto out;
     e = PG_RUN(w->db, PG_GROUP_COPIES, NULL, &changes, STORE_INT(*id), STORE_TEXT(arr_ids),
                STORE_TEXT(arr_seqs));

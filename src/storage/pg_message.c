@@ -178,7 +178,7 @@ static gim_err next_user_seqs(struct wctx *w, const int64_t *ids, size_t n, int6
         return GIM_EINTERNAL; /* the contract: ascending, distinct */
     char *arr = NULL;
     PGresult *res = NULL;
-    gim_err e = seq_array_literal(ids, n, &arr);
+    gim_err e = pg_array_literal(ids, n, &arr);
     if (e == GIM_OK)
         e = PG_RUN(w->db, PG_NEXT_USERS, &res, NULL, STORE_TEXT(arr));
     if (e == GIM_OK && (size_t)PQntuples(res) != n)
@@ -200,7 +200,7 @@ static gim_err lock_seqs(struct wctx *w, int kind, const int64_t *ids, size_t n)
     if (!ascending(ids, n))
         return GIM_EINTERNAL; /* the contract: ascending, distinct */
     char *arr = NULL;
-    gim_err e = seq_array_literal(ids, n, &arr);
+    gim_err e = pg_array_literal(ids, n, &arr);
     if (e == GIM_OK)
         e = PG_RUN(w->db, kind == SEQ_USER ? PG_LOCK_USERS : PG_LOCK_ROOMS, NULL, NULL,
                    STORE_TEXT(arr));

@@ -21,6 +21,7 @@
 #include "pgstore.h"
 #include "presence.h"
 #include "storage.h"
+#include "storage/pg_int.h"
 
 /*
  * room_message has no receiver columns (the room is the key), so the select

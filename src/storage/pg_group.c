@@ -445,18 +445,8 @@ static gim_err targets_add(struct fanout *f, const PGresult *res)
         f->targets = grown;
         f->cap_targets = cap;
     }
-    for (size_t i = 0; i < n; i++) {
-        struct session *t = &f->targets[f->n_targets++];
-        size_t len = 0;
-        const uint8_t *gw = pgstore_blob(res, (int)i, 2, &len);
-        memset(t, 0, sizeof *t);
-        t->device_id = pgstore_int(res, (int)i, 0);
-        t->user_id = pgstore_int(res, (int)i, 1);
-        t->room_id = pgstore_int(res, (int)i, 3);
-        len = len > PRESENCE_GATEWAY_MAX ? PRESENCE_GATEWAY_MAX : len;
-        if (len)
-            memcpy(t->gateway_id, gw, len);
-    }
+    for (size_t i = 0; i < n; i++)
+        pg_session(&f->targets[f->n_targets++], res, (int)i, 0);
     return GIM_OK;
 }
 

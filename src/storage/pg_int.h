@@ -38,4 +38,17 @@ gim_err message_page_pg(const PGresult *res, size_t page_size, size_t max_bytes,
  */
 gim_err pg_array_literal(const int64_t *ids, size_t n, char **out);
 
+/*
+ * The gateway_id at (row, col) of a binary result into dst (PRESENCE_GATEWAY_MAX + 1 bytes,
+ * presence.h), cut to PRESENCE_GATEWAY_MAX; "" when NULL.
+ */
+void pg_gateway(char *dst, const PGresult *res, int row, int col);
+
+/*
+ * A session read from a row of the device table: device_id, user_id, gateway_id, room_id at
+ * columns col..col+3 of row `row` into *t (its other fields zeroed).
+ */
+struct session;
+void pg_session(struct session *t, const PGresult *res, int row, int col);
+
 #endif

@@ -16,6 +16,7 @@
 #include "pgstore.h"
 #include "proto.h"
 #include "storage.h"
+#include "storage/pg_int.h"
 
 /* How far into the head of the message table one retention call looks, in multiples of max. */
 #define HEAD_WINDOW 4
@@ -78,25 +79,14 @@ static bool try_lock(struct wctx *w)
     return pgstore_try_lock(w->db, PGSTORE_LOCK_MAINT);
 }
 
-/* v[0..n) as a PostgreSQL array literal into a malloc'ed string; NULL when out of memory. */
-static char *array_literal(const int64_t *v, size_t n)
-{
-    size_t cap = 3 + n * 21, len = 1;
-    char *s = malloc(cap);
-    if (!s)
-        return NULL;
-    s[0] = '{';
-    for (size_t i = 0; i < n; i++)
-        len += (size_t)snprintf(s + len, cap - len, "%s%" PRId64, i ? "," : "", v[i]);
-    snprintf(s + len, cap - len, "}");
-    return s;
-}
-
 static gim_err seen(struct wctx *w, const int64_t *ids, const int64_t *at, size_t n)
 {
-    char *a = array_literal(ids, n), *b = array_literal(at, n);
-    gim_err e =
-        a && b ? PG_RUN(w->db, PG_SEEN, NULL, NULL, STORE_TEXT(a), STORE_TEXT(b)) : GIM_ENOMEM;
+    char *a = NULL, *b = NULL;
+    gim_err e = pg_array_literal(ids, n, &a);
+    if (e == GIM_OK)
+        e = pg_array_literal(at, n, &b);
+    if (e == GIM_OK)
+        e = PG_RUN(w->db, PG_SEEN, NULL, NULL, STORE_TEXT(a), STORE_TEXT(b));
     free(a);
     free(b);
     return e;

@@ -320,16 +320,7 @@ static gim_err store(struct wctx *w, const struct message_new *m, int64_t reques
     for (size_t i = 0; i < rows; i++) {
         if (pgstore_null(res, (int)i, 1))
             continue; /* no device online */
-        struct session *t = &out->targets[n++];
-        size_t len = 0;
-        const uint8_t *gw = pgstore_blob(res, (int)i, 3, &len);
-        t->device_id = pgstore_int(res, (int)i, 1);
-        t->user_id = pgstore_int(res, (int)i, 2);
-        t->room_id = pgstore_int(res, (int)i, 4);
-        len = len > PRESENCE_GATEWAY_MAX ? PRESENCE_GATEWAY_MAX : len;
-        if (len)
-            memcpy(t->gateway_id, gw, len);
-        t->gateway_id[len] = 0;
+        pg_session(&out->targets[n++], res, (int)i, 1);
     }
     out->n_targets = n;
     out->targets_known = true;

@@ -31,6 +31,7 @@
 #include "presence.h"
 #include "proto.h"
 #include "storage.h"
+#include "storage/pg_int.h"
 #include "store.h"
 
 /* ---- recall ------------------------------------------------------------ */
@@ -175,18 +176,18 @@ static gim_err targets(struct wctx *w, const struct storage_recall_copy *copies,
     *known = false;
     if (n_copies == 0)
         return GIM_OK;
-    /* "{" + up to 20 digits and a comma per user + "}" */
-    size_t cap = 3 + n_copies * 21, len = 0;
-    char *ids = malloc(cap);
+    int64_t *users = malloc(n_copies * sizeof *users);
+    char *ids = NULL;
     PGresult *pr = NULL;
     gim_err e = GIM_ENOMEM;
-    if (!ids)
+    if (!users)
         return e;
-    ids[len++] = '{';
     for (size_t i = 0; i < n_copies; i++)
-        len +=
-            (size_t)snprintf(ids + len, cap - len, "%s%" PRId64, i ? "," : "", copies[i].user_id);
-    snprintf(ids + len, cap - len, "}");
+        users[i] = copies[i].user_id;
+    e = pg_array_literal(users, n_copies, &ids);
+    free(users);
+    if (e != GIM_OK)
+        return e;
     if ((e = PG_RUN(w->db, PG_TARGETS, &pr, NULL, STORE_TEXT(ids))) != GIM_OK)
         goto out;
     size_t n = (size_t)PQntuples(pr);
@@ -194,18 +195,8 @@ static gim_err targets(struct wctx *w, const struct storage_recall_copy *copies,
         e = GIM_ENOMEM;
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        struct session *t = &(*out)[i];
-        size_t gl = 0;
-        const uint8_t *gw = pgstore_blob(pr, (int)i, 2, &gl);
-        t->device_id = pgstore_int(pr, (int)i, 0);
-        t->user_id = pgstore_int(pr, (int)i, 1);
-        t->room_id = pgstore_int(pr, (int)i, 3);
-        gl = gl > PRESENCE_GATEWAY_MAX ? PRESENCE_GATEWAY_MAX : gl;
-        if (gw)
-            memcpy(t->gateway_id, gw, gl);
-        t->gateway_id[gl] = 0;
-    }
+    for (size_t i = 0; i < n; i++)
+        pg_session(&(*out)[i], pr, (int)i, 0);
     *n_out = n;
     *known = true;
 out:
@@ -311,15 +302,10 @@ static gim_err erasure_devices(struct wctx *w, int64_t user_id, int limit, struc
     *n = 0;
     for (int i = 0; e == GIM_OK && i < PQntuples(pr); i++) {
         struct kick_target *t = &out[(*n)++];
-        size_t len = 0;
-        const uint8_t *gw = pgstore_blob(pr, i, 2, &len);
         t->device_id = pgstore_int(pr, i, 0);
         t->user_id = user_id;
         t->was_online = pgstore_int(pr, i, 1) != 0;
-        len = len > PRESENCE_GATEWAY_MAX ? PRESENCE_GATEWAY_MAX : len;
-        if (gw)
-            memcpy(t->gateway_id, gw, len);
-        t->gateway_id[len] = 0;
+        pg_gateway(t->gateway_id, pr, i, 2);
     }
     PQclear(pr);
     return e;

@@ -381,9 +381,7 @@ static gim_err inbox_page(struct store_conn *ro, int64_t user_id, int64_t after,
         return GIM_EINTERNAL;
     int rc =
         STORE_BIND(st, STORE_INT(user_id), STORE_INT(after), STORE_INT((int64_t)page_size + 1));
-    const struct message_rows rows = {.src = st, .next = page_next, .view = page_view};
-    gim_err e =
-        rc == SQLITE_OK ? message_page_rows(&rows, page_size, max_bytes, buf, len) : store_err(rc);
+    gim_err e = rc == SQLITE_OK ? message_page(st, page_size, max_bytes, buf, len) : store_err(rc);
     store_done(st);
     return e;
 }

@@ -8,8 +8,6 @@
  * VACUUM reuses its space (docs/scale-out.md, "What erased means on
  * PostgreSQL"); there is no WAL scrub here.
  */
-#include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 #include "log.h"

@@ -21,8 +21,6 @@
  * PRESENCE_RECHECK_MS (presence_check_shared finds no row); their gateways
  * are told after the commit (kick_committed).
  */
-#include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,6 +1,7 @@
 /*
- * The maint operations on sqlite (storage.h): the sweep's sign-outs,
- * idempotency pruning, retention and the WAL scrub, with the statements and
+ * The maint operations on sqlite (storage.h): idempotency pruning,
+ * retention and the WAL scrub (the sweep's sign-outs are the device area's
+ * sign_out_any, its transactions the tx area's), with the statements and
  * steps maint.c and retention.c ran before the seam (same SQL, same
  * statement cache use, same order).
  */

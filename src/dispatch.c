@@ -134,12 +134,13 @@ static gim_err authenticate(const struct dispatch *d, struct request *r, struct 
 {
     const Pb__GatewayRequest *env = r->env;
     int64_t now = gim_clock_now(&d->clock);
-    /* PostgreSQL: a session another instance made is looked up on ro. Without ro (in-process
-     * tests that read nothing), presence alone answers. */
-    gim_err e = ro ? storage(ro)->tx->session_check(d->presence, ro, env->user_id, env->device_id,
-                                                    env->gateway_id, now, &r->sess)
-                   : presence_check(d->presence, env->user_id, env->device_id, env->gateway_id, now,
-                                    &r->sess);
+    /* Shared sessions (storage.h; PostgreSQL): a session another instance made is looked up on
+     * ro. Without ro (in-process tests that read nothing), presence alone answers. */
+    gim_err e = ro && storage(ro)->shared_sessions
+                    ? presence_check_shared(d->presence, ro, env->user_id, env->device_id,
+                                            env->gateway_id, now, &r->sess)
+                    : presence_check(d->presence, env->user_id, env->device_id, env->gateway_id,
+                                     now, &r->sess);
     if (e == GIM_EUNAVAILABLE)
         return request_fail(r, e, "database unavailable, retry later");
     if (e != GIM_OK)

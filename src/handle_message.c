@@ -152,8 +152,8 @@ static gim_err send_user(struct request *r, struct wctx *w, struct send_state *s
 /*
  * A copy for every member, the sender's included, read fresh in this
  * transaction, written by fanout_group() (fanout.h: the same fan-out as the
- * business API's group sends and notices). The sender's role is read by
- * send_group_role (storage.h), which on PostgreSQL share-locks the group's
+ * business API's group sends and notices). The sender's role is read by the
+ * group area's send_role (storage.h), which on PostgreSQL share-locks the group's
  * row first: a membership change on another instance waits for this send
  * (or this send for it), so the members read here are the members, and
  * fanout_group() takes their seqs in ascending id order.
@@ -164,14 +164,13 @@ static gim_err send_group(struct request *r, struct wctx *w, struct send_state *
     int64_t *ids = NULL;
     size_t n = 0;
     bool exists = true;
-    int role = GROUP_NONE;
+    enum group_role role = GROUP_NONE;
     const char *what = "membership";
     /* The fan-out writes s's message; its copies (and targets) become s's. */
     struct fanout f = {.msg = s->msg};
     gim_err e;
 
-    if ((e = storage(w->db)->message->send_group_role(w, gid, me, &role, &exists, &what)) !=
-        GIM_OK) {
+    if ((e = storage(w->db)->group->send_role(w->db, gid, me, &role, &exists, &what)) != GIM_OK) {
         store_failed(r, w, e, what);
         goto out;
     }

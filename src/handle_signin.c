@@ -93,7 +93,7 @@ static gim_err signin_write(struct request *r, struct wctx *w)
     const struct session *s = &r->sess;
     struct session local, *old = &local;
     int dropped = 0;
-    if (dev->shared_sessions) {
+    if (storage(w->db)->shared_sessions) {
         if (!r->scratch && !(r->scratch = calloc(1, sizeof(struct session))))
             return request_fail(r, GIM_ENOMEM, "out of memory");
         old = r->scratch;

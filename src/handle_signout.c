@@ -5,7 +5,7 @@
  * already signed in again elsewhere (its sign-in queued ahead of this
  * sign-out), the late sign-out of the old connection must not take the new
  * session down. (The presence sweeper and kicks sign a device out whatever
- * its session: maint_signout in maint.c, storage.h's kick.)
+ * its session: storage.h's sign_out_any and kick.)
  */
 #include <inttypes.h>
 

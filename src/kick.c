@@ -33,7 +33,7 @@ void kick_committed(struct wctx *w, const struct kick_target *t)
      * lock is the truth (the device may be on a gateway another instance signed it in at).
      * Other instances drop their cached copy within PRESENCE_RECHECK_MS
      * (presence_check_shared). */
-    if (!had || storage(w->db)->device->shared_sessions) {
+    if (!had || storage(w->db)->shared_sessions) {
         /* No session (timed out, or offline): a gateway may still hold a stale
          * connection of it; the last one recorded is told to drop it too. */
         s.device_id = t->device_id;

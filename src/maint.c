@@ -21,7 +21,11 @@ static int64_t retention_due_ms;
 
 gim_err maint_signout(struct wctx *w, int64_t device_id)
 {
-    return storage(w->db)->maint->sign_out(w, device_id);
+    gim_err e = storage(w->db)->device->sign_out_any(w, device_id);
+    if (e != GIM_OK)
+        log_warn("sign-out write failed", "device=%" PRId64 " error=\"%s\"", device_id,
+                 store_errmsg(w->db));
+    return e;
 }
 
 /*
@@ -31,18 +35,18 @@ gim_err maint_signout(struct wctx *w, int64_t device_id)
  */
 static size_t sweep_slice(struct wctx *w, int64_t cutoff)
 {
-    const struct storage_maint_ops *m = storage(w->db)->maint;
+    const struct storage_tx_ops *tx = storage(w->db)->tx;
     int64_t ids[SWEEP_MAX];
     size_t n = presence_expired(w->presence, cutoff, ids, SWEEP_MAX);
     gim_err e;
     if (n == 0)
         return 0;
-    if ((e = m->begin(w)) != GIM_OK)
+    if ((e = tx->begin(w->db)) != GIM_OK)
         goto fail;
     for (size_t i = 0; i < n; i++)
-        if ((e = m->sign_out(w, ids[i])) != GIM_OK)
+        if ((e = maint_signout(w, ids[i])) != GIM_OK)
             goto rollback;
-    if ((e = m->commit(w)) != GIM_OK)
+    if ((e = tx->commit(w->db, true)) != GIM_OK)
         goto rollback;
     for (size_t i = 0; i < n; i++) {
         presence_remove(w->presence, ids[i], NULL);
@@ -50,7 +54,7 @@ static size_t sweep_slice(struct wctx *w, int64_t cutoff)
     }
     return n;
 rollback:
-    m->rollback(w);
+    tx->rollback(w->db);
 fail:
     log_warn("presence sweep failed", "devices=%zu code=%s retry=next_pass", n, gim_err_name(e));
     return 0;
@@ -242,7 +246,7 @@ bool maint_run(struct wctx *w)
     w->now_ms = now;
     if (m->ready(w) != GIM_OK)
         return false;
-    if (m->shared_sessions) {
+    if (storage(w->db)->shared_sessions) {
         cutoff = sweep_cutoff(w, now);
         if (w->presence) {
             write_seen(w, now);
@@ -252,7 +256,8 @@ bool maint_run(struct wctx *w)
     if (!m->try_lock(w))
         return false;
     if (w->presence)
-        backlog = m->shared_sessions ? sweep_shared(w, cutoff) : sweep_presence(w, now);
+        backlog =
+            storage(w->db)->shared_sessions ? sweep_shared(w, cutoff) : sweep_presence(w, now);
     if (w->scrub_wal && m->scrub_wal(w) == GIM_OK)
         w->scrub_wal = false;
     if (now - w->last_prune_ms >= PRUNE_EVERY_MS) {

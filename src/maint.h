@@ -34,9 +34,10 @@
 bool maint_run(struct wctx *w);
 
 /*
- * The sweeper's sign-out, also used by operator kicks (kick.c): marks
- * device_id offline (online = 0, room_id = 0, updated_at = w->now_ms)
- * whatever user or gateway it is on. Runs inside a transaction the caller
+ * The sweeper's sign-out (storage.h, the device area's sign_out_any, whose
+ * statement an operator kick runs too, kick.c): marks device_id offline
+ * (online = 0, room_id = 0, updated_at = w->now_ms) whatever user or
+ * gateway it is on; logs a failure. Runs inside a transaction the caller
  * opened on w->db; after the commit the caller removes the session with
  * presence_remove(), so a rolled-back sign-out leaves the device signed in
  * everywhere. A device without a row is not an error.

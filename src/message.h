@@ -163,11 +163,4 @@ size_t message_page_budget(size_t max_bytes, int type, int64_t request_id);
  */
 size_t message_page_worst_single(uint32_t max_content_bytes, uint32_t max_mentions);
 
-/*
- * Until the modules that decode rows themselves (room.c, recall.c, gimctl) call
- * storage operations, the backends' row helpers stay reachable from here.
- */
-#include "storage/pg_int.h"
-#include "storage/sqlite_int.h"
-
 #endif

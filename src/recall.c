@@ -28,9 +28,9 @@
 static gim_err check_allowed(struct wctx *w, const struct storage_recall_msg *t, int64_t actor,
                              char *why, size_t whylen)
 {
-    int role = GROUP_NONE;
+    enum group_role role = GROUP_NONE;
     if (t->receiver_type == PB__RECEIVER_TYPE__RT_GROUP) {
-        gim_err e = storage(w->db)->recall->role(w, t->receiver_id, actor, &role);
+        gim_err e = storage(w->db)->group->role(w->db, t->receiver_id, actor, &role);
         if (e != GIM_OK) {
             gim_err_why(why, whylen, "cannot read the group's members");
             return e;

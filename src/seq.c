@@ -1,7 +1,6 @@
 #include "seq.h"
 
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -233,21 +232,6 @@ gim_err seq_flush(struct seq *s, struct store_conn *db)
 {
     struct wctx w = {.db = db, .seq = s};
     return storage(db)->message->flush_seqs(&w);
-}
-
-gim_err seq_array_literal(const int64_t *ids, size_t n, char **out)
-{
-    /* "{" + n ids of at most 20 characters and a comma + "}" */
-    char *buf = malloc(n * 21 + 3), *p = buf;
-    if (!buf)
-        return GIM_ENOMEM;
-    *p++ = '{';
-    for (size_t i = 0; i < n; i++)
-        p += sprintf(p, i ? ",%lld" : "%lld", (long long)ids[i]);
-    *p++ = '}';
-    *p = 0;
-    *out = buf;
-    return GIM_OK;
 }
 
 size_t seq_mark(struct seq *s)

@@ -65,12 +65,6 @@ gim_err seq_next_users(struct seq *s, struct store_conn *db, const int64_t *ids,
 gim_err seq_lock(struct store_conn *db, enum seq_kind kind, const int64_t *ids, size_t n);
 
 /*
- * ids[0..n) as a PostgreSQL array literal, "{1,2,3}", for a bigint[]
- * parameter (sent as text). *out is malloc'ed; the caller frees it.
- */
-gim_err seq_array_literal(const int64_t *ids, size_t n, char **out);
-
-/*
  * The in-memory counters, for the SQLite backend. A counter not yet cached is
  * read by read() (the stored last seq, 0 if none) on db; flushing hands each
  * changed counter to save(). Their errors are returned as they are.

@@ -44,21 +44,20 @@
  * commit, and on a failure rollback and, while retryable() says so, the
  * whole batch again. SQLite runs exactly its old steps (BEGIN IMMEDIATE,
  * cached SAVEPOINT/RELEASE statements, COMMIT) and is never retryable; the
- * lock waits, checkpoints and WAL scrub of the writer, the /healthz probe,
- * the schema version logged at start-up and how a request's session is
- * checked are here too. Connections are the writer's unless said otherwise.
+ * lock waits, checkpoints and WAL scrub of the writer, the /healthz probe
+ * and the schema version logged at start-up are here too. Connections are
+ * the writer's unless said otherwise.
  */
 struct busy_wait;
-struct presence;
-struct session;
 struct gim_config;
 
 /* The batch's transaction hands this to checkpoint_hook's fn: the WAL's size in pages. */
 typedef void (*storage_wal_fn)(void *arg, int frames);
 
 struct storage_tx_ops {
-    /* Opens the batch's transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL:
-     * after pgstore_ready, BEGIN, and clears retryable()). */
+    /* Opens the batch's transaction, or maintenance's own short one outside
+     * any batch (SQLite: BEGIN IMMEDIATE; PostgreSQL: after pgstore_ready,
+     * BEGIN, and clears retryable()). */
     gim_err (*begin)(struct store_conn *c);
     /* A job's savepoint, taken before it runs. alone: the job is the batch's
      * only one, and a backend may skip the savepoint (PostgreSQL: two round
@@ -78,8 +77,11 @@ struct storage_tx_ops {
      * nothing is to be kept, so a backend may roll back instead (PostgreSQL,
      * whose failed statement aborted the transaction); GIM_OK then. */
     gim_err (*commit)(struct store_conn *c, bool keep);
-    /* After a failed batch: rolls back whatever transaction is still open. */
+    /* After a failed batch: rolls back whatever transaction is still open,
+     * if any; never fails. */
     void (*rollback)(struct store_conn *c);
+    /* Whether a transaction (anyone's) is open on c. */
+    bool (*in_transaction)(const struct store_conn *c);
     /* The last failure was a deadlock (40P01) or a serialization failure
      * (40001): running the whole batch again may succeed. Never on SQLite. */
     bool (*retryable)(const struct store_conn *c);
@@ -139,14 +141,6 @@ struct storage_tx_ops {
      * a password). */
     int (*schema_version)(void);
     const char *(*location)(const struct gim_config *cfg);
-
-    /* Authenticates a request (presence.h, presence_check): SQLite's one
-     * instance holds every session; on PostgreSQL a session another
-     * instance made is looked up on ro, the caller's read connection
-     * (presence_check_shared). */
-    gim_err (*session_check)(struct presence *p, struct store_conn *ro, int64_t user_id,
-                             int64_t device_id, const char *gateway_id, int64_t now_ms,
-                             struct session *out);
 };
 /* ==== end of tx ========================================================= */
 
@@ -232,14 +226,6 @@ struct storage_message_ops {
     gim_err (*send_user)(struct wctx *w, struct message_new *m, int64_t request_id,
                          struct message_stored *out, const char **what);
     /*
-     * The sender's role (an enum group_role, GROUP_NONE when not a member) in group gid and
-     * whether the group exists (read only when the role is GROUP_NONE on SQLite), for a group
-     * send: on PostgreSQL the group's row is share-locked first, so a membership change on
-     * another instance waits for this send (or it for the change). *what names the failed step.
-     */
-    gim_err (*send_group_role)(struct wctx *w, int64_t gid, int64_t user_id, int *role,
-                               bool *exists, const char **what);
-    /*
      * A room send's push targets, read in the transaction after the room's entry was appended:
      * PostgreSQL: the online devices subscribed to room_id (*targets calloc'ed, the caller's;
      * *known = true). SQLite: nothing read, *known = false (pushes follow presence).
@@ -291,16 +277,6 @@ struct session; /* presence.h */
 
 struct storage_device_ops {
     /*
-     * Whether several instances share the sessions (PostgreSQL): the device
-     * table is then the truth and each instance's presence a cache of it
-     * (presence_check_shared re-reads it, a kick tells the row's gateway, a
-     * sign-in reads the session it replaces). false (SQLite, one instance):
-     * the instance's presence is the truth and the table its copy for
-     * restarts.
-     */
-    bool shared_sessions;
-
-    /*
      * Sign-in of s->device_id as s->user_id at s->gateway_id (writer's tx):
      * when the row names another user, drops the device's idempotency
      * records (sends and room sends: the new user's request_ids must not
@@ -325,6 +301,14 @@ struct storage_device_ops {
     gim_err (*sign_out)(struct wctx *w, int64_t device_id, int64_t user_id, const char *gateway_id);
 
     /*
+     * Sign-out of a device whatever its session (writer's tx; the presence
+     * sweeper's, maint_signout): marks device_id offline (online = 0, room_id
+     * = 0, updated_at = w->now_ms), whatever user or gateway it is on. A
+     * device without a row is GIM_OK. kick runs the same statement.
+     */
+    gim_err (*sign_out_any)(struct wctx *w, int64_t device_id);
+
+    /*
      * An ack (writer's tx): sets the device's ack_seq and ack_time (and
      * updated_at = w->now_ms) only while the row names user_id and its
      * ack_seq is below ack_seq: acks only move forward. Nothing matching is
@@ -345,7 +329,7 @@ struct storage_device_ops {
     /*
      * A kick (writer's tx): reads device_id's row into *row (device_id,
      * user_id, gateway_id "" if it has none; room_id and last_seen_ms 0) and
-     * *was_online, then marks it offline (online = 0, room_id = 0). With
+     * *was_online, then marks it offline as sign_out_any does. With
      * shared_sessions the row is locked until the commit (a sign-in of the
      * device at another instance waits, then wins). GIM_ENOTFOUND when the
      * device has no row (nothing written).
@@ -378,7 +362,8 @@ struct storage_device_ops {
 /*
  * groups: rows, membership (locked by sends and changes), ids, fan-out of group sends, notices and
  * operator sends with their push targets, operator idempotency (group.c, fanout.c, operator.c,
- * handle_admin_group.c, handle_admin_send.c)
+ * handle_admin_group.c, handle_admin_send.c; the roles a group send and a recall check,
+ * handle_message.c and recall.c)
  */
 #include "group.h" /* enum group_role, enum group_lock, struct group_info, struct group_member */
 
@@ -405,6 +390,16 @@ struct storage_group_ops {
      * writer ignores lock.
      */
     gim_err (*exists)(struct store_conn *db, int64_t group_id, enum group_lock lock, bool *exists);
+    /*
+     * A group send's sender: user_id's role in group_id into *role (GROUP_NONE when not a member)
+     * and whether the group exists into *exists (read only when the role is GROUP_NONE on SQLite;
+     * true otherwise). On PostgreSQL the group's row is share-locked first (exists,
+     * GROUP_LOCK_SHARE), so a membership change on another instance waits for this send (or it
+     * for the change). Writer's connection, in its transaction. On failure *what names the
+     * failed step ("group", "membership") for the log.
+     */
+    gim_err (*send_role)(struct store_conn *db, int64_t group_id, int64_t user_id,
+                         enum group_role *role, bool *exists, const char **what);
     /*
      * PostgreSQL: locks the rows of groups ids[0..n) (ascending and distinct, else
      * GIM_EINTERNAL) FOR UPDATE in ascending id order until the commit (the writer's lock of a
@@ -633,8 +628,7 @@ struct storage_recall_ops {
      * such entry.
      */
     gim_err (*find)(struct wctx *w, int64_t user_id, int64_t seq, struct storage_recall_msg *m);
-    /* user_id's role in group_id into *role (an enum group_role; GROUP_NONE when not a member). */
-    gim_err (*role)(struct wctx *w, int64_t group_id, int64_t user_id, int *role);
+    /* (The actor's role in a group message's group is the group area's role.) */
     /*
      * Erases m's content (status MS_RECALL, content NULL) and lists the
      * copies that get a notice: a group message's member copies, a 1:1
@@ -731,14 +725,12 @@ struct storage_recall_ops {
  */
 struct storage_maint_ops {
     /*
-     * Whether several instances share the database's sessions (PostgreSQL):
-     * then each instance writes what it saw (seen, seen_gateway) and the
-     * holder of the maintenance lock signs out, in the database, the devices
-     * no instance saw for the timeout (sweep). False (SQLite): this
-     * process's presence table is the truth, the sweep signs out what it
-     * expires (sign_out), and seen, seen_gateway and sweep are NULL.
+     * With shared_sessions (struct storage_ops) each instance writes what it saw (seen,
+     * seen_gateway) and the holder of the maintenance lock signs out, in the database, the
+     * devices no instance saw for the timeout (sweep); without, the sweep signs out what this
+     * process's presence expires (the device area's sign_out_any), and seen, seen_gateway and
+     * sweep are NULL.
      */
-    bool shared_sessions;
 
     /* w->db is up before a pass: a broken connection is re-established here. GIM_EUNAVAILABLE
      * while the server is away (SQLite: always GIM_OK). */
@@ -748,26 +740,17 @@ struct storage_maint_ops {
      * one writer of the file, always true). */
     bool (*try_lock)(struct wctx *w);
 
-    /* Maintenance's own short transaction on w->db, outside any batch (SQLite: BEGIN IMMEDIATE).
-     * in_transaction says whether one (anyone's) is open; rollback rolls back the open one, if
-     * any, and never fails. */
-    gim_err (*begin)(struct wctx *w);
-    gim_err (*commit)(struct wctx *w);
-    void (*rollback)(struct wctx *w);
-    bool (*in_transaction)(struct wctx *w);
-
-    /* Marks device_id offline (online = 0, room_id = 0, updated_at = w->now_ms), whatever user
-     * or gateway it is on, inside the caller's transaction; logs a failure. A device without a
-     * row is not an error. */
-    gim_err (*sign_out)(struct wctx *w, int64_t device_id);
+    /* Maintenance's own short transactions on w->db, outside any batch, are the tx area's
+     * (begin, commit(c, true), rollback; in_transaction). */
 
     /* shared_sessions only, autocommit. Raises device.updated_at of the online devices ids[i]
      * to seen[i] (never lowers it). */
     gim_err (*seen)(struct wctx *w, const int64_t *ids, const int64_t *seen, size_t n);
     /* Raises updated_at of every online device of gateway to at (never lowers it). */
     gim_err (*seen_gateway)(struct wctx *w, const char *gateway, int64_t at);
-    /* Signs out (as sign_out) up to max online devices whose updated_at is before cutoff, in one
-     * statement, and puts their ids in ids[0..*n): *n == max means more may remain. */
+    /* Signs out (as the device area's sign_out_any) up to max online devices whose updated_at is
+     * before cutoff, in one statement, and puts their ids in ids[0..*n): *n == max means more may
+     * remain. */
     gim_err (*sweep)(struct wctx *w, int64_t cutoff, int64_t *ids, size_t max, size_t *n);
 
     /* SQLite: truncates the WAL so erased content leaves the file; GIM_EUNAVAILABLE while readers
@@ -781,7 +764,7 @@ struct storage_maint_ops {
     gim_err (*prune_room_idempotency)(struct wctx *w, int64_t cutoff, int max_rows, int *n);
     gim_err (*prune_operator_idempotency)(struct wctx *w, int64_t cutoff, int max_rows, int *n);
 
-    /* Inside the caller's transaction (begin). Deletes up to max_rows of the oldest messages
+    /* Inside the caller's transaction (tx->begin). Deletes up to max_rows of the oldest messages
      * (by id, within the head of the table) sent before cutoff, each with its inbox entries,
      * group copies and idempotency record; *n is how many. SQLite asks for the WAL scrub
      * (w->scrub_wal) when it deleted any. */
@@ -794,6 +777,17 @@ struct storage_maint_ops {
 /* One backend: a table per area. */
 struct storage_ops {
     const char *name; /* "sqlite", "postgres" */
+    /*
+     * Whether several instances share the sessions (PostgreSQL): the device table is then the
+     * truth and each instance's presence a cache of it. A request's session is checked with
+     * presence_check_shared (dispatch.c: one made by another instance is read on the worker's
+     * connection), a sign-in reads the session it replaces (device area, sign_in), a kick tells
+     * the row's gateway (kick.c), each instance writes the times it saw its devices and one
+     * instance sweeps them in the database (maint area). false (SQLite, one instance): this
+     * process's presence is the truth (presence_check) and the device table its copy for
+     * restarts.
+     */
+    bool shared_sessions;
     const struct storage_tx_ops *tx;
     const struct storage_message_ops *message;
     const struct storage_device_ops *device;

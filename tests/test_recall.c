@@ -22,6 +22,7 @@
 #include "request.h"
 #include "seq.h"
 #include "storage.h"
+#include "storage/sqlite_int.h"
 #include "store.h"
 #include "writer.h"
 
@@ -715,7 +716,6 @@ static void assert_recall_ops(const struct storage_ops *b)
     cr_assert_not_null(o, "%s", b->name);
 #define HAS(op) cr_assert(o->op != NULL, "%s: recall operation " #op " missing", b->name)
     HAS(find);
-    HAS(role);
     HAS(erase);
     HAS(targets);
     HAS(erased);

@@ -211,14 +211,13 @@ Test(writer, both_backends_fill_every_tx_operation)
         const struct storage_tx_ops *tx = backends[i]->tx;
         const char *name = backends[i]->name;
         cr_assert(tx->begin && tx->savepoint && tx->release && tx->rollback_to && tx->lost &&
-                      tx->commit && tx->rollback && tx->retryable,
+                      tx->commit && tx->rollback && tx->in_transaction && tx->retryable,
                   "%s: a transaction operation is missing", name);
         cr_assert(tx->wait_locks && tx->stop_waiting && tx->checkpointer_open &&
                       tx->checkpoint_hook && tx->checkpoint && tx->scrub,
                   "%s: a lock wait or checkpoint operation is missing", name);
-        cr_assert(tx->health_open && tx->health_writable && tx->schema_version && tx->location &&
-                      tx->session_check,
-                  "%s: a health, start-up or session operation is missing", name);
+        cr_assert(tx->health_open && tx->health_writable && tx->schema_version && tx->location,
+                  "%s: a health or start-up operation is missing", name);
     }
     /* PostgreSQL's instances deadlock unless batches lock in one order, and its failures say
      * why: both are needed there. */

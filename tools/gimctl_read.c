@@ -32,6 +32,7 @@
 
 #include "gimctl.h"
 #include "message.h"
+#include "storage/sqlite_int.h"
 
 #define ST_USER 2 /* SenderType ST_USER */
 #define RT_USER 1 /* ReceiverType RT_USER */

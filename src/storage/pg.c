@@ -11,6 +11,7 @@ extern const struct storage_maint_ops storage_pg_maint;
 
 const struct storage_ops storage_pg = {
     .name = "postgres",
+    .shared_sessions = true,
     .tx = &storage_pg_tx,
     .message = &storage_pg_message,
     .device = &storage_pg_device,

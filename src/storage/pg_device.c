@@ -9,6 +9,7 @@
 #include "pgstore.h"
 #include "presence.h"
 #include "storage.h"
+#include "storage/pg_int.h"
 
 static const char PG_UPSERT_DEVICE[] =
     "INSERT INTO device (device_id, user_id, gateway_id, client_addr, online, room_id, "
@@ -66,20 +67,6 @@ static const char PG_LOAD[] =
 static const char PG_SESSION[] =
     "SELECT user_id, gateway_id, room_id FROM device WHERE device_id = $1 AND online = 1";
 
-/* The gateway_id at (row, col) into dst (PRESENCE_GATEWAY_MAX + 1 bytes), "" when NULL. */
-static void copy_gateway(char *dst, const PGresult *res, int row, int col)
-{
-    size_t len = 0;
-    const uint8_t *gw = pgstore_blob(res, row, col, &len);
-    if (!gw)
-        len = 0;
-    if (len > PRESENCE_GATEWAY_MAX)
-        len = PRESENCE_GATEWAY_MAX;
-    if (len)
-        memcpy(dst, gw, len);
-    dst[len] = 0;
-}
-
 static gim_err sign_in(struct wctx *w, const struct session *s, const char *client_addr,
                        struct session *old, int *dropped)
 {
@@ -93,7 +80,7 @@ static gim_err sign_in(struct wctx *w, const struct session *s, const char *clie
     if (PQntuples(res) == 1) {
         old->device_id = s->device_id;
         old->user_id = pgstore_int(res, 0, 0);
-        copy_gateway(old->gateway_id, res, 0, 1);
+        pg_gateway(old->gateway_id, res, 0, 1);
     }
     PQclear(res);
     for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
@@ -137,6 +124,11 @@ static gim_err lease(struct wctx *w, const char *gateway_id, int64_t boot_id, bo
                   STORE_INT(w->now_ms));
 }
 
+static gim_err sign_out_any(struct wctx *w, int64_t device_id)
+{
+    return PG_RUN(w->db, PG_SIGN_OUT_ANY, NULL, NULL, STORE_INT(w->now_ms), STORE_INT(device_id));
+}
+
 static gim_err kick(struct wctx *w, int64_t device_id, struct session *row, bool *was_online)
 {
     PGresult *res = NULL;
@@ -152,9 +144,9 @@ static gim_err kick(struct wctx *w, int64_t device_id, struct session *row, bool
     }
     row->user_id = pgstore_int(res, 0, 0);
     *was_online = pgstore_int(res, 0, 1) != 0;
-    copy_gateway(row->gateway_id, res, 0, 2);
+    pg_gateway(row->gateway_id, res, 0, 2);
     PQclear(res);
-    return PG_RUN(w->db, PG_SIGN_OUT_ANY, NULL, NULL, STORE_INT(w->now_ms), STORE_INT(device_id));
+    return sign_out_any(w, device_id);
 }
 
 static gim_err load_sessions(struct store_conn *c, int64_t now_ms,
@@ -168,11 +160,9 @@ static gim_err load_sessions(struct store_conn *c, int64_t now_ms,
         return e;
     int rows = PQntuples(res);
     for (int i = 0; i < rows && e == GIM_OK; i++) {
-        struct session s = {.device_id = pgstore_int(res, i, 0),
-                            .user_id = pgstore_int(res, i, 1),
-                            .room_id = pgstore_int(res, i, 3),
-                            .last_seen_ms = now_ms};
-        copy_gateway(s.gateway_id, res, i, 2);
+        struct session s;
+        pg_session(&s, res, i, 0);
+        s.last_seen_ms = now_ms;
         if ((e = put(arg, &s)) == GIM_OK)
             (*n)++;
     }
@@ -194,18 +184,18 @@ static gim_err session(struct store_conn *c, int64_t device_id, struct session *
         out->device_id = device_id;
         out->user_id = pgstore_int(res, 0, 0);
         out->room_id = pgstore_int(res, 0, 2);
-        copy_gateway(out->gateway_id, res, 0, 1);
+        pg_gateway(out->gateway_id, res, 0, 1);
     }
     PQclear(res);
     return GIM_OK;
 }
 
 const struct storage_device_ops storage_pg_device = {
-    .shared_sessions = true,
     .sign_in = sign_in,
     .sign_out = sign_out,
     .ack = ack,
     .lease = lease,
+    .sign_out_any = sign_out_any,
     .kick = kick,
     .load_sessions = load_sessions,
     .session = session,

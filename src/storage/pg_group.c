@@ -22,6 +22,7 @@
 #include "room.h"
 #include "seq.h"
 #include "storage.h"
+#include "storage/pg_int.h"
 
 static const char PG_ROLE[] = "SELECT role FROM group_member WHERE group_id = $1 AND user_id = $2";
 static const char PG_MEMBERS[] =
@@ -161,6 +162,29 @@ static gim_err exists(struct store_conn *db, int64_t group_id, enum group_lock l
     return e;
 }
 
+/*
+ * The group's row share-locked first: a membership change on another
+ * instance waits for this send (or this send for it), so the members the
+ * send reads next are the members.
+ */
+static gim_err send_role(struct store_conn *db, int64_t group_id, int64_t user_id,
+                         enum group_role *r, bool *ok, const char **what)
+{
+    gim_err e = exists(db, group_id, GROUP_LOCK_SHARE, ok);
+    *r = GROUP_NONE;
+    if (e != GIM_OK) {
+        *what = "group";
+        return e;
+    }
+    if (!*ok)
+        return GIM_OK;
+    if ((e = role(db, group_id, user_id, r)) != GIM_OK) {
+        *what = "membership";
+        *r = GROUP_NONE;
+    }
+    return e;
+}
+
 static gim_err lock_batch(struct store_conn *db, const int64_t *ids, size_t n)
 {
     if (n == 0)
@@ -169,7 +193,7 @@ static gim_err lock_batch(struct store_conn *db, const int64_t *ids, size_t n)
         if (ids[i - 1] >= ids[i])
             return GIM_EINTERNAL; /* the contract: ascending, distinct */
     char *arr = NULL;
-    gim_err e = seq_array_literal(ids, n, &arr);
+    gim_err e = pg_array_literal(ids, n, &arr);
     if (e == GIM_OK)
         e = PG_RUN(db, PG_LOCK_MANY, NULL, NULL, STORE_TEXT(arr));
     free(arr);
@@ -358,8 +382,8 @@ static gim_err copy_rows(struct wctx *w, struct message_new *m, const int64_t *i
             m->sender_seq = seqs[i];
     }
     if ((e = message_insert(w->db, m, id)) != GIM_OK ||
-        (e = seq_array_literal(ids, n, &arr_ids)) != GIM_OK ||
-        (e = seq_array_literal(seqs, n, &arr_seqs)) != GIM_OK)
+        (e = pg_array_literal(ids, n, &arr_ids)) != GIM_OK ||
+        (e = pg_array_literal(seqs, n, &arr_seqs)) != GIM_OK)
         goto out;
     e = PG_RUN(w->db, PG_GROUP_COPIES, NULL, &changes, STORE_INT(*id), STORE_TEXT(arr_ids),
                STORE_TEXT(arr_seqs));
@@ -421,18 +445,8 @@ static gim_err targets_add(struct fanout *f, const PGresult *res)
         f->targets = grown;
         f->cap_targets = cap;
     }
-    for (size_t i = 0; i < n; i++) {
-        struct session *t = &f->targets[f->n_targets++];
-        size_t len = 0;
-        const uint8_t *gw = pgstore_blob(res, (int)i, 2, &len);
-        memset(t, 0, sizeof *t);
-        t->device_id = pgstore_int(res, (int)i, 0);
-        t->user_id = pgstore_int(res, (int)i, 1);
-        t->room_id = pgstore_int(res, (int)i, 3);
-        len = len > PRESENCE_GATEWAY_MAX ? PRESENCE_GATEWAY_MAX : len;
-        if (len)
-            memcpy(t->gateway_id, gw, len);
-    }
+    for (size_t i = 0; i < n; i++)
+        pg_session(&f->targets[f->n_targets++], res, (int)i, 0);
     return GIM_OK;
 }
 
@@ -534,6 +548,7 @@ static gim_err op_idem_put(struct wctx *w, const char *key, int type, const uint
 const struct storage_group_ops storage_pg_group = {
     .role = role,
     .exists = exists,
+    .send_role = send_role,
     .lock_batch = lock_batch,
     .members = members,
     .member_count = member_count,

@@ -1,11 +1,12 @@
 /*
  * pg_int: helpers the PostgreSQL backend's areas share (src/storage/pg_*.c).
  *
- * Not part of the storage interface: only the backend's own files (and,
- * until they move behind operations, the modules that still read message
- * rows themselves: room.c, recall.c) include it. Message rows are selected
- * as MESSAGE_COLUMNS, the one column list of both backends (sqlite_int.h),
- * and decoded from binary results (pgstore.h) by message_from_pgrow().
+ * Not part of the storage interface: only the backend's own files include
+ * it. Message rows are selected as MESSAGE_COLUMNS, the one column list of
+ * both backends (sqlite_int.h), and decoded from binary results (pgstore.h)
+ * by message_from_pgrow(); lists of ids travel as one bigint[] parameter
+ * (pg_array_literal()). Implemented in pg_int.c (and the message row
+ * helpers in pg_message.c).
  */
 #ifndef GIM_STORAGE_PG_INT_H
 #define GIM_STORAGE_PG_INT_H
@@ -29,5 +30,25 @@ struct message_view *message_from_pgrow(const PGresult *res, int row, int col, i
  */
 gim_err message_page_pg(const PGresult *res, size_t page_size, size_t max_bytes, uint8_t **buf,
                         size_t *len);
+
+/*
+ * ids[0..n) as a PostgreSQL array literal, "{1,2,3}", for a bigint[]
+ * parameter sent as text (one statement for any number of ids). *out is
+ * malloc'ed; the caller frees it. GIM_ENOMEM.
+ */
+gim_err pg_array_literal(const int64_t *ids, size_t n, char **out);
+
+/*
+ * The gateway_id at (row, col) of a binary result into dst (PRESENCE_GATEWAY_MAX + 1 bytes,
+ * presence.h), cut to PRESENCE_GATEWAY_MAX; "" when NULL.
+ */
+void pg_gateway(char *dst, const PGresult *res, int row, int col);
+
+/*
+ * A session read from a row of the device table: device_id, user_id, gateway_id, room_id at
+ * columns col..col+3 of row `row` into *t (its other fields zeroed).
+ */
+struct session;
+void pg_session(struct session *t, const PGresult *res, int row, int col);
 
 #endif

@@ -8,20 +8,16 @@
  * VACUUM reuses its space (docs/scale-out.md, "What erased means on
  * PostgreSQL"); there is no WAL scrub here.
  */
-#include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 #include "log.h"
 #include "pgstore.h"
 #include "proto.h"
 #include "storage.h"
+#include "storage/pg_int.h"
 
 /* How far into the head of the message table one retention call looks, in multiples of max. */
 #define HEAD_WINDOW 4
-
-static const char PG_SIGN_OUT[] =
-    "UPDATE device SET online = 0, room_id = 0, updated_at = $1 WHERE device_id = $2";
 
 static const char PG_PRUNE_IDEM[] =
     "DELETE FROM idempotency WHERE ctid IN (SELECT i.ctid FROM idempotency i "
@@ -81,55 +77,14 @@ static bool try_lock(struct wctx *w)
     return pgstore_try_lock(w->db, PGSTORE_LOCK_MAINT);
 }
 
-static gim_err begin(struct wctx *w)
-{
-    return pgstore_begin(w->db);
-}
-
-static gim_err commit(struct wctx *w)
-{
-    return pgstore_exec(w->db, "COMMIT");
-}
-
-static bool in_transaction(struct wctx *w)
-{
-    return pgstore_in_transaction(w->db);
-}
-
-static void rollback(struct wctx *w)
-{
-    if (pgstore_in_transaction(w->db))
-        pgstore_exec(w->db, "ROLLBACK");
-}
-
-static gim_err sign_out(struct wctx *w, int64_t device_id)
-{
-    gim_err e = PG_RUN(w->db, PG_SIGN_OUT, NULL, NULL, STORE_INT(w->now_ms), STORE_INT(device_id));
-    if (e != GIM_OK)
-        log_warn("sign-out write failed", "device=%" PRId64 " error=\"%s\"", device_id,
-                 pgstore_sqlstate(w->db));
-    return e;
-}
-
-/* v[0..n) as a PostgreSQL array literal into a malloc'ed string; NULL when out of memory. */
-static char *array_literal(const int64_t *v, size_t n)
-{
-    size_t cap = 3 + n * 21, len = 1;
-    char *s = malloc(cap);
-    if (!s)
-        return NULL;
-    s[0] = '{';
-    for (size_t i = 0; i < n; i++)
-        len += (size_t)snprintf(s + len, cap - len, "%s%" PRId64, i ? "," : "", v[i]);
-    snprintf(s + len, cap - len, "}");
-    return s;
-}
-
 static gim_err seen(struct wctx *w, const int64_t *ids, const int64_t *at, size_t n)
 {
-    char *a = array_literal(ids, n), *b = array_literal(at, n);
-    gim_err e =
-        a && b ? PG_RUN(w->db, PG_SEEN, NULL, NULL, STORE_TEXT(a), STORE_TEXT(b)) : GIM_ENOMEM;
+    char *a = NULL, *b = NULL;
+    gim_err e = pg_array_literal(ids, n, &a);
+    if (e == GIM_OK)
+        e = pg_array_literal(at, n, &b);
+    if (e == GIM_OK)
+        e = PG_RUN(w->db, PG_SEEN, NULL, NULL, STORE_TEXT(a), STORE_TEXT(b));
     free(a);
     free(b);
     return e;
@@ -269,14 +224,8 @@ static gim_err retention_rooms(struct wctx *w, int64_t cutoff, int max, int *del
 }
 
 const struct storage_maint_ops storage_pg_maint = {
-    .shared_sessions = true,
     .ready = ready,
     .try_lock = try_lock,
-    .begin = begin,
-    .commit = commit,
-    .rollback = rollback,
-    .in_transaction = in_transaction,
-    .sign_out = sign_out,
     .seen = seen,
     .seen_gateway = seen_gateway,
     .sweep = sweep,

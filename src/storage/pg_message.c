@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "group.h"
 #include "message.h"
 #include "pgstore.h"
 #include "presence.h"
@@ -179,7 +178,7 @@ static gim_err next_user_seqs(struct wctx *w, const int64_t *ids, size_t n, int6
         return GIM_EINTERNAL; /* the contract: ascending, distinct */
     char *arr = NULL;
     PGresult *res = NULL;
-    gim_err e = seq_array_literal(ids, n, &arr);
+    gim_err e = pg_array_literal(ids, n, &arr);
     if (e == GIM_OK)
         e = PG_RUN(w->db, PG_NEXT_USERS, &res, NULL, STORE_TEXT(arr));
     if (e == GIM_OK && (size_t)PQntuples(res) != n)
@@ -201,7 +200,7 @@ static gim_err lock_seqs(struct wctx *w, int kind, const int64_t *ids, size_t n)
     if (!ascending(ids, n))
         return GIM_EINTERNAL; /* the contract: ascending, distinct */
     char *arr = NULL;
-    gim_err e = seq_array_literal(ids, n, &arr);
+    gim_err e = pg_array_literal(ids, n, &arr);
     if (e == GIM_OK)
         e = PG_RUN(w->db, kind == SEQ_USER ? PG_LOCK_USERS : PG_LOCK_ROOMS, NULL, NULL,
                    STORE_TEXT(arr));
@@ -321,16 +320,7 @@ static gim_err store(struct wctx *w, const struct message_new *m, int64_t reques
     for (size_t i = 0; i < rows; i++) {
         if (pgstore_null(res, (int)i, 1))
             continue; /* no device online */
-        struct session *t = &out->targets[n++];
-        size_t len = 0;
-        const uint8_t *gw = pgstore_blob(res, (int)i, 3, &len);
-        t->device_id = pgstore_int(res, (int)i, 1);
-        t->user_id = pgstore_int(res, (int)i, 2);
-        t->room_id = pgstore_int(res, (int)i, 4);
-        len = len > PRESENCE_GATEWAY_MAX ? PRESENCE_GATEWAY_MAX : len;
-        if (len)
-            memcpy(t->gateway_id, gw, len);
-        t->gateway_id[len] = 0;
+        pg_session(&out->targets[n++], res, (int)i, 1);
     }
     out->n_targets = n;
     out->targets_known = true;
@@ -360,31 +350,6 @@ static gim_err send_user(struct wctx *w, struct message_new *m, int64_t request_
         return e;
     out->sender_seq = m->sender_seq;
     out->receiver_seq = m->receiver_seq;
-    return GIM_OK;
-}
-
-/*
- * The group's row share-locked first: a membership change on another
- * instance waits for this send (or this send for it), so the members the
- * send reads next are the members.
- */
-static gim_err send_group_role(struct wctx *w, int64_t gid, int64_t user_id, int *role,
-                               bool *exists, const char **what)
-{
-    enum group_role r = GROUP_NONE;
-    gim_err e = group_exists(w->db, gid, GROUP_LOCK_SHARE, exists);
-    *role = (int)GROUP_NONE;
-    if (e != GIM_OK) {
-        *what = "group";
-        return e;
-    }
-    if (!*exists)
-        return GIM_OK;
-    if ((e = group_role(w->db, gid, user_id, &r)) != GIM_OK) {
-        *what = "membership";
-        return e;
-    }
-    *role = (int)r;
     return GIM_OK;
 }
 
@@ -533,7 +498,6 @@ const struct storage_message_ops storage_pg_message = {
     .inbox_add = inbox_add,
     .load = load,
     .send_user = send_user,
-    .send_group_role = send_group_role,
     .send_room_targets = send_room_targets,
     .idem_claim = idem_claim,
     .idem_take_over = idem_take_over,

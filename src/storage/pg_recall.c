@@ -21,17 +21,15 @@
  * PRESENCE_RECHECK_MS (presence_check_shared finds no row); their gateways
  * are told after the commit (kick_committed).
  */
-#include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "group.h"
 #include "kick.h"
 #include "pgstore.h"
 #include "presence.h"
 #include "proto.h"
 #include "storage.h"
+#include "storage/pg_int.h"
 #include "store.h"
 
 /* ---- recall ------------------------------------------------------------ */
@@ -48,8 +46,6 @@ static const char PG_GROUP_COPIES[] =
     "SELECT g.user_id, g.seq FROM group_copy g JOIN inbox i ON i.user_id = g.user_id "
     "AND i.seq = g.seq AND i.message_id = g.message_id WHERE g.message_id = $1 "
     "ORDER BY g.user_id";
-/* The actor's role in the message's group (group_role's query, for this backend). */
-static const char PG_ROLE[] = "SELECT role FROM group_member WHERE group_id = $1 AND user_id = $2";
 /* $1: the users as an array literal ("{1,2}"): one statement for any number of them. */
 static const char PG_TARGETS[] = "SELECT device_id, user_id, gateway_id, room_id FROM device "
                                  "WHERE online = 1 AND user_id = ANY ($1::bigint[])";
@@ -90,22 +86,6 @@ static gim_err find(struct wctx *w, int64_t user_id, int64_t seq, struct storage
     t->receiver_seq = pgstore_int(res, 0, 10);
     PQclear(res);
     return GIM_OK;
-}
-
-static gim_err role(struct wctx *w, int64_t group_id, int64_t user_id, int *out)
-{
-    PGresult *res = NULL;
-    char text[16] = "";
-    gim_err e = PG_RUN(w->db, PG_ROLE, &res, NULL, STORE_INT(group_id), STORE_INT(user_id));
-    if (e == GIM_OK && PQntuples(res) == 1) {
-        size_t len = 0;
-        const uint8_t *r = pgstore_blob(res, 0, 0, &len);
-        if (r && len < sizeof text)
-            memcpy(text, r, len);
-    }
-    PQclear(res);
-    *out = (int)group_role_parse(text);
-    return e;
 }
 
 /* Whether (user_id, seq) of the inbox still points at message_id. */
@@ -194,18 +174,18 @@ static gim_err targets(struct wctx *w, const struct storage_recall_copy *copies,
     *known = false;
     if (n_copies == 0)
         return GIM_OK;
-    /* "{" + up to 20 digits and a comma per user + "}" */
-    size_t cap = 3 + n_copies * 21, len = 0;
-    char *ids = malloc(cap);
+    int64_t *users = malloc(n_copies * sizeof *users);
+    char *ids = NULL;
     PGresult *pr = NULL;
     gim_err e = GIM_ENOMEM;
-    if (!ids)
+    if (!users)
         return e;
-    ids[len++] = '{';
     for (size_t i = 0; i < n_copies; i++)
-        len +=
-            (size_t)snprintf(ids + len, cap - len, "%s%" PRId64, i ? "," : "", copies[i].user_id);
-    snprintf(ids + len, cap - len, "}");
+        users[i] = copies[i].user_id;
+    e = pg_array_literal(users, n_copies, &ids);
+    free(users);
+    if (e != GIM_OK)
+        return e;
     if ((e = PG_RUN(w->db, PG_TARGETS, &pr, NULL, STORE_TEXT(ids))) != GIM_OK)
         goto out;
     size_t n = (size_t)PQntuples(pr);
@@ -213,18 +193,8 @@ static gim_err targets(struct wctx *w, const struct storage_recall_copy *copies,
         e = GIM_ENOMEM;
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        struct session *t = &(*out)[i];
-        size_t gl = 0;
-        const uint8_t *gw = pgstore_blob(pr, (int)i, 2, &gl);
-        t->device_id = pgstore_int(pr, (int)i, 0);
-        t->user_id = pgstore_int(pr, (int)i, 1);
-        t->room_id = pgstore_int(pr, (int)i, 3);
-        gl = gl > PRESENCE_GATEWAY_MAX ? PRESENCE_GATEWAY_MAX : gl;
-        if (gw)
-            memcpy(t->gateway_id, gw, gl);
-        t->gateway_id[gl] = 0;
-    }
+    for (size_t i = 0; i < n; i++)
+        pg_session(&(*out)[i], pr, (int)i, 0);
     *n_out = n;
     *known = true;
 out:
@@ -330,15 +300,10 @@ static gim_err erasure_devices(struct wctx *w, int64_t user_id, int limit, struc
     *n = 0;
     for (int i = 0; e == GIM_OK && i < PQntuples(pr); i++) {
         struct kick_target *t = &out[(*n)++];
-        size_t len = 0;
-        const uint8_t *gw = pgstore_blob(pr, i, 2, &len);
         t->device_id = pgstore_int(pr, i, 0);
         t->user_id = user_id;
         t->was_online = pgstore_int(pr, i, 1) != 0;
-        len = len > PRESENCE_GATEWAY_MAX ? PRESENCE_GATEWAY_MAX : len;
-        if (gw)
-            memcpy(t->gateway_id, gw, len);
-        t->gateway_id[len] = 0;
+        pg_gateway(t->gateway_id, pr, i, 2);
     }
     PQclear(pr);
     return e;
@@ -491,7 +456,6 @@ static gim_err erasure_room_erase(struct wctx *w, int64_t room_id, int64_t seq)
 
 const struct storage_recall_ops storage_pg_recall = {
     .find = find,
-    .role = role,
     .erase = erase,
     .targets = targets,
     .erased = erased,

@@ -21,6 +21,7 @@
 #include "pgstore.h"
 #include "presence.h"
 #include "storage.h"
+#include "storage/pg_int.h"
 
 /*
  * room_message has no receiver columns (the room is the key), so the select
@@ -176,17 +177,8 @@ static gim_err subscribers(struct store_conn *db, int64_t room_id, struct sessio
         PQclear(res);
         return GIM_ENOMEM;
     }
-    for (size_t i = 0; i < rows; i++) {
-        struct session *t = &(*out)[i];
-        size_t len = 0;
-        const uint8_t *gw = pgstore_blob(res, (int)i, 2, &len);
-        t->device_id = pgstore_int(res, (int)i, 0);
-        t->user_id = pgstore_int(res, (int)i, 1);
-        t->room_id = pgstore_int(res, (int)i, 3);
-        len = len > PRESENCE_GATEWAY_MAX ? PRESENCE_GATEWAY_MAX : len;
-        memcpy(t->gateway_id, gw, len);
-        t->gateway_id[len] = 0;
-    }
+    for (size_t i = 0; i < rows; i++)
+        pg_session(&(*out)[i], res, (int)i, 0);
     *n = rows;
     PQclear(res);
     return GIM_OK;

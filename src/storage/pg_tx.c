@@ -8,7 +8,6 @@
 
 #include "group.h"
 #include "pgstore.h"
-#include "presence.h"
 #include "seq.h"
 #include "storage.h"
 
@@ -57,6 +56,11 @@ static void rollback(struct store_conn *c)
 {
     if (pgstore_in_transaction(c))
         pgstore_exec(c, "ROLLBACK");
+}
+
+static bool in_transaction(const struct store_conn *c)
+{
+    return pgstore_in_transaction(c);
 }
 
 static bool retryable(const struct store_conn *c)
@@ -167,6 +171,7 @@ const struct storage_tx_ops storage_pg_tx = {
     .lost = lost,
     .commit = commit,
     .rollback = rollback,
+    .in_transaction = in_transaction,
     .retryable = retryable,
     .sqlstate = sqlstate,
     .lock_batch = lock_batch,
@@ -180,5 +185,4 @@ const struct storage_tx_ops storage_pg_tx = {
     .health_writable = health_writable,
     .schema_version = pgstore_schema_version,
     .location = location,
-    .session_check = presence_check_shared,
 };

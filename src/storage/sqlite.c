@@ -11,6 +11,7 @@ extern const struct storage_maint_ops storage_sqlite_maint;
 
 const struct storage_ops storage_sqlite = {
     .name = "sqlite",
+    .shared_sessions = false,
     .tx = &storage_sqlite_tx,
     .message = &storage_sqlite_message,
     .device = &storage_sqlite_device,

@@ -54,7 +54,7 @@ static const char SQL_SIGN_OUT_GATEWAY[] =
 
 static const char SQL_DEVICE[] =
     "SELECT user_id, online, gateway_id FROM device WHERE device_id = ?1";
-/* A kick signs the device out whatever its session (as the presence sweeper does). */
+/* The sweeper and a kick sign the device out whatever its session. */
 static const char SQL_SIGN_OUT_ANY[] =
     "UPDATE device SET online = 0, room_id = 0, updated_at = ?1 WHERE device_id = ?2";
 
@@ -126,6 +126,11 @@ static gim_err lease(struct wctx *w, const char *gateway_id, int64_t boot_id, bo
                      STORE_INT(w->now_ms));
 }
 
+static gim_err sign_out_any(struct wctx *w, int64_t device_id)
+{
+    return STORE_RUN(w->db, SQL_SIGN_OUT_ANY, NULL, STORE_INT(w->now_ms), STORE_INT(device_id));
+}
+
 static gim_err kick(struct wctx *w, int64_t device_id, struct session *row, bool *was_online)
 {
     memset(row, 0, sizeof *row);
@@ -148,7 +153,7 @@ static gim_err kick(struct wctx *w, int64_t device_id, struct session *row, bool
         return GIM_ENOTFOUND;
     if (rc != SQLITE_ROW)
         return store_err(rc);
-    return STORE_RUN(w->db, SQL_SIGN_OUT_ANY, NULL, STORE_INT(w->now_ms), STORE_INT(device_id));
+    return sign_out_any(w, device_id);
 }
 
 static gim_err load_sessions(struct store_conn *c, int64_t now_ms,
@@ -207,11 +212,11 @@ static gim_err session(struct store_conn *c, int64_t device_id, struct session *
 }
 
 const struct storage_device_ops storage_sqlite_device = {
-    .shared_sessions = false,
     .sign_in = sign_in,
     .sign_out = sign_out,
     .ack = ack,
     .lease = lease,
+    .sign_out_any = sign_out_any,
     .kick = kick,
     .load_sessions = load_sessions,
     .session = session,

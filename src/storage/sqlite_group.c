@@ -81,6 +81,22 @@ static gim_err exists(struct store_conn *db, int64_t group_id, enum group_lock l
     return STORE_EXISTS(db, SQL_EXISTS, exists, STORE_INT(group_id));
 }
 
+/* The role first: whether the group exists matters only to a non-member's error. */
+static gim_err send_role(struct store_conn *db, int64_t group_id, int64_t user_id,
+                         enum group_role *r, bool *ok, const char **what)
+{
+    *r = GROUP_NONE;
+    *ok = true;
+    gim_err e = role(db, group_id, user_id, r);
+    if (e != GIM_OK) {
+        *what = "membership";
+        return e;
+    }
+    if (*r == GROUP_NONE && (e = exists(db, group_id, GROUP_LOCK_NONE, ok)) != GIM_OK)
+        *what = "group";
+    return e;
+}
+
 static gim_err lock_batch(struct store_conn *db, const int64_t *ids, size_t n)
 {
     (void)db;
@@ -376,6 +392,7 @@ static gim_err op_idem_put(struct wctx *w, const char *key, int type, const uint
 const struct storage_group_ops storage_sqlite_group = {
     .role = role,
     .exists = exists,
+    .send_role = send_role,
     .lock_batch = lock_batch,
     .members = members,
     .member_count = member_count,

@@ -1,9 +1,10 @@
 /*
  * sqlite_int: helpers the SQLite backend's areas share (src/storage/sqlite_*.c).
  *
- * Not part of the storage interface: only the backend's own files (and,
- * until they move behind operations, the modules that still read message
- * rows themselves: room.c, recall.c, gimctl) include it. Message rows are
+ * Not part of the storage interface: only the backend's own files, and
+ * the readers of the file that decode message rows themselves (gimctl's
+ * read command, tools/gimctl_read.c; tests/test_recall.c), include it.
+ * Message rows are
  * read the same way everywhere: select MESSAGE_COLUMNS (from table alias m)
  * and decode them with message_from_row(), so the mapping lives here once.
  * The column list is the PostgreSQL backend's too (pg_int.h).

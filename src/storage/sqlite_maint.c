@@ -1,6 +1,7 @@
 /*
- * The maint operations on sqlite (storage.h): the sweep's sign-outs,
- * idempotency pruning, retention and the WAL scrub, with the statements and
+ * The maint operations on sqlite (storage.h): idempotency pruning,
+ * retention and the WAL scrub (the sweep's sign-outs are the device area's
+ * sign_out_any, its transactions the tx area's), with the statements and
  * steps maint.c and retention.c ran before the seam (same SQL, same
  * statement cache use, same order).
  */
@@ -43,10 +44,6 @@ static const char SQL_PRUNE_OP_IDEM[] =
     "DELETE FROM operator_idempotency WHERE idem_key IN "
     "(SELECT idem_key FROM operator_idempotency WHERE created_at < ?1 LIMIT ?2)";
 
-/* Whatever user or gateway the device is on: the sweeper and kicks end the device's session. */
-static const char SQL_SIGN_OUT[] =
-    "UPDATE device SET online = 0, room_id = 0, updated_at = ?1 WHERE device_id = ?2";
-
 /* The oldest messages by id, of which those before the cutoff; see retention.h. */
 static const char SQL_OLD_MESSAGES[] =
     "SELECT id, sender_id, sender_seq, sender_device_id, receiver_type, receiver_id, receiver_seq "
@@ -88,37 +85,6 @@ static bool try_lock(struct wctx *w)
 {
     (void)w;
     return true;
-}
-
-static gim_err begin(struct wctx *w)
-{
-    return store_exec(w->db, "BEGIN IMMEDIATE");
-}
-
-static gim_err commit(struct wctx *w)
-{
-    return store_exec(w->db, "COMMIT");
-}
-
-static bool in_transaction(struct wctx *w)
-{
-    return !sqlite3_get_autocommit(w->db->db);
-}
-
-/* A failed COMMIT (busy) leaves the transaction open: it is rolled back here too. */
-static void rollback(struct wctx *w)
-{
-    if (!sqlite3_get_autocommit(w->db->db))
-        sqlite3_exec(w->db->db, "ROLLBACK", NULL, NULL, NULL);
-}
-
-static gim_err sign_out(struct wctx *w, int64_t device_id)
-{
-    gim_err e = STORE_RUN(w->db, SQL_SIGN_OUT, NULL, STORE_INT(w->now_ms), STORE_INT(device_id));
-    if (e != GIM_OK)
-        log_warn("sign-out write failed", "device=%lld error=\"%s\"", (long long)device_id,
-                 sqlite3_errmsg(w->db->db));
-    return e;
 }
 
 /* Recalled content must leave the WAL file too: truncate it once readers allow. */
@@ -315,14 +281,8 @@ out:
 }
 
 const struct storage_maint_ops storage_sqlite_maint = {
-    .shared_sessions = false,
     .ready = ready,
     .try_lock = try_lock,
-    .begin = begin,
-    .commit = commit,
-    .rollback = rollback,
-    .in_transaction = in_transaction,
-    .sign_out = sign_out,
     .seen = NULL,
     .seen_gateway = NULL,
     .sweep = NULL,

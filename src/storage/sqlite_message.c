@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "group.h"
 #include "log.h"
 #include "message.h"
 #include "seq.h"
@@ -263,23 +262,6 @@ static gim_err send_user(struct wctx *w, struct message_new *m, int64_t request_
     return GIM_OK;
 }
 
-/* The role first: whether the group exists matters only to a non-member's error. */
-static gim_err send_group_role(struct wctx *w, int64_t gid, int64_t user_id, int *role,
-                               bool *exists, const char **what)
-{
-    enum group_role r = GROUP_NONE;
-    gim_err e = group_role(w->db, gid, user_id, &r);
-    *role = (int)r;
-    *exists = true;
-    if (e != GIM_OK) {
-        *what = "membership";
-        return e;
-    }
-    if (r == GROUP_NONE && (e = group_exists(w->db, gid, GROUP_LOCK_NONE, exists)) != GIM_OK)
-        *what = "group";
-    return e;
-}
-
 static gim_err send_room_targets(struct wctx *w, int64_t room_id, struct session **targets,
                                  size_t *n, bool *known)
 {
@@ -399,9 +381,7 @@ static gim_err inbox_page(struct store_conn *ro, int64_t user_id, int64_t after,
         return GIM_EINTERNAL;
     int rc =
         STORE_BIND(st, STORE_INT(user_id), STORE_INT(after), STORE_INT((int64_t)page_size + 1));
-    const struct message_rows rows = {.src = st, .next = page_next, .view = page_view};
-    gim_err e =
-        rc == SQLITE_OK ? message_page_rows(&rows, page_size, max_bytes, buf, len) : store_err(rc);
+    gim_err e = rc == SQLITE_OK ? message_page(st, page_size, max_bytes, buf, len) : store_err(rc);
     store_done(st);
     return e;
 }
@@ -416,7 +396,6 @@ const struct storage_message_ops storage_sqlite_message = {
     .inbox_add = inbox_add,
     .load = load,
     .send_user = send_user,
-    .send_group_role = send_group_role,
     .send_room_targets = send_room_targets,
     .idem_claim = idem_claim,
     .idem_take_over = idem_take_over,

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "group.h"
 #include "kick.h"
 #include "presence.h"
 #include "proto.h"
@@ -70,14 +69,6 @@ static gim_err find(struct wctx *w, int64_t user_id, int64_t seq, struct storage
     if (rc == SQLITE_ROW)
         return GIM_OK;
     return rc == SQLITE_DONE ? GIM_ENOTFOUND : store_err(rc);
-}
-
-static gim_err role(struct wctx *w, int64_t group_id, int64_t user_id, int *out)
-{
-    enum group_role r = GROUP_NONE;
-    gim_err e = group_role(w->db, group_id, user_id, &r);
-    *out = (int)r;
-    return e;
 }
 
 /*
@@ -421,7 +412,6 @@ static gim_err erasure_room_erase(struct wctx *w, int64_t room_id, int64_t seq)
 
 const struct storage_recall_ops storage_sqlite_recall = {
     .find = find,
-    .role = role,
     .erase = erase,
     .targets = targets,
     .erased = erased,

@@ -7,6 +7,7 @@
 #include "message.h"
 #include "presence.h"
 #include "storage.h"
+#include "storage/sqlite_int.h"
 
 /*
  * room_message has no receiver columns (the room is the key), so the select

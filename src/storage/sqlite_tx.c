@@ -12,7 +12,6 @@
 #include "busy.h"
 #include "config.h"
 #include "log.h"
-#include "presence.h"
 #include "storage.h"
 
 /* How long /healthz waits for the write lock before it calls the database unwritable. */
@@ -79,10 +78,16 @@ static gim_err commit(struct store_conn *c, bool keep)
     return store_exec(c, "COMMIT");
 }
 
+/* A failed COMMIT (busy) leaves the transaction open: it is rolled back here too. */
 static void rollback(struct store_conn *c)
 {
     if (!sqlite3_get_autocommit(c->db))
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static bool in_transaction(const struct store_conn *c)
+{
+    return !sqlite3_get_autocommit(c->db);
 }
 
 static bool retryable(const struct store_conn *c)
@@ -221,15 +226,6 @@ static const char *location(const struct gim_config *cfg)
     return cfg->database.path;
 }
 
-/* One instance holds every session. */
-static gim_err session_check(struct presence *p, struct store_conn *ro, int64_t user_id,
-                             int64_t device_id, const char *gateway_id, int64_t now_ms,
-                             struct session *out)
-{
-    (void)ro;
-    return presence_check(p, user_id, device_id, gateway_id, now_ms, out);
-}
-
 const struct storage_tx_ops storage_sqlite_tx = {
     .begin = begin,
     .savepoint = savepoint,
@@ -238,6 +234,7 @@ const struct storage_tx_ops storage_sqlite_tx = {
     .lost = lost,
     .commit = commit,
     .rollback = rollback,
+    .in_transaction = in_transaction,
     .retryable = retryable,
     .sqlstate = NULL,
     .lock_batch = NULL,
@@ -251,5 +248,4 @@ const struct storage_tx_ops storage_sqlite_tx = {
     .health_writable = health_writable,
     .schema_version = store_schema_version,
     .location = location,
-    .session_check = session_check,
 };

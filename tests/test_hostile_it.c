@@ -489,16 +489,27 @@ static size_t random_request(uint64_t *s, uint8_t *buf, size_t cap)
  * the types that need no session (a sign-in, the operator requests, a gateway
  * lease), which fail on their random data with either. A changed byte can turn
  * the type into any of them: seed 1795941986 made one a PT_ADMIN_ERASE, which
- * the service rightly answered EC_BAD_REQUEST.
+ * the service rightly answered EC_BAD_REQUEST, and seed 1795970351 a
+ * PT_ADMIN_GROUP_MEMBERS (the group operator requests of issue 14 were missing
+ * here: every PT_ADMIN_* is an operator request).
  */
 static bool sessionless(int type)
 {
     switch (type) {
     case PB__PACKAGE_TYPE__PT_SIGN_IN:
-    case PB__PACKAGE_TYPE__PT_ADMIN_RECALL:
     case PB__PACKAGE_TYPE__PT_GATEWAY_LEASE:
+    case PB__PACKAGE_TYPE__PT_ADMIN_RECALL:
     case PB__PACKAGE_TYPE__PT_ADMIN_KICK:
     case PB__PACKAGE_TYPE__PT_ADMIN_ERASE:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_CREATE:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_UPDATE:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_DISSOLVE:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_ADD_MEMBERS:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_REMOVE_MEMBERS:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_SET_ROLE:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_GET:
+    case PB__PACKAGE_TYPE__PT_ADMIN_GROUP_MEMBERS:
+    case PB__PACKAGE_TYPE__PT_ADMIN_SEND:
         return true;
     default:
         return false;

@@ -198,14 +198,17 @@ cmd_crash() {
     need_bins
     server_user
     # The postmaster and every backend at once, as a machine that loses power: SIGKILL to the
-    # postmaster alone would leave its backends serving until they notice.
+    # postmaster alone would leave its backends serving until they notice. Its processes are
+    # the ones whose parent it is (read from /proc: a bare Debian has no procps).
     pid=$(head -n 1 "$CLUSTER/postmaster.pid")
-    if [[ $(ps -o sid= -p "$pid" | tr -d ' ') == "$pid" ]]; then
-        pkill -KILL -s "$pid" # pg_ctl starts the postmaster in a session of its own
-    else
-        pkill -KILL -P "$pid" || true
-        kill -KILL "$pid"
-    fi
+    local victims=("$pid") p rest ppid
+    for p in /proc/[0-9]*; do
+        p=${p#/proc/}
+        rest=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+        read -r _ ppid _ <<<"$rest"
+        if [[ $ppid == "$pid" ]]; then victims+=("$p"); fi
+    done
+    kill -KILL "${victims[@]}" 2>/dev/null || true
     local i
     for ((i = 0; i < 100; i++)); do
         kill -0 "$pid" 2>/dev/null || break

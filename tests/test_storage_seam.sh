@@ -9,6 +9,7 @@
 #   - in code (comments and string literals left out):
 #       SQLite: sqlite3, sqlite3_*, SQLITE_*, #include <sqlite3.h>;
 #       libpq: PQ*, PGresult, PGconn, PGRES_*, #include <libpq-fe.h>, #include "pgstore.h";
+#       the backends' internal headers: #include "storage/sqlite_int.h", "storage/pg_int.h";
 #       the statement-level helpers of store.h/pgstore.h: PG_RUN*, STORE_RUN, STORE_RUN2,
 #       STORE_ROWS, STORE_EXISTS, STORE_BIND, store_stmt, store_run, store_run2, store_rows,
 #       store_bind, store_exec, store_done, store_err, pgstore_*; testing the backend:
@@ -93,6 +94,8 @@ BEGIN {
             report(FNR, "SQLite header")
         else if (line ~ /<libpq-fe\.h>|"pgstore\.h"/)
             report(FNR, "libpq header")
+        else if (line ~ /(sqlite|pg)_int\.h"/)
+            report(FNR, "storage-internal header")
         next
     }
     n = length(line)
@@ -201,6 +204,7 @@ int f(struct store_conn *c)
     if (store_is_pg(c) || c->backend == STORE_PG) return v;
     return rc == SQLITE_DONE ? PQntuples(res) : store_exec(c, "COMMIT");
 }
+#include "storage/sqlite_int.h"
 EOF
 cat >"$T/src/storage/sqlite_room.c" <<'EOF'
 static const char SQL_X[] = "DELETE FROM room_message WHERE room_id = ?1";
@@ -228,6 +232,7 @@ src/dirty.c:22: statement-level storage call
 src/dirty.c:23: backend test
 src/dirty.c:24: SQLite call
 src/dirty.c:24: SQL text
+src/dirty.c:26: storage-internal header
 EOF
 )
 got=$(scan "$T" | cut -d: -f1-3 | LC_ALL=C sort)

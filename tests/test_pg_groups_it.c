@@ -154,21 +154,9 @@ static int count_in_file(const char *path, const char *needle)
 
 Test(pg_groups_it, concurrent_group_sends_on_two_instances_are_gap_free)
 {
-    char sql[256];
-    for (int g = 0; g < NGROUPS; g++) {
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO chat_group (group_id, name, owner_id, created_at) VALUES (%lld, 'g', "
-                 "%lld, 0)",
-                 (long long)groups[g].id, (long long)groups[g].members[0]);
-        tl_exec(&a, sql);
-        for (int i = 0; i < groups[g].n; i++) {
-            snprintf(sql, sizeof sql,
-                     "INSERT INTO group_member (group_id, user_id, role, joined_at) VALUES (%lld, "
-                     "%lld, 'member', 0)",
-                     (long long)groups[g].id, (long long)groups[g].members[i]);
-            tl_exec(&a, sql);
-        }
-    }
+    for (int g = 0; g < NGROUPS; g++)
+        tl_make_group(&a, groups[g].id, groups[g].members, groups[g].n);
+
     /* Signed in at A; half of them then send through B (sessions are shared). */
     struct gim_client *ca = tl_client(&a);
     static struct sender ss[USERS];

@@ -239,26 +239,14 @@ static int cmp_i64(const void *x, const void *y)
 /* Half the users send through A, half through B, all at once; then every check. */
 static void run(bool to_groups, bool churn)
 {
-    char sql[256];
     char *token = NULL;
     _Atomic bool stop = false;
     struct churner chs[2] = {{.url = a.url, .group = 101, .stop = &stop},
                              {.url = b.url, .group = 102, .stop = &stop}};
     int port_a = tl_enable_http(&a), port_b = tl_enable_http(&b);
-    for (int g = 0; to_groups && g < NGROUPS; g++) {
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO chat_group (group_id, name, owner_id, created_at) VALUES (%lld, 'g', "
-                 "%lld, 0)",
-                 (long long)groups[g].id, (long long)groups[g].members[0]);
-        tl_exec(&a, sql);
-        for (int i = 0; i < groups[g].n; i++) {
-            snprintf(sql, sizeof sql,
-                     "INSERT INTO group_member (group_id, user_id, role, joined_at) VALUES (%lld, "
-                     "%lld, 'member', 0)",
-                     (long long)groups[g].id, (long long)groups[g].members[i]);
-            tl_exec(&a, sql);
-        }
-    }
+    for (int g = 0; to_groups && g < NGROUPS; g++)
+        tl_make_group(&a, groups[g].id, groups[g].members, groups[g].n);
+
     struct gim_client *ca = tl_client(&a);
     static struct sender ss[USERS];
     for (int i = 0; i < USERS; i++) {

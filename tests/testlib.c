@@ -601,3 +601,20 @@ int tl_senders_check(const struct tl_server *s, const struct tl_sender *ws, int 
                  "no send stored twice (each has one record)");
     return total;
 }
+
+void tl_make_group(const struct tl_server *s, int64_t group_id, const int64_t *members, int n)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO chat_group (group_id, name, owner_id, created_at) VALUES (%lld, 'g', "
+             "%lld, 0)",
+             (long long)group_id, (long long)members[0]);
+    tl_exec(s, sql);
+    for (int i = 0; i < n; i++) {
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO group_member (group_id, user_id, role, joined_at) VALUES (%lld, "
+                 "%lld, 'member', 0)",
+                 (long long)group_id, (long long)members[i]);
+        tl_exec(s, sql);
+    }
+}

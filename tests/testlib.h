@@ -65,6 +65,10 @@ void tl_cleanup_pair(struct tl_server *a, struct tl_server *b);
 /* Runs sql (no result) on s's database, either backend; fails the test on error. */
 void tl_exec(const struct tl_server *s, const char *sql);
 
+/* Writes group group_id straight into s's database (no request, no notice): members[0] owns
+ * it, and every one of members[0..n) is a member with the role 'member'. */
+void tl_make_group(const struct tl_server *s, int64_t group_id, const int64_t *members, int n);
+
 /* Writes a config (base + extra_yaml lines) into a new temp dir, starts the
  * binary and waits until it answers. Aborts the test on failure. */
 void tl_start(struct tl_server *s, const char *extra_yaml);

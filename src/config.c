@@ -42,7 +42,7 @@ static const struct cfgtable_key keys[] = {
     CFGTABLE_U32(C, database.busy_timeout_ms, 0, 600000, 5000),
     CFGTABLE_U32(C, database.cache_mb, 0, UINT32_MAX, 32),
     CFGTABLE_U32(C, database.reader_cache_mb, 0, UINT32_MAX, 4),
-    CFGTABLE_U32(C, database.mmap_mb, 0, UINT32_MAX, 0),
+    CFGTABLE_U32(C, database.mmap_mb, 0, UINT32_MAX, 128),
     CFGTABLE_U32(C, database.max_pages, 0, UINT32_MAX, 0),
     CFGTABLE_SECRET(C, auth.secret, ""),
     CFGTABLE_STR(C, auth.secret_env, "GIM_TOKEN_SECRET"),

@@ -29,8 +29,8 @@ struct config_database {
     uint32_t busy_timeout_ms; /* default 5000 */
     uint32_t cache_mb;        /* page cache of the writer connection, default 32 */
     uint32_t reader_cache_mb; /* page cache of each reader connection, default 4 */
-    uint32_t mmap_mb;         /* mmap_size of each connection, default 0 (off) */
-    uint32_t max_pages;       /* largest database, in pages (PRAGMA max_page_count); 0 = no limit */
+    uint32_t mmap_mb;   /* resident cap of the one shared mapping of the file (mapvfs.h); 0 = off */
+    uint32_t max_pages; /* largest database, in pages (PRAGMA max_page_count); 0 = no limit */
 };
 
 struct config_auth {

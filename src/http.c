@@ -18,6 +18,7 @@
 #include "push.h"
 #include "server.h"
 #include "storage.h"
+#include "storage/mapvfs.h"
 #include "writer.h"
 
 /*
@@ -98,6 +99,10 @@ static void on_metrics(nng_aio *aio)
                                .database_bytes = file_size(h->db_path, -1),
                                .wal_bytes = file_size(h->wal_path, 0),
                                .writer_pending = writer_pending(h->o.writer)};
+    struct mapvfs_stats ms;
+    mapvfs_stats(&ms);
+    g.mmap_chosen_bytes = ms.chosen_bytes;
+    g.mmap_retires = ms.retires;
     if (h->o.presence) {
         size_t sessions = 0, in_rooms = 0;
         presence_counts(h->o.presence, &sessions, &in_rooms);

@@ -232,4 +232,12 @@ void metrics_write(struct metrics *m, const struct metrics_gauges *g, FILE *out)
     gauge(out, "gim_writer_pending_jobs",
           "Write requests at the writer: queued, or in the transaction running now.",
           (int64_t)g->writer_pending);
+    gauge(out, "gim_mmap_chosen_bytes",
+          "Bytes of the database file SQLite reads through the process's one mapping "
+          "(database.mmap_mb at most; about this much of it is in VmRSS).",
+          (int64_t)g->mmap_chosen_bytes);
+    counter(out, "gim_mmap_segments_dropped_total",
+            "Segments of the mapping that stopped being read through it and left the page "
+            "tables.",
+            g->mmap_retires);
 }

@@ -13,6 +13,7 @@
 #include "migration.h"
 #include "pgstore.h"
 #include "storage.h"
+#include "storage/mapvfs.h"
 
 static const char SQL_MIGRATIONS_TABLE[] = "CREATE TABLE IF NOT EXISTS schema_migrations (\n"
                                            "    version    INTEGER PRIMARY KEY,\n"
@@ -257,7 +258,17 @@ gim_err store_open(const struct gim_config *cfg, enum store_mode mode, struct st
     int flags =
         mode == STORE_WRITER ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
     flags |= SQLITE_OPEN_NOMUTEX; /* one thread per connection */
-    int rc = sqlite3_open_v2(path, &c->db, flags, NULL);
+    /* mmap_mb > 0: every connection reads through the process's one mapping (mapvfs.h). */
+    const char *vfs = NULL;
+    if (cfg->database.mmap_mb > 0) {
+        if ((e = mapvfs_register((uint64_t)cfg->database.mmap_mb << 20, MAPVFS_SEGMENT_BYTES)) !=
+            GIM_OK) {
+            snprintf(errbuf, errlen, "cannot register SQLite's VFS %s", MAPVFS_NAME);
+            goto fail;
+        }
+        vfs = MAPVFS_NAME;
+    }
+    int rc = sqlite3_open_v2(path, &c->db, flags, vfs);
     if (rc != SQLITE_OK) {
         snprintf(errbuf, errlen, "cannot open database %s: %s", path,
                  c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));

@@ -112,7 +112,7 @@ Test(config, defaults_without_file)
     cr_assert_eq(cfg.database.busy_timeout_ms, 5000);
     cr_assert_eq(cfg.database.cache_mb, 32);
     cr_assert_eq(cfg.database.reader_cache_mb, 4);
-    cr_assert_eq(cfg.database.mmap_mb, 0);
+    cr_assert_eq(cfg.database.mmap_mb, 128);
     cr_assert_eq(cfg.database.max_pages, 0);
     cr_assert_str_eq(cfg.auth.secret, "");
     cr_assert_str_eq(cfg.auth.secret_env, "GIM_TOKEN_SECRET");

@@ -210,6 +210,65 @@ Test(http, metrics_count_requests)
     free(body);
 }
 
+/* The mappings of file in /proc/pid/maps: how many lines name it. */
+static int mappings_of(pid_t pid, const char *file)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    int n = 0;
+    size_t flen = strlen(file);
+    while (fgets(line, sizeof line, f)) {
+        size_t len = strcspn(line, "\n");
+        n += len >= flen && strncmp(line + len - flen, file, flen) == 0;
+    }
+    fclose(f);
+    return n;
+}
+
+/*
+ * With the default database.mmap_mb the service reads its file through one
+ * mapping for all its connections (src/storage/mapvfs.h): after many syncs by
+ * both workers, /proc shows the (small) file mapped once, and /metrics says
+ * how much is in use. SQLite's own mmap would map it once per connection that
+ * read; with mmap off it would not be mapped at all.
+ */
+Test(http, the_database_file_is_mapped_once_for_every_connection)
+{
+    /*
+     * 200 messages for user 1, written while the service is stopped, so that
+     * they are in the file when it starts (pages in the WAL are not fetched).
+     */
+    cr_assert_eq(tl_stop(&srv), 0);
+    tl_exec(&srv, "BEGIN IMMEDIATE;"
+                  "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) "
+                  "INSERT INTO message (sender_type, sender_id, sender_device_id, receiver_type, "
+                  "receiver_id, message_type, content, send_time, sender_seq, receiver_seq) "
+                  "SELECT 2, 900, 9001, 1, 1, 1, randomblob(300), 1700000000000, 1, i FROM n;"
+                  "INSERT INTO inbox (user_id, seq, message_id) "
+                  "SELECT 1, receiver_seq, id FROM message WHERE receiver_id = 1;"
+                  "INSERT INTO user_seq (user_id, seq) VALUES (1, 200); COMMIT;");
+    tl_restart(&srv);
+    struct gim_client *c = tl_client(&srv);
+    struct client_conn conn;
+    cr_assert_eq(tl_signin(c, &conn, 1, 101, "gw1"), 0);
+    for (int i = 0; i < 300; i++) {
+        Pb__SyncInput in = PB__SYNC_INPUT__INIT;
+        in.seq = (i * 37) % 200;
+        cr_assert_eq(tl_code(c, &conn, PB__PACKAGE_TYPE__PT_SYNC, 100 + i, &in.base), 0);
+    }
+    client_close(c);
+    char *body;
+    cr_assert_eq(http_get("GET", "/metrics", &body), 200);
+    double chosen = sample(body, "gim_mmap_chosen_bytes");
+    cr_assert_gt(chosen, 0, "no segment in use after 300 syncs: %s", body);
+    cr_assert_leq(chosen, 128.0 * 1024 * 1024, "more than the default mmap_mb");
+    cr_assert_geq(sample(body, "gim_mmap_segments_dropped_total"), 0);
+    free(body);
+    cr_assert_eq(mappings_of(srv.pid, srv.db), 1, "the file is not mapped exactly once");
+}
+
 /* Checks one histogram of a scrape: cumulative buckets, +Inf = _count, HELP/TYPE present. */
 static void check_histogram(const char *text, const char *name, double min_count)
 {
@@ -264,6 +323,8 @@ Test(http, metrics_format_is_prometheus_text)
         "gim_wal_bytes",
         "gim_writer_pending_jobs",
         "gim_write_batch_retries_total",
+        "gim_mmap_chosen_bytes",
+        "gim_mmap_segments_dropped_total",
     };
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
         char help[96], type[96];

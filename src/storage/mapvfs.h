@@ -1,0 +1,81 @@
+/*
+ * mapvfs: one memory mapping of the database file for the whole process.
+ *
+ * SQLite's own memory-mapped I/O (PRAGMA mmap_size) maps the file once per
+ * connection and unmaps it whenever a connection starts a read transaction
+ * after another one wrote: gim-logic has a writer, a checkpointer and a
+ * reader per worker, so the same page was mapped up to six times (and
+ * counted six times in VmRSS: 3-4 GiB on a 0.2-2 GiB file, issue 15), and
+ * under a steady stream of sends every mapping was torn down and faulted in
+ * again at every sync. Without mmap (the default since issue 15) each page
+ * a reader's cache misses is copied in with pread, which cost syncs about a
+ * fifth of their speed at 1M messages.
+ *
+ * This module is a SQLite VFS ("gim-map") that wraps the default one and
+ * changes only how the main database file is fetched: every connection of
+ * the process to the same file (same device and inode) reads through one
+ * read-only MAP_SHARED mapping, made of fixed-size segments mapped when
+ * first needed and never moved, so a pointer handed to SQLite stays valid
+ * until its connection closes; xUnfetch of everything (SQLite's "the file
+ * changed, remap") only re-reads the file's size. Everything else (reads,
+ * writes, locks, the WAL and its index) goes to the default VFS unchanged;
+ * the WAL and journal files are not mapped.
+ *
+ * The resident size is bounded by a budget: SQLite fetches only from the
+ * segments chosen for it, the budget's worth (budget / segment size of
+ * them) that were fetched most lately (counted on a sample of fetches, the
+ * count halving every period of 4,096 samples); a page of any other segment
+ * returns no pointer and SQLite reads it into the connection's cache, as
+ * without mmap. A segment no longer chosen is dropped from the page tables
+ * (madvise MADV_DONTNEED: on a shared file mapping this frees nothing the
+ * kernel's page cache holds, and a late access maps the page again), so the
+ * mapping keeps about one budget of file pages resident in VmRSS. A file no
+ * larger than the budget ends up mapped whole.
+ *
+ * Safety is SQLite's own argument for mmap: a connection only fetches pages
+ * of its snapshot that are not in the WAL, and those lie inside the file
+ * (a checkpoint never shrinks the file under a reader that needs them). A
+ * fetch past the size last seen re-reads the size; past the end of the file
+ * it returns no pointer and SQLite reads the page with xRead.
+ *
+ * The module keeps one read-only descriptor per file it ever mapped, open
+ * until the process exits: closing a descriptor of the database would drop
+ * every POSIX lock the process holds on it, SQLite's included.
+ *
+ * Not thread-bound: the mapping registry is guarded by a mutex, the fetch
+ * path is lock-free (atomics only).
+ */
+#ifndef GIM_STORAGE_MAPVFS_H
+#define GIM_STORAGE_MAPVFS_H
+
+#include <stdint.h>
+
+#include "err.h"
+
+#define MAPVFS_NAME "gim-map"
+
+/* Bytes each segment covers (a multiple of every SQLite page size): the budget's unit. */
+#define MAPVFS_SEGMENT_BYTES (16ull << 20)
+
+/*
+ * Registers the VFS (once per process; later calls only change the budget)
+ * and sets the budget, in bytes, of every mapping of the process (rounded
+ * down to whole segments: below one segment nothing is mapped).
+ * A connection uses it when opened with MAPVFS_NAME as its VFS and with
+ * PRAGMA mmap_size > 0 (SQLite fetches only then; the value itself is not a
+ * limit here). segment_bytes is MAPVFS_SEGMENT_BYTES except in tests (a
+ * multiple of 65536). GIM_ENOMEM or GIM_EIO if SQLite refuses the VFS.
+ */
+gim_err mapvfs_register(uint64_t budget_bytes, uint64_t segment_bytes);
+
+struct mapvfs_stats {
+    uint64_t chosen_bytes; /* segments chosen now: about this much is resident */
+    uint64_t mapped_bytes; /* address space of every segment mapped now (VmSize, not VmRSS) */
+    uint64_t retires;      /* times a segment stopped being chosen and was dropped */
+    uint32_t files;        /* distinct files mapped now */
+};
+
+/* Totals over the process's mappings (for /metrics and tests). */
+void mapvfs_stats(struct mapvfs_stats *out);
+
+#endif

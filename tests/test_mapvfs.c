@@ -106,6 +106,17 @@ static void read_all(sqlite3 *db, int from, int to, int rounds)
     sqlite3_finalize(st);
 }
 
+/* Registers the VFS with budget bytes (1 MiB segments); the writer of a new table t of rows rows.
+ */
+static sqlite3 *writer_with_rows(uint64_t budget, int rows)
+{
+    cr_assert_eq(mapvfs_register(budget, SEG), GIM_OK);
+    sqlite3 *w = open_db(true);
+    exec(w, "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL)");
+    insert_rows(w, 0, rows);
+    return w;
+}
+
 struct maps {
     unsigned long long mapped; /* bytes of address space mapping the file */
     unsigned long long rss;    /* of it, resident (KiB lines of smaps, in bytes) */
@@ -157,10 +168,7 @@ static unsigned long long file_size(void)
  */
 Test(mapvfs, every_connection_reads_through_one_mapping)
 {
-    cr_assert_eq(mapvfs_register(64ull << 20, SEG), GIM_OK);
-    sqlite3 *w = open_db(true);
-    exec(w, "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL)");
-    insert_rows(w, 0, 6000); /* ~6.5 MB */
+    sqlite3 *w = writer_with_rows(64ull << 20, 6000); /* ~6.5 MB */
     sqlite3 *r[3];
     for (int i = 0; i < 3; i++)
         r[i] = open_db(false);
@@ -190,10 +198,7 @@ Test(mapvfs, every_connection_reads_through_one_mapping)
  */
 Test(mapvfs, the_budget_bounds_the_resident_file_pages)
 {
-    cr_assert_eq(mapvfs_register(3ull << 20, SEG), GIM_OK);
-    sqlite3 *w = open_db(true);
-    exec(w, "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL)");
-    insert_rows(w, 0, 22000);
+    sqlite3 *w = writer_with_rows(3ull << 20, 22000);
     sqlite3 *r[2] = {open_db(false), open_db(false)};
     unsigned long long peak = 0;
     for (int round = 0; round < 6; round++) {
@@ -218,10 +223,7 @@ Test(mapvfs, the_budget_bounds_the_resident_file_pages)
  */
 Test(mapvfs, the_file_grows_and_shrinks_under_open_readers)
 {
-    cr_assert_eq(mapvfs_register(64ull << 20, SEG), GIM_OK);
-    sqlite3 *w = open_db(true);
-    exec(w, "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL)");
-    insert_rows(w, 0, 2000);
+    sqlite3 *w = writer_with_rows(64ull << 20, 2000);
     sqlite3 *r = open_db(false);
     read_all(r, 0, 2000, 20);
     insert_rows(w, 2000, 9000); /* ~7 MB more: new segments */
@@ -281,10 +283,7 @@ static void *reader(void *p)
  */
 Test(mapvfs, readers_see_right_rows_while_the_writer_grows_the_file)
 {
-    cr_assert_eq(mapvfs_register(2ull << 20, SEG), GIM_OK);
-    sqlite3 *w = open_db(true);
-    exec(w, "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL)");
-    insert_rows(w, 0, 3000);
+    sqlite3 *w = writer_with_rows(2ull << 20, 3000);
     atomic_bool stop = false;
     atomic_int top = 3000;
     atomic_long reads = 0;
@@ -316,15 +315,12 @@ Test(mapvfs, readers_see_right_rows_while_the_writer_grows_the_file)
 /* The journal and WAL are not mapped; SQLite names the VFS stack as its own shims do. */
 Test(mapvfs, only_the_main_file_is_wrapped_for_fetches)
 {
-    cr_assert_eq(mapvfs_register(64ull << 20, SEG), GIM_OK);
-    sqlite3 *w = open_db(true);
+    sqlite3 *w = writer_with_rows(64ull << 20, 100);
     char *name = NULL;
     cr_assert_eq(sqlite3_file_control(w, "main", SQLITE_FCNTL_VFSNAME, &name), SQLITE_OK);
     cr_assert_not_null(name);
     cr_assert(strncmp(name, MAPVFS_NAME "/", strlen(MAPVFS_NAME) + 1) == 0, "vfs %s", name);
     sqlite3_free(name);
-    exec(w, "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL)");
-    insert_rows(w, 0, 100);
     char wal[128];
     snprintf(wal, sizeof wal, "%s-wal", path);
     FILE *f = fopen("/proc/self/maps", "r");
@@ -345,10 +341,7 @@ Test(mapvfs, only_the_main_file_is_wrapped_for_fetches)
  */
 Test(mapvfs, more_connections_keep_the_process_locks)
 {
-    cr_assert_eq(mapvfs_register(64ull << 20, SEG), GIM_OK);
-    sqlite3 *a = open_db(true);
-    exec(a, "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL)");
-    insert_rows(a, 0, 10);
+    sqlite3 *a = writer_with_rows(64ull << 20, 10);
     read_all(a, 0, 10, 1);
     for (int i = 0; i < 3; i++)
         sqlite3_close(open_db(false)); /* open and close: descriptors of the same file */

@@ -588,13 +588,9 @@ void mapvfs_stats(struct mapvfs_stats *out)
         if (m->refs == 0)
             continue;
         out->files++;
-        for (uint64_t i = 0; i < MAX_SEGMENTS; i++) {
-            if (!atomic_load(&m->seg[i]))
-                continue;
-            out->mapped_bytes += m->seg_bytes;
+        for (uint64_t i = 0; i < MAX_SEGMENTS; i++)
             if (atomic_load(&m->active[i]))
                 out->chosen_bytes += m->seg_bytes;
-        }
     }
     pthread_mutex_unlock(&reg.lock);
 }

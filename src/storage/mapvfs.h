@@ -70,7 +70,6 @@ gim_err mapvfs_register(uint64_t budget_bytes, uint64_t segment_bytes);
 
 struct mapvfs_stats {
     uint64_t chosen_bytes; /* segments chosen now: about this much is resident */
-    uint64_t mapped_bytes; /* address space of every segment mapped now (VmSize, not VmRSS) */
     uint64_t retires;      /* times a segment stopped being chosen and was dropped */
     uint32_t files;        /* distinct files mapped now */
 };

@@ -200,3 +200,14 @@ CREATE TABLE idempotency (
     message_id INTEGER, -- the user/group send's message; NULL: a room send (room_idempotency)
     PRIMARY KEY (device_id, request_id)
 ) WITHOUT ROWID;
+CREATE TRIGGER inbox_seq_floor BEFORE DELETE ON inbox
+BEGIN
+    INSERT INTO user_seq (user_id, seq) VALUES (OLD.user_id, OLD.seq)
+    ON CONFLICT (user_id) DO UPDATE SET seq = max(seq, excluded.seq);
+END;
+CREATE VIEW user_last_seq (user_id, seq) AS
+SELECT user_id, max(seq) FROM (
+    SELECT user_id, seq FROM user_seq
+    UNION ALL
+    SELECT user_id, max(seq) FROM inbox GROUP BY user_id
+) GROUP BY user_id;

@@ -22,8 +22,9 @@
  *      deleted with its idempotency record;
  *   4. the user's room messages: content erased the same way (room logs keep
  *      their seqs), scanning every room log in (room, seq) order.
- * The user_seq row stays: should the user id come back, its seqs go on from
- * where they were, so no device ever sees a seq reused. Content that left the
+ * The seq counter stays (SQLite: deleting the inbox rows raised the user_seq
+ * floor, migrations/0008_seq_floor.sql): should the user id come back, its
+ * seqs go on from where they were, so no device ever sees a seq reused. Content that left the
  * b-tree is still in old WAL frames: a step that erased any asks for the
  * WAL scrub (storage.h, recall->erased: w->scrub_wal on SQLite), like a
  * recall.

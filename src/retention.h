@@ -6,7 +6,8 @@
  * from it; room logs lose their old entries the same way. secure_delete is
  * on for the writer's connection, so the content is overwritten in the file,
  * not just unlinked, and the WAL is scheduled for truncation (w->scrub_wal).
- * Remaining entries keep their seqs and user_seq/room_seq are never lowered:
+ * Remaining entries keep their seqs and the counters are never lowered (a
+ * deleted inbox row raises the user_seq floor, migrations/0008_seq_floor.sql):
  * a seq is never reused, so a device that synced before the pruning sees no
  * duplicate and sync simply starts at the first entry that remains.
  *

@@ -425,7 +425,7 @@ static void build_world(struct world *w)
     cr_assert_eq(tl_code(cli, &w->b, PB__PACKAGE_TYPE__PT_SUBSCRIBE_ROOM, 5, &sub.base), 0);
     w->a_room_seq = send_text(&w->a1, PB__RECEIVER_TYPE__RT_ROOM, 30, w->secret[3], 104);
     send_text(&w->b, PB__RECEIVER_TYPE__RT_ROOM, 30, "bob in the room", 202);
-    w->alice_last_seq = qi("SELECT seq FROM user_seq WHERE user_id = %lld", 1);
+    w->alice_last_seq = qi("SELECT seq FROM user_last_seq WHERE user_id = %lld", 1);
     cr_assert_eq(w->alice_last_seq, 7, "5 messages, bob's recalled one and its notice");
     cr_assert_eq(qi("SELECT count(*) FROM idempotency WHERE device_id IN (11, %lld)", 12), 4);
     for (int i = 0; i < 4; i++)
@@ -447,7 +447,7 @@ static void check_erased(struct world *w)
                     1),
                  0);
     /* The seq counter stays: a returning id goes on from 5. */
-    cr_assert_eq(qi("SELECT seq FROM user_seq WHERE user_id = %lld", 1), w->alice_last_seq);
+    cr_assert_eq(qi("SELECT seq FROM user_last_seq WHERE user_id = %lld", 1), w->alice_last_seq);
     cr_assert_eq(qi("SELECT finished_at > 0 FROM erasure WHERE user_id = %lld", 1), 1);
     /* The groups stay, without her. */
     cr_assert_eq(qi("SELECT count(*) FROM group_member WHERE group_id = %lld", 60), 2);
@@ -574,7 +574,7 @@ Test(admin_erase, in_bounded_steps_resumable_and_idempotent, .fini = teardown, .
     struct client_conn again;
     cr_assert_eq(tl_signin(cli, &again, 1, 13, "gwA"), 0);
     cr_assert_eq(send_text(&w.b, PB__RECEIVER_TYPE__RT_USER, 1, "welcome back", 203),
-                 qi("SELECT seq FROM user_seq WHERE user_id = %lld", 2));
+                 qi("SELECT seq FROM user_last_seq WHERE user_id = %lld", 2));
     cr_assert_eq(qi("SELECT max(seq) FROM inbox WHERE user_id = %lld", 1), w.alice_last_seq + 1);
     cr_assert_eq(tl_stop(&srv), 0, "see %s", srv.log);
     sub_close(gwA);

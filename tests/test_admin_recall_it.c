@@ -60,7 +60,7 @@ Test(admin_recall, operator_recalls_any_message_after_the_window)
     /* A notice in each inbox, from seqs the service assigned: no collision, no gap. */
     cr_assert_eq(tl_query_int(srv.db, "SELECT max(seq) FROM inbox WHERE user_id = 1"), 2);
     cr_assert_eq(tl_query_int(srv.db, "SELECT max(seq) FROM inbox WHERE user_id = 2"), 2);
-    cr_assert_eq(tl_query_int(srv.db, "SELECT seq FROM user_seq WHERE user_id = 2"), 2);
+    cr_assert_eq(tl_query_int(srv.db, "SELECT seq FROM user_last_seq WHERE user_id = 2"), 2);
 }
 
 Test(admin_recall, user_token_or_garbage_is_refused_and_changes_nothing)

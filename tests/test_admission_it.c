@@ -252,7 +252,7 @@ Test(admission, reads_answer_while_writes_wait_for_a_locked_database)
     cr_assert_eq(atomic_load(&lost), 0, "a flood request was lost");
     /* Once the lock is gone writes succeed, and the seqs have no gap. */
     cr_assert_gt(atomic_load(&ok), 0, "no write succeeded after the lock was released");
-    cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM user_seq u WHERE u.seq != (SELECT "
+    cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM user_last_seq u WHERE u.seq != (SELECT "
                                       "count(*) FROM inbox i WHERE i.user_id = u.user_id)"),
                  0);
     client_close(c);

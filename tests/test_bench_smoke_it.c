@@ -331,10 +331,11 @@ Test(bench, direct_preload_is_consistent_and_served_after_restart)
     /* What a send stores: one row, two inbox copies, seqs 1..N per user in user_seq. */
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM message"), 300);
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM inbox"), 600);
-    cr_assert_eq(tl_query_int(srv.db, "SELECT sum(seq) FROM user_seq"), 600);
-    cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM (SELECT user_id, max(seq) AS m, "
-                                      "count(*) AS n FROM inbox GROUP BY user_id) i JOIN user_seq "
-                                      "u USING (user_id) WHERE u.seq != i.m OR i.m != i.n"),
+    cr_assert_eq(tl_query_int(srv.db, "SELECT sum(seq) FROM user_last_seq"), 600);
+    cr_assert_eq(tl_query_int(srv.db,
+                              "SELECT count(*) FROM (SELECT user_id, max(seq) AS m, "
+                              "count(*) AS n FROM inbox GROUP BY user_id) i JOIN user_last_seq "
+                              "u USING (user_id) WHERE u.seq != i.m OR i.m != i.n"),
                  0);
     /* ... and the idempotency record of each send, by its sender's device. */
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM idempotency i JOIN message m ON "

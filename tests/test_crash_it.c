@@ -15,7 +15,7 @@
  * recovery, not gim-logic's start-up) and checked: every acknowledged send is
  * at the replied seq of the sender's inbox and in the receiver's, with its
  * content (or erased, if its recall was acknowledged); every inbox is seqs
- * 1..N with user_seq = N; no send is stored twice; every message has exactly
+ * 1..N with user_last_seq = N; no send is stored twice; every message has exactly
  * its inbox copies; every recall left exactly one notice per copy; acks are
  * durable; PRAGMA integrity_check is ok.
  *
@@ -440,9 +440,10 @@ static void check_sends(const struct vdb *db, const struct worker *w)
 
 static const char SQL_INBOX_SHAPE[] =
     "SELECT u.user_id, u.seq, count(i.seq), coalesce(min(i.seq), 0), coalesce(max(i.seq), 0) "
-    "FROM user_seq u LEFT JOIN inbox i ON i.user_id = u.user_id GROUP BY u.user_id";
+    "FROM user_last_seq u LEFT JOIN inbox i ON i.user_id = u.user_id GROUP BY u.user_id, u.seq";
 
-/* Every inbox is exactly seqs 1..N, N = user_seq.seq: no gap, no repeat, no lost counter. */
+/* Every inbox is exactly seqs 1..N, N = its counter (user_last_seq): no gap, no repeat, no lost
+ * counter. */
 static void check_inboxes(const struct vdb *db)
 {
     struct vres st;
@@ -463,7 +464,7 @@ static void check_inboxes(const struct vdb *db)
     cr_assert_eq(users, NTHREADS, "every test user has a seq counter");
     cr_assert_eq(q_int(db,
                        "SELECT count(*) FROM (SELECT DISTINCT user_id FROM inbox) d "
-                       "WHERE user_id NOT IN (SELECT user_id FROM user_seq)",
+                       "WHERE user_id NOT IN (SELECT user_id FROM user_last_seq)",
                        -1, 0, 0, 0, 0),
                  0, "an inbox without a seq counter");
 }
@@ -579,7 +580,7 @@ static void check_acks(const struct vdb *db, const struct worker *ws)
         int64_t ack =
             q_int(db, "SELECT ack_seq FROM device WHERE device_id = ?1", -1, 1, ws[i].device, 0, 0);
         int64_t last =
-            q_int(db, "SELECT seq FROM user_seq WHERE user_id = ?1", 0, 1, ws[i].user, 0, 0);
+            q_int(db, "SELECT seq FROM user_last_seq WHERE user_id = ?1", 0, 1, ws[i].user, 0, 0);
         cr_assert_geq(ack, ws[i].max_ack_ok, "device %lld: acknowledged ack %lld lost (%lld)",
                       (long long)ws[i].device, (long long)ws[i].max_ack_ok, (long long)ack);
         cr_assert_leq(ack, last);

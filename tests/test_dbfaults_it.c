@@ -138,7 +138,7 @@ static void expect_whole(void)
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM inbox i WHERE NOT EXISTS "
                                       "(SELECT 1 FROM message m WHERE m.id = i.message_id)"),
                  0, "an inbox entry has no message");
-    cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM user_seq u WHERE u.seq != (SELECT "
+    cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM user_last_seq u WHERE u.seq != (SELECT "
                                       "count(*) FROM inbox i WHERE i.user_id = u.user_id) OR u.seq "
                                       "!= (SELECT coalesce(max(seq), 0) FROM inbox i WHERE "
                                       "i.user_id = u.user_id)"),
@@ -171,7 +171,7 @@ Test(dbfaults, another_process_holds_the_write_lock)
     int64_t messages = tl_query_int(srv.db, "SELECT count(*) FROM message");
     int64_t inbox = tl_query_int(srv.db, "SELECT count(*) FROM inbox");
     int64_t idem = tl_query_int(srv.db, "SELECT count(*) FROM idempotency");
-    int64_t seqs = tl_query_int(srv.db, "SELECT sum(seq) FROM user_seq");
+    int64_t seqs = tl_query_int(srv.db, "SELECT sum(seq) FROM user_last_seq");
     int64_t devices = tl_query_int(srv.db, "SELECT count(*) FROM device");
 
     FILE *ext = tl_hold_write_lock(srv.db, "IMMEDIATE");
@@ -199,7 +199,7 @@ Test(dbfaults, another_process_holds_the_write_lock)
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM message"), messages);
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM inbox"), inbox);
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM idempotency"), idem);
-    cr_assert_eq(tl_query_int(srv.db, "SELECT sum(seq) FROM user_seq"), seqs);
+    cr_assert_eq(tl_query_int(srv.db, "SELECT sum(seq) FROM user_last_seq"), seqs);
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM device"), devices);
     cr_assert_eq(tl_query_int(srv.db, "SELECT ack_seq FROM device WHERE device_id = 21"), 0);
 

@@ -203,7 +203,11 @@ static int64_t counts_equal(void)
     int64_t total = 0;
     for (size_t i = 0; i < NTABLES; i++) {
         snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", TABLES[i]);
-        int64_t s = tl_query_int(srv.db, sql), p = pg_int(sql);
+        int64_t p = pg_int(sql);
+        /* SQLite's user_seq is a floor: its counters are the view (migrations/0008). */
+        if (strcmp(TABLES[i], "user_seq") == 0)
+            snprintf(sql, sizeof sql, "SELECT count(*) FROM user_last_seq");
+        int64_t s = tl_query_int(srv.db, sql);
         cr_expect_eq(p, s, "table %s: %lld rows in PostgreSQL, %lld in SQLite", TABLES[i],
                      (long long)p, (long long)s);
         total += s;
@@ -238,7 +242,7 @@ Test(gimctl_pg, copies_a_real_database_and_verifies_it)
     cr_expect_str_eq(pg_text("SELECT text FROM v_message WHERE text LIKE 'tab%'"),
                      "tab\there back\\slash\nnew line");
     /* The next seq PostgreSQL takes for user 2 (as the backend takes it) follows SQLite's last. */
-    int64_t last2 = tl_query_int(srv.db, "SELECT seq FROM user_seq WHERE user_id = 2");
+    int64_t last2 = tl_query_int(srv.db, "SELECT seq FROM user_last_seq WHERE user_id = 2");
     cr_assert_gt(last2, 3);
     cr_expect_eq(pg_int("INSERT INTO user_seq (user_id, seq) VALUES (2, 1) ON CONFLICT (user_id) "
                         "DO UPDATE SET seq = user_seq.seq + 1 RETURNING seq"),

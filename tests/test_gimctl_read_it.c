@@ -376,7 +376,7 @@ Test(gimctl_read, online_by_gateway)
 
 Test(gimctl_read, devices_of_a_user)
 {
-    int64_t last = tl_query_int(srv.db, "SELECT seq FROM user_seq WHERE user_id = 2");
+    int64_t last = tl_query_int(srv.db, "SELECT seq FROM user_last_seq WHERE user_id = 2");
     cr_assert_eq(ctl("devices --user 2"), 0, "%s", err);
     cr_assert_eq(count_lines(out), 2, "%s", out);
     char want[128];

@@ -91,7 +91,7 @@ static const char *const state_sql[] = {
     "SELECT count(*) FROM room_seq",
     "SELECT count(*) FROM chat_group",
     "SELECT count(*) FROM group_member",
-    "SELECT coalesce(sum(seq), 0) FROM user_seq",
+    "SELECT coalesce(sum(seq), 0) FROM user_last_seq",
 };
 #define NSTATE (sizeof state_sql / sizeof state_sql[0])
 
@@ -1388,7 +1388,7 @@ Test(hostile, burst_from_one_device)
     cr_assert_eq(tl_query_int(srv.db, q), BURST_SENDS);
     snprintf(q, sizeof q, "SELECT max(seq) FROM inbox WHERE user_id = %d", BURST_TO);
     cr_assert_eq(tl_query_int(srv.db, q), BURST_SENDS);
-    snprintf(q, sizeof q, "SELECT seq FROM user_seq WHERE user_id = %d", BURST_USER);
+    snprintf(q, sizeof q, "SELECT seq FROM user_last_seq WHERE user_id = %d", BURST_USER);
     cr_assert_eq(tl_query_int(srv.db, q), BURST_SENDS);
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM message"), BURST_SENDS);
     snprintf(q, sizeof q, "SELECT count(*) FROM idempotency WHERE device_id = %d", BURST_DEVICE);

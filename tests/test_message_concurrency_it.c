@@ -148,7 +148,7 @@ Test(message_concurrency, every_acknowledged_send_is_stored_and_seqs_have_no_gap
         cr_assert_eq(sqlite3_prepare_v2(h,
                                         "SELECT count(*), coalesce(min(seq), 0), "
                                         "coalesce(max(seq), 0), count(DISTINCT seq), "
-                                        "(SELECT seq FROM user_seq WHERE user_id = ?1) "
+                                        "(SELECT seq FROM user_last_seq WHERE user_id = ?1) "
                                         "FROM inbox WHERE user_id = ?1",
                                         -1, &st, NULL),
                      SQLITE_OK);

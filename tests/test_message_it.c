@@ -168,7 +168,7 @@ Test(message_it, user_send_fills_the_sender_and_stores_both_copies)
                  "request_id is per device: device 12's 1 is a new send");
     cr_assert_eq(inbox(1), 3);
     cr_assert_eq(inbox(2), 3);
-    cr_assert_eq(tl_query_int(srv.db, "SELECT seq FROM user_seq WHERE user_id = 2"), 3);
+    cr_assert_eq(tl_query_int(srv.db, "SELECT seq FROM user_last_seq WHERE user_id = 2"), 3);
     /* Self-send: one copy. */
     cr_assert_eq(send_seq(&a1, 2, &(struct msg){.receiver_id = 1}), 4);
     cr_assert_eq(inbox(1), 4);

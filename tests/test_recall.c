@@ -289,7 +289,7 @@ static struct snap snap(void)
         .copies = q("SELECT count(*) FROM group_copy"),
         .recalled = q("SELECT count(*) FROM message WHERE status = 2"),
         .with_content = q("SELECT count(*) FROM message WHERE content IS NOT NULL"),
-        .seq_total = q("SELECT coalesce(sum(seq), 0) FROM user_seq"),
+        .seq_total = q("SELECT coalesce(sum(seq), 0) FROM user_last_seq"),
     };
 }
 
@@ -397,7 +397,7 @@ Test(recall, sender_within_window_erases_and_notifies_both_inboxes)
     cr_assert_eq(q("SELECT count(*) FROM message"), before + 2, "one notice per copy");
     assert_notice(1, 2, 1, 1, PB__RECEIVER_TYPE__RT_USER, 2);
     assert_notice(2, 4, 3, 1, PB__RECEIVER_TYPE__RT_USER, 2);
-    cr_assert_eq(q("SELECT seq FROM user_seq WHERE user_id = 2"), 4, "counters flushed");
+    cr_assert_eq(q("SELECT seq FROM user_last_seq WHERE user_id = 2"), 4, "counters flushed");
     cr_assert(w.scrub_wal, "the WAL must be truncated after an erase");
 }
 

@@ -191,7 +191,7 @@ static int64_t count(const char *q)
 
 static int64_t user_seq(int64_t user)
 {
-    return one("SELECT seq FROM user_seq WHERE user_id = ?1", 1, (int64_t[]){user});
+    return one("SELECT seq FROM user_last_seq WHERE user_id = ?1", 1, (int64_t[]){user});
 }
 
 /* The user's inbox seqs, ascending, as "1,2,3". */

@@ -340,7 +340,7 @@ Test(room, a_send_is_one_log_entry_with_the_room_seq)
     cr_assert_eq(q("SELECT seq FROM room_seq WHERE room_id = 5"), 3);
     cr_assert_eq(q("SELECT count(*) FROM message") + q("SELECT count(*) FROM inbox"), 0,
                  "read diffusion: no inbox copies");
-    cr_assert_eq(q("SELECT count(*) FROM user_seq"), 0);
+    cr_assert_eq(q("SELECT count(*) FROM user_last_seq"), 0);
     cr_assert_eq(q("SELECT sender_device_id FROM room_message WHERE room_id = 5 AND seq = 2"), 21);
 
     /* A room page shows them as the replies did. */

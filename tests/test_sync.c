@@ -592,7 +592,7 @@ Test(sync, ack_above_highest_seq_is_refused_and_writes_nothing)
     cr_assert_eq(ack_req(1, 11, -1, 1, NULL, 0), GIM_EBADREQ, "negative ack");
     cr_assert_eq(device_int("ack_seq", 11), 0);
     cr_assert_eq(device_int("ack_time", 11), 0);
-    cr_assert_eq(one_int("SELECT seq FROM user_seq WHERE user_id = 1"), 4, "no seq was taken");
+    cr_assert_eq(one_int("SELECT seq FROM user_last_seq WHERE user_id = 1"), 4, "no seq was taken");
     cr_assert_eq(ack_req(3, 31, 1, 1, NULL, 0), GIM_EUNAUTH, "no session");
 }
 

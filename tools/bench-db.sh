@@ -49,8 +49,8 @@ build)
         for t in message inbox idempotency user_seq device; do
             echo "rows $t: $(sqlite3 "$dir/gim.db" "SELECT count(*) FROM $t")"
         done
-        echo "max user_seq: $(sqlite3 "$dir/gim.db" 'SELECT max(seq) FROM user_seq')"
-        echo "min user_seq: $(sqlite3 "$dir/gim.db" 'SELECT min(seq) FROM user_seq')"
+        echo "max user_seq: $(sqlite3 "$dir/gim.db" 'SELECT max(seq) FROM user_last_seq')"
+        echo "min user_seq: $(sqlite3 "$dir/gim.db" 'SELECT min(seq) FROM user_last_seq')"
         sha256sum "$dir/gim.db"
     } >"$dir/manifest.txt"
     rm -f "$dir/preload.out"

@@ -168,7 +168,7 @@ start "$SEED" 1
     -c "$C" --preload "$PRELOAD" -w none 2>>"$SEED/bench.err" | tee -a "$LOG"
 stop_all
 say "seed: $(sqlite3 "$SEED/gim.db" 'SELECT count(*) FROM message') messages," \
-    "$(sqlite3 "$SEED/gim.db" 'SELECT min(seq) || ".." || max(seq) FROM user_seq') seqs per user"
+    "$(sqlite3 "$SEED/gim.db" 'SELECT min(seq) || ".." || max(seq) FROM user_last_seq') seqs per user"
 
 PG_PIDS=
 for ((r = 1; r <= ROUNDS; r++)); do

@@ -69,8 +69,11 @@ static int64_t query_int(sqlite3 *db, const char *sql)
 
 /* ------------------------------------------------------------- database */
 
+/* Each user's last seq, as the service loads it (migrations/0008_seq_floor.sql). */
 static const char SQL_USER_SEQS[] =
-    "SELECT user_id, seq FROM user_seq WHERE user_id BETWEEN ?1 AND ?2";
+    "SELECT user_id, max(seq) FROM (SELECT user_id, seq FROM user_seq WHERE user_id BETWEEN ?1 "
+    "AND ?2 UNION ALL SELECT user_id, max(seq) FROM inbox WHERE user_id BETWEEN ?1 AND ?2 "
+    "GROUP BY user_id) GROUP BY user_id";
 static const char SQL_GROUP_CLEAR[] = "DELETE FROM group_member WHERE group_id = ?1";
 static const char SQL_GROUP_UPSERT[] =
     "INSERT INTO chat_group (group_id, name, owner_id, created_at) VALUES (?1, ?2, ?3, ?4) "
@@ -101,7 +104,7 @@ static gim_err open_db(const char *path, bool rw, sqlite3 **out)
     return GIM_OK;
 }
 
-/* Reads user_seq of every bench user into last (zero where the user has none). */
+/* Reads the last seq of every bench user into last (zero where the user has none). */
 gim_err bench_load_seqs(const struct bench *b, const char *path, int64_t *last)
 {
     sqlite3 *db = NULL;
@@ -122,7 +125,7 @@ gim_err bench_load_seqs(const struct bench *b, const char *path, int64_t *last)
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         last[sqlite3_column_int64(st, 0) - b->o.user_base] = sqlite3_column_int64(st, 1);
     if (rc != SQLITE_DONE) {
-        fprintf(stderr, "gim-bench: reading user_seq: %s\n", sqlite3_errmsg(db));
+        fprintf(stderr, "gim-bench: reading the users' seqs: %s\n", sqlite3_errmsg(db));
         e = GIM_EIO;
     }
 out:

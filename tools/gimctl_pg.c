@@ -418,6 +418,19 @@ static int check_empty(struct job *j)
                   PGRES_COMMAND_OK, NULL);
 }
 
+/*
+ * Where a table's rows are read on the SQLite side: the table itself, except
+ * user_seq. Since migration 0008 SQLite keeps there only a floor that
+ * deletions raise, and a user's counter is the larger of it and the user's
+ * last inbox seq (the view user_last_seq, same columns); PostgreSQL's
+ * user_seq is the counter itself, so that is what it receives, and what
+ * pg-verify compares it with.
+ */
+static const char *sqlite_source(const struct table *t)
+{
+    return strcmp(t->name, "user_seq") == 0 ? "user_last_seq" : t->name;
+}
+
 /* COPY one table's rows from SQLite into PostgreSQL. */
 static int copy_table(struct job *j, const struct table *t)
 {
@@ -428,7 +441,7 @@ static int copy_table(struct job *j, const struct table *t)
     int rc = 1, step;
     col_list(t, cols, sizeof cols);
     order_list(t, false, order, sizeof order);
-    snprintf(sql, sizeof sql, "SELECT %s FROM \"%s\" ORDER BY %s", cols, t->name, order);
+    snprintf(sql, sizeof sql, "SELECT %s FROM \"%s\" ORDER BY %s", cols, sqlite_source(t), order);
     if (sqlite3_prepare_v2(j->src, sql, -1, &st, NULL) != SQLITE_OK)
         return sqlite_fail(j, t->name);
     snprintf(sql, sizeof sql, "COPY \"%s\" (%s) FROM STDIN", t->name, cols);
@@ -525,7 +538,7 @@ static int compare_table(struct job *j, const struct table *t)
     char *line = NULL;
     col_list(t, cols, sizeof cols);
     order_list(t, false, order, sizeof order);
-    snprintf(sql, sizeof sql, "SELECT %s FROM \"%s\" ORDER BY %s", cols, t->name, order);
+    snprintf(sql, sizeof sql, "SELECT %s FROM \"%s\" ORDER BY %s", cols, sqlite_source(t), order);
     if (sqlite3_prepare_v2(j->src, sql, -1, &st, NULL) != SQLITE_OK)
         return sqlite_fail(j, t->name);
     order_list(t, true, order, sizeof order);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "gimctl.h"
+#include "storage/sqlite_int.h"
 
 #define BUSY_MS 5000
 
@@ -60,11 +61,7 @@ static const char SQL_GROUPS[] =
     "SELECT count(*), (SELECT count(*) FROM group_member) FROM chat_group";
 static const char SQL_ROOMS[] =
     "SELECT count(*), (SELECT count(*) FROM room_message) FROM room_seq";
-/* The user's counter as gim-logic loads it (migrations/0008): two seeks, where the view
- * user_last_seq would read every inbox. */
-static const char SQL_USER_SEQ[] =
-    "SELECT max(coalesce((SELECT seq FROM user_seq WHERE user_id = ?1), 0), "
-    "coalesce((SELECT max(seq) FROM inbox WHERE user_id = ?1), 0))";
+static const char SQL_USER_SEQ[] = SQL_USER_LAST_SEQ; /* not the view: it scans */
 static const char SQL_USER_INBOX[] =
     "SELECT count(*), min(seq), max(seq) FROM inbox WHERE user_id = ?1";
 static const char SQL_USER_DEVICES[] =

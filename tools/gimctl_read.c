@@ -62,11 +62,7 @@ static const char SQL_EXPORT_INBOX[] = INBOX_SELECT "ORDER BY i.seq";
 static const char SQL_USER_KNOWN[] = "SELECT EXISTS (SELECT 1 FROM device WHERE user_id = ?1) "
                                      "OR EXISTS (SELECT 1 FROM user_seq WHERE user_id = ?1) "
                                      "OR EXISTS (SELECT 1 FROM inbox WHERE user_id = ?1)";
-/* The user's counter as gim-logic loads it (migrations/0008): two seeks, where the view
- * user_last_seq would read every inbox. */
-static const char SQL_USER_SEQ[] =
-    "SELECT max(coalesce((SELECT seq FROM user_seq WHERE user_id = ?1), 0), "
-    "coalesce((SELECT max(seq) FROM inbox WHERE user_id = ?1), 0))";
+static const char SQL_USER_SEQ[] = SQL_USER_LAST_SEQ; /* not the view: it scans */
 static const char SQL_GROUP_KNOWN[] =
     "SELECT EXISTS (SELECT 1 FROM chat_group WHERE group_id = ?1)";
 static const char SQL_ROOM_KNOWN[] = "SELECT EXISTS (SELECT 1 FROM room_seq WHERE room_id = ?1)";

@@ -2,8 +2,9 @@
  * sqlite_int: helpers the SQLite backend's areas share (src/storage/sqlite_*.c).
  *
  * Not part of the storage interface: only the backend's own files, and
- * the readers of the file that decode message rows themselves (gimctl's
- * read command, tools/gimctl_read.c; tests/test_recall.c), include it.
+ * the readers of the file that decode message rows or read seq counters
+ * themselves (gimctl's read and admin commands, tools/gimctl_read.c and
+ * gimctl_admin.c; tests/test_recall.c), include it.
  * Message rows are
  * read the same way everywhere: select MESSAGE_COLUMNS (from table alias m)
  * and decode them with message_from_row(), so the mapping lives here once.
@@ -24,6 +25,16 @@
     "m.sender_type, m.sender_id, m.sender_device_id, m.receiver_type, m.receiver_id, "             \
     "m.to_user_ids, m.message_type, m.content, m.send_time, m.status"
 #define MESSAGE_NCOLUMNS 10
+
+/*
+ * User ?1's last seq, as the writer loads it: the larger of user_seq, the
+ * floor that deleting inbox rows raises, and the user's last inbox entry
+ * (migrations/0008_seq_floor.sql). Two seeks, where the view user_last_seq
+ * would read every inbox.
+ */
+#define SQL_USER_LAST_SEQ                                                                          \
+    "SELECT max(coalesce((SELECT seq FROM user_seq WHERE user_id = ?1), 0), "                      \
+    "coalesce((SELECT max(seq) FROM inbox WHERE user_id = ?1), 0))"
 
 /*
  * Fills a message_view from the row st is on, reading MESSAGE_COLUMNS from

@@ -17,14 +17,11 @@
 #include "storage/sqlite_int.h"
 
 /*
- * A user's last seq: the larger of user_seq, the floor that deletions raise
- * (migrations/0008_seq_floor.sql), and the user's last inbox entry. The
- * writer no longer writes user_seq back (seq_save): every seq it hands out
- * is in an inbox row of the same transaction. Both reads are one seek.
+ * A user's last seq (sqlite_int.h). The writer no longer writes user_seq back
+ * (seq_save): every seq it hands out is in an inbox row of the same
+ * transaction, and deleting one raises the user_seq floor.
  */
-static const char SQL_LOAD_USER[] =
-    "SELECT max(coalesce((SELECT seq FROM user_seq WHERE user_id = ?1), 0), "
-    "coalesce((SELECT max(seq) FROM inbox WHERE user_id = ?1), 0))";
+static const char SQL_LOAD_USER[] = SQL_USER_LAST_SEQ;
 static const char SQL_LOAD_ROOM[] = "SELECT seq FROM room_seq WHERE room_id = ?1";
 static const char SQL_SAVE_ROOM[] = "INSERT INTO room_seq (room_id, seq) VALUES (?1, ?2) "
                                     "ON CONFLICT (room_id) DO UPDATE SET seq = excluded.seq";

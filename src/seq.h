@@ -5,7 +5,11 @@
  * use and then lives in memory: assigning a seq costs no query. Changes are
  * written back by seq_flush() inside the same transaction as the rows that
  * use them, so a crash can lose only what was never acknowledged and seqs
- * never gap or repeat.
+ * never gap or repeat. On SQLite a user's counter needs no write-back: every
+ * seq it hands out is in an inbox row of that transaction, and it loads as
+ * the larger of the user's last inbox seq and the user_seq floor that
+ * deleting inbox rows raises (migrations/0008_seq_floor.sql); room counters
+ * are written back.
  *
  * Savepoints: seq_mark()/seq_rollback() undo the counters a failed request
  * took, so its neighbours in the batch keep their numbers. After a failed

@@ -328,7 +328,7 @@ Test(bench, direct_preload_is_consistent_and_served_after_restart)
     cr_assert_eq(field(line, "messages"), 300, "%s", line);
     free(out);
 
-    /* What a send stores: one row, two inbox copies, seqs 1..N per user in user_seq. */
+    /* What a send stores: one row, two inbox copies, seqs 1..N per user (user_last_seq). */
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM message"), 300);
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM inbox"), 600);
     cr_assert_eq(tl_query_int(srv.db, "SELECT sum(seq) FROM user_last_seq"), 600);

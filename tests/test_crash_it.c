@@ -452,10 +452,10 @@ static void check_inboxes(const struct vdb *db)
     while (vres_next(&st)) {
         int64_t user = vres_int(&st, 0), n = vres_int(&st, 1);
         users++;
-        cr_assert_eq(vres_int(&st, 2), n, "user %lld: %lld entries, user_seq %lld", (long long)user,
-                     (long long)vres_int(&st, 2), (long long)n);
-        cr_assert_eq(vres_int(&st, 4), n, "user %lld: max seq %lld, user_seq %lld", (long long)user,
-                     (long long)vres_int(&st, 4), (long long)n);
+        cr_assert_eq(vres_int(&st, 2), n, "user %lld: %lld entries, user_last_seq %lld",
+                     (long long)user, (long long)vres_int(&st, 2), (long long)n);
+        cr_assert_eq(vres_int(&st, 4), n, "user %lld: max seq %lld, user_last_seq %lld",
+                     (long long)user, (long long)vres_int(&st, 4), (long long)n);
         if (n > 0)
             cr_assert_eq(vres_int(&st, 3), 1, "user %lld: seqs start at %lld", (long long)user,
                          (long long)vres_int(&st, 3));

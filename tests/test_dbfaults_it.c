@@ -120,7 +120,7 @@ static int sync_count(const struct client_conn *who, size_t *n)
 
 /*
  * Every copy a message should have is in the inbox, every inbox entry has
- * its message, every inbox is seqs 1..N with user_seq = N, and every
+ * its message, every inbox is seqs 1..N with user_last_seq = N, and every
  * idempotency record names a message.
  */
 static void expect_whole(void)
@@ -142,7 +142,7 @@ static void expect_whole(void)
                                       "count(*) FROM inbox i WHERE i.user_id = u.user_id) OR u.seq "
                                       "!= (SELECT coalesce(max(seq), 0) FROM inbox i WHERE "
                                       "i.user_id = u.user_id)"),
-                 0, "an inbox has a gap, or its user_seq is off");
+                 0, "an inbox has a gap, or its counter is off");
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM idempotency d WHERE NOT EXISTS "
                                       "(SELECT 1 FROM message m WHERE m.id = d.message_id)"),
                  0, "an idempotency record names no message");

@@ -141,7 +141,7 @@ Test(message_concurrency, every_acknowledged_send_is_stored_and_seqs_have_no_gap
     }
     cr_assert_eq(acked, USERS * SENDS);
 
-    /* Inboxes: seqs 1..N, no gap, no repeat, and user_seq says N. */
+    /* Inboxes: seqs 1..N, no gap, no repeat, and the counter (user_last_seq) says N. */
     int64_t total_copies = 0;
     for (int u = 1; u <= USERS; u++) {
         sqlite3_stmt *st;
@@ -162,7 +162,7 @@ Test(message_concurrency, every_acknowledged_send_is_stored_and_seqs_have_no_gap
         cr_assert_eq(mn, 1, "user %d", u);
         cr_assert_eq(mx, n, "user %d: %lld copies up to seq %lld", u, (long long)n, (long long)mx);
         cr_assert_eq(distinct, n, "user %d", u);
-        cr_assert_eq(last, n, "user %d: user_seq", u);
+        cr_assert_eq(last, n, "user %d: user_last_seq", u);
         total_copies += n;
     }
 

@@ -3,7 +3,7 @@
  * (authentication, prepare, read on a real read-only connection) and writes
  * through writer_run_batch, exactly as the server runs them, on a real
  * SQLite file. The inbox is filled by a write job using seq_next,
- * message_insert and message_inbox_add, so user_seq holds the highest seq.
+ * message_insert and message_inbox_add, so the counter (user_last_seq) is the highest seq.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>

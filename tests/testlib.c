@@ -589,7 +589,7 @@ int tl_senders_check(const struct tl_server *s, const struct tl_sender *ws, int 
                  "SELECT count(*) = max(seq) AND max(seq) = (SELECT seq FROM user_last_seq WHERE "
                  "user_id = %lld) FROM inbox WHERE user_id = %lld",
                  (long long)w->user, (long long)w->user);
-        cr_assert_eq(tl_query_int(s->db, sql), 1, "user %lld's inbox is 1..N = user_seq",
+        cr_assert_eq(tl_query_int(s->db, sql), 1, "user %lld's inbox is 1..N = user_last_seq",
                      (long long)w->user);
     }
     cr_assert_gt(total, 0, "nothing was acknowledged");

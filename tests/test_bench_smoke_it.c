@@ -105,7 +105,7 @@ static double field(const char *line, const char *key)
 
 Test(bench, every_workload_prints_a_checked_result_line)
 {
-    char pid[32], line[1024], *out = NULL;
+    char pid[32], line[4096], *out = NULL;
     snprintf(pid, sizeof pid, "%d", (int)srv.pid);
     const char *args[] = {"--url",
                           srv.url,
@@ -151,6 +151,12 @@ Test(bench, every_workload_prints_a_checked_result_line)
         cr_assert_gt(field(line, "ratio_vs_nng"), 0, "%s", line);
         /* --server-pid: the service's CPU per reply, read from /proc (a 1 s run uses some). */
         cr_assert_gt(field(line, "server_cpu_us_per_op"), 0, "%s", line);
+        /* ... and its own, and the cores the two kept busy: never more than the machine has
+         * (5 % for /proc's 10 ms ticks over a 2 s run). */
+        cr_assert_gt(field(line, "bench_cpu_us_per_op"), 0, "%s", line);
+        cr_assert_gt(field(line, "cpus_busy"), 0, "%s", line);
+        cr_assert_gt(field(line, "cpus"), 0, "%s", line);
+        cr_assert_leq(field(line, "cpus_busy"), field(line, "cpus") * 1.05, "%s", line);
         if (i == 0) {
             sent = field(line, "ops");
             cr_assert_gt(field(line, "ratio_vs_sqlite"), 0, "%s", line);

@@ -133,6 +133,10 @@ struct result {
     uint64_t errors;
     uint64_t ok_all;     /* EC_OK replies of the whole run, warmup included */
     double server_cpu_s; /* CPU time (user + system) the service used during the run; 0 = unknown */
+    /* The bench's own CPU time and the run's wall time, warmup included: with server_cpu_s they
+     * say how many of the machine's cores the two used, the test of a CPU-bound run. */
+    double bench_cpu_s;
+    double wall_all_s;
 };
 
 /* ---------------------------------------------- bench_run.c: requests and runs */
@@ -212,5 +216,7 @@ void bench_print_server(long pid);
 /* CPU seconds (user + system, all threads) process pid has used, from /proc/PID/stat; -1 if
  * unknown. */
 double bench_server_cpu_s(long pid);
+/* This process's CPU time (user + system, every thread) in seconds. */
+double bench_self_cpu_s(void);
 
 #endif

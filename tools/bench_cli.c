@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -58,6 +59,13 @@ void bench_print_result(const struct bench *b, const struct result *r, const str
     if (r->server_cpu_s > 0 && r->ok_all)
         printf(" server_cpu_us_per_op=%.1f server_cpu_s=%.2f",
                r->server_cpu_s * 1e6 / (double)r->ok_all, r->server_cpu_s);
+    if (r->bench_cpu_s > 0 && r->ok_all)
+        printf(" bench_cpu_us_per_op=%.1f", r->bench_cpu_s * 1e6 / (double)r->ok_all);
+    /* Both known: the cores the two kept busy, against the machine's. A run at cpus_busy close
+     * to cpus is CPU-bound: a higher rate needs less CPU per request, not more concurrency. */
+    if (r->server_cpu_s > 0 && r->bench_cpu_s > 0 && r->wall_all_s > 0)
+        printf(" cpus_busy=%.2f cpus=%ld", (r->server_cpu_s + r->bench_cpu_s) / r->wall_all_s,
+               sysconf(_SC_NPROCESSORS_ONLN));
     if (nng && bench_per_s(nng) > 0)
         printf(" ratio_vs_nng=%.2f", bench_per_s(r) / bench_per_s(nng));
     if (sql && bench_per_s(sql) > 0 && r->wl == WL_SEND)
@@ -93,6 +101,15 @@ void bench_print_server(long pid)
     fclose(f);
     printf("SERVER pid=%ld rss_kib=%ld peak_rss_kib=%ld rss_anon_kib=%ld rss_file_kib=%ld\n", pid,
            v[0], v[1], v[2], v[3]);
+}
+
+double bench_self_cpu_s(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return -1;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 double bench_server_cpu_s(long pid)

@@ -47,9 +47,15 @@ static gim_err run_phase(struct bench *b, struct link *l, enum workload wl, stru
     if (!b->signed_in_ns || bench_now_ns() - b->signed_in_ns > RESIGN_AFTER_NS)
         if ((e = bench_sign_in_all(b, l)) != GIM_OK)
             return e;
-    /* The service's CPU over the whole run (warmup too), per EC_OK reply of the whole run. */
+    /* The service's and the bench's CPU over the whole run (warmup too), per EC_OK reply of
+     * the whole run. */
     double cpu0 = b->o.server_pid ? bench_server_cpu_s((long)b->o.server_pid) : -1;
+    double self0 = bench_self_cpu_s();
+    int64_t t0 = bench_now_ns();
     e = bench_run_workload(b, l, wl, b->o.warmup, b->o.duration, 0, NULL, 0, NULL, res);
+    res->wall_all_s = (double)(bench_now_ns() - t0) / 1e9;
+    double self1 = bench_self_cpu_s();
+    res->bench_cpu_s = self0 >= 0 && self1 >= self0 ? self1 - self0 : 0;
     double cpu1 = cpu0 >= 0 ? bench_server_cpu_s((long)b->o.server_pid) : -1;
     if (e == GIM_OK && cpu0 >= 0 && cpu1 >= cpu0)
         res->server_cpu_s = cpu1 - cpu0;

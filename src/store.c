@@ -176,6 +176,13 @@ static const char *sync_word(const char *s)
     return "full";
 }
 
+/* In WAL mode these sync the WAL in every COMMIT, before the commit is visible (mapvfs.h). */
+static bool syncs_every_commit(const struct gim_config *cfg)
+{
+    const char *w = sync_word(cfg->database.synchronous);
+    return strcmp(w, "full") == 0 || strcmp(w, "extra") == 0;
+}
+
 gim_err store_check_dir(const char *path, enum store_mode mode, char *errbuf, size_t errlen)
 {
     char dir[4096];
@@ -258,9 +265,12 @@ gim_err store_open(const struct gim_config *cfg, enum store_mode mode, struct st
     int flags =
         mode == STORE_WRITER ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
     flags |= SQLITE_OPEN_NOMUTEX; /* one thread per connection */
-    /* mmap_mb > 0: every connection reads through the process's one mapping (mapvfs.h). */
+    /* mmap_mb > 0: every connection reads through the process's one mapping (mapvfs.h);
+     * a writer that syncs every commit combines its WAL writes there too (budget 0 maps
+     * nothing). */
     const char *vfs = NULL;
-    if (cfg->database.mmap_mb > 0) {
+    bool combine = mode == STORE_WRITER && syncs_every_commit(cfg);
+    if (cfg->database.mmap_mb > 0 || combine) {
         if ((e = mapvfs_register((uint64_t)cfg->database.mmap_mb << 20, MAPVFS_SEGMENT_BYTES)) !=
             GIM_OK) {
             snprintf(errbuf, errlen, "cannot register SQLite's VFS %s", MAPVFS_NAME);
@@ -282,6 +292,13 @@ gim_err store_open(const struct gim_config *cfg, enum store_mode mode, struct st
     }
     if (mode == STORE_WRITER && (e = store_migrate(c, errbuf, errlen)) != GIM_OK)
         goto fail;
+    /* After the migrations, which read the database and so open its WAL (a new, empty file
+     * opens it only at its first write). Not an error when it cannot: an in-memory database
+     * has no WAL; otherwise say so, as the writer then makes one pwrite per frame header and
+     * page. */
+    const char *file = sqlite3_db_filename(c->db, "main");
+    if (combine && mapvfs_combine_wal(c->db) != GIM_OK && file && *file)
+        log_warn("WAL writes not combined", "path=%s", path);
     *out = c;
     return GIM_OK;
 fail:

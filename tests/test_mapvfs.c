@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -360,4 +362,208 @@ Test(mapvfs, more_connections_keep_the_process_locks)
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
               "no lock of ours on the file: opening or closing a connection dropped them");
     sqlite3_close(a);
+}
+
+/* ---- combined WAL writes (mapvfs_combine_wal) ---- */
+
+/* Rows [from, to) in one transaction, left in the WAL (no checkpoint). */
+static int insert_rows_rc(sqlite3 *db, int from, int to)
+{
+    sqlite3_stmt *st;
+    exec(db, "BEGIN");
+    cr_assert_eq(sqlite3_prepare_v2(db, "INSERT INTO t(id, b) VALUES (?, ?)", -1, &st, NULL),
+                 SQLITE_OK);
+    unsigned char b[ROW_BYTES];
+    int rc = SQLITE_DONE;
+    for (int id = from; id < to && rc == SQLITE_DONE; id++) {
+        memset(b, id & 0xff, sizeof b);
+        sqlite3_bind_int(st, 1, id);
+        sqlite3_bind_blob(st, 2, b, sizeof b, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+/* A writer as gim-logic's: WAL, synchronous FULL, its appends combined. */
+static sqlite3 *combining_writer(void)
+{
+    cr_assert_eq(mapvfs_register(64ull << 20, SEG), GIM_OK);
+    sqlite3 *w = open_db(true);
+    exec(w, "PRAGMA synchronous = FULL");
+    exec(w, "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL)");
+    cr_assert_eq(mapvfs_combine_wal(w), GIM_OK);
+    return w;
+}
+
+static int64_t count_rows(sqlite3 *db)
+{
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM t", -1, &st, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return n;
+}
+
+/*
+ * A commit of ~500 frames is ~1,000 writes from SQLite (header, page) and a
+ * few from the module; every row reads back right in another connection.
+ */
+Test(mapvfs, a_writer_combines_its_wal_appends)
+{
+    sqlite3 *w = combining_writer();
+    struct mapvfs_stats a, b;
+    mapvfs_stats(&a);
+    cr_assert_eq(insert_rows_rc(w, 0, 2000), SQLITE_OK);
+    mapvfs_stats(&b);
+    uint64_t writes = b.wal_writes - a.wal_writes, flushes = b.wal_flushes - a.wal_flushes;
+    cr_assert_geq(writes, 900, "SQLite's WAL writes: %llu", (unsigned long long)writes);
+    cr_assert_gt(flushes, 0);
+    cr_assert_leq(flushes * 20, writes, "%llu writes became %llu", (unsigned long long)writes,
+                  (unsigned long long)flushes);
+    sqlite3 *r = open_db(false);
+    read_all(r, 0, 2000, 1);
+    sqlite3_close(r);
+    sqlite3_close(w);
+}
+
+/* Connections that must not combine: another VFS's, and one without a WAL. */
+Test(mapvfs, combining_needs_this_vfs_and_a_wal)
+{
+    cr_assert_eq(mapvfs_register(64ull << 20, SEG), GIM_OK);
+    sqlite3 *plain = NULL;
+    cr_assert_eq(sqlite3_open_v2(path, &plain, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL),
+                 SQLITE_OK);
+    exec(plain, "PRAGMA journal_mode = WAL");
+    cr_assert_eq(mapvfs_combine_wal(plain), GIM_EINTERNAL, "the default VFS's WAL");
+    sqlite3_close(plain);
+    char other[128];
+    snprintf(other, sizeof other, "%s/rollback.db", dir);
+    sqlite3 *rb = NULL;
+    cr_assert_eq(
+        sqlite3_open_v2(other, &rb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, MAPVFS_NAME),
+        SQLITE_OK);
+    exec(rb, "CREATE TABLE x (a)");
+    cr_assert_eq(mapvfs_combine_wal(rb), GIM_EINTERNAL, "a rollback journal");
+    sqlite3_close(rb);
+}
+
+struct counter_arg {
+    atomic_bool *stop;
+    atomic_int *committed; /* rows the writer has committed: a reader sees at least these */
+    long bad, reads;
+};
+
+/* Another connection (its own WAL handle) checks, again and again, every committed row. */
+static void *counter(void *p)
+{
+    struct counter_arg *a = p;
+    sqlite3 *r = NULL;
+    if (sqlite3_open_v2(path, &r, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, MAPVFS_NAME) !=
+        SQLITE_OK) {
+        a->bad++;
+        return NULL;
+    }
+    sqlite3_exec(r, "PRAGMA cache_size = -256", NULL, NULL, NULL);
+    sqlite3_stmt *st = NULL, *one = NULL;
+    sqlite3_prepare_v2(r, "SELECT count(*), max(id) FROM t", -1, &st, NULL);
+    sqlite3_prepare_v2(r, "SELECT b FROM t WHERE id = ?", -1, &one, NULL);
+    while (!atomic_load(a->stop)) {
+        int floor = atomic_load(a->committed);
+        if (sqlite3_step(st) != SQLITE_ROW) {
+            a->bad++;
+        } else {
+            int n = sqlite3_column_int(st, 0), top = sqlite3_column_int(st, 1);
+            /* Rows are committed in order from id 0: n rows are ids 0..n-1, all of them whole. */
+            if (n < floor || (n > 0 && top != n - 1))
+                a->bad++;
+            else if (n > 0 && !row_ok(r, one, top))
+                a->bad++;
+        }
+        sqlite3_reset(st);
+        a->reads++;
+    }
+    sqlite3_finalize(st);
+    sqlite3_finalize(one);
+    sqlite3_close(r);
+    return NULL;
+}
+
+/*
+ * Readers on their own connections, and checkpoints on another, see every
+ * commit whole from the moment it returns: the buffer is in the file by then.
+ */
+Test(mapvfs, readers_and_checkpoints_see_every_combined_commit)
+{
+    sqlite3 *w = combining_writer();
+    sqlite3 *ck = open_db(true);
+    atomic_bool stop = false;
+    atomic_int committed = 0;
+    struct counter_arg a[3];
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) {
+        a[i] = (struct counter_arg){.stop = &stop, .committed = &committed};
+        pthread_create(&t[i], NULL, counter, &a[i]);
+    }
+    for (int n = 0; n < 6000; n += 150) {
+        cr_assert_eq(insert_rows_rc(w, n, n + 150), SQLITE_OK);
+        atomic_store(&committed, n + 150);
+        if (n % 900 == 0) /* copies the WAL back through its own handle; a restart follows */
+            exec(ck, "PRAGMA wal_checkpoint(PASSIVE)");
+        usleep(2000);
+    }
+    atomic_store(&stop, true);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        cr_expect_gt(a[i].reads, 0);
+        cr_expect_eq(a[i].bad, 0, "reader %d: %ld wrong reads of %ld", i, a[i].bad, a[i].reads);
+    }
+    exec(ck, "PRAGMA wal_checkpoint(TRUNCATE)");
+    read_all(ck, 0, 6000, 1);
+    sqlite3_close(ck);
+    sqlite3_close(w);
+}
+
+/*
+ * A combined write that the file system refuses fails the commit, and the
+ * database is as before: the rows of the failed transaction are nowhere, the
+ * next transaction commits. The fault: a file size limit (RLIMIT_FSIZE) the
+ * WAL reaches halfway through the transaction's frames.
+ */
+Test(mapvfs, a_refused_combined_write_fails_the_commit_and_changes_nothing)
+{
+    sqlite3 *w = combining_writer();
+    cr_assert_eq(insert_rows_rc(w, 0, 100), SQLITE_OK);
+    exec(w, "PRAGMA wal_checkpoint(TRUNCATE)"); /* the WAL starts over from 0 bytes */
+    signal(SIGXFSZ, SIG_IGN);                   /* a write past the limit fails with EFBIG */
+    struct rlimit lim;
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &lim), 0);
+    struct rlimit tight = {.rlim_cur = 1u << 20, .rlim_max = lim.rlim_max};
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &tight), 0);
+    /* 2,000 rows of 1,000 bytes: ~2 MiB of frames, past the 1 MiB limit. */
+    int rc = insert_rows_rc(w, 100, 2100);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    cr_assert_neq(rc, SQLITE_OK, "the commit succeeded past the file size limit");
+    sqlite3 *r = open_db(false);
+    cr_assert_eq(count_rows(r), 100, "rows of the failed transaction are visible");
+    cr_assert_eq(count_rows(w), 100);
+    cr_assert_eq(insert_rows_rc(w, 100, 300), SQLITE_OK);
+    cr_assert_eq(count_rows(r), 300);
+    read_all(r, 0, 300, 1);
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_prepare_v2(w, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    sqlite3_close(r);
+    sqlite3_close(w);
 }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "storage/mapvfs.h"
 #include "store.h"
 
 static struct gim_config cfg;
@@ -148,4 +149,40 @@ Test(store, schema_file_equals_all_migrations_applied)
                      "schema/schema.sql differs from the migrations: run tools/gen-schema.sh");
     free(migrated);
     free(declared);
+}
+
+/*
+ * A writer with synchronous FULL or EXTRA combines its WAL appends (mapvfs.h),
+ * with or without mmap; with NORMAL or OFF it never does: no sync per commit
+ * would write the buffer before the commit is visible to other connections.
+ */
+Test(store, the_writer_combines_wal_writes_only_when_every_commit_syncs)
+{
+    static const char *const modes[] = {"full", "extra", "normal", "off"};
+    for (int i = 0; i < 4; i++) {
+        char err[256] = "";
+        free(cfg.database.synchronous);
+        cfg.database.synchronous = strdup(modes[i]);
+        cfg.database.mmap_mb = i % 2 ? 0 : 128;
+        struct store_conn *c = NULL;
+        cr_assert_eq(store_open(&cfg, STORE_WRITER, &c, err, sizeof err), GIM_OK, "%s", err);
+        struct mapvfs_stats a, b;
+        mapvfs_stats(&a);
+        cr_assert_eq(store_exec(c, "CREATE TABLE IF NOT EXISTS big (b BLOB)"), GIM_OK);
+        cr_assert_eq(store_exec(c, "BEGIN"), GIM_OK);
+        cr_assert_eq(store_exec(c, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                                   "WHERE i < 500) INSERT INTO big SELECT randomblob(1000) FROM n"),
+                     GIM_OK);
+        cr_assert_eq(store_exec(c, "COMMIT"), GIM_OK);
+        mapvfs_stats(&b);
+        uint64_t writes = b.wal_writes - a.wal_writes, flushes = b.wal_flushes - a.wal_flushes;
+        if (i < 2) {
+            cr_assert_gt(writes, 200, "%s: %llu combined writes", modes[i],
+                         (unsigned long long)writes);
+            cr_assert_leq(flushes * 10, writes, "%s", modes[i]);
+        } else {
+            cr_assert_eq(writes, 0, "%s: the WAL's writes were combined", modes[i]);
+        }
+        store_close(c);
+    }
 }

@@ -44,10 +44,24 @@
  *
  * Not thread-bound: the mapping registry is guarded by a mutex, the fetch
  * path is lock-free (atomics only).
+ *
+ * The VFS also combines a writer's WAL appends (mapvfs_combine_wal): SQLite
+ * writes each WAL frame as two xWrite calls (its 24-byte header, then the
+ * page), so a commit of 150 frames was 300 pwrite calls on the writer
+ * thread, 16 % of its CPU per send (docs/benchmarks.md, "Issue 15: combined
+ * WAL writes"). A combining WAL file keeps contiguous appends in a buffer
+ * of its own and writes them in one call as soon as anything else happens
+ * to the file: a read, a sync, a size query, a non-contiguous write, a lock,
+ * a file control, a truncate or a close. In WAL mode, with synchronous FULL
+ * or EXTRA, every commit syncs the WAL before it updates the WAL index that
+ * makes it visible, so no other connection can be shown frames still in the
+ * buffer; with NORMAL or OFF nothing would flush it before that update, and
+ * mapvfs_combine_wal must not be called.
  */
 #ifndef GIM_STORAGE_MAPVFS_H
 #define GIM_STORAGE_MAPVFS_H
 
+#include <sqlite3.h>
 #include <stdint.h>
 
 #include "err.h"
@@ -68,10 +82,21 @@
  */
 gim_err mapvfs_register(uint64_t budget_bytes, uint64_t segment_bytes);
 
+/*
+ * From now on db's WAL file combines its appends (see above). The caller
+ * promises that every commit on db syncs the WAL: journal_mode WAL and
+ * synchronous FULL or EXTRA, for as long as db is open. db must be opened
+ * with MAPVFS_NAME and its WAL open (it is once PRAGMA journal_mode = WAL
+ * returned "wal"). GIM_EINTERNAL otherwise (nothing changes).
+ */
+gim_err mapvfs_combine_wal(sqlite3 *db);
+
 struct mapvfs_stats {
     uint64_t chosen_bytes; /* segments chosen now: about this much is resident */
     uint64_t retires;      /* times a segment stopped being chosen and was dropped */
     uint32_t files;        /* distinct files mapped now */
+    uint64_t wal_writes;   /* SQLite's writes to combining WAL files, since the start */
+    uint64_t wal_flushes;  /* the writes that reached the files for them */
 };
 
 /* Totals over the process's mappings (for /metrics and tests). */

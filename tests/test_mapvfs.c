@@ -452,8 +452,12 @@ Test(mapvfs, combining_needs_this_vfs_and_a_wal)
     cr_assert_eq(
         sqlite3_open_v2(other, &rb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, MAPVFS_NAME),
         SQLITE_OK);
+    exec(rb, "PRAGMA journal_mode = PERSIST"); /* the journal file stays open between writes */
     exec(rb, "CREATE TABLE x (a)");
+    exec(rb, "BEGIN");
+    exec(rb, "INSERT INTO x VALUES (1)"); /* the journal is open now */
     cr_assert_eq(mapvfs_combine_wal(rb), GIM_EINTERNAL, "a rollback journal");
+    exec(rb, "COMMIT");
     sqlite3_close(rb);
 }
 

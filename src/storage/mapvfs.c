@@ -66,6 +66,7 @@ struct map_file {
     sqlite3_file *real;
     struct mapping *map;      /* NULL: not the main database (or no mapping): pass through */
     sqlite3_int64 mmap_limit; /* what PRAGMA mmap_size set, reported back only */
+    bool wal;                 /* opened as a WAL file (SQLITE_OPEN_WAL) */
     /* A WAL file whose appends are combined (mapvfs_combine_wal): the bytes of
      * [wal_off, wal_off + wal_len) are in wal_buf, not yet in the file. */
     bool wal_combine;
@@ -542,6 +543,7 @@ static int mv_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flag
     }
     if ((flags & SQLITE_OPEN_MAIN_DB) && name)
         mf->map = mapping_get(name); /* NULL: this file goes without a mapping */
+    mf->wal = (flags & SQLITE_OPEN_WAL) != 0;
     mf->base.pMethods = &map_io;
     return SQLITE_OK;
 }
@@ -667,8 +669,10 @@ out:
 gim_err mapvfs_combine_wal(sqlite3 *db)
 {
     sqlite3_file *f = NULL;
+    /* The pager's journal file: its WAL in WAL mode (a rollback journal must not combine:
+     * nothing promises a sync before the database file is written). */
     if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &f) != SQLITE_OK || !f ||
-        f->pMethods != &map_io)
+        f->pMethods != &map_io || !((struct map_file *)f)->wal)
         return GIM_EINTERNAL;
     ((struct map_file *)f)->wal_combine = true;
     return GIM_OK;

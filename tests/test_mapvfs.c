@@ -61,24 +61,42 @@ static sqlite3 *open_db(bool writer)
     return db;
 }
 
-/* Every row's blob is its id's low byte, ROW_BYTES times: a reader can check what it got. */
-static void insert_rows(sqlite3 *db, int from, int to)
+/*
+ * Rows [from, to) in one transaction, left in the WAL; SQLite's code of the first failure
+ * (rolled back), or SQLITE_OK. Every row's blob is its id's low byte, ROW_BYTES times: a reader
+ * can check what it got.
+ */
+static int insert_rows_rc(sqlite3 *db, int from, int to)
 {
     sqlite3_stmt *st;
     exec(db, "BEGIN");
     cr_assert_eq(sqlite3_prepare_v2(db, "INSERT INTO t(id, b) VALUES (?, ?)", -1, &st, NULL),
                  SQLITE_OK);
     unsigned char b[ROW_BYTES];
-    for (int id = from; id < to; id++) {
+    int rc = SQLITE_DONE;
+    for (int id = from; id < to && rc == SQLITE_DONE; id++) {
         memset(b, id & 0xff, sizeof b);
         sqlite3_bind_int(st, 1, id);
         sqlite3_bind_blob(st, 2, b, sizeof b, SQLITE_STATIC);
-        cr_assert_eq(sqlite3_step(st), SQLITE_DONE);
+        rc = sqlite3_step(st);
         sqlite3_reset(st);
     }
     sqlite3_finalize(st);
-    exec(db, "COMMIT");
-    exec(db, "PRAGMA wal_checkpoint(TRUNCATE)"); /* into the file, where the mapping reads */
+    if (rc != SQLITE_DONE) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+/* Rows [from, to), committed, then copied into the file, where the mapping reads. */
+static void insert_rows(sqlite3 *db, int from, int to)
+{
+    cr_assert_eq(insert_rows_rc(db, from, to), SQLITE_OK);
+    exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
 /* Reads row id and checks its blob; returns false if it is missing or wrong. */
@@ -365,33 +383,6 @@ Test(mapvfs, more_connections_keep_the_process_locks)
 }
 
 /* ---- combined WAL writes (mapvfs_combine_wal) ---- */
-
-/* Rows [from, to) in one transaction, left in the WAL (no checkpoint). */
-static int insert_rows_rc(sqlite3 *db, int from, int to)
-{
-    sqlite3_stmt *st;
-    exec(db, "BEGIN");
-    cr_assert_eq(sqlite3_prepare_v2(db, "INSERT INTO t(id, b) VALUES (?, ?)", -1, &st, NULL),
-                 SQLITE_OK);
-    unsigned char b[ROW_BYTES];
-    int rc = SQLITE_DONE;
-    for (int id = from; id < to && rc == SQLITE_DONE; id++) {
-        memset(b, id & 0xff, sizeof b);
-        sqlite3_bind_int(st, 1, id);
-        sqlite3_bind_blob(st, 2, b, sizeof b, SQLITE_STATIC);
-        rc = sqlite3_step(st);
-        sqlite3_reset(st);
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        return rc;
-    }
-    rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK)
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    return rc;
-}
 
 /* A writer as gim-logic's: WAL, synchronous FULL, its appends combined. */
 static sqlite3 *combining_writer(void)

@@ -323,9 +323,7 @@ static bool on_disk(const char *needle)
                  needle, needle);
         return tl_query_int(srv.db, q) > 0;
     }
-    char wal[256];
-    snprintf(wal, sizeof wal, "%s-wal", srv.db);
-    return tl_file_has(srv.db, needle) || tl_file_has(wal, needle);
+    return tl_db_files_have(srv.db, needle);
 }
 
 /* One erase step; returns the reply code and fills *eo on success (caller frees). */

@@ -45,7 +45,7 @@ static void start(void)
 
 static bool on_disk(const char *secret)
 {
-    return tl_file_has(srv.db, secret) || tl_file_has(wal, secret);
+    return tl_db_files_have(srv.db, secret);
 }
 
 /* Polls for up to ms: true once secret is in neither file. */

@@ -443,6 +443,13 @@ bool tl_file_has(const char *path, const char *needle)
     return found;
 }
 
+bool tl_db_files_have(const char *db, const char *needle)
+{
+    char wal[1024];
+    snprintf(wal, sizeof wal, "%s-wal", db);
+    return tl_file_has(wal, needle) || tl_file_has(db, needle);
+}
+
 bool tl_write_locked(const char *db)
 {
     sqlite3 *h = NULL;

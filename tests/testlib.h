@@ -82,6 +82,13 @@ int tl_free_port(void);
 /* Whether the file at path holds needle anywhere (a raw byte search: erased content must be
  * gone from gim.db and gim.db-wal); a missing file holds nothing. */
 bool tl_file_has(const char *path, const char *needle);
+/*
+ * Whether needle is in the SQLite file db or in its WAL (db-wal). The WAL is
+ * read first: a checkpoint copies a page into the database file before the WAL
+ * is cut (a scrub) or written over, so text in either file for the whole call
+ * is found; reading the database file first could miss it while it moves.
+ */
+bool tl_db_files_have(const char *db, const char *needle);
 
 /* True when no one can take db's write lock right now. */
 bool tl_write_locked(const char *db);

@@ -296,9 +296,11 @@ gim_err store_open(const struct gim_config *cfg, enum store_mode mode, struct st
      * opens it only at its first write). Not an error when it cannot: an in-memory database
      * has no WAL; otherwise say so, as the writer then makes one pwrite per frame header and
      * page. */
-    const char *file = sqlite3_db_filename(c->db, "main");
-    if (combine && mapvfs_combine_wal(c->db) != GIM_OK && file && *file)
-        log_warn("WAL writes not combined", "path=%s", path);
+    if (combine && mapvfs_combine_wal(c->db) != GIM_OK) {
+        const char *file = sqlite3_db_filename(c->db, "main");
+        if (file && *file)
+            log_warn("WAL writes not combined", "path=%s", path);
+    }
     *out = c;
     return GIM_OK;
 fail:

@@ -95,7 +95,9 @@ static int insert_rows_rc(sqlite3 *db, int from, int to)
 /* Rows [from, to), committed, then copied into the file, where the mapping reads. */
 static void insert_rows(sqlite3 *db, int from, int to)
 {
-    cr_assert_eq(insert_rows_rc(db, from, to), SQLITE_OK);
+    int rc = insert_rows_rc(db, from, to);
+    cr_assert_eq(rc, SQLITE_OK, "rows %d..%d: %s (%s)", from, to, sqlite3_errstr(rc),
+                 sqlite3_errmsg(db));
     exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
 }
 

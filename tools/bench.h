@@ -76,6 +76,7 @@ struct opts {
     int timeout_ms;
     int check_every;
     int64_t seed;
+    int64_t rate; /* --rate: requests per second offered (an open loop); 0 = closed loop */
 };
 
 /* Latencies in ns of EC_OK replies completed inside the window. */
@@ -137,6 +138,9 @@ struct result {
      * say how many of the machine's cores the two used, the test of a CPU-bound run. */
     double bench_cpu_s;
     double wall_all_s;
+    /* --rate: the most requests that were due and waited for a free context at once (0: the
+     * contexts always kept up; a growing queue means the service did not). */
+    int64_t backlog_max;
 };
 
 /* ---------------------------------------------- bench_run.c: requests and runs */

@@ -33,6 +33,8 @@ void bench_print_result(const struct bench *b, const struct result *r, const str
         printf(" err_timeout=%" PRIu64, s->timeouts);
     if (s->nng_err)
         printf(" err_nng=%" PRIu64, s->nng_err);
+    if (b->o.rate)
+        printf(" rate=%lld backlog_max=%lld", (long long)b->o.rate, (long long)r->backlog_max);
     printf(" checked=%" PRIu64 " check_failed=%" PRIu64, s->checked, s->check_failed);
     /* Mixed loads: each operation's own rate and latency (reads behind saturating sends). */
     static const enum op mixed_ops[] = {OP_SYNC, OP_SEND, OP_ACK};
@@ -285,6 +287,9 @@ static const struct optdef options[] = {
     {"check-every", 0, "N", K_INT, OFF(check_every), 0, INT32_MAX, 0, NULL,
      "decode and check one EC_OK reply in N (10; 0 = none)"},
     {"seed", 0, "N", K_I64, OFF(seed), 0, INT64_MAX, 0, NULL, "random seed (1)"},
+    {"rate", 0, "R", K_I64, OFF(rate), 1, 10000000, 0, NULL,
+     "offer R requests/s in all, an open loop: -c bounds those in\nflight, latency counts from "
+     "when each was due (none:\neach context sends again as soon as it has its reply)"},
     {"help", 'h', NULL, K_HELP, 0, 0, 0, 0, NULL, NULL},
 };
 #define NOPTIONS (sizeof options / sizeof options[0])

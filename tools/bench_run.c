@@ -4,6 +4,7 @@
  * workload sends, the checks of a sample of the replies, the measured window
  * and the percentiles. See bench.h for the whole tool.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -65,6 +66,21 @@ struct run {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int active;
+    /*
+     * --rate, an open loop: request k is due at t_begin + k * interval_ns. A context that gets
+     * its reply takes the oldest request already due, else it waits on the idle stack until
+     * the pacer thread hands it the next one. A request's latency counts from when it was due,
+     * not from when a context was free to send it, so a service that falls behind shows its
+     * queue in the latencies instead of slowing the offered load down (the closed loop's
+     * "coordinated omission"). due, issued, idle[], nidle, pacer_done and backlog_max are
+     * under mu.
+     */
+    int64_t interval_ns; /* 0: closed loop */
+    int64_t due, issued; /* requests whose time has come; requests started */
+    int *idle;
+    int nidle;
+    bool pacer_done; /* the pacer has left: a context that gets its reply now retires */
+    int64_t backlog_max;
     char first_error[256];
     bool have_error;
 };
@@ -583,19 +599,14 @@ static void ctx_finish(struct bctx *c)
     pthread_mutex_unlock(&r->mu);
 }
 
-/* Starts c's next request, or retires c when the run is over. */
-static void ctx_next(struct bctx *c)
+/* Sends c's next request, whose latency counts from t0; retires c if it cannot be built. */
+static void ctx_start(struct bctx *c, int64_t t0)
 {
-    struct run *r = c->run;
-    if (atomic_load(&r->stop) || bench_now_ns() >= r->t_end) {
-        ctx_finish(c);
-        return;
-    }
     int rc = build(c);
     nng_msg *m = NULL;
     if (rc > 0 && nng_msg_alloc(&m, 0) == 0 && nng_msg_append(m, c->buf, c->req_len) == 0) {
         c->sending = true;
-        c->t0 = bench_now_ns();
+        c->t0 = t0 ? t0 : bench_now_ns();
         nng_aio_set_msg(c->aio, m);
         nng_ctx_send(c->ctx, c->aio);
         return;
@@ -605,6 +616,88 @@ static void ctx_next(struct bctx *c)
     if (rc < 0)
         fprintf(stderr, "gim-bench: out of memory building a request\n");
     ctx_finish(c);
+}
+
+/* Under r->mu: the due time of the next request to start (open loop). */
+static int64_t take_due(struct run *r)
+{
+    return r->t_begin + r->issued++ * r->interval_ns;
+}
+
+/*
+ * Starts c's next request, or retires c when the run is over. Open loop: the oldest request
+ * already due, else c waits on the idle stack for the pacer.
+ */
+static void ctx_next(struct bctx *c)
+{
+    struct run *r = c->run;
+    if (atomic_load(&r->stop) || bench_now_ns() >= r->t_end) {
+        ctx_finish(c);
+        return;
+    }
+    if (!r->interval_ns) {
+        ctx_start(c, 0);
+        return;
+    }
+    pthread_mutex_lock(&r->mu);
+    if (r->pacer_done) {
+        pthread_mutex_unlock(&r->mu);
+        ctx_finish(c);
+        return;
+    }
+    if (r->issued >= r->due) {
+        r->idle[r->nidle++] = c->id;
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    int64_t t0 = take_due(r);
+    pthread_mutex_unlock(&r->mu);
+    ctx_start(c, t0);
+}
+
+/*
+ * The open loop's clock: wakes when the next request is due, marks every request whose time
+ * has come as due, and hands them to idle contexts (the rest wait for a context's reply).
+ * At the end of the run it retires the idle contexts.
+ */
+static void *pacer_main(void *arg)
+{
+    struct run *r = arg;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        int64_t at = r->t_begin + r->due * r->interval_ns;
+        pthread_mutex_unlock(&r->mu);
+        if (at >= r->t_end || atomic_load(&r->stop))
+            break;
+        struct timespec ts = {.tv_sec = at / 1000000000, .tv_nsec = at % 1000000000};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
+        int64_t now = bench_now_ns();
+        pthread_mutex_lock(&r->mu);
+        int64_t due = (now - r->t_begin) / r->interval_ns + 1;
+        int64_t end = (r->t_end - r->t_begin + r->interval_ns - 1) / r->interval_ns;
+        r->due = due < end ? due : end;
+        for (;;) {
+            if (r->due - r->issued > r->backlog_max)
+                r->backlog_max = r->due - r->issued;
+            if (r->nidle == 0 || r->issued >= r->due)
+                break;
+            struct bctx *c = &r->ctx[r->idle[--r->nidle]];
+            int64_t t0 = take_due(r);
+            pthread_mutex_unlock(&r->mu);
+            ctx_start(c, t0);
+            pthread_mutex_lock(&r->mu);
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+    pthread_mutex_lock(&r->mu);
+    r->pacer_done = true;
+    int n = r->nidle;
+    r->nidle = 0;
+    pthread_mutex_unlock(&r->mu);
+    for (int i = 0; i < n; i++)
+        ctx_finish(&r->ctx[r->idle[i]]);
+    return NULL;
 }
 
 static void ctx_cb(void *arg)
@@ -651,6 +744,8 @@ static void run_free(struct run *r)
     }
     free(r->ctx);
     r->ctx = NULL;
+    free(r->idle);
+    r->idle = NULL;
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
 }
@@ -789,8 +884,30 @@ gim_err bench_run_workload(struct bench *b, struct link *l, enum workload wl, do
     r.t_end = r.t_measure + (int64_t)(duration * 1e9);
     atomic_store(&r.last_reply_ns, r.t_begin);
     r.active = r.n;
-    for (int i = 0; i < r.n; i++)
-        ctx_next(&r.ctx[i]);
+    /* --rate paces the measured workloads only: sign-in, preload and the echo limit run flat out.
+     */
+    bool paced = b->o.rate > 0 && ok_target == 0 && wl != WL_SIGNIN && wl != WL_ECHO;
+    pthread_t pacer;
+    bool pacer_started = false;
+    if (paced) {
+        r.interval_ns = 1000000000LL / b->o.rate > 0 ? 1000000000LL / b->o.rate : 1;
+        if (!(r.idle = malloc((size_t)r.n * sizeof *r.idle))) {
+            e = GIM_ENOMEM;
+            goto out;
+        }
+        for (int i = r.n - 1; i >= 0; i--)
+            r.idle[r.nidle++] = i;
+        int rv = pthread_create(&pacer, NULL, pacer_main, &r);
+        if (rv != 0) {
+            fprintf(stderr, "gim-bench: cannot start the pacer thread: %s\n", strerror(rv));
+            e = GIM_EIO;
+            goto out;
+        }
+        pacer_started = true;
+    } else {
+        for (int i = 0; i < r.n; i++)
+            ctx_next(&r.ctx[i]);
+    }
 
     int64_t timeout_ns = (int64_t)b->o.timeout_ms * 1000000;
     int64_t hard = r.t_end + timeout_ns + 2000000000LL;
@@ -831,6 +948,8 @@ gim_err bench_run_workload(struct bench *b, struct link *l, enum workload wl, do
     }
     pthread_mutex_unlock(&r.mu);
     atomic_store(&r.stop, true);
+    if (pacer_started)
+        pthread_join(pacer, NULL);
 
     if (res) {
         memset(res, 0, sizeof *res);
@@ -839,6 +958,7 @@ gim_err bench_run_workload(struct bench *b, struct link *l, enum workload wl, do
         res->secs = (double)(end - (ok_target > 0 ? r.t_begin : r.t_measure)) / 1e9;
         merge(res, &r);
         res->ok_all = (uint64_t)atomic_load(&r.ok_total);
+        res->backlog_max = r.backlog_max;
         bench_finish_result(res);
     }
     if (r.have_error)

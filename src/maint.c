@@ -9,10 +9,19 @@
 #include "retention.h"
 #include "storage.h"
 
-#define SWEEP_MAX          1024 /* sessions signed out per transaction */
-#define SWEEP_BUDGET_MS    200  /* most time one pass spends on slices */
+#define SWEEP_MAX       1024 /* sessions signed out per transaction */
+#define SWEEP_BUDGET_MS 200  /* most time one pass spends on slices */
+/*
+ * Idempotency pruning. A sweep starts every PRUNE_EVERY_MS; each pass then prunes one slice
+ * of each table it has not finished, and more slices of a table whose slice came full, within
+ * PRUNE_BUDGET_MS. It used to be one statement of PRUNE_ROWS rows per table every 10 minutes:
+ * above 3.3 sends/s the expired records piled up for good, and each statement looked at every
+ * record of the table (0.3 s of the writer, all sends waiting, at 10M records; see
+ * docs/benchmarks.md, "Idempotency pruning in slices").
+ */
 #define PRUNE_ROWS         2000
 #define PRUNE_EVERY_MS     (10 * 60 * 1000)
+#define PRUNE_BUDGET_MS    50
 #define RETENTION_ROWS     1000
 #define RETENTION_EVERY_MS (60 * 1000)
 
@@ -79,29 +88,65 @@ static bool sweep_presence(struct wctx *w, int64_t now)
     return false;
 }
 
-/* One table's prune; its rows, 0 on failure (logged: the next prune, in PRUNE_EVERY_MS, retries).
- */
-static int prune(struct wctx *w, gim_err (*op)(struct wctx *, int64_t, int, int *),
-                 const char *table, int64_t cutoff)
+/* Logs a failed prune; the table's sweep ends there and the next one retries. */
+static void prune_failed(struct wctx *w, gim_err e, const char *table)
+{
+    log_warn("idempotency prune failed", "table=%s code=%s error=\"%s\" retry_in_ms=%d", table,
+             gim_err_name(e), store_errmsg(w->db), PRUNE_EVERY_MS);
+}
+
+/* One slice of room or operator records; *todo stays set while the slice comes full. */
+static int prune_slice(struct wctx *w, gim_err (*op)(struct wctx *, int64_t, int, int *),
+                       const char *table, int64_t cutoff, bool *todo)
 {
     int n = 0;
     gim_err e = op(w, cutoff, PRUNE_ROWS, &n);
     if (e != GIM_OK) {
-        log_warn("idempotency prune failed", "table=%s code=%s error=\"%s\" retry_in_ms=%d", table,
-                 gim_err_name(e), store_errmsg(w->db), PRUNE_EVERY_MS);
-        return 0;
+        prune_failed(w, e, table);
+        n = 0;
     }
+    *todo = n == PRUNE_ROWS;
     return n;
 }
 
-/* Send records first: a room send's key row goes before the details it needs (storage.h). */
+/*
+ * This pass's share of the sweep: a slice of each unfinished table, again while a slice comes
+ * full (a backlog of expired records) and the budget lasts. Send key rows and room details may
+ * go in either order: a key row whose details are gone is expired too (storage.h).
+ */
 static void prune_idempotency(struct wctx *w, int64_t now)
 {
     const struct storage_maint_ops *m = storage(w->db)->maint;
     int64_t cutoff = now - (int64_t)w->cfg->idempotency.window_seconds * 1000;
-    int n = prune(w, m->prune_idempotency, "idempotency", cutoff);
-    int rooms = prune(w, m->prune_room_idempotency, "room_idempotency", cutoff);
-    int ops = prune(w, m->prune_operator_idempotency, "operator_idempotency", cutoff);
+    int64_t until = gim_clock_real_ms(NULL) + PRUNE_BUDGET_MS;
+    int n = 0, rooms = 0, ops = 0;
+    bool full;
+    do {
+        full = false;
+        if (w->prune_sends) {
+            int k = 0;
+            bool more = false;
+            gim_err e = m->prune_idempotency(w, cutoff, PRUNE_ROWS, &k, &more);
+            if (e != GIM_OK) {
+                prune_failed(w, e, "idempotency");
+                k = 0;
+                more = false;
+            }
+            n += k;
+            w->prune_sends = more;
+            full = k == PRUNE_ROWS;
+        }
+        if (w->prune_rooms) {
+            rooms += prune_slice(w, m->prune_room_idempotency, "room_idempotency", cutoff,
+                                 &w->prune_rooms);
+            full = full || w->prune_rooms;
+        }
+        if (w->prune_ops) {
+            ops += prune_slice(w, m->prune_operator_idempotency, "operator_idempotency", cutoff,
+                               &w->prune_ops);
+            full = full || w->prune_ops;
+        }
+    } while (full && gim_clock_real_ms(NULL) < until);
     if (n > 0 || rooms > 0 || ops > 0)
         log_debug("idempotency pruned", "rows=%d room_rows=%d operator_rows=%d backend=%s", n,
                   rooms, ops, storage(w->db)->name);
@@ -262,8 +307,10 @@ bool maint_run(struct wctx *w)
         w->scrub_wal = false;
     if (now - w->last_prune_ms >= PRUNE_EVERY_MS) {
         w->last_prune_ms = now;
-        prune_idempotency(w, now);
+        w->prune_sends = w->prune_rooms = w->prune_ops = true; /* a sweep starts */
     }
+    if (w->prune_sends || w->prune_rooms || w->prune_ops)
+        prune_idempotency(w, now);
     if (w->cfg->retention.days > 0 && now >= retention_due_ms) {
         int n = 0;
         gim_err e = retention_run(w, now, RETENTION_ROWS, &n);

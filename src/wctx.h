@@ -35,9 +35,16 @@ struct wctx {
     struct push *push;       /* NULL when nothing publishes (tests, gimctl) */
     struct metrics *metrics; /* may be NULL */
     struct gim_clock clock;
-    int64_t now_ms;        /* the clock read once per batch: one commit, one time */
-    bool scrub_wal;        /* set by a job that erased content: scrub the WAL after the commit */
-    int64_t last_prune_ms; /* maintenance bookkeeping */
+    int64_t now_ms; /* the clock read once per batch: one commit, one time */
+    bool scrub_wal; /* set by a job that erased content: scrub the WAL after the commit */
+    /* Idempotency pruning (maint.c): a sweep starts every PRUNE_EVERY_MS and prunes a slice on
+     * each maintenance pass until nothing is left to look at. */
+    int64_t last_prune_ms;                    /* when the last sweep started */
+    bool prune_sends, prune_rooms, prune_ops; /* tables the current sweep has not finished */
+    struct {
+        bool mid;                      /* false: the next slice starts at the first record */
+        int64_t device_id, request_id; /* else it starts after this key */
+    } idem_scan;                       /* SQLite: where the send records' sweep stopped */
 };
 
 #endif

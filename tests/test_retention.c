@@ -542,6 +542,79 @@ Test(retention, the_maintenance_pass_prunes_expired_idempotency_records)
 }
 
 /*
+ * Send records for the sweep tests, in one transaction: message 1 is two days old, message 2
+ * new (the window is a day); device dev gets records request_id first.. for n of them, each
+ * naming message 1 (expired) or 2.
+ */
+static void idem_records(int64_t dev, int64_t first, int64_t n, bool expired)
+{
+    sql(db->db,
+        "INSERT OR IGNORE INTO message (id, sender_type, sender_id, sender_device_id, "
+        "receiver_type, receiver_id, message_type, content, send_time, status, sender_seq, "
+        "receiver_seq) VALUES (1, 2, 1, 11, 1, 2, 1, x'00', ?1, 1, 1, 1), "
+        "(2, 2, 1, 11, 1, 2, 1, x'00', ?2, 1, 2, 2)",
+        2, (int64_t[]){NOW - 2 * DAY, NOW});
+    sql(db->db,
+        "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?3) "
+        "INSERT INTO idempotency (device_id, request_id, message_id) SELECT ?1, ?2 + i, ?4 FROM k",
+        4, (int64_t[]){dev, first, n, expired ? 1 : 2});
+}
+
+/*
+ * Expired records beyond one slice of PRUNE_ROWS (2,000) go within a few passes. Pruning was
+ * one slice per 10 minutes: above 3.3 sends/s the expired records piled up for good.
+ */
+Test(retention, a_backlog_of_expired_records_goes_within_a_few_passes)
+{
+    cfg.retention.days = 0;
+    cfg.idempotency.window_seconds = 24 * 3600;
+    idem_records(11, 1, 7000, true);
+    idem_records(12, 1, 300, false);
+    clock_ms = NOW;
+    for (int pass = 0; pass < 8; pass++) /* the same minute: no new sweep starts */
+        maint_run(&w);
+    cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE message_id = 1"), 0,
+                 "every expired record goes");
+    cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE message_id = 2"), 300,
+                 "the records inside the window stay");
+    cr_assert(!w.prune_sends, "the sweep is over");
+}
+
+/*
+ * A pass looks at one slice of the send records in key order (20,000), not at all of them:
+ * expired records behind 50,000 live ones are found by the third pass, not by the first, and
+ * the sweep then ends and starts over after PRUNE_EVERY_MS (10 minutes).
+ */
+Test(retention, the_sweep_looks_at_one_slice_per_pass)
+{
+    cfg.retention.days = 0;
+    cfg.idempotency.window_seconds = 24 * 3600;
+    idem_records(11, 1, 50000, false);
+    idem_records(900, 1, 10, true); /* last in key order */
+    clock_ms = NOW;
+    maint_run(&w);
+    cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE device_id = 900"), 10,
+                 "the first pass looked past its slice");
+    cr_assert(w.prune_sends);
+    maint_run(&w);
+    maint_run(&w);
+    cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE device_id = 900"), 0);
+    cr_assert(!w.prune_sends, "three slices cover 50,010 records");
+    cr_assert_eq(count("SELECT count(*) FROM idempotency"), 50000);
+
+    idem_records(901, 1, 5, true);
+    clock_ms = NOW + 60 * 1000;
+    maint_run(&w);
+    cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE device_id = 901"), 5,
+                 "no sweep within 10 minutes of the last");
+    clock_ms = NOW + 10 * 60 * 1000;
+    for (int pass = 0; pass < 3; pass++)
+        maint_run(&w);
+    cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE device_id = 901"), 0,
+                 "the next sweep, from the first record");
+}
+
+/*
  * The maint operations of both backends (storage.h): every operation is
  * there, and the three of shared sessions exactly where sessions are shared
  * (maint_run calls them only then; a missing one would crash a pass).

@@ -114,10 +114,13 @@ static gim_err scrub_wal(struct wctx *w)
     return GIM_OK;
 }
 
-static gim_err prune_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n)
+/* One statement looks for expired records anywhere (no sweep position): more while it came full. */
+static gim_err prune_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n, bool *more)
 {
     *n = 0;
-    return PG_RUN(w->db, PG_PRUNE_IDEM, NULL, n, STORE_INT(cutoff), STORE_INT(max_rows));
+    gim_err e = PG_RUN(w->db, PG_PRUNE_IDEM, NULL, n, STORE_INT(cutoff), STORE_INT(max_rows));
+    *more = e == GIM_OK && *n == max_rows;
+    return e;
 }
 
 static gim_err prune_room_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n)

@@ -29,8 +29,13 @@ static const char SQL_PRUNE_IDEM[] =
     "LEFT JOIN message m ON m.id = i.message_id "
     "LEFT JOIN room_idempotency r ON i.message_id IS NULL AND r.device_id = i.device_id "
     "AND r.request_id = i.request_id "
-    "WHERE (i.message_id IS NULL OR i.message_id < ?3) "
+    "WHERE (i.device_id, i.request_id) > (?4, ?5) AND (i.device_id, i.request_id) <= (?6, ?7) "
+    "AND (i.message_id IS NULL OR i.message_id < ?3) "
     "AND coalesce(m.send_time, r.created_at, 0) < ?1 LIMIT ?2)";
+/* The last key of the slice that starts after (?1, ?2): the ?3-th record on. */
+static const char SQL_IDEM_SLICE_END[] =
+    "SELECT device_id, request_id FROM idempotency WHERE (device_id, request_id) > (?1, ?2) "
+    "ORDER BY device_id, request_id LIMIT 1 OFFSET ?3";
 static const char SQL_MESSAGE_IDS[] = "SELECT min(id), max(id) FROM message";
 static const char SQL_MESSAGE_AT[] =
     "SELECT id, send_time FROM message WHERE id >= ?1 ORDER BY id LIMIT 1";
@@ -144,14 +149,55 @@ static int64_t idem_old_ids(struct wctx *w, int64_t cutoff)
     return lo;
 }
 
-static gim_err prune_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n)
+/*
+ * One slice of the sweep over the send records in key order (storage.h): the IDEM_SCAN records
+ * after w->idem_scan, of which the expired ones go, at most max_rows. A full slice may hold
+ * more: the next call looks at it again; else the next call starts after it, or at the first
+ * record once the sweep has reached the end. Measured on the 10M copy (warm cache):
+ * finding the slice's end takes 3 ms; looking at every record took 0.3 s.
+ */
+#define IDEM_SCAN 20000
+
+static gim_err prune_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n, bool *more)
 {
-    int64_t below = idem_old_ids(w, cutoff);
+    int64_t from_dev = w->idem_scan.mid ? w->idem_scan.device_id : INT64_MIN;
+    int64_t from_req = w->idem_scan.mid ? w->idem_scan.request_id : INT64_MIN;
+    int64_t to_dev = INT64_MAX, to_req = INT64_MAX; /* no IDEM_SCAN-th record: to the end */
     *n = 0;
-    if (!below)
-        return GIM_OK;
-    return STORE_RUN(w->db, SQL_PRUNE_IDEM, n, STORE_INT(cutoff), STORE_INT(max_rows),
-                     STORE_INT(below));
+    *more = false;
+    sqlite3_stmt *st = store_stmt(w->db, SQL_IDEM_SLICE_END);
+    if (!st)
+        return GIM_EINTERNAL;
+    int rc = STORE_BIND(st, STORE_INT(from_dev), STORE_INT(from_req), STORE_INT(IDEM_SCAN - 1));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    bool last = rc != SQLITE_ROW;
+    if (!last) {
+        to_dev = sqlite3_column_int64(st, 0);
+        to_req = sqlite3_column_int64(st, 1);
+    }
+    store_done(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return store_err(rc);
+    int64_t below = idem_old_ids(w, cutoff);
+    gim_err e = GIM_OK;
+    if (below)
+        e = STORE_RUN(w->db, SQL_PRUNE_IDEM, n, STORE_INT(cutoff), STORE_INT(max_rows),
+                      STORE_INT(below), STORE_INT(from_dev), STORE_INT(from_req), STORE_INT(to_dev),
+                      STORE_INT(to_req));
+    if (e != GIM_OK)
+        return e;
+    if (*n == max_rows) {
+        *more = true; /* this slice again: it may hold more */
+    } else if (last) {
+        w->idem_scan.mid = false;
+    } else {
+        w->idem_scan.mid = true;
+        w->idem_scan.device_id = to_dev;
+        w->idem_scan.request_id = to_req;
+        *more = true;
+    }
+    return GIM_OK;
 }
 
 static gim_err prune_room_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n)

@@ -36,7 +36,10 @@ static const char SQL_PRUNE_IDEM[] =
 static const char SQL_IDEM_SLICE_END[] =
     "SELECT device_id, request_id FROM idempotency WHERE (device_id, request_id) > (?1, ?2) "
     "ORDER BY device_id, request_id LIMIT 1 OFFSET ?3";
-static const char SQL_MESSAGE_IDS[] = "SELECT min(id), max(id) FROM message";
+/* Two subqueries: SQLite reads min() or max() of the rowid from one end of the b-tree only when
+ * it is a query's only aggregate; "SELECT min(id), max(id)" read every message (0.64 s at 10M). */
+static const char SQL_MESSAGE_IDS[] =
+    "SELECT (SELECT min(id) FROM message), (SELECT max(id) FROM message)";
 static const char SQL_MESSAGE_AT[] =
     "SELECT id, send_time FROM message WHERE id >= ?1 ORDER BY id LIMIT 1";
 /* Room details go with their window; a key row left without them is pruned above. */

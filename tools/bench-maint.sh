@@ -20,7 +20,7 @@ dir=${DIR:-/tmp/gim-maint} port=${PORT:-17496} secs=${SECS:-8}
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT
 writer=
 for _ in $(seq 100); do
-    for t in /proc/$pid/task/*; do
+    for t in "/proc/$pid/task/"*; do
         [ "$(cat "$t/comm" 2>/dev/null)" = gim-writer ] && writer=$t
     done
     [ -n "$writer" ] && break

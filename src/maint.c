@@ -95,7 +95,24 @@ static void prune_failed(struct wctx *w, gim_err e, const char *table)
              gim_err_name(e), store_errmsg(w->db), PRUNE_EVERY_MS);
 }
 
-/* One slice of room or operator records; *todo stays set while the slice comes full. */
+/* One slice of a swept table: *todo stays set while its sweep has more, *full if it came full. */
+static int prune_swept(struct wctx *w, gim_err (*op)(struct wctx *, int64_t, int, int *, bool *),
+                       const char *table, int64_t cutoff, bool *todo, bool *full)
+{
+    int n = 0;
+    bool more = false;
+    gim_err e = op(w, cutoff, PRUNE_ROWS, &n, &more);
+    if (e != GIM_OK) {
+        prune_failed(w, e, table);
+        n = 0;
+        more = false;
+    }
+    *todo = more;
+    *full = *full || n == PRUNE_ROWS;
+    return n;
+}
+
+/* One slice of operator records (indexed by time); *todo stays set while the slice comes full. */
 static int prune_slice(struct wctx *w, gim_err (*op)(struct wctx *, int64_t, int, int *),
                        const char *table, int64_t cutoff, bool *todo)
 {
@@ -123,24 +140,12 @@ static void prune_idempotency(struct wctx *w, int64_t now)
     bool full;
     do {
         full = false;
-        if (w->prune_sends) {
-            int k = 0;
-            bool more = false;
-            gim_err e = m->prune_idempotency(w, cutoff, PRUNE_ROWS, &k, &more);
-            if (e != GIM_OK) {
-                prune_failed(w, e, "idempotency");
-                k = 0;
-                more = false;
-            }
-            n += k;
-            w->prune_sends = more;
-            full = k == PRUNE_ROWS;
-        }
-        if (w->prune_rooms) {
-            rooms += prune_slice(w, m->prune_room_idempotency, "room_idempotency", cutoff,
-                                 &w->prune_rooms);
-            full = full || w->prune_rooms;
-        }
+        if (w->prune_sends)
+            n +=
+                prune_swept(w, m->prune_idempotency, "idempotency", cutoff, &w->prune_sends, &full);
+        if (w->prune_rooms)
+            rooms += prune_swept(w, m->prune_room_idempotency, "room_idempotency", cutoff,
+                                 &w->prune_rooms, &full);
         if (w->prune_ops) {
             ops += prune_slice(w, m->prune_operator_idempotency, "operator_idempotency", cutoff,
                                &w->prune_ops);

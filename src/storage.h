@@ -760,13 +760,15 @@ struct storage_maint_ops {
     /* Autocommit, each deletes up to max_rows records created before cutoff and sets *n to how
      * many: send records (and key rows whose message or room details are gone), room send
      * details, operator records (PostgreSQL keeps those: *n = 0).
-     * Send records are keyed by device, not by time, so finding the expired ones means looking
-     * at all of them. SQLite looks at one slice of the key order per call, from where the last
-     * call stopped (w->idem_scan), so a call costs milliseconds at any table size; *more says
-     * whether the sweep has records left to look at (call again, on a later pass) or has
-     * reached the end and starts over at the next call. PostgreSQL: *more = (*n == max_rows). */
+     * Send records and room details are keyed by device, not by time, so finding the expired
+     * ones means looking at all of them. SQLite looks at one slice of the key order per call,
+     * from where the last call stopped (w->idem_scan, w->room_scan), so a call costs
+     * milliseconds at any table size; *more says whether the sweep has records left to look at
+     * (call again, on a later pass) or has reached the end and starts over at the next call.
+     * PostgreSQL: *more = (*n == max_rows). */
     gim_err (*prune_idempotency)(struct wctx *w, int64_t cutoff, int max_rows, int *n, bool *more);
-    gim_err (*prune_room_idempotency)(struct wctx *w, int64_t cutoff, int max_rows, int *n);
+    gim_err (*prune_room_idempotency)(struct wctx *w, int64_t cutoff, int max_rows, int *n,
+                                      bool *more);
     gim_err (*prune_operator_idempotency)(struct wctx *w, int64_t cutoff, int max_rows, int *n);
 
     /* Inside the caller's transaction (tx->begin). Deletes up to max_rows of the oldest messages

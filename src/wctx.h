@@ -27,6 +27,12 @@ struct presence;
 struct push;
 struct metrics;
 
+/* Where a sweep over records keyed (device_id, request_id) stopped (SQLite's prune). */
+struct idem_scan {
+    bool mid;                      /* false: the next slice starts at the first record */
+    int64_t device_id, request_id; /* else it starts after this key */
+};
+
 struct wctx {
     struct store_conn *db;
     struct seq *seq;
@@ -41,10 +47,8 @@ struct wctx {
      * each maintenance pass until nothing is left to look at. */
     int64_t last_prune_ms;                    /* when the last sweep started */
     bool prune_sends, prune_rooms, prune_ops; /* tables the current sweep has not finished */
-    struct {
-        bool mid;                      /* false: the next slice starts at the first record */
-        int64_t device_id, request_id; /* else it starts after this key */
-    } idem_scan;                       /* SQLite: where the send records' sweep stopped */
+    struct idem_scan idem_scan, room_scan;    /* SQLite: where the sweeps over the send records
+                                               * and the room details stopped */
 };
 
 #endif

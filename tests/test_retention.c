@@ -614,6 +614,38 @@ Test(retention, the_sweep_looks_at_one_slice_per_pass)
                  "the next sweep, from the first record");
 }
 
+/* Room send details, in one transaction: device dev, request_id first.., created at t. */
+static void room_records(int64_t dev, int64_t first, int64_t n, int64_t t)
+{
+    sql(db->db,
+        "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?3) "
+        "INSERT INTO room_idempotency (device_id, request_id, created_at, room_id, room_seq) "
+        "SELECT ?1, ?2 + i, ?4, 500, ?2 + i FROM k",
+        4, (int64_t[]){dev, first, n, t});
+}
+
+/* Room send details are swept the same way, a slice per pass. */
+Test(retention, room_details_are_swept_a_slice_per_pass)
+{
+    cfg.retention.days = 0;
+    cfg.idempotency.window_seconds = 24 * 3600;
+    room_records(11, 1, 50000, NOW - 60 * 1000);
+    room_records(900, 1, 10, NOW - 2 * DAY); /* last in key order */
+    room_records(5, 1, 3000, NOW - 2 * DAY); /* first: a full slice, then more */
+    clock_ms = NOW;
+    maint_run(&w);
+    cr_assert_eq(count("SELECT count(*) FROM room_idempotency WHERE device_id = 900"), 10,
+                 "the first pass looked past its slice");
+    cr_assert(w.prune_rooms);
+    /* Three slices, and one more pass per full slice that the 50 ms budget left over. */
+    for (int pass = 1; pass < 6 && w.prune_rooms; pass++)
+        maint_run(&w);
+    cr_assert_eq(count("SELECT count(*) FROM room_idempotency WHERE device_id = 5"), 0);
+    cr_assert_eq(count("SELECT count(*) FROM room_idempotency WHERE device_id = 900"), 0);
+    cr_assert_eq(count("SELECT count(*) FROM room_idempotency"), 50000);
+    cr_assert(!w.prune_rooms, "the sweep is over");
+}
+
 /*
  * The maint operations of both backends (storage.h): every operation is
  * there, and the three of shared sessions exactly where sessions are shared

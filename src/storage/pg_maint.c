@@ -123,10 +123,13 @@ static gim_err prune_idempotency(struct wctx *w, int64_t cutoff, int max_rows, i
     return e;
 }
 
-static gim_err prune_room_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n)
+static gim_err prune_room_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n,
+                                      bool *more)
 {
     *n = 0;
-    return PG_RUN(w->db, PG_PRUNE_ROOM_IDEM, NULL, n, STORE_INT(cutoff), STORE_INT(max_rows));
+    gim_err e = PG_RUN(w->db, PG_PRUNE_ROOM_IDEM, NULL, n, STORE_INT(cutoff), STORE_INT(max_rows));
+    *more = e == GIM_OK && *n == max_rows;
+    return e;
 }
 
 /*

@@ -42,10 +42,16 @@ static const char SQL_MESSAGE_IDS[] =
     "SELECT (SELECT min(id) FROM message), (SELECT max(id) FROM message)";
 static const char SQL_MESSAGE_AT[] =
     "SELECT id, send_time FROM message WHERE id >= ?1 ORDER BY id LIMIT 1";
-/* Room details go with their window; a key row left without them is pruned above. */
+/* Room details go with their window; a key row left without them is pruned above. ?3 is
+ * unused: the parameters are those of SQL_PRUNE_IDEM (sweep_slice). */
 static const char SQL_PRUNE_ROOM_IDEM[] =
     "DELETE FROM room_idempotency WHERE (device_id, request_id) IN "
-    "(SELECT device_id, request_id FROM room_idempotency WHERE created_at < ?1 LIMIT ?2)";
+    "(SELECT device_id, request_id FROM room_idempotency "
+    "WHERE (device_id, request_id) > (?4, ?5) AND (device_id, request_id) <= (?6, ?7) "
+    "AND created_at < ?1 LIMIT ?2)";
+static const char SQL_ROOM_SLICE_END[] =
+    "SELECT device_id, request_id FROM room_idempotency WHERE (device_id, request_id) > (?1, ?2) "
+    "ORDER BY device_id, request_id LIMIT 1 OFFSET ?3";
 
 /* The business API's records (operator.h) keep the same window; they have a time index. */
 static const char SQL_PRUNE_OP_IDEM[] =
@@ -153,22 +159,22 @@ static int64_t idem_old_ids(struct wctx *w, int64_t cutoff)
 }
 
 /*
- * One slice of the sweep over the send records in key order (storage.h): the IDEM_SCAN records
- * after w->idem_scan, of which the expired ones go, at most max_rows. A full slice may hold
- * more: the next call looks at it again; else the next call starts after it, or at the first
- * record once the sweep has reached the end. Measured on the 10M copy (warm cache):
- * finding the slice's end takes 3 ms; looking at every record took 0.3 s.
+ * One slice of a sweep over records keyed (device_id, request_id) (storage.h): the IDEM_SCAN
+ * records after *pos, of which prune_sql deletes the expired ones, at most max_rows. A full
+ * slice may hold more: the next call looks at it again; else the next call starts after it, or
+ * at the first record once the sweep has reached the end. Measured on the 10M copy (warm
+ * cache): finding the slice's end takes 3 ms; looking at every record took 0.3 s.
  */
 #define IDEM_SCAN 20000
 
-static gim_err prune_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n, bool *more)
+static gim_err sweep_slice(struct wctx *w, struct idem_scan *pos, const char *end_sql,
+                           const char *prune_sql, int64_t cutoff, int64_t below, int max_rows,
+                           int *n, bool *more)
 {
-    int64_t from_dev = w->idem_scan.mid ? w->idem_scan.device_id : INT64_MIN;
-    int64_t from_req = w->idem_scan.mid ? w->idem_scan.request_id : INT64_MIN;
+    int64_t from_dev = pos->mid ? pos->device_id : INT64_MIN;
+    int64_t from_req = pos->mid ? pos->request_id : INT64_MIN;
     int64_t to_dev = INT64_MAX, to_req = INT64_MAX; /* no IDEM_SCAN-th record: to the end */
-    *n = 0;
-    *more = false;
-    sqlite3_stmt *st = store_stmt(w->db, SQL_IDEM_SLICE_END);
+    sqlite3_stmt *st = store_stmt(w->db, end_sql);
     if (!st)
         return GIM_EINTERNAL;
     int rc = STORE_BIND(st, STORE_INT(from_dev), STORE_INT(from_req), STORE_INT(IDEM_SCAN - 1));
@@ -182,31 +188,40 @@ static gim_err prune_idempotency(struct wctx *w, int64_t cutoff, int max_rows, i
     store_done(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return store_err(rc);
-    int64_t below = idem_old_ids(w, cutoff);
-    gim_err e = GIM_OK;
-    if (below)
-        e = STORE_RUN(w->db, SQL_PRUNE_IDEM, n, STORE_INT(cutoff), STORE_INT(max_rows),
-                      STORE_INT(below), STORE_INT(from_dev), STORE_INT(from_req), STORE_INT(to_dev),
-                      STORE_INT(to_req));
+    gim_err e =
+        STORE_RUN(w->db, prune_sql, n, STORE_INT(cutoff), STORE_INT(max_rows), STORE_INT(below),
+                  STORE_INT(from_dev), STORE_INT(from_req), STORE_INT(to_dev), STORE_INT(to_req));
     if (e != GIM_OK)
         return e;
     if (*n == max_rows) {
         *more = true; /* this slice again: it may hold more */
     } else if (last) {
-        w->idem_scan.mid = false;
+        pos->mid = false;
     } else {
-        w->idem_scan.mid = true;
-        w->idem_scan.device_id = to_dev;
-        w->idem_scan.request_id = to_req;
+        *pos = (struct idem_scan){.mid = true, .device_id = to_dev, .request_id = to_req};
         *more = true;
     }
     return GIM_OK;
 }
 
-static gim_err prune_room_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n)
+static gim_err prune_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n, bool *more)
 {
     *n = 0;
-    return STORE_RUN(w->db, SQL_PRUNE_ROOM_IDEM, n, STORE_INT(cutoff), STORE_INT(max_rows));
+    *more = false;
+    int64_t below = idem_old_ids(w, cutoff);
+    if (!below)
+        return GIM_OK; /* the bisection failed: this sweep ends, the next one retries */
+    return sweep_slice(w, &w->idem_scan, SQL_IDEM_SLICE_END, SQL_PRUNE_IDEM, cutoff, below,
+                       max_rows, n, more);
+}
+
+static gim_err prune_room_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n,
+                                      bool *more)
+{
+    *n = 0;
+    *more = false;
+    return sweep_slice(w, &w->room_scan, SQL_ROOM_SLICE_END, SQL_PRUNE_ROOM_IDEM, cutoff, 0,
+                       max_rows, n, more);
 }
 
 static gim_err prune_operator_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n)

@@ -54,6 +54,11 @@ static sqlite3 *open_db(bool writer)
     int flags = writer ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
     int rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, MAPVFS_NAME);
     cr_assert_eq(rc, SQLITE_OK, "open %s: %s", path, sqlite3_errstr(rc));
+    /* A reader whose read of the WAL index races the writer's update takes the WAL's write lock
+     * for a moment to read it again (SQLite's walIndexReadHdr); without a busy handler the
+     * writer's next INSERT then fails with SQLITE_BUSY, as it did once under ctest -j6. The
+     * service's connections wait too (busy.h). */
+    sqlite3_busy_timeout(db, 10000);
     exec(db, "PRAGMA mmap_size = 268435456");
     exec(db, "PRAGMA cache_size = -256"); /* small caches: most reads reach the VFS */
     if (writer)

@@ -88,14 +88,10 @@ static bool sweep_presence(struct wctx *w, int64_t now)
     return false;
 }
 
-/* Logs a failed prune; the table's sweep ends there and the next one retries. */
-static void prune_failed(struct wctx *w, gim_err e, const char *table)
-{
-    log_warn("idempotency prune failed", "table=%s code=%s error=\"%s\" retry_in_ms=%d", table,
-             gim_err_name(e), store_errmsg(w->db), PRUNE_EVERY_MS);
-}
-
-/* One slice of a swept table: *todo stays set while its sweep has more, *full if it came full. */
+/*
+ * One slice of a table: *todo stays set while its sweep has more, *full if it came full. A
+ * failure is logged and ends the table's sweep; the next sweep retries.
+ */
 static int prune_swept(struct wctx *w, gim_err (*op)(struct wctx *, int64_t, int, int *, bool *),
                        const char *table, int64_t cutoff, bool *todo, bool *full)
 {
@@ -103,26 +99,13 @@ static int prune_swept(struct wctx *w, gim_err (*op)(struct wctx *, int64_t, int
     bool more = false;
     gim_err e = op(w, cutoff, PRUNE_ROWS, &n, &more);
     if (e != GIM_OK) {
-        prune_failed(w, e, table);
+        log_warn("idempotency prune failed", "table=%s code=%s error=\"%s\" retry_in_ms=%d", table,
+                 gim_err_name(e), store_errmsg(w->db), PRUNE_EVERY_MS);
         n = 0;
         more = false;
     }
     *todo = more;
     *full = *full || n == PRUNE_ROWS;
-    return n;
-}
-
-/* One slice of operator records (indexed by time); *todo stays set while the slice comes full. */
-static int prune_slice(struct wctx *w, gim_err (*op)(struct wctx *, int64_t, int, int *),
-                       const char *table, int64_t cutoff, bool *todo)
-{
-    int n = 0;
-    gim_err e = op(w, cutoff, PRUNE_ROWS, &n);
-    if (e != GIM_OK) {
-        prune_failed(w, e, table);
-        n = 0;
-    }
-    *todo = n == PRUNE_ROWS;
     return n;
 }
 
@@ -146,11 +129,9 @@ static void prune_idempotency(struct wctx *w, int64_t now)
         if (w->prune_rooms)
             rooms += prune_swept(w, m->prune_room_idempotency, "room_idempotency", cutoff,
                                  &w->prune_rooms, &full);
-        if (w->prune_ops) {
-            ops += prune_slice(w, m->prune_operator_idempotency, "operator_idempotency", cutoff,
-                               &w->prune_ops);
-            full = full || w->prune_ops;
-        }
+        if (w->prune_ops)
+            ops += prune_swept(w, m->prune_operator_idempotency, "operator_idempotency", cutoff,
+                               &w->prune_ops, &full);
     } while (full && gim_clock_real_ms(NULL) < until);
     if (n > 0 || rooms > 0 || ops > 0)
         log_debug("idempotency pruned", "rows=%d room_rows=%d operator_rows=%d backend=%s", n,

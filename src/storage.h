@@ -765,11 +765,12 @@ struct storage_maint_ops {
      * from where the last call stopped (w->idem_scan, w->room_scan), so a call costs
      * milliseconds at any table size; *more says whether the sweep has records left to look at
      * (call again, on a later pass) or has reached the end and starts over at the next call.
-     * PostgreSQL: *more = (*n == max_rows). */
+     * PostgreSQL, and operator records (a time index) on SQLite: *more = (*n == max_rows). */
     gim_err (*prune_idempotency)(struct wctx *w, int64_t cutoff, int max_rows, int *n, bool *more);
     gim_err (*prune_room_idempotency)(struct wctx *w, int64_t cutoff, int max_rows, int *n,
                                       bool *more);
-    gim_err (*prune_operator_idempotency)(struct wctx *w, int64_t cutoff, int max_rows, int *n);
+    gim_err (*prune_operator_idempotency)(struct wctx *w, int64_t cutoff, int max_rows, int *n,
+                                          bool *more);
 
     /* Inside the caller's transaction (tx->begin). Deletes up to max_rows of the oldest messages
      * (by id, within the head of the table) sent before cutoff, each with its inbox entries,

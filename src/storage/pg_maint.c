@@ -136,12 +136,14 @@ static gim_err prune_room_idempotency(struct wctx *w, int64_t cutoff, int max_ro
  * Operator records are not pruned on PostgreSQL (as before the seam): an
  * expired key is taken over in place by its next claim (operator.c).
  */
-static gim_err prune_operator_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n)
+static gim_err prune_operator_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n,
+                                          bool *more)
 {
     (void)w;
     (void)cutoff;
     (void)max_rows;
     *n = 0;
+    *more = false;
     return GIM_OK;
 }
 

@@ -224,10 +224,13 @@ static gim_err prune_room_idempotency(struct wctx *w, int64_t cutoff, int max_ro
                        max_rows, n, more);
 }
 
-static gim_err prune_operator_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n)
+static gim_err prune_operator_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n,
+                                          bool *more)
 {
     *n = 0;
-    return STORE_RUN(w->db, SQL_PRUNE_OP_IDEM, n, STORE_INT(cutoff), STORE_INT(max_rows));
+    gim_err e = STORE_RUN(w->db, SQL_PRUNE_OP_IDEM, n, STORE_INT(cutoff), STORE_INT(max_rows));
+    *more = e == GIM_OK && *n == max_rows;
+    return e;
 }
 
 struct old_message {

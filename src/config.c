@@ -23,6 +23,8 @@ static const char *const default_publish[] = {"tcp://127.0.0.1:7401", NULL};
 static const char *const backends[] = {"sqlite", "postgres", NULL};
 /* SQLite's PRAGMA synchronous levels. */
 static const char *const synchronous_modes[] = {"off", "normal", "full", "extra", NULL};
+/* The threads' scheduling policy (main.c: apply_scheduling). */
+static const char *const scheduling_modes[] = {"batch", "normal", NULL};
 /* Must match log_level_parse(). */
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
@@ -34,6 +36,7 @@ static const struct cfgtable_key keys[] = {
     CFGTABLE_STR(C, http, "http://127.0.0.1:7480"),
     CFGTABLE_U32(C, workers, 1, 256, 4),
     CFGTABLE_U32(C, contexts, 1, 65536, 256),
+    CFGTABLE_CHOICE(C, scheduling, "batch", scheduling_modes),
     CFGTABLE_CHOICE(C, database.backend, "sqlite", backends),
     /* A secret: it may carry a password (printed as "***", never logged). */
     CFGTABLE_SECRET(C, database.url, ""),

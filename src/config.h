@@ -51,8 +51,9 @@ struct gim_config {
     char *publish[CONFIG_MAX_URLS]; /* default tcp://127.0.0.1:7401 */
     unsigned publish_count;
     char *http;        /* default "http://127.0.0.1:7480"; "" disables */
-    uint32_t workers;  /* reader/worker threads, default 16, 1..256 */
+    uint32_t workers;  /* reader/worker threads, default 4, 1..256 */
     uint32_t contexts; /* nng REP contexts (requests in flight), default 256, 1..65536 */
+    char *scheduling;  /* batch|normal, default "batch": the threads' Linux policy (main.c) */
     struct config_database database;
     struct config_auth auth;
     struct config_tls tls;

@@ -16,11 +16,18 @@
  * waits. What is asserted is order and counts (every heartbeat answered
  * before the locks were released and before the sync's reply), not a latency;
  * GIVE_UP_S only ends the run when that order cannot happen.
+ *
+ * The threads' scheduling policy (`scheduling`, main.c), read the way
+ * `ps -L -o comm,policy` does: by default every thread but the writer is
+ * SCHED_BATCH (nng's included: they inherit it), the writer SCHED_OTHER;
+ * with `scheduling: normal` every thread is SCHED_OTHER.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,5 +147,76 @@ Test(workers, a_slow_read_does_not_hold_requests_of_other_contexts)
                  "the sync was answered after the heartbeats: it really waited");
     client_close(reader);
     client_close(beater);
+    cr_assert_eq(tl_stop(&srv), 0);
+}
+
+/* What the threads of a process run as: counts, and the first thread that broke the rule. */
+struct policies {
+    int threads, writers, writer_policy, batch, other;
+    char not_batch[32]; /* the name of a thread other than the writer that is not SCHED_BATCH */
+};
+
+static struct policies read_policies(pid_t pid)
+{
+    struct policies p = {.writer_policy = -1};
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(dir);
+    cr_assert(d, "%s: %s", dir, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[384], comm[32] = "";
+        snprintf(path, sizeof path, "%s/%s/comm", dir, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue; /* the thread ended meanwhile */
+        if (fgets(comm, sizeof comm, f))
+            comm[strcspn(comm, "\n")] = '\0';
+        fclose(f);
+        int policy = sched_getscheduler((pid_t)atoi(e->d_name));
+        if (policy < 0)
+            continue;
+        p.threads++;
+        if (strcmp(comm, "gim-writer") == 0) {
+            p.writers++;
+            p.writer_policy = policy;
+            continue;
+        }
+        if (policy == SCHED_BATCH)
+            p.batch++;
+        else if (!p.not_batch[0])
+            snprintf(p.not_batch, sizeof p.not_batch, "%s", comm);
+        if (policy == SCHED_OTHER)
+            p.other++;
+    }
+    closedir(d);
+    return p;
+}
+
+Test(workers, every_thread_but_the_writer_runs_as_sched_batch_by_default)
+{
+    tl_start(&srv, NULL);
+    struct policies p = read_policies(srv.pid);
+    cr_assert_eq(p.writers, 1, "one writer thread, named gim-writer");
+    cr_assert_eq(p.writer_policy, SCHED_OTHER, "the writer is SCHED_OTHER, got policy %d",
+                 p.writer_policy);
+    /* testlib's 4 workers, nng's task, poller and timer threads, the checkpointer, main */
+    cr_assert_geq(p.threads, 8, "only %d threads", p.threads);
+    cr_assert_eq(p.batch, p.threads - 1, "thread %s is not SCHED_BATCH (%d of %d are)",
+                 p.not_batch, p.batch, p.threads - 1);
+    cr_assert_eq(tl_stop(&srv), 0);
+}
+
+Test(workers, scheduling_normal_leaves_every_thread_sched_other)
+{
+    tl_start(&srv, "scheduling: normal\n");
+    struct policies p = read_policies(srv.pid);
+    cr_assert_eq(p.writers, 1);
+    cr_assert_eq(p.writer_policy, SCHED_OTHER);
+    cr_assert_geq(p.threads, 8, "only %d threads", p.threads);
+    cr_assert_eq(p.other, p.threads - 1, "every thread is SCHED_OTHER: %d of %d", p.other,
+                 p.threads - 1);
     cr_assert_eq(tl_stop(&srv), 0);
 }

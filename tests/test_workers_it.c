@@ -204,8 +204,8 @@ Test(workers, every_thread_but_the_writer_runs_as_sched_batch_by_default)
                  p.writer_policy);
     /* testlib's 4 workers, nng's task, poller and timer threads, the checkpointer, main */
     cr_assert_geq(p.threads, 8, "only %d threads", p.threads);
-    cr_assert_eq(p.batch, p.threads - 1, "thread %s is not SCHED_BATCH (%d of %d are)",
-                 p.not_batch, p.batch, p.threads - 1);
+    cr_assert_eq(p.batch, p.threads - 1, "thread %s is not SCHED_BATCH (%d of %d are)", p.not_batch,
+                 p.batch, p.threads - 1);
     cr_assert_eq(tl_stop(&srv), 0);
 }
 

@@ -271,8 +271,9 @@ static int serve(struct app *a, const char *config, const sigset_t *sigs)
  * its CPU at once. A request crosses several threads (nng's, a worker, the
  * writer, nng's again), and each hand-off used to preempt the thread that
  * made it, on 2 cores mostly the writer in the middle of a batch: with the
- * policy, the service's CPU per send fell 14-20 % and sends rose 3-21 % in
- * alternated runs (docs/benchmarks.md, "Issue 15: SCHED_BATCH").
+ * policy, the service's CPU per send fell 8-23 % in every alternated pair,
+ * and near capacity the open loop's queue stopped running away
+ * (docs/benchmarks.md, "Issue 15: SCHED_BATCH").
  *
  * A thread inherits the policy of the thread that creates it, and every
  * thread of gim-logic, nng's included, descends from this one, so it is set

@@ -16,7 +16,8 @@
 # running, waiting to run (preempted or just woken), and asleep, by the
 # kernel path it slept in (fdatasync, futex, pread ...).
 # GIM_BENCH (default build/tools/gim-bench), DIR (/tmp/gim-threads), PORT
-# (17498), SECS (10) change the rest.
+# (17498), SECS (10) change the rest; YAML, if set, is appended to the
+# service's config (e.g. YAML='scheduling: normal').
 set -uo pipefail
 bin=$1 master=$2 dbkeys=$3
 shift 3
@@ -25,12 +26,13 @@ bench=${GIM_BENCH:-build/tools/gim-bench}
 dir=${DIR:-/tmp/gim-threads} port=${PORT:-17498} secs=${SECS:-10}
 "$here/bench-db.sh" copy "$master" "$dir" "$port" >/dev/null || exit 2
 [ -z "$dbkeys" ] || sed -i "s|database: {path: \"$dir/gim.db\"}|database: {path: \"$dir/gim.db\"$dbkeys}|" "$dir/gim.yaml"
+[ -z "${YAML:-}" ] || printf '%s\n' "$YAML" >>"$dir/gim.yaml"
 "$bin" --config "$dir/gim.yaml" 2>>"$dir/server.log" & pid=$!
 sleep 2
 
 # One line per thread kind: name cpu_ticks vcsw ivcsw rchar wchar syscr syscw (sums).
 snap() {
-  for t in /proc/$pid/task/*; do
+  for t in /proc/"$pid"/task/*; do
     c=$(cat "$t/comm" 2>/dev/null) || continue
     case $c in gim-writer | gim-checkpoint | gim-worker | nng:*) ;; *) continue ;; esac
     echo "$c" \

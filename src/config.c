@@ -23,7 +23,7 @@ static const char *const default_publish[] = {"tcp://127.0.0.1:7401", NULL};
 static const char *const backends[] = {"sqlite", "postgres", NULL};
 /* SQLite's PRAGMA synchronous levels. */
 static const char *const synchronous_modes[] = {"off", "normal", "full", "extra", NULL};
-/* The threads' scheduling policy (main.c: apply_scheduling). */
+/* The threads' scheduling policy (scheduling.h). */
 static const char *const scheduling_modes[] = {"batch", "normal", NULL};
 /* Must match log_level_parse(). */
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};

@@ -53,7 +53,7 @@ struct gim_config {
     char *http;        /* default "http://127.0.0.1:7480"; "" disables */
     uint32_t workers;  /* reader/worker threads, default 4, 1..256 */
     uint32_t contexts; /* nng REP contexts (requests in flight), default 256, 1..65536 */
-    char *scheduling;  /* batch|normal, default "batch": the threads' Linux policy (main.c) */
+    char *scheduling;  /* batch|normal, default "batch": the threads' Linux policy (scheduling.h) */
     struct config_database database;
     struct config_auth auth;
     struct config_tls tls;

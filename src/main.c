@@ -16,7 +16,6 @@
  * connection is an error return, not a signal.
  */
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -32,6 +31,7 @@
 #include "metrics.h"
 #include "presence.h"
 #include "push.h"
+#include "scheduling.h"
 #include "seq.h"
 #include "server.h"
 #include "storage.h"
@@ -264,34 +264,6 @@ static int serve(struct app *a, const char *config, const sigset_t *sigs)
     }
 }
 
-/*
- * `scheduling: batch` (the default): every thread of the process but the
- * writer runs under Linux's SCHED_BATCH policy. Such a thread, once woken,
- * waits for the running one to block or use up its slice instead of taking
- * its CPU at once. A request crosses several threads (nng's, a worker, the
- * writer, nng's again), and each hand-off used to preempt the thread that
- * made it, on 2 cores mostly the writer in the middle of a batch: with the
- * policy, the service's CPU per send fell 8-23 % in every alternated pair,
- * and near capacity the open loop's queue stopped running away
- * (docs/benchmarks.md, "Issue 15: SCHED_BATCH").
- *
- * A thread inherits the policy of the thread that creates it, and every
- * thread of gim-logic, nng's included, descends from this one, so it is set
- * here, before any is created. The writer puts itself back to SCHED_OTHER
- * (writer.c): the one serial stage should run as soon as it is woken. The
- * policy's priority is always 0 and needs no privilege; if the system
- * refuses it anyway (a seccomp filter), the service runs as before.
- */
-static void apply_scheduling(const struct gim_config *cfg)
-{
-    if (strcmp(cfg->scheduling, "batch") != 0)
-        return;
-    struct sched_param none = {.sched_priority = 0};
-    int rc = pthread_setschedparam(pthread_self(), SCHED_BATCH, &none);
-    if (rc != 0)
-        log_warn("scheduling: batch not applied, running as normal", "err=%s", strerror(rc));
-}
-
 int main(int argc, char **argv)
 {
     static struct app a;
@@ -325,7 +297,7 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
-    apply_scheduling(&a.cfg);
+    scheduling_apply_process(&a.cfg); /* before any thread exists */
 
     log_info("starting", "version=%s config=%s", VERSION, config ? config : "(defaults)");
     /* 48 lines: only at debug, so that the bound URLs and "ready" stay readable at info;

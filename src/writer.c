@@ -2,10 +2,8 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,6 +11,7 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "scheduling.h"
 #include "seq.h"
 #include "storage.h"
 
@@ -268,26 +267,11 @@ static int take_batch(struct writer *wr, struct write_job **jobs, int max)
 
 static void scrub_handoff(struct writer *wr);
 
-/*
- * Under `scheduling: batch` (main.c) the writer alone goes back to
- * SCHED_OTHER: every send waits for it, so when a job wakes it, it should run
- * at once, ahead of the threads that carry replies and reads.
- */
-static void writer_sched_normal(const struct gim_config *cfg)
-{
-    if (strcmp(cfg->scheduling, "batch") != 0)
-        return;
-    struct sched_param none = {.sched_priority = 0};
-    int rc = pthread_setschedparam(pthread_self(), SCHED_OTHER, &none);
-    if (rc != 0)
-        log_warn("writer: SCHED_OTHER not applied", "err=%s", strerror(rc));
-}
-
 static void *writer_main(void *arg)
 {
     struct writer *wr = arg;
     int max = (int)wr->w->cfg->writer.max_batch;
-    writer_sched_normal(wr->w->cfg);
+    scheduling_apply_writer(wr->w->cfg); /* SCHED_OTHER: every send waits for this thread */
     struct write_job **jobs = calloc((size_t)max, sizeof *jobs);
     int64_t next_maint = 0;
     bool backlog = false; /* maintenance has more to do now: run it again without waiting */

@@ -17,7 +17,7 @@
  * before the locks were released and before the sync's reply), not a latency;
  * GIVE_UP_S only ends the run when that order cannot happen.
  *
- * The threads' scheduling policy (`scheduling`, main.c), read the way
+ * The threads' scheduling policy (`scheduling`, scheduling.h), read the way
  * `ps -L -o comm,policy` does: by default every thread but the writer is
  * SCHED_BATCH (nng's included: they inherit it), the writer SCHED_OTHER;
  * with `scheduling: normal` every thread is SCHED_OTHER.

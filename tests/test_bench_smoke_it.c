@@ -13,9 +13,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "gwtestlib.h"
 #include "testlib.h"
 
 static struct tl_server srv;
+/* gim-gwbench's run: a gim-logic for gateways and one gateway in front of it. */
+static struct tl_server gwlogic;
+static struct gw_server gw;
 
 static void setup(void)
 {
@@ -24,28 +28,32 @@ static void setup(void)
 
 static void teardown(void)
 {
+    if (gw.pid > 0 || gw.dir[0])
+        gwt_cleanup(&gw);
+    if (gwlogic.pid > 0 || gwlogic.dir[0])
+        tl_cleanup(&gwlogic);
     tl_cleanup(&srv);
 }
 
 TestSuite(bench, .init = setup, .fini = teardown, .timeout = 120);
 
-/* gim-bench is built next to gimctl (tools/). */
-static void bench_path(char *buf, size_t len)
+/* gim-bench and gim-gwbench are built next to gimctl (tools/). */
+static void tool_path(const char *tool, char *buf, size_t len)
 {
     snprintf(buf, len, "%s", GIMCTL_BIN);
     char *slash = strrchr(buf, '/');
     cr_assert_not_null(slash);
-    snprintf(slash + 1, len - (size_t)(slash + 1 - buf), "gim-bench");
+    snprintf(slash + 1, len - (size_t)(slash + 1 - buf), "%s", tool);
     cr_assert(access(buf, X_OK) == 0, "%s is not built (cmake --build builds it)", buf);
 }
 
-/* Runs gim-bench with args (NULL-terminated); returns its exit status and its stdout in *out. */
-static int run_bench(const char *const *args, char **out)
+/* Runs tool with args (NULL-terminated); returns its exit status and its stdout in *out. */
+static int run_tool(const char *tool, const char *const *args, char **out)
 {
     char bin[512], outp[256], errp[256];
     const char *argv[64];
     int n = 0;
-    bench_path(bin, sizeof bin);
+    tool_path(tool, bin, sizeof bin);
     snprintf(outp, sizeof outp, "%s/bench.out", srv.dir);
     snprintf(errp, sizeof errp, "%s/bench.err", srv.dir);
     argv[n++] = bin;
@@ -77,6 +85,11 @@ static int run_bench(const char *const *args, char **out)
             fprintf(stderr, "(no stderr)\n");
     }
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int run_bench(const char *const *args, char **out)
+{
+    return run_tool("gim-bench", args, out);
 }
 
 /* The line of out starting with prefix, copied to line; false if absent. */
@@ -448,5 +461,62 @@ Test(bench, a_url_list_dials_every_instance)
     const char *bad[] = {"--url", dead, "--secret", TL_SECRET, "-u", "4", "-t", "1", NULL};
     cr_assert_neq(run_bench(bad, &out), 0, "a list with a dead URL ran:\n%s", out);
     cr_assert_null(strstr(out, "RESULT"), "%s", out);
+    free(out);
+}
+
+/*
+ * gim-gwbench through a real gateway, with a gim-logic that admits 2 queued
+ * writes: most of the 400 sign-ins in flight are refused with "retry later"
+ * (EC_UNAVAILABLE). The tool sends those again, as a client does, so every
+ * device signs in and the run completes; before, the first refusal ended it
+ * (exit 1). The sends of the e2e and direct phases are refused too: they
+ * are counted apart, do not fail the run, and only durable ones count as
+ * replies: every reply counted in the e2e, direct and latency phases is a
+ * message in the database.
+ */
+Test(bench, gwbench_sends_refused_sign_ins_again_and_counts_only_durable_sends)
+{
+    gwt_start_logic(&gwlogic, "writer: {max_queued: 2}\n");
+    gwt_start(&gw, &gwlogic, "gw-bench", NULL, NULL);
+    char gateway[64], pid[32];
+    snprintf(gateway, sizeof gateway, "127.0.0.1:%d", gw.be16_port);
+    snprintf(pid, sizeof pid, "%d", (int)gw.pid);
+    /* The gateway's tcp:// URL, not ipc:// (gwtestlib.h: nng 1.5.2's ipc listener). */
+    const char *args[] = {
+        "--gateway", gateway,   "--gateway-pid", pid,   "--logic", gwlogic.listen_extra,
+        "--secret",  TL_SECRET, "--conns",       "400", "--pairs", "100",
+        "--window",  "400",     "--duration",    "1",   "--rate",  "200",
+        NULL};
+    char *out = NULL;
+    int rc = run_tool("gim-gwbench", args, &out);
+    cr_assert_eq(rc, 0, "gim-gwbench failed (%d):\n%s", rc, out);
+
+    char line[512];
+    long ok = -1, failed = -1, window = -1, refused = -1;
+    cr_assert(find_line(out, "sign-in ", line, sizeof line), "%s", out);
+    cr_assert_eq(sscanf(line, "sign-in %ld ok, %ld failed, %*f s = %*f sign-ins/s (window %ld; %ld",
+                        &ok, &failed, &window, &refused),
+                 4, "%s", line);
+    cr_assert_eq(ok, 400, "%s", line);
+    cr_assert_eq(failed, 0, "%s", line);
+    cr_assert_gt(refused, 0, "no sign-in was refused, so nothing was sent again: %s", line);
+
+    long e2e = -1, direct = -1, direct_refused = -1, latency = -1;
+    cr_assert(find_line(out, "e2e closed loop", line, sizeof line), "%s", out);
+    cr_assert_eq(sscanf(line, "e2e closed loop %*d senders: %ld replies", &e2e), 1, "%s", line);
+    cr_assert(find_line(out, "direct closed loop", line, sizeof line), "%s", out);
+    cr_assert_eq(sscanf(line,
+                        "direct closed loop %*d contexts: %ld replies in %*f s = %*f msg/s; "
+                        "%ld refused",
+                        &direct, &direct_refused),
+                 2, "%s", line);
+    cr_assert_gt(direct_refused, 0, "100 contexts, 2 queued writes admitted: %s", line);
+    cr_assert(find_line(out, "latency phase", line, sizeof line), "%s", out);
+    cr_assert_eq(sscanf(line, "latency phase target %*d msg/s: %ld replies", &latency), 1, "%s",
+                 line);
+    int64_t stored = tl_query_int(gwlogic.db, "SELECT count(*) FROM message");
+    cr_assert_geq(stored, e2e + direct + latency,
+                  "%lld messages stored, %ld + %ld + %ld durable replies counted",
+                  (long long)stored, e2e, direct, latency);
     free(out);
 }

@@ -7,10 +7,15 @@
  *   connect   N sockets, spread over source addresses 127.0.0.2.. (ports per address)
  *   sign-in   every socket signs in (user = device = base + i), at most --window in
  *             flight: the sign-in rate through the gateway, and the gateway's RSS
- *             (/proc/PID/status) before and after, per connection
+ *             (/proc/PID/status) before and after, per connection. A sign-in that
+ *             gim-logic refuses with "retry later" (EC_UNAVAILABLE: more writes than
+ *             its writer.max_queued admits) is sent again, as a client does, and
+ *             counted; any other refusal fails the run
  *   e2e       the first --pairs sockets send 1:1 text messages to the next --pairs
  *             (closed loop: one message in flight per sender) for --duration s:
- *             durable replies per second, and pushes the recipients got
+ *             durable replies per second, and pushes the recipients got. A send
+ *             refused with "retry later" is counted apart, and the sender's next
+ *             message goes in its place; other errors fail the run
  *   direct    the same closed loop straight to gim-logic (--logic, nng REQ contexts, one
  *             per sender, users signed in at gateway "gwbench-direct"): the rate the
  *             gateway is compared with
@@ -30,6 +35,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,7 +192,10 @@ static bool drain(struct client *c, void (*fn)(struct client *, Pb__Output *))
 
 /* ---- phases ------------------------------------------------------------------------- */
 
-static long signed_in, signin_failed, replies, pushes, fails;
+static long signed_in, signin_failed, replies, pushes, fails, refused;
+/* Sign-ins refused with "retry later", to send again (indexes into cl), and how many were. */
+static long *retry_q;
+static long nretry, signin_retried;
 static int64_t *lat; /* ns, per measured push */
 static long nlat, latcap, negative;
 static int64_t *reply_at; /* message id -> reply time */
@@ -200,6 +209,9 @@ static void on_output(struct client *c, Pb__Output *o)
         if (o->code == 0) {
             c->signed_in = true;
             signed_in++;
+        } else if (o->code == PB__ERROR_CODE__EC_UNAVAILABLE) {
+            retry_q[nretry++] = c - cl;
+            signin_retried++;
         } else {
             if (signin_failed++ == 0)
                 fprintf(stderr, "gim-gwbench: sign-in refused: code %d %s\n", o->code,
@@ -212,6 +224,10 @@ static void on_output(struct client *c, Pb__Output *o)
     if (o->request_id != 0 && c->waiting && o->request_id == c->sent_id) {
         /* A reply to this client's own send (pushes carry request_id 0 here). */
         c->waiting = false;
+        if (o->code == PB__ERROR_CODE__EC_UNAVAILABLE) {
+            refused++; /* "retry later": the sender's next message goes as a retry would */
+            return;
+        }
         if (o->code != 0) {
             fails++;
             return;
@@ -291,12 +307,16 @@ static void connect_all(void)
 
 static void signin_all(void)
 {
-    long next = 0, inflight = 0;
+    long next = 0;
+    retry_q = calloc((size_t)opt.conns, sizeof *retry_q); /* a client is queued at most once */
+    if (!retry_q)
+        die("calloc");
     while (signed_in + signin_failed < opt.conns) {
-        inflight = next - signed_in - signin_failed;
-        while (next < opt.conns && inflight < opt.window) {
-            struct client *c = &cl[next];
-            int64_t id = opt.base + next;
+        long inflight = next - signed_in - signin_failed - nretry;
+        while (inflight < opt.window && (nretry > 0 || next < opt.conns)) {
+            long i = nretry > 0 ? retry_q[--nretry] : next++;
+            struct client *c = &cl[i];
+            int64_t id = opt.base + i;
             char *tok = NULL;
             if (auth_mint(opt.secret, id, id, time(NULL) + 86400, &tok) != GIM_OK)
                 die("auth_mint");
@@ -308,11 +328,12 @@ static void signin_all(void)
             free(tok);
             c->waiting = true;
             flush(c);
-            next++;
             inflight++;
         }
         poll_once(10);
     }
+    free(retry_q);
+    retry_q = NULL;
 }
 
 static void send_one(struct client *c, long recipient, int64_t id)
@@ -405,6 +426,11 @@ static Pb__GatewayRequest *env_for(int64_t user, int type, int64_t rid, const Pr
 }
 
 static volatile bool direct_measuring;
+/* Set before the phase's aios are stopped: a callback then sends nothing more. */
+static _Atomic bool direct_stopping;
+/* Measured replies refused with "retry later" (writes beyond writer.max_queued), and other errors.
+ */
+static long direct_refused, direct_failed;
 static int64_t direct_id = 1;
 static pthread_mutex_t direct_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -443,14 +469,29 @@ static void direct_cb(void *arg)
             nng_msg_free(nng_aio_get_msg(s->aio));
         return; /* closed at the end */
     }
+    if (atomic_load(&direct_stopping)) {
+        if (s->recv)
+            nng_msg_free(nng_aio_get_msg(s->aio));
+        return;
+    }
     if (!s->recv) {
         s->recv = true;
         nng_ctx_recv(s->ctx, s->aio);
         return;
     }
-    nng_msg_free(nng_aio_get_msg(s->aio));
+    /* Only a durable send counts, as in e2e: under load gim-logic refuses writes beyond
+     * writer.max_queued with EC_UNAVAILABLE, and those replies come back fast. */
+    nng_msg *reply = nng_aio_get_msg(s->aio);
+    Pb__Output *o = pb__output__unpack(NULL, nng_msg_len(reply), nng_msg_body(reply));
+    long *count = !o                                          ? &direct_failed
+                  : o->code == PB__ERROR_CODE__EC_OK          ? s->done
+                  : o->code == PB__ERROR_CODE__EC_UNAVAILABLE ? &direct_refused
+                                                              : &direct_failed;
+    if (o)
+        pb__output__free_unpacked(o, NULL);
+    nng_msg_free(reply);
     if (direct_measuring)
-        __atomic_add_fetch(s->done, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(count, 1, __ATOMIC_RELAXED);
     direct_send(s);
 }
 
@@ -496,6 +537,12 @@ static double run_direct(long seconds, long *done)
         poll_once(5);
     direct_measuring = false;
     double secs = (double)(now_ns() - start) / 1e9;
+    /* Stop every aio before the close: a callback that sent again while nng_close ran
+     * could leave the close waiting for good (seen with nng 1.5.2 when refused sends made
+     * the loop fast). nng_aio_stop waits for a running callback. */
+    atomic_store(&direct_stopping, true);
+    for (long i = 0; i < opt.pairs; i++)
+        nng_aio_stop(s[i].aio);
     nng_close(sock);
     for (long i = 0; i < opt.pairs; i++)
         nng_aio_free(s[i].aio);
@@ -627,9 +674,10 @@ int main(int argc, char **argv)
     int64_t t3 = now_ns();
     long rss2 = opt.pid ? rss_kib(opt.pid) : -1;
     printf("connections        %ld (connect %.2f s)\n", opt.conns, (double)(t1 - t0) / 1e9);
-    printf("sign-in            %ld ok, %ld failed, %.2f s = %.0f sign-ins/s (window %ld)\n",
+    printf("sign-in            %ld ok, %ld failed, %.2f s = %.0f sign-ins/s (window %ld; %ld "
+           "refused with retry later, sent again)\n",
            signed_in, signin_failed, (double)(t3 - t2) / 1e9,
-           (double)signed_in / ((double)(t3 - t2) / 1e9), opt.window);
+           (double)signed_in / ((double)(t3 - t2) / 1e9), opt.window, signin_retried);
     if (opt.pid)
         printf("gateway RSS        %ld KiB idle, %ld KiB connected, %ld KiB signed in: "
                "%.2f KiB per connection\n",
@@ -641,12 +689,13 @@ int main(int argc, char **argv)
     double secs = run_sends(0, opt.duration, &next_id);
     long e2e = replies, e2e_pushes = pushes;
     printf("e2e closed loop    %ld senders: %ld replies in %.2f s = %.0f msg/s; %ld pushes "
-           "received; %ld failed\n",
-           opt.pairs, e2e, secs, (double)e2e / secs, e2e_pushes, fails);
+           "received; %ld refused with retry later; %ld failed\n",
+           opt.pairs, e2e, secs, (double)e2e / secs, e2e_pushes, refused, fails);
     long done = 0;
     secs = run_direct(opt.duration, &done);
-    printf("direct closed loop %ld contexts: %ld replies in %.2f s = %.0f msg/s\n", opt.pairs, done,
-           secs, (double)done / secs);
+    printf("direct closed loop %ld contexts: %ld replies in %.2f s = %.0f msg/s; %ld refused with "
+           "retry later; %ld failed\n",
+           opt.pairs, done, secs, (double)done / secs, direct_refused, direct_failed);
     printf("gateway / direct   %.0f %%\n",
            100.0 * ((double)e2e / (double)opt.duration) / ((double)done / secs));
 

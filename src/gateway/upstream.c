@@ -23,6 +23,10 @@ struct upstream {
     pthread_mutex_t mu; /* dialers, last_redial */
     nng_dialer dialers[GWCFG_MAX_URLS];
     nng_time last_redial;
+    pthread_mutex_t rmu; /* the redialer's wake-up: redial_wanted, redial_stop */
+    pthread_cond_t rcv;
+    bool redial_wanted, redial_stop, redialer_started;
+    pthread_t redialer;
     atomic_long inflight;
     int64_t boot_id;
     atomic_bool lease_ok;
@@ -54,7 +58,7 @@ static int dial_one(struct upstream *up, unsigned i)
 
 /* A request timed out: the link may be one that nng 1.5.2 stopped redialing. New dialers
  * cost a reconnect; at most one round per second. Requests on the old pipes are resent by
- * nng REQ when their pipe closes. */
+ * nng REQ when their pipe closes. Runs on the redialer thread only. */
 static void redial(struct upstream *up)
 {
     pthread_mutex_lock(&up->mu);
@@ -74,6 +78,41 @@ static void redial(struct upstream *up)
     pthread_mutex_unlock(&up->mu);
     atomic_fetch_add(&gwm_global.upstream_redials, 1);
     log_warn("logic request timed out; links re-dialed", "urls=%u", up->cfg->logic.requests_count);
+}
+
+/* The redialer: the one thread that closes and re-creates dialers. A timeout's callback runs
+ * on one of nng's few task threads (4 on 2 cores), and nng's callbacks must not block:
+ * closing a dialer takes the socket's and the transport's locks, and the teardown of its
+ * pipes (on nng's reaper thread) waits for callbacks on those same task threads. When the
+ * timeouts' callbacks redialed themselves, one closed the dialers while the others waited
+ * for it on `mu`. At 15,000 connections (gim-gwbench, every request timing out as gim-logic
+ * stopped) that ended with every task thread waiting: gdb showed one in nng_dialer_close and
+ * three on `mu`, and the gateway hung for good, deaf to SIGTERM. (Which lock
+ * nng_dialer_close waited for was not found.) Now a callback only raises a flag. */
+static void *redialer_thread(void *arg)
+{
+    struct upstream *up = arg;
+    pthread_mutex_lock(&up->rmu);
+    while (!up->redial_stop) {
+        if (!up->redial_wanted) {
+            pthread_cond_wait(&up->rcv, &up->rmu);
+            continue;
+        }
+        up->redial_wanted = false;
+        pthread_mutex_unlock(&up->rmu);
+        redial(up);
+        pthread_mutex_lock(&up->rmu);
+    }
+    pthread_mutex_unlock(&up->rmu);
+    return NULL;
+}
+
+static void redial_soon(struct upstream *up)
+{
+    pthread_mutex_lock(&up->rmu);
+    up->redial_wanted = true;
+    pthread_cond_signal(&up->rcv);
+    pthread_mutex_unlock(&up->rmu);
 }
 
 static void finish(struct upreq *r, int rv, nng_msg *reply)
@@ -142,7 +181,7 @@ static void on_aio(void *arg)
     }
     if (rv == NNG_ETIMEDOUT) {
         atomic_fetch_add(&gwm_global.upstream_timeouts, 1);
-        redial(r->up);
+        redial_soon(r->up);
     }
     if (rv != NNG_ECLOSED && r->left > 1) {
         r->left--;
@@ -382,6 +421,8 @@ gim_err upstream_open(struct upstream **out, const struct gw_config *cfg, const 
     pthread_mutex_init(&up->mu, NULL);
     pthread_mutex_init(&up->lmu, NULL);
     pthread_cond_init(&up->lcv, NULL);
+    pthread_mutex_init(&up->rmu, NULL);
+    pthread_cond_init(&up->rcv, NULL);
     /* A fresh id per process start: gim-logic signs out the sessions of an earlier boot. */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -401,6 +442,12 @@ gim_err upstream_open(struct upstream **out, const struct gw_config *cfg, const 
         }
         log_info("dialing gim-logic", "url=%s", cfg->logic.requests[i]);
     }
+    if (pthread_create(&up->redialer, NULL, redialer_thread, up) != 0) {
+        snprintf(errbuf, errlen, "logic: cannot start the redial thread");
+        upstream_close(up);
+        return GIM_ENOMEM;
+    }
+    up->redialer_started = true;
     *out = up;
     return GIM_OK;
 }
@@ -416,6 +463,13 @@ void upstream_close(struct upstream *up)
         pthread_mutex_unlock(&up->lmu);
         pthread_join(up->thread, NULL);
     }
+    if (up->redialer_started) {
+        pthread_mutex_lock(&up->rmu);
+        up->redial_stop = true;
+        pthread_cond_signal(&up->rcv);
+        pthread_mutex_unlock(&up->rmu);
+        pthread_join(up->redialer, NULL);
+    }
     if (up->sock_open)
         nng_close(up->sock); /* requests still in flight end with NNG_ECLOSED */
     while (atomic_load(&up->inflight) > 0)
@@ -423,5 +477,7 @@ void upstream_close(struct upstream *up)
     pthread_mutex_destroy(&up->mu);
     pthread_mutex_destroy(&up->lmu);
     pthread_cond_destroy(&up->lcv);
+    pthread_mutex_destroy(&up->rmu);
+    pthread_cond_destroy(&up->rcv);
     free(up);
 }

@@ -5,8 +5,9 @@
  * requests over the live links). Each request runs on its own REQ context
  * with a receive timeout (logic.timeout_ms). Debian's nng 1.5.2 can stop
  * redialing when a link drops during its handshake (docs/protocol.md), so a
- * timeout re-creates every dialer (at most once a second) and the request
- * is sent again, up to logic.attempts times in all; resending is safe
+ * timeout has every dialer re-created (at most once a second, by a thread
+ * of this module's own: never on nng's task threads, see upstream.c) and the
+ * request is sent again, up to logic.attempts times in all; resending is safe
  * because gim-logic makes retried sends idempotent by (device, request_id).
  *
  * The lease: upstream_start() sends PT_GATEWAY_LEASE{boot_id} until

@@ -311,7 +311,20 @@ static void signin_all(void)
     retry_q = calloc((size_t)opt.conns, sizeof *retry_q); /* a client is queued at most once */
     if (!retry_q)
         die("calloc");
+    /* A sign-in without a reply, or refused again and again (gim-logic stopped), would keep
+     * this loop going for good: after 30 s without one more sign-in done, the run ends
+     * with a message instead. */
+    int64_t progress_at = now_ns();
+    long done = 0;
     while (signed_in + signin_failed < opt.conns) {
+        if (signed_in + signin_failed != done) {
+            done = signed_in + signin_failed;
+            progress_at = now_ns();
+        } else if (now_ns() - progress_at > 30000000000LL) {
+            fprintf(stderr, "gim-gwbench: no sign-in done for 30 s (%ld of %ld signed in)\n",
+                    signed_in, opt.conns);
+            exit(1);
+        }
         long inflight = next - signed_in - signin_failed - nretry;
         while (inflight < opt.window && (nretry > 0 || next < opt.conns)) {
             long i = nretry > 0 ? retry_q[--nretry] : next++;
@@ -504,7 +517,11 @@ static void direct_cb(void *arg)
 static double run_direct(long seconds, long *done)
 {
     nng_socket sock;
-    if (nng_req0_open(&sock) != 0 || nng_dial(sock, opt.logic, NULL, 0) != 0) {
+    /* The sign-ins below wait for their replies: a bound, so a lost one ends the run with
+     * a message instead of a hang. */
+    if (nng_req0_open(&sock) != 0 || nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, 30000) != 0 ||
+        nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, 30000) != 0 ||
+        nng_dial(sock, opt.logic, NULL, 0) != 0) {
         fprintf(stderr, "gim-gwbench: cannot dial %s\n", opt.logic);
         exit(1);
     }

@@ -98,6 +98,21 @@ static int64_t failures_of(nng_stat *all, nng_listener l)
     return other ? (int64_t)nng_stat_value(other) : -1;
 }
 
+/*
+ * The probes' flags, set by probe_added. A probe whose own pipe never finished its handshake
+ * is never closed, only parked here: closing it then (the handshake cut short on our side)
+ * can leave nng 1.5.2's reaper thread waiting for good, and every later close with it. Seen
+ * 2026-11-30: gim-logic did not exit on SIGTERM after a bench run (server_stop waited for the
+ * watchdog, whose probe's nng_close never returned; nng's reaper stuck in a wait). A parked
+ * probe's flag must stay valid for as long as nng may call probe_added with it: static.
+ * Slots: PROBE_FREE, PROBE_BUSY (a probe under way), PROBE_PARKED (for good).
+ */
+enum { PROBE_FREE, PROBE_BUSY, PROBE_PARKED, PROBES_MAX = 8 };
+static struct {
+    _Atomic int state;
+    _Atomic bool up;
+} probes[PROBES_MAX];
+
 /* The probe socket's own pipe is up: its handshake is over on the dialing side too. */
 static void probe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
@@ -119,19 +134,36 @@ static bool accepts(struct listeners *ls, struct slot *sl)
 {
     nng_socket peer;
     bool ok = false;
-    _Atomic bool mine = false; /* nng_close() below returns only after the last callback */
+    int k = 0;
     int64_t before = atomic_load(&sl->accepted);
-    if (ls->peer_open(&peer) != 0)
-        return true; /* cannot tell: leave alone a listener that may be fine */
+    for (int free = PROBE_FREE; k < PROBES_MAX; k++, free = PROBE_FREE)
+        if (atomic_compare_exchange_strong(&probes[k].state, &free, PROBE_BUSY))
+            break;
+    if (k == PROBES_MAX)
+        return true; /* every slot parked: cannot tell, leave alone a listener that may be fine */
+    _Atomic bool *mine = &probes[k].up;
+    atomic_store(mine, false);
+    if (ls->peer_open(&peer) != 0) {
+        atomic_store(&probes[k].state, PROBE_FREE);
+        return true; /* cannot tell */
+    }
     nng_socket_set_ms(peer, NNG_OPT_RECONNMINT, 50);
-    if (nng_pipe_notify(peer, NNG_PIPE_EV_ADD_POST, probe_added, &mine) == 0 &&
+    if (nng_pipe_notify(peer, NNG_PIPE_EV_ADD_POST, probe_added, (void *)mine) == 0 &&
         nng_dial(peer, sl->url, NULL, NNG_FLAG_NONBLOCK) == 0) {
-        for (int i = 0; i < WATCHDOG_PROBE_MS / 10 && !(ok && atomic_load(&mine)); i++) {
+        for (int i = 0; i < WATCHDOG_PROBE_MS / 10 && !(ok && atomic_load(mine)); i++) {
             nng_msleep(10);
             ok = atomic_load(&sl->accepted) != before;
         }
+        if (!atomic_load(mine)) {
+            /* Its handshake may be under way: parked, not closed (see probes). */
+            atomic_store(&probes[k].state, PROBE_PARKED);
+            log_warn("listener probe left open", "url=%s parked=%d reason=\"%s\"", sl->url, k + 1,
+                     "its handshake did not finish; closing it could hang nng 1.5.2");
+            return ok || atomic_load(&ls->stop);
+        }
     }
-    nng_close(peer);
+    nng_close(peer); /* returns only after the last callback: the slot is free again */
+    atomic_store(&probes[k].state, PROBE_FREE);
     return ok || atomic_load(&ls->stop);
 }
 

@@ -87,8 +87,9 @@ static void redial(struct upstream *up)
  * timeouts' callbacks redialed themselves, one closed the dialers while the others waited
  * for it on `mu`. At 15,000 connections (gim-gwbench, every request timing out as gim-logic
  * stopped) that ended with every task thread waiting: gdb showed one in nng_dialer_close and
- * three on `mu`, and the gateway hung for good, deaf to SIGTERM. (Which lock
- * nng_dialer_close waited for was not found.) Now a callback only raises a flag. */
+ * three on `mu`, and the gateway hung for good, deaf to SIGTERM. (What
+ * nng_dialer_close waited for, in a condition wait, was not found.) Now a callback only
+ * raises a flag. */
 static void *redialer_thread(void *arg)
 {
     struct upstream *up = arg;

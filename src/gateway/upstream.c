@@ -453,24 +453,24 @@ gim_err upstream_open(struct upstream **out, const struct gw_config *cfg, const 
     return GIM_OK;
 }
 
+/* Sets *stop under mu, wakes the thread waiting on cv and waits for it to end. */
+static void stop_thread(pthread_t t, pthread_mutex_t *mu, pthread_cond_t *cv, bool *stop)
+{
+    pthread_mutex_lock(mu);
+    *stop = true;
+    pthread_cond_signal(cv);
+    pthread_mutex_unlock(mu);
+    pthread_join(t, NULL);
+}
+
 void upstream_close(struct upstream *up)
 {
     if (!up)
         return;
-    if (up->thread_started) {
-        pthread_mutex_lock(&up->lmu);
-        up->stopping = true;
-        pthread_cond_signal(&up->lcv);
-        pthread_mutex_unlock(&up->lmu);
-        pthread_join(up->thread, NULL);
-    }
-    if (up->redialer_started) {
-        pthread_mutex_lock(&up->rmu);
-        up->redial_stop = true;
-        pthread_cond_signal(&up->rcv);
-        pthread_mutex_unlock(&up->rmu);
-        pthread_join(up->redialer, NULL);
-    }
+    if (up->thread_started)
+        stop_thread(up->thread, &up->lmu, &up->lcv, &up->stopping);
+    if (up->redialer_started)
+        stop_thread(up->redialer, &up->rmu, &up->rcv, &up->redial_stop);
     if (up->sock_open)
         nng_close(up->sock); /* requests still in flight end with NNG_ECLOSED */
     while (atomic_load(&up->inflight) > 0)

@@ -20,7 +20,7 @@ struct upstream {
     char gateway_id[65];
     nng_socket sock;
     bool sock_open;
-    pthread_mutex_t mu; /* dialers, last_redial */
+    /* dialers and last_redial: upstream_open's, then the redialer thread's alone. */
     nng_dialer dialers[GWCFG_MAX_URLS];
     nng_time last_redial;
     pthread_mutex_t rmu; /* the redialer's wake-up: redial_wanted, redial_stop */
@@ -61,12 +61,9 @@ static int dial_one(struct upstream *up, unsigned i)
  * nng REQ when their pipe closes. Runs on the redialer thread only. */
 static void redial(struct upstream *up)
 {
-    pthread_mutex_lock(&up->mu);
     nng_time now = nng_clock();
-    if (up->last_redial && now - up->last_redial < 1000) {
-        pthread_mutex_unlock(&up->mu);
+    if (up->last_redial && now - up->last_redial < 1000)
         return;
-    }
     up->last_redial = now;
     for (unsigned i = 0; i < up->cfg->logic.requests_count; i++) {
         nng_dialer_close(up->dialers[i]);
@@ -75,7 +72,6 @@ static void redial(struct upstream *up)
             log_warn("redial failed", "url=%s err=\"%s\"", up->cfg->logic.requests[i],
                      nng_strerror(rv));
     }
-    pthread_mutex_unlock(&up->mu);
     atomic_fetch_add(&gwm_global.upstream_redials, 1);
     log_warn("logic request timed out; links re-dialed", "urls=%u", up->cfg->logic.requests_count);
 }
@@ -85,9 +81,9 @@ static void redial(struct upstream *up)
  * closing a dialer takes the socket's and the transport's locks, and the teardown of its
  * pipes (on nng's reaper thread) waits for callbacks on those same task threads. When the
  * timeouts' callbacks redialed themselves, one closed the dialers while the others waited
- * for it on `mu`. At 15,000 connections (gim-gwbench, every request timing out as gim-logic
+ * for it on a mutex. At 15,000 connections (gim-gwbench, every request timing out as gim-logic
  * stopped) that ended with every task thread waiting: gdb showed one in nng_dialer_close and
- * three on `mu`, and the gateway hung for good, deaf to SIGTERM. (What
+ * three on the mutex, and the gateway hung for good, deaf to SIGTERM. (What
  * nng_dialer_close waited for, in a condition wait, was not found.) Now a callback only
  * raises a flag. */
 static void *redialer_thread(void *arg)
@@ -419,7 +415,6 @@ gim_err upstream_open(struct upstream **out, const struct gw_config *cfg, const 
         return GIM_ENOMEM;
     up->cfg = cfg;
     snprintf(up->gateway_id, sizeof up->gateway_id, "%s", gateway_id);
-    pthread_mutex_init(&up->mu, NULL);
     pthread_mutex_init(&up->lmu, NULL);
     pthread_cond_init(&up->lcv, NULL);
     pthread_mutex_init(&up->rmu, NULL);
@@ -475,7 +470,6 @@ void upstream_close(struct upstream *up)
         nng_close(up->sock); /* requests still in flight end with NNG_ECLOSED */
     while (atomic_load(&up->inflight) > 0)
         nng_msleep(1); /* their callbacks still use up */
-    pthread_mutex_destroy(&up->mu);
     pthread_mutex_destroy(&up->lmu);
     pthread_cond_destroy(&up->lcv);
     pthread_mutex_destroy(&up->rmu);

@@ -575,7 +575,7 @@ static double run_direct(long seconds, long *done)
         nng_aio_free(s[i].aio);
     }
     /* The socket is left open until the process exits: with nng 1.5.2 its nng_close could
-     * wait for good (its reaper thread stuck in a wait: 1 run in 5 with 2,000 contexts over
+     * wait for good (its reaper thread stuck in a wait: 3 runs of 12 with 2,000 contexts over
      * ipc, 2026-11-30), also with every aio stopped and every context closed first. */
     free(s);
     return secs;

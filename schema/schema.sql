@@ -194,12 +194,6 @@ CREATE TABLE room_idempotency (
     room_seq   INTEGER NOT NULL,
     PRIMARY KEY (device_id, request_id)
 ) WITHOUT ROWID;
-CREATE TABLE idempotency (
-    device_id  INTEGER NOT NULL,
-    request_id INTEGER NOT NULL,
-    message_id INTEGER, -- the user/group send's message; NULL: a room send (room_idempotency)
-    PRIMARY KEY (device_id, request_id)
-) WITHOUT ROWID;
 CREATE TRIGGER inbox_seq_floor BEFORE DELETE ON inbox
 BEGIN
     INSERT INTO user_seq (user_id, seq) VALUES (OLD.user_id, OLD.seq)
@@ -211,3 +205,9 @@ SELECT user_id, max(seq) FROM (
     UNION ALL
     SELECT user_id, max(seq) FROM inbox GROUP BY user_id
 ) GROUP BY user_id;
+CREATE TABLE idempotency (
+    device_id  INTEGER NOT NULL,
+    request_id INTEGER NOT NULL,
+    message_id INTEGER, -- the user/group send's message; NULL: a room send (room_idempotency)
+    PRIMARY KEY (request_id, device_id)
+) WITHOUT ROWID;

@@ -236,11 +236,12 @@ out:
 /*
  * A retry of an answered send: *replayed = true and the reply is the stored
  * message as it is now (a recalled one shows MS_RECALL and no content).
- * Records outside the window, or left by another user of the same device
- * id, do not count: the sender checks below catch those whose message is
- * still there, and a sign-in as another user drops the device's records
- * (handle_signin.c), since a pruned one no longer says whose it was. Such a
- * record is taken over by this send. *rec is the record as idem_claim read
+ * Records outside the window, left by another user of the same device id,
+ * or whose message is gone (retention, erasure, a damaged row), do not
+ * count: such a record is taken over by this send. Nothing deletes a
+ * device's records when its messages or its user go (on SQLite they are
+ * keyed by request id first and a device's are not in one place,
+ * migrations/0009); the sweep prunes them (maint.h). *rec is the record as idem_claim read
  * it (storage.h: claimed first on PostgreSQL, where several instances may
  * see the same retry at once), for idem_put.
  */
@@ -268,16 +269,10 @@ static gim_err idem_replay(struct request *r, struct wctx *w, struct message_ide
             return store_failed(r, w, e, "idempotency");
         return GIM_OK;
     }
-    /* A record whose message is gone has no time left; it answers EC_NOT_FOUND until pruned. */
-    if (!rec->message_gone && !in_window)
-        return GIM_OK;
-    if (!rec->message_gone && rec->sender_id != r->sess.user_id)
-        return GIM_OK;
+    /* A record whose message is gone no longer says whose it was, nor what to answer. */
+    if (rec->message_gone || !in_window || rec->sender_id != r->sess.user_id)
+        return GIM_OK; /* idem_put points the record at this send */
     *replayed = true;
-    if (rec->message_gone)
-        return request_fail(r, GIM_ENOTFOUND,
-                            "send: the message of request %" PRId64 " no longer exists",
-                            r->request_id);
     if ((e = arena_init(&a, MESSAGE_VIEW_OVERHEAD + rec->size)) != GIM_OK) {
         e = request_fail(r, e, "out of memory");
         goto out;

@@ -279,8 +279,10 @@ struct storage_device_ops {
     /*
      * Sign-in of s->device_id as s->user_id at s->gateway_id (writer's tx):
      * when the row names another user, drops the device's idempotency
-     * records (sends and room sends: the new user's request_ids must not
-     * meet them) and adds how many to *dropped; then upserts the row online,
+     * records (the new user's request_ids must not meet them; on SQLite only
+     * the room sends' details: a record of a user send names its message,
+     * whose sender handle_message.c checks, migrations/0009) and adds how
+     * many to *dropped; then upserts the row online,
      * room 0, with client_addr (not NULL) and w->now_ms, keeping its acks
      * for the same user and zeroing them for another. With shared_sessions,
      * first reads into *old the session the row held (device_id, user_id,
@@ -680,7 +682,9 @@ struct storage_recall_ops {
     /*
      * Deletes up to limit of device_id's idempotency records (the key rows
      * and, first, the room details of the same keys); *deleted = key rows
-     * deleted.
+     * deleted. SQLite deletes none: its key rows are keyed by request id
+     * first (migrations/0009), answer nothing once the device row is gone,
+     * and the idempotency sweep prunes them (maint.h).
      */
     gim_err (*erasure_device_idem)(struct wctx *w, int64_t device_id, int limit, int *deleted);
     /* Deletes up to limit room details of device_id left without a key row; *deleted of them. */

@@ -29,8 +29,8 @@ struct metrics;
 
 /* Where a sweep over records keyed (device_id, request_id) stopped (SQLite's prune). */
 struct idem_scan {
-    bool mid;                      /* false: the next slice starts at the first record */
-    int64_t device_id, request_id; /* else it starts after this key */
+    bool mid;       /* false: the next slice starts at the first record */
+    int64_t key[2]; /* else it starts after this primary key (its two columns, in order) */
 };
 
 struct wctx {

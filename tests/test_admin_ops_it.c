@@ -436,7 +436,14 @@ static void check_erased(struct world *w)
 {
     /* Alice's rows. */
     cr_assert_eq(qi("SELECT count(*) FROM device WHERE user_id = %lld", 1), 0);
-    cr_assert_eq(qi("SELECT count(*) FROM idempotency WHERE device_id IN (11, %lld)", 12), 0);
+    /* Her send records are keyed by request id first (migrations/0009): the erasure leaves
+     * them to the idempotency sweep, which prunes every record of a device without a row
+     * (test_retention.c). None may be one the sweep keeps. */
+    cr_assert_eq(qi("SELECT count(*) FROM idempotency i WHERE device_id IN (11, %lld) AND "
+                    "EXISTS (SELECT 1 FROM device d WHERE d.device_id = i.device_id)",
+                    12),
+                 0);
+    cr_assert_eq(qi("SELECT count(*) FROM room_idempotency WHERE device_id IN (11, %lld)", 12), 0);
     cr_assert_eq(qi("SELECT count(*) FROM group_member WHERE user_id = %lld", 1), 0);
     cr_assert_eq(qi("SELECT count(*) FROM inbox WHERE user_id = %lld", 1), 0);
     cr_assert_eq(qi("SELECT count(*) FROM group_copy WHERE user_id = %lld", 1), 0);
@@ -526,11 +533,12 @@ Test(admin_erase, in_bounded_steps_resumable_and_idempotent, .fini = teardown, .
         memberships += eo->memberships;
         pb__admin_erase_output__free_unpacked(eo, NULL);
     }
-    cr_assert_geq(small_steps, 4, "devices, their 4 records and 2 memberships came first");
+    cr_assert_geq(small_steps, 2, "devices, their room record and 2 memberships came first");
     cr_assert_eq(devices, 2);
     cr_assert_eq(memberships, 2);
     cr_assert_eq(qi("SELECT count(*) FROM device WHERE user_id = %lld", 1), 0);
-    cr_assert_eq(qi("SELECT count(*) FROM inbox WHERE user_id = %lld", 1), 5, "part-way");
+    /* The step that took the second membership had one row of budget left: one entry. */
+    cr_assert_eq(qi("SELECT count(*) FROM inbox WHERE user_id = %lld", 1), 6, "part-way");
     cr_assert_eq(await_sign_out(gwA, 3000), 11);
     cr_assert_eq(await_sign_out(gwB, 3000), 12);
 
@@ -550,7 +558,7 @@ Test(admin_erase, in_bounded_steps_resumable_and_idempotent, .fini = teardown, .
         pb__admin_erase_output__free_unpacked(eo, NULL);
     }
     cr_assert_eq(steps, 1, "the default step finishes this small user at once");
-    cr_assert_eq(totals[2], 5);
+    cr_assert_eq(totals[2], 6);
     cr_assert_eq(totals[4], 2, "her note to self and her copy of bob's recall notice");
     cr_assert_eq(totals[5], 1, "her one room message");
     check_erased(&w);

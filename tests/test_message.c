@@ -385,6 +385,25 @@ Test(message, retry_after_the_window_is_a_new_send)
     cr_assert_eq(send1(&(struct send){.user = 1, .receiver_id = 2, .request_id = 5}), 2);
 }
 
+/*
+ * Retention and erasure delete messages and leave their records to the sweep (keyed by
+ * request id first, migrations/0009, a message's record cannot be found without a scan):
+ * such a record answers nothing, and the send with its request id is a new one.
+ */
+Test(message, a_record_whose_message_is_gone_is_taken_over_by_the_next_send)
+{
+    cr_assert_eq(send1(&(struct send){.user = 1, .receiver_id = 2, .request_id = 40}), 1);
+    cr_assert_eq(q("DELETE FROM message WHERE id = 1 RETURNING id"), 1);
+    cr_assert_eq(send1(&(struct send){.user = 1, .receiver_id = 2, .request_id = 40}), 2,
+                 "a new send, not EC_NOT_FOUND");
+    cr_assert_eq(q("SELECT count(*) FROM idempotency"), 1);
+    cr_assert_eq(q("SELECT m.sender_seq FROM idempotency i JOIN message m ON m.id = i.message_id"),
+                 2);
+    /* Its retry is the new send's. */
+    cr_assert_eq(send1(&(struct send){.user = 1, .receiver_id = 2, .request_id = 40}), 2);
+    cr_assert_eq(q("SELECT count(*) FROM message"), 1);
+}
+
 Test(message, retry_after_recall_shows_the_recall)
 {
     cr_assert_eq(send1(&(struct send){.user = 1, .receiver_id = 2, .request_id = 3}), 1);
@@ -611,6 +630,11 @@ Test(message, migration_0007_carries_old_records_seqs_and_messages_over)
     cr_assert_eq(q("SELECT max(version) FROM schema_migrations"), store_schema_version());
     cr_assert_eq(q("SELECT count(*) FROM pragma_table_info('idempotency')"), 3,
                  "device_id, request_id, message_id");
+    /* Migration 0009: keyed by request id first, so that clock-made ids append. */
+    cr_assert_eq(q("SELECT group_concat(name) = 'request_id,device_id' FROM "
+                   "(SELECT name FROM pragma_index_info('sqlite_autoindex_idempotency_1') "
+                   "ORDER BY seqno)"),
+                 1);
     cr_assert_eq(q("SELECT count(*) FROM idempotency"), 3, "the record naming nothing is gone");
     cr_assert_eq(q("SELECT message_id FROM idempotency WHERE request_id = 7"), 1);
     cr_assert_eq(q("SELECT message_id FROM idempotency WHERE request_id = 9"), 2);

@@ -326,8 +326,13 @@ Test(retention, prunes_exactly_the_old_messages_and_keeps_seqs)
                        "message)"),
                  0, "no entry points at a pruned message");
     cr_assert_eq(count("SELECT count(*) FROM group_copy"), 0);
-    /* Idempotency: the pruned messages' records are gone, the kept ones stay. */
-    cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE request_id IN (501, 502, 601)"), 0);
+    /* Idempotency: the pruned room entry's record is gone; the pruned messages' records name
+     * no message now (keyed by request id first, migrations/0009: the sweep prunes them, and
+     * a retry of theirs is a new send); the kept ones stay. */
+    cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE request_id = 601"), 0);
+    cr_assert_eq(count("SELECT count(*) FROM idempotency i LEFT JOIN message m ON "
+                       "m.id = i.message_id WHERE request_id IN (501, 502) AND m.id IS NULL"),
+                 2);
     cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE request_id IN (504, 602)"), 2);
     cr_assert_eq(count("SELECT count(*) FROM room_idempotency WHERE request_id = 601"), 0);
     cr_assert_eq(count("SELECT count(*) FROM room_idempotency WHERE request_id = 602"), 1);
@@ -360,6 +365,17 @@ Test(retention, prunes_exactly_the_old_messages_and_keeps_seqs)
     cr_assert_str_eq(seqs_buf, "4,5,6");
     inbox_seqs(2, seqs_buf, sizeof seqs_buf);
     cr_assert_str_eq(seqs_buf, "3,4");
+
+    /* The next sweep prunes the records of the pruned messages. */
+    sql(db->db,
+        "INSERT INTO device (device_id, user_id, created_at, updated_at) VALUES "
+        "(11, 1, ?1, ?1), (21, 2, ?1, ?1)",
+        1, (int64_t[]){NOW - 30 * DAY});
+    clock_ms = NOW;
+    maint_run(&w);
+    cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE request_id IN (501, 502)"), 0,
+                 "the sweep prunes the records of pruned messages");
+    cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE request_id IN (504, 602)"), 2);
 }
 
 Test(retention, sync_over_a_pruned_range_returns_what_remains)
@@ -527,6 +543,13 @@ Test(retention, the_maintenance_pass_prunes_expired_idempotency_records)
         "INSERT INTO idempotency (device_id, request_id, message_id) VALUES (11, 703, NULL), "
         "(11, 704, NULL), (11, 706, NULL)",
         0, NULL);
+    /* Devices 11 and 21 are signed in; device 31 was deleted (its user erased, erasure.h):
+     * its record inside the window goes too. */
+    int64_t kept = user_msg(NOW - hour + 2000, 3, 2, "from an erased device", 708);
+    sql(db->db,
+        "INSERT INTO device (device_id, user_id, created_at, updated_at) VALUES "
+        "(11, 1, ?1, ?1), (21, 2, ?1, ?1)",
+        1, (int64_t[]){NOW - 2 * hour});
     sql(db->db,
         "INSERT INTO room_idempotency (device_id, request_id, created_at, room_id, room_seq) "
         "VALUES (11, 703, ?1, 500, 1), (11, 704, ?2, 500, 2), (11, 707, ?1, 500, 3)",
@@ -536,9 +559,11 @@ Test(retention, the_maintenance_pass_prunes_expired_idempotency_records)
     cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE request_id IN (702, 704)"), 2,
                  "inside the window");
     cr_assert_eq(count("SELECT count(*) FROM idempotency"), 2,
-                 "701 expired, 703 expired, 705 names no message, 706 has no details");
+                 "701 expired, 703 expired, 705 names no message, 706 has no details, "
+                 "708's device is gone");
     cr_assert_eq(count("SELECT group_concat(request_id) FROM room_idempotency"), 704);
-    cr_assert_eq(count("SELECT count(*) FROM message"), 3, "records go, messages stay");
+    cr_assert_eq(one("SELECT count(*) FROM message WHERE id = ?1", 1, (int64_t[]){kept}), 1);
+    cr_assert_eq(count("SELECT count(*) FROM message"), 4, "records go, messages stay");
 }
 
 /*
@@ -554,6 +579,11 @@ static void idem_records(int64_t dev, int64_t first, int64_t n, bool expired)
         "receiver_seq) VALUES (1, 2, 1, 11, 1, 2, 1, x'00', ?1, 1, 1, 1), "
         "(2, 2, 1, 11, 1, 2, 1, x'00', ?2, 1, 2, 2)",
         2, (int64_t[]){NOW - 2 * DAY, NOW});
+    /* Records come from signed-in devices: the sweep prunes those of a deleted device. */
+    sql(db->db,
+        "INSERT OR IGNORE INTO device (device_id, user_id, created_at, updated_at) "
+        "VALUES (?1, 1, ?2, ?2)",
+        2, (int64_t[]){dev, NOW - 2 * DAY});
     sql(db->db,
         "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?3) "
         "INSERT INTO idempotency (device_id, request_id, message_id) SELECT ?1, ?2 + i, ?4 FROM k",
@@ -590,7 +620,7 @@ Test(retention, the_sweep_looks_at_one_slice_per_pass)
     cfg.retention.days = 0;
     cfg.idempotency.window_seconds = 24 * 3600;
     idem_records(11, 1, 50000, false);
-    idem_records(900, 1, 10, true); /* last in key order */
+    idem_records(900, 50001, 10, true); /* last in key order: (request_id, device_id) */
     clock_ms = NOW;
     maint_run(&w);
     cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE device_id = 900"), 10,
@@ -602,7 +632,7 @@ Test(retention, the_sweep_looks_at_one_slice_per_pass)
     cr_assert(!w.prune_sends, "three slices cover 50,010 records");
     cr_assert_eq(count("SELECT count(*) FROM idempotency"), 50000);
 
-    idem_records(901, 1, 5, true);
+    idem_records(901, 50011, 5, true);
     clock_ms = NOW + 60 * 1000;
     maint_run(&w);
     cr_assert_eq(count("SELECT count(*) FROM idempotency WHERE device_id = 901"), 5,

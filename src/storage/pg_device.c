@@ -20,10 +20,8 @@ static const char PG_UPSERT_DEVICE[] =
     /* A device handed to another user must not carry the old user's acks (sync seq 0). */
     "ack_seq = CASE WHEN device.user_id = excluded.user_id THEN device.ack_seq ELSE 0 END, "
     "ack_time = CASE WHEN device.user_id = excluded.user_id THEN device.ack_time ELSE 0 END";
-/* Nor its idempotency records (sqlite_device.c says why); before the upsert. */
-static const char PG_DROP_OTHER_IDEM[] =
-    "DELETE FROM idempotency WHERE device_id = $1 AND EXISTS "
-    "(SELECT 1 FROM device WHERE device_id = $1 AND user_id <> $2)";
+/* Nor its room sends' records (sqlite_device.c says why, and why only those); before the
+ * upsert. */
 static const char PG_DROP_OTHER_ROOM_IDEM[] =
     "DELETE FROM room_idempotency WHERE device_id = $1 AND EXISTS "
     "(SELECT 1 FROM device WHERE device_id = $1 AND user_id <> $2)";
@@ -70,7 +68,7 @@ static const char PG_SESSION[] =
 static gim_err sign_in(struct wctx *w, const struct session *s, const char *client_addr,
                        struct session *old, int *dropped)
 {
-    static const char *const sql[] = {PG_DROP_OTHER_IDEM, PG_DROP_OTHER_ROOM_IDEM};
+    static const char *const sql[] = {PG_DROP_OTHER_ROOM_IDEM};
     PGresult *res = NULL;
     memset(old, 0, sizeof *old);
     *dropped = 0;

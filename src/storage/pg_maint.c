@@ -24,7 +24,9 @@ static const char PG_PRUNE_IDEM[] =
     "LEFT JOIN message m ON m.id = i.message_id "
     "LEFT JOIN room_idempotency r ON i.message_id IS NULL AND r.device_id = i.device_id "
     "AND r.request_id = i.request_id "
-    "WHERE coalesce(m.send_time, r.created_at, 0) < $1 LIMIT $2)";
+    "WHERE coalesce(m.send_time, r.created_at, 0) < $1 "
+    /* An erased user's devices are gone: their records go too (sqlite_maint.c). */
+    "OR NOT EXISTS (SELECT 1 FROM device d WHERE d.device_id = i.device_id) LIMIT $2)";
 /* Room sends' details go with their window, after the key rows that needed them (above). */
 static const char PG_PRUNE_ROOM_IDEM[] =
     "DELETE FROM room_idempotency WHERE ctid IN "
@@ -54,8 +56,7 @@ static const char PG_DEL_GROUP_INBOX[] =
     "DELETE FROM inbox WHERE message_id = $1 AND (user_id, seq) IN "
     "(SELECT user_id, seq FROM group_copy WHERE message_id = $1)";
 static const char PG_DEL_GROUP_COPY[] = "DELETE FROM group_copy WHERE message_id = $1";
-static const char PG_DEL_IDEM[] =
-    "DELETE FROM idempotency WHERE device_id = $1 AND message_id = $2";
+/* The message's idempotency record is left to the sweep, as on SQLite (sqlite_maint.c). */
 static const char PG_DEL_MESSAGE[] = "DELETE FROM message WHERE id = $1";
 static const char PG_OLD_ROOM[] =
     "SELECT room_id, seq, sender_device_id FROM room_message WHERE send_time < $1 LIMIT $2";
@@ -185,9 +186,7 @@ static gim_err delete_message(struct store_conn *db, const struct old_message *m
                     STORE_INT(m->receiver_seq), STORE_INT(m->id))) != GIM_OK)
         return e;
     if ((e = PG_RUN(db, PG_DEL_GROUP_INBOX, NULL, NULL, STORE_INT(m->id))) != GIM_OK ||
-        (e = PG_RUN(db, PG_DEL_GROUP_COPY, NULL, NULL, STORE_INT(m->id))) != GIM_OK ||
-        (e = PG_RUN(db, PG_DEL_IDEM, NULL, NULL, STORE_INT(m->device_id), STORE_INT(m->id))) !=
-            GIM_OK)
+        (e = PG_RUN(db, PG_DEL_GROUP_COPY, NULL, NULL, STORE_INT(m->id))) != GIM_OK)
         return e;
     return PG_RUN(db, PG_DEL_MESSAGE, NULL, NULL, STORE_INT(m->id));
 }

@@ -224,12 +224,6 @@ static const char PG_FINISH[] = "UPDATE erasure SET finished_at = $2 WHERE user_
 static const char PG_DEVICES[] =
     "SELECT device_id, online, gateway_id FROM device WHERE user_id = $1 ORDER BY device_id "
     "LIMIT $2 FOR UPDATE";
-static const char PG_DEL_DEVICE_IDEM[] =
-    "DELETE FROM idempotency WHERE device_id = $1 AND request_id IN "
-    "(SELECT request_id FROM idempotency WHERE device_id = $1 LIMIT $2)";
-static const char PG_DEL_DEVICE_ROOM_DETAILS[] =
-    "DELETE FROM room_idempotency WHERE device_id = $1 AND request_id IN "
-    "(SELECT request_id FROM idempotency WHERE device_id = $1 LIMIT $2)";
 static const char PG_DEL_DEVICE_ROOM_IDEM[] =
     "DELETE FROM room_idempotency WHERE device_id = $1 AND request_id IN "
     "(SELECT request_id FROM room_idempotency WHERE device_id = $1 LIMIT $2)";
@@ -249,8 +243,6 @@ static const char PG_DEL_GROUP_COPY[] =
 static const char PG_ANY_GROUP_COPY[] = "SELECT 1 FROM group_copy WHERE message_id = $1 LIMIT 1";
 static const char PG_ERASE_MESSAGE[] =
     "UPDATE message SET status = 2, content = NULL, to_user_ids = NULL WHERE id = $1";
-static const char PG_DEL_MESSAGE_IDEM[] =
-    "DELETE FROM idempotency WHERE device_id = $1 AND message_id = $2";
 static const char PG_DEL_MESSAGE[] = "DELETE FROM message WHERE id = $1";
 static const char PG_ROOM_SCAN[] =
     "SELECT room_id, seq, (sender_type = 2 AND sender_id = $3 AND "
@@ -309,14 +301,14 @@ static gim_err erasure_devices(struct wctx *w, int64_t user_id, int limit, struc
     return e;
 }
 
+/* As on SQLite (sqlite_recall.c): keyed by request id first, the sweep prunes them. */
 static gim_err erasure_device_idem(struct wctx *w, int64_t device_id, int limit, int *deleted)
 {
+    (void)w;
+    (void)device_id;
+    (void)limit;
     *deleted = 0;
-    gim_err e = PG_RUN(w->db, PG_DEL_DEVICE_ROOM_DETAILS, NULL, NULL, STORE_INT(device_id),
-                       STORE_INT(limit));
-    if (e != GIM_OK)
-        return e;
-    return PG_RUN(w->db, PG_DEL_DEVICE_IDEM, NULL, deleted, STORE_INT(device_id), STORE_INT(limit));
+    return GIM_OK;
 }
 
 static gim_err erasure_device_room_idem(struct wctx *w, int64_t device_id, int limit, int *deleted)
@@ -406,9 +398,8 @@ static gim_err erasure_entry(struct wctx *w, int64_t user_id, const struct stora
     if ((e = held_elsewhere(w, user_id, m, &elsewhere)) != GIM_OK)
         return e;
     if (!elsewhere) {
-        if ((e = PG_RUN(w->db, PG_DEL_MESSAGE_IDEM, NULL, NULL, STORE_INT(m->sender_device_id),
-                        STORE_INT(m->message_id))) != GIM_OK ||
-            (e = PG_RUN(w->db, PG_DEL_MESSAGE, NULL, NULL, STORE_INT(m->message_id))) != GIM_OK)
+        /* Its idempotency record is left to the sweep (erasure_device_idem). */
+        if ((e = PG_RUN(w->db, PG_DEL_MESSAGE, NULL, NULL, STORE_INT(m->message_id))) != GIM_OK)
             return e;
         *outcome = STORAGE_ERASURE_DELETED;
         return GIM_OK;

@@ -24,18 +24,21 @@
  * migration 0007, and looks up only the messages that may be old.
  */
 static const char SQL_PRUNE_IDEM[] =
-    "DELETE FROM idempotency WHERE (device_id, request_id) IN "
-    "(SELECT i.device_id, i.request_id FROM idempotency i "
+    "DELETE FROM idempotency WHERE (request_id, device_id) IN "
+    "(SELECT i.request_id, i.device_id FROM idempotency i "
     "LEFT JOIN message m ON m.id = i.message_id "
     "LEFT JOIN room_idempotency r ON i.message_id IS NULL AND r.device_id = i.device_id "
     "AND r.request_id = i.request_id "
-    "WHERE (i.device_id, i.request_id) > (?4, ?5) AND (i.device_id, i.request_id) <= (?6, ?7) "
-    "AND (i.message_id IS NULL OR i.message_id < ?3) "
-    "AND coalesce(m.send_time, r.created_at, 0) < ?1 LIMIT ?2)";
-/* The last key of the slice that starts after (?1, ?2): the ?3-th record on. */
+    "WHERE (i.request_id, i.device_id) > (?4, ?5) AND (i.request_id, i.device_id) <= (?6, ?7) "
+    "AND (((i.message_id IS NULL OR i.message_id < ?3) "
+    "AND coalesce(m.send_time, r.created_at, 0) < ?1) "
+    /* An erased user's devices are gone: their records go with the next sweep. */
+    "OR NOT EXISTS (SELECT 1 FROM device d WHERE d.device_id = i.device_id)) LIMIT ?2)";
+/* The last key of the slice that starts after (?1, ?2): the ?3-th record on. The key is
+ * (request_id, device_id) (migrations/0009); struct idem_scan holds it in that order. */
 static const char SQL_IDEM_SLICE_END[] =
-    "SELECT device_id, request_id FROM idempotency WHERE (device_id, request_id) > (?1, ?2) "
-    "ORDER BY device_id, request_id LIMIT 1 OFFSET ?3";
+    "SELECT request_id, device_id FROM idempotency WHERE (request_id, device_id) > (?1, ?2) "
+    "ORDER BY request_id, device_id LIMIT 1 OFFSET ?3";
 /* Two subqueries: SQLite reads min() or max() of the rowid from one end of the b-tree only when
  * it is a query's only aggregate; "SELECT min(id), max(id)" read every message (0.64 s at 10M). */
 static const char SQL_MESSAGE_IDS[] =
@@ -71,9 +74,9 @@ static const char SQL_DEL_GROUP_INBOX[] =
     "DELETE FROM inbox WHERE message_id = ?1 AND (user_id, seq) IN "
     "(SELECT user_id, seq FROM group_copy WHERE message_id = ?1)";
 static const char SQL_DEL_GROUP_COPY[] = "DELETE FROM group_copy WHERE message_id = ?1";
-/* Records are keyed by device: the sender's device narrows the search to its own records. */
-static const char SQL_DEL_IDEM[] =
-    "DELETE FROM idempotency WHERE device_id = ?1 AND message_id = ?2";
+/* The message's idempotency record stays: keyed by request id first (migrations/0009), it
+ * cannot be found by its message without a scan. Left naming no message, it answers nothing
+ * (handle_message.c) and the sweep prunes it (SQL_PRUNE_IDEM). */
 static const char SQL_DEL_MESSAGE[] = "DELETE FROM message WHERE id = ?1";
 
 /* Room logs are trimmed to rooms.retain_messages each, so this scan stays small. */
@@ -159,7 +162,8 @@ static int64_t idem_old_ids(struct wctx *w, int64_t cutoff)
 }
 
 /*
- * One slice of a sweep over records keyed (device_id, request_id) (storage.h): the IDEM_SCAN
+ * One slice of a sweep over records keyed by two integers (idempotency: (request_id, device_id),
+ * room_idempotency: (device_id, request_id); storage.h): the IDEM_SCAN
  * records after *pos, of which prune_sql deletes the expired ones, at most max_rows. A full
  * slice may hold more: the next call looks at it again; else the next call starts after it, or
  * at the first record once the sweep has reached the end. Measured on the 10M copy (warm
@@ -171,26 +175,26 @@ static gim_err sweep_slice(struct wctx *w, struct idem_scan *pos, const char *en
                            const char *prune_sql, int64_t cutoff, int64_t below, int max_rows,
                            int *n, bool *more)
 {
-    int64_t from_dev = pos->mid ? pos->device_id : INT64_MIN;
-    int64_t from_req = pos->mid ? pos->request_id : INT64_MIN;
-    int64_t to_dev = INT64_MAX, to_req = INT64_MAX; /* no IDEM_SCAN-th record: to the end */
+    int64_t from_1 = pos->mid ? pos->key[0] : INT64_MIN;
+    int64_t from_2 = pos->mid ? pos->key[1] : INT64_MIN;
+    int64_t to_1 = INT64_MAX, to_2 = INT64_MAX; /* no IDEM_SCAN-th record: to the end */
     sqlite3_stmt *st = store_stmt(w->db, end_sql);
     if (!st)
         return GIM_EINTERNAL;
-    int rc = STORE_BIND(st, STORE_INT(from_dev), STORE_INT(from_req), STORE_INT(IDEM_SCAN - 1));
+    int rc = STORE_BIND(st, STORE_INT(from_1), STORE_INT(from_2), STORE_INT(IDEM_SCAN - 1));
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
     bool last = rc != SQLITE_ROW;
     if (!last) {
-        to_dev = sqlite3_column_int64(st, 0);
-        to_req = sqlite3_column_int64(st, 1);
+        to_1 = sqlite3_column_int64(st, 0);
+        to_2 = sqlite3_column_int64(st, 1);
     }
     store_done(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return store_err(rc);
     gim_err e =
         STORE_RUN(w->db, prune_sql, n, STORE_INT(cutoff), STORE_INT(max_rows), STORE_INT(below),
-                  STORE_INT(from_dev), STORE_INT(from_req), STORE_INT(to_dev), STORE_INT(to_req));
+                  STORE_INT(from_1), STORE_INT(from_2), STORE_INT(to_1), STORE_INT(to_2));
     if (e != GIM_OK)
         return e;
     if (*n == max_rows) {
@@ -198,7 +202,7 @@ static gim_err sweep_slice(struct wctx *w, struct idem_scan *pos, const char *en
     } else if (last) {
         pos->mid = false;
     } else {
-        *pos = (struct idem_scan){.mid = true, .device_id = to_dev, .request_id = to_req};
+        *pos = (struct idem_scan){.mid = true, .key = {to_1, to_2}};
         *more = true;
     }
     return GIM_OK;
@@ -280,9 +284,7 @@ static gim_err delete_message(struct store_conn *db, const struct old_message *m
                        STORE_INT(m->receiver_seq), STORE_INT(m->id))) != GIM_OK)
         return e;
     if ((e = STORE_RUN(db, SQL_DEL_GROUP_INBOX, NULL, STORE_INT(m->id))) != GIM_OK ||
-        (e = STORE_RUN(db, SQL_DEL_GROUP_COPY, NULL, STORE_INT(m->id))) != GIM_OK ||
-        (e = STORE_RUN(db, SQL_DEL_IDEM, NULL, STORE_INT(m->device_id), STORE_INT(m->id))) !=
-            GIM_OK)
+        (e = STORE_RUN(db, SQL_DEL_GROUP_COPY, NULL, STORE_INT(m->id))) != GIM_OK)
         return e;
     return STORE_RUN(db, SQL_DEL_MESSAGE, NULL, STORE_INT(m->id));
 }

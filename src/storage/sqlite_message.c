@@ -37,7 +37,9 @@ static const char SQL_LOAD[] = "SELECT " MESSAGE_COLUMNS " FROM message m WHERE 
 /*
  * A user/group send's record names its message, whose send_time is when the
  * window started; a room send's (message_id NULL) has its details and time
- * in room_idempotency (migrations/0007_idempotency_small.sql).
+ * in room_idempotency (migrations/0007_idempotency_small.sql). The key is
+ * (request_id, device_id) (migrations/0009): request ids come from clients'
+ * clocks, so each batch appends its records to the same last pages.
  */
 static const char SQL_IDEM_GET[] =
     "SELECT i.message_id, m.send_time, m.sender_id, m.sender_seq, length(m.content), "
@@ -48,7 +50,7 @@ static const char SQL_IDEM_GET[] =
 /* A stale record (outside the window) is replaced by the new send's. */
 static const char SQL_IDEM_PUT[] =
     "INSERT INTO idempotency (device_id, request_id, message_id) VALUES (?1, ?2, ?3) "
-    "ON CONFLICT (device_id, request_id) DO UPDATE SET message_id = excluded.message_id";
+    "ON CONFLICT (request_id, device_id) DO UPDATE SET message_id = excluded.message_id";
 /* A stale room record that a user/group send replaced is never read again: pruned by its time. */
 static const char SQL_IDEM_PUT_ROOM[] =
     "INSERT INTO room_idempotency (device_id, request_id, created_at, room_id, room_seq) "

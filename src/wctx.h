@@ -27,7 +27,8 @@ struct presence;
 struct push;
 struct metrics;
 
-/* Where a sweep over records keyed (device_id, request_id) stopped (SQLite's prune). */
+/* Where a sweep over records keyed by two integers stopped (SQLite's prune): idempotency
+ * (request_id, device_id), room_idempotency (device_id, request_id). */
 struct idem_scan {
     bool mid;       /* false: the next slice starts at the first record */
     int64_t key[2]; /* else it starts after this primary key (its two columns, in order) */

@@ -396,6 +396,10 @@ Test(bench, direct_preload_is_consistent_and_served_after_restart)
                                       "m.id = i.message_id AND m.sender_device_id = i.device_id"),
                  300);
     cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM idempotency"), 300);
+    /* ... and the senders' device rows, which keep the records from the sweep (maint.h). */
+    cr_assert_eq(tl_query_int(srv.db, "SELECT count(*) FROM idempotency i WHERE NOT EXISTS "
+                                      "(SELECT 1 FROM device d WHERE d.device_id = i.device_id)"),
+                 0);
     /* The WAL was checkpointed into the file: the file alone is the database, to copy. */
     char wal[300];
     struct stat sb;

@@ -562,11 +562,15 @@ Test(pg_room_maint, expired_room_send_records_are_pruned)
     PGconn *c = PQconnectdb(url);
     cr_assert_eq(PQstatus(c), CONNECTION_OK);
     char sql[512];
+    /* Device 11 has its row: the sweep prunes the records of a device without one. */
     snprintf(sql, sizeof sql,
+             "INSERT INTO device (device_id, user_id, created_at, updated_at) VALUES "
+             "(11, 1, %lld, %lld); "
              "INSERT INTO idempotency (device_id, request_id, message_id) VALUES (11, 1, NULL), "
              "(11, 2, NULL); INSERT INTO room_idempotency (device_id, request_id, created_at, "
              "room_id, room_seq) VALUES (11, 1, %lld, 5, 1), (11, 2, %lld, 5, 2)",
-             (long long)(now - 2 * hour), (long long)(now - hour + 60000));
+             (long long)(now - 2 * hour), (long long)(now - 2 * hour), (long long)(now - 2 * hour),
+             (long long)(now - hour + 60000));
     PGresult *r = PQexec(c, sql);
     cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
     PQclear(r);

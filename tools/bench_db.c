@@ -242,28 +242,35 @@ bool bench_service_answers(const char *urls, int timeout_ms, int attempts)
 static gim_err remember_request(struct store_conn *db, int64_t sender, int64_t rid,
                                 int64_t message_id)
 {
-    sqlite3_stmt *st = store_stmt(db, SQL_IDEM_ADD);
-    if (!st)
-        return GIM_EINTERNAL;
-    sqlite3_bind_int64(st, 1, sender);
-    sqlite3_bind_int64(st, 2, rid);
-    sqlite3_bind_int64(st, 3, message_id);
-    int rc = sqlite3_step(st);
-    store_done(st);
-    return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
+    return STORE_RUN(db, SQL_IDEM_ADD, NULL, STORE_INT(sender), STORE_INT(rid),
+                     STORE_INT(message_id));
+}
+
+/*
+ * The devices that sent the preload (device id = user id), signed out, as the
+ * protocol preload's sign-ins leave them: the idempotency sweep prunes the
+ * records of a device that has no row (an erased user's, migrations/0009).
+ */
+static const char SQL_DEVICES_ADD[] =
+    "INSERT OR IGNORE INTO device (device_id, user_id, created_at, updated_at) "
+    "WITH RECURSIVE k(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?1 + ?2) "
+    "SELECT i, i, ?3, ?3 FROM k";
+
+static gim_err add_devices(struct store_conn *db, int64_t base, int64_t users, int64_t now)
+{
+    return STORE_RUN(db, SQL_DEVICES_ADD, NULL, STORE_INT(base), STORE_INT(users), STORE_INT(now));
 }
 
 /*
  * --preload N --preload-direct: stores N 1:1 messages straight into the
  * SQLite file with the service's own code (message_insert, message_inbox_add,
  * seq counters taken as the writer takes them) plus the
- * idempotency record a send with a request id leaves: exactly the rows the
- * protocol preload writes, with the same content (an encoded Text starting
- * with the request id) and request ids from the same clock. The pairs come
- * from --seed alone, so the same command builds the same rows (times and
- * request ids aside). At the end the WAL is checkpointed and truncated, so
- * the database is the one file and can be copied as it is. The service must
- * be stopped: it caches seq counters in memory.
+ * idempotency record a send with a request id leaves, and the senders' device
+ * rows: exactly the rows the protocol preload writes, with the same content (an encoded Text
+ * starting with the request id) and request ids from the same clock. The pairs come from --seed
+ * alone, so the same command builds the same rows (times and request ids aside). At the end the WAL
+ * is checkpointed and truncated, so the database is the one file and can be copied as it is. The
+ * service must be stopped: it caches seq counters in memory.
  */
 gim_err bench_preload_direct(struct bench *b)
 {
@@ -315,7 +322,8 @@ gim_err bench_preload_direct(struct bench *b)
             fprintf(stderr, "gim-bench: preload: %lld of %lld\n", (long long)done,
                     (long long)b->o.preload);
     }
-    if ((e = store_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)")) != GIM_OK)
+    if ((e = add_devices(db, b->o.user_base, b->o.users, now)) != GIM_OK ||
+        (e = store_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)")) != GIM_OK)
         goto out;
     double secs = (double)(bench_now_ns() - t0) / 1e9;
     printf("PRELOAD mode=direct messages=%lld seconds=%.2f messages_per_s=%.0f\n", (long long)done,

@@ -543,13 +543,16 @@ Test(retention, the_maintenance_pass_prunes_expired_idempotency_records)
         "INSERT INTO idempotency (device_id, request_id, message_id) VALUES (11, 703, NULL), "
         "(11, 704, NULL), (11, 706, NULL)",
         0, NULL);
-    /* Devices 11 and 21 are signed in; device 31 was deleted (its user erased, erasure.h):
-     * its record inside the window goes too. */
+    /* Devices 11 and 21 are signed in; device 31 was deleted (its user 3 erased inside the
+     * window, erasure.h): its record inside the window goes too. */
     int64_t kept = user_msg(NOW - hour + 2000, 3, 2, "from an erased device", 708);
     sql(db->db,
         "INSERT INTO device (device_id, user_id, created_at, updated_at) VALUES "
         "(11, 1, ?1, ?1), (21, 2, ?1, ?1)",
         1, (int64_t[]){NOW - 2 * hour});
+    sql(db->db,
+        "INSERT INTO erasure (user_id, upto_seq, started_at, finished_at) VALUES (3, 1, ?1, ?1)", 1,
+        (int64_t[]){NOW - hour + 3000});
     sql(db->db,
         "INSERT INTO room_idempotency (device_id, request_id, created_at, room_id, room_seq) "
         "VALUES (11, 703, ?1, 500, 1), (11, 704, ?2, 500, 2), (11, 707, ?1, 500, 3)",

@@ -26,7 +26,8 @@ static const char PG_PRUNE_IDEM[] =
     "AND r.request_id = i.request_id "
     "WHERE coalesce(m.send_time, r.created_at, 0) < $1 "
     /* An erased user's devices are gone: their records go too (sqlite_maint.c). */
-    "OR NOT EXISTS (SELECT 1 FROM device d WHERE d.device_id = i.device_id) LIMIT $2)";
+    "OR (EXISTS (SELECT 1 FROM erasure WHERE started_at >= $1) "
+    "AND NOT EXISTS (SELECT 1 FROM device d WHERE d.device_id = i.device_id)) LIMIT $2)";
 /* Room sends' details go with their window, after the key rows that needed them (above). */
 static const char PG_PRUNE_ROOM_IDEM[] =
     "DELETE FROM room_idempotency WHERE ctid IN "

@@ -233,18 +233,12 @@ static gim_err prune_idempotency(struct wctx *w, int64_t cutoff, int max_rows, i
     int64_t below = idem_old_ids(w, cutoff);
     if (!below)
         return GIM_OK; /* the bisection failed: this sweep ends, the next one retries */
-    sqlite3_stmt *st = store_stmt(w->db, SQL_ERASED_IN_WINDOW);
-    if (!st)
-        return GIM_EINTERNAL;
-    int rc = STORE_BIND(st, STORE_INT(cutoff));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    store_done(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return store_err(rc);
+    bool erased = false;
+    gim_err e = STORE_EXISTS(w->db, SQL_ERASED_IN_WINDOW, &erased, STORE_INT(cutoff));
+    if (e != GIM_OK)
+        return e;
     return sweep_slice(w, &w->idem_scan, SQL_IDEM_SLICE_END, SQL_PRUNE_IDEM,
-                       rc == SQLITE_ROW ? SQL_PRUNE_IDEM_ERASED : NULL, cutoff, below, max_rows, n,
-                       more);
+                       erased ? SQL_PRUNE_IDEM_ERASED : NULL, cutoff, below, max_rows, n, more);
 }
 
 static gim_err prune_room_idempotency(struct wctx *w, int64_t cutoff, int max_rows, int *n,

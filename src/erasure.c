@@ -53,19 +53,15 @@ static gim_err erase_devices(struct wctx *w, int64_t user_id, int *budget, bool 
     if ((e = ops->erasure_devices(w, user_id, *budget + 1, res->kicked, &n)) != GIM_OK)
         return e;
     for (size_t i = 0; i<n && * budget> 0; i++) {
+        /* Its send records are keyed by request id first (migrations/0009): the idempotency
+         * sweep prunes them once the device row is gone (maint.h). Its room sends' go here. */
         int changed = 0;
-        e = ops->erasure_device_idem(w, res->kicked[i].device_id, *budget, &changed);
-        if (e != GIM_OK)
-            return e;
-        *budget -= changed;
-        if (*budget <= 0)
-            break; /* its records may go on: the device stays for the next step */
         e = ops->erasure_device_room_idem(w, res->kicked[i].device_id, *budget, &changed);
         if (e != GIM_OK)
             return e;
         *budget -= changed;
         if (*budget <= 0)
-            break;
+            break; /* its room records may go on: the device stays for the next step */
         if ((e = ops->erasure_device_delete(w, user_id, res->kicked[i].device_id)) != GIM_OK)
             return e;
         (*budget)--;

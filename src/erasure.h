@@ -11,9 +11,9 @@
  *
  * What goes, in this order (a step goes on to the next part only when the
  * previous one is empty):
- *   1. devices: each device row, its idempotency records (on SQLite its room
- *      sends' only: the others go with the next idempotency sweep, maint.h)
- *      and, after the commit, its session; its gateway is told to drop the connection, as
+ *   1. devices: each device row, its room sends' idempotency records (its
+ *      other records go with the next idempotency sweep, maint.h) and, after
+ *      the commit, its session; its gateway is told to drop the connection, as
  *      with a kick (kick.h);
  *   2. group memberships (group_member rows; the groups stay);
  *   3. the inbox, entries up to the user's last seq when the erasure began:

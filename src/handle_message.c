@@ -239,9 +239,9 @@ out:
  * Records outside the window, left by another user of the same device id,
  * or whose message is gone (retention, erasure, a damaged row), do not
  * count: such a record is taken over by this send. Nothing deletes a
- * device's records when its messages or its user go (on SQLite they are
- * keyed by request id first and a device's are not in one place,
- * migrations/0009); the sweep prunes them (maint.h). *rec is the record as idem_claim read
+ * device's records when its messages or its user go (keyed by request id
+ * first, a device's are not in one place, migrations/0009); the sweep prunes
+ * them (maint.h). *rec is the record as idem_claim read
  * it (storage.h: claimed first on PostgreSQL, where several instances may
  * see the same retry at once), for idem_put.
  */

@@ -5,8 +5,8 @@
  * out devices whose presence timed out, truncates the WAL after a recall so
  * erased content leaves the WAL file (only when the writer has no
  * checkpointer thread, which otherwise takes the scrub over: writer.c),
- * prunes expired idempotency records (and, on SQLite, those whose message
- * or device row is gone: retention and erasure leave them, migrations/0009),
+ * prunes expired idempotency records (and those whose message or device row
+ * is gone: retention and erasure leave them, migrations/0009),
  * trims room logs and applies retention. Each step works in small
  * transactions so it never holds the write lock for long.
  *

@@ -2,9 +2,8 @@
  * retention: deletes what is older than retention.days, a little at a time.
  *
  * A message past the window goes with every inbox entry that points at it,
- * its group_copy rows (on PostgreSQL also the idempotency records that would
- * answer a retry from it; on SQLite, keyed by request id first, those answer
- * nothing once their message is gone and the sweep prunes them, maint.h);
+ * its group_copy rows (its idempotency record, keyed by request id first,
+ * answers nothing once its message is gone and the sweep prunes it, maint.h);
  * room logs lose their old entries the same way. secure_delete is
  * on for the writer's connection, so the content is overwritten in the file,
  * not just unlinked, and the WAL is scheduled for truncation (w->scrub_wal).
@@ -35,9 +34,8 @@
 
 /*
  * Deletes up to max_rows messages whose send_time is before now_ms minus
- * w->cfg->retention.days (with their inbox entries, group copies and, on
- * PostgreSQL, idempotency records), then, with what is left of max_rows, room messages
- * older than the same cutoff. *deleted is the number of messages plus room
+ * w->cfg->retention.days (with their inbox entries and group copies), then, with what is left of
+ * max_rows, room messages older than the same cutoff. *deleted is the number of messages plus room
  * messages deleted: max_rows means more may remain. With retention.days = 0
  * it deletes nothing. On error nothing of this call is kept.
  */

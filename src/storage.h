@@ -279,10 +279,9 @@ struct storage_device_ops {
     /*
      * Sign-in of s->device_id as s->user_id at s->gateway_id (writer's tx):
      * when the row names another user, drops the device's idempotency
-     * records (the new user's request_ids must not meet them; on SQLite only
-     * the room sends' details: a record of a user send names its message,
-     * whose sender handle_message.c checks, migrations/0009) and adds how
-     * many to *dropped; then upserts the row online,
+     * room send records (the new user's request_ids must not meet them; a
+     * user send's record names its message, whose sender handle_message.c
+     * checks, migrations/0009) and adds how many to *dropped; then upserts the row online,
      * room 0, with client_addr (not NULL) and w->now_ms, keeping its acks
      * for the same user and zeroing them for another. With shared_sessions,
      * first reads into *old the session the row held (device_id, user_id,
@@ -680,14 +679,11 @@ struct storage_recall_ops {
     gim_err (*erasure_devices)(struct wctx *w, int64_t user_id, int limit, struct kick_target *out,
                                size_t *n);
     /*
-     * Deletes up to limit of device_id's idempotency records (the key rows
-     * and, first, the room details of the same keys); *deleted = key rows
-     * deleted. SQLite deletes none: its key rows are keyed by request id
-     * first (migrations/0009), answer nothing once the device row is gone,
-     * and the idempotency sweep prunes them (maint.h).
+     * Deletes up to limit of device_id's room send details; *deleted of them.
+     * Its key rows in idempotency stay (keyed by request id first,
+     * migrations/0009): once the device row is gone they answer nothing and
+     * the idempotency sweep prunes them (maint.h).
      */
-    gim_err (*erasure_device_idem)(struct wctx *w, int64_t device_id, int limit, int *deleted);
-    /* Deletes up to limit room details of device_id left without a key row; *deleted of them. */
     gim_err (*erasure_device_room_idem)(struct wctx *w, int64_t device_id, int limit, int *deleted);
     /* Deletes device_id's row (when it is user_id's). */
     gim_err (*erasure_device_delete)(struct wctx *w, int64_t user_id, int64_t device_id);

@@ -724,7 +724,6 @@ static void assert_recall_ops(const struct storage_ops *b)
     HAS(erasure_cursor);
     HAS(erasure_finish);
     HAS(erasure_devices);
-    HAS(erasure_device_idem);
     HAS(erasure_device_room_idem);
     HAS(erasure_device_delete);
     HAS(erasure_memberships);

@@ -47,8 +47,8 @@ static const char PG_SWEEP[] =
 
 /* The statements of retention (sqlite_maint.c has them with ?n parameters). */
 static const char PG_OLD_MESSAGES[] =
-    "SELECT id, sender_id, sender_seq, sender_device_id, receiver_type, receiver_id, receiver_seq "
-    "FROM (SELECT id, sender_id, sender_seq, sender_device_id, receiver_type, receiver_id, "
+    "SELECT id, sender_id, sender_seq, receiver_type, receiver_id, receiver_seq "
+    "FROM (SELECT id, sender_id, sender_seq, receiver_type, receiver_id, "
     "receiver_seq, send_time FROM message ORDER BY id LIMIT $3) h "
     "WHERE send_time < $1 ORDER BY id LIMIT $2";
 static const char PG_DEL_INBOX[] =
@@ -150,7 +150,7 @@ static gim_err prune_operator_idempotency(struct wctx *w, int64_t cutoff, int ma
 }
 
 struct old_message {
-    int64_t id, sender_id, sender_seq, device_id;
+    int64_t id, sender_id, sender_seq;
     int receiver_type;
     int64_t receiver_id, receiver_seq;
 };
@@ -167,10 +167,9 @@ static gim_err find_messages(struct store_conn *db, int64_t cutoff, int max,
         out[(*n)++] = (struct old_message){.id = pgstore_int(res, i, 0),
                                            .sender_id = pgstore_int(res, i, 1),
                                            .sender_seq = pgstore_int(res, i, 2),
-                                           .device_id = pgstore_int(res, i, 3),
-                                           .receiver_type = (int)pgstore_int(res, i, 4),
-                                           .receiver_id = pgstore_int(res, i, 5),
-                                           .receiver_seq = pgstore_int(res, i, 6)};
+                                           .receiver_type = (int)pgstore_int(res, i, 3),
+                                           .receiver_id = pgstore_int(res, i, 4),
+                                           .receiver_seq = pgstore_int(res, i, 5)};
     PQclear(res);
     return e;
 }

@@ -301,16 +301,6 @@ static gim_err erasure_devices(struct wctx *w, int64_t user_id, int limit, struc
     return e;
 }
 
-/* As on SQLite (sqlite_recall.c): keyed by request id first, the sweep prunes them. */
-static gim_err erasure_device_idem(struct wctx *w, int64_t device_id, int limit, int *deleted)
-{
-    (void)w;
-    (void)device_id;
-    (void)limit;
-    *deleted = 0;
-    return GIM_OK;
-}
-
 static gim_err erasure_device_room_idem(struct wctx *w, int64_t device_id, int limit, int *deleted)
 {
     *deleted = 0;
@@ -398,7 +388,7 @@ static gim_err erasure_entry(struct wctx *w, int64_t user_id, const struct stora
     if ((e = held_elsewhere(w, user_id, m, &elsewhere)) != GIM_OK)
         return e;
     if (!elsewhere) {
-        /* Its idempotency record is left to the sweep (erasure_device_idem). */
+        /* Its idempotency record is left to the sweep (maint.h). */
         if ((e = PG_RUN(w->db, PG_DEL_MESSAGE, NULL, NULL, STORE_INT(m->message_id))) != GIM_OK)
             return e;
         *outcome = STORAGE_ERASURE_DELETED;
@@ -455,7 +445,6 @@ const struct storage_recall_ops storage_pg_recall = {
     .erasure_cursor = erasure_cursor,
     .erasure_finish = erasure_finish,
     .erasure_devices = erasure_devices,
-    .erasure_device_idem = erasure_device_idem,
     .erasure_device_room_idem = erasure_device_room_idem,
     .erasure_device_delete = erasure_device_delete,
     .erasure_memberships = erasure_memberships,

@@ -34,7 +34,7 @@ static const char SQL_PRUNE_IDEM[] =
     "AND coalesce(m.send_time, r.created_at, 0) < ?1 LIMIT ?2)";
 /*
  * An erased user's devices are gone, and the records of their sends inside the window go with
- * the next sweep (erasure_device_idem), over the same slices (?4..?7; ?1 and ?3 unused). Run
+ * the next sweep (erasure.c), over the same slices (?4..?7; ?1 and ?3 unused). Run
  * only while an erasure started inside the window (SQL_ERASED_IN_WINDOW): a device lookup per
  * record made a slice of 20,000 cost ~9 ms more (1M copy), and in SQL_PRUNE_IDEM, as an OR,
  * it also cost every record its message lookup.
@@ -74,8 +74,8 @@ static const char SQL_PRUNE_OP_IDEM[] =
 
 /* The oldest messages by id, of which those before the cutoff; see retention.h. */
 static const char SQL_OLD_MESSAGES[] =
-    "SELECT id, sender_id, sender_seq, sender_device_id, receiver_type, receiver_id, receiver_seq "
-    "FROM (SELECT id, sender_id, sender_seq, sender_device_id, receiver_type, receiver_id, "
+    "SELECT id, sender_id, sender_seq, receiver_type, receiver_id, receiver_seq "
+    "FROM (SELECT id, sender_id, sender_seq, receiver_type, receiver_id, "
     "receiver_seq, send_time FROM message ORDER BY id LIMIT ?3) "
     "WHERE send_time < ?1 LIMIT ?2";
 /* The message_id check keeps a copy that is not this message's (a bad row) untouched. */
@@ -260,7 +260,7 @@ static gim_err prune_operator_idempotency(struct wctx *w, int64_t cutoff, int ma
 }
 
 struct old_message {
-    int64_t id, sender_id, sender_seq, device_id;
+    int64_t id, sender_id, sender_seq;
     int receiver_type;
     int64_t receiver_id, receiver_seq;
 };
@@ -284,10 +284,9 @@ static gim_err find_messages(struct store_conn *db, int64_t cutoff, int max,
             out[*n] = (struct old_message){.id = sqlite3_column_int64(st, 0),
                                            .sender_id = sqlite3_column_int64(st, 1),
                                            .sender_seq = sqlite3_column_int64(st, 2),
-                                           .device_id = sqlite3_column_int64(st, 3),
-                                           .receiver_type = sqlite3_column_int(st, 4),
-                                           .receiver_id = sqlite3_column_int64(st, 5),
-                                           .receiver_seq = sqlite3_column_int64(st, 6)};
+                                           .receiver_type = sqlite3_column_int(st, 3),
+                                           .receiver_id = sqlite3_column_int64(st, 4),
+                                           .receiver_seq = sqlite3_column_int64(st, 5)};
             (*n)++;
         }
     store_done(st);

@@ -260,22 +260,6 @@ static gim_err erasure_devices(struct wctx *w, int64_t user_id, int limit, struc
     return rc == SQLITE_DONE ? GIM_OK : store_err(rc);
 }
 
-/*
- * The device's records in idempotency are keyed by request id first
- * (migrations/0009): finding them here would scan the whole table in one
- * step. Once the device row is gone (erasure_device_delete) they answer no
- * send (handle_message.c) and the next idempotency sweep prunes them
- * (sqlite_maint.c, SQL_PRUNE_IDEM).
- */
-static gim_err erasure_device_idem(struct wctx *w, int64_t device_id, int limit, int *deleted)
-{
-    (void)w;
-    (void)device_id;
-    (void)limit;
-    *deleted = 0;
-    return GIM_OK;
-}
-
 static gim_err erasure_device_room_idem(struct wctx *w, int64_t device_id, int limit, int *deleted)
 {
     *deleted = 0;
@@ -354,7 +338,7 @@ static gim_err erasure_entry(struct wctx *w, int64_t user_id, const struct stora
     if ((e = held_elsewhere(w, user_id, m, &elsewhere)) != GIM_OK)
         return e;
     if (!elsewhere) {
-        /* Its idempotency record is left to the sweep (erasure_device_idem). */
+        /* Its idempotency record is left to the sweep (maint.h). */
         if ((e = STORE_RUN(w->db, SQL_DEL_MESSAGE, NULL, STORE_INT(m->message_id))) != GIM_OK)
             return e;
         *outcome = STORAGE_ERASURE_DELETED;
@@ -415,7 +399,6 @@ const struct storage_recall_ops storage_sqlite_recall = {
     .erasure_cursor = erasure_cursor,
     .erasure_finish = erasure_finish,
     .erasure_devices = erasure_devices,
-    .erasure_device_idem = erasure_device_idem,
     .erasure_device_room_idem = erasure_device_room_idem,
     .erasure_device_delete = erasure_device_delete,
     .erasure_memberships = erasure_memberships,

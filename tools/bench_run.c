@@ -68,15 +68,18 @@ struct run {
     int active;
     /*
      * --rate, an open loop: request k is due at t_begin + k * interval_ns. A context that gets
-     * its reply takes the oldest request already due, else it waits on the idle stack until
-     * the pacer thread hands it the next one. A request's latency counts from when it was due,
-     * not from when a context was free to send it, so a service that falls behind shows its
-     * queue in the latencies instead of slowing the offered load down (the closed loop's
-     * "coordinated omission"). due, issued, idle[], nidle, pacer_done and backlog_max are
-     * under mu.
+     * its reply takes the oldest request already due (read off the clock), else it waits on
+     * the idle stack until the pacer thread hands it the next one. A request's latency counts
+     * from when it was due, not from when a context was free to send it, so a service that
+     * falls behind shows its queue in the latencies instead of slowing the offered load down
+     * (the closed loop's "coordinated omission"). The pacer sleeps while no context is idle:
+     * waking at every request's due time then only cost CPU, on the cores the service under
+     * test shares (docs/benchmarks.md, "The open loop's own cost"). issued, idle[], nidle,
+     * pacer_done and backlog_max are under mu; pacer_cv says a context became idle.
      */
     int64_t interval_ns; /* 0: closed loop */
-    int64_t due, issued; /* requests whose time has come; requests started */
+    int64_t issued;      /* requests started */
+    pthread_cond_t pacer_cv;
     int *idle;
     int nidle;
     bool pacer_done; /* the pacer has left: a context that gets its reply now retires */
@@ -624,6 +627,18 @@ static int64_t take_due(struct run *r)
     return r->t_begin + r->issued++ * r->interval_ns;
 }
 
+/* Under r->mu: how many requests are due at now (open loop), noting the backlog. */
+static int64_t due_at(struct run *r, int64_t now)
+{
+    int64_t due = now < r->t_begin ? 0 : (now - r->t_begin) / r->interval_ns + 1;
+    int64_t end = (r->t_end - r->t_begin + r->interval_ns - 1) / r->interval_ns;
+    if (due > end)
+        due = end;
+    if (due - r->issued > r->backlog_max)
+        r->backlog_max = due - r->issued;
+    return due;
+}
+
 /*
  * Starts c's next request, or retires c when the run is over. Open loop: the oldest request
  * already due, else c waits on the idle stack for the pacer.
@@ -645,8 +660,10 @@ static void ctx_next(struct bctx *c)
         ctx_finish(c);
         return;
     }
-    if (r->issued >= r->due) {
+    if (r->issued >= due_at(r, bench_now_ns())) {
         r->idle[r->nidle++] = c->id;
+        if (r->nidle == 1)
+            pthread_cond_signal(&r->pacer_cv);
         pthread_mutex_unlock(&r->mu);
         return;
     }
@@ -655,42 +672,50 @@ static void ctx_next(struct bctx *c)
     ctx_start(c, t0);
 }
 
+/* Now plus ms, capped at cap, as a timespec of CLOCK_MONOTONIC. */
+static struct timespec deadline(int64_t now, int64_t ms, int64_t cap)
+{
+    int64_t at = now + ms * 1000000;
+    if (at > cap)
+        at = cap;
+    return (struct timespec){.tv_sec = at / 1000000000, .tv_nsec = at % 1000000000};
+}
+
 /*
- * The open loop's clock: wakes when the next request is due, marks every request whose time
- * has come as due, and hands them to idle contexts (the rest wait for a context's reply).
- * At the end of the run it retires the idle contexts.
+ * The open loop's clock: while a context is idle, wakes when the next request is due and
+ * hands every request whose time has come to an idle context; while none is idle, sleeps
+ * until one is (the contexts take due requests themselves as they get their replies). At the
+ * end of the run it retires the idle contexts. Waits are bounded by 100 ms so that a stop
+ * (the hard deadline) is seen.
  */
 static void *pacer_main(void *arg)
 {
     struct run *r = arg;
-    for (;;) {
-        pthread_mutex_lock(&r->mu);
-        int64_t at = r->t_begin + r->due * r->interval_ns;
-        pthread_mutex_unlock(&r->mu);
-        if (at >= r->t_end || atomic_load(&r->stop))
-            break;
-        struct timespec ts = {.tv_sec = at / 1000000000, .tv_nsec = at % 1000000000};
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-            ;
-        int64_t now = bench_now_ns();
-        pthread_mutex_lock(&r->mu);
-        int64_t due = (now - r->t_begin) / r->interval_ns + 1;
-        int64_t end = (r->t_end - r->t_begin + r->interval_ns - 1) / r->interval_ns;
-        r->due = due < end ? due : end;
-        for (;;) {
-            if (r->due - r->issued > r->backlog_max)
-                r->backlog_max = r->due - r->issued;
-            if (r->nidle == 0 || r->issued >= r->due)
-                break;
-            struct bctx *c = &r->ctx[r->idle[--r->nidle]];
-            int64_t t0 = take_due(r);
-            pthread_mutex_unlock(&r->mu);
-            ctx_start(c, t0);
-            pthread_mutex_lock(&r->mu);
-        }
-        pthread_mutex_unlock(&r->mu);
-    }
     pthread_mutex_lock(&r->mu);
+    for (;;) {
+        int64_t now = bench_now_ns();
+        if (now >= r->t_end || atomic_load(&r->stop))
+            break;
+        if (r->nidle == 0) {
+            struct timespec ts = deadline(now, 100, r->t_end);
+            pthread_cond_timedwait(&r->pacer_cv, &r->mu, &ts);
+            continue;
+        }
+        if (r->issued >= due_at(r, now)) {
+            int64_t at = r->t_begin + r->issued * r->interval_ns;
+            struct timespec ts = deadline(now, 100, at < r->t_end ? at : r->t_end);
+            pthread_mutex_unlock(&r->mu);
+            while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+                ;
+            pthread_mutex_lock(&r->mu);
+            continue;
+        }
+        struct bctx *c = &r->ctx[r->idle[--r->nidle]];
+        int64_t t0 = take_due(r);
+        pthread_mutex_unlock(&r->mu);
+        ctx_start(c, t0);
+        pthread_mutex_lock(&r->mu);
+    }
     r->pacer_done = true;
     int n = r->nidle;
     r->nidle = 0;
@@ -748,6 +773,7 @@ static void run_free(struct run *r)
     r->idle = NULL;
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
+    pthread_cond_destroy(&r->pacer_cv);
 }
 
 /* Appends the n samples of from to *to. A failed allocation loses them (and says so). */
@@ -859,6 +885,7 @@ gim_err bench_run_workload(struct bench *b, struct link *l, enum workload wl, do
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&r.cv, &ca);
+    pthread_cond_init(&r.pacer_cv, &ca);
     pthread_condattr_destroy(&ca);
     if (!(r.ctx = calloc((size_t)r.n, sizeof *r.ctx))) {
         e = GIM_ENOMEM;

@@ -141,6 +141,9 @@ struct result {
     /* --rate: the most requests that were due and waited for a free context at once (0: the
      * contexts always kept up; a growing queue means the service did not). */
     int64_t backlog_max;
+    /* --rate: how many times the pacer thread woke up (it sleeps while every context is busy,
+     * so a run whose contexts never go idle wakes it about ten times a second, at its timeout). */
+    int64_t pacer_wakes;
 };
 
 /* ---------------------------------------------- bench_run.c: requests and runs */

@@ -34,7 +34,8 @@ void bench_print_result(const struct bench *b, const struct result *r, const str
     if (s->nng_err)
         printf(" err_nng=%" PRIu64, s->nng_err);
     if (b->o.rate)
-        printf(" rate=%lld backlog_max=%lld", (long long)b->o.rate, (long long)r->backlog_max);
+        printf(" rate=%lld backlog_max=%lld pacer_wakes=%lld", (long long)b->o.rate,
+               (long long)r->backlog_max, (long long)r->pacer_wakes);
     printf(" checked=%" PRIu64 " check_failed=%" PRIu64, s->checked, s->check_failed);
     /* Mixed loads: each operation's own rate and latency (reads behind saturating sends). */
     static const enum op mixed_ops[] = {OP_SYNC, OP_SEND, OP_ACK};

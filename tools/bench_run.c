@@ -84,6 +84,7 @@ struct run {
     int nidle;
     bool pacer_done; /* the pacer has left: a context that gets its reply now retires */
     int64_t backlog_max;
+    int64_t pacer_wakes; /* the pacer's returns from a wait or a sleep; the pacer's own */
     char first_error[256];
     bool have_error;
 };
@@ -699,6 +700,7 @@ static void *pacer_main(void *arg)
         if (r->nidle == 0) {
             struct timespec ts = deadline(now, 100, r->t_end);
             pthread_cond_timedwait(&r->pacer_cv, &r->mu, &ts);
+            r->pacer_wakes++;
             continue;
         }
         if (r->issued >= due_at(r, now)) {
@@ -708,6 +710,7 @@ static void *pacer_main(void *arg)
             while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
                 ;
             pthread_mutex_lock(&r->mu);
+            r->pacer_wakes++;
             continue;
         }
         struct bctx *c = &r->ctx[r->idle[--r->nidle]];
@@ -986,6 +989,7 @@ gim_err bench_run_workload(struct bench *b, struct link *l, enum workload wl, do
         merge(res, &r);
         res->ok_all = (uint64_t)atomic_load(&r.ok_total);
         res->backlog_max = r.backlog_max;
+        res->pacer_wakes = r.pacer_wakes;
         bench_finish_result(res);
     }
     if (r.have_error)

@@ -68,7 +68,6 @@ static const char PG_SESSION[] =
 static gim_err sign_in(struct wctx *w, const struct session *s, const char *client_addr,
                        struct session *old, int *dropped)
 {
-    static const char *const sql[] = {PG_DROP_OTHER_ROOM_IDEM};
     PGresult *res = NULL;
     memset(old, 0, sizeof *old);
     *dropped = 0;
@@ -81,13 +80,10 @@ static gim_err sign_in(struct wctx *w, const struct session *s, const char *clie
         pg_gateway(old->gateway_id, res, 0, 1);
     }
     PQclear(res);
-    for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
-        int changed = 0;
-        e = PG_RUN(w->db, sql[i], NULL, &changed, STORE_INT(s->device_id), STORE_INT(s->user_id));
-        *dropped += changed;
-        if (e != GIM_OK)
-            return e;
-    }
+    e = PG_RUN(w->db, PG_DROP_OTHER_ROOM_IDEM, NULL, dropped, STORE_INT(s->device_id),
+               STORE_INT(s->user_id));
+    if (e != GIM_OK)
+        return e;
     return PG_RUN(w->db, PG_UPSERT_DEVICE, NULL, NULL, STORE_INT(s->device_id),
                   STORE_INT(s->user_id), STORE_TEXT(s->gateway_id), STORE_TEXT(client_addr),
                   STORE_INT(w->now_ms));

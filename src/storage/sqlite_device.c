@@ -78,17 +78,12 @@ static void copy_gateway(char *dst, const unsigned char *src, int bytes)
 static gim_err sign_in(struct wctx *w, const struct session *s, const char *client_addr,
                        struct session *old, int *dropped)
 {
-    static const char *const sql[] = {SQL_DROP_OTHER_ROOM_IDEM};
     memset(old, 0, sizeof *old);
     *dropped = 0;
-    for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
-        int changed = 0;
-        gim_err e =
-            STORE_RUN(w->db, sql[i], &changed, STORE_INT(s->device_id), STORE_INT(s->user_id));
-        *dropped += changed;
-        if (e != GIM_OK)
-            return e;
-    }
+    gim_err e = STORE_RUN(w->db, SQL_DROP_OTHER_ROOM_IDEM, dropped, STORE_INT(s->device_id),
+                          STORE_INT(s->user_id));
+    if (e != GIM_OK)
+        return e;
     return STORE_RUN(w->db, SQL_UPSERT_DEVICE, NULL, STORE_INT(s->device_id), STORE_INT(s->user_id),
                      STORE_TEXT(s->gateway_id), STORE_TEXT(client_addr), STORE_INT(w->now_ms));
 }

@@ -21,8 +21,8 @@ void scheduling_apply_process(const struct gim_config *cfg)
         set_policy(SCHED_BATCH, "scheduling: batch not applied, running as normal");
 }
 
-void scheduling_apply_writer(const struct gim_config *cfg)
+void scheduling_apply_serial(const struct gim_config *cfg)
 {
     if (strcmp(cfg->scheduling, "batch") == 0)
-        set_policy(SCHED_OTHER, "scheduling: the writer stays SCHED_BATCH");
+        set_policy(SCHED_OTHER, "scheduling: a serial stage stays SCHED_BATCH");
 }

@@ -11,8 +11,9 @@
  * send fell 8-23 % in every alternated pair, the writer went from one
  * preemption per send to one in 30, and near capacity the open loop's queue
  * stopped running away (docs/benchmarks.md, "Issue 15: SCHED_BATCH"). The
- * writer keeps SCHED_OTHER: the one serial stage should run as soon as it is
- * woken. `normal`: every thread SCHED_OTHER.
+ * serial stages keep SCHED_OTHER: the writer and the thread that sends the
+ * writes' replies (server.c) should run as soon as they are woken, every
+ * send waits for both. `normal`: every thread SCHED_OTHER.
  *
  * Neither policy needs a privilege (the priority is 0). If the system
  * refuses one anyway (a seccomp filter), a warning is logged and the thread
@@ -30,7 +31,11 @@
  */
 void scheduling_apply_process(const struct gim_config *cfg);
 
-/* Called by the writer on its own thread as it starts: back to SCHED_OTHER under `batch`. */
-void scheduling_apply_writer(const struct gim_config *cfg);
+/*
+ * Called by each serial stage on its own thread as it starts (the writer, and
+ * the thread that sends the writes' replies, server.c): back to SCHED_OTHER
+ * under `batch`.
+ */
+void scheduling_apply_serial(const struct gim_config *cfg);
 
 #endif

@@ -6,8 +6,10 @@
  * only hands a received request to a worker thread: an idle one if any, else
  * the first to finish (no context belongs to a worker, so a slow read delays
  * only its own request); the worker decodes, authenticates and either answers a read on its own
- * read-only SQLite connection or queues a write to the writer, whose
- * completion sends the reply after the commit. So nng's own threads never
+ * read-only SQLite connection or queues a write to the writer; after the
+ * commit the writer hands the write to the replier, a thread of the server's
+ * that sends the writes' replies in commit order (so the writer never waits
+ * for the REP socket's lock; server.c). So nng's own threads never
  * block on SQLite, and many requests are in flight, which is what lets the
  * writer commit them in groups.
  *

@@ -271,7 +271,7 @@ static void *writer_main(void *arg)
 {
     struct writer *wr = arg;
     int max = (int)wr->w->cfg->writer.max_batch;
-    scheduling_apply_writer(wr->w->cfg); /* SCHED_OTHER: every send waits for this thread */
+    scheduling_apply_serial(wr->w->cfg); /* SCHED_OTHER: every send waits for this thread */
     struct write_job **jobs = calloc((size_t)max, sizeof *jobs);
     int64_t next_maint = 0;
     bool backlog = false; /* maintenance has more to do now: run it again without waiting */

@@ -18,9 +18,10 @@
  * GIVE_UP_S only ends the run when that order cannot happen.
  *
  * The threads' scheduling policy (`scheduling`, scheduling.h), read the way
- * `ps -L -o comm,policy` does: by default every thread but the writer is
- * SCHED_BATCH (nng's included: they inherit it), the writer SCHED_OTHER;
- * with `scheduling: normal` every thread is SCHED_OTHER.
+ * `ps -L -o comm,policy` does: by default every thread but the two serial
+ * stages is SCHED_BATCH (nng's included: they inherit it), the writer and
+ * the replier (gim-reply, which sends the writes' replies) SCHED_OTHER; with
+ * `scheduling: normal` every thread is SCHED_OTHER.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -152,13 +153,13 @@ Test(workers, a_slow_read_does_not_hold_requests_of_other_contexts)
 
 /* What the threads of a process run as: counts, and the first thread that broke the rule. */
 struct policies {
-    int threads, writers, writer_policy, batch, other;
-    char not_batch[32]; /* the name of a thread other than the writer that is not SCHED_BATCH */
+    int threads, writers, writer_policy, repliers, replier_policy, batch, other;
+    char not_batch[32]; /* a thread other than the serial stages that is not SCHED_BATCH */
 };
 
 static struct policies read_policies(pid_t pid)
 {
-    struct policies p = {.writer_policy = -1};
+    struct policies p = {.writer_policy = -1, .replier_policy = -1};
     char dir[64];
     snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
     DIR *d = opendir(dir);
@@ -184,6 +185,11 @@ static struct policies read_policies(pid_t pid)
             p.writer_policy = policy;
             continue;
         }
+        if (strcmp(comm, "gim-reply") == 0) {
+            p.repliers++;
+            p.replier_policy = policy;
+            continue;
+        }
         if (policy == SCHED_BATCH)
             p.batch++;
         else if (!p.not_batch[0])
@@ -195,17 +201,20 @@ static struct policies read_policies(pid_t pid)
     return p;
 }
 
-Test(workers, every_thread_but_the_writer_runs_as_sched_batch_by_default)
+Test(workers, every_thread_but_the_writer_and_the_replier_runs_as_sched_batch_by_default)
 {
     tl_start(&srv, NULL);
     struct policies p = read_policies(srv.pid);
     cr_assert_eq(p.writers, 1, "one writer thread, named gim-writer");
     cr_assert_eq(p.writer_policy, SCHED_OTHER, "the writer is SCHED_OTHER, got policy %d",
                  p.writer_policy);
+    cr_assert_eq(p.repliers, 1, "one thread sends the writes' replies, named gim-reply");
+    cr_assert_eq(p.replier_policy, SCHED_OTHER, "the replier is SCHED_OTHER, got policy %d",
+                 p.replier_policy);
     /* testlib's 4 workers, nng's task, poller and timer threads, the checkpointer, main */
     cr_assert_geq(p.threads, 8, "only %d threads", p.threads);
-    cr_assert_eq(p.batch, p.threads - 1, "thread %s is not SCHED_BATCH (%d of %d are)", p.not_batch,
-                 p.batch, p.threads - 1);
+    cr_assert_eq(p.batch, p.threads - 2, "thread %s is not SCHED_BATCH (%d of %d are)", p.not_batch,
+                 p.batch, p.threads - 2);
     cr_assert_eq(tl_stop(&srv), 0);
 }
 
@@ -215,8 +224,10 @@ Test(workers, scheduling_normal_leaves_every_thread_sched_other)
     struct policies p = read_policies(srv.pid);
     cr_assert_eq(p.writers, 1);
     cr_assert_eq(p.writer_policy, SCHED_OTHER);
+    cr_assert_eq(p.repliers, 1);
+    cr_assert_eq(p.replier_policy, SCHED_OTHER);
     cr_assert_geq(p.threads, 8, "only %d threads", p.threads);
-    cr_assert_eq(p.other, p.threads - 1, "every thread is SCHED_OTHER: %d of %d", p.other,
-                 p.threads - 1);
+    cr_assert_eq(p.other, p.threads - 2, "every thread is SCHED_OTHER: %d of %d", p.other,
+                 p.threads - 2);
     cr_assert_eq(tl_stop(&srv), 0);
 }

@@ -257,8 +257,11 @@ static void ctx_reply(struct server_ctx *c)
  * (one uncontended lock of ours) and wakes the replier only if it sleeps, so
  * a batch costs at most one wake-up; the replier sends the replies in commit
  * order. Bought (docs/benchmarks.md, "Issue 15: the writes' replies off the
- * writer"): sends +9 to +22 % at C=256 and +11 to +14 % at C=64 in every
- * alternated pair, p50 lower, p99 a few ms higher.
+ * writer"): more sends at saturation in 18 of 19 alternated pairs (+3 to
+ * +22 %, one -10 %), lower medians. Paid in the tail: the writer no longer
+ * waits for its replies and a wake-up is on every write's path, so p99 rose
+ * by up to 10 ms at C=256, by about 30 ms for the sends of rw C=256, and by
+ * 2 ms at a fixed 5,000 sends/s with C=64.
  */
 static void write_done(struct request *r)
 {

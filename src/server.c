@@ -116,14 +116,14 @@ struct server {
     _Atomic int64_t refused_log_ms; /* when that warning was last logged */
     /*
      * The replier (see write_done): committed writes whose reply is not sent
-     * yet, in commit order, under rmu. rwaiting: the replier sleeps on rcv
-     * and the next write_done wakes it. Without the thread (replier_on
-     * false: it could not be started) the writer replies itself.
+     * yet, in commit order, under rmu; the replier sleeps on rcv only while
+     * the list is empty. Without the thread (replier_on false: it could not
+     * be started) the writer replies itself.
      */
     pthread_mutex_t rmu;
     pthread_cond_t rcv;
     struct server_ctx *rhead, *rtail;
-    bool rwaiting, rstop, replier_on;
+    bool rstop, replier_on;
     pthread_t replier;
 };
 
@@ -274,13 +274,12 @@ static void write_done(struct request *r)
     }
     c->next = NULL;
     pthread_mutex_lock(&s->rmu);
+    bool wake = !s->rhead; /* only an empty list can have the replier asleep */
     if (s->rtail)
         s->rtail->next = c;
     else
         s->rhead = c;
     s->rtail = c;
-    bool wake = s->rwaiting;
-    s->rwaiting = false;
     pthread_mutex_unlock(&s->rmu);
     if (wake)
         pthread_cond_signal(&s->rcv); /* outside rmu: it wakes to a free mutex */
@@ -293,10 +292,8 @@ static void *replier_main(void *arg)
     scheduling_apply_serial(s->cfg); /* every send waits for this thread too */
     pthread_mutex_lock(&s->rmu);
     for (;;) {
-        while (!s->rhead && !s->rstop) {
-            s->rwaiting = true;
+        while (!s->rhead && !s->rstop)
             pthread_cond_wait(&s->rcv, &s->rmu);
-        }
         struct server_ctx *c = s->rhead;
         if (!c)
             break; /* stopping, and nothing left to answer */

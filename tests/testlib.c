@@ -504,20 +504,46 @@ FILE *tl_hold_write_lock(const char *db, const char *mode)
 {
     if (system("command -v sqlite3 >/dev/null 2>&1") != 0)
         cr_skip_test("the sqlite3 command-line tool is not installed");
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "sqlite3 '%s'", db);
+    /*
+     * The CLI itself says when it holds the lock: it writes a marker file after its BEGIN and
+     * its INSERT succeeded (-bail: after a failure it exits instead of going on without a
+     * transaction). Probing the lock from outside (tl_write_locked) cannot tell whose it is:
+     * the service takes it for its own work too (the WAL scrub every start runs, maintenance),
+     * and a probe that saw that lock returned while the CLI had not yet begun; requests the test
+     * then sent could commit before the CLI got the lock (seen once in test_api_it's
+     * stop_with_writes_behind_a_lock_answers_each: 200 where the lock should have held them;
+     * reproduced by holding the lock 20 ms from outside while the CLI started 0.5 s late).
+     */
+    char held[1100], cmd[1200];
+    snprintf(held, sizeof held, "%s.cli-holds-lock", db);
+    unlink(held);
+    snprintf(cmd, sizeof cmd, "sqlite3 -bail '%s'", db);
     FILE *p = popen(cmd, "w");
     cr_assert_not_null(p);
     fprintf(p,
             ".timeout 5000\n"
             "BEGIN %s;\n"
             "INSERT INTO chat_group (group_id, name, owner_id, created_at) "
-            "VALUES (900, 'external', 1, 0);\n",
-            mode);
+            "VALUES (900, 'external', 1, 0);\n"
+            ".once '%s'\n"
+            "SELECT 'held';\n",
+            mode, held);
     fflush(p);
-    for (int i = 0; i < 500 && !tl_write_locked(db); i++)
-        usleep(10 * 1000);
-    cr_assert(tl_write_locked(db), "the sqlite3 CLI did not take the write lock");
+    bool ok = false;
+    for (int i = 0; i < 1000 && !ok; i++) { /* the CLI's own .timeout gives up after 5 s */
+        char buf[8] = "";
+        FILE *f = fopen(held, "r");
+        if (f) {
+            size_t n = fread(buf, 1, sizeof buf - 1, f);
+            buf[n] = '\0';
+            fclose(f);
+        }
+        ok = strcmp(buf, "held\n") == 0;
+        if (!ok)
+            usleep(10 * 1000);
+    }
+    cr_assert(ok, "the sqlite3 CLI did not take the write lock");
+    cr_assert(tl_write_locked(db));
     return p;
 }
 

@@ -96,8 +96,8 @@ bool tl_write_locked(const char *db);
 /*
  * Another process holding db's write lock, as an operator would: the sqlite3 CLI in
  * BEGIN <mode> (IMMEDIATE or EXCLUSIVE) with one write, open until the caller writes
- * ROLLBACK/COMMIT and pcloses the returned pipe (the caller owns it). Skips the test when
- * the sqlite3 CLI is missing.
+ * ROLLBACK/COMMIT and pcloses the returned pipe (the caller owns it). Returns only once the
+ * CLI itself reports that it holds the lock. Skips the test when the sqlite3 CLI is missing.
  */
 FILE *tl_hold_write_lock(const char *db, const char *mode);
 

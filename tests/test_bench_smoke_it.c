@@ -346,6 +346,38 @@ Test(bench, rate_paces_the_requests_and_counts_latency_from_when_each_was_due)
     cr_assert_lt(field(line, "pacer_wakes"), 200, "the pacer woke per due request: %s", line);
 }
 
+/*
+ * --read-rate paces -w rw's readers alone: at 100/s for 2 s they send at most the 200 due
+ * (closed, 3 readers do thousands here), while the 5 senders stay a closed loop that is not
+ * held to any schedule. It takes rw only, and not with --rate.
+ */
+Test(bench, read_rate_paces_the_readers_and_leaves_the_senders_closed)
+{
+    char line[2048], *out = NULL;
+    const char *args[] = {"--url", srv.url, "--db",      srv.db, "--secret",    TL_SECRET,  "-u",
+                          "20",    "-c",    "8",         "-t",   "2",           "--warmup", "0",
+                          "-w",    "rw",    "--readers", "3",    "--read-rate", "100",      NULL};
+    int rc = run_bench(args, &out);
+    cr_assert_eq(rc, 0, "gim-bench exited %d; stdout:\n%s", rc, out);
+    cr_assert(find_line(out, "RESULT workload=rw c=8 ", line, sizeof line), "%s", out);
+    cr_assert_eq(field(line, "errors"), 0, "%s", line);
+    cr_assert_eq(field(line, "read_rate"), 100, "%s", line);
+    double reads = field(line, "sync_ops") + field(line, "heartbeat_ops");
+    cr_assert_leq(reads, 200, "more reads than the schedule allows: %s", line);
+    cr_assert_geq(reads, 150, "the service kept up with 100 reads/s: %s", line);
+    cr_assert_gt(field(line, "send_ops"), 0, "%s", line);
+    free(out);
+
+    const char *not_rw[] = {"--url", srv.url,       "--secret", TL_SECRET, "-w",
+                            "sync",  "--read-rate", "100",      NULL};
+    cr_assert_eq(run_bench(not_rw, &out), 2, "--read-rate without rw was accepted:\n%s", out);
+    free(out);
+    const char *both[] = {"--url",  srv.url, "--secret",    TL_SECRET, "-w", "rw",
+                          "--rate", "100",   "--read-rate", "100",     NULL};
+    cr_assert_eq(run_bench(both, &out), 2, "--read-rate with --rate was accepted:\n%s", out);
+    free(out);
+}
+
 Test(bench, wrong_secret_fails_without_a_result)
 {
     char *out = NULL;

@@ -77,6 +77,9 @@ struct opts {
     int check_every;
     int64_t seed;
     int64_t rate; /* --rate: requests per second offered (an open loop); 0 = closed loop */
+    /* --read-rate: -w rw's readers offered this many requests per second in all (an open
+     * loop) while its senders stay a closed loop; 0 = the readers are a closed loop too */
+    int64_t read_rate;
 };
 
 /* Latencies in ns of EC_OK replies completed inside the window. */

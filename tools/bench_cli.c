@@ -36,6 +36,9 @@ void bench_print_result(const struct bench *b, const struct result *r, const str
     if (b->o.rate)
         printf(" rate=%lld backlog_max=%lld pacer_wakes=%lld", (long long)b->o.rate,
                (long long)r->backlog_max, (long long)r->pacer_wakes);
+    if (b->o.read_rate && r->wl == WL_RW)
+        printf(" read_rate=%lld backlog_max=%lld pacer_wakes=%lld", (long long)b->o.read_rate,
+               (long long)r->backlog_max, (long long)r->pacer_wakes);
     printf(" checked=%" PRIu64 " check_failed=%" PRIu64, s->checked, s->check_failed);
     /* Mixed loads: each operation's own rate and latency (reads behind saturating sends). */
     static const enum op mixed_ops[] = {OP_SYNC, OP_SEND, OP_ACK};
@@ -291,6 +294,9 @@ static const struct optdef options[] = {
     {"rate", 0, "R", K_I64, OFF(rate), 1, 10000000, 0, NULL,
      "offer R requests/s in all, an open loop: -c bounds those in\nflight, latency counts from "
      "when each was due (none:\neach context sends again as soon as it has its reply)"},
+    {"read-rate", 0, "R", K_I64, OFF(read_rate), 1, 10000000, 0, NULL,
+     "-w rw: offer the readers' R requests/s in all, an\nopen loop as --rate, while the "
+     "senders stay a closed\nloop that saturates the writer (none: readers closed too)"},
     {"help", 'h', NULL, K_HELP, 0, 0, 0, 0, NULL, NULL},
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
@@ -379,6 +385,16 @@ static int check_args(struct opts *o)
                     "gim-bench: -w rw needs --readers R below -c C (%d), so that some "
                     "contexts send\n",
                     o->conc);
+            return 2;
+        }
+    if (o->read_rate && o->rate) {
+        fprintf(stderr, "gim-bench: --read-rate paces -w rw's readers alone; it excludes --rate\n");
+        return 2;
+    }
+    for (int i = 0; o->read_rate && i < o->nwl; i++)
+        if (o->wl[i] != WL_RW) {
+            fprintf(stderr, "gim-bench: --read-rate applies to -w rw only (got -w %s)\n",
+                    bench_wl_names[o->wl[i]]);
             return 2;
         }
     for (int i = 0; i < o->nwl; i++)

@@ -76,8 +76,14 @@ struct run {
      * waking at every request's due time then only cost CPU, on the cores the service under
      * test shares (docs/benchmarks.md, "The open loop's own cost"). issued, idle[], nidle,
      * pacer_done and backlog_max are under mu; pacer_cv says a context became idle.
+     * --read-rate paces -w rw's readers the same way and leaves its senders a closed loop, so
+     * that the reads' latency is measured at a rate of their own while the sends saturate the
+     * writer: closed-loop readers on saturated cores only measure their own count (Little's
+     * law: readers / reads per second is their mean latency).
      */
     int64_t interval_ns; /* 0: closed loop */
+    int paced_n;         /* contexts 0..paced_n-1 are paced (--read-rate: the readers); the
+                          * others are a closed loop */
     int64_t issued;      /* requests started */
     pthread_cond_t pacer_cv;
     int *idle;
@@ -651,7 +657,7 @@ static void ctx_next(struct bctx *c)
         ctx_finish(c);
         return;
     }
-    if (!r->interval_ns) {
+    if (!r->interval_ns || c->id >= r->paced_n) {
         ctx_start(c, 0);
         return;
     }
@@ -916,16 +922,18 @@ gim_err bench_run_workload(struct bench *b, struct link *l, enum workload wl, do
     r.active = r.n;
     /* --rate paces the measured workloads only: sign-in, preload and the echo limit run flat out.
      */
-    bool paced = b->o.rate > 0 && ok_target == 0 && wl != WL_SIGNIN && wl != WL_ECHO;
+    int64_t rate = wl == WL_RW && b->o.read_rate ? b->o.read_rate : b->o.rate;
+    bool paced = rate > 0 && ok_target == 0 && wl != WL_SIGNIN && wl != WL_ECHO;
     pthread_t pacer;
     bool pacer_started = false;
     if (paced) {
-        r.interval_ns = 1000000000LL / b->o.rate > 0 ? 1000000000LL / b->o.rate : 1;
+        r.interval_ns = 1000000000LL / rate > 0 ? 1000000000LL / rate : 1;
+        r.paced_n = wl == WL_RW && b->o.read_rate ? readers_of(&r) : r.n;
         if (!(r.idle = malloc((size_t)r.n * sizeof *r.idle))) {
             e = GIM_ENOMEM;
             goto out;
         }
-        for (int i = r.n - 1; i >= 0; i--)
+        for (int i = r.paced_n - 1; i >= 0; i--)
             r.idle[r.nidle++] = i;
         int rv = pthread_create(&pacer, NULL, pacer_main, &r);
         if (rv != 0) {
@@ -934,6 +942,8 @@ gim_err bench_run_workload(struct bench *b, struct link *l, enum workload wl, do
             goto out;
         }
         pacer_started = true;
+        for (int i = r.paced_n; i < r.n; i++) /* --read-rate: the senders, a closed loop */
+            ctx_next(&r.ctx[i]);
     } else {
         for (int i = 0; i < r.n; i++)
             ctx_next(&r.ctx[i]);

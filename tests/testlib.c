@@ -2,6 +2,7 @@
 
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -236,16 +237,63 @@ void tl_start(struct tl_server *s, const char *extra_yaml)
     tl_start_listen(s, NULL, extra_yaml);
 }
 
-int tl_free_port(void)
+/*
+ * A TCP port for a service a test starts. Not the kernel's choice of a free
+ * one (bind to port 0): that comes from the ephemeral range, which is also
+ * where the kernel takes the local end of every outgoing connection (a
+ * client's, PostgreSQL's), so between this check and the service's own bind
+ * another process could take it. Seen under ctest -j6: "api: cannot listen on
+ * http://127.0.0.1:51113: Address in use". So the port comes from below the
+ * ephemeral range (net.ipv4.ip_local_port_range), and test processes running
+ * at the same time keep apart through a lock on the port's byte of one shared
+ * file (an open file description lock: released when the process exits, and
+ * two calls of one process conflict too). The descriptor is kept open for that.
+ */
+static int ephemeral_low(void)
+{
+    int lo = 32768, hi = 0;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d %d", &lo, &hi) != 2)
+            lo = 32768;
+        fclose(f);
+    }
+    return lo;
+}
+
+static bool port_bindable(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
     cr_assert(fd >= 0);
-    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    int one = 1; /* as the services bind: a port left in TIME_WAIT is usable */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
     close(fd);
-    return ntohs(a.sin_port);
+    return ok;
+}
+
+int tl_free_port(void)
+{
+    int low = ephemeral_low();
+    int first = low > 12000 ? low - 10000 : 1024, span = low > 12000 ? 10000 : 0;
+    cr_assert(span > 0, "the ephemeral port range starts at %d: no room below it", low);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    unsigned seed = (unsigned)getpid() * 2654435761u ^ (unsigned)now.tv_nsec;
+    for (int tries = 0; tries < 2000; tries++) {
+        int port = first + (int)(rand_r(&seed) % (unsigned)span);
+        int lf = open("/tmp/gimtest-ports.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+        cr_assert(lf >= 0, "cannot open /tmp/gimtest-ports.lock");
+        struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = port, .l_len = 1};
+        if (fcntl(lf, F_OFD_SETLK, &l) == 0 && port_bindable(port))
+            return port; /* lf stays open: the lock lasts as long as this process */
+        close(lf);
+    }
+    cr_assert_fail("no free TCP port below %d", low);
+    return -1;
 }
 
 void tl_start_listen(struct tl_server *s, const char *listen_url, const char *extra_yaml)

@@ -251,10 +251,10 @@ void tl_start(struct tl_server *s, const char *extra_yaml)
  */
 static int ephemeral_low(void)
 {
-    int lo = 32768, hi = 0;
+    int lo = 32768;
     FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
     if (f) {
-        if (fscanf(f, "%d %d", &lo, &hi) != 2)
+        if (fscanf(f, "%d", &lo) != 1)
             lo = 32768;
         fclose(f);
     }
@@ -277,14 +277,14 @@ static bool port_bindable(int port)
 
 int tl_free_port(void)
 {
+    enum { SPAN = 10000 };
     int low = ephemeral_low();
-    int first = low > 12000 ? low - 10000 : 1024, span = low > 12000 ? 10000 : 0;
-    cr_assert(span > 0, "the ephemeral port range starts at %d: no room below it", low);
+    cr_assert(low > SPAN + 1024, "the ephemeral port range starts at %d: no room below it", low);
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     unsigned seed = (unsigned)getpid() * 2654435761u ^ (unsigned)now.tv_nsec;
     for (int tries = 0; tries < 2000; tries++) {
-        int port = first + (int)(rand_r(&seed) % (unsigned)span);
+        int port = low - SPAN + (int)(rand_r(&seed) % SPAN);
         int lf = open("/tmp/gimtest-ports.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
         cr_assert(lf >= 0, "cannot open /tmp/gimtest-ports.lock");
         struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = port, .l_len = 1};

@@ -30,6 +30,14 @@
 #define PERIOD_SAMPLES       16384
 #define FIRST_PERIOD_SAMPLES 64
 
+/*
+ * Writes to the main database file start their writeback every
+ * WRITEBACK_KICK_BYTES (see mapvfs.h). 32 pages of 4 KiB: 8 to 128 pages
+ * measured alike (docs/benchmarks.md, "Issue 15: the checkpoint's writes
+ * reach the disk as they are made").
+ */
+#define WRITEBACK_KICK_BYTES (128 << 10)
+
 /* One file (device, inode), shared by every connection of the process to it. */
 struct mapping {
     struct mapping *next; /* registry list, under reg.lock; entries are never freed */
@@ -73,6 +81,7 @@ struct map_file {
     uint8_t *wal_buf; /* WAL_BUF_BYTES, allocated at the first write; ours */
     size_t wal_len;
     sqlite3_int64 wal_off;
+    sqlite3_int64 unkicked; /* main file: bytes written since its writeback was last started */
 };
 
 /*
@@ -337,7 +346,14 @@ static int mf_write(sqlite3_file *f, const void *buf, int amt, sqlite3_int64 off
     if (mf->wal_combine && wal_buffered(mf, buf, amt, off, &rc))
         return rc;
     WAL_FLUSH_FIRST(mf);
-    return mf->real->pMethods->xWrite(mf->real, buf, amt, off);
+    rc = mf->real->pMethods->xWrite(mf->real, buf, amt, off);
+    if (rc == SQLITE_OK && mf->map && amt > 0 && (mf->unkicked += amt) >= WRITEBACK_KICK_BYTES) {
+        mf->unkicked = 0;
+        /* Starts the I/O, waits for none and makes nothing durable: the xSync that follows
+         * still does, and reports any error; a refusal here only leaves the pages to it. */
+        (void)sync_file_range(mf->map->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    }
+    return rc;
 }
 
 static int mf_truncate(sqlite3_file *f, sqlite3_int64 size)

@@ -560,3 +560,77 @@ Test(bench, gwbench_sends_refused_sign_ins_again_and_counts_only_durable_sends)
                   (long long)stored, e2e, direct, latency);
     free(out);
 }
+
+/* gim-diskbound (no service): the files it leaves in dir, by name. */
+static long long file_bytes(const char *dir, const char *name)
+{
+    char p[400];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return stat(p, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/*
+ * gim-diskbound does a service's commit I/O with no service: every commit's
+ * pages are copied back by the checkpointer (20 a commit here, all of them
+ * by the end), with a writeback kick every 4 pages of a pass; without the
+ * checkpointer nothing is copied.
+ */
+Test(bench, diskbound_copies_back_every_page_the_commits_left)
+{
+    char dir[300], line[4096], *out = NULL;
+    snprintf(dir, sizeof dir, "%s/disk", srv.dir);
+    const char *args[] = {"--dir",        dir, "--secs",  "0.3", "--db-mb",     "4",
+                          "--batch",      "8", "--pages", "2.5", "--wal-bytes", "8192",
+                          "--kick-pages", "4", NULL};
+    cr_assert_eq(run_tool("gim-diskbound", args, &out), 0);
+    cr_assert(find_line(out, "RESULT ", line, sizeof line), "no RESULT line in:\n%s", out);
+    double commits = field(line, "commits"), pages = field(line, "pages_written");
+    double passes = field(line, "passes"), kicks = field(line, "kicks");
+    cr_assert_geq(commits, 1, "%s", line);
+    cr_assert_eq(pages, commits * 20, "%s", line);
+    cr_assert_geq(passes, 1, "%s", line);
+    /* floor(n / 4) kicks for a pass of n pages */
+    cr_assert_leq(kicks * 4, pages, "%s", line);
+    cr_assert_geq(kicks * 4, pages - 3 * passes, "%s", line);
+    cr_assert_eq(file_bytes(dir, "db"), 4ll << 20);
+    long long wal = file_bytes(dir, "wal");
+    cr_assert(wal >= 8 * 8192 && wal <= 32ll << 20, "wal: %lld bytes", wal);
+    free(out);
+
+    const char *none[] = {"--dir", dir, "--secs", "0.2", "--db-mb", "4", "--no-checkpoint", NULL};
+    cr_assert_eq(run_tool("gim-diskbound", none, &out), 0);
+    cr_assert(find_line(out, "RESULT ", line, sizeof line), "no RESULT line in:\n%s", out);
+    cr_assert_geq(field(line, "commits"), 1, "%s", line);
+    cr_assert_eq(field(line, "passes"), 0, "%s", line);
+    cr_assert_eq(field(line, "pages_written"), 0, "%s", line);
+    free(out);
+}
+
+/* Bad options: a clear error naming the option, exit status 1, no result and no files. */
+Test(bench, diskbound_refuses_bad_options)
+{
+    char dir[300], err[300], *out = NULL;
+    snprintf(dir, sizeof dir, "%s/disk-bad", srv.dir);
+    snprintf(err, sizeof err, "%s/bench.err", srv.dir);
+    const char *cases[][3] = {{"--batch", "0", "--batch"},
+                              {"--secs", "soon", "--secs"},
+                              {"--kick-pages", "1.5", "--kick-pages"},
+                              {"--wal-bytes", "99999999", "32 MiB"},
+                              {"--fast", "1", "unknown option --fast"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *args[] = {"--dir", dir, cases[i][0], cases[i][1], NULL};
+        cr_assert_eq(run_tool("gim-diskbound", args, &out), 1, "%s %s", cases[i][0], cases[i][1]);
+        cr_assert_null(strstr(out, "RESULT"), "%s", out);
+        free(out);
+        char *msg = NULL;
+        size_t cap = 0;
+        FILE *f = fopen(err, "r");
+        cr_assert_not_null(f);
+        cr_assert_gt(getdelim(&msg, &cap, '\0', f), 0);
+        fclose(f);
+        cr_assert_not_null(strstr(msg, cases[i][2]), "%s %s: %s", cases[i][0], cases[i][1], msg);
+        free(msg);
+    }
+    cr_assert_eq(file_bytes(dir, "db"), -1, "a refused run made its files");
+}

@@ -62,14 +62,16 @@
  * In WAL mode only a checkpoint writes that file: it copies the pages the
  * commits changed back in page order, then syncs the file. Left to that
  * sync, a pass's hundreds of random page writes reached the disk together,
- * and the writer's next WAL sync, on the same disk, waited behind them:
- * that wait was the sends' p99 (gim-diskbound reproduces it with no service
- * at all). So every 128 KiB written to the main file, the VFS asks the
- * kernel to start writing the file's dirty pages (sync_file_range with
+ * and the writer's next WAL sync, on the same disk, waited behind them: the
+ * sends' slowest commits (gim-diskbound shows the same with no service at
+ * all). So every 128 KiB written to the main file, the VFS asks the kernel
+ * to start writing the file's dirty pages (sync_file_range with
  * SYNC_FILE_RANGE_WRITE, on the mapping's descriptor: it waits for no I/O
  * and makes nothing durable; the checkpoint's own sync still does both).
- * Sends' p99 fell from 20-25 to 16-18 ms at C=64 and from 52-55 to 37-39 ms
- * at C=256, in every pair measured (docs/benchmarks.md, "Issue 15: the
+ * Sends' p99 fell in every pair measured: 12.9-18.0 against 19.3-22.1 ms at
+ * C=64, 42.3-44.5 against 47.9-61.8 at C=256, 40.9-47.4 against 78.1-83.7
+ * at C=256 on 10M messages. Their p50 rose by up to 5 ms: at the same rate
+ * the same queue now waits more evenly (docs/benchmarks.md, "Issue 15: the
  * checkpoint's writes reach the disk as they are made").
  */
 #ifndef GIM_STORAGE_MAPVFS_H

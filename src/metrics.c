@@ -34,6 +34,8 @@ struct metrics {
     _Atomic uint64_t batches[BATCH_BUCKETS + 1];
     _Atomic uint64_t batch_jobs;
     _Atomic uint64_t batch_retries;
+    _Atomic uint64_t commit_lat[LAT_BUCKETS + 1];
+    _Atomic uint64_t commit_sum_us;
     _Atomic uint64_t messages, inbox_entries, recalls;
 };
 
@@ -57,6 +59,17 @@ int metrics_type_slot(int type)
     return i > 0 && i < TYPES ? (int)i : 0;
 }
 
+/* One duration into a histogram of lat_bounds_us buckets and its sum. */
+static void count_duration(_Atomic uint64_t *buckets, _Atomic uint64_t *sum_us, int64_t dur_ns)
+{
+    int64_t us = dur_ns / 1000;
+    int b = 0;
+    while (b < LAT_BUCKETS && us > lat_bounds_us[b])
+        b++;
+    INC(buckets[b], 1);
+    INC(*sum_us, (uint64_t)(us > 0 ? us : 0));
+}
+
 void metrics_request(struct metrics *m, int type, int code, int64_t dur_ns)
 {
     if (!m)
@@ -65,12 +78,7 @@ void metrics_request(struct metrics *m, int type, int code, int64_t dur_ns)
     if (code < 0 || code >= CODES)
         code = CODES - 1;
     INC(m->requests[slot][code], 1);
-    int64_t us = dur_ns / 1000;
-    int b = 0;
-    while (b < LAT_BUCKETS && us > lat_bounds_us[b])
-        b++;
-    INC(m->lat[b], 1);
-    INC(m->lat_sum_us, (uint64_t)(us > 0 ? us : 0));
+    count_duration(m->lat, &m->lat_sum_us, dur_ns);
 }
 
 void metrics_rejected(struct metrics *m)
@@ -88,6 +96,12 @@ void metrics_batch(struct metrics *m, int n)
         b++;
     INC(m->batches[b], 1);
     INC(m->batch_jobs, (uint64_t)n);
+}
+
+void metrics_commit(struct metrics *m, int64_t dur_ns)
+{
+    if (m)
+        count_duration(m->commit_lat, &m->commit_sum_us, dur_ns);
 }
 
 void metrics_batch_retry(struct metrics *m)
@@ -161,24 +175,25 @@ static void write_requests(struct metrics *m, FILE *out)
     }
 }
 
-/* The buckets are read once so that the cumulative counts and _count agree. */
-static void write_latency(struct metrics *m, FILE *out)
+/*
+ * A histogram of durations in lat_bounds_us buckets (NULL: all zero). The
+ * buckets are read once so that the cumulative counts and _count agree.
+ */
+static void write_durations(FILE *out, const char *name, const char *help,
+                            _Atomic uint64_t *buckets, _Atomic uint64_t *sum_us)
 {
     uint64_t cum = 0;
-    family(out, "gim_request_duration_seconds", "histogram",
-           "Time from a request's arrival to its reply, writes included.");
+    family(out, name, "histogram", help);
     for (int b = 0; b <= LAT_BUCKETS; b++) {
-        cum += m ? LOAD(m->lat[b]) : 0;
+        cum += buckets ? LOAD(buckets[b]) : 0;
         if (b < LAT_BUCKETS)
-            fprintf(out, "gim_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
-                    (double)lat_bounds_us[b] / 1e6, (unsigned long long)cum);
-        else
-            fprintf(out, "gim_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+            fprintf(out, "%s_bucket{le=\"%g\"} %llu\n", name, (double)lat_bounds_us[b] / 1e6,
                     (unsigned long long)cum);
+        else
+            fprintf(out, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
     }
-    fprintf(out, "gim_request_duration_seconds_sum %.6f\n",
-            (double)(m ? LOAD(m->lat_sum_us) : 0) / 1e6);
-    fprintf(out, "gim_request_duration_seconds_count %llu\n", (unsigned long long)cum);
+    fprintf(out, "%s_sum %.6f\n", name, (double)(sum_us ? LOAD(*sum_us) : 0) / 1e6);
+    fprintf(out, "%s_count %llu\n", name, (unsigned long long)cum);
 }
 
 static void write_batches(struct metrics *m, FILE *out)
@@ -202,12 +217,19 @@ static void write_batches(struct metrics *m, FILE *out)
 void metrics_write(struct metrics *m, const struct metrics_gauges *g, FILE *out)
 {
     write_requests(m, out);
-    write_latency(m, out);
+    write_durations(out, "gim_request_duration_seconds",
+                    "Time from a request's arrival to its reply, writes included.",
+                    m ? m->lat : NULL, m ? &m->lat_sum_us : NULL);
     counter(out, "gim_requests_rejected_total",
             "Requests that were not a decodable GatewayRequest (nng 1.5.2 drops oversized ones "
             "without telling).",
             m ? LOAD(m->rejected) : 0);
     write_batches(m, out);
+    write_durations(out, "gim_write_commit_seconds",
+                    "Time a write transaction's COMMIT took: on SQLite the WAL's write and sync "
+                    "(the disk's flush) and any checkpoint the writer ran in it; on PostgreSQL "
+                    "the round trip.",
+                    m ? m->commit_lat : NULL, m ? &m->commit_sum_us : NULL);
     counter(out, "gim_write_batch_retries_total",
             "Write transactions run again after a deadlock or serialization failure "
             "(PostgreSQL only).",

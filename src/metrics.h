@@ -32,6 +32,8 @@ void metrics_request(struct metrics *m, int type, int code, int64_t dur_ns);
 void metrics_rejected(struct metrics *m);
 /* A write transaction of n jobs committed or failed. */
 void metrics_batch(struct metrics *m, int n);
+/* A write transaction's COMMIT succeeded after dur_ns (a failed one is not counted). */
+void metrics_commit(struct metrics *m, int64_t dur_ns);
 /* A PostgreSQL write transaction rolled back to run again (deadlock, serialization failure). */
 void metrics_batch_retry(struct metrics *m);
 /* Stored rows: messages, inbox entries, recalls. */

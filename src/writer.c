@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "busy.h"
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -224,8 +225,13 @@ void writer_run_batch(struct wctx *w, struct write_job **jobs, int n)
         }
         if (batch == GIM_OK)
             batch = seq_flush(w->seq, w->db);
-        if (batch == GIM_OK)
-            batch = tx->commit(w->db, n > 1 || res[0] == GIM_OK);
+        if (batch == GIM_OK) {
+            bool keep = n > 1 || res[0] == GIM_OK;
+            int64_t t0 = gim_clock_mono_ns();
+            batch = tx->commit(w->db, keep);
+            if (batch == GIM_OK && keep) /* (not kept: PostgreSQL rolled back instead) */
+                metrics_commit(w->metrics, gim_clock_mono_ns() - t0);
+        }
         if (batch == GIM_OK) {
             seq_committed(w->seq);
             break;

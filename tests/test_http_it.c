@@ -309,6 +309,7 @@ Test(http, metrics_format_is_prometheus_text)
     cr_assert_eq(http_get("GET", "/metrics", &body), 200);
     check_histogram(body, "gim_request_duration_seconds", 21);
     check_histogram(body, "gim_write_batch_size", 1);
+    check_histogram(body, "gim_write_commit_seconds", 1); /* the sign-in's */
     static const char *const families[] = {
         "gim_requests_total",
         "gim_requests_rejected_total",

@@ -1,6 +1,6 @@
 /*
  * gim-diskbound: the disk's own bound on durable sends, with no service at
- * all (docs/benchmarks.md, "Issue 15: what the disk alone allows").
+ * all (docs/benchmarks.md, "What the disk alone allows (`gim-diskbound`)").
  *
  * gim-logic's writer commits a batch of sends by appending the batch's WAL
  * frames and calling fdatasync on the WAL; its checkpointer copies the pages
@@ -15,10 +15,11 @@
  * written_B and the checkpointer's writes).
  *
  * With no CPU spent on requests, the commit cycle (append + fdatasync) is the
- * least any closed-loop send can wait, and BATCH / cycle the most sends a
- * second one writer can make durable. A target above that is out of reach on
- * this disk for any design that syncs a WAL per commit and writes its b-tree
- * pages back in place, which is SQLite's.
+ * least a closed-loop send can wait at that batch and I/O per send, and
+ * BATCH / cycle the most sends a second one writer can make durable with
+ * them: a floor under the service's latency at its own operating point, not
+ * a prediction of every shape (how the checkpoint hands its writes to the
+ * disk changes it, as --kick-pages shows).
  *
  * --kick-pages K makes the checkpointer start the writeback of its writes
  * every K pages (sync_file_range, SYNC_FILE_RANGE_WRITE), as gim-logic's VFS

@@ -14,6 +14,7 @@
 #include "pgstore.h"
 #include "storage.h"
 #include "storage/mapvfs.h"
+#include "storage/pagecache.h"
 
 static const char SQL_MIGRATIONS_TABLE[] = "CREATE TABLE IF NOT EXISTS schema_migrations (\n"
                                            "    version    INTEGER PRIMARY KEY,\n"
@@ -268,6 +269,10 @@ gim_err store_open(const struct gim_config *cfg, enum store_mode mode, struct st
     /* mmap_mb > 0: every connection reads through the process's one mapping (mapvfs.h);
      * a writer that syncs every commit combines its WAL writes there too (budget 0 maps
      * nothing). */
+    /* Before anything initialises SQLite (the VFS below does): a page cache is chosen only
+     * then. Too late (a program that used SQLite first) costs the walk it saves, nothing else. */
+    if (pagecache_install() != GIM_OK)
+        log_debug("page cache: SQLite's own (SQLite was initialised first)", "path=%s", path);
     const char *vfs = NULL;
     bool combine = mode == STORE_WRITER && syncs_every_commit(cfg);
     if (cfg->database.mmap_mb > 0 || combine) {

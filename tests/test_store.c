@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "storage/mapvfs.h"
+#include "storage/pagecache.h"
 #include "store.h"
 
 static struct gim_config cfg;
@@ -185,4 +186,27 @@ Test(store, the_writer_combines_wal_writes_only_when_every_commit_syncs)
         }
         store_close(c);
     }
+}
+
+/*
+ * Every connection the service opens gets the page cache that skips a commit's empty truncate
+ * (pagecache.h): installed by the first store_open, before SQLite initialises.
+ */
+Test(store, connections_use_the_page_cache_without_the_walk)
+{
+    struct store_conn *c = NULL;
+    char err[256] = "";
+    cr_assert_eq(store_open(&cfg, STORE_WRITER, &c, err, sizeof err), GIM_OK, "%s", err);
+    struct pagecache_stats a, b;
+    pagecache_stats(&a);
+    cr_assert_eq(store_exec(c, "CREATE TABLE IF NOT EXISTS t (x INTEGER PRIMARY KEY, b BLOB)"),
+                 GIM_OK);
+    for (int i = 0; i < 20; i++)
+        cr_assert_eq(store_exec(c, "INSERT INTO t (b) VALUES (randomblob(500))"), GIM_OK);
+    pagecache_stats(&b);
+    cr_expect_geq(b.truncates - a.truncates, 20, "%llu truncates for 20 commits",
+                  (unsigned long long)(b.truncates - a.truncates));
+    cr_expect_geq(b.skipped - a.skipped, 19, "%llu skipped",
+                  (unsigned long long)(b.skipped - a.skipped));
+    store_close(c);
 }

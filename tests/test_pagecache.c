@@ -430,3 +430,84 @@ Test(pagecache, too_late_changes_nothing_and_says_so)
     cr_expect_eq(s.truncates, 0);
     sqlite3_close(db);
 }
+
+/*
+ * The same check over 300 transactions of random shapes, one seed: sends, growth rolled back
+ * whole or to a savepoint, growth committed and deleted, incremental vacuums of random sizes.
+ */
+Test(pagecache, random_transactions_leave_nothing_past_any_limit)
+{
+    configure(true, true);
+    sqlite3 *db = open_writer("PRAGMA auto_vacuum = INCREMENTAL");
+    exec(db, "CREATE TABLE bulk (id INTEGER PRIMARY KEY, b BLOB)");
+    sqlite3_stmt *msg, *box, *bulk;
+    cr_assert_eq(
+        sqlite3_prepare_v2(db, "INSERT INTO message (id, body) VALUES (?, ?)", -1, &msg, NULL),
+        SQLITE_OK);
+    cr_assert_eq(sqlite3_prepare_v2(db,
+                                    "INSERT INTO inbox (user_id, seq, message_id) VALUES (?, ?, ?)",
+                                    -1, &box, NULL),
+                 SQLITE_OK);
+    cr_assert_eq(
+        sqlite3_prepare_v2(db, "INSERT INTO bulk (b) VALUES (zeroblob(?))", -1, &bulk, NULL),
+        SQLITE_OK);
+    static unsigned seqs[500];
+    int64_t next_id = 1, messages = 0;
+    srand(11);
+    for (int t = 0; t < 300; t++) {
+        int n = 1 + rand() % 300;
+        switch (rand() % 8) {
+        case 0:
+        case 1:
+        case 2: /* a batch of sends */
+            send_batch(db, msg, box, seqs, 500, n % 40 + 1, &next_id);
+            messages += n % 40 + 1;
+            break;
+        case 3: /* growth, then a rollback (whole, or to a savepoint inside a commit) */
+        case 4: {
+            bool savepoint = rand() % 2;
+            exec(db, savepoint ? "BEGIN; SAVEPOINT s" : "BEGIN");
+            for (int i = 0; i < n; i++) {
+                sqlite3_bind_int(bulk, 1, 500 + rand() % 4000);
+                cr_assert_eq(sqlite3_step(bulk), SQLITE_DONE);
+                sqlite3_reset(bulk);
+            }
+            exec(db, savepoint ? "ROLLBACK TO s; RELEASE s; DELETE FROM bulk WHERE id IN "
+                                 "(SELECT id FROM bulk LIMIT 3); COMMIT"
+                               : "ROLLBACK");
+            break;
+        }
+        case 5: /* growth committed */
+            exec(db, "BEGIN");
+            for (int i = 0; i < n; i++) {
+                sqlite3_bind_int(bulk, 1, 500 + rand() % 4000);
+                cr_assert_eq(sqlite3_step(bulk), SQLITE_DONE);
+                sqlite3_reset(bulk);
+            }
+            exec(db, "COMMIT");
+            break;
+        case 6: /* part of it deleted */
+            exec(db, rand() % 2 ? "DELETE FROM bulk WHERE id % 3 = 0"
+                                : "DELETE FROM bulk WHERE id IN (SELECT id FROM bulk ORDER BY id "
+                                  "DESC LIMIT 200)");
+            break;
+        case 7: { /* pages given back to the file system, some or all */
+            char sql[64];
+            snprintf(sql, sizeof sql, "PRAGMA incremental_vacuum(%d)", rand() % 2 ? n : 0);
+            exec(db, sql);
+            break;
+        }
+        }
+    }
+    sqlite3_finalize(msg);
+    sqlite3_finalize(box);
+    sqlite3_finalize(bulk);
+    cr_expect_gt(rec.lowered, 0, "no truncate lowered the limit");
+    cr_expect_eq(rec.stale_after, 0, "a truncate left a page past its limit");
+    struct pagecache_stats s;
+    pagecache_stats(&s);
+    cr_expect_gt(s.skipped, 0);
+    cr_expect_lt(s.skipped, s.truncates);
+    expect_intact(db, messages);
+    sqlite3_close(db);
+}

@@ -266,13 +266,13 @@ gim_err store_open(const struct gim_config *cfg, enum store_mode mode, struct st
     int flags =
         mode == STORE_WRITER ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY;
     flags |= SQLITE_OPEN_NOMUTEX; /* one thread per connection */
-    /* mmap_mb > 0: every connection reads through the process's one mapping (mapvfs.h);
-     * a writer that syncs every commit combines its WAL writes there too (budget 0 maps
-     * nothing). */
     /* Before anything initialises SQLite (the VFS below does): a page cache is chosen only
      * then. Too late (a program that used SQLite first) costs the walk it saves, nothing else. */
     if (pagecache_install() != GIM_OK)
         log_debug("page cache: SQLite's own (SQLite was initialised first)", "path=%s", path);
+    /* mmap_mb > 0: every connection reads through the process's one mapping (mapvfs.h);
+     * a writer that syncs every commit combines its WAL writes there too (budget 0 maps
+     * nothing). */
     const char *vfs = NULL;
     bool combine = mode == STORE_WRITER && syncs_every_commit(cfg);
     if (cfg->database.mmap_mb > 0 || combine) {

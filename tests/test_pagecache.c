@@ -422,6 +422,7 @@ Test(pagecache, too_late_changes_nothing_and_says_so)
 {
     cr_assert_eq(sqlite3_initialize(), SQLITE_OK);
     cr_expect_eq(pagecache_install(), GIM_EINTERNAL);
+    cr_expect_eq(pagecache_install(), GIM_EINTERNAL, "a later call tried again");
     sqlite3 *db = NULL;
     cr_assert_eq(sqlite3_open(":memory:", &db), SQLITE_OK);
     exec(db, "CREATE TABLE t (x); INSERT INTO t VALUES (1)");

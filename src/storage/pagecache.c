@@ -32,7 +32,10 @@ struct wcache {
 
 static sqlite3_pcache_methods2 base_methods;
 static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
-static bool installed;
+/* Only the first call configures SQLite: sqlite3_config must not run while other threads use
+ * SQLite, as they may by the second store_open. */
+static bool tried;
+static gim_err first_result = GIM_EINTERNAL;
 static atomic_uint_fast64_t n_truncates, n_skipped;
 
 static void note(struct wcache *c, sqlite3_pcache_page *page, unsigned key)
@@ -175,8 +178,11 @@ gim_err pagecache_install(void)
 {
     gim_err e = GIM_OK;
     pthread_mutex_lock(&install_lock);
-    if (installed)
+    if (tried) {
+        e = first_result;
         goto out;
+    }
+    tried = true;
     sqlite3_pcache_methods2 current;
     if (sqlite3_config(SQLITE_CONFIG_GETPCACHE2, &current) != SQLITE_OK || !current.xCreate) {
         e = GIM_EINTERNAL;
@@ -188,7 +194,7 @@ gim_err pagecache_install(void)
         e = GIM_EINTERNAL;
         goto out;
     }
-    installed = true;
+    first_result = GIM_OK;
 out:
     pthread_mutex_unlock(&install_lock);
     return e;

@@ -42,11 +42,12 @@
 
 /*
  * Wraps the page cache now configured (SQLITE_CONFIG_GETPCACHE2) in this
- * module's, once per process: later calls return GIM_OK and change nothing.
- * Must run before SQLite initialises (before the first connection, VFS or
- * sqlite3_initialize): afterwards SQLite refuses a new page cache, nothing
- * changes and GIM_EINTERNAL is returned (SQLite's default cache then serves,
- * as correct as before, with its walk).
+ * module's. Only the first call of the process tries; later calls change
+ * nothing and return its result. It must run before SQLite initialises
+ * (before the first connection, VFS or sqlite3_initialize): afterwards
+ * SQLite refuses a new page cache, nothing changes and GIM_EINTERNAL is
+ * returned (SQLite's default cache then serves, as correct as before, with
+ * its walk).
  */
 gim_err pagecache_install(void);
 

@@ -270,17 +270,23 @@ static void send_batch(sqlite3 *db, sqlite3_stmt *msg, sqlite3_stmt *box, unsign
     exec(db, "COMMIT");
 }
 
+/* A send's two statements (send_batch), the caller's to finalize. */
+static void prepare_sends(sqlite3 *db, sqlite3_stmt **msg, sqlite3_stmt **box)
+{
+    cr_assert_eq(
+        sqlite3_prepare_v2(db, "INSERT INTO message (id, body) VALUES (?, ?)", -1, msg, NULL),
+        SQLITE_OK);
+    cr_assert_eq(sqlite3_prepare_v2(db,
+                                    "INSERT INTO inbox (user_id, seq, message_id) VALUES (?, ?, ?)",
+                                    -1, box, NULL),
+                 SQLITE_OK);
+}
+
 /* Commits of sends into a small database; returns the number of commits. */
 static int run_sends(sqlite3 *db, int commits)
 {
     sqlite3_stmt *msg, *box;
-    cr_assert_eq(
-        sqlite3_prepare_v2(db, "INSERT INTO message (id, body) VALUES (?, ?)", -1, &msg, NULL),
-        SQLITE_OK);
-    cr_assert_eq(sqlite3_prepare_v2(db,
-                                    "INSERT INTO inbox (user_id, seq, message_id) VALUES (?, ?, ?)",
-                                    -1, &box, NULL),
-                 SQLITE_OK);
+    prepare_sends(db, &msg, &box);
     /* Across calls: a test that sends twice goes on where it stopped. */
     static unsigned seqs[2000];
     static int64_t next_id = 1;
@@ -301,6 +307,17 @@ static int64_t count(sqlite3 *db, const char *sql)
     return v;
 }
 
+/* n rows through st, a one-parameter INSERT: parameter first, first + 1, ... when step is 1, or
+ * a random size of 500..4499 bytes for every row when step is 0. */
+static void insert_n(sqlite3_stmt *st, int n, int first, int step)
+{
+    for (int i = 0; i < n; i++) {
+        sqlite3_bind_int(st, 1, step ? first + i : 500 + rand() % 4000);
+        cr_assert_eq(sqlite3_step(st), SQLITE_DONE);
+        sqlite3_reset(st);
+    }
+}
+
 static void expect_intact(sqlite3 *db, int64_t messages)
 {
     struct pagecache_stats s;
@@ -319,6 +336,18 @@ static void expect_intact(sqlite3 *db, int64_t messages)
     cr_expect_eq(count(db, "SELECT count(*) FROM inbox LEFT JOIN message ON id = message_id"
                            " WHERE id IS NULL"),
                  0);
+}
+
+/* After shapes that lower the limit: some truncates were skipped, some went through, and none
+ * left a page at or above its limit. */
+static void expect_dropped_where_needed(void)
+{
+    cr_expect_gt(rec.lowered, 0, "no truncate lowered the limit");
+    cr_expect_eq(rec.stale_after, 0, "a truncate left a page past its limit");
+    struct pagecache_stats s;
+    pagecache_stats(&s);
+    cr_expect_gt(s.skipped, 0);
+    cr_expect_lt(s.skipped, s.truncates);
 }
 
 /* The control: without the module, the commits of a small database make the default cache
@@ -371,21 +400,13 @@ Test(pagecache, truncates_with_pages_to_drop_still_drop_them)
                  SQLITE_OK);
     /* A transaction that grows the file by hundreds of pages, rolled back. */
     exec(db, "BEGIN");
-    for (int i = 0; i < 300; i++) {
-        sqlite3_bind_int(ins, 1, 100000 + i);
-        cr_assert_eq(sqlite3_step(ins), SQLITE_DONE);
-        sqlite3_reset(ins);
-    }
+    insert_n(ins, 300, 100000, 1);
     exec(db, "ROLLBACK");
     cr_expect_eq(count(db, "PRAGMA page_count"), before);
     /* A savepoint's growth undone inside a transaction that commits something else. */
     exec(db, "BEGIN");
     exec(db, "SAVEPOINT s");
-    for (int i = 0; i < 300; i++) {
-        sqlite3_bind_int(ins, 1, 200000 + i);
-        cr_assert_eq(sqlite3_step(ins), SQLITE_DONE);
-        sqlite3_reset(ins);
-    }
+    insert_n(ins, 300, 200000, 1);
     exec(db, "ROLLBACK TO s");
     exec(db, "RELEASE s");
     exec(db, "DELETE FROM message WHERE id = 1");
@@ -393,11 +414,7 @@ Test(pagecache, truncates_with_pages_to_drop_still_drop_them)
     exec(db, "COMMIT");
     /* Growth committed, then deleted and the file shrunk: a lower limit. */
     exec(db, "BEGIN");
-    for (int i = 0; i < 300; i++) {
-        sqlite3_bind_int(ins, 1, 300000 + i);
-        cr_assert_eq(sqlite3_step(ins), SQLITE_DONE);
-        sqlite3_reset(ins);
-    }
+    insert_n(ins, 300, 300000, 1);
     exec(db, "COMMIT");
     int64_t grown = count(db, "PRAGMA page_count");
     cr_assert_gt(grown, before + 200);
@@ -408,12 +425,7 @@ Test(pagecache, truncates_with_pages_to_drop_still_drop_them)
     /* And the sends go on over the pages just given back. */
     run_sends(db, 40);
 
-    cr_expect_gt(rec.lowered, 0, "no truncate lowered the limit");
-    cr_expect_eq(rec.stale_after, 0, "a truncate left a page past its limit");
-    struct pagecache_stats s;
-    pagecache_stats(&s);
-    cr_expect_gt(s.skipped, 0);
-    cr_expect_lt(s.skipped, s.truncates);
+    expect_dropped_where_needed();
     expect_intact(db, 2 * 40 * 25 - 1);
     sqlite3_close(db);
 }
@@ -442,13 +454,7 @@ Test(pagecache, random_transactions_leave_nothing_past_any_limit)
     sqlite3 *db = open_writer("PRAGMA auto_vacuum = INCREMENTAL");
     exec(db, "CREATE TABLE bulk (id INTEGER PRIMARY KEY, b BLOB)");
     sqlite3_stmt *msg, *box, *bulk;
-    cr_assert_eq(
-        sqlite3_prepare_v2(db, "INSERT INTO message (id, body) VALUES (?, ?)", -1, &msg, NULL),
-        SQLITE_OK);
-    cr_assert_eq(sqlite3_prepare_v2(db,
-                                    "INSERT INTO inbox (user_id, seq, message_id) VALUES (?, ?, ?)",
-                                    -1, &box, NULL),
-                 SQLITE_OK);
+    prepare_sends(db, &msg, &box);
     cr_assert_eq(
         sqlite3_prepare_v2(db, "INSERT INTO bulk (b) VALUES (zeroblob(?))", -1, &bulk, NULL),
         SQLITE_OK);
@@ -468,11 +474,7 @@ Test(pagecache, random_transactions_leave_nothing_past_any_limit)
         case 4: {
             bool savepoint = rand() % 2;
             exec(db, savepoint ? "BEGIN; SAVEPOINT s" : "BEGIN");
-            for (int i = 0; i < n; i++) {
-                sqlite3_bind_int(bulk, 1, 500 + rand() % 4000);
-                cr_assert_eq(sqlite3_step(bulk), SQLITE_DONE);
-                sqlite3_reset(bulk);
-            }
+            insert_n(bulk, n, 0, 0);
             exec(db, savepoint ? "ROLLBACK TO s; RELEASE s; DELETE FROM bulk WHERE id IN "
                                  "(SELECT id FROM bulk LIMIT 3); COMMIT"
                                : "ROLLBACK");
@@ -480,11 +482,7 @@ Test(pagecache, random_transactions_leave_nothing_past_any_limit)
         }
         case 5: /* growth committed */
             exec(db, "BEGIN");
-            for (int i = 0; i < n; i++) {
-                sqlite3_bind_int(bulk, 1, 500 + rand() % 4000);
-                cr_assert_eq(sqlite3_step(bulk), SQLITE_DONE);
-                sqlite3_reset(bulk);
-            }
+            insert_n(bulk, n, 0, 0);
             exec(db, "COMMIT");
             break;
         case 6: /* part of it deleted */
@@ -503,12 +501,7 @@ Test(pagecache, random_transactions_leave_nothing_past_any_limit)
     sqlite3_finalize(msg);
     sqlite3_finalize(box);
     sqlite3_finalize(bulk);
-    cr_expect_gt(rec.lowered, 0, "no truncate lowered the limit");
-    cr_expect_eq(rec.stale_after, 0, "a truncate left a page past its limit");
-    struct pagecache_stats s;
-    pagecache_stats(&s);
-    cr_expect_gt(s.skipped, 0);
-    cr_expect_lt(s.skipped, s.truncates);
+    expect_dropped_where_needed();
     expect_intact(db, messages);
     sqlite3_close(db);
 }

@@ -10,7 +10,9 @@
 #       the file. DIR/manifest.txt records the command, the counts and the
 #       file's sha256. The file is then made read-only: copy it to run on it.
 #   tools/bench-db.sh copy SRC DST [PORT]
-#       Copies SRC/gim.db to DST/gim.db (DST is emptied first) and writes
+#       Copies SRC/gim.db to DST/gim.db in page-sized writes, as SQLite writes
+#       it (so the page cache holds it as it holds a file SQLite wrote: see
+#       "copy)" below), DST emptied first, and writes
 #       DST/gim.yaml: the service's defaults, listening on
 #       tcp://127.0.0.1:PORT (default 17400), secret "bench-secret", log warn.
 #
@@ -64,7 +66,14 @@ copy)
     [ ! -s "$src/gim.db-wal" ] || die "$src/gim.db-wal is not empty: the copy would miss it"
     mkdir -p "$dst"
     rm -f "$dst/gim.db" "$dst/gim.db-wal" "$dst/gim.db-shm" "$dst/gim.db.lock"
-    cp "$src/gim.db" "$dst/gim.db"
+    # Page by page, as SQLite writes the file: on Linux 6.16+ ext4 caches a file in
+    # folios as large as the writes that made it, and cp's big writes left the copy
+    # in 64 KiB folios (a file SQLite grew is in 4 KiB ones: tools/gim-folios), where
+    # each 4 KiB page a checkpoint writes back costs ext4 a walk of the folio's 16
+    # block buffers: sends were 7-19 % slower at C=64 (docs/benchmarks.md, "Issue 15:
+    # the bench's copies and the page cache's folios").
+    psz=$(od -An -tu1 -j16 -N2 "$src/gim.db" | awk '{ p = $1 * 256 + $2; print p == 1 ? 65536 : p }')
+    dd if="$src/gim.db" of="$dst/gim.db" bs="$psz" status=none
     chmod u+w "$dst/gim.db"
     cat >"$dst/gim.yaml" <<YAML
 listen: ["tcp://127.0.0.1:$port"]

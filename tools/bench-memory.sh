@@ -13,7 +13,9 @@ set -uo pipefail
 bin=$1 src=$2 dir=$3 port=$4 dbkeys=$5 secs=$6 wl=$7
 shift 7
 bench=${GIM_BENCH:-build/tools/gim-bench}
-rm -rf "$dir" && mkdir -p "$dir" && cp "$src" "$dir/gim.db"
+[ "$(basename "$src")" = gim.db ] || { echo "bench-memory.sh: SOURCE_DB must be a gim.db" >&2; exit 2; }
+# bench-db.sh's copy (page-sized writes: the page cache holds it as it holds a file SQLite wrote)
+rm -rf "$dir" && sh "$(dirname "$0")/bench-db.sh" copy "$(dirname "$src")" "$dir" "$port" >/dev/null || exit 2
 cat > "$dir/gim.yaml" <<YAML
 listen: ["tcp://127.0.0.1:$port"]
 publish: ["ipc://$dir/pub.ipc"]

@@ -178,7 +178,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
         mkdir -p "$d"
         cp "$SEED/gim.db" "$d/seed.db" # gim-bench reads the users' seqs from it (sync)
         if [ "$cfg" = sqlite ]; then
-            cp "$SEED/gim.db" "$d/gim.db"
+            # page-sized writes, as SQLite writes it (bench-db.sh copy: the page cache's folios)
+            sh "$HERE/bench-db.sh" copy "$SEED" "$d" >/dev/null
             config "$d" 0 "path: \"$d/gim.db\""
             n=1
             PG_PIDS=

@@ -34,7 +34,7 @@
  * cycle's p50/p90/p99/max in ms, the checkpointer's passes, pages and
  * writeback kicks. The checkpointer copies what is still due before it
  * stops, so pages_written is what the commits left it (rounded down).
- * DIR keeps its two files (db, wal) for the next run.
+ * DIR keeps its two files (db, wal) after the run; the next run writes both anew.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -203,19 +203,27 @@ static void parse(int argc, char **argv)
         usage_error("--batch x --wal-bytes is more than the WAL's 32 MiB%s%s", "", "");
 }
 
-/* The database file exists in full before the run, as a database does: overwrites, not growth. */
+/*
+ * The database file exists in full before the run, as a database does: overwrites, not growth.
+ * It is written page by page, as SQLite writes one: written in 1 MiB chunks it sat in the page
+ * cache in folios of up to 256 pages (ext4, Linux 6.16+; tools/gim-folios), and each 4 KiB write
+ * of a checkpoint then cost the kernel a walk of its folio's block buffers, which no database
+ * SQLite wrote pays (docs/benchmarks.md, "Issue 15: the bench's copies and the page cache's
+ * folios").
+ */
 static void prepare(void)
 {
     char path[4096];
     if (mkdir(o.dir, 0755) != 0 && errno != EEXIST)
         die(o.dir);
     snprintf(path, sizeof path, "%s/db", o.dir);
-    if ((db_fd = open(path, O_RDWR | O_CREAT, 0644)) < 0)
+    /* O_TRUNC: a file left by an earlier run may still be cached in large folios */
+    if ((db_fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644)) < 0)
         die(path);
-    static char chunk[1 << 20];
-    memset(chunk, 0x11, sizeof chunk);
-    for (long mb = 0; mb < o.db_mb; mb++)
-        if (pwrite(db_fd, chunk, sizeof chunk, mb * (long)sizeof chunk) != (ssize_t)sizeof chunk)
+    static char page[PAGE];
+    memset(page, 0x11, sizeof page);
+    for (long p = 0; p < o.db_mb * (1024 * 1024 / PAGE); p++)
+        if (pwrite(db_fd, page, PAGE, p * PAGE) != PAGE)
             die("pwrite db (prepare)");
     snprintf(path, sizeof path, "%s/wal", o.dir);
     if ((wal_fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644)) < 0)

@@ -103,7 +103,8 @@ int main(int argc, char **argv)
             continue;
         uint64_t pfn = ent[i] & PM_PFN, fl = 0;
         if (pfn == 0) { /* present but hidden: the kernel shows frames only with CAP_SYS_ADMIN */
-            fprintf(stderr, "gim-folios: the kernel hides frame numbers from this process (root?)\n");
+            fprintf(stderr,
+                    "gim-folios: the kernel hides frame numbers from this process (root?)\n");
             rc = 2;
             goto out;
         }

@@ -10,7 +10,8 @@
 # and file system do not make them (ext4 before Linux 6.16, tmpfs without huge pages) and the
 # test is skipped (77), saying so; so is a run without root, which cannot read frame numbers.
 # Then every cached page of bench-db.sh's copy must be in a 4 KiB folio and the copy must be
-# byte for byte its source. The files live under the build directory's file system (the one a
+# byte for byte its source; and gim-diskbound's database file, which stands for a database in its
+# runs, must be cached the same way after a run. The files live under the build directory's file system (the one a
 # database and its copies would be on), in a directory of their own, removed at the end.
 set -u
 
@@ -63,4 +64,20 @@ echo "bench-db.sh copy: $out"
 [ "$(field cached "$out")" -gt 0 ] || fail "the copy is not in the page cache: $out"
 [ "$(field large "$out")" -eq 0 ] ||
     fail "bench-db.sh copy left $(field large "$out") of $(field cached "$out") cached pages in large folios"
+
+# gim-diskbound's database file, written anew by each run, the same way (an earlier run's file,
+# written in 1 MiB chunks, was left in the cache in folios of up to 256 pages). The file is
+# first made the old way, so a run that only overwrote it would leave those folios.
+DISKBOUND=$(dirname "$FOLIOS")/gim-diskbound
+mkdir -p "$WORK/disk"
+dd if=/dev/zero of="$WORK/disk/db" bs=1M count=4 status=none
+out=$("$FOLIOS" "$WORK/disk/db") || fail "gim-folios on the chunk-written file failed"
+[ "$(field large "$out")" -gt 0 ] || fail "the chunk-written control shows no large folios: $out"
+"$DISKBOUND" --dir "$WORK/disk" --db-mb 4 --secs 0.2 --batch 4 --wal-bytes 8192 --pages 1 \
+    >/dev/null || fail "gim-diskbound failed"
+out=$("$FOLIOS" "$WORK/disk/db") || fail "gim-folios on gim-diskbound's file failed"
+echo "gim-diskbound's file: $out"
+[ "$(field cached "$out")" -gt 0 ] || fail "gim-diskbound's file is not in the page cache: $out"
+[ "$(field large "$out")" -eq 0 ] ||
+    fail "gim-diskbound left $(field large "$out") of $(field cached "$out") cached pages in large folios"
 echo "PASS"

@@ -98,7 +98,8 @@ static void on_metrics(nng_aio *aio)
                                .pushes_dropped = push_dropped(h->o.push),
                                .database_bytes = file_size(h->db_path, -1),
                                .wal_bytes = file_size(h->wal_path, 0),
-                               .writer_pending = writer_pending(h->o.writer)};
+                               .writer_pending = writer_pending(h->o.writer),
+                               .writer_checkpoints = writer_checkpoints(h->o.writer)};
     struct mapvfs_stats ms;
     mapvfs_stats(&ms);
     g.mmap_chosen_bytes = ms.chosen_bytes;

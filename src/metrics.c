@@ -254,6 +254,10 @@ void metrics_write(struct metrics *m, const struct metrics_gauges *g, FILE *out)
     gauge(out, "gim_writer_pending_jobs",
           "Write requests at the writer: queued, or in the transaction running now.",
           (int64_t)g->writer_pending);
+    counter(out, "gim_writer_checkpoints_total",
+            "Times the WAL reached its bound and the writer copied the rest of it back itself, "
+            "holding up one batch.",
+            g->writer_checkpoints);
     gauge(out, "gim_mmap_chosen_bytes",
           "Bytes of the database file SQLite reads through the process's one mapping "
           "(database.mmap_mb at most; about this much of it is in VmRSS).",

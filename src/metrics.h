@@ -49,6 +49,7 @@ struct metrics_gauges {
     int64_t database_bytes;      /* size of the database file, -1 = unknown */
     int64_t wal_bytes;           /* size of its -wal file, 0 when absent */
     uint64_t writer_pending;     /* writer_pending() */
+    uint64_t writer_checkpoints; /* writer_checkpoints() */
     uint64_t mmap_chosen_bytes;  /* mapvfs_stats(): the mapping's segments in use */
     uint64_t mmap_retires;       /* mapvfs_stats(): segments dropped since the start */
 };

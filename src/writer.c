@@ -25,6 +25,7 @@ struct writer {
     struct write_job *head, *tail; /* FIFO of queued jobs */
     bool stopping;
     _Atomic uint64_t pending; /* writer_pending(): +1 when queued, -n after a batch's done()s */
+    _Atomic uint64_t own_checkpoints; /* writer_checkpoints() */
     /* How the writer's connection waits for a lock; cut short by writer_stop_waiting(). */
     struct busy_wait busy;
     /* The checkpointer (see ckpt_main); ckpt_due, scrub_due and ckpt_stop are under ckpt_mu. */
@@ -49,9 +50,22 @@ struct writer {
  * Bought (same 1M database copy, C=64, shared 2-core VM): 7,008-7,388 ->
  * 8,312-8,590 sends/s and p99 22 -> 15 ms; see docs/benchmarks.md.
  */
-#define CKPT_FRAMES          1000 /* SQLite's own wal_autocheckpoint default: 4 MiB */
-#define CKPT_WRITER_FRAMES   8000 /* 32 MiB: the WAL's bound in practice */
-#define CKPT_PINNED_RETRY_MS 100  /* a reader pins the WAL: see wal_hook */
+#define CKPT_FRAMES 1000 /* SQLite's own wal_autocheckpoint default: 4 MiB */
+/*
+ * The WAL's bound in practice: 32,000 pages, 128 MiB. Under a steady stream
+ * of commits the checkpointer is always a commit behind, so the WAL never
+ * starts over by itself, and the writer's own checkpoint at this bound
+ * (copy the rest, sync the database file) holds up the batch that crossed
+ * it for a few ms. At 8,000 (32 MiB) that was 1.5 % of the commits at 64
+ * clients, 5 a second, and a send that spans two commits met one often
+ * enough to make the p99: at 32,000 the sends' p99 fell in 13 of 14
+ * alternated pairs (1M, C=64: 9.3-10.9 ms against 10.9-15.0; the rate
+ * within the noise; docs/benchmarks.md, "Issue 15: the writer rewinds the
+ * WAL a quarter as often"). The price is disk space, and the WAL a restart
+ * after a crash reads back: up to 128 MiB instead of 32.
+ */
+#define CKPT_WRITER_FRAMES   32000
+#define CKPT_PINNED_RETRY_MS 100 /* a reader pins the WAL: see wal_hook */
 
 /*
  * The WAL scrub: erased content (recall, retention) is gone from the b-tree
@@ -338,6 +352,7 @@ static void wal_hook(void *arg, int frames)
         if (now < wr->pinned_until_ms)
             return;
         int log_frames = 0, copied = 0;
+        atomic_fetch_add(&wr->own_checkpoints, 1);
         storage(wr->w->db)->tx->checkpoint(wr->w->db, &log_frames, &copied);
         wr->pinned_until_ms = copied < log_frames ? now + CKPT_PINNED_RETRY_MS : 0;
         return;
@@ -521,6 +536,11 @@ void writer_submit(struct writer *wr, struct write_job *job)
     atomic_fetch_add(&wr->pending, 1);
     pthread_cond_signal(&wr->cv);
     pthread_mutex_unlock(&wr->mu);
+}
+
+uint64_t writer_checkpoints(struct writer *wr)
+{
+    return wr ? atomic_load(&wr->own_checkpoints) : 0;
 }
 
 uint64_t writer_pending(struct writer *wr)

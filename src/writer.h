@@ -120,6 +120,15 @@ void writer_submit(struct writer *wr, struct write_job *job);
 uint64_t writer_pending(struct writer *wr);
 
 /*
+ * The writer's own checkpoints since the start: each time the WAL reached its
+ * bound (CKPT_WRITER_FRAMES, writer.c) the writer copied the rest of it back
+ * itself, holding up the batch that crossed it, so that the WAL could start
+ * over (retried every 100 ms while a reader pins it). The /metrics counter
+ * that lets an operator match a slow commit to it; safe from any thread.
+ */
+uint64_t writer_checkpoints(struct writer *wr);
+
+/*
  * The first step of a stop: from now on the writer waits for no lock. A
  * batch that finds the database locked by another process fails at once with
  * GIM_EUNAVAILABLE (a wait in progress ends now), instead of after

@@ -616,7 +616,7 @@ Test(bench, diskbound_refuses_bad_options)
     const char *cases[][3] = {{"--batch", "0", "--batch"},
                               {"--secs", "soon", "--secs"},
                               {"--kick-pages", "1.5", "--kick-pages"},
-                              {"--wal-bytes", "99999999", "32 MiB"},
+                              {"--wal-bytes", "99999999", "128 MiB"},
                               {"--fast", "1", "unknown option --fast"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *args[] = {"--dir", dir, cases[i][0], cases[i][1], NULL};

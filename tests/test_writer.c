@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -263,4 +264,82 @@ Test(writer, the_thread_commits_queued_jobs_in_groups)
         seen[t[i].seq] = true;
         cr_assert_eq(t[i].visible, 1);
     }
+}
+
+/* A job that stores 60,000 random bytes: about 16 new pages, so the WAL grows fast. */
+static gim_err bigjob_exec(struct write_job *job, struct wctx *wc)
+{
+    (void)job;
+    return store_exec(wc->db, "INSERT INTO t_big (x) VALUES (randomblob(60000))");
+}
+
+static void bigjob_done(struct write_job *job, struct wctx *wc, gim_err err)
+{
+    (void)job;
+    (void)wc;
+    cr_assert_eq(err, GIM_OK);
+    atomic_fetch_add(&done_count, 1);
+}
+
+/* Submits n big jobs and waits until all are done. */
+static void write_big(struct writer *wr, struct write_job *jobs, int n)
+{
+    int before = atomic_load(&done_count);
+    for (int i = 0; i < n; i++) {
+        jobs[i] = (struct write_job){.exec = bigjob_exec, .done = bigjob_done};
+        writer_submit(wr, &jobs[i]);
+    }
+    while (atomic_load(&done_count) < before + n)
+        usleep(1000);
+}
+
+/* The WAL's length in frames (pages), from its file: 32 bytes of header, then 24 + 4096 each. */
+static long wal_frames(void)
+{
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    struct stat st;
+    return stat(wal, &st) == 0 && st.st_size > 32 ? (long)((st.st_size - 32) / (24 + 4096)) : 0;
+}
+
+/*
+ * The writer copies the WAL back itself only once it holds CKPT_WRITER_FRAMES
+ * (32,000) pages: each such checkpoint holds up a batch, and at 8,000 pages
+ * they made the sends' p99 (writer.c). A reader holding an old snapshot keeps
+ * the WAL from being copied back or started over, so it only grows: past
+ * 9,000 pages the writer must not have checkpointed yet, past 33,000 it must
+ * have (the bound is still there).
+ */
+Test(writer, the_writer_checkpoints_itself_only_at_the_wal_s_bound)
+{
+    static struct write_job jobs[2600];
+    struct writer *wr = NULL;
+    cr_assert_eq(store_exec(db, "CREATE TABLE t_big (x BLOB)"), GIM_OK);
+    sqlite3 *reader;
+    cr_assert_eq(sqlite3_open_v2(path, &reader, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM t_big", NULL, NULL, NULL),
+                 SQLITE_OK, "the reader takes its snapshot");
+    atomic_store(&done_count, 0);
+    cr_assert_eq(writer_start(&wr, &w, NULL), GIM_OK);
+
+    int used = 0;
+    while (wal_frames() < 9000 && used < 800) {
+        write_big(wr, jobs + used, 50);
+        used += 50;
+    }
+    cr_assert_geq(wal_frames(), 9000, "the WAL did not grow: %ld pages", wal_frames());
+    cr_assert_eq(writer_checkpoints(wr), 0,
+                 "the writer checkpointed at %ld pages, below its bound of 32,000", wal_frames());
+
+    while (wal_frames() < 33000 && used + 100 <= (int)(sizeof jobs / sizeof jobs[0])) {
+        write_big(wr, jobs + used, 100);
+        used += 100;
+    }
+    cr_assert_geq(wal_frames(), 33000, "the WAL did not grow: %ld pages", wal_frames());
+    cr_assert_geq(writer_checkpoints(wr), 1, "no checkpoint of the writer's at %ld pages",
+                  wal_frames());
+
+    sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close(reader);
+    writer_stop(wr);
 }

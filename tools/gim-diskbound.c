@@ -7,7 +7,7 @@
  * those commits changed back into the database file (random 4 KiB writes in
  * page order) and syncs that file too, once per commit under load. This
  * program does exactly that I/O and nothing else: a writer thread appends
- * BATCH x WAL_BYTES and syncs (the WAL starts over at 32 MiB, as the writer's
+ * BATCH x WAL_BYTES and syncs (the WAL starts over at 128 MiB, as the writer's
  * own checkpoint makes it), and a checkpointer thread, woken after each
  * commit, syncs the WAL, writes BATCH x PAGES random pages of a DB_MB file in
  * ascending order and syncs the file. WAL_BYTES and PAGES are what a send
@@ -49,7 +49,7 @@
 #include <unistd.h>
 
 #define PAGE       4096
-#define WAL_RESET  (32L * 1024 * 1024) /* CKPT_WRITER_FRAMES x 4 KiB, writer.c */
+#define WAL_RESET  (128L * 1024 * 1024) /* CKPT_WRITER_FRAMES x 4 KiB, writer.c */
 #define MAX_CYCLES 2000000
 
 struct opts {
@@ -200,7 +200,7 @@ static void parse(int argc, char **argv)
         i++;
     }
     if ((double)o.batch * (double)o.wal_bytes > WAL_RESET)
-        usage_error("--batch x --wal-bytes is more than the WAL's 32 MiB%s%s", "", "");
+        usage_error("--batch x --wal-bytes is more than the WAL's 128 MiB%s%s", "", "");
 }
 
 /*

@@ -56,8 +56,8 @@ struct writer {
  * of commits the checkpointer is always a commit behind, so the WAL never
  * starts over by itself, and the writer's own checkpoint at this bound
  * (copy the rest, sync the database file) holds up the batch that crossed
- * it for a few ms. At 8,000 (32 MiB) that was 1.5 % of the commits at 64
- * clients, 5 a second, and a send that spans two commits met one often
+ * it for a few ms. At 8,000 (32 MiB) that was 1.3-2 % of the commits at
+ * 64 clients, 5-8 a second, and a send that spans two commits met one often
  * enough to make the p99: at 32,000 the sends' p99 fell in 20 of 21
  * alternated pairs (1M, C=64: 9.3-11.0 ms against 10.9-15.0; the rate
  * within the noise; docs/benchmarks.md, "Issue 15: the writer rewinds the

@@ -3,6 +3,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/tls/tls.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,31 +11,72 @@
 
 #include "textfile.h"
 
-struct gim_client {
+/*
+ * One nng socket and the pipes its callbacks counted. Apart from the client
+ * because a socket may outlive it: a parked socket's callbacks still run.
+ */
+struct client_sock {
     nng_socket sock;
-    bool open;
+    atomic_int pipes; /* added (ADD_POST) and not yet removed (REM_POST) */
+    bool late;        /* a call timed out while a pipe was up: its reply may still come */
+};
+
+struct gim_client {
+    struct client_sock *cs; /* NULL only before the first dial */
     char *url;
     int timeout_ms;
     int attempts;
     nng_tls_config *tls;
 };
 
+static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    struct client_sock *cs = arg;
+    (void)p;
+    atomic_fetch_add(&cs->pipes, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1);
+}
+
+/*
+ * Lets go of a socket. nng 1.5.2 reads a message in two reads and issues the
+ * second from the first's callback without looking whether the pipe was
+ * closed in between; when it was, the pipe's receive never completes and
+ * nng's one reaper thread waits for it for good, and with it every later
+ * nng_close and every redial in the process (docs/reliability.md, "A reply on
+ * its way when a pipe closes"). So a socket on which a reply may still be
+ * arriving is not closed but parked: left open, and its struct left to nng's
+ * callbacks (a few per process, and only after timeouts on a live link). A
+ * socket without a pipe has nothing arriving: closed.
+ */
+static void sock_release(struct client_sock *cs)
+{
+    if (!cs || (cs->late && atomic_load(&cs->pipes) > 0))
+        return;
+    nng_close(cs->sock);
+    free(cs);
+}
+
+/* Gives the client a new socket dialing c->url (non-blocking), releasing the old one. */
 static int redial(struct gim_client *c)
 {
     int rv;
-    if (c->open)
-        nng_close(c->sock);
-    c->open = false;
-    if ((rv = nng_req0_open(&c->sock)) != 0)
+    struct client_sock *cs = calloc(1, sizeof *cs);
+    if (!cs)
+        return NNG_ENOMEM;
+    if ((rv = nng_req0_open(&cs->sock)) != 0) {
+        free(cs);
         return rv;
-    c->open = true;
-    nng_socket_set_ms(c->sock, NNG_OPT_RECVTIMEO, c->timeout_ms);
-    nng_socket_set_ms(c->sock, NNG_OPT_SENDTIMEO, c->timeout_ms);
-    nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 20);
-    nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 500);
+    }
+    sock_release(c->cs);
+    c->cs = cs;
+    nng_pipe_notify(cs->sock, NNG_PIPE_EV_ADD_POST, pipe_event, cs);
+    nng_pipe_notify(cs->sock, NNG_PIPE_EV_REM_POST, pipe_event, cs);
+    nng_socket_set_ms(cs->sock, NNG_OPT_RECVTIMEO, c->timeout_ms);
+    nng_socket_set_ms(cs->sock, NNG_OPT_SENDTIMEO, c->timeout_ms);
+    nng_socket_set_ms(cs->sock, NNG_OPT_RECONNMINT, 20);
+    nng_socket_set_ms(cs->sock, NNG_OPT_RECONNMAXT, 500);
     /* Non-blocking dial: the server may still be starting; nng keeps trying. */
     nng_dialer d;
-    if ((rv = nng_dialer_create(&d, c->sock, c->url)) != 0)
+    if ((rv = nng_dialer_create(&d, cs->sock, c->url)) != 0)
         return rv;
     if (c->tls && (rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, c->tls)) != 0)
         return rv;
@@ -86,8 +128,7 @@ void client_close(struct gim_client *c)
 {
     if (!c)
         return;
-    if (c->open)
-        nng_close(c->sock);
+    sock_release(c->cs);
     if (c->tls)
         nng_tls_config_free(c->tls);
     free(c->url);
@@ -98,13 +139,23 @@ gim_err client_call_raw(struct gim_client *c, const void *buf, size_t len, uint8
                         size_t *rlen)
 {
     for (int attempt = 0; attempt < c->attempts; attempt++) {
-        if (attempt > 0 && redial(c) != 0)
-            continue;
-        if (nng_send(c->sock, (void *)buf, len, 0) != 0)
+        /*
+         * After a timeout: with a pipe up, the link works and the server is
+         * slow, so the same socket sends again (nng REQ drops a reply to a try
+         * it gave up on). Without one, nng 1.5.2's dialer may have stopped
+         * redialing: a new socket.
+         */
+        if (attempt > 0) {
+            if (atomic_load(&c->cs->pipes) > 0)
+                c->cs->late = true;
+            else if (redial(c) != 0)
+                continue;
+        }
+        if (nng_send(c->cs->sock, (void *)buf, len, 0) != 0)
             continue;
         void *r = NULL;
         size_t n = 0;
-        if (nng_recv(c->sock, &r, &n, NNG_FLAG_ALLOC) != 0)
+        if (nng_recv(c->cs->sock, &r, &n, NNG_FLAG_ALLOC) != 0)
             continue;
         *reply = malloc(n ? n : 1);
         if (*reply)

@@ -2,11 +2,14 @@
  * gimclient: a gateway's side of the protocol, for gimctl, gim-bench and the
  * integration tests.
  *
- * One client = one nng REQ socket dialed to one URL. Debian's nng 1.5.2 can
- * stop redialing when a connection drops during its handshake, so a call
- * that times out closes the socket, opens and dials a new one, and resends
- * the same bytes (same request_id: the server's idempotency makes that safe)
- * up to `attempts` times.
+ * One client = one nng REQ socket dialed to one URL. A call that times out
+ * resends the same bytes (same request_id: the server's idempotency makes
+ * that safe) up to `attempts` times in all. Debian's nng 1.5.2 can stop
+ * redialing when a connection drops during its handshake, so when the socket
+ * has no connection up the resend goes out on a new socket. A socket with a
+ * connection up is never closed after a timeout, not even by client_close:
+ * its late reply may be arriving, and closing a pipe under an arriving
+ * message can wedge nng 1.5.2 for the rest of the process (gimclient.c).
  *
  * Ownership: client_open's *out is the caller's (client_close). Replies
  * returned through **out are the caller's: pb__output__free_unpacked(out, NULL).

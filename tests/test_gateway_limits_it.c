@@ -393,6 +393,52 @@ Test(gateway_limits_it, when_gim_logic_stops_answering_clients_get_unavailable_t
 }
 
 /*
+ * A gim-logic that is slow but answers: its requests time out and are resent,
+ * but its links are not re-dialed. Closing a link that answers cuts replies
+ * on their way, and nng 1.5.2 can then wedge its reaper thread for good (no
+ * dialer redials again, SIGTERM never ends the gateway; upstream.c's redial,
+ * tests/test_gimclient_it.c). Five times: a request answered, then gim-logic
+ * frozen for longer than the gateway's timeout (the request times out while
+ * the link answered 0.3 s ago), then running again and the request answered
+ * by its resend. Before the fix every timeout re-dialed: redials >= 1.
+ */
+Test(gateway_limits_it, a_slow_gim_logic_s_answering_links_are_not_re_dialed)
+{
+    gwt_start_logic(&logic, NULL);
+    gwt_start(&gw, &logic, "gwS", "timeout_ms: 200, attempts: 10", NULL);
+    struct gwc c;
+    gwc_connect(&c, &gw, GWC_BE16, 0);
+    cr_assert_eq(gwc_signin(&c, 130, 13001), PB__ERROR_CODE__EC_OK);
+    Pb__SyncInput sy = PB__SYNC_INPUT__INIT;
+    for (int round = 0; round < 5; round++) {
+        gwc_send(&c, PB__PACKAGE_TYPE__PT_SYNC, 10 + 2 * round, &sy.base);
+        Pb__Output *o = gwc_reply(&c, 10 + 2 * round, 5000);
+        cr_assert_not_null(o, "round %d: no answer", round);
+        cr_assert_eq(o->code, PB__ERROR_CODE__EC_OK, "round %d: code %d", round, o->code);
+        pb__output__free_unpacked(o, NULL);
+        long timeouts = gwt_metric(&gw, "gim_gateway_upstream_timeouts_total");
+        gwt_freeze(logic.pid);
+        gwc_send(&c, PB__PACKAGE_TYPE__PT_SYNC, 11 + 2 * round, &sy.base);
+        /* Until this request timed out at least once (the metric counts each try). */
+        for (int i = 0;
+             i < 100 && gwt_metric(&gw, "gim_gateway_upstream_timeouts_total") <= timeouts; i++)
+            nng_msleep(20);
+        cr_assert_gt(gwt_metric(&gw, "gim_gateway_upstream_timeouts_total"), timeouts,
+                     "round %d: the request did not time out", round);
+        nng_msleep(100); /* the redialer's turn */
+        kill(logic.pid, SIGCONT);
+        o = gwc_reply(&c, 11 + 2 * round, 5000);
+        cr_assert_not_null(o, "round %d: no answer after gim-logic ran again", round);
+        cr_assert_eq(o->code, PB__ERROR_CODE__EC_OK, "round %d: code %d", round, o->code);
+        pb__output__free_unpacked(o, NULL);
+    }
+    cr_assert_eq(gwt_metric(&gw, "gim_gateway_upstream_redials_total"), 0,
+                 "links that answered were re-dialed");
+    gwc_close(&c);
+    cr_assert_eq(gwt_stop(&gw), 0);
+}
+
+/*
  * Many requests time out together, again and again, on an ipc link to a
  * stopped gim-logic, so each redial closes a dialer with thousands of
  * requests on its link or with its handshake under way. When the timeouts'

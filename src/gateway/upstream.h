@@ -5,10 +5,12 @@
  * requests over the live links). Each request runs on its own REQ context
  * with a receive timeout (logic.timeout_ms). Debian's nng 1.5.2 can stop
  * redialing when a link drops during its handshake (docs/protocol.md), so a
- * timeout has every dialer re-created (at most once a second, by a thread
- * of this module's own: never on nng's task threads, see upstream.c) and the
- * request is sent again, up to logic.attempts times in all; resending is safe
- * because gim-logic makes retried sends idempotent by (device, request_id).
+ * timeout has every dialer re-created that has no pipe up or whose pipe
+ * brought no answer for a while (at most once a second, by a thread of this
+ * module's own: never on nng's task threads; a link that answers is never
+ * cut under its replies: see upstream.c) and the request is sent again, up
+ * to logic.attempts times in all; resending is safe because gim-logic makes
+ * retried sends idempotent by (device, request_id).
  *
  * The lease: upstream_start() sends PT_GATEWAY_LEASE{boot_id} until
  * gim-logic answers, then a thread renews it every logic.lease_seconds. It

@@ -145,18 +145,17 @@ gim_err client_call_raw(struct gim_client *c, const void *buf, size_t len, uint8
          * it gave up on). Without one, nng 1.5.2's dialer may have stopped
          * redialing: a new socket.
          */
-        if (attempt > 0) {
-            if (atomic_load(&c->cs->pipes) > 0)
-                c->cs->late = true;
-            else if (redial(c) != 0)
-                continue;
-        }
+        if (attempt > 0 && atomic_load(&c->cs->pipes) == 0 && redial(c) != 0)
+            continue;
         if (nng_send(c->cs->sock, (void *)buf, len, 0) != 0)
             continue;
         void *r = NULL;
         size_t n = 0;
-        if (nng_recv(c->cs->sock, &r, &n, NNG_FLAG_ALLOC) != 0)
+        if (nng_recv(c->cs->sock, &r, &n, NNG_FLAG_ALLOC) != 0) {
+            if (atomic_load(&c->cs->pipes) > 0)
+                c->cs->late = true; /* its reply may still come: see sock_release */
             continue;
+        }
         *reply = malloc(n ? n : 1);
         if (*reply)
             memcpy(*reply, r, n);

@@ -53,7 +53,7 @@ struct server_ctx {
 
 static nng_socket rep;
 static struct server_ctx sctx[SERVER_CTXS];
-static atomic_bool stop_server, stop_clients;
+static atomic_bool stop_clients;
 static atomic_int clients_done;
 static atomic_long requests_received, calls_ended, calls_answered, calls_failed, wrong_replies;
 static char url[128], dir[64];
@@ -61,10 +61,11 @@ static char url[128], dir[64];
 static void server_cb(void *arg)
 {
     struct server_ctx *s = arg;
-    if (nng_aio_result(s->aio) != 0) {
+    int rv = nng_aio_result(s->aio);
+    if (rv != 0) {
         if (s->state != 0)
             nng_msg_free(s->msg);
-        if (atomic_load(&stop_server))
+        if (rv == NNG_ECLOSED)
             return;
         s->state = 0;
         nng_ctx_recv(s->ctx, s->aio);
@@ -163,10 +164,8 @@ Test(gimclient, late_replies_neither_hang_the_client_nor_cross_calls, .timeout =
      * fix, the client hung after 17 calls, with fewer timeouts than that. */
     cr_expect_geq(resent, 50, "only %ld tries timed out", resent);
 
-    atomic_store(&stop_server, true);
-    nng_close(rep);
-    for (int i = 0; i < SERVER_CTXS; i++)
-        nng_aio_free(sctx[i].aio);
+    /* The server stays open: the clients' sockets are parked on it (they timed out with a
+     * pipe up), and closing it would close their pipes under nng as the fix avoids. */
     char path[160];
     snprintf(path, sizeof path, "%s/rep.ipc", dir);
     unlink(path);

@@ -24,10 +24,11 @@ struct upstream {
     nng_dialer dialers[GWCFG_MAX_URLS];
     nng_time last_redial;
     /* Per dialer slot, for the redialer: the dialer's id (set before it starts), its pipes
-     * up (pipe_event) and when an answer last came over it (on_aio). */
+     * up and the latest one's id (pipe_event), and when an answer last came (on_aio). */
     struct {
         atomic_uint id;
         atomic_int pipes;
+        atomic_uint pipe;
         _Atomic nng_time answered;
     } links[GWCFG_MAX_URLS];
     pthread_mutex_t rmu; /* the redialer's wake-up: redial_wanted, redial_stop */
@@ -65,8 +66,23 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
     struct upstream *up = arg;
     int i = link_of(up, p);
-    if (i >= 0)
-        atomic_fetch_add(&up->links[i].pipes, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1);
+    if (i < 0)
+        return;
+    if (ev == NNG_PIPE_EV_ADD_POST)
+        atomic_store(&up->links[i].pipe, (unsigned)nng_pipe_id(p));
+    atomic_fetch_add(&up->links[i].pipes, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1);
+}
+
+/* Notes an answer on the link whose pipe brought it: a compare of pipe ids per link, no lock
+ * (nng_pipe_dialer would take nng's global pipe lock on every reply). */
+static void link_answered(struct upstream *up, nng_pipe p)
+{
+    unsigned id = (unsigned)nng_pipe_id(p);
+    for (unsigned i = 0; i < up->cfg->logic.requests_count; i++)
+        if (atomic_load(&up->links[i].pipe) == id) {
+            atomic_store(&up->links[i].answered, nng_clock());
+            return;
+        }
 }
 
 static int dial_one(struct upstream *up, unsigned i)
@@ -75,6 +91,7 @@ static int dial_one(struct upstream *up, unsigned i)
     if (rv == 0) {
         atomic_store(&up->links[i].id, (unsigned)nng_dialer_id(up->dialers[i]));
         atomic_store(&up->links[i].pipes, 0);
+        atomic_store(&up->links[i].pipe, 0);
         atomic_store(&up->links[i].answered, 0);
         nng_dialer_set_ms(up->dialers[i], NNG_OPT_RECONNMINT, 20);
         nng_dialer_set_ms(up->dialers[i], NNG_OPT_RECONNMAXT, 1000);
@@ -224,9 +241,7 @@ static void on_aio(void *arg)
     } else if (rv == 0) {
         nng_msg *reply = nng_aio_get_msg(r->aio);
         nng_aio_set_msg(r->aio, NULL);
-        int link = link_of(r->up, nng_msg_get_pipe(reply));
-        if (link >= 0)
-            atomic_store(&r->up->links[link].answered, nng_clock());
+        link_answered(r->up, nng_msg_get_pipe(reply));
         finish(r, 0, reply);
         return;
     }

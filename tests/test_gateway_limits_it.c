@@ -33,6 +33,15 @@ static void start(const char *extra)
     gwt_start(&gw, &logic, "gwL", NULL, extra);
 }
 
+/* gim-logic, then gateway gwL with those logic keys, and c signed in through it over be16. */
+static void start_signed_in(const char *logic_keys, struct gwc *c, int64_t user, int64_t device)
+{
+    gwt_start_logic(&logic, NULL);
+    gwt_start(&gw, &logic, "gwL", logic_keys, NULL);
+    gwc_connect(c, &gw, GWC_BE16, 0);
+    cr_assert_eq(gwc_signin(c, user, device), PB__ERROR_CODE__EC_OK);
+}
+
 static void teardown(void)
 {
     gwt_cleanup(&gw);
@@ -347,11 +356,8 @@ Test(gateway_limits_it, a_reply_too_large_for_be16_is_never_sent_truncated)
 
 Test(gateway_limits_it, when_gim_logic_stops_answering_clients_get_unavailable_then_recover)
 {
-    gwt_start_logic(&logic, NULL);
-    gwt_start(&gw, &logic, "gwL", "timeout_ms: 300, attempts: 2, lease_seconds: 1", NULL);
     struct gwc c;
-    gwc_connect(&c, &gw, GWC_BE16, 0);
-    cr_assert_eq(gwc_signin(&c, 110, 11001), PB__ERROR_CODE__EC_OK);
+    start_signed_in("timeout_ms: 300, attempts: 2, lease_seconds: 1", &c, 110, 11001);
     int status = 0;
     char *body = gwt_http_get(gw.http_port, "/healthz", &status);
     cr_assert_eq(status, 200, "%s", body);
@@ -404,11 +410,8 @@ Test(gateway_limits_it, when_gim_logic_stops_answering_clients_get_unavailable_t
  */
 Test(gateway_limits_it, a_slow_gim_logic_s_answering_links_are_not_re_dialed)
 {
-    gwt_start_logic(&logic, NULL);
-    gwt_start(&gw, &logic, "gwS", "timeout_ms: 200, attempts: 10", NULL);
     struct gwc c;
-    gwc_connect(&c, &gw, GWC_BE16, 0);
-    cr_assert_eq(gwc_signin(&c, 130, 13001), PB__ERROR_CODE__EC_OK);
+    start_signed_in("timeout_ms: 200, attempts: 10", &c, 130, 13001);
     Pb__SyncInput sy = PB__SYNC_INPUT__INIT;
     for (int round = 0; round < 5; round++) {
         gwc_send(&c, PB__PACKAGE_TYPE__PT_SYNC, 10 + 2 * round, &sy.base);

@@ -78,7 +78,7 @@ static void server_cb(void *arg)
         s->msg = nng_aio_get_msg(s->aio);
         nng_sleep_aio((nng_duration)(rand_r(&s->seed) % (2 * CLIENT_TIMEOUT_MS + 1)), s->aio);
         break;
-    case 1: /* the request message stays on the aio: echoed as the reply */
+    case 1: /* the delay is over: the request goes back as the reply */
         s->state = 2;
         nng_aio_set_msg(s->aio, s->msg);
         nng_ctx_send(s->ctx, s->aio);
@@ -161,7 +161,7 @@ Test(gimclient, late_replies_neither_hang_the_client_nor_cross_calls, .timeout =
      * What must not happen is a stall (above) or a reply crossing calls. */
     cr_expect_gt(atomic_load(&calls_answered), 0, "no call was answered");
     /* The case under test happened: tries timed out and their replies came late. Before the
-     * fix, the client hung after 17 calls, with fewer timeouts than that. */
+     * fix, the client hung after 17-19 calls. */
     cr_expect_geq(resent, 50, "only %ld tries timed out", resent);
 
     /* The server stays open: the clients' sockets are parked on it (they timed out with a

@@ -639,3 +639,42 @@ Test(bench, diskbound_refuses_bad_options)
     }
     cr_assert_eq(file_bytes(dir, "db"), -1, "a refused run made its files");
 }
+
+/*
+ * gim-mapcost times a random page four ways: it counts the whole pages only
+ * (a partial last page is not one), measures all four figures, and sees the
+ * faults of a fresh and of a dropped mapping; bad usage is refused with a
+ * clear error and no result.
+ */
+Test(bench, mapcost_times_the_sampled_pages_four_ways)
+{
+    char path[300], line[1024], *out = NULL;
+    snprintf(path, sizeof path, "%s/mapcost.bin", srv.dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 40 * 4096 + 100; i++)
+        fputc(i & 0xff, f);
+    fclose(f);
+    const char *args[] = {path, "500", NULL};
+    cr_assert_eq(run_tool("gim-mapcost", args, &out), 0);
+    cr_assert(find_line(out, "MAPCOST ", line, sizeof line), "no MAPCOST line in:\n%s", out);
+    cr_assert_eq(field(line, "pages"), 40, "%s", line);
+    cr_assert_eq(field(line, "sampled"), 500, "%s", line);
+    const char *figures[] = {"pread_us", "fault_us", "mapped_us", "random_fault_us"};
+    for (size_t i = 0; i < 4; i++)
+        cr_assert_gt(field(line, figures[i]), 0, "%s: %s", figures[i], line);
+    /* a fresh mapping, and one whose pages were dropped, must fault to be read */
+    cr_assert_geq(field(line, "faults"), 1, "%s", line);
+    cr_assert_geq(field(line, "random_faults"), 1, "%s", line);
+    free(out);
+
+    char missing[320];
+    snprintf(missing, sizeof missing, "%s/no-such-file", srv.dir);
+    const char *bad[][2] = {{path, "0"}, {path, "many"}, {missing, "10"}};
+    for (size_t i = 0; i < 3; i++) {
+        const char *a[] = {bad[i][0], bad[i][1], NULL};
+        cr_assert_eq(run_tool("gim-mapcost", a, &out), 1, "%s %s", bad[i][0], bad[i][1]);
+        cr_assert_null(strstr(out, "MAPCOST"), "%s", out);
+        free(out);
+    }
+}

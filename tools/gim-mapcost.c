@@ -3,14 +3,15 @@
  * and through a shared mapping (docs/benchmarks.md, "Where the targets
  * stand": the deep reads at 10M).
  *
- * Why it matters to gim-logic: a sync from deep in a 10M history reads about
- * 50 leaf pages that no 128 MiB mapping budget holds, each by pread() today.
- * Mapping the whole file makes those reads cheap but counts every touched
- * page in VmRSS (2 GiB at 10M), against the memory target. The way between
- * would be a whole-file mapping whose resident part is bounded by dropping
- * its page-table entries (MADV_DONTNEED) past a budget: every read outside
- * the budget would then be a minor fault instead of a pread. This tool says
- * which of the two is dearer on the machine at hand.
+ * Why it matters to gim-logic: its one mapping of the database (mapvfs)
+ * keeps only a budget's worth of segments mapped (database.mmap_mb, 128 MiB)
+ * and reads a page of any other segment with pread(). A sync from deep in a
+ * 10M history reads about 50 leaf pages outside that budget. Mapping the
+ * whole file makes those reads cheap but counts every touched page in VmRSS
+ * (2 GiB at 10M), against the memory target; mapping a cold page on demand
+ * and dropping it later (MADV_DONTNEED) would make each such read a minor
+ * fault instead of a pread(). This tool says which of the two is dearer on
+ * the machine at hand.
  *
  * How: reads every page of FILE once (so all of them are cached and nothing
  * below touches the disk), picks N random pages (seed 1), then times, per

@@ -9,14 +9,119 @@
 #   bytes per 1:1 message written through the protocol (bench-storage.sh).
 # Every run starts the service with its defaults on a fresh page-by-page copy
 # (bench-db.sh copy), so no run inherits another's writes or page cache state.
-# Each bench line is preceded by the time and load average; a summary of
-# every row follows at the end (rate (p99 ms) per run, and the run's cores busy).
+# Each bench line is preceded by the time and load average; the summary
+# follows at the end: per row its runs as rate (p99 ms) [cores busy] and the
+# verdict against the issue's target (met in k of n runs), the growth 1M ->
+# 10M of the rows that have a limit (their means), memory and storage.
 #
 #   tools/bench-targets.sh OUT_LOG
+#   tools/bench-targets.sh --summary LOG    the summary of a finished (or
+#        unfinished) log again, from its header and ROW lines; exit 2 when
+#        LOG has neither
 #   env: BIN (build), DATA (/work/bench-data), M1 (1m-0009), M10 (10m-0009),
 #        RUNS (3), MEM_SECS (300), PORT (17480), WORK (/tmp/gim-targets)
 set -uo pipefail
-[ $# -eq 1 ] || { echo "usage: bench-targets.sh OUT_LOG" >&2; exit 2; }
+usage() { echo "usage: bench-targets.sh OUT_LOG | --summary LOG" >&2; exit 2; }
+
+# summary LOG: the table of every ROW of LOG with the verdicts. The targets
+# are issue 15's: sends at C=64 >= 10,000/s with p99 <= 10 ms; at C=256
+# >= 15,000/s, p99 <= 20 ms; syncs >= 20,000 pages/s, p99 <= 5 ms; reads
+# beside saturating sends p99 <= 10 ms; growth 1M -> 10M <= 15 % lost on
+# sends, <= 20 % on syncs; RssAnon <= 128 MiB and VmRSS <= 256 MiB; <= 180
+# bytes per message. The sizes' names come from the log's header line.
+summary() {
+    awk '
+        function parse(from,    i, kv) {
+            r = ""; p = ""; c = ""
+            for (i = from; i <= NF; i++) {
+                split($i, kv, "=")
+                if (kv[1] == "ops_per_s") r = kv[2] + 0
+                if (kv[1] == "p99_ms") p = kv[2] + 0
+                if (kv[1] == "cpus_busy") c = kv[2]
+            }
+        }
+        function add(row, text, ok) {
+            if (!(row in seen)) { seen[row] = 1; order[++n] = row }
+            runs[row] = runs[row] (runs[row] == "" ? "" : "; ") text
+            nrun[row]++; nmet[row] += ok; sum[row] += r
+        }
+        # minimum rate and maximum p99 of a row, by its name
+        function target(row) {
+            mr = 0; mp = 0
+            if (row ~ /^send-c64-/) { mr = 10000; mp = 10 }
+            else if (row ~ /^send-c256-/) { mr = 15000; mp = 20 }
+            else if (row ~ /^sync-/) { mr = 20000; mp = 5 }
+            else if (row == "reads-beside-sends READS") { mp = 10 }
+            return mp > 0
+        }
+        function growth(name, limit,    a, b, loss) {
+            a = name "-" m1; b = name "-" m10
+            if (!(a in nrun) || !(b in nrun)) return
+            loss = 100 * (1 - (sum[b] / nrun[b]) / (sum[a] / nrun[a]))
+            printf "| growth %s 1M -> 10M | means %d -> %d: %+.1f %% | %s (loss <= %d %%) |\n",
+                name, sum[a] / nrun[a] + 0.5, sum[b] / nrun[b] + 0.5, -loss,
+                loss <= limit ? "met" : "missed", limit
+        }
+        $1 == "#" && / bench-targets: bin / {
+            hdr = 1
+            for (i = 1; i < NF; i++) {
+                if ($i == "1M") { m1 = $(i + 1); sub(/,$/, "", m1) }
+                if ($i == "10M") m10 = $(i + 1)
+            }
+        }
+        $1 == "ROW" && $3 ~ /^workload=/ {
+            parse(3)
+            ok = target($2) && r >= mr && p <= mp
+            add($2, sprintf("%d (%.1f) [%s]", r + 0.5, p, c), ok)
+        }
+        $1 == "ROW" && $2 == "reads-beside-sends" {
+            parse(4)
+            row = "reads-beside-sends " $3
+            ok = target(row) && p <= mp
+            add(row, sprintf("%d (%.1f)", r + 0.5, p), ok)
+        }
+        $1 == "ROW" && $2 == "memory" && $3 == "MEM" && $4 == "end" {
+            for (i = 5; i <= NF; i++) {
+                if ($i ~ /^VmRSS:/) { v = $i; sub(/^VmRSS:/, "", v); rss = v / 1024 }
+                if ($i ~ /^RssAnon:/) { v = $i; sub(/^RssAnon:/, "", v); anon = v / 1024 }
+            }
+            mem = 1
+        }
+        $1 == "ROW" && $2 == "storage" && $3 == "STORAGE_GROWTH" {
+            for (i = 4; i <= NF; i++)
+                if ($i ~ /^used_bytes_per_message=/) { v = $i; sub(/^[^=]*=/, "", v); bpm = v + 0 }
+            st = 1
+        }
+        END {
+            if (!hdr || n + mem + st == 0) {
+                print "bench-targets.sh: no bench-targets header or no result row in " FILENAME > "/dev/stderr"
+                exit 2
+            }
+            print "| row | runs: rate (p99 ms) [cores busy] | verdict |"
+            print "|---|---|---|"
+            for (i = 1; i <= n; i++) {
+                row = order[i]
+                v = target(row) ? sprintf("met in %d of %d", nmet[row], nrun[row]) : "no target"
+                print "| " row " | " runs[row] " | " v " |"
+            }
+            growth("send-c64", 15)
+            growth("sync-newest", 20)
+            growth("sync-random", 20)
+            if (mem)
+                printf "| memory at 10M | VmRSS %.1f MiB, RssAnon %.1f MiB | %s (256 / 128 MiB) |\n",
+                    rss, anon, rss <= 256 && anon <= 128 ? "met" : "missed"
+            if (st)
+                printf "| storage | %.1f bytes per message | %s (<= 180) |\n", bpm,
+                    bpm <= 180 ? "met" : "missed"
+        }' "$1"
+}
+
+if [ $# -eq 2 ] && [ "$1" = --summary ]; then
+    [ -r "$2" ] || { echo "bench-targets.sh: cannot read $2" >&2; exit 2; }
+    summary "$2"
+    exit
+fi
+[ $# -eq 1 ] && [ "${1#-}" = "$1" ] || usage
 log=$1
 here=$(cd "$(dirname "$0")" && pwd)
 BIN=${BIN:-build} DATA=${DATA:-/work/bench-data} M1=${M1:-1m-0009} M10=${M10:-10m-0009}
@@ -62,37 +167,8 @@ say "storage: bench-storage.sh"
 "$here/bench-storage.sh" "$BIN" "$WORK/storage" "$PORT" | sed 's/^/ROW storage /' | tee -a "$log"
 say "done"
 
-# The summary: each row's runs as rate (p99 ms) [cores busy].
 echo "## summary" | tee -a "$log"
-awk '
-    $1 == "ROW" && $3 ~ /^workload=/ {
-        row = $2; r = ""; p = ""; c = ""
-        for (i = 3; i <= NF; i++) {
-            split($i, kv, "=")
-            if (kv[1] == "ops_per_s") r = int(kv[2] + 0.5)
-            if (kv[1] == "p99_ms") p = kv[2]
-            if (kv[1] == "cpus_busy") c = kv[2]
-        }
-        if (!(row in seen)) { seen[row] = 1; order[++n] = row }
-        runs[row] = runs[row] (runs[row] == "" ? "" : "; ") r " (" p ") [" c "]"
-    }
-    $1 == "ROW" && $2 == "reads-beside-sends" {
-        r = ""; p = ""
-        for (i = 4; i <= NF; i++) {
-            split($i, kv, "=")
-            if (kv[1] == "ops_per_s") r = int(kv[2] + 0.5)
-            if (kv[1] == "p99_ms") p = kv[2]
-        }
-        row = "reads-beside-sends " $3
-        if (!(row in seen)) { seen[row] = 1; order[++n] = row }
-        runs[row] = runs[row] (runs[row] == "" ? "" : "; ") r " (" p ")"
-    }
-    $1 == "ROW" && $2 == "memory" && $3 == "MEM" && $4 == "end" { mem = $0 }
-    $1 == "ROW" && $2 == "storage" && $3 == "STORAGE_GROWTH" { st = $0 }
-    END {
-        for (i = 1; i <= n; i++) print "| " order[i] " | " runs[order[i]] " |"
-        print mem
-        print st
-    }' "$log" | tee -a "$log.summary"
+summary "$log" >"$log.summary"
+cat "$log.summary"
 cat "$log.summary" >>"$log"
 rm -f "$log.summary"

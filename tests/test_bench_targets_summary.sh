@@ -1,8 +1,9 @@
 #!/bin/bash
 # test_bench_targets_summary: tools/bench-targets.sh --summary reads a log's header and ROW
-# lines and gives each row its verdict against issue 15's targets, the growth 1M -> 10M of the
-# rows with a limit (from their means), memory and storage; a log with no header or no row is
-# refused with exit 2 and a message naming it.
+# lines and gives each row its verdict against issue 15's targets, each send row's p99 / mean
+# latency and the rate its p99 bound needs, the growth 1M -> 10M of the rows with a limit (from
+# their means), memory and storage; a log with no header or no row is refused with exit 2 and a
+# message naming it.
 #
 # usage: tests/test_bench_targets_summary.sh [REPO]
 set -u
@@ -25,8 +26,10 @@ check() { # check WHAT EXPECTED_LINE FILE
 # Rows as bench-targets.sh writes them: gim-bench's RESULT lines renamed ROW <row>, the
 # reads-beside-sends script's READS/SENDS lines, bench-memory.sh's MEM line and
 # bench-storage.sh's STORAGE_GROWTH line. The sizes are named in the header only.
-r() { # r ROW RATE P99 CORES
-    echo "ROW $1 workload=${1%%-*} c=64 ops=1000 ops_per_s=$2 p50_ms=1.000 p99_ms=$3 p999_ms=20.000 errors=0 cpus_busy=$4 cpus=2"
+r() { # r ROW RATE P99 CORES (the row's C from its name: c256 rows 256, the others 64)
+    local c=64
+    [[ $1 == *-c256-* ]] && c=256
+    echo "ROW $1 workload=${1%%-*} c=$c ops=1000 ops_per_s=$2 p50_ms=1.000 p99_ms=$3 p999_ms=20.000 errors=0 cpus_busy=$4 cpus=2"
 }
 {
     echo "# 11:28:01 load 0.10 0.20 0.30 | bench-targets: bin build (abc1234), 1M small-a, 10M big-b"
@@ -63,6 +66,18 @@ check "reads beside sends: p99 only" \
     "| reads-beside-sends READS | 1000 (5.9); 1000 (10.5) | met in 1 of 2 |" "$tmp/out"
 check "the senders beside them have no target" \
     "| reads-beside-sends SENDS | 20255 (16.5) | no target |" "$tmp/out"
+# p99 / mean latency, the mean being C / rate (Little's law): 9.5 x 12000.4 / 64000 = 1.78,
+# 8 x 9999 / 64000 = 1.25 and 10.001 x 11000 / 64000 = 1.72; at 1.25-1.78 a p99 of 10 ms
+# needs 64 x 1.25 / 10 ms = 7,999 to 64 x 1.78 / 10 ms = 11,400 sends/s. C=256: 19 x 16000 /
+# 256000 = 1.1875, so 20 ms needs 256 x 1.1875 / 20 ms = 15,200/s. Syncs and reads get none.
+check "C=64 sends: their p99 / mean and the rate the p99 bound needs" \
+    "| send-c64-small-a p99 / mean latency | 1.25-1.78 | p99 <= 10 ms needs >= 7999-11400/s at these ratios |" "$tmp/out"
+check "C=256 sends: the same with C=256 and 20 ms" \
+    "| send-c256-small-a p99 / mean latency | 1.19-1.19 | p99 <= 20 ms needs >= 15200-15200/s at these ratios |" "$tmp/out"
+if grep -q '^| sync-.* p99 / mean\|^| reads-.* p99 / mean' "$tmp/out"; then
+    echo "FAIL: a sync or reads row got a p99 / mean line (closed-loop sends only)" >&2
+    fail=1
+fi
 check "send growth from the means (11,000 -> 9,200)" \
     "| growth send-c64 1M -> 10M | means 11000 -> 9200: -16.4 % | missed (loss <= 15 %) |" "$tmp/out"
 check "sync newest growth" \

@@ -11,8 +11,10 @@
 # (bench-db.sh copy), so no run inherits another's writes or page cache state.
 # Each bench line is preceded by the time and load average; the summary
 # follows at the end: per row its runs as rate (p99 ms) [cores busy] and the
-# verdict against the issue's target (met in k of n runs), the growth 1M ->
-# 10M of the rows that have a limit (their means), memory and storage.
+# verdict against the issue's target (met in k of n runs); per send row the
+# range of its runs' p99 / mean latency and the rate its p99 bound needs at
+# that range; the growth 1M -> 10M of the rows that have a limit (their
+# means), memory and storage.
 #
 #   tools/bench-targets.sh OUT_LOG
 #   tools/bench-targets.sh --summary LOG    the summary of a finished (or
@@ -32,13 +34,25 @@ usage() { echo "usage: bench-targets.sh OUT_LOG | --summary LOG" >&2; exit 2; }
 summary() {
     awk '
         function parse(from,    i, kv) {
-            r = ""; p = ""; c = ""
+            r = ""; p = ""; c = ""; conc = 0
             for (i = from; i <= NF; i++) {
                 split($i, kv, "=")
                 if (kv[1] == "ops_per_s") r = kv[2] + 0
                 if (kv[1] == "p99_ms") p = kv[2] + 0
                 if (kv[1] == "cpus_busy") c = kv[2]
+                if (kv[1] == "c") conc = kv[2] + 0
             }
+        }
+        # A closed loop of conc requests has a mean latency of conc / rate
+        # (Little'"'"'s law); a send row'"'"'s p99 has stayed a near-fixed multiple of
+        # it (docs/benchmarks.md, "the C=64 p99 target is a send rate"), so the
+        # rate its p99 target needs is conc x that multiple / the p99 bound.
+        function ratio(row,    k) {
+            if (row !~ /^send-c/ || conc <= 0 || r <= 0) return
+            k = p * r / (conc * 1000)
+            if (!(row in kmin) || k < kmin[row]) kmin[row] = k
+            if (!(row in kmax) || k > kmax[row]) kmax[row] = k
+            kconc[row] = conc
         }
         function add(row, text, ok) {
             if (!(row in seen)) { seen[row] = 1; order[++n] = row }
@@ -73,6 +87,7 @@ summary() {
             parse(3)
             ok = target($2) && r >= mr && p <= mp
             add($2, sprintf("%d (%.1f) [%s]", r + 0.5, p, c), ok)
+            ratio($2)
         }
         $1 == "ROW" && $2 == "reads-beside-sends" {
             parse(4)
@@ -103,6 +118,13 @@ summary() {
                 row = order[i]
                 v = target(row) ? sprintf("met in %d of %d", nmet[row], nrun[row]) : "no target"
                 print "| " row " | " runs[row] " | " v " |"
+            }
+            for (i = 1; i <= n; i++) {
+                row = order[i]
+                if (!(row in kmin) || !target(row)) continue
+                printf "| %s p99 / mean latency | %.2f-%.2f | p99 <= %d ms needs >= %d-%d/s at these ratios |\n",
+                    row, kmin[row], kmax[row], mp, kconc[row] * kmin[row] * 1000 / mp + 0.5,
+                    kconc[row] * kmax[row] * 1000 / mp + 0.5
             }
             growth("send-c64", 15)
             growth("sync-newest", 20)

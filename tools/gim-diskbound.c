@@ -32,9 +32,9 @@
  *
  * Prints one RESULT line: commits, sends/s (commits x batch / s), the
  * cycle's p50/p90/p99/max in ms, the checkpointer's passes, pages and
- * writeback kicks. The checkpointer copies what is still due before it
- * stops, so pages_written is what the commits left it (rounded down).
- * DIR keeps its two files (db, wal) after the run; the next run writes both anew.
+ * writeback kicks, and where the WAL starts over (wal_reset_bytes). The checkpointer copies what is
+ * still due before it stops, so pages_written is what the commits left it (rounded down). DIR keeps
+ * its two files (db, wal) after the run; the next run writes both anew.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -282,10 +282,10 @@ int main(int argc, char **argv)
     printf("RESULT batch=%ld wal_bytes_per_send=%ld pages_per_send=%.2f db_mb=%ld checkpoint=%s "
            "kick_pages=%ld commits=%ld commits_per_s=%.1f sends_per_s=%.0f cycle_p50_ms=%.3f "
            "cycle_p90_ms=%.3f cycle_p99_ms=%.3f cycle_max_ms=%.3f passes=%ld pages_written=%ld "
-           "kicks=%ld\n",
+           "kicks=%ld wal_reset_bytes=%ld\n",
            o.batch, o.wal_bytes, o.pages, o.db_mb, o.checkpoint ? "on" : "off", o.kick_pages, n,
            n / wall, n * o.batch / wall, cycles[n / 2], cycles[n * 9 / 10], cycles[n * 99 / 100],
-           cycles[n - 1], sh.passes, sh.pages_written, sh.kicks);
+           cycles[n - 1], sh.passes, sh.pages_written, sh.kicks, WAL_RESET);
     free(buf);
     free(cycles);
     close(wal_fd);

@@ -43,6 +43,9 @@ r() { # r ROW RATE P99 CORES (the row's C from its name: c256 rows 256, the othe
     r send-c64-big-b 9400.0 11.000 1.80
     r sync-newest-big-b 17000.0 6.000 1.90     # mean 17,000 against 20,000: -15 %, met
     r sync-random-big-b 7000.0 16.000 1.90     # -30 %, missed
+    # gim-loadgen's rows ("lg:"): its RESULT line without cpus_busy, the same targets
+    echo "ROW lg:send-c64-small-a workload=send c=64 conns=1 ops=1000 ops_per_s=10500.0 p50_ms=1.000 p99_ms=9.900 p999_ms=20.000 errors=0 acked=1000 checked=125 check_failed=0 users=10000 secs=10 loadgen_cpu_us_per_op=16.0 server_cpu_us_per_op=86.0"
+    echo "ROW lg:send-c64-big-b workload=send c=64 conns=1 ops=1000 ops_per_s=8400.0 p50_ms=1.000 p99_ms=12.000 p999_ms=20.000 errors=0 acked=1000 checked=125 check_failed=0 users=10000 secs=10 loadgen_cpu_us_per_op=16.0"
     echo "ROW reads-beside-sends READS workload=sync c=16 ops=1000 ops_per_s=1000.0 p50_ms=1.0 p99_ms=5.900 p999_ms=9.0 errors=0"
     echo "ROW reads-beside-sends SENDS workload=send c=192 ops=1000 ops_per_s=20255.0 p50_ms=1.0 p99_ms=16.500 p999_ms=30.0 errors=0"
     echo "ROW reads-beside-sends READS workload=sync c=16 ops=1000 ops_per_s=1000.0 p50_ms=1.0 p99_ms=10.500 p999_ms=19.0 errors=0"
@@ -84,6 +87,12 @@ check "sync newest growth" \
     "| growth sync-newest 1M -> 10M | means 20000 -> 17000: -15.0 % | met (loss <= 20 %) |" "$tmp/out"
 check "sync random growth" \
     "| growth sync-random 1M -> 10M | means 10000 -> 7000: -30.0 % | missed (loss <= 20 %) |" "$tmp/out"
+check "gim-loadgen's row: the same targets, no cores column" \
+    "| lg:send-c64-small-a | 10500 (9.9) | met in 1 of 1 |" "$tmp/out"
+check "gim-loadgen's p99 / mean: 9.9 x 10500 / 64000 = 1.62, so 10 ms needs 64 x 1.62 / 10 ms" \
+    "| lg:send-c64-small-a p99 / mean latency | 1.62-1.62 | p99 <= 10 ms needs >= 10395-10395/s at these ratios |" "$tmp/out"
+check "gim-loadgen's growth, apart from gim-bench's" \
+    "| growth lg:send-c64 1M -> 10M | means 10500 -> 8400: -20.0 % | missed (loss <= 15 %) |" "$tmp/out"
 check "memory in MiB" "| memory at 10M | VmRSS 168.0 MiB, RssAnon 51.0 MiB | met (256 / 128 MiB) |" "$tmp/out"
 check "storage" "| storage | 195.1 bytes per message | missed (<= 180) |" "$tmp/out"
 

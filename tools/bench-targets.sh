@@ -3,6 +3,8 @@
 # build (docs/benchmarks.md, "Where the targets stand"). Runs, in this order:
 #   sends, 10,000 users, C=64 (RUNS times) and C=256 (2), on the 1M and 10M copies;
 #   syncs of the newest page and from a random seq, C=64 (2 each), both copies;
+#   each of these rows by both tools, run after run: gim-bench, then gim-loadgen
+#   (tools/gim-loadgen.mjs, Node; its rows are named "lg:ROW");
 #   reads at 1,000/s beside 192 saturating senders (bench-reads-beside-sends.sh, 2);
 #   memory at 10M with 10,000 signed-in devices after MEM_SECS of mixed load
 #   (bench-memory.sh, defaults);
@@ -48,7 +50,7 @@ summary() {
         # it (docs/benchmarks.md, "the C=64 p99 target is a send rate"), so the
         # rate its p99 target needs is conc x that multiple / the p99 bound.
         function ratio(row,    k) {
-            if (row !~ /^send-c/ || conc <= 0 || r <= 0) return
+            if (row !~ /^(lg:)?send-c/ || conc <= 0 || r <= 0) return
             k = p * r / (conc * 1000)
             if (!(row in kmin) || k < kmin[row]) kmin[row] = k
             if (!(row in kmax) || k > kmax[row]) kmax[row] = k
@@ -62,6 +64,7 @@ summary() {
         # minimum rate and maximum p99 of a row, by its name
         function target(row) {
             mr = 0; mp = 0
+            sub(/^lg:/, "", row)
             if (row ~ /^send-c64-/) { mr = 10000; mp = 10 }
             else if (row ~ /^send-c256-/) { mr = 15000; mp = 20 }
             else if (row ~ /^sync-/) { mr = 20000; mp = 5 }
@@ -86,7 +89,7 @@ summary() {
         $1 == "ROW" && $3 ~ /^workload=/ {
             parse(3)
             ok = target($2) && r >= mr && p <= mp
-            add($2, sprintf("%d (%.1f) [%s]", r + 0.5, p, c), ok)
+            add($2, sprintf("%d (%.1f)%s", r + 0.5, p, c == "" ? "" : " [" c "]"), ok)
             ratio($2)
         }
         $1 == "ROW" && $2 == "reads-beside-sends" {
@@ -129,6 +132,9 @@ summary() {
             growth("send-c64", 15)
             growth("sync-newest", 20)
             growth("sync-random", 20)
+            growth("lg:send-c64", 15)
+            growth("lg:sync-newest", 20)
+            growth("lg:sync-random", 20)
             if (mem)
                 printf "| memory at 10M | VmRSS %.1f MiB, RssAnon %.1f MiB | %s (256 / 128 MiB) |\n",
                     rss, anon, rss <= 256 && anon <= 128 ? "met" : "missed"
@@ -151,29 +157,41 @@ RUNS=${RUNS:-3} MEM_SECS=${MEM_SECS:-300} PORT=${PORT:-17480} WORK=${WORK:-/tmp/
 : >"$log"
 say() { echo "# $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg) | $*" | tee -a "$log"; }
 
-# one ROW: a fresh copy of SIZE, the service on it, one gim-bench run
+# one ROW: a fresh copy of SIZE, the service on it, one run of TOOL (gim-bench, or
+# gim-loadgen, whose rows are named "lg:ROW")
 run() {
-    local row=$1 size=$2
-    shift 2
+    local tool=$1 row=$2 size=$3
+    shift 3
     local d=$WORK/run pid
     "$here/bench-db.sh" copy "$DATA/$size" "$d" "$PORT" >/dev/null || exit 1
     "$BIN/gim-logic" --config "$d/gim.yaml" 2>>"$d/server.log" &
     pid=$!
     sleep 1.5
-    say "$row: gim-bench $*"
-    "$BIN/tools/gim-bench" --url "tcp://127.0.0.1:$PORT" --db "$d/gim.db" --secret bench-secret \
-        --server-pid "$pid" -t 10 --warmup 1 -u 10000 "$@" 2>>"$d/bench.err" |
-        grep '^RESULT' | sed "s/^RESULT/ROW $row/" | tee -a "$log"
+    if [ "$tool" = loadgen ]; then
+        row=lg:$row
+        say "$row: gim-loadgen $*"
+        node "$here/gim-loadgen.mjs" --url "tcp://127.0.0.1:$PORT" --db "$d/gim.db" \
+            --secret bench-secret --server-pid "$pid" -t 10 --warmup 1 -u 10000 "$@" 2>>"$d/bench.err"
+    else
+        say "$row: gim-bench $*"
+        "$BIN/tools/gim-bench" --url "tcp://127.0.0.1:$PORT" --db "$d/gim.db" --secret bench-secret \
+            --server-pid "$pid" -t 10 --warmup 1 -u 10000 "$@" 2>>"$d/bench.err"
+    fi | grep '^RESULT' | sed -e "s/^RESULT tool=gim-loadgen/RESULT/" -e "s/^RESULT/ROW $row/" | tee -a "$log"
     kill "$pid"
     wait "$pid" || say "service exit $?"
+}
+# both ROW ...: the row by gim-bench, then by gim-loadgen, on copies of the same size
+both() {
+    run bench "$@"
+    run loadgen "$@"
 }
 
 say "bench-targets: bin $BIN ($(git -C "$here" rev-parse --short HEAD 2>/dev/null)), 1M $M1, 10M $M10"
 for size in "$M1" "$M10"; do
-    for _ in $(seq "$RUNS"); do run "send-c64-$size" "$size" -c 64 -w send; done
-    for _ in 1 2; do run "send-c256-$size" "$size" -c 256 -w send; done
-    for _ in 1 2; do run "sync-newest-$size" "$size" -c 64 -w sync; done
-    for _ in 1 2; do run "sync-random-$size" "$size" -c 64 -w sync --sync-from random; done
+    for _ in $(seq "$RUNS"); do both "send-c64-$size" "$size" -c 64 -w send; done
+    for _ in 1 2; do both "send-c256-$size" "$size" -c 256 -w send; done
+    for _ in 1 2; do both "sync-newest-$size" "$size" -c 64 -w sync; done
+    for _ in 1 2; do both "sync-random-$size" "$size" -c 64 -w sync --sync-from random; done
 done
 for _ in 1 2; do
     say "reads-beside-sends: bench-reads-beside-sends.sh 1000"

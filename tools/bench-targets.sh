@@ -163,12 +163,13 @@ run() {
     local tool=$1 row=$2 size=$3
     shift 3
     local d=$WORK/run pid
+    # (named here: an assignment inside the pipeline below would stay in its subshell)
+    [ "$tool" = loadgen ] && row=lg:$row
     "$here/bench-db.sh" copy "$DATA/$size" "$d" "$PORT" >/dev/null || exit 1
     "$BIN/gim-logic" --config "$d/gim.yaml" 2>>"$d/server.log" &
     pid=$!
     sleep 1.5
     if [ "$tool" = loadgen ]; then
-        row=lg:$row
         say "$row: gim-loadgen $*"
         node "$here/gim-loadgen.mjs" --url "tcp://127.0.0.1:$PORT" --db "$d/gim.db" \
             --secret bench-secret --server-pid "$pid" -t 10 --warmup 1 -u 10000 "$@" 2>>"$d/bench.err"

@@ -45,7 +45,7 @@
 // with one device of the same id, as bench-db.sh builds them. Output: one
 // line "RESULT tool=gim-loadgen workload=... ops=... ops_per_s=... p50_ms=...
 // p99_ms=... p999_ms=... errors=... acked=... checked=... check_failed=...
-// loadgen_cpu_us_per_op=... [server_cpu_us_per_op=...]" on stdout; progress
+// loadgen_cpu_us_per_op=... [server_cpu_us_per_op=... cpus_busy=... cpus=...]" on stdout; progress
 // and the first few failures on stderr. ops counts the replies inside the
 // window; acked every successful reply of the run, warm-up and drain
 // included (for a send: every message the service said it stored). Exit 0 when no request failed and
@@ -53,6 +53,7 @@
 import { createHmac } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 
@@ -450,7 +451,12 @@ async function main() {
   ];
   if (o.w === 'sync') line.push(`sync_from=${o.syncFrom}`, `avg_page=${(stats.pages ? stats.msgs / stats.pages : 0).toFixed(1)}`);
   line.push(`users=${o.users}`, `secs=${o.t}`, `loadgen_cpu_us_per_op=${((cpu.user + cpu.system) / Math.max(1, stats.ops)).toFixed(1)}`);
-  if (o.serverPid) line.push(`server_cpu_us_per_op=${(srv / Math.max(1, stats.ops)).toFixed(1)}`);
+  if (o.serverPid) {
+    // The cores the service and this tool kept busy over the window, against the machine's.
+    const busy = (srv + cpu.user + cpu.system) / 1e6 / o.t;
+    line.push(`server_cpu_us_per_op=${(srv / Math.max(1, stats.ops)).toFixed(1)}`,
+      `cpus_busy=${busy.toFixed(2)}`, `cpus=${availableParallelism()}`);
+  }
   if (inflight.size) line.push(`unanswered=${inflight.size}`);
   process.stdout.write(line.join(' ') + '\n');
   process.exit(stats.errors || stats.checkFailed || inflight.size || failures ? 1 : 0);

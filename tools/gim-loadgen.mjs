@@ -22,10 +22,11 @@
 //
 // A closed loop: C requests in flight; each reply is answered with the next
 // request, and counted if its request was built and its reply handled
-// inside the measured window (after --warmup, for -t seconds). Latency runs from when a request is built to when its reply is handled
-// (one clock: process.hrtime). The requests built while one read's replies
-// are handled are written together at the end of that read, so the tool's
-// own handling of a read is counted in its requests' latency, not hidden.
+// inside the measured window (after --warmup, for -t seconds). Latency
+// runs from when a request is built to when its reply is handled (one
+// clock: process.hrtime). The requests built while one read's replies are
+// handled are written together at the end of that read, so the tool's own
+// handling of a read is counted in its requests' latency, not hidden.
 // Workloads:
 //   send  a 1:1 text of --payload bytes from a random user to another one
 //   sync  a page of the inbox of a random user, from --sync-from newest (a

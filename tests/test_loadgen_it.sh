@@ -1,6 +1,6 @@
 #!/bin/bash
 # test_loadgen_it: tools/gim-loadgen.mjs, the second load generator of issue 15 (docs/benchmarks.md,
-# "Two tools"), against a real gim-logic on a real database over tcp: every send it counts as
+# "Issue 15: both tools side by side"), against a real gim-logic on a real database over tcp: every send it counts as
 # acknowledged is one stored message (no loss, no duplicate) and every user's seqs stay gap-free;
 # its sync pages pass its checks; and its checks and its sign-in can fail (a page size other than
 # the service's is reported, a wrong secret stops it), so a clean RESULT means something.

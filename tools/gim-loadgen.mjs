@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 // gim-loadgen: a second load generator for gim-logic, written apart from
 // gim-bench so that issue 15's figures rest on two tools that share no code
-// (docs/benchmarks.md, "Two tools"). It speaks to the service exactly as a
-// gateway does (docs/protocol.md): an encoded pb.GatewayRequest per nng REQ
-// message, a pb.Output per reply. Nothing of the C tree is used: the
-// messages are encoded and decoded by protobufjs from proto/*.proto at run
+// (docs/benchmarks.md, "Issue 15: both tools side by side"). It speaks to
+// the service exactly as a gateway does (docs/protocol.md): an encoded
+// pb.GatewayRequest per nng REQ message, a pb.Output per reply. Nothing of
+// the C tree is used: the messages are encoded and decoded by protobufjs from proto/*.proto at run
 // time (web/node_modules, the web client's own dependency, `npm ci` in web/),
 // the sign-in tokens are HS256 JWTs made with node:crypto, the seqs a sync
 // starts from are read with the sqlite3 CLI, and the SP framing below is
@@ -49,11 +49,14 @@
 // with one device of the same id, as bench-db.sh builds them. Output: one
 // line "RESULT tool=gim-loadgen workload=... ops=... ops_per_s=... p50_ms=...
 // p99_ms=... p999_ms=... errors=... acked=... checked=... check_failed=...
-// loadgen_cpu_us_per_op=... [server_cpu_us_per_op=... cpus_busy=... cpus=...]" on stdout; progress
-// and the first few failures on stderr. ops counts the successful replies
-// inside the window (errors are counted apart, their latencies left out); acked every successful reply of the run, warm-up and drain
-// included (for a send: every message the service said it stored). Exit 0 when no request failed and
-// no check failed, 1 otherwise, 2 on bad usage.
+// loadgen_cpu_us_per_op=... [server_cpu_us_per_op=... cpus_busy=... cpus=...]"
+// (a sync's also sync_from= and avg_page=, the mean size of the pages it
+// checked) on stdout; progress and the first few failures on stderr. ops
+// counts the successful replies inside the window (errors are counted
+// apart, their latencies left out); acked every successful reply of the
+// run, warm-up and drain included (for a send: every message the service
+// said it stored). Exit 0 when no request failed and no check failed, 1
+// otherwise, 2 on bad usage.
 import { createHmac } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -126,7 +129,7 @@ async function loadTypes() {
   const root = await protobuf.load(new URL('../proto/logic.int.proto', here).pathname);
   const t = (n) => root.lookupType(`pb.${n}`);
   return {
-    GatewayRequest: t('GatewayRequest'), Input: t('Input'), Output: t('Output'),
+    GatewayRequest: t('GatewayRequest'), Output: t('Output'),
     SignInInput: t('SignInInput'), SyncInput: t('SyncInput'), SyncOutput: t('SyncOutput'),
     MessageSend: t('MessageSend'), Text: t('Text'),
   };

@@ -4,11 +4,11 @@
 // (docs/benchmarks.md, "Issue 15: both tools side by side"). It speaks to
 // the service exactly as a gateway does (docs/protocol.md): an encoded
 // pb.GatewayRequest per nng REQ message, a pb.Output per reply. Nothing of
-// the C tree is used: the messages are encoded and decoded by protobufjs from proto/*.proto at run
-// time (web/node_modules, the web client's own dependency, `npm ci` in web/),
-// the sign-in tokens are HS256 JWTs made with node:crypto, the seqs a sync
-// starts from are read with the sqlite3 CLI, and the SP framing below is
-// this file's own.
+// the C tree is used: the messages are encoded and decoded by protobufjs
+// from proto/*.proto at run time (web/node_modules, the web client's own
+// dependency, `npm ci` in web/), the sign-in tokens are HS256 JWTs made
+// with node:crypto, the seqs a sync starts from are read with the sqlite3
+// CLI, and the SP framing below is this file's own.
 //
 // Why not nng: a binding would be gim-bench's transport again, and the point
 // of a second tool is that a fault in one is not in both. The framing is

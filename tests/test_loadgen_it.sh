@@ -2,7 +2,8 @@
 # test_loadgen_it: tools/gim-loadgen.mjs, the second load generator of issue 15 (docs/benchmarks.md,
 # "Issue 15: both tools side by side"), against a real gim-logic on a real database over tcp: every send it counts as
 # acknowledged is one stored message (no loss, no duplicate) and every user's seqs stay gap-free;
-# its sync pages pass its checks; and its checks and its sign-in can fail (a page size other than
+# its sync pages pass its checks; its open loop (--rate) offers no more than its rate and counts
+# latency from each request's due time; and its checks and its sign-in can fail (a page size other than
 # the service's is reported, a wrong secret stops it), so a clean RESULT means something.
 #
 # usage: tests/test_loadgen_it.sh GIM_LOGIC GIM_BENCH [REPO]
@@ -88,6 +89,36 @@ echo "$out"
 [[ $(field errors "$out") == 0 && $(field check_failed "$out") == 0 ]] || fail "sync run: $out"
 (($(field ops "$out") > 0 && $(field checked "$out") == $(field acked "$out"))) || fail "sync run: $out"
 [[ $(field avg_page "$out") == 50.0 ]] || fail "pages from inside 200-message histories should be full: $out"
+
+# ---- the open loop (--rate): no more than the offered load, latency from the due time -------
+# 200 requests/s for 0.2 s of warm-up and 2 s measured: at most 440 requests are ever due, where a
+# closed loop of 16 would make thousands; every one acknowledged is one stored message.
+before=$(q 'SELECT count(*) FROM message')
+out=$(lg --secret loadgen-secret -w send --rate 200 -t 2) || { cat "$dir/lg.err" >&2; fail "open-loop send: exit $? ($out)"; }
+echo "$out"
+acked=$(field acked "$out") ops=$(field ops "$out")
+[[ $(field rate "$out") == 200 && $(field errors "$out") == 0 ]] || fail "open-loop send: $out"
+((ops > 0 && ops <= 401 && acked <= 440)) || fail "the open loop offered more than 200/s: $out"
+after=$(q 'SELECT count(*) FROM message')
+((after - before == acked)) || fail "open loop: $((after - before)) stored, $acked acknowledged"
+# The service stopped for 300 ms inside the window: the 60 requests due meanwhile wait for it, and
+# counted from their due time (not from when they could be sent, after the stall) the slowest
+# percent of the run's ~440 lies above 250 ms. Two contexts: only two requests are in flight
+# when the stall begins, so measured from the send the p99 would stay a few ms.
+lg --secret loadgen-secret -w sync --db "$dir/gim.db" --rate 200 -t 2 -c 2 >"$dir/stall.out" &
+lgpid=$!
+for _ in $(seq 200); do grep -q 'signed in' "$dir/lg.err" 2>/dev/null && break; sleep 0.05; done
+sleep 0.4
+kill -STOP "$pid"
+sleep 0.3
+kill -CONT "$pid"
+wait "$lgpid" || { cat "$dir/lg.err" >&2; fail "open-loop sync with a stall: exit $?"; }
+out=$(cat "$dir/stall.out")
+echo "$out"
+p99=$(field p99_ms "$out")
+[[ -n $p99 ]] && awk -v p="$p99" 'BEGIN { exit !(p >= 250) }' ||
+    fail "a 300 ms stall left the open loop's p99 at $p99 ms: latency not counted from the due time ($out)"
+(($(field backlog_max "$out") >= 50)) || fail "the stall's due requests were not noted as a backlog: $out"
 
 # ---- the checks can fail ---------------------------------------------------------------------
 out=$(lg --secret loadgen-secret -w sync --sync-from random --db "$dir/gim.db" --page 10)

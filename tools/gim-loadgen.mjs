@@ -27,6 +27,20 @@
 // clock: process.hrtime). The requests built while one read's replies are
 // handled are written together at the end of that read, so the tool's own
 // handling of a read is counted in its requests' latency, not hidden.
+//
+// --rate R makes it an open loop, as gim-bench's --rate: request k is due at
+// the start of the run + k / R seconds, and at most C are in flight. A
+// context that gets its reply takes the oldest request already due, else it
+// waits until the next one is due. A request's latency counts from when it
+// was due, not from when a context was free to send it, so a service that
+// falls behind shows its queue in the latencies (the closed loop hides it:
+// "coordinated omission"); backlog_max says how many due requests waited
+// for a free context at most. Its timers have millisecond resolution (libuv
+// reads its clock once per loop turn), so a request leaves up to 1-2 ms
+// after it was due even on an idle service; that delay is counted against
+// the service, and p50_sent_ms / p99_sent_ms give the latencies counted from
+// when each request was written instead, to show it. This is how the reads beside saturating
+// sends are measured (tools/bench-reads-beside-sends.sh, TOOL=loadgen).
 // Workloads:
 //   send  a 1:1 text of --payload bytes from a random user to another one
 //   sync  a page of the inbox of a random user, from --sync-from newest (a
@@ -42,7 +56,7 @@
 //   node tools/gim-loadgen.mjs --url tcp://127.0.0.1:7400 --secret S --users 10000
 //        [--user-base 1] [-c 64] [-t 10] [--warmup 1] [-w send|sync]
 //        [--sync-from newest|random] [--db gim.db] [--page 50] [--payload 100]
-//        [--conns 1] [--gateway ID] [--server-pid PID] [--check-every 8]
+//        [--conns 1] [--gateway ID] [--server-pid PID] [--check-every 8] [--rate R]
 //
 // The sync workload needs --db (the service's database file, read-only, for
 // each user's last seq). Users are user-base .. user-base + users - 1, each
@@ -51,7 +65,7 @@
 // p99_ms=... p999_ms=... errors=... acked=... checked=... check_failed=...
 // loadgen_cpu_us_per_op=... [server_cpu_us_per_op=... cpus_busy=... cpus=...]"
 // (a sync's also sync_from= and avg_page=, the mean size of the pages it
-// checked) on stdout; progress and the first few failures on stderr. ops
+// checked; an open loop's rate=, backlog_max=, p50_sent_ms= and p99_sent_ms=) on stdout; progress and the first few failures on stderr. ops
 // counts the successful replies inside the window (errors are counted
 // apart, their latencies left out); acked every successful reply of the
 // run, warm-up and drain included (for a send: every message the service
@@ -82,13 +96,13 @@ function parseArgs(argv) {
   const o = {
     url: 'tcp://127.0.0.1:7400', secret: '', users: 0, userBase: 1, c: 64, t: 10, warmup: 1,
     w: 'send', syncFrom: 'newest', db: '', page: 50, payload: 100, conns: 1,
-    gateway: 'gim-loadgen', serverPid: 0, checkEvery: 8,
+    gateway: 'gim-loadgen', serverPid: 0, checkEvery: 8, rate: 0,
   };
   const names = {
     '--url': 'url', '--secret': 'secret', '--users': 'users', '-u': 'users', '--user-base': 'userBase',
     '-c': 'c', '-t': 't', '--warmup': 'warmup', '-w': 'w', '--sync-from': 'syncFrom', '--db': 'db',
     '--page': 'page', '--payload': 'payload', '--conns': 'conns', '--gateway': 'gateway',
-    '--server-pid': 'serverPid', '--check-every': 'checkEvery',
+    '--server-pid': 'serverPid', '--check-every': 'checkEvery', '--rate': 'rate',
   };
   for (let i = 0; i < argv.length; i += 2) {
     const k = names[argv[i]];
@@ -113,6 +127,7 @@ function parseArgs(argv) {
   if (o.w === 'sync' && !o.db) usage('-w sync needs --db (each user\'s last seq)');
   if (o.c < 1 || o.conns < 1 || o.t <= 0 || o.checkEvery < 1) usage('-c, --conns, -t, --check-every must be positive');
   if (o.payload < 3 || o.payload > 16000) usage('--payload must be 3 .. 16000');
+  if (o.rate > 1e6) usage('--rate must be at most 1000000 requests per second (0: a closed loop)');
   return o;
 }
 
@@ -257,7 +272,7 @@ async function main() {
   let complaints = 0;
   let signinFailed = 0;
   let closedEarly = null;
-  const stats = { ops: 0, acked: 0, errors: 0, checked: 0, checkFailed: 0, lat: [], pages: 0, msgs: 0 };
+  const stats = { ops: 0, acked: 0, errors: 0, checked: 0, checkFailed: 0, lat: [], pages: 0, msgs: 0, latSent: [] };
   // An encoded pb.Text of at most --payload bytes (tag, varint length, text)
   // that starts with the request id in hex, as gim-bench's do.
   const textLen = o.payload - 2 - (o.payload - 2 >= 128 ? 1 : 0);
@@ -273,7 +288,9 @@ async function main() {
     if (phase !== 'done') closedEarly = `connection closed with ${c.pending} requests in flight`;
   };
 
-  function issue(ctx) {
+  // ctx's next request; its latency counts from t0 (an open loop's due
+  // time), else from now.
+  function issue(ctx, t0 = null) {
     const rid = nextRid++;
     let input;
     if (ctx.kind === 'signin') {
@@ -299,9 +316,44 @@ async function main() {
     const body = T.GatewayRequest.encode({ userId: ctx.uid, deviceId: ctx.uid, gatewayId: o.gateway, clientAddr: '127.0.0.1:1', input }).finish();
     const sp = (0x80000000 | (nextSp++ & 0x7fffffff)) >>> 0;
     inflight.set(sp, ctx);
-    ctx.t0 = process.hrtime.bigint();
+    ctx.tSent = process.hrtime.bigint();
+    ctx.t0 = t0 ?? ctx.tSent;
     ctx.conn.send(sp, body);
   }
+
+  // The open loop (--rate): request k is due at tBegin + k * interval; only
+  // the requests due up to the window's end are ever issued.
+  const interval = o.rate > 0 ? BigInt(Math.round(1e9 / o.rate)) : 0n;
+  let tBegin = 0n;
+  let issued = 0n;
+  let dueEnd = 0n;
+  let backlogMax = 0n;
+  const idle = [];
+  let pacer = null;
+  const dueAt = (now) => {
+    let due = now < tBegin ? 0n : (now - tBegin) / interval + 1n;
+    if (due > dueEnd) due = dueEnd;
+    if (due - issued > backlogMax) backlogMax = due - issued;
+    return due;
+  };
+  // ctx takes the oldest request already due; false: none is due yet.
+  const takeDue = (ctx) => {
+    if (issued >= dueAt(process.hrtime.bigint())) return false;
+    issue(ctx, tBegin + issued++ * interval);
+    return true;
+  };
+  // Wakes when the next request is due while some context is idle (a timer
+  // per request only while one could be sent), and hands the due ones out.
+  const armPacer = () => {
+    if (pacer || idle.length === 0 || phase !== 'run' || issued >= dueEnd) return;
+    const wait = Number(tBegin + issued * interval - process.hrtime.bigint()) / 1e6;
+    pacer = setTimeout(() => {
+      pacer = null;
+      while (idle.length && takeDue(idle[idle.length - 1])) idle.pop();
+      for (const c of conns) c.flush();
+      armPacer();
+    }, Math.max(0, wait));
+  };
 
   function check(ctx, out) {
     if (o.w === 'send') {
@@ -363,6 +415,7 @@ async function main() {
       if (inWindow) {
         stats.ops++;
         stats.lat.push(Number(t1 - ctx.t0) / 1e6);
+        stats.latSent.push(Number(t1 - ctx.tSent) / 1e6);
       }
       // Decoded whole only every --check-every-th time: a full decode of a
       // sync page costs more than the rest of the request here.
@@ -390,7 +443,13 @@ async function main() {
       }
       return;
     }
-    if (phase === 'run') issue(ctx);
+    if (phase !== 'run') return;
+    if (!interval) {
+      issue(ctx);
+    } else if (!takeDue(ctx)) {
+      idle.push(ctx);
+      armPacer();
+    }
   };
 
   for (let i = 0; i < o.conns; i++) conns.push(new SpConn(o.host, o.port, onReply, onClose));
@@ -434,15 +493,20 @@ async function main() {
     cpu0 = process.cpuUsage();
     if (o.serverPid) srv0 = procCpuUs(o.serverPid);
   }, o.warmup * 1000);
+  tBegin = now;
+  if (interval) dueEnd = (window1 - tBegin + interval - 1n) / interval;
   for (const ctx of ctxs) {
     ctx.kind = 'load';
-    issue(ctx);
+    if (!interval) issue(ctx);
+    else if (!takeDue(ctx)) idle.push(ctx);
   }
   for (const c of conns) c.flush();
+  armPacer();
   await new Promise((r) => setTimeout(r, (o.warmup + o.t) * 1000));
   const cpu = process.cpuUsage(cpu0);
   const srv = o.serverPid ? procCpuUs(o.serverPid) - srv0 : 0;
   phase = 'drain';
+  if (pacer) clearTimeout(pacer);
   // The requests still in flight finish (they are not counted) before the
   // connections close: closing a link with a reply on its way is what wedges
   // nng 1.5.2's reaper (docs/protocol.md).
@@ -461,6 +525,11 @@ async function main() {
     `errors=${stats.errors}`, `acked=${stats.acked}`, `checked=${stats.checked}`, `check_failed=${stats.checkFailed}`,
   ];
   if (o.w === 'sync') line.push(`sync_from=${o.syncFrom}`, `avg_page=${(stats.pages ? stats.msgs / stats.pages : 0).toFixed(1)}`);
+  if (interval) {
+    const sent = Float64Array.from(stats.latSent).sort();
+    line.push(`rate=${o.rate}`, `backlog_max=${backlogMax}`, `p50_sent_ms=${f(percentile(sent, 0.5))}`,
+      `p99_sent_ms=${f(percentile(sent, 0.99))}`);
+  }
   line.push(`users=${o.users}`, `secs=${o.t}`, `loadgen_cpu_us_per_op=${((cpu.user + cpu.system) / Math.max(1, stats.ops)).toFixed(1)}`);
   if (o.serverPid) {
     // The cores the service and this tool kept busy over the window, against the machine's.

@@ -49,6 +49,10 @@ r() { # r ROW RATE P99 CORES (the row's C from its name: c256 rows 256, the othe
     echo "ROW reads-beside-sends READS workload=sync c=16 ops=1000 ops_per_s=1000.0 p50_ms=1.0 p99_ms=5.900 p999_ms=9.0 errors=0"
     echo "ROW reads-beside-sends SENDS workload=send c=192 ops=1000 ops_per_s=20255.0 p50_ms=1.0 p99_ms=16.500 p999_ms=30.0 errors=0"
     echo "ROW reads-beside-sends READS workload=sync c=16 ops=1000 ops_per_s=1000.0 p50_ms=1.0 p99_ms=10.500 p999_ms=19.0 errors=0"
+    echo "ROW lg:reads-beside-sends READS workload=sync c=32 conns=1 ops=1000 ops_per_s=999.8 p50_ms=2.190 p99_ms=9.638 p999_ms=14.583 errors=0 acked=7000 checked=876 check_failed=0 sync_from=newest avg_page=50.0 rate=1000 backlog_max=10 p50_sent_ms=1.366 p99_sent_ms=8.238"
+    echo "ROW lg:reads-beside-sends SENDS workload=send c=192 conns=1 ops=1000 ops_per_s=16278.4 p50_ms=11.161 p99_ms=25.017 p999_ms=39.416 errors=0"
+    # C=256 syncs: in the issue's table, with no target of their own
+    echo "ROW c256-sync-newest-small-a workload=sync c=256 ops=1000 ops_per_s=11954.0 p50_ms=1.0 p99_ms=50.000 p999_ms=60.0 errors=0"
     echo "ROW memory MEM end VmHWM:180000 VmRSS:172032 RssAnon:52224 RssFile:119808 RssShmem:0  rollup_Rss:172032"
     echo "ROW storage STORAGE_GROWTH messages=1000->101000 file_bytes=1->2 used_bytes=1->2 file_bytes_per_message=196.0 used_bytes_per_message=195.1"
 } >"$tmp/log"
@@ -93,6 +97,12 @@ check "gim-loadgen's p99 / mean: 9.9 x 10500 / 64000 = 1.62, so 10 ms needs 64 x
     "| lg:send-c64-small-a p99 / mean latency | 1.62-1.62 | p99 <= 10 ms needs >= 10395-10395/s at these ratios |" "$tmp/out"
 check "gim-loadgen's growth, apart from gim-bench's" \
     "| growth lg:send-c64 1M -> 10M | means 10500 -> 8400: -20.0 % | missed (loss <= 15 %) |" "$tmp/out"
+check "gim-loadgen's reads beside sends: the same p99 target" \
+    "| lg:reads-beside-sends READS | 1000 (9.6) | met in 1 of 1 |" "$tmp/out"
+check "gim-loadgen's senders beside them: no target" \
+    "| lg:reads-beside-sends SENDS | 16278 (25.0) | no target |" "$tmp/out"
+check "C=256 syncs are measured, not held to the C=64 sync target" \
+    "| c256-sync-newest-small-a | 11954 (50.0) | no target |" "$tmp/out"
 check "memory in MiB" "| memory at 10M | VmRSS 168.0 MiB, RssAnon 51.0 MiB | met (256 / 128 MiB) |" "$tmp/out"
 check "storage" "| storage | 195.1 bytes per message | missed (<= 180) |" "$tmp/out"
 

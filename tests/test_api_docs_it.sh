@@ -14,6 +14,7 @@ set -uo pipefail
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DOC=$SRC/docs/business-api.md
+. "$SRC/tests/lib.sh"
 LOGIC=${1:?usage: $0 GIM_LOGIC_BIN GIMCTL_BIN}
 GIMCTL=$(realpath "${2:?usage: $0 GIM_LOGIC_BIN GIMCTL_BIN}")
 for tool in curl openssl; do
@@ -44,10 +45,7 @@ api: {listen: "http://127.0.0.1:0"}
 EOF
 "$LOGIC" --config "$dir/config.yaml" 2>"$dir/log.txt" &
 pid=$!
-for _ in $(seq 100); do
-    grep -q 'msg="ready"' "$dir/log.txt" 2>/dev/null && break
-    sleep 0.1
-done
+gim_wait_ready "$dir/log.txt" "$pid" || { cat "$dir/log.txt" >&2; fail "gim-logic did not start"; }
 addr=$(sed -n 's/.*msg="api listening".* addr=\([0-9.]*:[0-9]*\).*/\1/p' "$dir/log.txt")
 [[ -n $addr ]] || { cat "$dir/log.txt" >&2; fail "gim-logic did not start its API"; }
 

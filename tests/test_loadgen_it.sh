@@ -14,6 +14,7 @@ LOGIC=${1:?usage: test_loadgen_it.sh GIM_LOGIC GIM_BENCH [REPO]}
 BENCH=${2:?usage: test_loadgen_it.sh GIM_LOGIC GIM_BENCH [REPO]}
 REPO=${3:-$(dirname "$(dirname "$SELF")")}
 LOADGEN=$REPO/tools/gim-loadgen.mjs
+. "$(dirname "$SELF")/lib.sh"
 fail() {
     echo "test_loadgen_it: FAIL: $*" >&2
     exit 1
@@ -55,11 +56,7 @@ EOF
         : >"$dir/server.log"
         "$LOGIC" --config "$dir/gim.yaml" 2>>"$dir/server.log" &
         pid=$!
-        for _ in $(seq 200); do
-            grep -q 'msg="ready"' "$dir/server.log" && { URL=tcp://127.0.0.1:$port; return 0; }
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.05
-        done
+        gim_wait_ready "$dir/server.log" "$pid" && { URL=tcp://127.0.0.1:$port; return 0; }
         kill "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
         pid=

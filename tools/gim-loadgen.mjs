@@ -39,8 +39,9 @@
 // reads its clock once per loop turn), so a request leaves up to 1-2 ms
 // after it was due even on an idle service; that delay is counted against
 // the service, and p50_sent_ms / p99_sent_ms give the latencies counted from
-// when each request was written instead, to show it. This is how the reads beside saturating
-// sends are measured (tools/bench-reads-beside-sends.sh, TOOL=loadgen).
+// when each request was written instead, to show it. This is how the reads
+// beside saturating sends are measured (tools/bench-reads-beside-sends.sh,
+// TOOL=loadgen).
 // Workloads:
 //   send  a 1:1 text of --payload bytes from a random user to another one
 //   sync  a page of the inbox of a random user, from --sync-from newest (a
@@ -65,8 +66,9 @@
 // p99_ms=... p999_ms=... errors=... acked=... checked=... check_failed=...
 // loadgen_cpu_us_per_op=... [server_cpu_us_per_op=... cpus_busy=... cpus=...]"
 // (a sync's also sync_from= and avg_page=, the mean size of the pages it
-// checked; an open loop's rate=, backlog_max=, p50_sent_ms= and p99_sent_ms=) on stdout; progress and the first few failures on stderr. ops
-// counts the successful replies inside the window (errors are counted
+// checked; an open loop's rate=, backlog_max=, p50_sent_ms= and
+// p99_sent_ms=) on stdout; progress and the first few failures on stderr.
+// ops counts the successful replies inside the window (errors are counted
 // apart, their latencies left out); acked every successful reply of the
 // run, warm-up and drain included (for a send: every message the service
 // said it stored). Exit 0 when no request failed and no check failed, 1
